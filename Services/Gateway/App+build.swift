@@ -1,0 +1,40 @@
+import Configuration
+import Contracts
+import HailKit
+import Hummingbird
+import Logging
+
+/// Builds the gateway from configuration.
+///
+/// Keys beyond the kit's: `auth.jwt.secret` (secret; the key login signs with), `gateway.rate.limit`
+/// (requests per client per window, 300), `gateway.rate.window.seconds` (1), `gateway.rate.auth.limit`
+/// (sign-up/sign-in attempts per address per window, 30).
+func buildApplication(reader: ConfigReader) async throws -> HailApplication {
+    let kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080)
+    let signingKey = try AccessTokens.signingKey(from: kit.configuration, reader: reader)
+    let tokens = await AccessTokens(signingKey: signingKey)
+    // `gateway.rate.prefix`: Redis key prefix of the rate-limit counters.
+    let ratePrefix = reader.string(forKey: "gateway.rate.prefix", default: "gw:rl")
+    let window = Duration.seconds(max(1, reader.int(forKey: "gateway.rate.window.seconds", default: 1)))
+
+    let router = kit.makeRouter()
+    let proxy = AuthProxyController(clients: kit.clients)
+
+    let publicAuth = router.group("/api/v1/auth")
+        .add(middleware: RateLimitMiddleware(
+            redis: kit.redis, limit: reader.int(forKey: "gateway.rate.auth.limit", default: 30), window: window, scope: "auth", keyPrefix: ratePrefix))
+    proxy.registerPublic(on: publicAuth)
+
+    let secured = router.group("/api/v1")
+        .add(middleware: AuthenticationMiddleware(tokens: tokens, redis: kit.redis))
+        .add(middleware: RateLimitMiddleware(
+            redis: kit.redis, limit: reader.int(forKey: "gateway.rate.limit", default: 300), window: window, scope: "api", keyPrefix: ratePrefix))
+    proxy.registerSecured(on: secured)
+    // Every other API path is authenticated first, then answered: nothing else is served yet.
+    for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
+        secured.on("**", method: method) { request, _ -> Response in
+            throw Problem.notFound("No route for \(request.method) \(request.uri.path)")
+        }
+    }
+    return kit.makeApplication(router: router)
+}

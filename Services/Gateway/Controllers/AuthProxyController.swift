@@ -1,0 +1,51 @@
+import Contracts
+import HailKit
+import Hummingbird
+
+/// `/api/v1/auth/**` and `/api/v1/me`: the public face of the login service, called through the kit's
+/// ServiceClient (discovery, balancing, deadlines, retries, breakers).
+struct AuthProxyController: Sendable {
+    let clients: ServiceClient
+
+    /// Routes anyone may call.
+    func registerPublic(on group: RouterGroup<HailRequestContext>) {
+        group.post("signup") { request, context in
+            let body = try await JSONBody.decode(LoginAPI.SignUpRequest.self, from: request, context: context)
+            let user = try await clients.call(LoginAPI.signUp, body, context: context.callContext)
+            return try JSONBody.response(user, status: .created)
+        }
+        group.post("login") { request, context in
+            let body = try await JSONBody.decode(LoginAPI.SignInRequest.self, from: request, context: context)
+            return try JSONBody.response(try await clients.call(LoginAPI.signIn, body, context: context.callContext))
+        }
+        group.post("refresh") { request, context in
+            let body = try await JSONBody.decode(LoginAPI.RefreshRequest.self, from: request, context: context)
+            return try JSONBody.response(try await clients.call(LoginAPI.refresh, body, context: context.callContext))
+        }
+    }
+
+    /// Routes for signed-in accounts (the group authenticates).
+    func registerSecured(on group: RouterGroup<HailRequestContext>) {
+        group.post("auth/logout") { request, context in
+            let identity = try context.requireIdentity()
+            struct Body: Decodable { var refreshToken: String? }
+            let buffer = try await request.body.collect(upTo: context.maxUploadSize)
+            var refreshToken: String? = nil
+            if buffer.readableBytes > 0 {
+                refreshToken = try JSONBody.decode(Body.self, from: buffer).refreshToken
+            }
+            let accessToken = request.headers[.authorization].map { String($0.dropFirst("Bearer ".count)) }
+            _ = try await clients.call(
+                LoginAPI.logout, LoginAPI.LogoutRequest(refreshToken: refreshToken, accessToken: accessToken),
+                context: context.callContext)
+            context.logger.info("signed out", metadata: ["user": "\(identity.userID)"])
+            return Response(status: .noContent)
+        }
+        group.get("me") { _, context in
+            let identity = try context.requireIdentity()
+            let user = try await clients.call(
+                LoginAPI.user, NoContent(), parameters: ["id": identity.userID], context: context.callContext)
+            return try JSONBody.response(user)
+        }
+    }
+}

@@ -1,0 +1,45 @@
+import Contracts
+import HailKit
+import Hummingbird
+import Logging
+import RedisKit
+
+/// Requires a valid access token: signature, expiry, issuer, and not on the deny-list (signed out).
+/// The identity it finds goes into the request context for the routes behind it.
+struct AuthenticationMiddleware: RouterMiddleware {
+    typealias Context = HailRequestContext
+    let tokens: AccessTokens
+    let redis: RedisClient
+
+    func handle(
+        _ request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        guard let header = request.headers[.authorization] else {
+            throw Problem.unauthorized("Send the access token in an Authorization: Bearer header")
+        }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty else {
+            throw Problem.unauthorized("The Authorization header must be 'Bearer <access token>'")
+        }
+        let claims = try await tokens.verify(String(parts[1]))
+        let denied: Bool
+        do {
+            denied = try await redis.exists("auth:deny:\(claims.jti.value)")
+        } catch {
+            // Without the deny-list a signed-out token could pass: refuse rather than guess.
+            context.logger.error("deny-list unavailable", metadata: ["error": "\(error)"])
+            throw Problem.unavailable("Sessions cannot be checked right now", retryAfterSeconds: 1)
+        }
+        if denied {
+            throw Problem(
+                .unauthorized, slug: "token-revoked", title: "The access token is not valid",
+                detail: "The access token was revoked by signing out", headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+        }
+        var context = context
+        context.identity = claims.identity
+        context.logger[metadataKey: "user"] = .string(claims.sub.value)
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,186 @@
+import Contracts
+import Crypto
+import EventBus
+import Foundation
+import HailKit
+import HummingbirdBcrypt
+import Logging
+import NIOPosix
+import RedisKit
+
+/// The rules of accounts and sessions, callable without a server.
+struct Accounts: Sendable {
+    let store: UserStore
+    let redis: RedisClient
+    let tokens: AccessTokens
+    let accessTTL: Duration
+    let refreshTTL: Duration
+    let bcryptCost: UInt8
+    let wakeups: OutboxWakeups
+    let logger: Logger
+
+    // MARK: Validation
+
+    static func validate(_ request: LoginAPI.SignUpRequest) throws {
+        guard request.role != .admin else {
+            throw Problem.forbidden("Admin accounts cannot sign up; an operator creates them")
+        }
+        try validatePhone(request.phone)
+        guard request.password.count >= 8 else {
+            throw Problem.invalidField("password", "Use at least 8 characters")
+        }
+        guard request.password.utf8.count <= 72 else {
+            throw Problem.invalidField("password", "Use at most 72 bytes (bcrypt ignores the rest)")
+        }
+        let name = request.name.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !name.isEmpty, name.count <= 100 else {
+            throw Problem.invalidField("name", "Give a name of 1 to 100 characters")
+        }
+    }
+
+    static func validatePhone(_ phone: String) throws {
+        let digits = phone.hasPrefix("+") ? phone.dropFirst() : Substring(phone)
+        guard (7...15).contains(digits.count), digits.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+            throw Problem.invalidField("phone", "A phone number is 7 to 15 digits, optionally after a +")
+        }
+    }
+
+    // MARK: Operations
+
+    func signUp(_ request: LoginAPI.SignUpRequest) async throws -> LoginAPI.User {
+        try Self.validate(request)
+        return try await createAccount(role: request.role, phone: request.phone, password: request.password, name: request.name)
+    }
+
+    /// Creates an account of any role (admin included: operators seed it from configuration).
+    func createAccount(role: Role, phone: String, password: String, name: String) async throws -> LoginAPI.User {
+        let hash = try await hashPassword(password)
+        let user = LoginAPI.User(
+            id: UUID().uuidString.lowercased(), role: role, phone: phone,
+            name: name.trimmingCharacters(in: .whitespacesAndNewlines), createdAt: Date().timeIntervalSince1970)
+        guard let created = try await store.create(user, passwordHash: hash) else {
+            throw Problem.conflict("phone-taken", "An account with this phone number exists", field: "phone")
+        }
+        wakeups.notify()
+        logger.info("account created", metadata: ["user": "\(created.id)", "role": "\(created.role.rawValue)"])
+        return created
+    }
+
+    func signIn(_ request: LoginAPI.SignInRequest) async throws -> LoginAPI.TokenPair {
+        let stored = try await store.user(phone: request.phone)
+        // Hash even for unknown phones, so timing does not tell which numbers have accounts.
+        let hash = stored?.passwordHash ?? Self.unknownUserHash
+        let matches = try await verifyPassword(request.password, hash: hash)
+        guard let stored, matches else {
+            throw Problem(
+                .unauthorized, slug: "invalid-credentials", title: "Sign-in failed",
+                detail: "The phone number or password is wrong")
+        }
+        return try await issue(for: stored.user, familyID: UUID().uuidString.lowercased(), newSession: true)
+    }
+
+    func refresh(_ request: LoginAPI.RefreshRequest) async throws -> LoginAPI.TokenPair {
+        let successor = Self.newRefreshToken()
+        let outcome = try await store.rotate(
+            hash: Self.digest(request.refreshToken), successorHash: Self.digest(successor),
+            successorExpiresAt: Date().addingTimeInterval(Double(refreshTTL.components.seconds)))
+        switch outcome {
+        case .rotated(let userID, let familyID):
+            guard try await redis.exists(Self.sessionKey(familyID)) else {
+                throw Self.refreshRefused("The session has ended; sign in again")
+            }
+            guard let user = try await store.user(id: userID) else {
+                throw Self.refreshRefused("The account no longer exists")
+            }
+            return try await issue(for: user, familyID: familyID, newSession: false, refreshToken: successor)
+        case .unknown:
+            throw Self.refreshRefused("The refresh token is not known")
+        case .expired:
+            throw Self.refreshRefused("The refresh token has expired; sign in again")
+        case .revoked:
+            throw Self.refreshRefused("The refresh token was revoked; sign in again")
+        case .reused(let familyID):
+            try await redis.delete(Self.sessionKey(familyID))
+            logger.warning("refresh token reused; session revoked", metadata: ["family": "\(familyID)"])
+            throw Self.refreshRefused("The refresh token was already used; the session is revoked, sign in again")
+        }
+    }
+
+    /// Ends a session: the refresh token's family is revoked, and the access token denied until it expires.
+    func logout(_ request: LoginAPI.LogoutRequest) async throws {
+        if let refreshToken = request.refreshToken,
+            let familyID = try await store.revokeFamily(ofTokenHash: Self.digest(refreshToken))
+        {
+            try await redis.delete(Self.sessionKey(familyID))
+        }
+        if let accessToken = request.accessToken {
+            let claims = try await tokens.verify(accessToken)
+            let remaining = claims.exp.value.timeIntervalSinceNow
+            if remaining > 0 {
+                try await redis.set(
+                    Self.denyKey(claims.jti.value), to: "1", expiresIn: .milliseconds(Int64(remaining * 1000) + 1000))
+            }
+        }
+    }
+
+    // MARK: Tokens
+
+    private func issue(
+        for user: LoginAPI.User, familyID: String, newSession: Bool, refreshToken: String? = nil
+    ) async throws -> LoginAPI.TokenPair {
+        let now = Date()
+        let claims = AccessTokenClaims(
+            userID: user.id, role: user.role, tokenID: UUID().uuidString.lowercased(), issuedAt: now,
+            expiresAt: now.addingTimeInterval(Double(accessTTL.components.seconds)))
+        let access = try await tokens.sign(claims)
+        let refresh: String
+        if let refreshToken {
+            refresh = refreshToken
+        } else {
+            refresh = Self.newRefreshToken()
+            try await store.saveRefreshToken(
+                hash: Self.digest(refresh), userID: user.id, familyID: familyID,
+                expiresAt: now.addingTimeInterval(Double(refreshTTL.components.seconds)))
+        }
+        if newSession {
+            try await redis.set(Self.sessionKey(familyID), to: user.id, expiresIn: refreshTTL)
+        } else {
+            try await redis.expire(Self.sessionKey(familyID), in: refreshTTL)
+        }
+        return LoginAPI.TokenPair(
+            accessToken: access, refreshToken: refresh, expiresIn: Int(accessTTL.components.seconds), user: user)
+    }
+
+    static func refreshRefused(_ detail: String) -> Problem {
+        Problem(.unauthorized, slug: "invalid-refresh-token", title: "The refresh token cannot be used", detail: detail)
+    }
+
+    /// Session of a refresh-token family: exists while the session is alive.
+    static func sessionKey(_ familyID: String) -> String { "login:session:\(familyID)" }
+    /// Deny-list entry of an access token id; the gateway refuses tokens listed here.
+    static func denyKey(_ tokenID: String) -> String { "auth:deny:\(tokenID)" }
+
+    static func newRefreshToken() -> String {
+        let bytes = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }
+        return bytes.base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Refresh tokens are stored as SHA-256 digests: a leaked database holds no usable token.
+    static func digest(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    private static let unknownUserHash = Bcrypt.hash("no-such-account", cost: 4)
+
+    // bcrypt is deliberately slow: it runs on the NIO thread pool, never on the cooperative threads.
+    private func hashPassword(_ password: String) async throws -> String {
+        let cost = bcryptCost
+        return try await NIOThreadPool.singleton.runIfActive { Bcrypt.hash(password, cost: cost) }
+    }
+
+    private func verifyPassword(_ password: String, hash: String) async throws -> Bool {
+        try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(password, hash: hash) }
+    }
+}

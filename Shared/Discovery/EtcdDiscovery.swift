@@ -1,0 +1,235 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+
+/// Discovery through etcd's v3 JSON API over HTTP.
+///
+/// An instance lives at `<prefix><service>/<instance id>` under a lease of `ttl`; the registration renews
+/// the lease at a third of the TTL. A process that dies stops renewing, etcd deletes the key when the lease
+/// ends, and every watcher sees the instance go.
+public struct EtcdDiscovery: ServiceDiscovery {
+    public let endpoint: String
+    public let prefix: String
+    public let ttl: Duration
+    private let http: HTTPClient
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - endpoint: etcd's client URL (`http://127.0.0.1:2379`).
+    ///   - prefix: the key prefix all Hailstorm instances live under.
+    ///   - ttl: the lease TTL; an instance that dies is gone from discovery within it.
+    public init(
+        endpoint: String,
+        prefix: String = "/hailstorm/services/",
+        ttl: Duration = .seconds(10),
+        httpClient: HTTPClient = .shared,
+        logger: Logger = Logger(label: "hailstorm.discovery")
+    ) {
+        self.endpoint = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
+        self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
+        self.ttl = ttl
+        self.http = httpClient
+        self.logger = logger
+    }
+
+    // MARK: ServiceDiscovery
+
+    public func instances(of service: String) async throws -> [ServiceInstance] {
+        let key = prefix + service + "/"
+        let response = try await call("/v3/kv/range", [
+            "key": Self.base64(key),
+            "range_end": Self.base64(Self.prefixEnd(key)),
+        ])
+        let kvs = response["kvs"] as? [[String: Any]] ?? []
+        return kvs.compactMap { kv in
+            (kv["value"] as? String).flatMap(Self.decodeInstance)
+        }.sorted { $0.id < $1.id }
+    }
+
+    public func register(_ instance: ServiceInstance) async throws -> any ServiceRegistration {
+        let seconds = max(1, ttl.components.seconds)
+        let grant = try await call("/v3/lease/grant", ["TTL": seconds])
+        guard let leaseID = Self.string(grant["ID"]) else {
+            throw DiscoveryError.badResponse("lease grant without an ID")
+        }
+        let value = try JSONEncoder().encode(instance)
+        _ = try await call("/v3/kv/put", [
+            "key": Self.base64(key(for: instance)),
+            "value": value.base64EncodedString(),
+            "lease": leaseID,
+        ])
+        logger.info("registered", metadata: ["instance": "\(instance.id)", "lease": "\(leaseID)", "ttl": "\(seconds)"])
+        return EtcdRegistration(instance: instance, leaseID: leaseID, discovery: self)
+    }
+
+    public func watch(service: String?) -> AsyncThrowingStream<DiscoveryChange, any Error> {
+        let key = service.map { prefix + $0 + "/" } ?? prefix
+        let http = self.http
+        let endpoint = self.endpoint
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    // Current instances first, then every change after the revision they were read at.
+                    let snapshot = try await call("/v3/kv/range", [
+                        "key": Self.base64(key), "range_end": Self.base64(Self.prefixEnd(key)),
+                    ])
+                    for kv in snapshot["kvs"] as? [[String: Any]] ?? [] {
+                        if let instance = (kv["value"] as? String).flatMap(Self.decodeInstance) {
+                            continuation.yield(.added(instance))
+                        }
+                    }
+                    let header = snapshot["header"] as? [String: Any]
+                    let revision = (Self.string(header?["revision"]).flatMap { Int($0) } ?? 0) + 1
+                    var request = HTTPClientRequest(url: endpoint + "/v3/watch")
+                    request.method = .POST
+                    request.headers.add(name: "Content-Type", value: "application/json")
+                    let body: [String: Any] = [
+                        "create_request": [
+                            "key": Self.base64(key),
+                            "range_end": Self.base64(Self.prefixEnd(key)),
+                            "start_revision": String(revision),
+                        ]
+                    ]
+                    request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+                    let response = try await http.execute(request, timeout: .hours(24 * 365))
+                    guard response.status == .ok else {
+                        throw DiscoveryError.backend("watch answered \(response.status)")
+                    }
+                    var pending = Data()
+                    for try await chunk in response.body {
+                        pending.append(contentsOf: chunk.readableBytesView)
+                        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                            let line = pending[pending.startIndex..<newline]
+                            pending.removeSubrange(pending.startIndex...newline)
+                            for change in Self.changes(inWatchMessage: Data(line), prefix: prefix) {
+                                continuation.yield(change)
+                            }
+                        }
+                        // etcd's gateway may send a message without a trailing newline.
+                        if !pending.isEmpty, (try? JSONSerialization.jsonObject(with: pending)) != nil {
+                            for change in Self.changes(inWatchMessage: pending, prefix: prefix) {
+                                continuation.yield(change)
+                            }
+                            pending.removeAll()
+                        }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    public func ping() async throws {
+        _ = try await call("/v3/maintenance/status", [:])
+    }
+
+    // MARK: Lease operations
+
+    func keepAliveOnce(leaseID: String) async throws -> Int {
+        let response = try await call("/v3/lease/keepalive", ["ID": leaseID])
+        let result = response["result"] as? [String: Any] ?? response
+        // A lease that no longer exists answers with no TTL (zero values are omitted).
+        guard let ttl = Self.string(result["TTL"]).flatMap({ Int($0) }), ttl > 0 else {
+            throw DiscoveryError.leaseExpired("lease \(leaseID) is gone")
+        }
+        return ttl
+    }
+
+    func revoke(leaseID: String) async throws {
+        _ = try await call("/v3/lease/revoke", ["ID": leaseID])
+    }
+
+    func key(for instance: ServiceInstance) -> String {
+        prefix + instance.service + "/" + instance.id
+    }
+
+    // MARK: Plumbing
+
+    private func call(_ path: String, _ body: [String: Any]) async throws -> [String: Any] {
+        var request = HTTPClientRequest(url: endpoint + path)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: .seconds(5))
+        } catch {
+            throw DiscoveryError.backend("etcd at \(endpoint) unreachable: \(error)")
+        }
+        let bytes = try await response.body.collect(upTo: 4 << 20)
+        let text = String(buffer: bytes)
+        guard response.status == .ok else {
+            throw DiscoveryError.backend("etcd \(path) answered \(response.status.code): \(text)")
+        }
+        guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw DiscoveryError.badResponse("etcd \(path) answered non-object JSON")
+        }
+        return object
+    }
+
+    static func changes(inWatchMessage data: Data, prefix: String) -> [DiscoveryChange] {
+        guard !data.isEmpty,
+            let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        else { return [] }
+        let result = object["result"] as? [String: Any] ?? object
+        let events = result["events"] as? [[String: Any]] ?? []
+        return events.compactMap { event in
+            guard let kv = event["kv"] as? [String: Any], let encodedKey = kv["key"] as? String,
+                let keyData = Data(base64Encoded: encodedKey)
+            else { return nil }
+            let key = String(decoding: keyData, as: UTF8.self)
+            if (event["type"] as? String) == "DELETE" {
+                let parts = key.dropFirst(prefix.count).split(separator: "/")
+                guard parts.count == 2 else { return nil }
+                return .removed(instanceID: String(parts[1]), service: String(parts[0]))
+            }
+            return (kv["value"] as? String).flatMap(decodeInstance).map { .added($0) }
+        }
+    }
+
+    static func decodeInstance(_ base64Value: String) -> ServiceInstance? {
+        guard let data = Data(base64Encoded: base64Value) else { return nil }
+        return try? JSONDecoder().decode(ServiceInstance.self, from: data)
+    }
+
+    static func base64(_ text: String) -> String {
+        Data(text.utf8).base64EncodedString()
+    }
+
+    /// The end of a prefix range: the prefix with its last byte incremented.
+    static func prefixEnd(_ prefix: String) -> String {
+        var bytes = Array(prefix.utf8)
+        bytes[bytes.count - 1] += 1
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// etcd's JSON gateway writes 64-bit numbers as strings.
+    static func string(_ value: Any?) -> String? {
+        if let text = value as? String { return text }
+        if let number = value as? NSNumber { return number.stringValue }
+        return nil
+    }
+}
+
+/// A registration in etcd: a key under a lease that `keepAlive` renews.
+public struct EtcdRegistration: ServiceRegistration {
+    public let instance: ServiceInstance
+    public let leaseID: String
+    let discovery: EtcdDiscovery
+
+    public func keepAlive() async throws {
+        let interval = discovery.ttl / 3
+        while true {
+            try await Task.sleep(for: interval)
+            _ = try await discovery.keepAliveOnce(leaseID: leaseID)
+        }
+    }
+
+    public func deregister() async throws {
+        try await discovery.revoke(leaseID: leaseID)
+    }
+}

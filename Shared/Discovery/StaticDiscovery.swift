@@ -1,0 +1,67 @@
+/// Discovery where a service's name is a host name, as under compose and Kubernetes Services: the
+/// platform's DNS and load balancer keep the list, so registering is a no-op.
+public struct StaticDiscovery: ServiceDiscovery {
+    /// Known addresses per service; a service missing here resolves to `<name>:<defaultPort>`.
+    public var addresses: [String: [(host: String, port: Int)]]
+    public var defaultPort: Int
+
+    public init(addresses: [String: [(host: String, port: Int)]] = [:], defaultPort: Int = 8080) {
+        self.addresses = addresses
+        self.defaultPort = defaultPort
+    }
+
+    /// Parses `login=127.0.0.1:9001,gateway=gw:8080` (a service may appear more than once).
+    public init(parsing spec: String, defaultPort: Int = 8080) {
+        var addresses: [String: [(host: String, port: Int)]] = [:]
+        for item in spec.split(separator: ",") {
+            let parts = item.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let target = parts[1].split(separator: ":")
+            let host = String(target[0]).trimmingSpaces()
+            let port = target.count > 1 ? Int(target[1]) ?? defaultPort : defaultPort
+            addresses[String(parts[0]).trimmingSpaces(), default: []].append((host, port))
+        }
+        self.init(addresses: addresses, defaultPort: defaultPort)
+    }
+
+    public func instances(of service: String) async throws -> [ServiceInstance] {
+        let targets = addresses[service] ?? [(service, defaultPort)]
+        return targets.map { ServiceInstance(id: "\(service)@\($0.host):\($0.port)", service: service, host: $0.host, port: $0.port) }
+    }
+
+    public func register(_ instance: ServiceInstance) async throws -> any ServiceRegistration {
+        StaticRegistration(instance: instance)
+    }
+
+    public func watch(service: String?) -> AsyncThrowingStream<DiscoveryChange, any Error> {
+        let current = service.map { name in
+            (addresses[name] ?? [(name, defaultPort)]).map {
+                ServiceInstance(id: "\(name)@\($0.host):\($0.port)", service: name, host: $0.host, port: $0.port)
+            }
+        } ?? []
+        return AsyncThrowingStream { continuation in
+            for instance in current { continuation.yield(.added(instance)) }
+        }
+    }
+
+    public func ping() async throws {}
+}
+
+struct StaticRegistration: ServiceRegistration {
+    let instance: ServiceInstance
+
+    func keepAlive() async throws {
+        // Nothing to renew: wait until cancelled.
+        while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(3600))
+        }
+    }
+
+    func deregister() async throws {}
+}
+
+extension String {
+    fileprivate func trimmingSpaces() -> String {
+        String(self.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    }
+}

@@ -1,0 +1,160 @@
+import Contracts
+import Foundation
+import Logging
+import Metrics
+import RedisKit
+import ServiceLifecycle
+
+/// How a consumer group member reads its stream.
+public struct EventConsumerConfiguration: Sendable {
+    /// Entries read per `XREADGROUP`.
+    public var batchSize: Int
+    /// How long one read blocks waiting for new entries.
+    public var block: Duration
+    /// An entry pending this long is taken to belong to a dead or stuck consumer and is reclaimed.
+    public var reclaimAfter: Duration
+    /// How often pending entries are scanned for reclaiming.
+    public var reclaimInterval: Duration
+    /// Deliveries after which an entry goes to the dead-letter stream instead of being handled again.
+    public var maxDeliveries: Int
+
+    public init(
+        batchSize: Int = 64,
+        block: Duration = .milliseconds(500),
+        reclaimAfter: Duration = .seconds(30),
+        reclaimInterval: Duration = .seconds(5),
+        maxDeliveries: Int = 5
+    ) {
+        self.batchSize = batchSize
+        self.block = block
+        self.reclaimAfter = reclaimAfter
+        self.reclaimInterval = reclaimInterval
+        self.maxDeliveries = max(1, maxDeliveries)
+    }
+}
+
+/// A member of a consumer group on one event stream.
+///
+/// Reads new entries, hands each to the handler and acknowledges it when the handler returns. An entry
+/// whose handler threw stays pending; so does every entry of a consumer that died before acknowledging.
+/// Every `reclaimInterval`, entries pending longer than `reclaimAfter` are taken over (`XAUTOCLAIM`) and
+/// handled again, here; an entry delivered `maxDeliveries` times goes to the dead-letter stream
+/// `events:<stream>:dead` with the reason, and is acknowledged. Handlers must tolerate repeats: wrap them
+/// with `ProcessedEvents.once` or make them idempotent otherwise.
+public struct EventConsumer: Service {
+    public let stream: String
+    public let group: String
+    public let consumer: String
+    let redis: RedisClient
+    let configuration: EventConsumerConfiguration
+    let handler: @Sendable (EventEnvelope) async throws -> Void
+    let logger: Logger
+
+    public init(
+        stream: String,
+        group: String,
+        consumer: String,
+        redis: RedisClient,
+        configuration: EventConsumerConfiguration = .init(),
+        logger: Logger,
+        handler: @escaping @Sendable (EventEnvelope) async throws -> Void
+    ) {
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.redis = redis
+        self.configuration = configuration
+        self.logger = logger
+        self.handler = handler
+    }
+
+    var key: String { EventEnvelope.streamKey(stream) }
+
+    public func run() async throws {
+        var connection: RedisConnection? = nil
+        var lastReclaim = ContinuousClock.now - configuration.reclaimInterval
+        var failures = 0
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                if connection == nil || connection?.isActive == false {
+                    try await redis.xgroupCreate(key, group: group, startAt: "0")
+                    connection = try await redis.dedicatedConnection()
+                }
+                if ContinuousClock.now - lastReclaim >= configuration.reclaimInterval {
+                    lastReclaim = .now
+                    try await reclaim()
+                }
+                let entries = try await RedisClient.xreadgroup(
+                    on: connection!, stream: key, group: group, consumer: consumer,
+                    count: configuration.batchSize, block: configuration.block)
+                for entry in entries {
+                    await handle(entry)
+                }
+                failures = 0
+            } catch is CancellationError {
+                break
+            } catch {
+                failures += 1
+                connection = nil
+                logger.warning("consumer read failed; retrying", metadata: ["stream": "\(key)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(min(100 * failures, 2000)))
+            }
+        }
+        await connection?.close()
+    }
+
+    /// Takes over entries that stayed pending too long and handles them (or dead-letters them).
+    public func reclaim() async throws {
+        var cursor = "0-0"
+        repeat {
+            let (next, entries) = try await redis.xautoclaim(
+                key, group: group, consumer: consumer, minIdle: configuration.reclaimAfter, start: cursor, count: 100)
+            for entry in entries {
+                let deliveries = try await redis.xpending(key, group: group, start: entry.id, end: entry.id, count: 1)
+                    .first?.deliveries ?? 1
+                if deliveries > configuration.maxDeliveries {
+                    try await deadLetter(entry, reason: "handler failed \(deliveries - 1) times")
+                } else {
+                    logger.info("reclaimed event", metadata: ["stream": "\(key)", "entry": "\(entry.id)", "delivery": "\(deliveries)"])
+                    await handle(entry)
+                }
+            }
+            cursor = next
+        } while cursor != "0-0" && !Task.isCancelled
+    }
+
+    private func handle(_ entry: StreamEntry) async {
+        guard let envelope = EventEnvelope(entry: entry, stream: stream) else {
+            do {
+                try await deadLetter(entry, reason: "not an event envelope")
+            } catch {
+                logger.error("cannot dead-letter malformed entry", metadata: ["entry": "\(entry.id)", "error": "\(error)"])
+            }
+            return
+        }
+        do {
+            try await handler(envelope)
+            try await redis.xack(key, group: group, ids: [entry.id])
+            Counter(label: "hailstorm_events_consumed_total", dimensions: [("stream", stream), ("group", group)]).increment()
+        } catch {
+            // Left pending: reclaimed after `reclaimAfter`, dead-lettered after `maxDeliveries`.
+            Counter(label: "hailstorm_events_failed_total", dimensions: [("stream", stream), ("group", group)]).increment()
+            logger.warning(
+                "event handler failed",
+                metadata: ["stream": "\(key)", "event": "\(envelope.id)", "type": "\(envelope.type)", "error": "\(error)"])
+        }
+    }
+
+    private func deadLetter(_ entry: StreamEntry, reason: String) async throws {
+        var fields: [(String, any RESPArgumentConvertible)] = entry.fields.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        fields.append(("dead_reason", reason))
+        fields.append(("dead_group", group))
+        fields.append(("original_entry", entry.id))
+        _ = try await redis.pipeline([
+            RedisClient.xaddCommand(EventEnvelope.deadLetterKey(stream), fields: fields),
+            RedisCommand("XACK", key, group, entry.id),
+        ])
+        Counter(label: "hailstorm_events_dead_lettered_total", dimensions: [("stream", stream), ("group", group)]).increment()
+        logger.error("event dead-lettered", metadata: ["stream": "\(key)", "entry": "\(entry.id)", "reason": "\(reason)"])
+    }
+}

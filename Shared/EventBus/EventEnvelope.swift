@@ -1,0 +1,60 @@
+import Contracts
+import Foundation
+import RedisKit
+
+/// An event as it travels: id, type, source and the JSON payload.
+public struct EventEnvelope: Sendable, Hashable {
+    /// Unique per event, kept across republishing: consumers deduplicate on it.
+    public var id: String
+    public var type: String
+    public var stream: String
+    public var source: String
+    public var occurredAt: Double
+    /// The event as JSON.
+    public var payload: [UInt8]
+    /// The Redis stream entry it arrived as (set on the consuming side).
+    public var entryID: String?
+
+    public init(id: String, type: String, stream: String, source: String, occurredAt: Double, payload: [UInt8], entryID: String? = nil) {
+        self.id = id
+        self.type = type
+        self.stream = stream
+        self.source = source
+        self.occurredAt = occurredAt
+        self.payload = payload
+        self.entryID = entryID
+    }
+
+    /// Wraps a domain event with a new id.
+    public init<E: DomainEvent>(_ event: E, source: String, id: String = UUID().uuidString.lowercased(), at date: Date = Date()) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        self.init(
+            id: id, type: E.type, stream: E.stream, source: source, occurredAt: date.timeIntervalSince1970,
+            payload: Array(try encoder.encode(event)))
+    }
+
+    /// The payload decoded as `E`.
+    public func decode<E: DomainEvent>(_ type: E.Type) throws -> E {
+        try JSONDecoder().decode(E.self, from: Data(payload))
+    }
+
+    /// The Redis stream key of a stream name.
+    public static func streamKey(_ stream: String) -> String { "events:\(stream)" }
+
+    /// The dead-letter stream of a stream name.
+    public static func deadLetterKey(_ stream: String) -> String { "events:\(stream):dead" }
+
+    var fields: [(String, any RESPArgumentConvertible)] {
+        [("id", id), ("type", type), ("source", source), ("at", String(occurredAt)), ("payload", payload)]
+    }
+
+    init?(entry: StreamEntry, stream: String) {
+        guard let id = entry.string("id"), let type = entry.string("type"), let payload = entry.fields["payload"] else {
+            return nil
+        }
+        self.init(
+            id: id, type: type, stream: stream, source: entry.string("source") ?? "",
+            occurredAt: entry.string("at").flatMap(Double.init) ?? 0, payload: payload, entryID: entry.id)
+    }
+}

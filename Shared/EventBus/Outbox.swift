@@ -1,0 +1,154 @@
+import Contracts
+import Foundation
+import Logging
+import Metrics
+import NIOConcurrencyHelpers
+import RedisKit
+import SQLiteKit
+import ServiceLifecycle
+
+/// The transactional outbox: an event row written in the same SQLite transaction as the state change it
+/// announces, so an event exists exactly when its change committed. `OutboxRelay` moves the rows to Redis.
+public enum Outbox {
+    /// Adds the outbox table to a service's migrations.
+    public static func addMigrations(to migrations: inout SQLiteMigrations) {
+        migrations.add("outbox-v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE outbox (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    event_id TEXT NOT NULL UNIQUE,
+                    stream TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    occurred_at REAL NOT NULL,
+                    payload BLOB NOT NULL
+                )
+                """)
+        }
+    }
+
+    /// Records `event` for publishing; call inside the write transaction that makes the change.
+    @discardableResult
+    public static func enqueue<E: DomainEvent>(_ event: E, source: String, in db: Database) throws -> EventEnvelope {
+        let envelope = try EventEnvelope(event, source: source)
+        try db.execute(
+            sql: "INSERT INTO outbox (event_id, stream, type, source, occurred_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [envelope.id, envelope.stream, envelope.type, envelope.source, envelope.occurredAt, Data(envelope.payload)])
+        return envelope
+    }
+
+    /// Events not yet published, oldest first.
+    public static func pending(in db: Database, limit: Int = 100) throws -> [(seq: Int64, envelope: EventEnvelope)] {
+        try Row.fetchAll(
+            db, sql: "SELECT seq, event_id, stream, type, source, occurred_at, payload FROM outbox ORDER BY seq LIMIT ?",
+            arguments: [limit]
+        ).map { row in
+            let payload: Data = row["payload"]
+            return (
+                row["seq"],
+                EventEnvelope(
+                    id: row["event_id"], type: row["type"], stream: row["stream"], source: row["source"],
+                    occurredAt: row["occurred_at"], payload: Array(payload))
+            )
+        }
+    }
+}
+
+/// Moves outbox rows to their Redis streams, oldest first, and deletes them once Redis has them.
+///
+/// Delivery is at least once: a crash between `XADD` and the delete publishes the row again on restart,
+/// with the same event id, which consumers deduplicate (`ProcessedEvents`).
+public struct OutboxRelay: Service {
+    let store: SQLiteStore
+    let redis: RedisClient
+    let wakeups: OutboxWakeups
+    let pollInterval: Duration
+    let batchSize: Int
+    let maxStreamLength: Int
+    let logger: Logger
+
+    public init(
+        store: SQLiteStore,
+        redis: RedisClient,
+        wakeups: OutboxWakeups = OutboxWakeups(),
+        pollInterval: Duration = .milliseconds(200),
+        batchSize: Int = 200,
+        maxStreamLength: Int = 1_000_000,
+        logger: Logger
+    ) {
+        self.store = store
+        self.redis = redis
+        self.wakeups = wakeups
+        self.pollInterval = pollInterval
+        self.batchSize = batchSize
+        self.maxStreamLength = maxStreamLength
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        var failures = 0
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                let moved = try await relayOnce()
+                failures = 0
+                if moved == batchSize { continue }
+            } catch is CancellationError {
+                break
+            } catch {
+                failures += 1
+                logger.warning("outbox relay failed; will retry", metadata: ["error": "\(error)", "failures": "\(failures)"])
+            }
+            await wakeups.wait(upTo: failures > 0 ? min(pollInterval * failures, .seconds(2)) : pollInterval)
+        }
+        // Publish what committed before shutdown, if Redis lets us.
+        do { _ = try await relayOnce() } catch { logger.debug("final relay skipped", metadata: ["error": "\(error)"]) }
+    }
+
+    /// Publishes one batch; returns how many events it moved.
+    @discardableResult
+    public func relayOnce() async throws -> Int {
+        let batch = try await store.read { db in try Outbox.pending(in: db, limit: batchSize) }
+        guard !batch.isEmpty else { return 0 }
+        let commands = batch.map { item in
+            RedisClient.xaddCommand(
+                EventEnvelope.streamKey(item.envelope.stream), fields: item.envelope.fields, maxLength: maxStreamLength)
+        }
+        let replies = try await redis.pipeline(commands)
+        var published: [Int64] = []
+        for (item, reply) in zip(batch, replies) {
+            if case .error(let message) = reply {
+                logger.error("event not published", metadata: ["event": "\(item.envelope.id)", "error": "\(message)"])
+                break  // keep order: stop at the first failure
+            }
+            published.append(item.seq)
+        }
+        if let last = published.last {
+            try await store.write { db in
+                try db.execute(sql: "DELETE FROM outbox WHERE seq <= ?", arguments: [last])
+            }
+            Counter(label: "hailstorm_events_published_total").increment(by: published.count)
+        }
+        return published.count
+    }
+}
+
+/// Lets a writer wake the relay soon instead of at its next poll.
+public final class OutboxWakeups: Sendable {
+    private let pending = NIOLockedValueBox(false)
+
+    public init() {}
+
+    /// Call after committing a transaction that enqueued events.
+    public func notify() {
+        pending.withLockedValue { $0 = true }
+    }
+
+    /// Returns within 5 ms of a `notify`, or after `timeout`.
+    func wait(upTo timeout: Duration) async {
+        let end = ContinuousClock.now + timeout
+        while ContinuousClock.now < end, !Task.isCancelled {
+            if pending.withLockedValue({ value in defer { value = false }; return value }) { return }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+}

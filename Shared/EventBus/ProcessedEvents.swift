@@ -1,0 +1,39 @@
+import Foundation
+import SQLiteKit
+
+/// Makes an event handler idempotent: the event id is recorded in the same transaction as the handler's
+/// changes, so an event delivered twice (republished by the relay, reclaimed after a crash) changes
+/// state once.
+public enum ProcessedEvents {
+    public static func addMigrations(to migrations: inout SQLiteMigrations) {
+        migrations.add("processed-events-v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE processed_events (
+                    consumer TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    processed_at REAL NOT NULL,
+                    PRIMARY KEY (consumer, event_id)
+                )
+                """)
+        }
+    }
+
+    /// Runs `body` in one write transaction with the record that `consumer` handled `envelope`.
+    /// Returns false, without running `body`, when it already did.
+    @discardableResult
+    public static func once(
+        _ envelope: EventEnvelope,
+        consumer: String,
+        store: SQLiteStore,
+        _ body: @escaping @Sendable (Database) throws -> Void
+    ) async throws -> Bool {
+        try await store.write { db in
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?)",
+                arguments: [consumer, envelope.id, Date().timeIntervalSince1970])
+            guard db.changesCount == 1 else { return false }
+            try body(db)
+            return true
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import Contracts
+import Hummingbird
+import Logging
+import NIOCore
+import W3CTraceContext
+
+/// Who made a request, as the gateway learned it from a verified access token.
+public struct Identity: Sendable, Hashable {
+    public var userID: String
+    public var role: Role
+    /// The token's `jti`, for the deny-list.
+    public var tokenID: String
+
+    public init(userID: String, role: Role, tokenID: String) {
+        self.userID = userID
+        self.role = role
+        self.tokenID = tokenID
+    }
+}
+
+/// The request context of every Hailstorm service: what middleware learned about a request, so that
+/// handlers never parse headers again.
+public struct HailRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The client's `X-Request-ID`, or one made here; echoed in the answer and in every log line.
+    public var requestID: String
+    /// This hop of the W3C trace: the caller's trace id with a span id of our own.
+    public var trace: TraceContext
+    /// When the caller stops waiting; work past it is cancelled and answered 504.
+    public var deadline: ContinuousClock.Instant?
+    /// Set by authentication middleware.
+    public var identity: Identity?
+    /// The body limit, set from configuration by `BodyLimitMiddleware`.
+    public var maxUploadSize: Int
+    /// The peer address, for per-client rate limits before sign-in.
+    public let remoteAddress: String?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.requestID = ""
+        self.trace = TraceContext(traceID: .random(), spanID: .random(), flags: .sampled, state: .init())
+        self.deadline = nil
+        self.identity = nil
+        self.maxUploadSize = 1 << 20
+        self.remoteAddress = source.channel.remoteAddress?.ipAddress
+    }
+
+    /// What a call to another service on behalf of this request carries along.
+    public var callContext: CallContext {
+        CallContext(requestID: requestID, trace: trace, deadline: deadline)
+    }
+
+    /// The authenticated identity, or a 401 problem.
+    public func requireIdentity() throws -> Identity {
+        guard let identity else { throw Problem.unauthorized("Sign in and send the access token as a Bearer token") }
+        return identity
+    }
+}
+
+/// The parts of an incoming request that outgoing calls propagate.
+public struct CallContext: Sendable {
+    public var requestID: String?
+    public var trace: TraceContext?
+    public var deadline: ContinuousClock.Instant?
+    /// Makes a non-idempotent call safe to retry; the callee answers a repeat with the first result.
+    public var idempotencyKey: String?
+
+    public init(
+        requestID: String? = nil,
+        trace: TraceContext? = nil,
+        deadline: ContinuousClock.Instant? = nil,
+        idempotencyKey: String? = nil
+    ) {
+        self.requestID = requestID
+        self.trace = trace
+        self.deadline = deadline
+        self.idempotencyKey = idempotencyKey
+    }
+
+    /// A call with nothing inherited: background work, tests.
+    public static let none = CallContext()
+}

@@ -1,0 +1,137 @@
+import Contracts
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import W3CTraceContext
+
+/// The outermost layer of every Hailstorm service, around its router.
+///
+/// - gives the request an id (the caller's `X-Request-ID` or a new one) and a W3C trace span, puts both
+///   in the request's logger and echoes the id;
+/// - refuses bodies over the limit (413) and bounds streamed ones;
+/// - applies the caller's deadline (`X-Hailstorm-Deadline-Ms`): the router runs in a child task that is
+///   cancelled when the deadline passes, and the answer is a 504 problem;
+/// - renders every error as `application/problem+json`.
+///
+/// It is a responder rather than router middleware because it must run the router in a child task, and
+/// a responder (unlike middleware's non-escaping `next`) can be called from one.
+public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Context == HailRequestContext {
+    public typealias Context = HailRequestContext
+
+    let inner: Inner
+    let bodyLimit: Int
+    let defaultTimeout: Duration?
+
+    public init(inner: Inner, bodyLimit: Int, defaultTimeout: Duration?) {
+        self.inner = inner
+        self.bodyLimit = bodyLimit
+        self.defaultTimeout = defaultTimeout
+    }
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        var context = context
+        let incoming = request.headers[HailHeaders.requestID].flatMap { $0.count <= 128 && !$0.isEmpty ? $0 : nil }
+        context.requestID = incoming ?? Self.makeRequestID()
+        if let parent = request.headers[HailHeaders.traceParent],
+            let trace = try? TraceContext(
+                traceParentHeaderValue: parent, traceStateHeaderValue: request.headers[HailHeaders.traceState])
+        {
+            // Same trace, a span of our own whose parent is the caller's.
+            context.trace = TraceContext(traceID: trace.traceID, spanID: .random(), flags: trace.flags, state: trace.state)
+        }
+        context.logger[metadataKey: "request_id"] = .string(context.requestID)
+        context.logger[metadataKey: "trace_id"] = .string(context.trace.traceID.description)
+        context.maxUploadSize = bodyLimit
+
+        var response: Response
+        do {
+            response = try await respondWithinDeadline(to: request, context: &context)
+        } catch {
+            let problem = Self.problem(for: error, request: request, context: context)
+            if problem.status.code >= 500 {
+                context.logger.error(
+                    "request failed",
+                    metadata: ["error": "\(error)", "path": "\(request.uri.path)", "status": "\(problem.status.code)"])
+            } else {
+                context.logger.debug("request refused", metadata: ["problem": "\(problem)"])
+            }
+            response = problem.makeResponse(requestID: context.requestID, allocator: ByteBufferAllocator())
+        }
+        response.headers[HailHeaders.requestID] = context.requestID
+        return response
+    }
+
+    private func respondWithinDeadline(to request: Request, context: inout Context) async throws -> Response {
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > bodyLimit {
+            throw Problem.payloadTooLarge(limit: bodyLimit)
+        }
+        if let header = request.headers[HailHeaders.deadline] {
+            guard let milliseconds = Int(header), milliseconds >= 0 else {
+                throw Problem.invalidField(HailHeaders.deadline.rawName, "must be a whole number of milliseconds")
+            }
+            context.deadline = .now + .milliseconds(milliseconds)
+        } else if let defaultTimeout {
+            context.deadline = .now + defaultTimeout
+        }
+        guard let deadline = context.deadline else {
+            return try await inner.respond(to: request, context: context)
+        }
+        if deadline <= .now {
+            throw Problem.deadlineExceeded("The deadline passed before the request arrived")
+        }
+        let inner = self.inner
+        let bound = context
+        return try await withThrowingTaskGroup(of: Response?.self) { group in
+            group.addTask { try await inner.respond(to: request, context: bound) }
+            group.addTask {
+                try await Task.sleep(until: deadline, clock: .continuous)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let response = first else {
+                // The timer won: `cancelAll` cancels the handler, which stops at its next suspension point.
+                bound.logger.warning("deadline exceeded; work cancelled", metadata: ["path": "\(request.uri.path)"])
+                throw Problem.deadlineExceeded("The request did not finish within its deadline")
+            }
+            return response
+        }
+    }
+
+    static func makeRequestID() -> String {
+        String(UUID().uuidString.lowercased().filter { $0 != "-" }.prefix(20))
+    }
+
+    static func problem(for error: any Error, request: Request, context: Context) -> Problem {
+        switch error {
+        case let problem as Problem:
+            return problem
+        case let error as HTTPError:
+            switch error.status {
+            case .notFound:
+                return .notFound("No route for \(request.method) \(request.uri.path)")
+            case .contentTooLarge:
+                return .payloadTooLarge(limit: context.maxUploadSize)
+            case .methodNotAllowed:
+                return Problem(
+                    .methodNotAllowed, slug: "method-not-allowed", title: "Method not allowed",
+                    detail: "\(request.method) is not allowed on \(request.uri.path)")
+            default:
+                return Problem(
+                    error.status, slug: "http-\(error.status.code)", title: error.status.reasonPhrase,
+                    detail: error.body)
+            }
+        case let error as any HTTPResponseError:
+            return Problem(error.status, slug: "http-\(error.status.code)", title: error.status.reasonPhrase)
+        case let error as DecodingError:
+            return JSONBody.problem(for: error)
+        case is CancellationError:
+            if let deadline = context.deadline, deadline <= .now {
+                return .deadlineExceeded("The caller's deadline passed")
+            }
+            return .unavailable("The request was cancelled while the service shut down")
+        default:
+            return .internalError
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import Contracts
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// An error that answers the client as `application/problem+json` with a stable `type`.
+///
+/// Every error a Hailstorm service shows a client is one of these; bad input is always a 4xx with the
+/// reason and, where it applies, the field.
+public struct Problem: HTTPResponseError, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    /// Stable slug; the `type` is `urn:hailstorm:problem:<slug>`.
+    public var slug: String
+    public var title: String
+    public var detail: String?
+    public var field: String?
+    /// Extra response headers (`Retry-After`).
+    public var headers: HTTPFields
+
+    public init(
+        _ status: HTTPResponse.Status,
+        slug: String,
+        title: String,
+        detail: String? = nil,
+        field: String? = nil,
+        headers: HTTPFields = [:]
+    ) {
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.field = field
+        self.headers = headers
+    }
+
+    /// Re-creates a problem another service answered, so it passes through unchanged.
+    public init(document: ProblemDocument, headers: HTTPFields = [:]) {
+        self.init(
+            HTTPResponse.Status(code: document.status),
+            slug: document.slug,
+            title: document.title,
+            detail: document.detail,
+            field: document.field,
+            headers: headers
+        )
+    }
+
+    public var description: String {
+        "\(status.code) \(slug): \(detail ?? title)" + (field.map { " [field \($0)]" } ?? "")
+    }
+
+    public func document(requestID: String?) -> ProblemDocument {
+        ProblemDocument(
+            type: ProblemDocument.typePrefix + slug,
+            title: title,
+            status: status.code,
+            detail: detail,
+            field: field,
+            requestId: requestID
+        )
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        let requestID = (context as? HailRequestContext)?.requestID
+        return makeResponse(requestID: requestID, allocator: ByteBufferAllocator())
+    }
+
+    public func makeResponse(requestID: String?, allocator: ByteBufferAllocator) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(document(requestID: requestID))) ?? Data("{}".utf8)
+        var fields = headers
+        fields[.contentType] = "application/problem+json"
+        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+extension Problem {
+    public static func invalidBody(_ detail: String, field: String? = nil) -> Problem {
+        Problem(.badRequest, slug: "invalid-body", title: "The request body is not valid", detail: detail, field: field)
+    }
+
+    public static func invalidField(_ field: String, _ detail: String) -> Problem {
+        Problem(.badRequest, slug: "invalid-field", title: "A field of the request is not valid", detail: detail, field: field)
+    }
+
+    public static func unauthorized(_ detail: String) -> Problem {
+        Problem(
+            .unauthorized, slug: "unauthorized", title: "Authentication is required", detail: detail,
+            headers: [.wwwAuthenticate: "Bearer"])
+    }
+
+    public static func forbidden(_ detail: String) -> Problem {
+        Problem(.forbidden, slug: "forbidden", title: "Not allowed for this account", detail: detail)
+    }
+
+    public static func notFound(_ detail: String) -> Problem {
+        Problem(.notFound, slug: "not-found", title: "Not found", detail: detail)
+    }
+
+    public static func conflict(_ slug: String, _ detail: String, field: String? = nil) -> Problem {
+        Problem(.conflict, slug: slug, title: "Conflicts with the current state", detail: detail, field: field)
+    }
+
+    public static func tooManyRequests(retryAfterSeconds: Int) -> Problem {
+        Problem(
+            .tooManyRequests, slug: "rate-limited", title: "Too many requests",
+            detail: "Rate limit reached; retry after \(retryAfterSeconds) s",
+            headers: [.retryAfter: String(retryAfterSeconds)])
+    }
+
+    public static func payloadTooLarge(limit: Int) -> Problem {
+        Problem(
+            .contentTooLarge, slug: "payload-too-large", title: "The request body is too large",
+            detail: "Bodies are limited to \(limit) bytes")
+    }
+
+    public static func deadlineExceeded(_ detail: String) -> Problem {
+        Problem(.gatewayTimeout, slug: "deadline-exceeded", title: "The request ran out of time", detail: detail)
+    }
+
+    public static func unavailable(_ detail: String, retryAfterSeconds: Int? = nil) -> Problem {
+        var headers: HTTPFields = [:]
+        if let retryAfterSeconds { headers[.retryAfter] = String(retryAfterSeconds) }
+        return Problem(
+            .serviceUnavailable, slug: "unavailable", title: "A dependency is unavailable", detail: detail,
+            headers: headers)
+    }
+
+    public static let internalError = Problem(
+        .internalServerError, slug: "internal", title: "Internal error",
+        detail: "The error was logged with the request id")
+}

@@ -1,0 +1,324 @@
+import AsyncHTTPClient
+import Configuration
+import Contracts
+import Discovery
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import Metrics
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+
+/// How calls to other services behave.
+public struct ServiceClientConfiguration: Sendable {
+    /// Time a call may take, retries included, unless the caller's own deadline is sooner.
+    public var timeout: Duration
+    /// Attempts of a retryable call, the first included.
+    public var maxAttempts: Int
+    /// Backoff before retry n is a random duration up to `min(backoffCap, backoffBase · 2ⁿ)` (full jitter).
+    public var backoffBase: Duration
+    public var backoffCap: Duration
+    /// Consecutive failures that open an instance's breaker, and how long it stays open.
+    public var breakerThreshold: Int
+    public var breakerCooldown: Duration
+    /// How long a list of instances from discovery is reused.
+    public var discoveryCacheTTL: Duration
+
+    public init(
+        timeout: Duration = .seconds(5),
+        maxAttempts: Int = 3,
+        backoffBase: Duration = .milliseconds(25),
+        backoffCap: Duration = .milliseconds(500),
+        breakerThreshold: Int = 5,
+        breakerCooldown: Duration = .seconds(5),
+        discoveryCacheTTL: Duration = .seconds(1)
+    ) {
+        self.timeout = timeout
+        self.maxAttempts = max(1, maxAttempts)
+        self.backoffBase = backoffBase
+        self.backoffCap = backoffCap
+        self.breakerThreshold = breakerThreshold
+        self.breakerCooldown = breakerCooldown
+        self.discoveryCacheTTL = discoveryCacheTTL
+    }
+
+    /// Reads `client.*`: `timeout.ms`, `attempts`, `backoff.base.ms`, `backoff.cap.ms`,
+    /// `breaker.threshold`, `breaker.cooldown.ms`, `discovery.cache.ms`.
+    public init(reader: ConfigReader) {
+        self.init(
+            timeout: .milliseconds(reader.int(forKey: "timeout.ms", default: 5000)),
+            maxAttempts: reader.int(forKey: "attempts", default: 3),
+            backoffBase: .milliseconds(reader.int(forKey: "backoff.base.ms", default: 25)),
+            backoffCap: .milliseconds(reader.int(forKey: "backoff.cap.ms", default: 500)),
+            breakerThreshold: reader.int(forKey: "breaker.threshold", default: 5),
+            breakerCooldown: .milliseconds(reader.int(forKey: "breaker.cooldown.ms", default: 5000)),
+            discoveryCacheTTL: .milliseconds(reader.int(forKey: "discovery.cache.ms", default: 1000))
+        )
+    }
+}
+
+/// What another service answered.
+public struct ServiceResponse: Sendable {
+    public var status: HTTPResponse.Status
+    public var headers: HTTPFields
+    public var body: ByteBuffer
+    /// The instance that answered.
+    public var instance: ServiceInstance
+    /// Attempts it took.
+    public var attempts: Int
+}
+
+/// Calls other services by name.
+///
+/// discovery → instances whose breaker is not open → power of two choices on outstanding requests →
+/// the call, with the remaining deadline in `X-Hailstorm-Deadline-Ms`, the request id and a W3C
+/// `traceparent` → on a 502/503/504 or a connection failure, a retry with jittered backoff, but only for
+/// calls that are safe to repeat (idempotent methods, or an Idempotency-Key) → each outcome feeds the
+/// instance's breaker.
+public final class ServiceClient: Sendable {
+    public let configuration: ServiceClientConfiguration
+    public let breakers: CircuitBreakers
+    private let discovery: any ServiceDiscovery
+    private let http: HTTPClient
+    private let logger: Logger
+    private let outstanding = NIOLockedValueBox<[String: Int]>([:])
+    private let cache = NIOLockedValueBox<[String: (instances: [ServiceInstance], fetched: ContinuousClock.Instant)]>([:])
+
+    public init(
+        discovery: any ServiceDiscovery,
+        httpClient: HTTPClient,
+        configuration: ServiceClientConfiguration = .init(),
+        logger: Logger = Logger(label: "hailstorm.client")
+    ) {
+        self.discovery = discovery
+        self.http = httpClient
+        self.configuration = configuration
+        self.breakers = CircuitBreakers(threshold: configuration.breakerThreshold, cooldown: configuration.breakerCooldown)
+        self.logger = logger
+    }
+
+    // MARK: Typed calls
+
+    /// Calls a contract endpoint. A problem answered by the callee is thrown as that same `Problem`.
+    public func call<Req, Res>(
+        _ endpoint: Endpoint<Req, Res>,
+        _ body: Req,
+        parameters: [String: String] = [:],
+        headers: HTTPFields = [:],
+        context: CallContext
+    ) async throws -> Res {
+        var headers = headers
+        var buffer: ByteBuffer? = nil
+        if Req.self != NoContent.self {
+            buffer = ByteBuffer(bytes: try JSONBody.encoder.encode(body))
+            headers[.contentType] = "application/json"
+        }
+        let response = try await send(
+            service: endpoint.service,
+            method: endpoint.method,
+            path: endpoint.path(parameters),
+            headers: headers,
+            body: buffer,
+            idempotent: endpoint.isIdempotent,
+            context: context
+        )
+        guard (200..<300).contains(response.status.code) else {
+            throw Self.problem(from: response, service: endpoint.service)
+        }
+        if Res.self == NoContent.self { return NoContent() as! Res }
+        do {
+            return try JSONBody.decoder.decode(Res.self, from: Data(response.body.readableBytesView))
+        } catch {
+            throw Problem(
+                .badGateway, slug: "bad-gateway", title: "A service answered something unexpected",
+                detail: "\(endpoint.service) answered a body that is not \(Res.self)")
+        }
+    }
+
+    /// The problem a non-2xx answer carries, or a 502 when it carries none.
+    public static func problem(from response: ServiceResponse, service: String) -> Problem {
+        if let document = try? JSONBody.decoder.decode(ProblemDocument.self, from: Data(response.body.readableBytesView)) {
+            var headers: HTTPFields = [:]
+            if let retryAfter = response.headers[.retryAfter] { headers[.retryAfter] = retryAfter }
+            return Problem(document: document, headers: headers)
+        }
+        return Problem(
+            .badGateway, slug: "bad-gateway", title: "A service failed",
+            detail: "\(service) answered \(response.status.code)")
+    }
+
+    // MARK: Raw calls
+
+    /// Sends one request to an instance of `service`, with retries, balancing and breakers as described above.
+    /// Any answer the callee gives is returned, whatever its status; failures to get one throw a `Problem`
+    /// (503 no instance, 504 deadline, 502 unreachable).
+    public func send(
+        service: String,
+        method: HTTPRequest.Method,
+        path: String,
+        headers: HTTPFields = [:],
+        body: ByteBuffer? = nil,
+        idempotent: Bool? = nil,
+        timeout: Duration? = nil,
+        context: CallContext
+    ) async throws -> ServiceResponse {
+        let start = ContinuousClock.now
+        var deadline = start + (timeout ?? configuration.timeout)
+        if let inherited = context.deadline, inherited < deadline { deadline = inherited }
+        let retryable = (idempotent ?? [.get, .head, .put, .delete, .options].contains(method))
+            || headers[HailHeaders.idempotencyKey] != nil || context.idempotencyKey != nil
+        let attempts = retryable ? configuration.maxAttempts : 1
+        var lastFailure: Problem? = nil
+        var tried: Set<String> = []
+
+        for attempt in 1...attempts {
+            if attempt > 1 {
+                let cap = min(configuration.backoffCap, configuration.backoffBase * (1 << min(attempt - 1, 16)))
+                let pause = Duration.nanoseconds(Int64.random(in: 0...max(1, cap.nanosecondsValue)))
+                if ContinuousClock.now + pause >= deadline { break }
+                try await Task.sleep(for: pause)
+            }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { break }
+            let instance = try await pick(service, avoiding: tried)
+            tried.insert(instance.id)
+
+            var request = HTTPClientRequest(url: instance.baseURL + path)
+            request.method = HTTPMethod(rawValue: method.rawValue)
+            for field in headers { request.headers.add(name: field.name.rawName, value: field.value) }
+            if let idempotencyKey = context.idempotencyKey, headers[HailHeaders.idempotencyKey] == nil {
+                request.headers.add(name: HailHeaders.idempotencyKey.rawName, value: idempotencyKey)
+            }
+            if let requestID = context.requestID { request.headers.replaceOrAdd(name: HailHeaders.requestID.rawName, value: requestID) }
+            if let trace = context.trace {
+                request.headers.replaceOrAdd(name: HailHeaders.traceParent.rawName, value: trace.traceParentHeaderValue)
+                if let state = trace.traceStateHeaderValue, !state.isEmpty {
+                    request.headers.replaceOrAdd(name: HailHeaders.traceState.rawName, value: state)
+                }
+            }
+            request.headers.replaceOrAdd(name: HailHeaders.deadline.rawName, value: String(max(1, remaining.millisecondsValue)))
+            if let body { request.body = .bytes(body) }
+
+            adjustOutstanding(instance.id, by: 1)
+            defer { adjustOutstanding(instance.id, by: -1) }
+            do {
+                let response = try await http.execute(request, deadline: .now() + .nanoseconds(remaining.nanosecondsValue))
+                let bytes = try await response.body.collect(upTo: 16 << 20)
+                let status = HTTPResponse.Status(code: Int(response.status.code))
+                var fields = HTTPFields()
+                for header in response.headers {
+                    if let name = HTTPField.Name(header.name) { fields.append(HTTPField(name: name, value: header.value)) }
+                }
+                let answer = ServiceResponse(status: status, headers: fields, body: bytes, instance: instance, attempts: attempt)
+                if [502, 503, 504].contains(status.code) {
+                    breakers.recordFailure(instance.id)
+                    Self.count(service, "unavailable")
+                    lastFailure = Self.problem(from: answer, service: service)
+                    if attempt < attempts, retryable {
+                        logger.debug("retrying", metadata: ["service": "\(service)", "status": "\(status.code)", "attempt": "\(attempt)"])
+                        continue
+                    }
+                    return answer
+                }
+                breakers.recordSuccess(instance.id)
+                Self.count(service, "ok")
+                return answer
+            } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+                breakers.recordFailure(instance.id)
+                Self.count(service, "deadline")
+                throw Problem.deadlineExceeded("\(service) did not answer within the deadline")
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                breakers.recordFailure(instance.id)
+                invalidate(service)
+                Self.count(service, "unreachable")
+                logger.debug("call failed", metadata: ["service": "\(service)", "instance": "\(instance.id)", "error": "\(error)"])
+                lastFailure = Problem(
+                    .badGateway, slug: "unreachable", title: "A service could not be reached",
+                    detail: "\(service) at \(instance.host):\(instance.port) could not be reached")
+                if ContinuousClock.now >= deadline {
+                    throw Problem.deadlineExceeded("\(service) did not answer within the deadline")
+                }
+            }
+        }
+        if ContinuousClock.now >= deadline {
+            throw Problem.deadlineExceeded("\(service) did not answer within the deadline")
+        }
+        throw lastFailure ?? Problem.unavailable("\(service) is unavailable")
+    }
+
+    // MARK: Instances
+
+    /// Picks an instance: two random candidates with closed (or trial-ready) breakers, the less busy one.
+    func pick(_ service: String, avoiding tried: Set<String>) async throws -> ServiceInstance {
+        let all = try await instances(of: service)
+        guard !all.isEmpty else {
+            throw Problem.unavailable("No instance of \(service) is registered", retryAfterSeconds: 1)
+        }
+        var candidates = all.filter { breakers.isCandidate($0.id) }
+        if candidates.count > 1 {
+            let fresh = candidates.filter { !tried.contains($0.id) }
+            if !fresh.isEmpty { candidates = fresh }
+        }
+        guard !candidates.isEmpty else {
+            throw Problem.unavailable("Every instance of \(service) is failing (circuit open)", retryAfterSeconds: 1)
+        }
+        var chosen = candidates[0]
+        if candidates.count > 1 {
+            let a = candidates.randomElement()!
+            var b = candidates.randomElement()!
+            while b.id == a.id { b = candidates.randomElement()! }
+            let load = outstanding.withLockedValue { counts in (counts[a.id] ?? 0, counts[b.id] ?? 0) }
+            chosen = load.0 <= load.1 ? a : b
+        }
+        guard breakers.allow(chosen.id) else {
+            // Another caller took the half-open trial meanwhile.
+            throw Problem.unavailable("Every instance of \(service) is failing (circuit open)", retryAfterSeconds: 1)
+        }
+        return chosen
+    }
+
+    /// Instances of `service`, from discovery, reused for `discoveryCacheTTL`.
+    public func instances(of service: String) async throws -> [ServiceInstance] {
+        let now = ContinuousClock.now
+        if let cached = cache.withLockedValue({ $0[service] }), now - cached.fetched < configuration.discoveryCacheTTL {
+            return cached.instances
+        }
+        do {
+            let fresh = try await discovery.instances(of: service)
+            cache.withLockedValue { $0[service] = (fresh, now) }
+            return fresh
+        } catch {
+            if let stale = cache.withLockedValue({ $0[service] }) {
+                logger.warning("discovery failed; using the last known instances", metadata: ["service": "\(service)", "error": "\(error)"])
+                return stale.instances
+            }
+            throw Problem.unavailable("Discovery could not list \(service): \(error)", retryAfterSeconds: 1)
+        }
+    }
+
+    private func invalidate(_ service: String) {
+        cache.withLockedValue { $0[service] = nil }
+    }
+
+    private func adjustOutstanding(_ id: String, by delta: Int) {
+        outstanding.withLockedValue { $0[id, default: 0] += delta }
+    }
+
+    private static func count(_ service: String, _ outcome: String) {
+        Counter(label: "hailstorm_client_calls_total", dimensions: [("service", service), ("outcome", outcome)]).increment()
+    }
+}
+
+extension Duration {
+    var nanosecondsValue: Int64 {
+        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+    }
+
+    var millisecondsValue: Int64 {
+        nanosecondsValue / 1_000_000
+    }
+}

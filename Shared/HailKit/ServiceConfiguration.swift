@@ -1,0 +1,105 @@
+import Configuration
+import Foundation
+import Logging
+import RedisKit
+import SQLiteKit
+
+/// How a service runs: development (defaults are fine) or production (refuses default secrets).
+public enum RuntimeMode: String, Sendable {
+    case development
+    case production
+}
+
+extension ConfigReader {
+    /// The reader every Hailstorm executable uses: command line (`--http-port 9001`) over environment
+    /// (`HTTP_PORT=9001`) over the given defaults.
+    ///
+    /// Keys that hold secrets (anything with `secret`, `password` or `key` in its name) are marked
+    /// secret, so access logs never print them.
+    public static func hailstorm(
+        arguments: [String] = CommandLine.arguments,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        defaults: [String: ConfigValue] = [:]
+    ) -> ConfigReader {
+        let isSecret: @Sendable (String, String) -> Bool = { key, _ in
+            let lowered = key.lowercased()
+            return lowered.contains("secret") || lowered.contains("password") || lowered.hasSuffix("key")
+        }
+        var defaultValues: [AbsoluteConfigKey: ConfigValue] = [:]
+        for (key, value) in defaults {
+            defaultValues[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = value
+        }
+        return ConfigReader(providers: [
+            CommandLineArgumentsProvider(arguments: arguments, secretsSpecifier: .dynamic(isSecret)),
+            EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: .dynamic(isSecret)),
+            InMemoryProvider(name: "defaults", values: defaultValues),
+        ])
+    }
+}
+
+/// The settings every service shares, read from configuration; each key is documented where it is read.
+public struct ServiceConfiguration: Sendable {
+    public var name: String
+    public var instanceID: String
+    public var mode: RuntimeMode
+    public var host: String
+    public var port: Int
+    /// The host other services use to reach this instance (what discovery announces).
+    public var advertisedHost: String
+    public var bodyLimit: Int
+    public var requestTimeout: Duration?
+    public var logLevel: Logger.Level
+    public var logFormat: String
+    public var redis: RedisConfiguration
+    public var discoveryBackend: String
+    public var etcdEndpoint: String
+    public var discoveryTTL: Duration
+    public var discoveryPrefix: String
+    public var staticServices: String
+    public var dataDirectory: String
+    public var client: ServiceClientConfiguration
+
+    public init(name: String, reader: ConfigReader, defaultPort: Int) {
+        self.name = name
+        // `instance.id`: unique per process; defaults to the service name and a random suffix.
+        self.instanceID = reader.string(forKey: "instance.id")
+            ?? "\(name)-\(UUID().uuidString.lowercased().prefix(8))"
+        // `mode`: development | production. Production refuses default secrets.
+        self.mode = RuntimeMode(rawValue: reader.string(forKey: "mode", default: "development")) ?? .development
+        // `http.host`, `http.port`: where the service listens (port 0 picks a free one).
+        self.host = reader.string(forKey: "http.host", default: "127.0.0.1")
+        self.port = reader.int(forKey: "http.port", default: defaultPort)
+        // `http.advertise.host`: the address announced to discovery; defaults to `http.host`.
+        self.advertisedHost = reader.string(forKey: "http.advertise.host", default: host == "0.0.0.0" ? "127.0.0.1" : host)
+        // `http.body.limit`: the largest request body accepted, in bytes.
+        self.bodyLimit = reader.int(forKey: "http.body.limit", default: 1 << 20)
+        // `http.timeout.ms`: the deadline of a request that brings none of its own (0: none).
+        let timeout = reader.int(forKey: "http.timeout.ms", default: 10_000)
+        self.requestTimeout = timeout > 0 ? .milliseconds(timeout) : nil
+        // `log.level`: trace … critical. `log.format`: json (default) | text.
+        self.logLevel = Logger.Level(rawValue: reader.string(forKey: "log.level", default: "info")) ?? .info
+        self.logFormat = reader.string(forKey: "log.format", default: "json")
+        // `redis.host`, `redis.port`, `redis.pool`: the shared Redis server and connections to it.
+        self.redis = RedisConfiguration(
+            host: reader.string(forKey: "redis.host", default: "127.0.0.1"),
+            port: reader.int(forKey: "redis.port", default: 6379),
+            poolSize: reader.int(forKey: "redis.pool", default: 4)
+        )
+        // `discovery.backend`: etcd (local and VM runs) | static (compose, Kubernetes).
+        self.discoveryBackend = reader.string(forKey: "discovery.backend", default: "etcd")
+        // `discovery.etcd.endpoint`: etcd's client URL.
+        self.etcdEndpoint = reader.string(forKey: "discovery.etcd.endpoint", default: "http://127.0.0.1:2379")
+        // `discovery.ttl.seconds`: the registration lease; a dead instance vanishes within it.
+        self.discoveryTTL = .seconds(reader.int(forKey: "discovery.ttl.seconds", default: 10))
+        // `discovery.prefix`: the etcd key prefix instances register under (one per deployment).
+        self.discoveryPrefix = reader.string(forKey: "discovery.prefix", default: "/hailstorm/services/")
+        // `discovery.static`: `login=host:port,…` for the static backend; unnamed services resolve by DNS.
+        self.staticServices = reader.string(forKey: "discovery.static", default: "")
+        // `data.dir`: where this service keeps its SQLite file (`<data.dir>/<service>.sqlite`).
+        self.dataDirectory = reader.string(forKey: "data.dir", default: ".hailstorm/data")
+        self.client = ServiceClientConfiguration(reader: reader.scoped(to: "client"))
+    }
+
+    /// This service's own database file.
+    public var sqlitePath: String { dataDirectory + "/" + name + ".sqlite" }
+}

@@ -1,0 +1,286 @@
+import AsyncHTTPClient
+import Configuration
+import Contracts
+import Discovery
+import Foundation
+import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import RedisKit
+import ServiceLifecycle
+
+/// Everything a Hailstorm service is made of, built from configuration by one call.
+///
+/// ```swift
+/// var kit = try ServiceKit(name: "login", reader: reader, defaultPort: 9001)
+/// let store = try SQLiteStore(configuration: .init(path: kit.configuration.sqlitePath), migrations: …)
+/// kit.addReadinessCheck("sqlite") { try await store.ping() }
+/// kit.onShutdown { try store.close() }
+/// let router = kit.makeRouter()
+/// LoginController(…).register(on: router)
+/// return kit.makeApplication(router: router)
+/// ```
+public struct ServiceKit: Sendable {
+    public let configuration: ServiceConfiguration
+    public let reader: ConfigReader
+    public let logger: Logger
+    public let redis: RedisClient
+    public let discovery: any ServiceDiscovery
+    public let httpClient: HTTPClient
+    public let clients: ServiceClient
+    private(set) var readinessChecks: [ReadinessCheck] = []
+    private(set) var shutdownHooks: [@Sendable () async throws -> Void] = []
+    private(set) var backgroundServices: [any Service] = []
+
+    public var name: String { configuration.name }
+
+    public init(name: String, reader: ConfigReader, defaultPort: Int) throws {
+        let configuration = ServiceConfiguration(name: name, reader: reader, defaultPort: defaultPort)
+        self.configuration = configuration
+        self.reader = reader
+        LoggingBootstrap.bootstrapOnce(configuration)
+        var logger = Logger(label: "hailstorm.\(name)")
+        logger.logLevel = configuration.logLevel
+        self.logger = logger
+        _ = HailMetrics.registry
+
+        self.redis = RedisClient(configuration: configuration.redis, logger: logger)
+        var httpConfiguration = HTTPClient.Configuration()
+        httpConfiguration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        httpConfiguration.timeout = .init(connect: .seconds(2))
+        self.httpClient = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: httpConfiguration)
+        switch configuration.discoveryBackend {
+        case "static":
+            self.discovery = StaticDiscovery(parsing: configuration.staticServices, defaultPort: 8080)
+        case "etcd":
+            self.discovery = EtcdDiscovery(
+                endpoint: configuration.etcdEndpoint, prefix: configuration.discoveryPrefix, ttl: configuration.discoveryTTL,
+                httpClient: httpClient, logger: logger)
+        default:
+            throw ConfigurationError("discovery.backend must be etcd or static, not \(configuration.discoveryBackend)")
+        }
+        self.clients = ServiceClient(discovery: discovery, httpClient: httpClient, configuration: configuration.client, logger: logger)
+
+        let redis = self.redis
+        let discovery = self.discovery
+        let httpClient = self.httpClient
+        readinessChecks.append(ReadinessCheck("redis") { try await redis.ping() })
+        readinessChecks.append(ReadinessCheck("discovery") { try await discovery.ping() })
+        // Closed last, after the stores: in-flight work may still write to Redis or call others.
+        shutdownHooks.append { await redis.shutdown() }
+        shutdownHooks.append { try await httpClient.shutdown() }
+    }
+
+    /// A dependency `/readyz` checks.
+    public mutating func addReadinessCheck(_ name: String, _ check: @escaping @Sendable () async throws -> Void) {
+        readinessChecks.append(ReadinessCheck(name, check))
+    }
+
+    /// Work to do at shutdown after the server has drained (close stores). Runs in the order added, before
+    /// the kit's own Redis and HTTP clients close.
+    public mutating func onShutdown(_ hook: @escaping @Sendable () async throws -> Void) {
+        shutdownHooks.insert(hook, at: shutdownHooks.count - 2)
+    }
+
+    /// Long-running work (outbox relay, consumers): started with the service, stopped after the server drains.
+    public mutating func addService(_ service: any Service) {
+        backgroundServices.append(service)
+    }
+
+    /// The router with Hailstorm's route metrics and the health routes already on it.
+    public func makeRouter() -> Router<HailRequestContext> {
+        let router = Router(context: HailRequestContext.self)
+        router.middlewares.add(MetricsMiddleware())
+        HealthController(
+            service: configuration.name, instance: configuration.instanceID, checks: readinessChecks, timeout: .seconds(1)
+        ).register(on: router)
+        return router
+    }
+
+    /// The runnable service: the HTTP server, its background services, discovery registration and the
+    /// ordered graceful shutdown.
+    public func makeApplication(router: Router<HailRequestContext>) -> HailApplication {
+        let responder = HailResponder(
+            inner: router.buildResponder(), bodyLimit: configuration.bodyLimit, defaultTimeout: configuration.requestTimeout)
+        let bound = BoundAddress()
+        let application = Application(
+            responder: responder,
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.port),
+                serverName: "hailstorm-\(configuration.name)"
+            ),
+            services: [ShutdownHooksService(hooks: shutdownHooks, logger: logger)] + backgroundServices,
+            onServerRunning: { channel in
+                bound.set(channel.localAddress?.port ?? 0)
+            },
+            logger: logger
+        )
+        let registrar = RegistrationService(
+            discovery: discovery,
+            service: configuration.name,
+            instanceID: configuration.instanceID,
+            host: configuration.advertisedHost,
+            bound: bound,
+            logger: logger
+        )
+        return HailApplication(name: configuration.name, application: application, registrar: registrar, bound: bound, logger: logger)
+    }
+}
+
+/// A configuration value that cannot be used.
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A Hailstorm service ready to run.
+///
+/// Runs as a service group of [application, registrar]. Graceful shutdown (SIGTERM/SIGINT) goes in the
+/// reverse order: the registrar deregisters from discovery first, so callers stop choosing this instance;
+/// then the server stops accepting and drains requests in flight; then background services stop; then
+/// the shutdown hooks close the stores and clients.
+public struct HailApplication: Service {
+    public let name: String
+    public let application: Application<HailResponder<RouterResponder<HailRequestContext>>>
+    let registrar: RegistrationService
+    let bound: BoundAddress
+    let logger: Logger
+
+    public func run() async throws {
+        let group = ServiceGroup(configuration: .init(services: [application, registrar], logger: logger))
+        try await group.run()
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    public func runService() async throws {
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: application),
+                    .init(service: registrar),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            ))
+        try await group.run()
+    }
+
+    /// The port the server listens on, once it does (useful with port 0).
+    public func port() async -> Int? {
+        await bound.wait()
+    }
+}
+
+/// The port the server bound, published once it runs.
+final class BoundAddress: Sendable {
+    private let port = NIOLockedValueBox<Int?>(nil)
+
+    func set(_ value: Int) {
+        port.withLockedValue { $0 = value }
+    }
+
+    /// Waits for the server to bind; nil when the task is cancelled first (the server failed to start).
+    func wait() async -> Int? {
+        while !Task.isCancelled {
+            if let value = port.withLockedValue({ $0 }) { return value }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return nil
+    }
+}
+
+/// Announces the instance once the server listens, keeps the registration alive, and removes it first
+/// at shutdown.
+struct RegistrationService: Service {
+    let discovery: any ServiceDiscovery
+    let service: String
+    let instanceID: String
+    let host: String
+    let bound: BoundAddress
+    let logger: Logger
+
+    func run() async throws {
+        guard let port = try? await cancelWhenGracefulShutdown({ await bound.wait() }) else { return }
+        let instance = ServiceInstance(id: instanceID, service: service, host: host, port: port)
+        var registration: (any ServiceRegistration)? = nil
+        // Keep trying: the service is useful the moment discovery answers.
+        while registration == nil, !Task.isCancelled, !Task.isShuttingDownGracefully {
+            do {
+                registration = try await discovery.register(instance)
+            } catch {
+                logger.warning("registration failed; retrying", metadata: ["error": "\(error)"])
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
+            }
+        }
+        guard let registration else { return }
+        logger.info("serving", metadata: ["instance": "\(instanceID)", "address": "\(host):\(port)"])
+        do {
+            while !Task.isShuttingDownGracefully {
+                do {
+                    try await cancelWhenGracefulShutdown { try await registration.keepAlive() }
+                } catch let error as DiscoveryError where error.isLeaseExpired {
+                    // The process stalled past its TTL: announce again rather than vanish.
+                    logger.warning("lease lost; registering again")
+                    _ = try await discovery.register(instance)
+                } catch is CancellationError {
+                    break
+                } catch {
+                    logger.warning("keep-alive failed; retrying", metadata: ["error": "\(error)"])
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
+                }
+            }
+        }
+        do {
+            try await registration.deregister()
+            logger.info("deregistered", metadata: ["instance": "\(instanceID)"])
+        } catch {
+            logger.warning("deregistration failed; the lease will expire", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Runs the shutdown hooks once graceful shutdown reaches it — after the server has drained.
+struct ShutdownHooksService: Service {
+    let hooks: [@Sendable () async throws -> Void]
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        for hook in hooks {
+            do {
+                try await hook()
+            } catch {
+                logger.error("shutdown step failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// Installs the JSON log handler once per process.
+enum LoggingBootstrap {
+    private static let done = NIOLockedValueBox(false)
+
+    static func bootstrapOnce(_ configuration: ServiceConfiguration) {
+        let first = done.withLockedValue { done in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return }
+        let level = configuration.logLevel
+        if configuration.logFormat == "text" {
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardOutput(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        } else {
+            let service = configuration.name
+            let instance = configuration.instanceID
+            LoggingSystem.bootstrap { label in
+                JSONLogHandler(label: label, service: service, instance: instance, level: level)
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+
+/// A real process a test starts and may kill: redis-server, or a built Hailstorm executable.
+public final class TestProcess: @unchecked Sendable {
+    // `process` is only touched by the test that owns this object, one call at a time.
+    private let process: Process
+    public let name: String
+    public let logPath: String
+
+    public init(executable: String, arguments: [String], environment: [String: String] = [:], name: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let log = NSTemporaryDirectory() + TestEnvironment.unique(name) + ".log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        self.process = process
+        self.name = name
+        self.logPath = log
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+
+    /// Sends `signal` (SIGKILL to simulate a crash, SIGTERM for a graceful stop) and waits for the exit.
+    public func kill(_ signal: Int32 = SIGKILL) {
+        guard process.isRunning else { return }
+        _ = Foundation.kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+    }
+
+    /// The process's output so far, for failure messages.
+    public func output() -> String {
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    }
+
+    deinit {
+        if process.isRunning {
+            _ = Foundation.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    /// Polls `url` until it answers 200 or `timeout` passes.
+    public static func waitUntilReady(_ url: String, timeout: Duration = .seconds(20)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            do {
+                let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(1))
+                if response.status == .ok { return }
+            } catch {}
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestProcessError("\(url) not ready within \(timeout)")
+    }
+}
+
+/// A redis-server of a test's own, for tests that stop and restart it.
+public final class RedisServerProcess: @unchecked Sendable {
+    // Mutated only by the owning test, sequentially.
+    public let port: Int
+    private var process: TestProcess?
+
+    public init() throws {
+        self.port = try TestEnvironment.freePort()
+        try start()
+    }
+
+    public func start() throws {
+        process = try TestProcess(
+            executable: "/usr/bin/redis-server",
+            arguments: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            name: "redis-\(port)")
+        // Wait until it accepts connections.
+        for _ in 0..<100 {
+            if Self.canConnect(port) { return }
+            usleep(20_000)
+        }
+        throw TestProcessError("redis-server on \(port) did not start: \(process?.output() ?? "")")
+    }
+
+    public func kill(_ signal: Int32 = SIGKILL) {
+        process?.kill(signal)
+        process = nil
+    }
+
+    deinit {
+        process?.kill()
+    }
+
+    static func canConnect(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+}

@@ -1,0 +1,160 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// A pool of pipelined connections to one Redis server.
+///
+/// Commands from any number of tasks share the pool's connections: each command is written at once and
+/// its reply matched in order, so no caller waits for a free connection. A connection that dropped
+/// (the server restarted, the network blinked) is replaced on the next use; a command that finds the
+/// server unreachable keeps trying for `reconnectWindow` before it fails. A command that was already
+/// written when its connection dropped fails with `connectionClosed` — it may have run, so it is not
+/// silently repeated.
+public final class RedisClient: Sendable {
+    public let configuration: RedisConfiguration
+    let group: any EventLoopGroup
+    private let slots: [ConnectionSlot]
+    private let next = NIOLockedValueBox(0)
+    private let logger: Logger
+
+    public init(
+        configuration: RedisConfiguration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "hailstorm.redis")
+    ) {
+        self.configuration = configuration
+        self.group = eventLoopGroup
+        self.logger = logger
+        self.slots = (0..<configuration.poolSize).map { _ in
+            ConnectionSlot(configuration: configuration, group: eventLoopGroup)
+        }
+    }
+
+    private func slot() -> ConnectionSlot {
+        let index = next.withLockedValue { value in
+            value = (value &+ 1) % slots.count
+            return value
+        }
+        return slots[index]
+    }
+
+    /// Sends commands in one write on one connection; replies come back in order, error replies as values.
+    public func pipeline(_ commands: [RedisCommand]) async throws -> [RESPValue] {
+        let slot = self.slot()
+        let deadline = ContinuousClock.now + configuration.reconnectWindow
+        var backoff = Duration.milliseconds(20)
+        while true {
+            let connection: RedisConnection
+            do {
+                connection = try await slot.connection()
+            } catch let error as RedisError where error.commandNotSent && ContinuousClock.now < deadline {
+                logger.debug("redis unreachable, retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .milliseconds(250))
+                continue
+            }
+            return try await connection.pipeline(commands)
+        }
+    }
+
+    /// Sends one command; an error reply throws `RedisError.server`.
+    @discardableResult
+    public func send(_ command: RedisCommand) async throws -> RESPValue {
+        let reply = try await pipeline([command])[0]
+        if case .error(let message) = reply { throw RedisError.server(message) }
+        return reply
+    }
+
+    @discardableResult
+    public func send(_ name: String, _ arguments: any RESPArgumentConvertible...) async throws -> RESPValue {
+        try await send(RedisCommand(name, arguments))
+    }
+
+    /// A connection of its own, outside the pool, for blocking commands (`XREADGROUP BLOCK`, `BLPOP`)
+    /// that would otherwise hold up everyone pipelined behind them.
+    public func dedicatedConnection() async throws -> RedisConnection {
+        try await RedisConnection.connect(to: configuration, on: group)
+    }
+
+    /// Closes every pooled connection.
+    public func shutdown() async {
+        for slot in slots {
+            await slot.close()
+        }
+    }
+}
+
+/// One pooled connection, replaced when it dies.
+final class ConnectionSlot: Sendable {
+    private enum State {
+        case idle
+        case connecting(EventLoopFuture<RedisConnection>)
+        case connected(RedisConnection)
+        case closed
+    }
+
+    private enum Next {
+        case ready(RedisConnection)
+        case wait(EventLoopFuture<RedisConnection>)
+        case closed
+    }
+
+    private let state = NIOLockedValueBox(State.idle)
+    private let configuration: RedisConfiguration
+    private let group: any EventLoopGroup
+
+    init(configuration: RedisConfiguration, group: any EventLoopGroup) {
+        self.configuration = configuration
+        self.group = group
+    }
+
+    func connection() async throws -> RedisConnection {
+        let next: Next = state.withLockedValue { state in
+            switch state {
+            case .connected(let connection) where connection.isActive:
+                return .ready(connection)
+            case .connecting(let future):
+                return .wait(future)
+            case .closed:
+                return .closed
+            case .idle, .connected:
+                let future = RedisConnection.connectFuture(to: configuration, on: group)
+                state = .connecting(future)
+                return .wait(future)
+            }
+        }
+        switch next {
+        case .ready(let connection):
+            return connection
+        case .closed:
+            throw RedisError.clientShutdown
+        case .wait(let future):
+            do {
+                let connection = try await future.get()
+                state.withLockedValue { state in
+                    if case .connecting(let current) = state, current === future {
+                        state = .connected(connection)
+                    }
+                }
+                return connection
+            } catch {
+                state.withLockedValue { state in
+                    if case .connecting(let current) = state, current === future {
+                        state = .idle
+                    }
+                }
+                throw error
+            }
+        }
+    }
+
+    func close() async {
+        let current: RedisConnection? = state.withLockedValue { state in
+            defer { state = .closed }
+            if case .connected(let connection) = state { return connection }
+            return nil
+        }
+        await current?.close()
+    }
+}

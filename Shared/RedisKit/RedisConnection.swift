@@ -1,0 +1,102 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// Where a Redis server listens and how the client talks to it.
+public struct RedisConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    /// Connections in the pool; commands are pipelined on them, so a few carry a lot.
+    public var poolSize: Int
+    /// How long one connect attempt may take.
+    public var connectTimeout: Duration
+    /// How long a command keeps trying to reach a server that refuses connections before it fails.
+    public var reconnectWindow: Duration
+
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 6379,
+        poolSize: Int = 4,
+        connectTimeout: Duration = .seconds(2),
+        reconnectWindow: Duration = .seconds(1)
+    ) {
+        self.host = host
+        self.port = port
+        self.poolSize = max(1, poolSize)
+        self.connectTimeout = connectTimeout
+        self.reconnectWindow = reconnectWindow
+    }
+}
+
+/// One TCP connection to Redis on a SwiftNIO event loop; replies are parsed by hiredis.
+///
+/// Safe to share: all it holds is the channel, and writes to a channel may come from any thread.
+public final class RedisConnection: Sendable {
+    let channel: any Channel
+
+    init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    public var isActive: Bool { channel.isActive }
+
+    /// Connects; `onPush` receives replies that answer no request (pub/sub messages).
+    public static func connect(
+        to configuration: RedisConfiguration,
+        on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        onPush: (@Sendable (RESPValue) -> Void)? = nil
+    ) async throws -> RedisConnection {
+        try await connectFuture(to: configuration, on: group, onPush: onPush).get()
+    }
+
+    static func connectFuture(
+        to configuration: RedisConfiguration,
+        on group: any EventLoopGroup,
+        onPush: (@Sendable (RESPValue) -> Void)? = nil
+    ) -> EventLoopFuture<RedisConnection> {
+        let timeout = TimeAmount.nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000
+            + Int64(configuration.connectTimeout.components.attoseconds / 1_000_000_000))
+        return ClientBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(onPush: onPush))
+                }
+            }
+            .connect(host: configuration.host, port: configuration.port)
+            .map { RedisConnection(channel: $0) }
+            .flatMapErrorThrowing { error in
+                throw RedisError.connectFailed("\(configuration.host):\(configuration.port): \(error)")
+            }
+    }
+
+    /// Sends commands in one write and returns their replies in order. Error replies are values here, not throws.
+    public func pipeline(_ commands: [RedisCommand]) async throws -> [RESPValue] {
+        try await pipelineFuture(commands).get()
+    }
+
+    func pipelineFuture(_ commands: [RedisCommand]) -> EventLoopFuture<[RESPValue]> {
+        let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
+        channel.writeAndFlush(RedisRequest(commands: commands, promise: promise)).cascadeFailure(to: promise)
+        return promise.futureResult
+    }
+
+    /// Sends one command; an error reply throws `RedisError.server`.
+    @discardableResult
+    public func send(_ command: RedisCommand) async throws -> RESPValue {
+        let reply = try await pipeline([command])[0]
+        if case .error(let message) = reply { throw RedisError.server(message) }
+        return reply
+    }
+
+    /// Writes commands whose replies are pushes (SUBSCRIBE and friends on a subscriber connection).
+    func sendWithoutReply(_ commands: [RedisCommand]) async throws {
+        try await channel.writeAndFlush(RedisRequest(commands: commands, promise: nil))
+    }
+
+    public func close() async {
+        try? await channel.close()
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+@_exported import GRDB
+import Logging
+
+/// How a service opens its own database file.
+public struct SQLiteConfiguration: Sendable {
+    /// The file; every service has its own and no other process opens it.
+    public var path: String
+    /// Readers that may run at once beside the single writer (WAL lets them read while it writes).
+    public var maximumReaders: Int
+    /// How long a statement waits for a lock before it fails with `SQLITE_BUSY`.
+    public var busyTimeout: Duration
+
+    public init(path: String, maximumReaders: Int = 4, busyTimeout: Duration = .seconds(5)) {
+        self.path = path
+        self.maximumReaders = maximumReaders
+        self.busyTimeout = busyTimeout
+    }
+}
+
+/// A service's SQLite database: one writer, a pool of readers, WAL, versioned migrations.
+///
+/// Built on GRDB's `DatabasePool` over the system libsqlite3: its async `read`/`write` run the SQLite
+/// calls on GRDB's own dispatch queues, so they never block Swift's cooperative threads, and its
+/// statements bind parameters (SQL strings never carry values). `write` is one transaction: a thrown
+/// error rolls everything in it back.
+public final class SQLiteStore: Sendable {
+    public let pool: DatabasePool
+    public let path: String
+
+    /// Opens (creating if needed) the database and applies every migration not applied yet.
+    public init(configuration: SQLiteConfiguration, migrations: SQLiteMigrations, logger: Logger? = nil) throws {
+        let directory = URL(fileURLWithPath: configuration.path).deletingLastPathComponent()
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var config = Configuration()
+        config.maximumReaderCount = max(1, configuration.maximumReaders)
+        let timeout = configuration.busyTimeout.components
+        config.busyMode = .timeout(TimeInterval(timeout.seconds) + TimeInterval(timeout.attoseconds) / 1e18)
+        config.foreignKeysEnabled = true
+        config.label = URL(fileURLWithPath: configuration.path).lastPathComponent
+        self.pool = try DatabasePool(path: configuration.path, configuration: config)
+        self.path = configuration.path
+        let applied = try migrations.apply(to: pool)
+        if !applied.isEmpty {
+            logger?.info("migrations applied", metadata: ["database": "\(configuration.path)", "migrations": "\(applied)"])
+        }
+    }
+
+    /// Reads from a snapshot; runs beside the writer and other readers.
+    public func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await pool.read(body)
+    }
+
+    /// Writes in one transaction, committed when `body` returns, rolled back when it throws.
+    public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await pool.write(body)
+    }
+
+    /// Migrations applied so far, in order.
+    public func appliedMigrations() async throws -> [String] {
+        try await pool.read { db in
+            try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
+        }
+    }
+
+    /// A cheap query that proves the file can be read: what readiness checks call.
+    public func ping() async throws {
+        _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+    }
+
+    /// Checkpoints the WAL and closes every connection; later calls fail.
+    public func close() throws {
+        try pool.close()
+    }
+}
+
+/// Versioned migrations, each applied once, in the order added, recorded in the database itself.
+public struct SQLiteMigrations: Sendable {
+    private var steps: [(String, @Sendable (Database) throws -> Void)] = []
+
+    public init() {}
+
+    /// Adds a migration; `identifier` is its permanent name (say `v1-users`): never rename or edit an applied one.
+    public mutating func add(_ identifier: String, _ migrate: @escaping @Sendable (Database) throws -> Void) {
+        steps.append((identifier, migrate))
+    }
+
+    public var identifiers: [String] { steps.map(\.0) }
+
+    /// Applies what is missing; returns the identifiers it applied now (empty when up to date).
+    @discardableResult
+    public func apply(to writer: some DatabaseWriter) throws -> [String] {
+        var migrator = DatabaseMigrator()
+        for (identifier, migrate) in steps {
+            migrator.registerMigration(identifier, migrate: migrate)
+        }
+        let before = try writer.read { db in try migrator.appliedIdentifiers(db) }
+        try migrator.migrate(writer)
+        return identifiers.filter { !before.contains($0) }
+    }
+}

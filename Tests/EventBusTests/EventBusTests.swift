@@ -1,0 +1,181 @@
+import Contracts
+import EventBus
+import Foundation
+import HailKitTesting
+import Logging
+import RedisKit
+import SQLiteKit
+import Synchronization
+import Testing
+
+struct RideRequested: DomainEvent, Hashable {
+    static let stream = "test-rides"
+    static let type = "ride.requested"
+    var rideID: String
+}
+
+/// A unique stream per test: events of type RideRequested but on their own key.
+struct Fixture {
+    let redis = RedisClient(configuration: .init(port: TestEnvironment.redisPort))
+    let store: SQLiteStore
+    let logger = Logger(label: "test")
+
+    init() throws {
+        var migrations = SQLiteMigrations()
+        migrations.add("v1-rides") { db in
+            try db.execute(sql: "CREATE TABLE rides (id TEXT PRIMARY KEY)")
+            try db.execute(sql: "CREATE TABLE handled (ride_id TEXT NOT NULL)")
+        }
+        Outbox.addMigrations(to: &migrations)
+        ProcessedEvents.addMigrations(to: &migrations)
+        store = try SQLiteStore(
+            configuration: .init(path: try TestEnvironment.temporaryDirectory("bus") + "/bus.sqlite"), migrations: migrations)
+    }
+
+    func publishDirectly(_ envelope: EventEnvelope, stream: String) async throws {
+        try await redis.xadd(EventEnvelope.streamKey(stream), fields: [
+            ("id", envelope.id), ("type", envelope.type), ("source", "test"), ("at", "0"), ("payload", envelope.payload),
+        ])
+    }
+}
+
+/// Waits until `condition` holds, up to `timeout`.
+func eventually(_ timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws -> Bool {
+    let end = ContinuousClock.now + timeout
+    while ContinuousClock.now < end {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    return false
+}
+
+@Suite("EventBus: outbox, consumer groups, reclaim, dead letters, idempotency", .timeLimit(.minutes(2)))
+struct EventBusTests {
+    @Test("an event whose transaction rolled back is never published; a committed one is")
+    func outboxFollowsTheTransaction() async throws {
+        let fixture = try Fixture()
+        struct Refused: Error {}
+        let before = try await fixture.redis.xlen(EventEnvelope.streamKey(RideRequested.stream))
+        await #expect(throws: Refused.self) {
+            try await fixture.store.write { db in
+                try db.execute(sql: "INSERT INTO rides VALUES ('rolled-back')")
+                try Outbox.enqueue(RideRequested(rideID: "rolled-back"), source: "test", in: db)
+                throw Refused()
+            }
+        }
+        let committed = try await fixture.store.write { db in
+            try db.execute(sql: "INSERT INTO rides VALUES ('committed')")
+            return try Outbox.enqueue(RideRequested(rideID: "committed"), source: "test", in: db)
+        }
+        let relay = OutboxRelay(store: fixture.store, redis: fixture.redis, logger: fixture.logger)
+        #expect(try await relay.relayOnce() == 1)
+        #expect(try await relay.relayOnce() == 0)
+
+        let entries = try await fixture.redis.xrange(EventEnvelope.streamKey(RideRequested.stream), count: nil)
+        let ours = entries.filter { $0.string("source") == "test" }.compactMap { $0.string("id") }
+        #expect(ours.contains(committed.id))
+        let payloads = entries.compactMap { $0.fields["payload"] }.map { String(decoding: $0, as: UTF8.self) }
+        #expect(!payloads.contains { $0.contains("rolled-back") })
+        #expect(try await fixture.redis.xlen(EventEnvelope.streamKey(RideRequested.stream)) == before + 1)
+    }
+
+    @Test("a consumer killed before acknowledging leaves the event to another consumer, which handles it")
+    func reclaimAfterCrash() async throws {
+        let fixture = try Fixture()
+        let stream = TestEnvironment.unique("rides")
+        let envelope = try EventEnvelope(RideRequested(rideID: "r1"), source: "test")
+        try await fixture.redis.xgroupCreate(EventEnvelope.streamKey(stream), group: "matching")
+        try await fixture.publishDirectly(envelope, stream: stream)
+
+        let configuration = EventConsumerConfiguration(
+            block: .milliseconds(100), reclaimAfter: .milliseconds(300), reclaimInterval: .milliseconds(100))
+        let receivedByA = Atomic<Bool>(false)
+        let consumerA = EventConsumer(
+            stream: stream, group: "matching", consumer: "a", redis: fixture.redis, configuration: configuration,
+            logger: fixture.logger
+        ) { _ in
+            receivedByA.store(true, ordering: .relaxed)
+            try await Task.sleep(for: .seconds(3600))  // dies here, never acknowledging
+        }
+        let a = Task { try await consumerA.run() }
+        #expect(try await eventually { receivedByA.load(ordering: .relaxed) })
+        a.cancel()  // the crash
+
+        let pending = try await fixture.redis.xpending(EventEnvelope.streamKey(stream), group: "matching")
+        #expect(pending.map(\.consumer) == ["a"])
+
+        let handledByB = Mutex<[String]>([])
+        let consumerB = EventConsumer(
+            stream: stream, group: "matching", consumer: "b", redis: fixture.redis, configuration: configuration,
+            logger: fixture.logger
+        ) { event in
+            let ride = try event.decode(RideRequested.self)
+            handledByB.withLock { $0.append(ride.rideID) }
+        }
+        let b = Task { try await consumerB.run() }
+        #expect(try await eventually { handledByB.withLock { $0 } == ["r1"] })
+        #expect(try await eventually {
+            try await fixture.redis.xpending(EventEnvelope.streamKey(stream), group: "matching").isEmpty
+        })
+        b.cancel()
+    }
+
+    @Test("the same event delivered twice is handled once")
+    func idempotentHandling() async throws {
+        let fixture = try Fixture()
+        let stream = TestEnvironment.unique("rides")
+        let envelope = try EventEnvelope(RideRequested(rideID: "r2"), source: "test")
+        // The relay crashed after XADD and published the row again: two entries, one event id.
+        try await fixture.publishDirectly(envelope, stream: stream)
+        try await fixture.publishDirectly(envelope, stream: stream)
+
+        let deliveries = Atomic<Int>(0)
+        let store = fixture.store
+        let consumer = EventConsumer(
+            stream: stream, group: "settlement", consumer: "s1", redis: fixture.redis,
+            configuration: .init(block: .milliseconds(100)), logger: fixture.logger
+        ) { event in
+            deliveries.add(1, ordering: .relaxed)
+            let ride = try event.decode(RideRequested.self)
+            try await ProcessedEvents.once(event, consumer: "settlement", store: store) { db in
+                try db.execute(sql: "INSERT INTO handled VALUES (?)", arguments: [ride.rideID])
+            }
+        }
+        let task = Task { try await consumer.run() }
+        #expect(try await eventually { deliveries.load(ordering: .relaxed) == 2 })
+        task.cancel()
+        let handled = try await store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM handled") }
+        #expect(handled == 1)
+    }
+
+    @Test("an event that keeps failing goes to the dead-letter stream after N deliveries")
+    func deadLetter() async throws {
+        let fixture = try Fixture()
+        let stream = TestEnvironment.unique("rides")
+        let envelope = try EventEnvelope(RideRequested(rideID: "poison"), source: "test")
+        try await fixture.redis.xgroupCreate(EventEnvelope.streamKey(stream), group: "g")
+        try await fixture.publishDirectly(envelope, stream: stream)
+
+        let attempts = Atomic<Int>(0)
+        struct Broken: Error {}
+        let consumer = EventConsumer(
+            stream: stream, group: "g", consumer: "c", redis: fixture.redis,
+            configuration: .init(
+                block: .milliseconds(50), reclaimAfter: .milliseconds(100), reclaimInterval: .milliseconds(50),
+                maxDeliveries: 3),
+            logger: fixture.logger
+        ) { _ in
+            attempts.add(1, ordering: .relaxed)
+            throw Broken()
+        }
+        let task = Task { try await consumer.run() }
+        let deadKey = EventEnvelope.deadLetterKey(stream)
+        #expect(try await eventually { try await fixture.redis.xlen(deadKey) == 1 })
+        task.cancel()
+        #expect(attempts.load(ordering: .relaxed) == 3)
+        let dead = try #require(try await fixture.redis.xrange(deadKey).first)
+        #expect(dead.string("id") == envelope.id)
+        #expect(dead.string("dead_reason")?.contains("3") == true)
+        #expect(try await fixture.redis.xpending(EventEnvelope.streamKey(stream), group: "g").isEmpty)
+    }
+}

@@ -1,0 +1,222 @@
+import Configuration
+import Contracts
+import Foundation
+import Gateway
+import HailKit
+import HailKitTesting
+import Login
+import Testing
+
+/// Login and gateway as real servers, finding each other through the test run's etcd.
+func withPlatform<T: Sendable>(
+    gateway overrides: [String: String] = [:],
+    redisPort: Int? = nil,
+    _ body: @Sendable (_ gateway: String) async throws -> T
+) async throws -> T {
+    let prefix = "/" + TestEnvironment.unique("platform") + "/"
+    let login = try await Login.buildApplication(reader: try .testing(["discovery.prefix": prefix], redisPort: redisPort))
+    var gatewayValues = [
+        "discovery.prefix": prefix, "client.discovery.cache.ms": "0", "gateway.rate.prefix": TestEnvironment.unique("rl"),
+    ]
+    for (key, value) in overrides { gatewayValues[key] = value }
+    let gateway = try await Gateway.buildApplication(reader: try .testing(gatewayValues, redisPort: redisPort))
+    return try await withRunningService(login) { _ in
+        try await withRunningService(gateway) { base in
+            // The gateway finds login once its registration is in etcd.
+            for _ in 0..<100 {
+                let probe = try await testRequest(.POST, base + "/api/v1/auth/login", json: ["phone": "+10000000", "password": "x"])
+                if probe.status != 503 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return try await body(base)
+        }
+    }
+}
+
+func randomPhone() -> String { "+44" + String(Int.random(in: 1_000_000_000...9_999_999_999)) }
+
+/// Signs up and signs in a rider through the gateway; returns the token pair as JSON.
+func signedInRider(_ base: String) async throws -> [String: Any] {
+    let phone = randomPhone()
+    let signUp = try await testRequest(
+        .POST, base + "/api/v1/auth/signup", json: ["role": "rider", "phone": phone, "password": "pass-word-1", "name": "Rita"])
+    #expect(signUp.status == 201)
+    let signIn = try await testRequest(.POST, base + "/api/v1/auth/login", json: ["phone": phone, "password": "pass-word-1"])
+    #expect(signIn.status == 200)
+    return signIn.json
+}
+
+@Suite("gateway in front of login, over HTTP", .timeLimit(.minutes(3)))
+struct GatewayTests {
+    @Test("sign-up and sign-in through the gateway; the token opens /me; wrong password is 401")
+    func signInFlow() async throws {
+        try await withPlatform { base in
+            let tokens = try await signedInRider(base)
+            let access = try #require(tokens["accessToken"] as? String)
+            let me = try await testRequest(.GET, base + "/api/v1/me", headers: ["Authorization": "Bearer \(access)"])
+            #expect(me.status == 200)
+            #expect(me.json["role"] as? String == "rider")
+            #expect(me.json["name"] as? String == "Rita")
+            #expect(me.header("X-Request-ID") != nil)
+
+            let user = try #require(tokens["user"] as? [String: Any])
+            let wrong = try await testRequest(
+                .POST, base + "/api/v1/auth/login", json: ["phone": user["phone"]!, "password": "not-the-password"])
+            #expect(wrong.status == 401)
+            #expect(wrong.header("Content-Type") == "application/problem+json")
+        }
+    }
+
+    @Test("malformed JSON is a 400 problem naming the problem, and the caller's request id comes back")
+    func malformed() async throws {
+        try await withPlatform { base in
+            let response = try await testRequest(
+                .POST, base + "/api/v1/auth/signup", rawBody: "{\"phone\": ", headers: ["X-Request-ID": "req-malformed-1"])
+            #expect(response.status == 400)
+            #expect(response.header("Content-Type") == "application/problem+json")
+            #expect(response.json["type"] as? String == "urn:hailstorm:problem:invalid-body")
+            #expect(response.json["requestId"] as? String == "req-malformed-1")
+            #expect(response.header("X-Request-ID") == "req-malformed-1")
+
+            let wrongType = try await testRequest(
+                .POST, base + "/api/v1/auth/signup", json: ["role": "rider", "phone": 5, "password": "p", "name": "n"])
+            #expect(wrongType.status == 400)
+            #expect(wrongType.json["field"] as? String == "phone")
+        }
+    }
+
+    @Test("forged, expired and revoked tokens are 401")
+    func badTokens() async throws {
+        try await withPlatform { base in
+            let tokens = try await signedInRider(base)
+            let access = try #require(tokens["accessToken"] as? String)
+            let refresh = try #require(tokens["refreshToken"] as? String)
+
+            let none = try await testRequest(.GET, base + "/api/v1/me")
+            #expect(none.status == 401)
+
+            // Same claims, signature from another key.
+            let forger = await AccessTokens(signingKey: "not-the-real-key-but-long-enough-0123456789")
+            let user = try #require(tokens["user"] as? [String: Any])
+            let userID = try #require(user["id"] as? String)
+            let forged = try await forger.sign(AccessTokenClaims(
+                userID: userID, role: .admin, tokenID: "x", issuedAt: Date(), expiresAt: Date().addingTimeInterval(600)))
+            let forgedAnswer = try await testRequest(.GET, base + "/api/v1/me", headers: ["Authorization": "Bearer \(forged)"])
+            #expect(forgedAnswer.status == 401)
+            #expect(forgedAnswer.json["type"] as? String == "urn:hailstorm:problem:invalid-token")
+
+            // Tampered payload of a real token.
+            var parts = access.split(separator: ".").map(String.init)
+            parts[1] = String(parts[1].reversed())
+            let tampered = try await testRequest(
+                .GET, base + "/api/v1/me", headers: ["Authorization": "Bearer \(parts.joined(separator: "."))"])
+            #expect(tampered.status == 401)
+
+            // Signed with the real (development) key, but expired.
+            let real = await AccessTokens(signingKey: AccessTokens.developmentKey)
+            let expired = try await real.sign(AccessTokenClaims(
+                userID: userID, role: .rider, tokenID: "y", issuedAt: Date().addingTimeInterval(-1200),
+                expiresAt: Date().addingTimeInterval(-600)))
+            let expiredAnswer = try await testRequest(.GET, base + "/api/v1/me", headers: ["Authorization": "Bearer \(expired)"])
+            #expect(expiredAnswer.status == 401)
+            #expect(expiredAnswer.json["type"] as? String == "urn:hailstorm:problem:token-expired")
+
+            // Signed out: the same token, still unexpired, is refused.
+            let logout = try await testRequest(
+                .POST, base + "/api/v1/auth/logout", json: ["refreshToken": refresh], headers: ["Authorization": "Bearer \(access)"])
+            #expect(logout.status == 204)
+            let revoked = try await testRequest(.GET, base + "/api/v1/me", headers: ["Authorization": "Bearer \(access)"])
+            #expect(revoked.status == 401)
+            #expect(revoked.json["type"] as? String == "urn:hailstorm:problem:token-revoked")
+            let refreshAfterLogout = try await testRequest(.POST, base + "/api/v1/auth/refresh", json: ["refreshToken": refresh])
+            #expect(refreshAfterLogout.status == 401)
+
+            // Other API paths need a token too.
+            let unknown = try await testRequest(.GET, base + "/api/v1/rides/123")
+            #expect(unknown.status == 401)
+        }
+    }
+
+    @Test("refresh through the gateway rotates the tokens")
+    func refresh() async throws {
+        try await withPlatform { base in
+            let tokens = try await signedInRider(base)
+            let refresh = try #require(tokens["refreshToken"] as? String)
+            let rotated = try await testRequest(.POST, base + "/api/v1/auth/refresh", json: ["refreshToken": refresh])
+            #expect(rotated.status == 200)
+            let newAccess = try #require(rotated.json["accessToken"] as? String)
+            #expect(rotated.json["refreshToken"] as? String != refresh)
+            let me = try await testRequest(.GET, base + "/api/v1/me", headers: ["Authorization": "Bearer \(newAccess)"])
+            #expect(me.status == 200)
+            let replay = try await testRequest(.POST, base + "/api/v1/auth/refresh", json: ["refreshToken": refresh])
+            #expect(replay.status == 401)
+        }
+    }
+
+    @Test("per-client rate limit answers 429 with Retry-After; oversized bodies 413")
+    func limits() async throws {
+        try await withPlatform(gateway: ["gateway.rate.auth.limit": "3", "gateway.rate.window.seconds": "5", "http.body.limit": "2048"]) { base in
+            var statuses: [Int] = []
+            for _ in 0..<5 {
+                let answer = try await testRequest(.POST, base + "/api/v1/auth/login", json: ["phone": "+4412345678", "password": "x"])
+                statuses.append(answer.status)
+                if answer.status == 429 {
+                    let retryAfter = try #require(answer.header("Retry-After").flatMap(Int.init))
+                    #expect((1...5).contains(retryAfter))
+                    #expect(answer.json["type"] as? String == "urn:hailstorm:problem:rate-limited")
+                }
+            }
+            // (Earlier probes while waiting for login may have used part of the budget.)
+            #expect(statuses.suffix(2) == [429, 429])
+            #expect(statuses.filter { $0 == 401 }.count <= 3)
+
+            let big = try await testRequest(
+                .POST, base + "/api/v1/auth/signup",
+                json: ["role": "rider", "phone": "+441", "password": String(repeating: "p", count: 4000), "name": "n"])
+            #expect(big.status == 413)
+            #expect(big.json["type"] as? String == "urn:hailstorm:problem:payload-too-large")
+        }
+    }
+
+    @Test("/metrics counts the requests per route")
+    func metrics() async throws {
+        try await withPlatform { base in
+            for _ in 0..<3 {
+                _ = try await testRequest(.GET, base + "/api/v1/me")
+            }
+            let metrics = try await testRequest(.GET, base + "/metrics")
+            #expect(metrics.status == 200)
+            let lines = metrics.text.split(separator: "\n").filter {
+                $0.hasPrefix("hb_requests") && $0.contains("/api/v1/me") && $0.contains("401")
+            }
+            let count = lines.compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+            #expect(count >= 3, "\(metrics.text.prefix(2000))")
+            #expect(metrics.text.contains("http_server_request_duration"))
+        }
+    }
+
+    @Test("/readyz fails while Redis is down and recovers after")
+    func readiness() async throws {
+        let redis = try RedisServerProcess()
+        try await withPlatform(redisPort: redis.port) { base in
+            let ready = try await testRequest(.GET, base + "/readyz")
+            #expect(ready.status == 200)
+
+            redis.kill(SIGKILL)
+            let down = try await testRequest(.GET, base + "/readyz")
+            #expect(down.status == 503)
+            #expect(down.header("Content-Type") == "application/problem+json")
+            #expect((down.json["detail"] as? String)?.contains("redis") == true)
+            // Alive all the same: liveness is not readiness.
+            #expect(try await testRequest(.GET, base + "/healthz").status == 200)
+
+            try redis.start()
+            var recovered = false
+            for _ in 0..<50 where !recovered {
+                recovered = try await testRequest(.GET, base + "/readyz").status == 200
+                if !recovered { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(recovered)
+        }
+    }
+}

@@ -1,0 +1,214 @@
+import AsyncHTTPClient
+import Configuration
+import Contracts
+import Discovery
+import Foundation
+import HailKit
+import HailKitTesting
+import Hummingbird
+import Synchronization
+import Testing
+
+/// Counters the callee keeps, so tests can see what reached it.
+final class CalleeState: Sendable {
+    let calls = Mutex<[String: Int]>([:])
+    let slowProgress = Atomic<Int>(0)
+    let slowFinished = Atomic<Bool>(false)
+    let healthy = Atomic<Bool>(false)
+    let lastHeaders = Mutex<[String: String]>([:])
+
+    func count(_ route: String) -> Int {
+        calls.withLock { $0[route] ?? 0 }
+    }
+
+    func hit(_ route: String) -> Int {
+        calls.withLock { calls in
+            calls[route, default: 0] += 1
+            return calls[route]!
+        }
+    }
+}
+
+/// A real service built by the kit, registered in etcd, whose routes misbehave on purpose.
+func makeCallee(name: String, prefix: String, state: CalleeState) throws -> HailApplication {
+    let kit = try ServiceKit(name: name, reader: try .testing(["discovery.prefix": prefix]), defaultPort: 0)
+    let router = kit.makeRouter()
+    router.get("/flaky") { _, _ -> Response in
+        // Fails twice, then answers.
+        let n = state.hit("flaky")
+        return Response(status: n <= 2 ? .serviceUnavailable : .ok)
+    }
+    router.post("/flaky") { _, _ -> Response in
+        let n = state.hit("flaky-post")
+        return Response(status: n <= 2 ? .serviceUnavailable : .ok)
+    }
+    router.get("/sometimes") { _, _ -> Response in
+        _ = state.hit("sometimes")
+        return Response(status: state.healthy.load(ordering: .relaxed) ? .ok : .serviceUnavailable)
+    }
+    router.get("/slow") { _, _ -> Response in
+        _ = state.hit("slow")
+        for _ in 0..<40 {
+            try await Task.sleep(for: .milliseconds(50))
+            state.slowProgress.add(1, ordering: .relaxed)
+        }
+        state.slowFinished.store(true, ordering: .relaxed)
+        return Response(status: .ok)
+    }
+    router.get("/echo") { request, _ -> Response in
+        state.lastHeaders.withLock { headers in
+            for field in request.headers { headers[field.name.canonicalName] = field.value }
+        }
+        return Response(status: .ok)
+    }
+    return kit.makeApplication(router: router)
+}
+
+@Suite("ServiceClient: discovery, retries, breaker, deadlines", .timeLimit(.minutes(2)))
+struct ServiceClientTests {
+    func client(prefix: String, configuration: ServiceClientConfiguration) -> ServiceClient {
+        ServiceClient(
+            discovery: EtcdDiscovery(endpoint: TestEnvironment.etcdEndpoint, prefix: prefix, ttl: .seconds(2)),
+            httpClient: .shared,
+            configuration: configuration)
+    }
+
+    func waitForRegistration(_ client: ServiceClient, _ service: String) async throws {
+        for _ in 0..<100 {
+            if try await !client.instances(of: service).isEmpty { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Issue.record("\(service) never registered")
+    }
+
+    @Test("a GET that gets 503 is retried; a POST without Idempotency-Key is not; with one it is")
+    func retries() async throws {
+        let prefix = "/" + TestEnvironment.unique("sc") + "/"
+        let state = CalleeState()
+        let callee = try makeCallee(name: "callee", prefix: prefix, state: state)
+        try await withRunningService(callee) { _ in
+            let client = client(prefix: prefix, configuration: .init(maxAttempts: 3, backoffBase: .milliseconds(5), discoveryCacheTTL: .zero))
+            try await waitForRegistration(client, "callee")
+
+            let get = try await client.send(service: "callee", method: .get, path: "/flaky", context: .none)
+            #expect(get.status == .ok)
+            #expect(get.attempts == 3)
+            #expect(state.count("flaky") == 3)
+
+            let post = try await client.send(service: "callee", method: .post, path: "/flaky", context: .none)
+            #expect(post.status == .serviceUnavailable)
+            #expect(post.attempts == 1)
+            #expect(state.count("flaky-post") == 1)
+
+            let keyed = try await client.send(
+                service: "callee", method: .post, path: "/flaky", context: CallContext(idempotencyKey: "pay-42"))
+            #expect(keyed.status == .ok)
+            #expect(state.count("flaky-post") == 3)
+        }
+    }
+
+    @Test("the breaker opens after repeated failures, half-opens after the cool-down, and closes on success")
+    func breaker() async throws {
+        let prefix = "/" + TestEnvironment.unique("sc") + "/"
+        let state = CalleeState()
+        let callee = try makeCallee(name: "callee", prefix: prefix, state: state)
+        try await withRunningService(callee) { _ in
+            let client = client(
+                prefix: prefix,
+                configuration: .init(maxAttempts: 1, breakerThreshold: 3, breakerCooldown: .milliseconds(400)))
+            try await waitForRegistration(client, "callee")
+            let instance = try #require(try await client.instances(of: "callee").first)
+
+            for _ in 0..<3 {
+                let answer = try await client.send(service: "callee", method: .get, path: "/sometimes", context: .none)
+                #expect(answer.status == .serviceUnavailable)
+            }
+            #expect(client.breakers.state(of: instance.id) == .open)
+            // Open: refused here, without reaching the callee.
+            await #expect(throws: Problem.self) {
+                try await client.send(service: "callee", method: .get, path: "/sometimes", context: .none)
+            }
+            #expect(state.count("sometimes") == 3)
+
+            try await Task.sleep(for: .milliseconds(450))
+            #expect(client.breakers.state(of: instance.id) == .halfOpen)
+            // The trial call fails: open again.
+            _ = try await client.send(service: "callee", method: .get, path: "/sometimes", context: .none)
+            #expect(state.count("sometimes") == 4)
+            #expect(client.breakers.state(of: instance.id) == .open)
+
+            state.healthy.store(true, ordering: .relaxed)
+            try await Task.sleep(for: .milliseconds(450))
+            let recovered = try await client.send(service: "callee", method: .get, path: "/sometimes", context: .none)
+            #expect(recovered.status == .ok)
+            #expect(client.breakers.state(of: instance.id) == .closed)
+        }
+    }
+
+    @Test("a call past its deadline is a 504 problem, and the callee stops working on it")
+    func deadline() async throws {
+        let prefix = "/" + TestEnvironment.unique("sc") + "/"
+        let state = CalleeState()
+        let callee = try makeCallee(name: "callee", prefix: prefix, state: state)
+        try await withRunningService(callee) { _ in
+            let client = client(prefix: prefix, configuration: .init(timeout: .milliseconds(300)))
+            try await waitForRegistration(client, "callee")
+            do {
+                _ = try await client.send(service: "callee", method: .get, path: "/slow", context: .none)
+                Issue.record("the slow call should have missed its deadline")
+            } catch let problem as Problem {
+                #expect(problem.status == .gatewayTimeout)
+                #expect(problem.slug == "deadline-exceeded")
+            }
+            // The callee got the deadline in a header and cancelled the handler when it passed.
+            try await Task.sleep(for: .milliseconds(300))
+            let progress = state.slowProgress.load(ordering: .relaxed)
+            try await Task.sleep(for: .milliseconds(700))
+            #expect(state.slowProgress.load(ordering: .relaxed) == progress, "the handler kept working")
+            #expect(progress < 40)
+            #expect(state.slowFinished.load(ordering: .relaxed) == false)
+            #expect(state.count("slow") == 1, "a deadline miss is not retried")
+        }
+    }
+
+    @Test("the request id and the W3C trace travel with the call")
+    func propagation() async throws {
+        let prefix = "/" + TestEnvironment.unique("sc") + "/"
+        let state = CalleeState()
+        let callee = try makeCallee(name: "callee", prefix: prefix, state: state)
+        try await withRunningService(callee) { _ in
+            let client = client(prefix: prefix, configuration: .init())
+            try await waitForRegistration(client, "callee")
+            let caller = HailRequestContextFixture.callContext()
+            _ = try await client.send(service: "callee", method: .get, path: "/echo", context: caller)
+            let seen = state.lastHeaders.withLock { $0 }
+            #expect(seen["X-Request-ID"] == caller.requestID)
+            let traceparent = try #require(seen["traceparent"])
+            #expect(traceparent.contains(caller.trace!.traceID.description))
+            let budget = try #require(seen["X-Hailstorm-Deadline-Ms"].flatMap(Int.init))
+            #expect(budget > 0 && budget <= 5000)
+        }
+    }
+
+    @Test("no registered instance is a 503 problem")
+    func noInstance() async throws {
+        let prefix = "/" + TestEnvironment.unique("sc") + "/"
+        let client = client(prefix: prefix, configuration: .init())
+        do {
+            _ = try await client.send(service: "nobody", method: .get, path: "/", context: .none)
+            Issue.record("expected a problem")
+        } catch let problem as Problem {
+            #expect(problem.status == .serviceUnavailable)
+        }
+    }
+}
+
+import W3CTraceContext
+
+enum HailRequestContextFixture {
+    static func callContext() -> CallContext {
+        CallContext(
+            requestID: "req-\(UUID().uuidString.prefix(8))",
+            trace: TraceContext(traceID: .random(), spanID: .random(), flags: .sampled, state: .init()))
+    }
+}

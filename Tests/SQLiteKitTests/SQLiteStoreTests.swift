@@ -1,0 +1,109 @@
+import Foundation
+import HailKitTesting
+import SQLiteKit
+import Synchronization
+import Testing
+
+@Suite("SQLiteKit on real database files")
+struct SQLiteStoreTests {
+    static func migrations() -> SQLiteMigrations {
+        var migrations = SQLiteMigrations()
+        migrations.add("v1-rides") { db in
+            try db.execute(sql: "CREATE TABLE rides (id INTEGER PRIMARY KEY, fare INTEGER NOT NULL)")
+            try db.execute(sql: "CREATE TABLE migration_runs (name TEXT)")
+            try db.execute(sql: "INSERT INTO migration_runs VALUES ('v1')")
+        }
+        migrations.add("v2-ride-city") { db in
+            try db.execute(sql: "ALTER TABLE rides ADD COLUMN city TEXT NOT NULL DEFAULT 'berlin'")
+            try db.execute(sql: "INSERT INTO migration_runs VALUES ('v2')")
+        }
+        return migrations
+    }
+
+    func path() throws -> String {
+        try TestEnvironment.temporaryDirectory("sqlite") + "/service.sqlite"
+    }
+
+    @Test("migrations run once, in order, and opening again applies nothing")
+    func migrationsRunOnce() async throws {
+        let file = try path()
+        let first = try SQLiteStore(configuration: .init(path: file), migrations: Self.migrations())
+        #expect(try await first.appliedMigrations() == ["v1-rides", "v2-ride-city"])
+        try first.close()
+
+        let second = try SQLiteStore(configuration: .init(path: file), migrations: Self.migrations())
+        #expect(try Self.migrations().apply(to: second.pool).isEmpty)
+        let runs = try await second.read { db in try String.fetchAll(db, sql: "SELECT name FROM migration_runs") }
+        #expect(runs == ["v1", "v2"])
+        let journal = try await second.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
+        #expect(journal == "wal")
+        try second.close()
+    }
+
+    @Test("a failed transaction leaves nothing behind")
+    func rollback() async throws {
+        let store = try SQLiteStore(configuration: .init(path: try path()), migrations: Self.migrations())
+        struct Refused: Error {}
+        await #expect(throws: Refused.self) {
+            try await store.write { db in
+                try db.execute(sql: "INSERT INTO rides (id, fare) VALUES (?, ?)", arguments: [1, 1200])
+                try db.execute(sql: "INSERT INTO rides (id, fare) VALUES (?, ?)", arguments: [2, 900])
+                throw Refused()
+            }
+        }
+        // A constraint failure half-way rolls back the earlier statements too.
+        await #expect(throws: (any Error).self) {
+            try await store.write { db in
+                try db.execute(sql: "INSERT INTO rides (id, fare) VALUES (?, ?)", arguments: [3, 500])
+                try db.execute(sql: "INSERT INTO rides (id, fare) VALUES (?, ?)", arguments: [4, nil as Int?])
+            }
+        }
+        let count = try await store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM rides") }
+        #expect(count == 0)
+        // Values are bound, never spliced into SQL.
+        let hostile = "x'); DROP TABLE rides; --"
+        try await store.write { db in
+            try db.execute(sql: "INSERT INTO rides (id, fare, city) VALUES (?, ?, ?)", arguments: [5, 100, hostile])
+        }
+        let city = try await store.read { db in try String.fetchOne(db, sql: "SELECT city FROM rides WHERE id = 5") }
+        #expect(city == hostile)
+        try store.close()
+    }
+
+    @Test("readers read while a writer is inside its transaction")
+    func readersDuringWrite() async throws {
+        let store = try SQLiteStore(configuration: .init(path: try path()), migrations: Self.migrations())
+        try await store.write { db in
+            try db.execute(sql: "INSERT INTO rides (id, fare) VALUES (1, 100)")
+        }
+        let writerInside = DispatchSemaphore(value: 0)
+        let readersDone = DispatchSemaphore(value: 0)
+
+        async let write: Bool = store.write { db in
+            try db.execute(sql: "INSERT INTO rides (id, fare) VALUES (2, 200)")
+            writerInside.signal()
+            // Hold the transaction open until the readers have finished (or give up after 10 s).
+            return readersDone.wait(timeout: .now() + 10) == .success
+        }
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                writerInside.wait()
+                continuation.resume()
+            }
+        }
+        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<3 {
+                group.addTask { try await store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM rides") ?? -1 } }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        readersDone.signal()
+        let readersFinishedWhileWriting = try await write
+        #expect(readersFinishedWhileWriting)
+        // They saw the last committed state, not the writer's uncommitted row.
+        #expect(counts == [1, 1, 1])
+        let after = try await store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM rides") }
+        #expect(after == 2)
+        try store.close()
+    }
+}

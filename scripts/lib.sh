@@ -1,0 +1,86 @@
+# Shared by Hailstorm's scripts: installing what is missing, free ports, starting Redis and etcd.
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# Installs the Debian/Ubuntu packages Hailstorm needs when something is missing.
+ensure_packages() {
+    local missing=()
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
+    command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+    [ -f /usr/include/hiredis/hiredis.h ] || missing+=(libhiredis-dev)
+    [ -f /usr/include/sqlite3.h ] || missing+=(libsqlite3-dev)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "Installing missing packages: ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    # Debian's packages start system services; Hailstorm runs its own on free ports instead.
+    if command -v swift >/dev/null 2>&1; then :; else
+        echo "swift is not on PATH: install the Swift 6 toolchain from swift.org first" >&2
+        exit 1
+    fi
+}
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$(( (RANDOM << 1 | RANDOM & 1) % 30000 + 20000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+# wait_for_port PORT SECONDS
+wait_for_port() {
+    for _ in $(seq 1 $(( $2 * 10 ))); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_redis DIR PORT → redis-server in the background, pid in DIR/redis.pid
+start_redis() {
+    mkdir -p "$1"
+    redis-server --port "$2" --bind 127.0.0.1 --save "" --appendonly no --dir "$1" \
+        --daemonize no --logfile "$1/redis.log" &
+    echo $! >"$1/redis.pid"
+    wait_for_port "$2" 10 || { echo "redis-server did not start; see $1/redis.log" >&2; return 1; }
+}
+
+# start_etcd DIR CLIENT_PORT PEER_PORT → etcd in the background, pid in DIR/etcd.pid
+start_etcd() {
+    mkdir -p "$1"
+    ETCD_UNSUPPORTED_ARCH="${ETCD_UNSUPPORTED_ARCH:-}" etcd --name hailstorm --data-dir "$1/etcd-data" \
+        --listen-client-urls "http://127.0.0.1:$2" --advertise-client-urls "http://127.0.0.1:$2" \
+        --listen-peer-urls "http://127.0.0.1:$3" --initial-advertise-peer-urls "http://127.0.0.1:$3" \
+        --initial-cluster "hailstorm=http://127.0.0.1:$3" >"$1/etcd.log" 2>&1 &
+    echo $! >"$1/etcd.pid"
+    for _ in $(seq 1 100); do
+        if curl -fs "http://127.0.0.1:$2/health" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "etcd did not start; see $1/etcd.log" >&2
+    return 1
+}
+
+stop_pidfile() {
+    [ -f "$1" ] || return 0
+    local pid
+    pid=$(cat "$1")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$1"
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs Hailstorm's tests: installs what is missing (apt: redis-server, etcd-server, libhiredis-dev,
+# libsqlite3-dev), starts Redis and etcd on free loopback ports, builds and runs `swift test`, stops them.
+# Extra arguments go to `swift test` (e.g. --filter RedisKitTests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_packages
+
+run_dir=$(mktemp -d /tmp/hailstorm-test.XXXXXX)
+cleanup() {
+    stop_pidfile "$run_dir/redis.pid"
+    stop_pidfile "$run_dir/etcd.pid"
+    rm -rf "$run_dir"
+}
+trap cleanup EXIT
+
+redis_port=$(free_port)
+etcd_port=$(free_port)
+peer_port=$(free_port)
+say "Starting redis-server on 127.0.0.1:$redis_port and etcd on 127.0.0.1:$etcd_port"
+start_redis "$run_dir" "$redis_port"
+start_etcd "$run_dir" "$etcd_port" "$peer_port"
+
+export HAILSTORM_TEST_REDIS_PORT=$redis_port
+export HAILSTORM_TEST_ETCD_ENDPOINT="http://127.0.0.1:$etcd_port"
+
+say "Building (debug) the services and the tests"
+swift build --build-tests
+say "Running the tests"
+swift test --skip-build "$@"
