@@ -47,10 +47,8 @@ public struct ServiceKit: Sendable {
         _ = HailMetrics.registry
 
         self.redis = RedisClient(configuration: configuration.redis, logger: logger)
-        var httpConfiguration = HTTPClient.Configuration()
-        httpConfiguration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
-        httpConfiguration.timeout = .init(connect: .seconds(2))
-        self.httpClient = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: httpConfiguration)
+        // The process-wide client: it needs no shutdown, so a kit that is built but never run leaks nothing.
+        self.httpClient = HTTPClient.shared
         switch configuration.discoveryBackend {
         case "static":
             self.discovery = StaticDiscovery(parsing: configuration.staticServices, defaultPort: 8080)
@@ -65,12 +63,10 @@ public struct ServiceKit: Sendable {
 
         let redis = self.redis
         let discovery = self.discovery
-        let httpClient = self.httpClient
         readinessChecks.append(ReadinessCheck("redis") { try await redis.ping() })
         readinessChecks.append(ReadinessCheck("discovery") { try await discovery.ping() })
-        // Closed last, after the stores: in-flight work may still write to Redis or call others.
+        // Closed last, after the stores: in-flight work may still write to Redis.
         shutdownHooks.append { await redis.shutdown() }
-        shutdownHooks.append { try await httpClient.shutdown() }
     }
 
     /// A dependency `/readyz` checks.
@@ -79,9 +75,9 @@ public struct ServiceKit: Sendable {
     }
 
     /// Work to do at shutdown after the server has drained (close stores). Runs in the order added, before
-    /// the kit's own Redis and HTTP clients close.
+    /// the kit's own Redis client closes.
     public mutating func onShutdown(_ hook: @escaping @Sendable () async throws -> Void) {
-        shutdownHooks.insert(hook, at: shutdownHooks.count - 2)
+        shutdownHooks.insert(hook, at: shutdownHooks.count - 1)
     }
 
     /// Long-running work (outbox relay, consumers): started with the service, stopped after the server drains.
@@ -150,7 +146,12 @@ public struct HailApplication: Service {
 
     public func run() async throws {
         let group = ServiceGroup(configuration: .init(services: [application, registrar], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            bound.fail()
+            throw error
+        }
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
@@ -164,7 +165,12 @@ public struct HailApplication: Service {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             ))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            bound.fail()
+            throw error
+        }
     }
 
     /// The port the server listens on, once it does (useful with port 0).
@@ -175,17 +181,27 @@ public struct HailApplication: Service {
 
 /// The port the server bound, published once it runs.
 final class BoundAddress: Sendable {
-    private let port = NIOLockedValueBox<Int?>(nil)
+    private enum State { case waiting, bound(Int), failed }
+    private let state = NIOLockedValueBox(State.waiting)
 
     func set(_ value: Int) {
-        port.withLockedValue { $0 = value }
+        state.withLockedValue { $0 = .bound(value) }
     }
 
-    /// Waits for the server to bind; nil when the task is cancelled first (the server failed to start).
+    func fail() {
+        state.withLockedValue { state in
+            if case .waiting = state { state = .failed }
+        }
+    }
+
+    /// Waits for the server to bind; nil when it failed to start or the task is cancelled first.
     func wait() async -> Int? {
         while !Task.isCancelled {
-            if let value = port.withLockedValue({ $0 }) { return value }
-            try? await Task.sleep(for: .milliseconds(10))
+            switch state.withLockedValue({ $0 }) {
+            case .bound(let port): return port
+            case .failed: return nil
+            case .waiting: try? await Task.sleep(for: .milliseconds(10))
+            }
         }
         return nil
     }

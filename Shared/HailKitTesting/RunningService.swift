@@ -2,6 +2,8 @@ import AsyncHTTPClient
 import Configuration
 import Foundation
 import HailKit
+import Logging
+import ServiceLifecycle
 import NIOCore
 import NIOHTTP1
 
@@ -20,25 +22,36 @@ extension ConfigReader {
         ]
         for (key, value) in overrides { values[key] = value }
         var defaults: [String: ConfigValue] = [:]
-        for (key, value) in values { defaults[key] = .init(.string(value), isSecret: false) }
+        for (key, value) in values {
+            // Typed like the keys are read: numbers as integers, everything else as text.
+            let isNumber = !value.isEmpty && value.allSatisfy(\.isNumber)
+            defaults[key] = isNumber ? ConfigValue(.int(Int(value)!), isSecret: false) : ConfigValue(.string(value), isSecret: false)
+        }
         return .hailstorm(arguments: ["test"], environment: [:], defaults: defaults)
     }
 }
 
-/// Runs `application` (a real server on a free port) for the duration of `body`, then shuts it down.
+/// Runs `application` (a real server on a free port) for the duration of `body`, then shuts it down
+/// gracefully, as SIGTERM would.
 public func withRunningService<T: Sendable>(
     _ application: HailApplication,
     _ body: @Sendable (_ baseURL: String) async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await application.run() }
-        guard let port = await application.port() else { throw TestProcessError("\(application.name) did not start") }
+    let serviceGroup = ServiceGroup(configuration: .init(services: [application], logger: Logger(label: "test")))
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await serviceGroup.run() }
+        guard let port = await application.port() else {
+            try await group.waitForAll()
+            throw TestProcessError("\(application.name) did not start")
+        }
         do {
             let result = try await body("http://127.0.0.1:\(port)")
-            group.cancelAll()
+            await serviceGroup.triggerGracefulShutdown()
+            try await group.waitForAll()
             return result
         } catch {
-            group.cancelAll()
+            await serviceGroup.triggerGracefulShutdown()
+            try? await group.waitForAll()
             throw error
         }
     }

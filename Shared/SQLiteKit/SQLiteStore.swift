@@ -1,6 +1,7 @@
 import Foundation
 @_exported import GRDB
 import Logging
+import NIOPosix
 
 /// How a service opens its own database file.
 public struct SQLiteConfiguration: Sendable {
@@ -28,7 +29,17 @@ public final class SQLiteStore: Sendable {
     public let pool: DatabasePool
     public let path: String
 
-    /// Opens (creating if needed) the database and applies every migration not applied yet.
+    /// Opens (creating if needed) the database and applies every migration not applied yet, on the NIO
+    /// thread pool: opening and migrating block, and must not hold up Swift's cooperative threads.
+    public static func open(
+        configuration: SQLiteConfiguration, migrations: SQLiteMigrations, logger: Logger? = nil
+    ) async throws -> SQLiteStore {
+        try await NIOThreadPool.singleton.runIfActive {
+            try SQLiteStore(configuration: configuration, migrations: migrations, logger: logger)
+        }
+    }
+
+    /// Opens the database and migrates it, blocking the calling thread; from async code use `open`.
     public init(configuration: SQLiteConfiguration, migrations: SQLiteMigrations, logger: Logger? = nil) throws {
         let directory = URL(fileURLWithPath: configuration.path).deletingLastPathComponent()
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -68,9 +79,11 @@ public final class SQLiteStore: Sendable {
         _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
     }
 
-    /// Checkpoints the WAL and closes every connection; later calls fail.
-    public func close() throws {
-        try pool.close()
+    /// Waits for running reads and writes, checkpoints the WAL and closes every connection; later calls fail.
+    /// Runs on the NIO thread pool, since closing waits for work in flight.
+    public func close() async throws {
+        let pool = self.pool
+        try await NIOThreadPool.singleton.runIfActive { try pool.close() }
     }
 }
 

@@ -20,7 +20,7 @@ struct Fixture {
     let store: SQLiteStore
     let logger = Logger(label: "test")
 
-    init() throws {
+    init() async throws {
         var migrations = SQLiteMigrations()
         migrations.add("v1-rides") { db in
             try db.execute(sql: "CREATE TABLE rides (id TEXT PRIMARY KEY)")
@@ -28,7 +28,7 @@ struct Fixture {
         }
         Outbox.addMigrations(to: &migrations)
         ProcessedEvents.addMigrations(to: &migrations)
-        store = try SQLiteStore(
+        store = try await SQLiteStore.open(
             configuration: .init(path: try TestEnvironment.temporaryDirectory("bus") + "/bus.sqlite"), migrations: migrations)
     }
 
@@ -53,7 +53,7 @@ func eventually(_ timeout: Duration = .seconds(10), _ condition: () async throws
 struct EventBusTests {
     @Test("an event whose transaction rolled back is never published; a committed one is")
     func outboxFollowsTheTransaction() async throws {
-        let fixture = try Fixture()
+        let fixture = try await Fixture()
         struct Refused: Error {}
         let before = try await fixture.redis.xlen(EventEnvelope.streamKey(RideRequested.stream))
         await #expect(throws: Refused.self) {
@@ -81,7 +81,7 @@ struct EventBusTests {
 
     @Test("a consumer killed before acknowledging leaves the event to another consumer, which handles it")
     func reclaimAfterCrash() async throws {
-        let fixture = try Fixture()
+        let fixture = try await Fixture()
         let stream = TestEnvironment.unique("rides")
         let envelope = try EventEnvelope(RideRequested(rideID: "r1"), source: "test")
         try await fixture.redis.xgroupCreate(EventEnvelope.streamKey(stream), group: "matching")
@@ -122,7 +122,7 @@ struct EventBusTests {
 
     @Test("the same event delivered twice is handled once")
     func idempotentHandling() async throws {
-        let fixture = try Fixture()
+        let fixture = try await Fixture()
         let stream = TestEnvironment.unique("rides")
         let envelope = try EventEnvelope(RideRequested(rideID: "r2"), source: "test")
         // The relay crashed after XADD and published the row again: two entries, one event id.
@@ -150,7 +150,7 @@ struct EventBusTests {
 
     @Test("an event that keeps failing goes to the dead-letter stream after N deliveries")
     func deadLetter() async throws {
-        let fixture = try Fixture()
+        let fixture = try await Fixture()
         let stream = TestEnvironment.unique("rides")
         let envelope = try EventEnvelope(RideRequested(rideID: "poison"), source: "test")
         try await fixture.redis.xgroupCreate(EventEnvelope.streamKey(stream), group: "g")

@@ -1,10 +1,10 @@
 import Configuration
 import Contracts
 import Foundation
-import Gateway
+@testable import Gateway
 import HailKit
 import HailKitTesting
-import Login
+@testable import Login
 import Testing
 
 /// Login and gateway as real servers, finding each other through the test run's etcd.

@@ -182,10 +182,10 @@ struct ServiceClientTests {
             let caller = HailRequestContextFixture.callContext()
             _ = try await client.send(service: "callee", method: .get, path: "/echo", context: caller)
             let seen = state.lastHeaders.withLock { $0 }
-            #expect(seen["X-Request-ID"] == caller.requestID)
+            #expect(seen["x-request-id"] == caller.requestID)
             let traceparent = try #require(seen["traceparent"])
             #expect(traceparent.contains(caller.trace!.traceID.description))
-            let budget = try #require(seen["X-Hailstorm-Deadline-Ms"].flatMap(Int.init))
+            let budget = try #require(seen["x-hailstorm-deadline-ms"].flatMap(Int.init))
             #expect(budget > 0 && budget <= 5000)
         }
     }

@@ -27,22 +27,22 @@ struct SQLiteStoreTests {
     @Test("migrations run once, in order, and opening again applies nothing")
     func migrationsRunOnce() async throws {
         let file = try path()
-        let first = try SQLiteStore(configuration: .init(path: file), migrations: Self.migrations())
+        let first = try await SQLiteStore.open(configuration: .init(path: file), migrations: Self.migrations())
         #expect(try await first.appliedMigrations() == ["v1-rides", "v2-ride-city"])
-        try first.close()
+        try await first.close()
 
-        let second = try SQLiteStore(configuration: .init(path: file), migrations: Self.migrations())
+        let second = try await SQLiteStore.open(configuration: .init(path: file), migrations: Self.migrations())
         #expect(try Self.migrations().apply(to: second.pool).isEmpty)
         let runs = try await second.read { db in try String.fetchAll(db, sql: "SELECT name FROM migration_runs") }
         #expect(runs == ["v1", "v2"])
         let journal = try await second.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
         #expect(journal == "wal")
-        try second.close()
+        try await second.close()
     }
 
     @Test("a failed transaction leaves nothing behind")
     func rollback() async throws {
-        let store = try SQLiteStore(configuration: .init(path: try path()), migrations: Self.migrations())
+        let store = try await SQLiteStore.open(configuration: .init(path: try path()), migrations: Self.migrations())
         struct Refused: Error {}
         await #expect(throws: Refused.self) {
             try await store.write { db in
@@ -67,12 +67,12 @@ struct SQLiteStoreTests {
         }
         let city = try await store.read { db in try String.fetchOne(db, sql: "SELECT city FROM rides WHERE id = 5") }
         #expect(city == hostile)
-        try store.close()
+        try await store.close()
     }
 
     @Test("readers read while a writer is inside its transaction")
     func readersDuringWrite() async throws {
-        let store = try SQLiteStore(configuration: .init(path: try path()), migrations: Self.migrations())
+        let store = try await SQLiteStore.open(configuration: .init(path: try path()), migrations: Self.migrations())
         try await store.write { db in
             try db.execute(sql: "INSERT INTO rides (id, fare) VALUES (1, 100)")
         }
@@ -104,6 +104,6 @@ struct SQLiteStoreTests {
         #expect(counts == [1, 1, 1])
         let after = try await store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM rides") }
         #expect(after == 2)
-        try store.close()
+        try await store.close()
     }
 }
