@@ -1,13 +1,23 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
+// Products used by several targets.
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let httpClient = Target.Dependency.product(name: "AsyncHTTPClient", package: "async-http-client")
+let configuration = Target.Dependency.product(name: "Configuration", package: "swift-configuration")
+let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let jwtKit = Target.Dependency.product(name: "JWTKit", package: "jwt-kit")
+
 /// Third-party products every service links.
 let serviceBase: [Target.Dependency] = [
     "HailKit", "Contracts", "Discovery", "RedisKit", "SQLiteKit", "EventBus",
-    .product(name: "Hummingbird", package: "hummingbird"),
-    .product(name: "Configuration", package: "swift-configuration"),
-    .product(name: "Logging", package: "swift-log"),
-    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+    hummingbird,
+    configuration,
+    logging,
+    lifecycle,
 ]
 
 /// One service: an executable `hailstorm-<name>` built from `Services/<Folder>`.
@@ -21,14 +31,19 @@ func service(_ folder: String, product: String, _ extra: [Target.Dependency] = [
 
 let services = [
     service("Login", product: "login", [
-        .product(name: "JWTKit", package: "jwt-kit"),
+        jwtKit,
         .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
         .product(name: "Crypto", package: "swift-crypto"),
     ]),
     service("Gateway", product: "gateway", [
-        .product(name: "JWTKit", package: "jwt-kit"),
+        jwtKit,
     ]),
 ]
+
+/// The tests of a module: `Tests/<Module>Tests`.
+func testTarget(_ module: String, _ dependencies: [Target.Dependency]) -> Target {
+    .testTarget(name: "\(module)Tests", dependencies: dependencies, path: "Tests/\(module)Tests")
+}
 
 let package = Package(
     name: "Hailstorm",
@@ -66,9 +81,9 @@ let package = Package(
             name: "RedisKit",
             dependencies: [
                 "CHiredis",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                nioCore,
+                nioPosix,
+                logging,
             ],
             path: "Shared/RedisKit"
         ),
@@ -76,8 +91,8 @@ let package = Package(
             name: "SQLiteKit",
             dependencies: [
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                logging,
+                nioPosix,
             ],
             path: "Shared/SQLiteKit"
         ),
@@ -91,10 +106,10 @@ let package = Package(
         .target(
             name: "Discovery",
             dependencies: [
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                httpClient,
+                nioCore,
+                logging,
+                lifecycle,
             ],
             path: "Shared/Discovery"
         ),
@@ -102,15 +117,15 @@ let package = Package(
             name: "HailKit",
             dependencies: [
                 "Contracts", "Discovery", "RedisKit", "SQLiteKit",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Configuration", package: "swift-configuration"),
-                .product(name: "Logging", package: "swift-log"),
+                hummingbird,
+                httpClient,
+                configuration,
+                logging,
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                lifecycle,
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
-                .product(name: "JWTKit", package: "jwt-kit"),
+                jwtKit,
             ],
             path: "Shared/HailKit"
         ),
@@ -118,8 +133,8 @@ let package = Package(
             name: "EventBus",
             dependencies: [
                 "RedisKit", "SQLiteKit", "Contracts",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                logging,
+                lifecycle,
             ],
             path: "Shared/EventBus"
         ),
@@ -127,35 +142,28 @@ let package = Package(
             name: "HailKitTesting",
             dependencies: [
                 "HailKit", "RedisKit", "Discovery",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Configuration", package: "swift-configuration"),
+                logging,
+                httpClient,
+                lifecycle,
+                configuration,
             ],
             path: "Shared/HailKitTesting"
         ),
         .executableTarget(
             name: "RedisBench",
             dependencies: [
-                "RedisKit",
+                "RedisKit", nioCore, nioPosix,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "LoadTests/RedisBench"
         ),
-        .testTarget(name: "RedisKitTests", dependencies: ["RedisKit", "HailKitTesting"], path: "Tests/RedisKitTests"),
-        .testTarget(name: "SQLiteKitTests", dependencies: ["SQLiteKit", "HailKitTesting"], path: "Tests/SQLiteKitTests"),
-        .testTarget(name: "DiscoveryTests", dependencies: ["Discovery", "HailKitTesting"], path: "Tests/DiscoveryTests"),
-        .testTarget(
-            name: "HailKitTests",
-            dependencies: [
-                "HailKit", "HailKitTesting",
-                .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
-            ],
-            path: "Tests/HailKitTests"
-        ),
-        .testTarget(name: "EventBusTests", dependencies: ["EventBus", "HailKitTesting"], path: "Tests/EventBusTests"),
-        .testTarget(name: "LoginTests", dependencies: ["Login", "HailKitTesting"], path: "Tests/LoginTests"),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Login", "HailKitTesting"], path: "Tests/GatewayTests"),
+        testTarget("RedisKit", ["RedisKit", "HailKitTesting"]),
+        testTarget("SQLiteKit", ["SQLiteKit", "HailKitTesting"]),
+        testTarget("Discovery", ["Discovery", "HailKitTesting"]),
+        testTarget("HailKit", ["HailKit", "HailKitTesting", .product(name: "W3CTraceContext", package: "swift-w3c-trace-context")]),
+        testTarget("EventBus", ["EventBus", "HailKitTesting"]),
+        testTarget("Login", ["Login", "HailKitTesting"]),
+        testTarget("Gateway", ["Gateway", "Login", "HailKitTesting"]),
     ],
     swiftLanguageModes: [.v6]
 )

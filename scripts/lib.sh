@@ -84,3 +84,14 @@ stop_pidfile() {
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$1"
 }
+
+# start_backends DIR → Redis and etcd on free loopback ports; sets redis_port and etcd_port.
+start_backends() {
+    redis_port=$(free_port)
+    etcd_port=$(free_port)
+    local peer_port
+    peer_port=$(free_port)
+    say "Starting redis-server on 127.0.0.1:$redis_port and etcd on 127.0.0.1:$etcd_port (data in $1)"
+    start_redis "$1" "$redis_port"
+    start_etcd "$1" "$etcd_port" "$peer_port"
+}

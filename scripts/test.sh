@@ -16,12 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-redis_port=$(free_port)
-etcd_port=$(free_port)
-peer_port=$(free_port)
-say "Starting redis-server on 127.0.0.1:$redis_port and etcd on 127.0.0.1:$etcd_port"
-start_redis "$run_dir" "$redis_port"
-start_etcd "$run_dir" "$etcd_port" "$peer_port"
+start_backends "$run_dir"
 
 export HAILSTORM_TEST_REDIS_PORT=$redis_port
 export HAILSTORM_TEST_ETCD_ENDPOINT="http://127.0.0.1:$etcd_port"

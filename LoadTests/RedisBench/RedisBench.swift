@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import NIOCore
+import NIOPosix
 import RedisKit
 
 /// `hailstorm-redis-bench`: RedisKit's pipelined GET/SET throughput next to `redis-benchmark`, against the
@@ -40,9 +42,10 @@ struct RedisBench: AsyncParsableCommand {
             (server, redisPort) = try startRedis()
         }
         defer {
-            if let server, server.isRunning {
-                server.terminate()
-                server.waitUntilExit()
+            if let server {
+                // Not `waitUntilExit`: it can stall inside an async command; polling is enough here.
+                kill(server.processIdentifier, SIGTERM)
+                for _ in 0..<100 where server.isRunning { usleep(20_000) }
             }
         }
 
@@ -72,7 +75,7 @@ struct RedisBench: AsyncParsableCommand {
             ]
         }
         let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
-        print(String(decoding: data, as: UTF8.self))
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
     }
 
     /// `connections` tasks, each on its own connection, each sending batches of `pipeline` commands

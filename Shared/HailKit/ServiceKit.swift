@@ -86,6 +86,7 @@ public struct ServiceKit: Sendable {
     }
 
     /// The router with Hailstorm's route metrics and the health routes already on it.
+    /// Add readiness checks before calling this: `/readyz` runs the checks known at this point.
     public func makeRouter() -> Router<HailRequestContext> {
         let router = Router(context: HailRequestContext.self)
         router.middlewares.add(MetricsMiddleware())

@@ -37,6 +37,15 @@ public final class TestProcess: @unchecked Sendable {
         process.waitUntilExit()
     }
 
+    /// Sends `signal` and returns the exit status once the process has ended.
+    public func terminate(_ signal: Int32 = SIGTERM) -> Int32 {
+        if process.isRunning {
+            _ = Foundation.kill(process.processIdentifier, signal)
+            process.waitUntilExit()
+        }
+        return process.terminationStatus
+    }
+
     /// The process's output so far, for failure messages.
     public func output() -> String {
         (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""

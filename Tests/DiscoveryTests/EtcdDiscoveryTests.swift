@@ -81,6 +81,33 @@ struct EtcdDiscoveryTests {
         #expect(try await discovery.instances(of: "login").isEmpty)
     }
 
+    @Test("a service stopped with SIGTERM deregisters at once, long before its lease would end, and exits cleanly")
+    func gracefulStopDeregisters() async throws {
+        let prefix = "/" + TestEnvironment.unique("hailstorm-test") + "/"
+        let discovery = self.discovery(prefix: prefix)
+        let instanceID = TestEnvironment.unique("login")
+        var changes = discovery.watch(service: "login").makeAsyncIterator()
+        let process = try TestProcess(
+            executable: TestEnvironment.executablesDirectory.appendingPathComponent("hailstorm-login").path,
+            arguments: [
+                "--http-port", "0", "--instance-id", instanceID, "--discovery-prefix", prefix,
+                "--discovery-ttl-seconds", "30", "--discovery-etcd-endpoint", TestEnvironment.etcdEndpoint,
+                "--redis-port", String(TestEnvironment.redisPort),
+                "--data-dir", try TestEnvironment.temporaryDirectory("login-data"),
+            ],
+            name: "login")
+        guard case .added = try await changes.next() else {
+            Issue.record("the login process did not register: \(process.output())")
+            return
+        }
+        let stoppedAt = ContinuousClock.now
+        let status = process.terminate(SIGTERM)
+        #expect(try await changes.next() == .removed(instanceID: instanceID, service: "login"))
+        // Deregistered by the process itself: a 30 s lease would have kept it listed much longer.
+        #expect(ContinuousClock.now - stoppedAt < .seconds(10))
+        #expect(status == 0, "exit status \(status): \(process.output())")
+    }
+
     @Test("an unreachable etcd is reported as a discovery error")
     func unreachable() async throws {
         let port = try TestEnvironment.freePort()
