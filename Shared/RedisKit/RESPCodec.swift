@@ -11,16 +11,15 @@ import Darwin
 
 /// RESP encoding and parsing, both done by hiredis.
 enum RESPCodec {
-    /// Appends the RESP encoding of `command` to `buffer` (hiredis's `redisFormatCommandArgv`, binary-safe).
-    static func encode(_ command: RedisCommand, into buffer: inout ByteBuffer) {
-        let argc = command.arguments.count
+    /// The RESP encoding of a command's arguments, by hiredis's `redisFormatCommandArgv` (binary-safe).
+    static func encode(_ arguments: [[UInt8]]) -> [UInt8] {
         // Pin every argument's bytes for the duration of the C call.
-        withPinnedArguments(command.arguments) { argv, argvlen in
+        withPinnedArguments(arguments) { argv, argvlen in
             var target: UnsafeMutablePointer<CChar>? = nil
-            let length = redisFormatCommandArgv(&target, Int32(argc), argv, argvlen)
-            guard length > 0, let target else { return }
-            buffer.writeBytes(UnsafeRawBufferPointer(start: target, count: Int(length)))
-            redisFreeCommand(target)
+            let length = redisFormatCommandArgv(&target, Int32(arguments.count), argv, argvlen)
+            guard length > 0, let target else { return [] }
+            defer { redisFreeCommand(target) }
+            return Array(UnsafeRawBufferPointer(start: target, count: Int(length)))
         }
     }
 

@@ -81,12 +81,19 @@ extension Double: RESPArgumentConvertible {
     public var respBytes: [UInt8] { Array(String(self).utf8) }
 }
 
-/// One Redis command: its name and arguments as binary-safe byte strings.
+/// One Redis command, encoded as RESP by hiredis (`redisFormatCommandArgv`, binary-safe) when it is made.
+///
+/// Encoding once at construction keeps that work on the caller's task rather than the connection's event
+/// loop, and a command sent many times (a benchmark, a health probe) is formatted once — as
+/// redis-benchmark does with its own command buffer.
 public struct RedisCommand: Sendable, Hashable, CustomStringConvertible {
-    public var arguments: [[UInt8]]
+    /// The command's RESP bytes.
+    public let encoded: [UInt8]
+    /// The command name, upper-cased (`SET`).
+    public let name: String
 
     public init(_ name: String, _ arguments: [any RESPArgumentConvertible]) {
-        self.arguments = [Array(name.utf8)] + arguments.map(\.respBytes)
+        self.init(rawArguments: [Array(name.utf8)] + arguments.map(\.respBytes))
     }
 
     public init(_ name: String, _ arguments: any RESPArgumentConvertible...) {
@@ -94,10 +101,9 @@ public struct RedisCommand: Sendable, Hashable, CustomStringConvertible {
     }
 
     public init(rawArguments: [[UInt8]]) {
-        self.arguments = rawArguments
+        self.encoded = RESPCodec.encode(rawArguments)
+        self.name = String(decoding: rawArguments.first ?? [], as: UTF8.self).uppercased()
     }
-
-    public var name: String { String(decoding: arguments.first ?? [], as: UTF8.self).uppercased() }
 
     public var description: String { name }
 }

@@ -15,13 +15,14 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private struct Pending {
-        var remaining: Int
-        var replies: [RESPValue]
+        let count: Int
         let promise: EventLoopPromise<[RESPValue]>
     }
 
     private let reader = HiredisReader()
     private var pending = CircularBuffer<Pending>(initialCapacity: 16)
+    /// Replies gathered so far for the oldest pending batch.
+    private var replies: [RESPValue] = []
     private let onPush: (@Sendable (RESPValue) -> Void)?
     private var closedError: RedisError?
 
@@ -36,17 +37,17 @@ final class RedisChannelHandler: ChannelDuplexHandler {
             promise?.fail(closedError)
             return
         }
-        var buffer = context.channel.allocator.buffer(capacity: 64 * request.commands.count)
+        var size = 0
+        for command in request.commands { size += command.encoded.count }
+        var buffer = context.channel.allocator.buffer(capacity: size)
         for command in request.commands {
-            RESPCodec.encode(command, into: &buffer)
+            buffer.writeBytes(command.encoded)
         }
         if let replyPromise = request.promise {
             if request.commands.isEmpty {
                 replyPromise.succeed([])
             } else {
-                var replies: [RESPValue] = []
-                replies.reserveCapacity(request.commands.count)
-                pending.append(Pending(remaining: request.commands.count, replies: replies, promise: replyPromise))
+                pending.append(Pending(count: request.commands.count, promise: replyPromise))
             }
         }
         context.write(self.wrapOutboundOut(buffer), promise: promise)
@@ -66,15 +67,17 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     }
 
     private func deliver(_ value: RESPValue) {
-        guard !pending.isEmpty else {
+        guard let oldest = pending.first else {
             onPush?(value)
             return
         }
-        pending[pending.startIndex].replies.append(value)
-        pending[pending.startIndex].remaining -= 1
-        if pending[pending.startIndex].remaining == 0 {
-            let done = pending.removeFirst()
-            done.promise.succeed(done.replies)
+        if replies.isEmpty { replies.reserveCapacity(oldest.count) }
+        replies.append(value)
+        if replies.count == oldest.count {
+            pending.removeFirst()
+            let done = replies
+            replies = []
+            oldest.promise.succeed(done)
         }
     }
 
@@ -90,6 +93,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
 
     private func failAll(_ error: RedisError) {
         closedError = closedError ?? error
+        replies = []
         while let next = pending.popFirst() {
             next.promise.fail(error)
         }

@@ -77,7 +77,11 @@ public final class RedisConnection: Sendable {
         try await pipelineFuture(commands).get()
     }
 
-    func pipelineFuture(_ commands: [RedisCommand]) -> EventLoopFuture<[RESPValue]> {
+    /// The channel's event loop: work chained on `pipelineFuture` runs there without a thread hop.
+    public var eventLoop: any EventLoop { channel.eventLoop }
+
+    /// `pipeline` for code that lives on the event loop (SwiftNIO futures rather than async/await).
+    public func pipelineFuture(_ commands: [RedisCommand]) -> EventLoopFuture<[RESPValue]> {
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
         channel.writeAndFlush(RedisRequest(commands: commands, promise: promise)).cascadeFailure(to: promise)
         return promise.futureResult
