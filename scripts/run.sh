@@ -37,7 +37,10 @@ bin=$(swift build -c "$configuration" --show-bin-path)
 mkdir -p "$run_dir/logs" "$run_dir/data"
 run_dir=$(cd "$run_dir" && pwd)
 pids=()
+stopped=0
 cleanup() {
+    [ "$stopped" = 1 ] && return
+    stopped=1
     say "Stopping Hailstorm"
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
