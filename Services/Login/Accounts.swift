@@ -118,7 +118,7 @@ struct Accounts: Sendable {
             let remaining = claims.exp.value.timeIntervalSinceNow
             if remaining > 0 {
                 try await redis.set(
-                    Self.denyKey(claims.jti.value), to: "1", expiresIn: .milliseconds(Int64(remaining * 1000) + 1000))
+                    AccessTokens.denyListKey(tokenID: claims.jti.value), to: "1", expiresIn: .milliseconds(Int64(remaining * 1000) + 1000))
             }
         }
     }
@@ -157,8 +157,6 @@ struct Accounts: Sendable {
 
     /// Session of a refresh-token family: exists while the session is alive.
     static func sessionKey(_ familyID: String) -> String { "login:session:\(familyID)" }
-    /// Deny-list entry of an access token id; the gateway refuses tokens listed here.
-    static func denyKey(_ tokenID: String) -> String { "auth:deny:\(tokenID)" }
 
     static func newRefreshToken() -> String {
         let bytes = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }

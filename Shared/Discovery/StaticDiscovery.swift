@@ -1,3 +1,5 @@
+import Foundation
+
 /// Discovery where a service's name is a host name, as under compose and Kubernetes Services: the
 /// platform's DNS and load balancer keep the list, so registering is a no-op.
 public struct StaticDiscovery: ServiceDiscovery {
@@ -17,9 +19,9 @@ public struct StaticDiscovery: ServiceDiscovery {
             let parts = item.split(separator: "=", maxSplits: 1)
             guard parts.count == 2 else { continue }
             let target = parts[1].split(separator: ":")
-            let host = String(target[0]).trimmingSpaces()
+            let host = target[0].trimmingCharacters(in: .whitespaces)
             let port = target.count > 1 ? Int(target[1]) ?? defaultPort : defaultPort
-            addresses[String(parts[0]).trimmingSpaces(), default: []].append((host, port))
+            addresses[parts[0].trimmingCharacters(in: .whitespaces), default: []].append((host, port))
         }
         self.init(addresses: addresses, defaultPort: defaultPort)
     }
@@ -58,10 +60,4 @@ struct StaticRegistration: ServiceRegistration {
     }
 
     func deregister() async throws {}
-}
-
-extension String {
-    fileprivate func trimmingSpaces() -> String {
-        String(self.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
-    }
 }

@@ -64,6 +64,10 @@ public struct AccessTokens: Sendable {
         return key
     }
 
+    /// The Redis key that marks an access token as signed out until it expires. Login writes it,
+    /// the gateway refuses tokens that have it.
+    public static func denyListKey(tokenID: String) -> String { "auth:deny:\(tokenID)" }
+
     public func sign(_ claims: AccessTokenClaims) async throws -> String {
         try await keys.sign(claims)
     }

@@ -7,7 +7,6 @@ import Hummingbird
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOPosix
 import RedisKit
 import ServiceLifecycle
 
@@ -146,13 +145,7 @@ public struct HailApplication: Service {
     let logger: Logger
 
     public func run() async throws {
-        let group = ServiceGroup(configuration: .init(services: [application, registrar], logger: logger))
-        do {
-            try await group.run()
-        } catch {
-            bound.fail()
-            throw error
-        }
+        try await run(ServiceGroup(configuration: .init(services: [application, registrar], logger: logger)))
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
@@ -166,6 +159,11 @@ public struct HailApplication: Service {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             ))
+        try await run(group)
+    }
+
+    /// Runs the group; a failure before the server bound (a taken port) releases whoever waits for `port()`.
+    private func run(_ group: ServiceGroup) async throws {
         do {
             try await group.run()
         } catch {

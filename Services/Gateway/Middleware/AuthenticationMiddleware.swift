@@ -26,7 +26,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
         let claims = try await tokens.verify(String(parts[1]))
         let denied: Bool
         do {
-            denied = try await redis.exists("auth:deny:\(claims.jti.value)")
+            denied = try await redis.exists(AccessTokens.denyListKey(tokenID: claims.jti.value))
         } catch {
             // Without the deny-list a signed-out token could pass: refuse rather than guess.
             context.logger.error("deny-list unavailable", metadata: ["error": "\(error)"])
