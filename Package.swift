@@ -50,6 +50,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: services.map(\.0) + [
         .executable(name: "hailstorm-redis-bench", targets: ["RedisBench"]),
+        .executable(name: "matching-bench", targets: ["MatchingBench"]),
+        .library(name: "MatchingEngine", targets: ["MatchingEngine"]),
         .library(name: "HailKit", targets: ["HailKit"]),
         .library(name: "HailKitTesting", targets: ["HailKitTesting"]),
     ],
@@ -95,6 +97,10 @@ let package = Package(
                 nioPosix,
             ],
             path: "Shared/SQLiteKit"
+        ),
+        .target(
+            name: "MatchingEngine",
+            path: "Shared/MatchingEngine"
         ),
         .target(
             name: "Contracts",
@@ -157,6 +163,15 @@ let package = Package(
             ],
             path: "LoadTests/RedisBench"
         ),
+        .executableTarget(
+            name: "MatchingBench",
+            dependencies: [
+                "MatchingEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "LoadTests/MatchingBench"
+        ),
+        testTarget("MatchingEngine", ["MatchingEngine"]),
         testTarget("RedisKit", ["RedisKit", "HailKitTesting"]),
         testTarget("SQLiteKit", ["SQLiteKit", "HailKitTesting"]),
         testTarget("Discovery", ["Discovery", "HailKitTesting"]),
