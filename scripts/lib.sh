@@ -2,6 +2,16 @@
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
+# Installs the named Debian/Ubuntu packages with apt-get (through sudo when not root); no names, no-op.
+install_packages() {
+    [ $# -gt 0 ] || return 0
+    say "Installing missing packages: $*"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 # Installs the Debian/Ubuntu packages Hailstorm needs when something is missing.
 ensure_packages() {
     local missing=()
@@ -13,13 +23,7 @@ ensure_packages() {
     [ -f /usr/include/sqlite3.h ] || missing+=(libsqlite3-dev)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "Installing missing packages: ${missing[*]}"
-        local sudo=""
-        [ "$(id -u)" -ne 0 ] && sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    install_packages "${missing[@]}"
     # Debian's packages start system services; Hailstorm runs its own on free ports instead.
     if command -v swift >/dev/null 2>&1; then :; else
         echo "swift is not on PATH: install the Swift 6 toolchain from swift.org first" >&2

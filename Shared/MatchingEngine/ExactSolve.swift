@@ -45,13 +45,18 @@ enum CandidateGraph {
 /// all at least as far as its k-th candidate, so a row whose `u(i) + vMax` does not exceed that distance
 /// is proven at once; only the others ask the grid for the columns inside that radius. Violating pairs
 /// become edges and the graph is solved again, warm: from the previous matching and duals, searching only
-/// for the rows whose duals the new edges broke. When a search finds no augmenting path (a hotspot with
-/// more orders than drivers nearby), each row it reached gets its nearest columns outside the crowded set. The loop ends when nothing is added, and then the assignment is the true
+/// for the rows whose duals the new edges broke. The first graph also holds a complete assignment
+/// (`completion`), so no search fails for want of columns in a hotspot with more orders than drivers. The loop ends when nothing is added, and then the assignment is the true
 /// optimum, not an approximation of it.
+///
+/// Fast mode runs the same loop with a pickup radius (no edge longer than `maxCost`) and a cap on rounds:
+/// what it returns is then the optimum of the edges it has, close to the true one but not proven.
 struct ExactSolve {
     let rows: [PlanePoint]
     let columns: PackedGrid
     let k: Int
+    var maxCost = Double.infinity
+    var maxRounds = Int.max
 
     /// Reduced costs above −tolerance count as non-negative. Floating-point noise in the duals is far below
     /// it, and the most it can cost is n·tolerance km in total.
@@ -62,22 +67,50 @@ struct ExactSolve {
     /// would swell the graph with edges the next round's duals no longer want.
     static let additionsPerRow = 8
 
-    /// Edges out of a crowded set given to each of its rows when a search finds no augmenting path.
+    /// Edges to free columns given to a row for which a search found no augmenting path.
     static let escapesPerRow = 2
+
+    /// Edges that make the first graph hold a complete assignment, so no search has to fail to find out
+    /// it does not: rows take their nearest untaken candidate in turn, and a row whose candidates are all
+    /// taken (a hotspot with more orders than drivers nearby) gets an edge to its nearest untaken column,
+    /// wherever that is. Those long edges are what lets the surplus flow out of a hotspot; the solve then
+    /// keeps only the ones the optimum needs.
+    static func completion(
+        _ lists: CandidateLists, rows: [PlanePoint], columns: PackedGrid
+    ) -> [Int: [(column: Int32, cost: Double)]] {
+        var taken = [Bool](repeating: false, count: columns.count)
+        var left: [Int] = []
+        for i in 0..<lists.rows {
+            let base = i * lists.width
+            if let e = (base..<(base + lists.width)).first(where: { !taken[Int(lists.columns[$0])] }) {
+                taken[Int(lists.columns[e])] = true
+            } else {
+                left.append(i)
+            }
+        }
+        var extra: [Int: [(column: Int32, cost: Double)]] = [:]
+        for i in left {
+            if let (j, d) = columns.nearest(to: rows[i], k: 1, where: { !taken[$0] }).first {
+                taken[Int(j)] = true
+                extra[i] = [(j, d)]
+            }
+        }
+        return extra
+    }
 
     func run() -> IndexAssignment {
         let n = rows.count, m = columns.count
         let lists = columns.nearest(to: rows, k: k)
-        var extra: [Int: [(column: Int32, cost: Double)]] = [:]
+        var extra = Self.completion(lists, rows: rows, columns: columns).filter { $0.value[0].cost <= maxCost }
+        var added = extra.count
         var rounds = 0
-        var added = 0
         let solver = SparseAssignmentSolver()
         var previous: AssignmentSolution?
         var release: [Int] = []
         var violating: [(column: Int32, cost: Double, reduced: Double)] = []
         while true {
             rounds += 1
-            let graph = CandidateGraph.build(lists: lists, columns: m, maxCost: .infinity, extra: extra)
+            let graph = CandidateGraph.build(lists: lists, columns: m, maxCost: maxCost, extra: extra)
             var solution = previous.map { solver.solve(graph, startingFrom: $0, release: release) } ?? solver.solve(graph)
             if m > n, !solution.isRectangularCertificateValid(tolerance: Self.tolerance) {
                 // The warm start left a freed column priced below a matched one: solve this graph afresh.
@@ -85,33 +118,26 @@ struct ExactSolve {
             }
             previous = solution
             release = []
-            if !solution.unmatchedRows.isEmpty {
-                // No augmenting path: a set of rows shares too few columns (a hotspot with more orders than
-                // drivers). Give each of those rows its nearest columns outside that crowded set, the edges
-                // through which the surplus can flow out.
-                var crowded = [Bool](repeating: false, count: m)
-                for j in solution.crowdedColumns { crowded[j] = true }
-                for r in Set(solution.starvedRows) {
-                    let outside = columns.nearest(to: rows[r], k: Self.escapesPerRow) { !crowded[$0] }
-                    var own = extra[r] ?? []
-                    let edges = graph.rowStart[r]..<graph.rowStart[r + 1]
-                    for (j, d) in outside where !edges.contains(where: { graph.column[Int($0)] == j }) {
-                        own.append((j, d))
-                        added += 1
-                        // A matched row whose new edge undercuts its dual must be searched for again.
-                        if solution.columnOfRow[r] >= 0, d - solution.u(r) - solution.v[Int(j)] < -Self.tolerance {
-                            release.append(r)
-                        }
+            if !solution.unmatchedRows.isEmpty, rounds < maxRounds {
+                // No augmenting path (the completion makes this rare): give each such row edges to its
+                // nearest free columns, which makes it matchable at once — within the radius, if any.
+                let free = solution.rowOfColumn
+                var escaped = 0
+                for r in solution.unmatchedRows {
+                    for (j, d) in columns.nearest(to: rows[r], k: Self.escapesPerRow, where: { free[$0] < 0 })
+                    where d <= maxCost {
+                        extra[r, default: []].append((j, d))
+                        escaped += 1
                     }
-                    extra[r] = own
                 }
-                continue
+                added += escaped
+                if escaped > 0 { continue }
             }
 
             let vMax = solution.v.max() ?? 0
             var violations = 0
             solution.v.withUnsafeBufferPointer { v in
-                for i in 0..<n {
+                for i in 0..<n where solution.columnOfRow[i] >= 0 {
                     let width = lists.width
                     if width >= m { continue }
                     let kth = lists.distances[i * width + width - 1]
@@ -119,7 +145,7 @@ struct ExactSolve {
                     let radius = u + vMax
                     if radius <= kth { continue }
                     violating.removeAll(keepingCapacity: true)
-                    columns.forEach(within: radius + 1e-9, of: rows[i]) { j, d in
+                    columns.forEach(within: min(radius + 1e-9, maxCost), of: rows[i]) { j, d in
                         let reduced = d - u - v[j]
                         if reduced < -Self.tolerance { violating.append((Int32(j), d, reduced)) }
                     }
@@ -138,7 +164,7 @@ struct ExactSolve {
                     if took { release.append(i) }
                 }
             }
-            if violations == 0 {
+            if violations == 0 || rounds >= maxRounds {
                 var result = IndexAssignment(driverOfOrder: solution.columnOfRow, pickupKm: solution.matchedCost)
                 result.candidateEdges = graph.edgeCount
                 result.solveRounds = rounds

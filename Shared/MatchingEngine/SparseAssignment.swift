@@ -36,11 +36,6 @@ public struct AssignmentSolution: Sendable {
     public var v: [Double]
     /// Rows for which no augmenting path existed in the graph.
     public var unmatchedRows: [Int]
-    /// For each unmatched row, the rows its failed search reached (a set of rows with too few columns
-    /// between them: where the graph needs more edges).
-    public var starvedRows: [Int]
-    /// The columns those failed searches reached: all matched, and all the starved rows can reach.
-    public var crowdedColumns: [Int] = []
 
     /// Row dual of a matched row.
     @inline(__always)
@@ -76,7 +71,7 @@ public struct SparseAssignmentSolver {
         let empty = AssignmentSolution(
             columnOfRow: .init(repeating: -1, count: n), rowOfColumn: .init(repeating: -1, count: m),
             matchedCost: .init(repeating: 0, count: n), v: .init(repeating: 0, count: m),
-            unmatchedRows: [], starvedRows: [])
+            unmatchedRows: [])
         return solve(graph, startingFrom: empty)
     }
 
@@ -98,8 +93,6 @@ public struct SparseAssignmentSolver {
         var matchedCost = start.matchedCost
         var v = start.v
         var unmatched: [Int] = []
-        var starved: [Int] = []
-        var crowded: [Int] = []
         precondition(colOfRow.count == n && rowOfCol.count == m)
         for r in release where colOfRow[r] >= 0 {
             rowOfCol[Int(colOfRow[r])] = -1
@@ -136,14 +129,14 @@ public struct SparseAssignmentSolver {
                         search.augment(
                             from: first, rowStart: rowStart, column: column, cost: cost,
                             colOfRow: &colOfRow, rowOfCol: &rowOfCol, matchedCost: &matchedCost, v: &v,
-                            starved: &starved, crowded: &crowded, unmatched: &unmatched)
+                            unmatched: &unmatched)
                     }
                 }
             }
         }
         return AssignmentSolution(
             columnOfRow: colOfRow, rowOfColumn: rowOfCol, matchedCost: matchedCost, v: v,
-            unmatchedRows: unmatched, starvedRows: starved, crowdedColumns: crowded)
+            unmatchedRows: unmatched)
     }
 }
 
@@ -184,7 +177,7 @@ struct PathSearch {
         from start: Int,
         rowStart: UnsafeBufferPointer<Int32>, column: UnsafeBufferPointer<Int32>, cost: UnsafeBufferPointer<Double>,
         colOfRow: inout [Int32], rowOfCol: inout [Int32], matchedCost: inout [Double], v: inout [Double],
-        starved: inout [Int], crowded: inout [Int], unmatched: inout [Int]
+        unmatched: inout [Int]
     ) {
         generation &+= 1
         let gen = generation
@@ -236,11 +229,6 @@ struct PathSearch {
 
         if sink < 0 {
             unmatched.append(start)
-            starved.append(start)
-            for j in scanned {
-                starved.append(Int(rowOfCol[Int(j)]))
-                crowded.append(Int(j))
-            }
             return
         }
         for j32 in scanned {
