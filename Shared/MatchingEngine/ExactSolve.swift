@@ -134,6 +134,9 @@ struct ExactSolve {
                 if escaped > 0 { continue }
             }
 
+            if rounds >= maxRounds {
+                return finish(solution, graph: graph, rounds: rounds, added: added)
+            }
             let vMax = solution.v.max() ?? 0
             var violations = 0
             solution.v.withUnsafeBufferPointer { v in
@@ -144,16 +147,20 @@ struct ExactSolve {
                     let u = solution.u(i)
                     let radius = u + vMax
                     if radius <= kth { continue }
+                    // Keep the most violated few, sorted, as they come.
                     violating.removeAll(keepingCapacity: true)
                     columns.forEach(within: min(radius + 1e-9, maxCost), of: rows[i]) { j, d in
                         let reduced = d - u - v[j]
-                        if reduced < -Self.tolerance { violating.append((Int32(j), d, reduced)) }
+                        guard reduced < -Self.tolerance else { return }
+                        if violating.count == Self.additionsPerRow {
+                            if reduced >= violating[violating.count - 1].reduced { return }
+                            violating.removeLast()
+                        }
+                        var at = violating.count
+                        while at > 0 && violating[at - 1].reduced > reduced { at -= 1 }
+                        violating.insert((Int32(j), d, reduced), at: at)
                     }
                     if violating.isEmpty { continue }
-                    if violating.count > Self.additionsPerRow {
-                        violating.sort { $0.reduced < $1.reduced }
-                        violating.removeLast(violating.count - Self.additionsPerRow)
-                    }
                     let edges = graph.rowStart[i]..<graph.rowStart[i + 1]
                     var took = false
                     for edge in violating where !edges.contains(where: { graph.column[Int($0)] == edge.column }) {
@@ -164,14 +171,18 @@ struct ExactSolve {
                     if took { release.append(i) }
                 }
             }
-            if violations == 0 || rounds >= maxRounds {
-                var result = IndexAssignment(driverOfOrder: solution.columnOfRow, pickupKm: solution.matchedCost)
-                result.candidateEdges = graph.edgeCount
-                result.solveRounds = rounds
-                result.addedEdges = added
-                return result
+            if violations == 0 {
+                return finish(solution, graph: graph, rounds: rounds, added: added)
             }
             added += violations
         }
+    }
+
+    private func finish(_ solution: AssignmentSolution, graph: BipartiteGraph, rounds: Int, added: Int) -> IndexAssignment {
+        var result = IndexAssignment(driverOfOrder: solution.columnOfRow, pickupKm: solution.matchedCost)
+        result.candidateEdges = graph.edgeCount
+        result.solveRounds = rounds
+        result.addedEdges = added
+        return result
     }
 }
