@@ -67,11 +67,12 @@ public final class LiveDriverIndex: Sendable {
         self.index = Mutex(index)
     }
 
-    public func upsert(_ driver: DriverID, at point: PlanePoint, availability: DriverAvailability) {
+    @discardableResult
+    public func upsert(_ driver: DriverID, at point: PlanePoint, availability: DriverAvailability) -> Bool {
         index.withLock { $0.upsert(driver, at: point, availability: availability) }
     }
 
-    /// Applies a batch of moves; unknown drivers are skipped and counted.
+    /// Applies a batch of moves; unknown drivers and non-finite points are skipped and counted.
     @discardableResult
     public func apply(_ moves: some Sequence<(DriverID, PlanePoint)>) -> Int {
         index.withLock { index in

@@ -49,14 +49,16 @@ public struct DriverIndex: Sendable {
         points.reserveCapacity(expectedDrivers)
     }
 
-    /// Adds a driver or replaces its position and state.
-    public mutating func upsert(_ driver: DriverID, at point: PlanePoint, availability: DriverAvailability) {
-        precondition(point.x.isFinite && point.y.isFinite, "driver positions must be finite")
+    /// Adds a driver or replaces its position and state. A non-finite point changes nothing and answers
+    /// false: a broken GPS fix must not poison the grid.
+    @discardableResult
+    public mutating func upsert(_ driver: DriverID, at point: PlanePoint, availability: DriverAvailability) -> Bool {
+        guard point.x.isFinite, point.y.isFinite else { return false }
         if let slot = table.slot(of: driver.rawValue) {
             let s = Int(slot)
             move(slot: s, to: point)
             setState(slot: s, availability)
-            return
+            return true
         }
         let slot: Int
         if let reused = freeSlots.popLast() {
@@ -76,13 +78,15 @@ public struct DriverIndex: Sendable {
         }
         table.set(driver.rawValue, Int32(slot))
         setState(slot: slot, availability)
+        return true
     }
 
-    /// Moves a known driver. Returns false, changing nothing, for a driver the index does not know.
+    /// Moves a known driver. Returns false, changing nothing, for a driver the index does not know or a
+    /// point that is not finite.
     @discardableResult
     @inline(__always)
     public mutating func update(_ driver: DriverID, to point: PlanePoint) -> Bool {
-        guard let slot = table.slot(of: driver.rawValue) else { return false }
+        guard point.x.isFinite, point.y.isFinite, let slot = table.slot(of: driver.rawValue) else { return false }
         move(slot: Int(slot), to: point)
         return true
     }
@@ -113,7 +117,6 @@ public struct DriverIndex: Sendable {
 
     @inline(__always)
     private mutating func move(slot: Int, to point: PlanePoint) {
-        precondition(point.x.isFinite && point.y.isFinite, "driver positions must be finite")
         points[slot] = point
         let old = Int(cellOf[slot])
         if old < 0 { return }

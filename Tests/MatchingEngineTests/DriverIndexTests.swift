@@ -90,6 +90,14 @@ struct DriverIndexTests {
         #expect(index.nearest(to: PlanePoint(x: 0, y: 0), k: 3).isEmpty)
         let moved = index.update(DriverID(2), to: PlanePoint(x: 1, y: 1))
         #expect(!moved)
+        // A broken fix is refused, and the driver stays where it was.
+        index.setAvailability(DriverID(1), .available)
+        let poisoned = index.update(DriverID(1), to: PlanePoint(x: .nan, y: 1))
+        let added = index.upsert(DriverID(3), at: PlanePoint(x: .infinity, y: 0), availability: .available)
+        #expect(!poisoned && !added)
+        #expect(index.position(of: DriverID(1)) == PlanePoint(x: 9.9, y: 9.9))
+        #expect(index.count == 1)
+        #expect(index.nearest(to: PlanePoint(x: 0, y: 0), k: 3).map(\.driver) == [DriverID(1)])
     }
 
     @Test("the packed snapshot's batched k-nearest equals a linear scan, ties broken by position")
