@@ -38,6 +38,7 @@ let services = [
     service("Gateway", product: "gateway", [
         jwtKit,
     ]),
+    service("Coupon", product: "coupon"),
 ]
 
 /// The tests of a module: `Tests/<Module>Tests`.
@@ -179,6 +180,7 @@ let package = Package(
         testTarget("EventBus", ["EventBus", "HailKitTesting"]),
         testTarget("Login", ["Login", "HailKitTesting"]),
         testTarget("Gateway", ["Gateway", "Login", "HailKitTesting"]),
+        testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -55,6 +55,16 @@ public struct HailRequestContext: RequestContext {
         guard let identity else { throw Problem.unauthorized("Sign in and send the access token as a Bearer token") }
         return identity
     }
+
+    /// The authenticated identity when it has one of `roles`; 401 without one, 403 with another role.
+    public func requireRole(_ roles: Role...) throws -> Identity {
+        let identity = try requireIdentity()
+        guard roles.contains(identity.role) else {
+            let names = roles.map(\.rawValue).joined(separator: " or ")
+            throw Problem.forbidden("This needs the \(names) role; you are signed in as \(identity.role.rawValue)")
+        }
+        return identity
+    }
 }
 
 /// The parts of an incoming request that outgoing calls propagate.

@@ -1,0 +1,56 @@
+import Configuration
+import Contracts
+import EventBus
+import Foundation
+import HailKit
+import Hummingbird
+import Logging
+import SQLiteKit
+
+/// Builds the coupon service from configuration.
+///
+/// Keys beyond the kit's: `auth.jwt.secret` (secret; the key login signs with, to verify the tokens the
+/// gateway forwards), `auth.denylist.check` (false: the gateway already refuses signed-out tokens),
+/// `coupon.redis.prefix` (Redis key prefix of the sale's counters, `coupon`), and for the claims stream
+/// `coupon.claims.stream` (its name, `coupon.claims`), `coupon.claims.batch` (64), `coupon.claims.reclaim.seconds` (how long a claim may sit delivered but
+/// unstored before another instance takes it over, 30) and `coupon.claims.max.deliveries` (10).
+func buildApplication(reader: ConfigReader) async throws -> HailApplication {
+    var kit = try ServiceKit(name: "coupon", reader: reader, defaultPort: 9005)
+    let tokens = await AccessTokens(signingKey: try AccessTokens.signingKey(from: kit.configuration, reader: reader))
+    let database = try await SQLiteStore.open(
+        configuration: SQLiteConfiguration(path: kit.configuration.sqlitePath),
+        migrations: CouponStore.migrations,
+        logger: kit.logger)
+    let store = CouponStore(db: database)
+    let stream = reader.string(forKey: "coupon.claims.stream", default: CouponEvents.Claimed.stream)
+    let sale = FlashSale(
+        redis: kit.redis, keyPrefix: reader.string(forKey: "coupon.redis.prefix", default: "coupon"), source: kit.name,
+        stream: stream)
+
+    // Campaigns still running are opened again: a no-op when Redis kept them, a rebuild of the counters
+    // from the stored claims when Redis lost them.
+    for campaign in try await store.current(now: Date().timeIntervalSince1970) {
+        let books = try await store.books(campaign: campaign.id, perUserLimit: campaign.perUserLimit)
+        try await sale.open(campaign, alreadyClaimed: books.persisted)
+    }
+
+    let consumerConfiguration = EventConsumerConfiguration(
+        batchSize: reader.int(forKey: "coupon.claims.batch", default: 64),
+        reclaimAfter: .seconds(reader.int(forKey: "coupon.claims.reclaim.seconds", default: 30)),
+        reclaimInterval: .seconds(max(1, reader.int(forKey: "coupon.claims.reclaim.seconds", default: 30) / 2)),
+        maxDeliveries: reader.int(forKey: "coupon.claims.max.deliveries", default: 10))
+    kit.addReadinessCheck("sqlite") { try await database.ping() }
+    kit.addService(ClaimRecorder.consumer(
+        store: store, redis: kit.redis, stream: stream, instance: kit.configuration.instanceID,
+        configuration: consumerConfiguration,
+        logger: kit.logger))
+    kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: OutboxWakeups(), logger: kit.logger))
+    kit.onShutdown { try await database.close() }
+
+    let router = kit.makeRouter()
+    let api = router.group()
+        .add(middleware: AuthenticationMiddleware(
+            tokens: tokens, redis: kit.redis, checkDenyList: reader.bool(forKey: "auth.denylist.check", default: false)))
+    CouponController(store: store, sale: sale).register(on: api)
+    return kit.makeApplication(router: router)
+}

@@ -1,0 +1,113 @@
+import Contracts
+import Foundation
+import HailKit
+import Hummingbird
+
+/// The coupon service's HTTP API (`CouponAPI`).
+struct CouponController: Sendable {
+    let store: CouponStore
+    let sale: FlashSale
+
+    func register(on router: some RouterMethods<HailRequestContext>) {
+        router.on(CouponAPI.createCampaign) { body, request, context in
+            _ = try context.requireRole(.admin)
+            try Self.validate(body)
+            let candidate = CouponAPI.Campaign(
+                id: UUID().uuidString.lowercased(), name: body.name, city: body.city, kind: body.kind,
+                amountOffCents: body.kind == .amount ? body.amountOffCents : nil,
+                percentOff: body.kind == .percent ? body.percentOff : nil,
+                minimumFareCents: body.minimumFareCents, stock: body.stock, perUserLimit: body.perUserLimit,
+                startsAt: body.startsAt, endsAt: body.endsAt, createdAt: Date().timeIntervalSince1970, remaining: nil)
+            let campaign = try await store.create(candidate, idempotencyKey: request.headers[HailHeaders.idempotencyKey])
+            try await sale.open(campaign)
+            context.logger.info("campaign created", metadata: ["campaign": "\(campaign.id)", "stock": "\(campaign.stock)"])
+            var answer = campaign
+            answer.remaining = try await sale.remaining(campaign.id)
+            return answer
+        }
+        router.on(CouponAPI.campaigns) { _, _, context in
+            _ = try context.requireIdentity()
+            var campaigns = try await store.current(now: Date().timeIntervalSince1970)
+            for i in campaigns.indices { campaigns[i].remaining = try await sale.remaining(campaigns[i].id) }
+            return CouponAPI.CampaignList(campaigns: campaigns)
+        }
+        router.on(CouponAPI.campaign) { _, _, context in
+            _ = try context.requireIdentity()
+            var campaign = try await campaign(context)
+            campaign.remaining = try await sale.remaining(campaign.id)
+            return campaign
+        }
+        router.on(CouponAPI.claim) { _, request, context in
+            let rider = try context.requireRole(.rider)
+            let id = try context.parameters.require("id")
+            let key = request.headers[HailHeaders.idempotencyKey]
+            if let key, key.isEmpty || key.count > 200 {
+                throw Problem.invalidField("Idempotency-Key", "must be 1 to 200 characters")
+            }
+            switch try await sale.claim(campaign: id, user: rider.userID, idempotencyKey: key) {
+            case .granted(let claimID, let claimedAt):
+                return CouponAPI.Claim(claimID: claimID, campaignID: id, userID: rider.userID, claimedAt: claimedAt)
+            case .soldOut:
+                throw Problem.conflict("sold-out", "Every coupon of this campaign has been claimed")
+            case .limitReached:
+                throw Problem.conflict("limit-reached", "You already hold as many coupons of this campaign as it allows")
+            case .notStarted(let startsAt):
+                throw Problem.conflict(
+                    "not-started", "The sale opens at \(Date(timeIntervalSince1970: startsAt).ISO8601Format())")
+            case .ended:
+                throw Problem.conflict("ended", "The sale has ended")
+            case .unknownCampaign:
+                throw Problem.notFound("No campaign \(id)")
+            }
+        }
+        router.on(CouponAPI.wallet) { _, _, context in
+            let rider = try context.requireRole(.rider)
+            return CouponAPI.Wallet(coupons: try await store.wallet(user: rider.userID))
+        }
+        router.on(CouponAPI.audit) { _, _, context in
+            _ = try context.requireRole(.admin)
+            let campaign = try await campaign(context)
+            let remaining = try await sale.remaining(campaign.id) ?? campaign.stock
+            let books = try await store.books(campaign: campaign.id, perUserLimit: campaign.perUserLimit)
+            let granted = campaign.stock - remaining
+            return CouponAPI.Audit(
+                campaignID: campaign.id, stock: campaign.stock, remaining: remaining, granted: granted,
+                persisted: books.persisted, distinctUsers: books.distinctUsers, overLimitUsers: books.overLimitUsers,
+                pendingOnStream: max(granted - books.persisted, 0))
+        }
+    }
+
+    private func campaign(_ context: HailRequestContext) async throws -> CouponAPI.Campaign {
+        let id = try context.parameters.require("id")
+        guard let campaign = try await store.campaign(id: id) else { throw Problem.notFound("No campaign \(id)") }
+        return campaign
+    }
+
+    static func validate(_ body: CouponAPI.NewCampaign) throws {
+        if body.name.trimmingCharacters(in: .whitespaces).isEmpty || body.name.count > 200 {
+            throw Problem.invalidField("name", "must be 1 to 200 characters")
+        }
+        if body.city.trimmingCharacters(in: .whitespaces).isEmpty || body.city.count > 100 {
+            throw Problem.invalidField("city", "must be 1 to 100 characters")
+        }
+        switch body.kind {
+        case .amount:
+            guard let cents = body.amountOffCents, cents > 0, cents <= 1_000_000 else {
+                throw Problem.invalidField("amountOffCents", "an amount campaign needs 1 to 1,000,000 cents off")
+            }
+        case .percent:
+            guard let percent = body.percentOff, (1...100).contains(percent) else {
+                throw Problem.invalidField("percentOff", "a percent campaign needs 1 to 100 percent off")
+            }
+        }
+        guard body.minimumFareCents >= 0 else { throw Problem.invalidField("minimumFareCents", "must not be negative") }
+        guard (1...10_000_000).contains(body.stock) else { throw Problem.invalidField("stock", "must be 1 to 10,000,000") }
+        guard (1...1000).contains(body.perUserLimit) else {
+            throw Problem.invalidField("perUserLimit", "must be 1 to 1000")
+        }
+        guard body.startsAt.isFinite, body.endsAt.isFinite, body.startsAt > 0 else {
+            throw Problem.invalidField("startsAt", "must be a time in seconds since 1970")
+        }
+        guard body.endsAt > body.startsAt else { throw Problem.invalidField("endsAt", "must be after startsAt") }
+    }
+}

@@ -1,0 +1,111 @@
+import Contracts
+import EventBus
+import Foundation
+import HailKit
+import RedisKit
+
+/// The flash sale's decisions, made in Redis: one Lua script checks the sale window, the rider's limit
+/// and the stock, takes a coupon, and appends the claim to the `coupon.claims` stream — all or nothing,
+/// one claim at a time however many riders press at once. Redis's answer is the rider's answer; the
+/// stream then carries every granted claim to SQLite (`ClaimRecorder`), so none is lost if this process
+/// dies between the two.
+struct FlashSale: Sendable {
+    let redis: RedisClient
+    let keyPrefix: String
+    let source: String
+    /// The stream the granted claims travel on (`coupon.claims`).
+    let stream: String
+
+    enum Outcome: Sendable, Equatable {
+        case granted(claimID: String, claimedAt: Double)
+        case soldOut
+        case limitReached
+        case notStarted(startsAt: Double)
+        case ended
+        case unknownCampaign
+    }
+
+    func stockKey(_ campaign: String) -> String { "\(keyPrefix):\(campaign):stock" }
+    func usersKey(_ campaign: String) -> String { "\(keyPrefix):\(campaign):users" }
+    func metaKey(_ campaign: String) -> String { "\(keyPrefix):\(campaign):meta" }
+    func idempotencyKey(_ campaign: String, user: String, key: String) -> String {
+        "\(keyPrefix):\(campaign):idem:\(user):\(key)"
+    }
+    var streamKey: String { EventEnvelope.streamKey(stream) }
+
+    /// Opens a campaign in Redis. Only fills what is missing, so running it again (a retried create, a
+    /// restart that re-opens active campaigns) never resets a sale in progress.
+    func open(_ campaign: CouponAPI.Campaign, alreadyClaimed: Int = 0) async throws {
+        _ = try await redis.pipeline([
+            RedisCommand("SET", stockKey(campaign.id), max(campaign.stock - alreadyClaimed, 0), "NX"),
+            RedisCommand(
+                "HSET", metaKey(campaign.id),
+                "start_ms", Int(campaign.startsAt * 1000), "end_ms", Int(campaign.endsAt * 1000),
+                "limit", campaign.perUserLimit),
+        ])
+    }
+
+    func remaining(_ campaign: String) async throws -> Int? {
+        try await redis.send(RedisCommand("GET", stockKey(campaign))).int
+    }
+
+    /// Claims one coupon of `campaign` for `user`. With an idempotency key, a repeat answers the first
+    /// grant again instead of counting against the limit.
+    func claim(campaign: String, user: String, idempotencyKey: String?) async throws -> Outcome {
+        let claimID = UUID().uuidString.lowercased()
+        let now = Date().timeIntervalSince1970
+        let event = CouponEvents.Claimed(claimID: claimID, campaignID: campaign, userID: user, claimedAt: now)
+        let envelope = try EventEnvelope(event, source: source)
+        let reply = try await redis.run(
+            Self.claimScript,
+            keys: [
+                stockKey(campaign), usersKey(campaign), metaKey(campaign), streamKey,
+                idempotencyKey.map { self.idempotencyKey(campaign, user: user, key: $0) } ?? "",
+            ],
+            arguments: [
+                user, claimID, envelope.id, envelope.type, envelope.source, String(envelope.occurredAt),
+                envelope.payload,
+            ])
+        guard let parts = reply.array, let status = parts.first?.string else {
+            throw RedisError.unexpectedReply("flash-sale script answered \(reply)")
+        }
+        switch status {
+        case "granted":
+            return .granted(claimID: claimID, claimedAt: now)
+        case "repeat":
+            // The first attempt's claim; its time is on the stream, this one is close enough to show.
+            return .granted(claimID: parts.count > 1 ? parts[1].string ?? claimID : claimID, claimedAt: now)
+        case "sold_out": return .soldOut
+        case "limit_reached": return .limitReached
+        case "not_started": return .notStarted(startsAt: (parts.count > 1 ? parts[1].double ?? 0 : 0) / 1000)
+        case "ended": return .ended
+        case "unknown": return .unknownCampaign
+        default: throw RedisError.unexpectedReply("flash-sale script answered \(status)")
+        }
+    }
+
+    /// KEYS: stock, users (hash user → claims), meta (start_ms, end_ms, limit), claims stream,
+    /// idempotency key or "". ARGV: user, claim id, event id, event type, source, time, payload.
+    /// The sale window is judged by Redis's clock, the same for every instance.
+    static let claimScript = RedisScript("""
+        local meta = redis.call('HMGET', KEYS[3], 'start_ms', 'end_ms', 'limit')
+        if not meta[1] then return {'unknown'} end
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        if now < tonumber(meta[1]) then return {'not_started', meta[1]} end
+        if now >= tonumber(meta[2]) then return {'ended'} end
+        if KEYS[5] ~= '' then
+            local prior = redis.call('GET', KEYS[5])
+            if prior then return {'repeat', prior} end
+        end
+        local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+        if held >= tonumber(meta[3]) then return {'limit_reached'} end
+        local left = tonumber(redis.call('GET', KEYS[1]) or '0')
+        if left <= 0 then return {'sold_out'} end
+        redis.call('DECR', KEYS[1])
+        redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+        redis.call('XADD', KEYS[4], '*', 'id', ARGV[3], 'type', ARGV[4], 'source', ARGV[5], 'at', ARGV[6], 'payload', ARGV[7])
+        if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[2], 'EX', 86400) end
+        return {'granted', ARGV[2]}
+        """)
+}

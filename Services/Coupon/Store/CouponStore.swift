@@ -1,0 +1,137 @@
+import Contracts
+import EventBus
+import Foundation
+import HailKit
+import SQLiteKit
+
+/// Campaigns and claims, in the coupon service's own SQLite file.
+struct CouponStore: Sendable {
+    let db: SQLiteStore
+
+    static var migrations: SQLiteMigrations {
+        var migrations = SQLiteMigrations()
+        migrations.add("v1-coupons") { db in
+            try db.execute(sql: """
+                CREATE TABLE campaigns (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    city TEXT NOT NULL,
+                    kind TEXT NOT NULL CHECK (kind IN ('amount', 'percent')),
+                    amount_off_cents INTEGER,
+                    percent_off INTEGER,
+                    minimum_fare_cents INTEGER NOT NULL,
+                    stock INTEGER NOT NULL,
+                    per_user_limit INTEGER NOT NULL,
+                    starts_at REAL NOT NULL,
+                    ends_at REAL NOT NULL,
+                    created_at REAL NOT NULL,
+                    idempotency_key TEXT UNIQUE
+                );
+                CREATE TABLE claims (
+                    claim_id TEXT PRIMARY KEY,
+                    campaign_id TEXT NOT NULL REFERENCES campaigns(id),
+                    user_id TEXT NOT NULL,
+                    claimed_at REAL NOT NULL,
+                    state TEXT NOT NULL DEFAULT 'available' CHECK (state IN ('available', 'redeemed')),
+                    redeemed_at REAL,
+                    redeemed_for TEXT
+                );
+                CREATE INDEX claims_user ON claims(user_id);
+                CREATE INDEX claims_campaign ON claims(campaign_id, user_id);
+                """)
+        }
+        ProcessedEvents.addMigrations(to: &migrations)
+        Outbox.addMigrations(to: &migrations)
+        return migrations
+    }
+
+    /// Inserts the campaign, or returns the one an earlier request with the same key created.
+    func create(_ campaign: CouponAPI.Campaign, idempotencyKey: String?) async throws -> CouponAPI.Campaign {
+        try await db.write { db in
+            if let idempotencyKey,
+                let existing = try Row.fetchOne(
+                    db, sql: "SELECT * FROM campaigns WHERE idempotency_key = ?", arguments: [idempotencyKey])
+            {
+                return Self.campaign(existing)
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO campaigns (id, name, city, kind, amount_off_cents, percent_off, minimum_fare_cents,
+                        stock, per_user_limit, starts_at, ends_at, created_at, idempotency_key)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    campaign.id, campaign.name, campaign.city, campaign.kind.rawValue, campaign.amountOffCents,
+                    campaign.percentOff, campaign.minimumFareCents, campaign.stock, campaign.perUserLimit,
+                    campaign.startsAt, campaign.endsAt, campaign.createdAt, idempotencyKey,
+                ])
+            return campaign
+        }
+    }
+
+    func campaign(id: String) async throws -> CouponAPI.Campaign? {
+        try await db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM campaigns WHERE id = ?", arguments: [id]).map(Self.campaign)
+        }
+    }
+
+    /// Campaigns that have not ended, soonest first.
+    func current(now: Double) async throws -> [CouponAPI.Campaign] {
+        try await db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM campaigns WHERE ends_at > ? ORDER BY starts_at", arguments: [now])
+                .map(Self.campaign)
+        }
+    }
+
+    /// Stores a granted claim once, however often the stream delivers it.
+    func record(_ claim: CouponEvents.Claimed, in db: Database) throws {
+        try db.execute(
+            sql: "INSERT OR IGNORE INTO claims (claim_id, campaign_id, user_id, claimed_at) VALUES (?, ?, ?, ?)",
+            arguments: [claim.claimID, claim.campaignID, claim.userID, claim.claimedAt])
+    }
+
+    func wallet(user: String) async throws -> [CouponAPI.Coupon] {
+        try await db.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT c.*, k.claim_id, k.claimed_at, k.state FROM claims k JOIN campaigns c ON c.id = k.campaign_id
+                    WHERE k.user_id = ? ORDER BY k.claimed_at DESC
+                    """,
+                arguments: [user]
+            ).map { row in
+                CouponAPI.Coupon(
+                    claimID: row["claim_id"], campaign: Self.campaign(row), claimedAt: row["claimed_at"], state: row["state"])
+            }
+        }
+    }
+
+    struct Books: Sendable {
+        var persisted: Int
+        var distinctUsers: Int
+        var overLimitUsers: [String]
+    }
+
+    func books(campaign: String, perUserLimit: Int) async throws -> Books {
+        try await db.read { db in
+            let persisted = try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM claims WHERE campaign_id = ?", arguments: [campaign]) ?? 0
+            let distinct = try Int.fetchOne(
+                db, sql: "SELECT COUNT(DISTINCT user_id) FROM claims WHERE campaign_id = ?", arguments: [campaign]) ?? 0
+            let over = try String.fetchAll(
+                db,
+                sql: "SELECT user_id FROM claims WHERE campaign_id = ? GROUP BY user_id HAVING COUNT(*) > ?",
+                arguments: [campaign, perUserLimit])
+            return Books(persisted: persisted, distinctUsers: distinct, overLimitUsers: over)
+        }
+    }
+
+    static func campaign(_ row: Row) -> CouponAPI.Campaign {
+        CouponAPI.Campaign(
+            id: row["id"], name: row["name"], city: row["city"],
+            kind: CouponAPI.DiscountKind(rawValue: row["kind"]) ?? .amount,
+            amountOffCents: row["amount_off_cents"], percentOff: row["percent_off"],
+            minimumFareCents: row["minimum_fare_cents"], stock: row["stock"], perUserLimit: row["per_user_limit"],
+            startsAt: row["starts_at"], endsAt: row["ends_at"], createdAt: row["created_at"], remaining: nil)
+    }
+}

@@ -1,0 +1,184 @@
+import Foundation
+
+/// The coupon service: campaigns, the flash-sale claim and riders' wallets. Money is in cents.
+public enum CouponAPI {
+    public static let service = "coupon"
+
+    public enum DiscountKind: String, Codable, Sendable {
+        /// A fixed amount off (`amountOffCents`).
+        case amount
+        /// A percentage off (`percentOff`, 1–100).
+        case percent
+    }
+
+    /// What an admin sends to create a campaign. Times are seconds since 1970.
+    public struct NewCampaign: Codable, Sendable, Hashable {
+        public var name: String
+        public var city: String
+        public var kind: DiscountKind
+        public var amountOffCents: Int?
+        public var percentOff: Int?
+        /// The smallest fare the coupon applies to.
+        public var minimumFareCents: Int
+        /// Coupons to give away in all.
+        public var stock: Int
+        /// Coupons one rider may hold from this campaign.
+        public var perUserLimit: Int
+        public var startsAt: Double
+        public var endsAt: Double
+
+        public init(
+            name: String, city: String, kind: DiscountKind, amountOffCents: Int? = nil, percentOff: Int? = nil,
+            minimumFareCents: Int = 0, stock: Int, perUserLimit: Int = 1, startsAt: Double, endsAt: Double
+        ) {
+            self.name = name
+            self.city = city
+            self.kind = kind
+            self.amountOffCents = amountOffCents
+            self.percentOff = percentOff
+            self.minimumFareCents = minimumFareCents
+            self.stock = stock
+            self.perUserLimit = perUserLimit
+            self.startsAt = startsAt
+            self.endsAt = endsAt
+        }
+    }
+
+    public struct Campaign: Codable, Sendable, Hashable {
+        public var id: String
+        public var name: String
+        public var city: String
+        public var kind: DiscountKind
+        public var amountOffCents: Int?
+        public var percentOff: Int?
+        public var minimumFareCents: Int
+        public var stock: Int
+        public var perUserLimit: Int
+        public var startsAt: Double
+        public var endsAt: Double
+        public var createdAt: Double
+        /// Coupons not yet claimed, as the flash sale's counter says right now.
+        public var remaining: Int?
+
+        public init(id: String, name: String, city: String, kind: DiscountKind, amountOffCents: Int? = nil, percentOff: Int? = nil, minimumFareCents: Int, stock: Int, perUserLimit: Int, startsAt: Double, endsAt: Double, createdAt: Double, remaining: Int? = nil) {
+            self.id = id
+            self.name = name
+            self.city = city
+            self.kind = kind
+            self.amountOffCents = amountOffCents
+            self.percentOff = percentOff
+            self.minimumFareCents = minimumFareCents
+            self.stock = stock
+            self.perUserLimit = perUserLimit
+            self.startsAt = startsAt
+            self.endsAt = endsAt
+            self.createdAt = createdAt
+            self.remaining = remaining
+        }
+    }
+
+    public struct CampaignList: Codable, Sendable {
+        public var campaigns: [Campaign]
+
+        public init(campaigns: [Campaign]) {
+            self.campaigns = campaigns
+        }
+    }
+
+    /// A granted claim. A repeat with the same Idempotency-Key answers the same claim.
+    public struct Claim: Codable, Sendable, Hashable {
+        public var claimID: String
+        public var campaignID: String
+        public var userID: String
+        public var claimedAt: Double
+
+        public init(claimID: String, campaignID: String, userID: String, claimedAt: Double) {
+            self.claimID = claimID
+            self.campaignID = campaignID
+            self.userID = userID
+            self.claimedAt = claimedAt
+        }
+    }
+
+    /// A coupon in a rider's wallet.
+    public struct Coupon: Codable, Sendable, Hashable {
+        public var claimID: String
+        public var campaign: Campaign
+        public var claimedAt: Double
+        /// `available` or `redeemed`.
+        public var state: String
+
+        public init(claimID: String, campaign: Campaign, claimedAt: Double, state: String) {
+            self.claimID = claimID
+            self.campaign = campaign
+            self.claimedAt = claimedAt
+            self.state = state
+        }
+    }
+
+    public struct Wallet: Codable, Sendable {
+        public var coupons: [Coupon]
+
+        public init(coupons: [Coupon]) {
+            self.coupons = coupons
+        }
+    }
+
+    /// The flash sale's books for one campaign, from both sides: what Redis granted and what SQLite holds.
+    /// After the claims stream drains, `persisted == granted` and `distinctUsers == persisted` when the
+    /// per-user limit is 1.
+    public struct Audit: Codable, Sendable, Hashable {
+        public var campaignID: String
+        public var stock: Int
+        public var remaining: Int
+        /// stock − remaining: claims Redis granted.
+        public var granted: Int
+        /// Claims stored in SQLite.
+        public var persisted: Int
+        public var distinctUsers: Int
+        /// Riders holding more coupons of this campaign than the per-user limit (must be empty).
+        public var overLimitUsers: [String]
+        /// Claims on the stream not yet stored.
+        public var pendingOnStream: Int
+
+        public init(campaignID: String, stock: Int, remaining: Int, granted: Int, persisted: Int, distinctUsers: Int, overLimitUsers: [String], pendingOnStream: Int) {
+            self.campaignID = campaignID
+            self.stock = stock
+            self.remaining = remaining
+            self.granted = granted
+            self.persisted = persisted
+            self.distinctUsers = distinctUsers
+            self.overLimitUsers = overLimitUsers
+            self.pendingOnStream = pendingOnStream
+        }
+    }
+
+    public static let createCampaign = Endpoint<NewCampaign, Campaign>(
+        service: service, .post, "/v1/campaigns", successStatus: .created)
+    public static let campaigns = Endpoint<NoContent, CampaignList>(service: service, .get, "/v1/campaigns")
+    public static let campaign = Endpoint<NoContent, Campaign>(service: service, .get, "/v1/campaigns/{id}")
+    public static let claim = Endpoint<NoContent, Claim>(
+        service: service, .post, "/v1/campaigns/{id}/claim", successStatus: .created)
+    public static let wallet = Endpoint<NoContent, Wallet>(service: service, .get, "/v1/wallet")
+    public static let audit = Endpoint<NoContent, Audit>(service: service, .get, "/v1/campaigns/{id}/audit")
+}
+
+public enum CouponEvents {
+    /// A coupon was granted in the flash sale. Written to the stream by the same Lua script that took it
+    /// from the stock, so the stream holds exactly the granted claims.
+    public struct Claimed: DomainEvent, Hashable {
+        public static let stream = "coupon.claims"
+        public static let type = "coupon.claimed"
+        public var claimID: String
+        public var campaignID: String
+        public var userID: String
+        public var claimedAt: Double
+
+        public init(claimID: String, campaignID: String, userID: String, claimedAt: Double) {
+            self.claimID = claimID
+            self.campaignID = campaignID
+            self.userID = userID
+            self.claimedAt = claimedAt
+        }
+    }
+}
