@@ -52,6 +52,7 @@ let package = Package(
     products: services.map(\.0) + [
         .executable(name: "hailstorm-redis-bench", targets: ["RedisBench"]),
         .executable(name: "matching-bench", targets: ["MatchingBench"]),
+        .executable(name: "hailstorm-coupon-bench", targets: ["CouponBench"]),
         .library(name: "MatchingEngine", targets: ["MatchingEngine"]),
         .library(name: "HailKit", targets: ["HailKit"]),
         .library(name: "HailKitTesting", targets: ["HailKitTesting"]),
@@ -172,6 +173,14 @@ let package = Package(
             ],
             path: "LoadTests/MatchingBench"
         ),
+        .executableTarget(
+            name: "CouponBench",
+            dependencies: [
+                "HailKit", "HailKitTesting", "Contracts", "RedisKit", httpClient, nioCore,
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "LoadTests/CouponBench"
+        ),
         testTarget("MatchingEngine", ["MatchingEngine"]),
         testTarget("RedisKit", ["RedisKit", "HailKitTesting"]),
         testTarget("SQLiteKit", ["SQLiteKit", "HailKitTesting"]),
@@ -179,7 +188,7 @@ let package = Package(
         testTarget("HailKit", ["HailKit", "HailKitTesting", .product(name: "W3CTraceContext", package: "swift-w3c-trace-context")]),
         testTarget("EventBus", ["EventBus", "HailKitTesting"]),
         testTarget("Login", ["Login", "HailKitTesting"]),
-        testTarget("Gateway", ["Gateway", "Login", "HailKitTesting"]),
+        testTarget("Gateway", ["Gateway", "Login", "Coupon", "HailKitTesting"]),
         testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts"]),
     ],
     swiftLanguageModes: [.v6]

@@ -30,6 +30,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         .add(middleware: RateLimitMiddleware(
             redis: kit.redis, limit: reader.int(forKey: "gateway.rate.limit", default: 300), window: window, scope: "api", keyPrefix: ratePrefix))
     proxy.registerSecured(on: secured)
+    CouponProxyController(clients: kit.clients).register(on: secured)
     // Every other API path is authenticated first, then answered: nothing else is served yet.
     for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
         secured.on("**", method: method) { request, _ -> Response in

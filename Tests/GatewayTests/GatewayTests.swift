@@ -4,6 +4,7 @@ import Foundation
 @testable import Gateway
 import HailKit
 import HailKitTesting
+@testable import Coupon
 @testable import Login
 import Testing
 
@@ -11,9 +12,26 @@ import Testing
 func withPlatform<T: Sendable>(
     gateway overrides: [String: String] = [:],
     redisPort: Int? = nil,
+    withCoupon: Bool = false,
     _ body: @Sendable (_ gateway: String) async throws -> T
 ) async throws -> T {
     let prefix = "/" + TestEnvironment.unique("platform") + "/"
+    if withCoupon {
+        let coupon = try await Coupon.buildApplication(reader: try .testing([
+            "discovery.prefix": prefix, "coupon.redis.prefix": TestEnvironment.unique("coupon"),
+            "coupon.claims.stream": TestEnvironment.unique("claims"),
+        ], redisPort: redisPort))
+        return try await withRunningService(coupon) { _ in
+            try await withPlatform(gateway: overrides, redisPort: redisPort, prefix: prefix, body)
+        }
+    }
+    return try await withPlatform(gateway: overrides, redisPort: redisPort, prefix: prefix, body)
+}
+
+private func withPlatform<T: Sendable>(
+    gateway overrides: [String: String], redisPort: Int?, prefix: String,
+    _ body: @Sendable (_ gateway: String) async throws -> T
+) async throws -> T {
     let login = try await Login.buildApplication(reader: try .testing(["discovery.prefix": prefix], redisPort: redisPort))
     var gatewayValues = [
         "discovery.prefix": prefix, "client.discovery.cache.ms": "0", "gateway.rate.prefix": TestEnvironment.unique("rl"),
@@ -217,6 +235,59 @@ struct GatewayTests {
                 if !recovered { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(recovered)
+        }
+    }
+
+    @Test("coupons through the gateway: an admin opens a campaign, a rider claims once, roles are enforced at the edge")
+    func couponsThroughGateway() async throws {
+        try await withPlatform(withCoupon: true) { base in
+            let rider = try #require(try await signedInRider(base)["accessToken"] as? String)
+            let tokens = await AccessTokens(signingKey: AccessTokens.developmentKey)
+            let admin = try await tokens.sign(AccessTokenClaims(
+                userID: "admin-gw", role: .admin, tokenID: UUID().uuidString, issuedAt: Date(), expiresAt: Date() + 600))
+            let now = Date().timeIntervalSince1970
+            let campaign: [String: Any] = [
+                "name": "Gateway sale", "city": "test", "kind": "amount", "amountOffCents": 300, "minimumFareCents": 0,
+                "stock": 2, "perUserLimit": 1, "startsAt": now - 1, "endsAt": now + 600,
+            ]
+            // The coupon service registers in etcd alongside login; wait until the gateway can reach it.
+            var created = try await testRequest(
+                .POST, base + "/api/v1/admin/coupons/campaigns", json: campaign, headers: ["Authorization": "Bearer \(admin)"])
+            for _ in 0..<100 where created.status == 503 {
+                try await Task.sleep(for: .milliseconds(50))
+                created = try await testRequest(
+                    .POST, base + "/api/v1/admin/coupons/campaigns", json: campaign, headers: ["Authorization": "Bearer \(admin)"])
+            }
+            #expect(created.status == 201)
+            let id = try #require(created.json["id"] as? String)
+            let byRider = try await testRequest(
+                .POST, base + "/api/v1/admin/coupons/campaigns", json: campaign, headers: ["Authorization": "Bearer \(rider)"])
+            #expect(byRider.status == 403)
+
+            let list = try await testRequest(.GET, base + "/api/v1/coupons/campaigns", headers: ["Authorization": "Bearer \(rider)"])
+            let listed = try #require(list.json["campaigns"] as? [[String: Any]])
+            #expect(listed.contains { $0["id"] as? String == id && $0["remaining"] as? Int == 2 })
+
+            let claim = try await testRequest(
+                .POST, base + "/api/v1/coupons/campaigns/\(id)/claim", headers: ["Authorization": "Bearer \(rider)"])
+            #expect(claim.status == 201)
+            let again = try await testRequest(
+                .POST, base + "/api/v1/coupons/campaigns/\(id)/claim", headers: ["Authorization": "Bearer \(rider)"])
+            #expect(again.status == 409)
+            #expect(again.json["type"] as? String == "urn:hailstorm:problem:limit-reached")
+
+            var coupons: [[String: Any]] = []
+            for _ in 0..<100 {
+                let wallet = try await testRequest(.GET, base + "/api/v1/coupons/wallet", headers: ["Authorization": "Bearer \(rider)"])
+                coupons = wallet.json["coupons"] as? [[String: Any]] ?? []
+                if !coupons.isEmpty { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(coupons.count == 1)
+            #expect(coupons.first?["claimID"] as? String == claim.json["claimID"] as? String)
+            let audit = try await testRequest(
+                .GET, base + "/api/v1/admin/coupons/campaigns/\(id)/audit", headers: ["Authorization": "Bearer \(admin)"])
+            #expect(audit.json["granted"] as? Int == 1 && audit.json["persisted"] as? Int == 1)
         }
     }
 }

@@ -1,0 +1,205 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Contracts
+import Foundation
+import HailKit
+import HailKitTesting
+import NIOCore
+import RedisKit
+
+/// `hailstorm-coupon-bench`: flash-sale claims per second through a running `hailstorm-coupon` (HTTP,
+/// token check, the claim's Lua script, the stream, storing in SQLite behind it) next to
+/// `redis-benchmark` running the same Lua script on the same Redis, in the same run. Prints one JSON
+/// object with claims/s, p50/p99 latency and the ratio.
+@main
+struct CouponBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hailstorm-coupon-bench",
+        abstract: "Claims/s through the coupon service next to redis-benchmark running the same Lua script.")
+
+    @Option(help: "Claims per round.")
+    var requests: Int = 50_000
+
+    @Option(help: "Concurrent connections (the service's clients, and redis-benchmark -c).")
+    var connections: Int = 64
+
+    @Option(help: "Rounds; each runs the service and redis-benchmark once; medians are reported.")
+    var rounds: Int = 3
+
+    @Option(help: "Path of redis-benchmark.")
+    var redisBenchmark: String = "/usr/bin/redis-benchmark"
+
+    func run() async throws {
+        let redis = try RedisServerProcess()
+        let data = try TestEnvironment.temporaryDirectory("coupon-bench")
+        let port = try TestEnvironment.freePort()
+        let secret = UUID().uuidString + UUID().uuidString
+        let service = try TestProcess(
+            executable: TestEnvironment.executablesDirectory.appendingPathComponent("hailstorm-coupon").path,
+            arguments: [
+                "--http-port", String(port), "--redis-port", String(redis.port), "--discovery-backend", "static",
+                "--data-dir", data, "--auth-jwt-secret", secret, "--log-level", "warning",
+            ],
+            name: "coupon")
+        defer { _ = service.terminate() }
+        let base = "http://127.0.0.1:\(port)"
+        try await TestProcess.waitUntilReady(base + "/readyz")
+
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let redisClient = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redis.port, poolSize: 1))
+        var serviceRates: [Double] = [], serviceP50: [Double] = [], serviceP99: [Double] = []
+        var theirRates: [Double] = [], theirP50: [Double] = [], theirP99: [Double] = []
+        do {
+            // 1,000 riders with a limit of 1,000 each and stock for every claim: every claim is granted, the
+            // path that does the most (take the coupon, append to the stream, store it).
+            let tokens = await AccessTokens(signingKey: secret)
+            let now = Date()
+            let admin = try await tokens.sign(AccessTokenClaims(
+                userID: "bench-admin", role: .admin, tokenID: "a", issuedAt: now, expiresAt: now + 86400))
+            var riders: [String] = []
+            for i in 0..<1000 {
+                riders.append(try await tokens.sign(AccessTokenClaims(
+                    userID: "bench-rider-\(i)", role: .rider, tokenID: "r\(i)", issuedAt: now, expiresAt: now + 86400)))
+            }
+            let campaign = try await createCampaign(client, base: base, admin: admin, stock: requests * rounds + 1)
+
+            for round in 1...max(rounds, 1) {
+                let (rate, latencies) = try await measureService(client, base: base, campaign: campaign, riders: riders)
+                serviceRates.append(rate)
+                serviceP50.append(percentile(latencies, 0.50))
+                serviceP99.append(percentile(latencies, 0.99))
+                let theirs = try await measureRedisBenchmark(redisClient, port: redis.port, round: round)
+                theirRates.append(theirs.rate)
+                theirP50.append(theirs.p50)
+                theirP99.append(theirs.p99)
+                FileHandle.standardError.write(Data(
+                    "round \(round): service \(Int(rate))/s, redis-benchmark \(Int(theirs.rate))/s\n".utf8))
+            }
+        } catch {
+            try? await client.shutdown()
+            await redisClient.shutdown()
+            throw error
+        }
+        try await client.shutdown()
+        await redisClient.shutdown()
+
+        let viaService = median(serviceRates), reference = median(theirRates)
+        let result: [String: Any] = [
+            "requests_per_round": requests, "connections": connections, "rounds": rounds, "statistic": "median of rounds",
+            "service_claims_per_s": viaService.rounded(), "service_p50_ms": median(serviceP50),
+            "service_p99_ms": median(serviceP99),
+            "redis_benchmark_claims_per_s": reference.rounded(), "redis_benchmark_p50_ms": median(theirP50),
+            "redis_benchmark_p99_ms": median(theirP99),
+            "ratio": reference > 0 ? viaService / reference : 0,
+        ]
+        let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
+        FileHandle.standardOutput.write(json + Data("\n".utf8))
+    }
+
+    func createCampaign(_ client: HTTPClient, base: String, admin: String, stock: Int) async throws -> String {
+        var request = HTTPClientRequest(url: base + "/v1/campaigns")
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(admin)")
+        request.headers.add(name: "Content-Type", value: "application/json")
+        let now = Date().timeIntervalSince1970
+        request.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(CouponAPI.NewCampaign(
+            name: "bench", city: "bench", kind: .amount, amountOffCents: 100, stock: stock, perUserLimit: 1000,
+            startsAt: now - 1, endsAt: now + 86400))))
+        let response = try await client.execute(request, timeout: .seconds(10))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        guard response.status == .created,
+            let id = (try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any])?["id"] as? String
+        else { throw ValidationError("campaign not created: \(response.status)") }
+        return id
+    }
+
+    /// Closed loop: `connections` workers, each sending its next claim when the last is answered.
+    func measureService(_ client: HTTPClient, base: String, campaign: String, riders: [String]) async throws -> (Double, [Double]) {
+        let url = base + "/v1/campaigns/\(campaign)/claim"
+        let perWorker = requests / connections
+        let start = ContinuousClock.now
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for worker in 0..<connections {
+                group.addTask {
+                    var samples: [Double] = []
+                    samples.reserveCapacity(perWorker)
+                    for i in 0..<perWorker {
+                        var request = HTTPClientRequest(url: url)
+                        request.method = .POST
+                        request.headers.add(name: "Authorization", value: "Bearer \(riders[(worker * perWorker + i) % riders.count])")
+                        let t0 = ContinuousClock.now
+                        let response = try await client.execute(request, timeout: .seconds(30))
+                        _ = try await response.body.collect(upTo: 1 << 16)
+                        guard response.status == .created else { throw ValidationError("claim answered \(response.status)") }
+                        samples.append((ContinuousClock.now - t0).milliseconds)
+                    }
+                    return samples
+                }
+            }
+            var all: [Double] = []
+            for try await samples in group { all += samples }
+            return all
+        }
+        let seconds = (ContinuousClock.now - start).milliseconds / 1000
+        return (Double(latencies.count) / seconds, latencies.sorted())
+    }
+
+    /// The same script, with the same keys and arguments, from redis-benchmark: every call a grant for a
+    /// random rider.
+    func measureRedisBenchmark(_ redis: RedisClient, port: Int, round: Int) async throws -> (rate: Double, p50: Double, p99: Double) {
+        guard let sha = try await redis.send(RedisCommand("SCRIPT", "LOAD", FlashSaleScript.claim)).string else {
+            throw ValidationError("SCRIPT LOAD failed")
+        }
+        let prefix = "bench-rb-\(round)"
+        let now = Int(Date().timeIntervalSince1970 * 1000)
+        _ = try await redis.pipeline([
+            RedisCommand("SET", "\(prefix):stock", requests * 2),
+            RedisCommand("HSET", "\(prefix):meta", "start_ms", now - 1000, "end_ms", now + 86_400_000, "limit", 1000),
+        ])
+        let payload = #"{"campaignID":"bench","claimID":"x","claimedAt":0,"userID":"u"}"#
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: redisBenchmark)
+        process.arguments = [
+            "-p", String(port), "-c", String(connections), "-n", String(requests), "-r", "1000", "--csv",
+            "EVALSHA", sha, "5", "\(prefix):stock", "\(prefix):users", "\(prefix):meta", "\(prefix):claims", "",
+            "rider-__rand_int__", "claim-id", "event-id", "coupon.claimed", "bench", "0", payload,
+        ]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        while process.isRunning { usleep(10_000) }
+        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("\"EVALSHA") }) else {
+            throw ValidationError("unexpected redis-benchmark output: \(output)")
+        }
+        // The test name holds the command line (commas included): the figures are the last seven fields.
+        let fields = line.split(separator: ",").suffix(7).map {
+            Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")))
+        }
+        guard fields.count == 7, let rate = fields[0], let p50 = fields[3], let p99 = fields[5] else {
+            throw ValidationError("unexpected redis-benchmark line: \(line)")
+        }
+        return (rate, p50, p99)
+    }
+}
+
+extension Duration {
+    var milliseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+}
+
+func median(_ values: [Double]) -> Double {
+    let s = values.sorted()
+    return s.isEmpty ? 0 : s[s.count / 2]
+}
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    guard !sorted.isEmpty else { return 0 }
+    return sorted[min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))]
+}
