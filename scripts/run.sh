@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
 done
 
 ensure_packages
-services=(login gateway)
+services=(login coupon gateway)
 
 say "Building the services ($configuration)"
 for service in "${services[@]}"; do
@@ -56,6 +56,15 @@ start_backends "$run_dir"
 chmod 600 "$run_dir/jwt-secret"
 export AUTH_JWT_SECRET
 AUTH_JWT_SECRET=$(cat "$run_dir/jwt-secret")
+# The admin account login creates at start; its phone and password stay in the run folder.
+if [ ! -f "$run_dir/admin.json" ]; then
+    admin_password=$(head -c 24 /dev/urandom | base64 | tr -d '\n=/+')
+    printf '{"phone":"+10000000000","password":"%s"}\n' "$admin_password" >"$run_dir/admin.json"
+fi
+chmod 600 "$run_dir/admin.json"
+export AUTH_ADMIN_PHONE AUTH_ADMIN_PASSWORD
+AUTH_ADMIN_PHONE=$(sed -E 's/.*"phone":"([^"]+)".*/\1/' "$run_dir/admin.json")
+AUTH_ADMIN_PASSWORD=$(sed -E 's/.*"password":"([^"]+)".*/\1/' "$run_dir/admin.json")
 
 common=(--redis-port "$redis_port" --discovery-etcd-endpoint "http://127.0.0.1:$etcd_port" --data-dir "$run_dir/data")
 start_service() {
@@ -63,7 +72,11 @@ start_service() {
     "$bin/hailstorm-$name" "${common[@]}" "$@" >>"$run_dir/logs/$name.log" 2>&1 &
     pids+=($!)
 }
-start_service login --http-port "$(free_port)"
+login_extra=()
+# Unoptimised bcrypt at the production cost takes seconds per sign-in; a --debug run uses a cheaper one.
+[ "$configuration" = debug ] && login_extra=(--auth-bcrypt-cost 6)
+start_service login --http-port "$(free_port)" "${login_extra[@]}"
+start_service coupon --http-port "$(free_port)"
 start_service gateway --http-port "$gateway_port"
 
 gateway="http://127.0.0.1:$gateway_port"
@@ -91,6 +104,27 @@ if [ "$demo" = 1 ]; then
     curl -s "$gateway/api/v1/me"; echo
     say "Demo: malformed JSON (400 problem naming the problem)"
     curl -s -X POST "$gateway/api/v1/auth/login" -H 'Content-Type: application/json' -d '{"phone": '; echo
+    say "Demo: the admin (credentials in $run_dir/admin.json) opens a flash sale of 100 coupons"
+    admin_tokens=$(curl -s -X POST "$gateway/api/v1/auth/login" -H 'Content-Type: application/json' \
+        -d "{\"phone\":\"$AUTH_ADMIN_PHONE\",\"password\":\"$AUTH_ADMIN_PASSWORD\"}")
+    admin=$(echo "$admin_tokens" | sed -E 's/.*"accessToken":"([^"]+)".*/\1/')
+    now=$(date +%s)
+    campaign_body="{\"name\":\"Demo flash sale\",\"city\":\"demo\",\"kind\":\"amount\",\"amountOffCents\":500,\"minimumFareCents\":1000,\"stock\":100,\"perUserLimit\":1,\"startsAt\":$((now - 1)),\"endsAt\":$((now + 3600))}"
+    for _ in $(seq 1 50); do
+        campaign=$(curl -s -w '\n%{http_code}' -X POST "$gateway/api/v1/admin/coupons/campaigns" \
+            -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' -d "$campaign_body")
+        [ "$(echo "$campaign" | tail -1)" = 201 ] && break
+        sleep 0.2  # the coupon service may still be registering
+    done
+    campaign=$(echo "$campaign" | head -1)
+    echo "$campaign"
+    campaign_id=$(echo "$campaign" | sed -E 's/.*"id":"([^"]+)".*/\1/')
+    say "Demo: the rider claims a coupon (201), then again (409 limit-reached)"
+    curl -s -X POST "$gateway/api/v1/coupons/campaigns/$campaign_id/claim" -H "Authorization: Bearer $access"; echo
+    curl -s -X POST "$gateway/api/v1/coupons/campaigns/$campaign_id/claim" -H "Authorization: Bearer $access"; echo
+    sleep 0.3
+    say "Demo: the rider's wallet"
+    curl -s "$gateway/api/v1/coupons/wallet" -H "Authorization: Bearer $access"; echo
 fi
 
 say "Running. Metrics: $gateway/metrics  Readiness: $gateway/readyz  — Ctrl-C stops everything."
