@@ -14,7 +14,7 @@ import SQLiteKit
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "login", reader: reader, defaultPort: 9001)
     let signingKey = try AccessTokens.signingKey(from: kit.configuration, reader: reader)
-    let database = try SQLiteStore(
+    let database = try await SQLiteStore.open(
         configuration: SQLiteConfiguration(path: kit.configuration.sqlitePath),
         migrations: UserStore.migrations,
         logger: kit.logger)

@@ -137,5 +137,12 @@ struct AssignmentTests {
             drivers: snapshot)
         #expect(dispatched.assignments.count == 3)
         #expect(dispatched.deferred.count == 4)
+        // Fast mode too: every driver used once, the other orders reported as deferred.
+        let fast = Dispatcher(configuration: .init(mode: .fast, maxPickupKm: 50)).dispatch(
+            orders.enumerated().map { DispatchOrder(id: OrderID(UInt64($0.offset)), pickup: $0.element) },
+            drivers: snapshot)
+        #expect(Set(fast.assignments.map(\.driver)).count == 3)
+        #expect(fast.deferred.count == 4)
+        #expect(Set(fast.assignments.map(\.order)).isDisjoint(with: fast.deferred))
     }
 }
