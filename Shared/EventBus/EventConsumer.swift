@@ -74,11 +74,16 @@ public struct EventConsumer: Service {
         var connection: RedisConnection? = nil
         var lastReclaim = ContinuousClock.now - configuration.reclaimInterval
         var failures = 0
+        var resumed = false
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
                 if connection == nil || connection?.isActive == false {
                     try await redis.xgroupCreate(key, group: group, startAt: "0")
                     connection = try await redis.dedicatedConnection()
+                }
+                if !resumed {
+                    try await resumeOwnPending()
+                    resumed = true
                 }
                 if ContinuousClock.now - lastReclaim >= configuration.reclaimInterval {
                     lastReclaim = .now
@@ -101,6 +106,21 @@ public struct EventConsumer: Service {
             }
         }
         await connection?.close()
+    }
+
+    /// Handles what this consumer name was given before and never acknowledged: a process restarted
+    /// under a stable name (a StatefulSet pod, a configured `instance.id`) picks up where it died at once,
+    /// instead of waiting `reclaimAfter` for another member to reclaim it.
+    func resumeOwnPending() async throws {
+        var cursor = "0"
+        while !Task.isCancelled {
+            let entries = try await redis.xreadgroup(
+                stream: key, group: group, consumer: consumer, count: configuration.batchSize, id: cursor)
+            guard let last = entries.last else { return }
+            logger.info("resuming unacknowledged events", metadata: ["stream": "\(key)", "count": "\(entries.count)"])
+            for entry in entries { await handle(entry) }
+            cursor = last.id
+        }
     }
 
     /// Takes over entries that stayed pending too long and handles them (or dead-letters them).

@@ -120,6 +120,38 @@ struct EventBusTests {
         b.cancel()
     }
 
+    @Test("a consumer restarted under the same name handles what it left unacknowledged, at once")
+    func resumeUnderSameName() async throws {
+        let fixture = try await Fixture()
+        let stream = TestEnvironment.unique("rides")
+        try await fixture.redis.xgroupCreate(EventEnvelope.streamKey(stream), group: "matching")
+        for ride in ["r1", "r2", "r3"] {
+            try await fixture.publishDirectly(try EventEnvelope(RideRequested(rideID: ride), source: "test"), stream: stream)
+        }
+        // The previous life of consumer "pod-0": read everything, died before acknowledging.
+        let delivered = try await fixture.redis.xreadgroup(
+            stream: EventEnvelope.streamKey(stream), group: "matching", consumer: "pod-0", count: 10)
+        #expect(delivered.count == 3)
+
+        // Reclaiming is an hour away, so only resuming can handle them now.
+        let configuration = EventConsumerConfiguration(
+            block: .milliseconds(100), reclaimAfter: .seconds(3600), reclaimInterval: .seconds(3600))
+        let handled = Mutex<[String]>([])
+        let consumer = EventConsumer(
+            stream: stream, group: "matching", consumer: "pod-0", redis: fixture.redis, configuration: configuration,
+            logger: fixture.logger
+        ) { event in
+            let ride = try event.decode(RideRequested.self)
+            handled.withLock { $0.append(ride.rideID) }
+        }
+        let task = Task { try await consumer.run() }
+        #expect(try await eventually { handled.withLock { $0.sorted() } == ["r1", "r2", "r3"] })
+        #expect(try await eventually {
+            try await fixture.redis.xpending(EventEnvelope.streamKey(stream), group: "matching").isEmpty
+        })
+        task.cancel()
+    }
+
     @Test("the same event delivered twice is handled once")
     func idempotentHandling() async throws {
         let fixture = try await Fixture()
