@@ -92,9 +92,7 @@ public struct EventConsumer: Service {
                 let entries = try await RedisClient.xreadgroup(
                     on: connection!, stream: key, group: group, consumer: consumer,
                     count: configuration.batchSize, block: configuration.block)
-                for entry in entries {
-                    await handle(entry)
-                }
+                try await handleBatch(entries)
                 failures = 0
             } catch is CancellationError {
                 break
@@ -118,7 +116,7 @@ public struct EventConsumer: Service {
                 stream: key, group: group, consumer: consumer, count: configuration.batchSize, id: cursor)
             guard let last = entries.last else { return }
             logger.info("resuming unacknowledged events", metadata: ["stream": "\(key)", "count": "\(entries.count)"])
-            for entry in entries { await handle(entry) }
+            try await handleBatch(entries)
             cursor = last.id
         }
     }
@@ -136,32 +134,45 @@ public struct EventConsumer: Service {
                     try await deadLetter(entry, reason: "handler failed \(deliveries - 1) times")
                 } else {
                     logger.info("reclaimed event", metadata: ["stream": "\(key)", "entry": "\(entry.id)", "delivery": "\(deliveries)"])
-                    await handle(entry)
+                    try await handleBatch([entry])
                 }
             }
             cursor = next
         } while cursor != "0-0" && !Task.isCancelled
     }
 
-    private func handle(_ entry: StreamEntry) async {
+    /// Handles entries in order and acknowledges the handled ones with one `XACK`. A crash before that
+    /// acknowledgement delivers them again, which handlers tolerate by contract.
+    private func handleBatch(_ entries: [StreamEntry]) async throws {
+        var handled: [String] = []
+        for entry in entries where await handle(entry) { handled.append(entry.id) }
+        guard !handled.isEmpty else { return }
+        try await redis.xack(key, group: group, ids: handled)
+        Counter(label: "hailstorm_events_consumed_total", dimensions: [("stream", stream), ("group", group)])
+            .increment(by: handled.count)
+    }
+
+    /// Runs the handler; true when the entry is done with and may be acknowledged. Malformed entries are
+    /// dead-lettered (which acknowledges them) and failures left pending.
+    private func handle(_ entry: StreamEntry) async -> Bool {
         guard let envelope = EventEnvelope(entry: entry, stream: stream) else {
             do {
                 try await deadLetter(entry, reason: "not an event envelope")
             } catch {
                 logger.error("cannot dead-letter malformed entry", metadata: ["entry": "\(entry.id)", "error": "\(error)"])
             }
-            return
+            return false
         }
         do {
             try await handler(envelope)
-            try await redis.xack(key, group: group, ids: [entry.id])
-            Counter(label: "hailstorm_events_consumed_total", dimensions: [("stream", stream), ("group", group)]).increment()
+            return true
         } catch {
             // Left pending: reclaimed after `reclaimAfter`, dead-lettered after `maxDeliveries`.
             Counter(label: "hailstorm_events_failed_total", dimensions: [("stream", stream), ("group", group)]).increment()
             logger.warning(
                 "event handler failed",
                 metadata: ["stream": "\(key)", "event": "\(envelope.id)", "type": "\(envelope.type)", "error": "\(error)"])
+            return false
         }
     }
 
