@@ -46,7 +46,14 @@ struct FlashSale: Sendable {
     }
 
     func remaining(_ campaign: String) async throws -> Int? {
-        try await redis.send(RedisCommand("GET", stockKey(campaign))).int
+        try await remaining([campaign])[0]
+    }
+
+    /// The counters of several campaigns in one round trip.
+    func remaining(_ campaigns: [String]) async throws -> [Int?] {
+        guard !campaigns.isEmpty else { return [] }
+        let reply = try await redis.send(RedisCommand("MGET", campaigns.map(stockKey)))
+        return (reply.array ?? []).map(\.int) + Array(repeating: nil, count: max(0, campaigns.count - (reply.array?.count ?? 0)))
     }
 
     /// Claims one coupon of `campaign` for `user`. With an idempotency key, a repeat answers the first

@@ -22,6 +22,16 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         self.checkDenyList = checkDenyList
     }
 
+    private func isRevoked(_ claims: AccessTokenClaims, context: Context) async throws -> Bool {
+        do {
+            return try await redis.exists(AccessTokens.denyListKey(tokenID: claims.jti.value))
+        } catch {
+            // Without the deny-list a signed-out token could pass: refuse rather than guess.
+            context.logger.error("deny-list unavailable", metadata: ["error": "\(error)"])
+            throw Problem.unavailable("Sessions cannot be checked right now", retryAfterSeconds: 1)
+        }
+    }
+
     public func handle(
         _ request: Request,
         context: Context,
@@ -35,16 +45,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
             throw Problem.unauthorized("The Authorization header must be 'Bearer <access token>'")
         }
         let claims = try await tokens.verify(String(parts[1]))
-        let denied: Bool
-        if !checkDenyList {
-            denied = false
-        } else { do {
-            denied = try await redis.exists(AccessTokens.denyListKey(tokenID: claims.jti.value))
-        } catch {
-            // Without the deny-list a signed-out token could pass: refuse rather than guess.
-            context.logger.error("deny-list unavailable", metadata: ["error": "\(error)"])
-            throw Problem.unavailable("Sessions cannot be checked right now", retryAfterSeconds: 1)
-        } }
+        let denied = checkDenyList ? try await isRevoked(claims, context: context) : false
         if denied {
             throw Problem(
                 .unauthorized, slug: "token-revoked", title: "The access token is not valid",

@@ -28,7 +28,8 @@ struct CouponController: Sendable {
         router.on(CouponAPI.campaigns) { _, _, context in
             _ = try context.requireIdentity()
             var campaigns = try await store.current(now: Date().timeIntervalSince1970)
-            for i in campaigns.indices { campaigns[i].remaining = try await sale.remaining(campaigns[i].id) }
+            let remaining = try await sale.remaining(campaigns.map(\.id))
+            for i in campaigns.indices { campaigns[i].remaining = remaining[i] }
             return CouponAPI.CampaignList(campaigns: campaigns)
         }
         router.on(CouponAPI.campaign) { _, _, context in
