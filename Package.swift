@@ -37,8 +37,12 @@ let services = [
     ]),
     service("Gateway", product: "gateway", [
         jwtKit,
+        .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
     ]),
     service("Coupon", product: "coupon"),
+    service("Order", product: "order"),
+    service("Matching", product: "matching", ["MatchingEngine", .product(name: "Metrics", package: "swift-metrics")]),
+    service("OrderGrab", product: "order-grab"),
 ]
 
 /// The tests of a module: `Tests/<Module>Tests`.
@@ -60,6 +64,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: ["JSON", "CommandLineArguments"]),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),

@@ -22,8 +22,8 @@ struct Accounts: Sendable {
     // MARK: Validation
 
     static func validate(_ request: LoginAPI.SignUpRequest) throws {
-        guard request.role != .admin else {
-            throw Problem.forbidden("Admin accounts cannot sign up; an operator creates them")
+        guard request.role == .rider || request.role == .driver else {
+            throw Problem.forbidden("Only riders and drivers sign up; an operator creates \(request.role.rawValue) accounts")
         }
         try validatePhone(request.phone)
         guard request.password.count >= 8 else {

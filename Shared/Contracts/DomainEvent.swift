@@ -11,4 +11,7 @@ public enum Role: String, Codable, Sendable, CaseIterable {
     case rider
     case driver
     case admin
+    /// Another Hailstorm service calling on its own behalf (matching assigning an order, order-grab
+    /// handing over a won grab). Nobody signs up with it; a service signs its own short-lived token.
+    case service
 }

@@ -25,12 +25,15 @@ public struct EventEnvelope: Sendable, Hashable {
         self.entryID = entryID
     }
 
-    /// Wraps a domain event with a new id.
-    public init<E: DomainEvent>(_ event: E, source: String, id: String = UUID().uuidString.lowercased(), at date: Date = Date()) throws {
+    /// Wraps a domain event with a new id. `type` overrides the event's static type, for an event struct
+    /// that carries several types (an order's transitions: `order.assigned`, `order.completed`…).
+    public init<E: DomainEvent>(
+        _ event: E, source: String, type: String? = nil, id: String = UUID().uuidString.lowercased(), at date: Date = Date()
+    ) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         self.init(
-            id: id, type: E.type, stream: E.stream, source: source, occurredAt: date.timeIntervalSince1970,
+            id: id, type: type ?? E.type, stream: E.stream, source: source, occurredAt: date.timeIntervalSince1970,
             payload: Array(try encoder.encode(event)))
     }
 

@@ -29,8 +29,10 @@ public enum Outbox {
 
     /// Records `event` for publishing; call inside the write transaction that makes the change.
     @discardableResult
-    public static func enqueue<E: DomainEvent>(_ event: E, source: String, in db: Database) throws -> EventEnvelope {
-        let envelope = try EventEnvelope(event, source: source)
+    public static func enqueue<E: DomainEvent>(
+        _ event: E, source: String, type: String? = nil, in db: Database
+    ) throws -> EventEnvelope {
+        let envelope = try EventEnvelope(event, source: source, type: type)
         try db.execute(
             sql: "INSERT INTO outbox (event_id, stream, type, source, occurred_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
             arguments: [envelope.id, envelope.stream, envelope.type, envelope.source, envelope.occurredAt, Data(envelope.payload)])

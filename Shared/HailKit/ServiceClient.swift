@@ -106,6 +106,7 @@ public final class ServiceClient: Sendable {
         _ endpoint: Endpoint<Req, Res>,
         _ body: Req,
         parameters: [String: String] = [:],
+        query: [String: String] = [:],
         headers: HTTPFields = [:],
         context: CallContext
     ) async throws -> Res {
@@ -118,7 +119,7 @@ public final class ServiceClient: Sendable {
         let response = try await send(
             service: endpoint.service,
             method: endpoint.method,
-            path: endpoint.path(parameters),
+            path: endpoint.path(parameters) + Self.queryString(query),
             headers: headers,
             body: buffer,
             idempotent: endpoint.isIdempotent,
@@ -135,6 +136,16 @@ public final class ServiceClient: Sendable {
                 .badGateway, slug: "bad-gateway", title: "A service answered something unexpected",
                 detail: "\(endpoint.service) answered a body that is not \(Res.self)")
         }
+    }
+
+    /// `?name=value&…` with values percent-encoded, names sorted; empty for no query.
+    static func queryString(_ query: [String: String]) -> String {
+        guard !query.isEmpty else { return "" }
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return "?" + query.sorted { $0.key < $1.key }.map { name, value in
+            "\(name)=\(value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value)"
+        }.joined(separator: "&")
     }
 
     /// The problem a non-2xx answer carries, or a 502 when it carries none.

@@ -89,6 +89,9 @@ public final class LiveDriverIndex: Sendable {
 
     public func remove(_ driver: DriverID) { index.withLock { $0.remove(driver) } }
 
+    /// Reads the index under its lock, without copying it.
+    public func read<T>(_ body: (DriverIndex) -> T) -> T { index.withLock { body($0) } }
+
     /// A consistent copy of the index at this instant.
     public func copy() -> DriverIndex { index.withLock { $0 } }
 

@@ -1,0 +1,78 @@
+import Configuration
+import Contracts
+import EventBus
+import Foundation
+import HailKit
+import Hummingbird
+import Logging
+import MatchingEngine
+import SQLiteKit
+
+/// Builds the matching service from configuration.
+///
+/// Keys beyond the kit's: `auth.jwt.secret` (secret), `auth.denylist.check` (false);
+/// `matching.dispatch.mode` (`assign` — batched optimal assignment — or `offer` — offered to the nearest
+/// drivers for grabbing), `matching.engine.mode` (`exact` or `fast`, for assign), `matching.window.ms`
+/// (2000), `matching.max.pickup.km` (5), `matching.offer.drivers` (5), `matching.offer.seconds` (30),
+/// `matching.window.max.orders` (5000); the city `matching.city.lat` / `matching.city.lon` (the centre the
+/// plane is projected around; 52.52, 13.405), `matching.city.radius.km` (40) and `matching.cell.km` (0.4);
+/// `matching.redis.prefix` (`matching`: the GEO set and the online/busy sets); `matching.events.reclaim.seconds` (30).
+func buildApplication(reader: ConfigReader) async throws -> HailApplication {
+    var kit = try ServiceKit(name: "matching", reader: reader, defaultPort: 9003)
+    let tokens = await AccessTokens(signingKey: try AccessTokens.signingKey(from: kit.configuration, reader: reader))
+    let database = try await SQLiteStore.open(
+        configuration: SQLiteConfiguration(path: kit.configuration.sqlitePath), migrations: DispatchStore.migrations,
+        logger: kit.logger)
+    let store = DispatchStore(db: database)
+
+    let styleName = reader.string(forKey: "matching.dispatch.mode", default: "assign")
+    guard let style = DispatchStyle(rawValue: styleName) else {
+        throw ConfigurationError("matching.dispatch.mode must be assign or offer, not \(styleName)")
+    }
+    let engineName = reader.string(forKey: "matching.engine.mode", default: "exact")
+    guard let engineMode = DispatchMode(rawValue: engineName), engineMode == .exact || engineMode == .fast else {
+        throw ConfigurationError("matching.engine.mode must be exact or fast, not \(engineName)")
+    }
+    let centre = GeoCoordinate(
+        latitude: Double(reader.string(forKey: "matching.city.lat", default: "52.52")) ?? 52.52,
+        longitude: Double(reader.string(forKey: "matching.city.lon", default: "13.405")) ?? 13.405)
+    guard centre.isValid else { throw ConfigurationError("matching.city.lat/lon is not a place on earth") }
+    let radius = Double(reader.string(forKey: "matching.city.radius.km", default: "40")) ?? 40
+    let cell = Double(reader.string(forKey: "matching.cell.km", default: "0.4")) ?? 0.4
+    let maxPickupKm = Double(reader.string(forKey: "matching.max.pickup.km", default: "5")) ?? 5
+    let geometry = GridGeometry(
+        minimum: PlanePoint(x: -radius, y: -radius), maximum: PlanePoint(x: radius, y: radius), cellSize: cell)
+    let fleet = DriverFleet(
+        live: LiveDriverIndex(DriverIndex(geometry: geometry)), projection: LocalProjection(origin: centre),
+        redis: kit.redis, prefix: reader.string(forKey: "matching.redis.prefix", default: "matching"))
+    let restored = try await fleet.restore()
+    kit.logger.info("driver index rebuilt from Redis", metadata: ["drivers": "\(restored)"])
+
+    let counters = DispatchCounters()
+    let dispatch = DispatchService(
+        settings: DispatchSettings(
+            style: style, window: .milliseconds(max(50, reader.int(forKey: "matching.window.ms", default: 2000))),
+            engine: DispatchConfiguration(mode: engineMode, maxPickupKm: maxPickupKm),
+            offerDrivers: max(1, reader.int(forKey: "matching.offer.drivers", default: 5)),
+            offerSeconds: Double(max(1, reader.int(forKey: "matching.offer.seconds", default: 30))),
+            maxOrdersPerWindow: max(1, reader.int(forKey: "matching.window.max.orders", default: 5000))),
+        store: store, fleet: fleet, clients: kit.clients,
+        credentials: ServiceCredentials(tokens: tokens, service: kit.name), claims: DispatchClaims(), counters: counters,
+        logger: kit.logger)
+    let reclaim = max(1, reader.int(forKey: "matching.events.reclaim.seconds", default: 30))
+
+    kit.addReadinessCheck("sqlite") { try await database.ping() }
+    kit.addService(OrderEventsConsumer.consumer(
+        store: store, fleet: fleet, dispatch: dispatch, redis: kit.redis, instance: kit.configuration.instanceID,
+        configuration: EventConsumerConfiguration(reclaimAfter: .seconds(reclaim), reclaimInterval: .seconds(max(1, reclaim / 2))),
+        logger: kit.logger))
+    kit.addService(dispatch)
+    kit.onShutdown { try await database.close() }
+
+    let router = kit.makeRouter()
+    let api = router.group()
+        .add(middleware: AuthenticationMiddleware(
+            tokens: tokens, redis: kit.redis, checkDenyList: reader.bool(forKey: "auth.denylist.check", default: false)))
+    DriverController(fleet: fleet, store: store, counters: counters, style: style).register(on: api)
+    return kit.makeApplication(router: router)
+}

@@ -1,0 +1,75 @@
+import Contracts
+import Foundation
+import HailKit
+import Hummingbird
+
+/// Drivers' locations and availability (`MatchingAPI`). A driver speaks only for itself; services and
+/// admins for anyone (a fleet simulator, an operator taking a driver offline).
+struct DriverController: Sendable {
+    let fleet: DriverFleet
+    let store: DispatchStore
+    let counters: DispatchCounters
+    let style: DispatchStyle
+
+    func register(on router: some RouterMethods<HailRequestContext>) {
+        router.on(MatchingAPI.locations) { body, _, context in
+            let driver = try driver(context)
+            guard (1...1000).contains(body.points.count) else {
+                throw Problem.invalidField("points", "send 1 to 1000 points")
+            }
+            for (i, point) in body.points.enumerated() where !GeoPoint(lat: point.lat, lon: point.lon).isValid {
+                throw Problem.invalidField("points[\(i)]", "needs lat in -90…90 and lon in -180…180")
+            }
+            // The latest fix counts; without times, the last one sent.
+            let latest = body.points.enumerated().max { a, b in
+                (a.element.at ?? Double(a.offset)) < (b.element.at ?? Double(b.offset))
+            }!.element
+            try await fleet.locate(driver, at: GeoPoint(lat: latest.lat, lon: latest.lon))
+            return MatchingAPI.LocationsAccepted(accepted: body.points.count)
+        }
+        router.on(MatchingAPI.online) { body, _, context in
+            let driver = try driver(context)
+            if let lat = body.lat, let lon = body.lon {
+                let point = GeoPoint(lat: lat, lon: lon)
+                guard point.isValid else { throw Problem.invalidField("lat", "needs lat in -90…90 and lon in -180…180") }
+                try await fleet.locate(driver, at: point)
+            } else if body.lat != nil || body.lon != nil {
+                throw Problem.invalidField(body.lat == nil ? "lat" : "lon", "send both lat and lon, or neither")
+            } else if !fleet.hasPosition(driver) {
+                throw Problem.conflict("no-position", "Send your location (lat and lon) to go online", field: "lat")
+            }
+            try await fleet.goOnline(driver)
+            context.logger.info("driver online", metadata: ["driver": "\(driver)"])
+            return fleet.status(driver)
+        }
+        router.on(MatchingAPI.offline) { _, _, context in
+            let driver = try driver(context)
+            try await fleet.goOffline(driver)
+            context.logger.info("driver offline", metadata: ["driver": "\(driver)"])
+            return fleet.status(driver)
+        }
+        router.on(MatchingAPI.driver) { _, _, context in
+            fleet.status(try driver(context))
+        }
+        router.on(MatchingAPI.stats) { _, _, context in
+            _ = try context.requireRole(.admin, .service)
+            let counts = fleet.counts
+            let done = counters.snapshot()
+            return MatchingAPI.DispatchStats(
+                mode: style.rawValue, driversKnown: counts.known, driversAvailable: counts.available,
+                ordersWaiting: try await store.waitingCount, windows: done.windows, assigned: done.assigned,
+                offered: done.offered, deferred: done.deferred, meanPickupKm: done.meanPickupKm)
+        }
+    }
+
+    /// The driver a request is about: the path's id, which must be the caller unless an admin or a service calls.
+    private func driver(_ context: HailRequestContext) throws -> String {
+        let identity = try context.requireRole(.driver, .admin, .service)
+        let id = try context.parameters.require("id")
+        guard id.count <= 100, !id.isEmpty else { throw Problem.invalidField("id", "is not a driver id") }
+        if identity.role == .driver, identity.userID != id {
+            throw Problem.forbidden("A driver can only report and change its own status")
+        }
+        return id
+    }
+}

@@ -1,0 +1,217 @@
+import Contracts
+import Foundation
+import Hummingbird
+import HailKit
+import Logging
+import MatchingEngine
+import Metrics
+import ServiceLifecycle
+import Synchronization
+
+/// How matching hands out orders.
+enum DispatchStyle: String, Sendable {
+    /// Each window's orders are assigned to drivers by the engine's min-cost assignment.
+    case assign
+    /// Each order is offered to its k nearest available drivers, who race to grab it (order-grab).
+    case offer
+}
+
+struct DispatchSettings: Sendable {
+    var style: DispatchStyle
+    var window: Duration
+    /// The engine's mode for `assign` (`exact` or `fast`) and its pickup radius.
+    var engine: DispatchConfiguration
+    /// `offer`: drivers each order is offered to.
+    var offerDrivers: Int
+    /// `offer`: how long the drivers have to grab.
+    var offerSeconds: Double
+    /// Orders one window takes at most (the oldest first); the rest wait for the next.
+    var maxOrdersPerWindow: Int
+}
+
+/// What dispatch has done since start, for `/v1/stats` (the same figures go to `/metrics`).
+final class DispatchCounters: Sendable {
+    private struct Values {
+        var windows = 0, assigned = 0, offered = 0, deferred = 0
+        var pickupKm = 0.0
+    }
+    private let values = Mutex(Values())
+
+    func window(assigned: Int, offered: Int, deferred: Int, pickupKm: Double) {
+        values.withLock {
+            $0.windows += 1
+            $0.assigned += assigned
+            $0.offered += offered
+            $0.deferred += deferred
+            $0.pickupKm += pickupKm
+        }
+    }
+
+    func snapshot() -> (windows: Int, assigned: Int, offered: Int, deferred: Int, meanPickupKm: Double?) {
+        values.withLock { ($0.windows, $0.assigned, $0.offered, $0.deferred, $0.assigned > 0 ? $0.pickupKm / Double($0.assigned) : nil) }
+    }
+}
+
+/// The dispatch loop: every window, the orders waiting (from `DispatchStore`) are matched to the
+/// available drivers (from `DriverFleet`) and handed to the order service, which owns the order's state:
+/// an assignment it refuses (the order was cancelled, the driver took another order by a grab) is undone
+/// here and the order waits for the next window or leaves dispatch.
+struct DispatchService: Service {
+    let settings: DispatchSettings
+    let store: DispatchStore
+    let fleet: DriverFleet
+    let clients: ServiceClient
+    let credentials: ServiceCredentials
+    let claims: DispatchClaims
+    let counters: DispatchCounters
+    let logger: Logger
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            let started = ContinuousClock.now
+            do {
+                try await window()
+            } catch is CancellationError {
+                break
+            } catch {
+                logger.warning("dispatch window failed; next window retries", metadata: ["error": "\(error)"])
+            }
+            let rest = settings.window - (ContinuousClock.now - started)
+            if rest > .zero { try? await cancelWhenGracefulShutdown { try await Task.sleep(for: rest) } }
+        }
+    }
+
+    /// An order left dispatch (assigned, cancelled, completed): its claim on a driver is dropped.
+    func release(order: String) {
+        _ = claims.release(order: OrderID(Self.number(order)))
+    }
+
+    /// One window. Public to tests through the service's behaviour only; called by `run`.
+    func window() async throws {
+        let waiting = try await store.waiting(limit: settings.maxOrdersPerWindow)
+        guard !waiting.isEmpty else { return }
+        switch settings.style {
+        case .assign: try await assign(waiting)
+        case .offer: try await offer(waiting)
+        }
+    }
+
+    private func assign(_ waiting: [DispatchStore.Waiting]) async throws {
+        var byNumber: [OrderID: DispatchStore.Waiting] = [:]
+        let orders = waiting.map { order in
+            let id = OrderID(Self.number(order.orderID))
+            byNumber[id] = order
+            return DispatchOrder(id: id, pickup: fleet.projection.project(DriverFleet.coordinate(order.pickup)))
+        }
+        let snapshot = fleet.live.snapshot()
+        let clock = ContinuousClock()
+        var result: DispatchResult!
+        let solveTime = clock.measure { result = Dispatcher(configuration: settings.engine).dispatch(orders, drivers: snapshot) }
+        let solveNanoseconds = solveTime.components.seconds * 1_000_000_000 + solveTime.components.attoseconds / 1_000_000_000
+        Timer(label: "hailstorm_dispatch_solve_seconds").recordNanoseconds(solveNanoseconds)
+        Recorder(label: "hailstorm_dispatch_window_orders").record(orders.count)
+        let outcomes = fleet.live.commit(result.assignments, claims: claims)
+        let claimed = zip(result.assignments, outcomes).filter { $0.1 == .claimed }.map(\.0)
+        let headers = try await credentials.headers()
+
+        let confirmed = await withTaskGroup(of: (Assignment, Bool).self) { group in
+            for assignment in claimed {
+                guard let order = byNumber[assignment.order], let driver = fleet.account(of: assignment.driver) else { continue }
+                group.addTask {
+                    (assignment, await handOver(order: order.orderID, to: driver, pickupKm: assignment.pickupKm, headers: headers))
+                }
+            }
+            var confirmed: [Assignment] = []
+            for await (assignment, ok) in group {
+                if ok {
+                    confirmed.append(assignment)
+                } else {
+                    _ = claims.release(order: assignment.order)
+                    fleet.release(assignment.driver)
+                }
+            }
+            return confirmed
+        }
+        let pickupKm = confirmed.reduce(0) { $0 + $1.pickupKm }
+        counters.window(assigned: confirmed.count, offered: 0, deferred: result.deferred.count, pickupKm: pickupKm)
+        Counter(label: "hailstorm_dispatch_assigned_total").increment(by: confirmed.count)
+        Counter(label: "hailstorm_dispatch_deferred_total").increment(by: result.deferred.count)
+        if !confirmed.isEmpty {
+            Recorder(label: "hailstorm_dispatch_pickup_km").record(pickupKm / Double(confirmed.count))
+        }
+        logger.info(
+            "window dispatched",
+            metadata: [
+                "orders": "\(orders.count)", "drivers": "\(snapshot.count)", "assigned": "\(confirmed.count)",
+                "deferred": "\(result.deferred.count)", "solve_ms": "\(solveNanoseconds / 1_000_000)",
+            ])
+    }
+
+    /// Asks the order service to give `order` to `driver`; true when it did. A refusal because of the
+    /// order (cancelled, expired, already taken) takes the order out of dispatch.
+    private func handOver(order: String, to driver: String, pickupKm: Double, headers: HTTPFields) async -> Bool {
+        do {
+            _ = try await clients.call(
+                OrderAPI.assign, .init(driverID: driver, via: "dispatch", pickupKm: pickupKm), parameters: ["id": order],
+                headers: headers, context: .none)
+            try await store.done(order, mode: "assign", drivers: [driver], pickupKm: pickupKm)
+            return true
+        } catch let problem as Problem where problem.status == .conflict && problem.slug == "driver-busy" {
+            // The driver won a grab meanwhile; its `order.assigned` event marks it busy.
+            return false
+        } catch let problem as Problem where problem.status == .conflict || problem.status == .notFound {
+            logger.info("order left dispatch", metadata: ["order": "\(order)", "reason": "\(problem.detail ?? problem.title)"])
+            try? await store.done(order)
+            return false
+        } catch {
+            logger.warning("assignment not confirmed; the order waits", metadata: ["order": "\(order)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    private func offer(_ waiting: [DispatchStore.Waiting]) async throws {
+        let headers = try await credentials.headers()
+        var offered = 0
+        var deferred = 0
+        for order in waiting {
+            let pickup = fleet.projection.project(DriverFleet.coordinate(order.pickup))
+            let drivers = fleet.live.nearest(to: pickup, k: settings.offerDrivers)
+                .filter { $0.distanceKm <= settings.engine.maxPickupKm }
+                .compactMap { fleet.account(of: $0.driver) }
+            guard !drivers.isEmpty else {
+                deferred += 1
+                continue
+            }
+            do {
+                _ = try await clients.call(
+                    GrabAPI.open,
+                    .init(orderID: order.orderID, driverIDs: drivers, expiresAt: Date().timeIntervalSince1970 + settings.offerSeconds),
+                    headers: headers, context: .none)
+                _ = try await clients.call(
+                    OrderAPI.offer, .init(driverIDs: drivers), parameters: ["id": order.orderID], headers: headers, context: .none)
+                try await store.offered(order.orderID, drivers: drivers)
+                offered += 1
+            } catch let problem as Problem where problem.status == .conflict || problem.status == .notFound {
+                logger.info("order left dispatch", metadata: ["order": "\(order.orderID)", "reason": "\(problem.detail ?? problem.title)"])
+                try await store.done(order.orderID)
+            } catch {
+                logger.warning("offer not made; the order waits", metadata: ["order": "\(order.orderID)", "error": "\(error)"])
+            }
+        }
+        counters.window(assigned: 0, offered: offered, deferred: deferred, pickupKm: 0)
+        Counter(label: "hailstorm_dispatch_offered_total").increment(by: offered)
+        Counter(label: "hailstorm_dispatch_deferred_total").increment(by: deferred)
+        Recorder(label: "hailstorm_dispatch_window_orders").record(waiting.count)
+    }
+
+    /// The engine's number of an order: a stable hash of its id (FNV-1a), so a window and the events
+    /// that later release its claims agree without a shared table.
+    static func number(_ order: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in order.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x100_0000_01b3
+        }
+        return hash
+    }
+}

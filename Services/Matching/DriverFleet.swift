@@ -1,0 +1,159 @@
+import Contracts
+import Foundation
+import MatchingEngine
+import RedisKit
+import Synchronization
+
+/// The drivers this instance dispatches: the engine's live index (positions and availability) plus the
+/// map between account ids and the engine's dense driver numbers, and a copy of each driver's last fix
+/// and state in Redis so a restarted instance rebuilds the index in seconds instead of waiting for every
+/// driver's next fix.
+///
+/// Redis keys (prefix `matching` by default): `<prefix>:geo` (GEO set of last positions), `<prefix>:online`
+/// and `<prefix>:busy` (sets of account ids).
+final class DriverFleet: Sendable {
+    let live: LiveDriverIndex
+    let projection: LocalProjection
+    let redis: RedisClient
+    let prefix: String
+    private struct Names {
+        var byAccount: [String: DriverID] = [:]
+        var accounts: [String] = [""]  // index 0 unused: driver numbers start at 1
+        var online: Set<DriverID> = []
+        var busy: Set<DriverID> = []
+    }
+    private let names = Mutex(Names())
+
+    init(live: LiveDriverIndex, projection: LocalProjection, redis: RedisClient, prefix: String) {
+        self.live = live
+        self.projection = projection
+        self.redis = redis
+        self.prefix = prefix
+    }
+
+    var geoKey: String { "\(prefix):geo" }
+    var onlineKey: String { "\(prefix):online" }
+    var busyKey: String { "\(prefix):busy" }
+
+    /// The engine's number of an account, made on first sight.
+    func number(of account: String) -> DriverID {
+        names.withLock { names in
+            if let id = names.byAccount[account] { return id }
+            let id = DriverID(UInt64(names.accounts.count))
+            names.byAccount[account] = id
+            names.accounts.append(account)
+            return id
+        }
+    }
+
+    func account(of driver: DriverID) -> String? {
+        names.withLock { names in
+            let index = Int(driver.rawValue)
+            return index > 0 && index < names.accounts.count ? names.accounts[index] : nil
+        }
+    }
+
+    private func availability(_ id: DriverID) -> DriverAvailability {
+        names.withLock { names in
+            names.busy.contains(id) ? .busy : names.online.contains(id) ? .available : .offline
+        }
+    }
+
+    /// Records a fix: the index at once, Redis's copy in the same call.
+    func locate(_ account: String, at point: GeoPoint) async throws {
+        let id = number(of: account)
+        _ = live.upsert(id, at: projection.project(Self.coordinate(point)), availability: availability(id))
+        try await redis.geoadd(geoKey, longitude: point.lon, latitude: point.lat, member: account)
+    }
+
+    func goOnline(_ account: String) async throws {
+        let id = number(of: account)
+        names.withLock { _ = $0.online.insert(id) }
+        _ = live.setAvailability(id, availability(id))
+        _ = try await redis.send(RedisCommand("SADD", onlineKey, account))
+    }
+
+    func goOffline(_ account: String) async throws {
+        let id = number(of: account)
+        names.withLock { _ = $0.online.remove(id) }
+        _ = live.setAvailability(id, availability(id))
+        _ = try await redis.send(RedisCommand("SREM", onlineKey, account))
+    }
+
+    /// On an order (assigned by this instance or by a grab): out of dispatch until the trip ends.
+    func markBusy(_ account: String) async throws {
+        let id = number(of: account)
+        names.withLock { _ = $0.busy.insert(id) }
+        _ = live.setAvailability(id, .busy)
+        _ = try await redis.send(RedisCommand("SADD", busyKey, account))
+    }
+
+    func markFree(_ account: String) async throws {
+        let id = number(of: account)
+        names.withLock { _ = $0.busy.remove(id) }
+        _ = live.setAvailability(id, availability(id))
+        _ = try await redis.send(RedisCommand("SREM", busyKey, account))
+    }
+
+    /// Takes back a claim a window made that the order service did not confirm.
+    func release(_ driver: DriverID) {
+        _ = live.setAvailability(driver, availability(driver))
+    }
+
+    func status(_ account: String) -> MatchingAPI.DriverStatus {
+        let id = number(of: account)
+        let state: String
+        switch live.read({ $0.availability(of: id) }) {
+        case .available: state = "available"
+        case .busy: state = "busy"
+        case .offline, nil: state = "offline"
+        }
+        let position = live.read({ $0.position(of: id) }).map { projection.unproject($0) }
+        return MatchingAPI.DriverStatus(driverID: account, state: state, lat: position?.latitude, lon: position?.longitude)
+    }
+
+    func hasPosition(_ account: String) -> Bool {
+        let id = number(of: account)
+        return live.read { $0.position(of: id) } != nil
+    }
+
+    var counts: (known: Int, available: Int) {
+        live.read { ($0.count, $0.availableCount) }
+    }
+
+    /// Rebuilds the index from Redis's copy: every last fix, then who is online and who is busy.
+    func restore() async throws -> Int {
+        let online = Set((try await redis.send(RedisCommand("SMEMBERS", onlineKey)).array ?? []).compactMap(\.string))
+        let busy = Set((try await redis.send(RedisCommand("SMEMBERS", busyKey)).array ?? []).compactMap(\.string))
+        let members = (try await redis.send(RedisCommand("ZRANGE", geoKey, 0, -1)).array ?? []).compactMap(\.string)
+        names.withLock { names in
+            for account in members {
+                let id = names.byAccount[account] ?? {
+                    let id = DriverID(UInt64(names.accounts.count))
+                    names.byAccount[account] = id
+                    names.accounts.append(account)
+                    return id
+                }()
+                if online.contains(account) { names.online.insert(id) }
+                if busy.contains(account) { names.busy.insert(id) }
+            }
+        }
+        var restored = 0
+        var start = 0
+        while start < members.count {
+            let chunk = Array(members[start..<min(start + 1000, members.count)])
+            start += chunk.count
+            let positions = try await redis.send(RedisCommand("GEOPOS", [geoKey] + chunk)).array ?? []
+            for (account, position) in zip(chunk, positions) {
+                guard let pair = position.array, pair.count == 2, let lon = pair[0].double, let lat = pair[1].double else { continue }
+                let id = number(of: account)
+                if live.upsert(id, at: projection.project(GeoCoordinate(latitude: lat, longitude: lon)), availability: availability(id)) {
+                    restored += 1
+                }
+            }
+        }
+        return restored
+    }
+
+    static func coordinate(_ point: GeoPoint) -> GeoCoordinate { GeoCoordinate(latitude: point.lat, longitude: point.lon) }
+}

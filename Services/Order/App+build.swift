@@ -1,0 +1,56 @@
+import Configuration
+import Contracts
+import EventBus
+import Foundation
+import HailKit
+import Hummingbird
+import Logging
+import SQLiteKit
+
+/// Builds the order service from configuration.
+///
+/// Keys beyond the kit's: `auth.jwt.secret` (secret; to verify forwarded tokens), `auth.denylist.check`
+/// (false: the gateway already refuses signed-out tokens); fares `order.fare.base.cents` (250),
+/// `order.fare.per.km.cents` (120), `order.fare.minimum.cents` (500), `order.currency` (EUR),
+/// `order.max.km` (200); surge `order.surge.key` (the Redis hash, `order:surge`), `order.surge.cell.degrees`
+/// (0.02, about 2 km), `order.surge.default` (1.0); the cache `order.cache.prefix` (`order:cache`),
+/// `order.cache.ttl.seconds` (60); expiry `order.expiry.seconds` (120: orders not matched by then expire),
+/// `order.expiry.scan.seconds` (1).
+func buildApplication(reader: ConfigReader) async throws -> HailApplication {
+    var kit = try ServiceKit(name: "order", reader: reader, defaultPort: 9002)
+    let tokens = await AccessTokens(signingKey: try AccessTokens.signingKey(from: kit.configuration, reader: reader))
+    let database = try await SQLiteStore.open(
+        configuration: SQLiteConfiguration(path: kit.configuration.sqlitePath), migrations: OrderStore.migrations,
+        logger: kit.logger)
+    let store = OrderStore(db: database, source: kit.name)
+    let wakeups = OutboxWakeups()
+    let cache = OrderCache(
+        redis: kit.redis, prefix: reader.string(forKey: "order.cache.prefix", default: "order:cache"),
+        ttlSeconds: max(1, reader.int(forKey: "order.cache.ttl.seconds", default: 60)))
+    let fares = FareRules(
+        baseCents: reader.int(forKey: "order.fare.base.cents", default: 250),
+        perKmCents: reader.int(forKey: "order.fare.per.km.cents", default: 120),
+        minimumCents: reader.int(forKey: "order.fare.minimum.cents", default: 500),
+        currency: reader.string(forKey: "order.currency", default: "EUR"),
+        maximumKm: reader.double(forKey: "order.max.km", default: 200))
+    let surge = SurgeTable(
+        redis: kit.redis, key: reader.string(forKey: "order.surge.key", default: "order:surge"),
+        cellDegrees: reader.double(forKey: "order.surge.cell.degrees", default: 0.02),
+        defaultFactor: reader.double(forKey: "order.surge.default", default: 1.0))
+
+    kit.addReadinessCheck("sqlite") { try await database.ping() }
+    kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: wakeups, logger: kit.logger))
+    kit.addService(OrderExpiryService(
+        store: store, cache: cache, wakeups: wakeups,
+        after: .seconds(max(1, reader.int(forKey: "order.expiry.seconds", default: 120))),
+        interval: .seconds(max(1, reader.int(forKey: "order.expiry.scan.seconds", default: 1))),
+        logger: kit.logger))
+    kit.onShutdown { try await database.close() }
+
+    let router = kit.makeRouter()
+    let api = router.group()
+        .add(middleware: AuthenticationMiddleware(
+            tokens: tokens, redis: kit.redis, checkDenyList: reader.bool(forKey: "auth.denylist.check", default: false)))
+    OrderController(store: store, cache: cache, fares: fares, surge: surge, wakeups: wakeups).register(on: api)
+    return kit.makeApplication(router: router)
+}

@@ -1,0 +1,139 @@
+import Contracts
+import EventBus
+import Foundation
+import HailKit
+import Hummingbird
+
+/// The order service's HTTP API (`OrderAPI`). Every route verifies the token the gateway forwarded and
+/// checks the caller's part in the order here, where the order is.
+struct OrderController: Sendable {
+    let store: OrderStore
+    let cache: OrderCache
+    let fares: FareRules
+    let surge: SurgeTable
+    let wakeups: OutboxWakeups
+
+    func register(on router: some RouterMethods<HailRequestContext>) {
+        router.on(OrderAPI.quote) { body, _, context in
+            _ = try context.requireRole(.rider, .admin)
+            return try fares.quote(body, surge: try await surge.factor(at: body.pickup))
+        }
+        router.on(OrderAPI.create) { body, request, context in
+            let rider = try context.requireRole(.rider)
+            let key = request.headers[HailHeaders.idempotencyKey]
+            if let key, key.isEmpty || key.count > 200 {
+                throw Problem.invalidField("Idempotency-Key", "must be 1 to 200 characters")
+            }
+            let quote = try fares.quote(body, surge: try await surge.factor(at: body.pickup))
+            let now = Date().timeIntervalSince1970
+            let candidate = OrderAPI.Order(
+                id: UUID().uuidString.lowercased(), riderID: rider.userID, driverID: nil, state: .created,
+                pickup: body.pickup, dropoff: body.dropoff, distanceKm: quote.distanceKm, fareCents: quote.fareCents,
+                surge: quote.surge, currency: quote.currency, createdAt: now, updatedAt: now, history: [])
+            let (order, created) = try await store.create(candidate, idempotencyKey: key)
+            if created {
+                wakeups.notify()
+                context.logger.info("order created", metadata: ["order": "\(order.id)", "fare": "\(order.fareCents)"])
+            }
+            return order
+        }
+        router.on(OrderAPI.order) { _, _, context in
+            let identity = try context.requireIdentity()
+            let id = try context.parameters.require("id")
+            let order = try await load(id)
+            if try await !mayRead(order, identity) { throw Problem.forbidden("Order \(id) is not yours") }
+            return order
+        }
+        router.on(OrderAPI.list) { _, request, context in
+            let identity = try context.requireRole(.rider, .driver)
+            let limit = try request.uri.queryParameters.get("limit").map { text -> Int in
+                guard let value = Int(text), (1...100).contains(value) else {
+                    throw Problem.invalidField("limit", "must be a whole number from 1 to 100")
+                }
+                return value
+            } ?? 20
+            let cursor = try request.uri.queryParameters.get("cursor").map { try OrderCursor(parsing: $0) }
+            return try await store.orders(of: identity.userID, asDriver: identity.role == .driver, after: cursor, limit: limit)
+        }
+        router.on(OrderAPI.cancel) { body, _, context in
+            let identity = try context.requireRole(.rider, .driver, .admin)
+            let reason = body.reason.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard (1...500).contains(reason.count) else { throw Problem.invalidField("reason", "must be 1 to 500 characters") }
+            return try await move(context, .init(to: .cancelled, actor: identity.userID, reason: reason) { order in
+                switch identity.role {
+                case .admin, .service: return
+                case .rider where order.riderID == identity.userID: return
+                case .driver where order.driverID == identity.userID: return
+                default: throw Problem.forbidden("Only the order's rider or its driver can cancel it")
+                }
+            })
+        }
+        for (endpoint, state) in [(OrderAPI.arrive, OrderState.arriving), (OrderAPI.start, .inTrip), (OrderAPI.complete, .completed)] {
+            router.on(endpoint) { _, _, context in
+                let driver = try context.requireRole(.driver)
+                return try await move(context, .init(to: state, actor: driver.userID) { order in
+                    guard order.driverID == driver.userID else {
+                        throw Problem.forbidden("Only the driver assigned to this order moves its trip")
+                    }
+                })
+            }
+        }
+        router.on(OrderAPI.offer) { body, _, context in
+            let caller = try context.requireRole(.service, .admin)
+            guard !body.driverIDs.isEmpty, body.driverIDs.count <= 100 else {
+                throw Problem.invalidField("driverIDs", "offer an order to 1 to 100 drivers")
+            }
+            return try await move(
+                context, .init(to: .offered, actor: caller.userID, reason: "offered to \(body.driverIDs.count) drivers", offeredTo: body.driverIDs))
+        }
+        router.on(OrderAPI.assign) { body, _, context in
+            let caller = try context.requireRole(.service, .admin)
+            guard !body.driverID.isEmpty else { throw Problem.invalidField("driverID", "must name a driver") }
+            guard ["dispatch", "grab"].contains(body.via) else { throw Problem.invalidField("via", "must be dispatch or grab") }
+            let reason = body.pickupKm.map { "\(body.via), pickup \(String(format: "%.2f", $0)) km" } ?? body.via
+            return try await move(context, .init(to: .assigned, actor: caller.userID, reason: reason, driverID: body.driverID))
+        }
+        router.on(OrderAPI.setSurge) { body, _, context in
+            _ = try context.requireRole(.admin)
+            guard body.at.isValid else { throw Problem.invalidField("at", "needs lat in -90…90 and lon in -180…180") }
+            guard body.factor.isFinite, (1...10).contains(body.factor) else {
+                throw Problem.invalidField("factor", "must be from 1 to 10")
+            }
+            let cell = try await surge.set(body.factor, at: body.at)
+            context.logger.info("surge set", metadata: ["cell": "\(cell)", "factor": "\(body.factor)"])
+            return OrderAPI.SurgeSetting(at: body.at, factor: body.factor, cell: cell)
+        }
+    }
+
+    /// Riders see their orders, drivers the orders they drive or were offered, admins and services all.
+    private func mayRead(_ order: OrderAPI.Order, _ identity: Identity) async throws -> Bool {
+        switch identity.role {
+        case .admin, .service: return true
+        case .rider: return order.riderID == identity.userID
+        case .driver:
+            if order.driverID == identity.userID { return true }
+            return try await store.wasOffered(order.id, to: identity.userID)
+        }
+    }
+
+    private func load(_ id: String) async throws -> OrderAPI.Order {
+        if let cached = await cache.get(id) { return cached }
+        guard let order = try await store.order(id: id) else { throw Problem.notFound("No order \(id)") }
+        await cache.put(order)
+        return order
+    }
+
+    private func move(_ context: HailRequestContext, _ move: OrderStore.Move) async throws -> OrderAPI.Order {
+        let id = try context.parameters.require("id")
+        let (order, moved) = try await store.move(id, move, now: Date().timeIntervalSince1970)
+        guard moved else { return order }
+        wakeups.notify()
+        do {
+            try await cache.invalidate(id)
+        } catch {
+            context.logger.warning("order cache not invalidated; it expires on its own", metadata: ["order": "\(id)", "error": "\(error)"])
+        }
+        context.logger.info("order moved", metadata: ["order": "\(id)", "state": "\(order.state.rawValue)", "by": "\(move.actor)"])
+        return order
+    }
+}

@@ -1,0 +1,78 @@
+import Contracts
+import Foundation
+import HailKit
+import RedisKit
+
+/// How fares are made: `(base + distance × per-km) × surge`, never below the minimum.
+struct FareRules: Sendable {
+    var baseCents: Int
+    var perKmCents: Int
+    var minimumCents: Int
+    var currency: String
+    /// Pickups further than this from their drop-off are refused (km).
+    var maximumKm: Double
+
+    func quote(_ request: OrderAPI.QuoteRequest, surge: Double) throws -> OrderAPI.Quote {
+        guard request.pickup.isValid else { throw Problem.invalidField("pickup", "needs lat in -90…90 and lon in -180…180") }
+        guard request.dropoff.isValid else { throw Problem.invalidField("dropoff", "needs lat in -90…90 and lon in -180…180") }
+        let km = request.pickup.distanceKm(to: request.dropoff)
+        guard km <= maximumKm else {
+            throw Problem.invalidField("dropoff", "is \(Int(km)) km from the pickup; rides go at most \(Int(maximumKm)) km")
+        }
+        let raw = (Double(baseCents) + km * Double(perKmCents)) * surge
+        return OrderAPI.Quote(
+            distanceKm: (km * 1000).rounded() / 1000, baseFareCents: baseCents, perKmCents: perKmCents, surge: surge,
+            fareCents: max(minimumCents, Int(raw.rounded())), currency: currency)
+    }
+}
+
+/// The surge factor of each pickup cell: runtime configuration that operators change while the platform
+/// runs (`PUT /v1/surge`), kept in a Redis hash so every order instance quotes the same factor at once.
+/// A cell without a factor uses `order.surge.default`.
+struct SurgeTable: Sendable {
+    let redis: RedisClient
+    let key: String
+    /// Cell size in degrees of latitude and longitude.
+    let cellDegrees: Double
+    let defaultFactor: Double
+
+    func cell(of point: GeoPoint) -> String {
+        "\(Int((point.lat / cellDegrees).rounded(.down)))_\(Int((point.lon / cellDegrees).rounded(.down)))"
+    }
+
+    func factor(at point: GeoPoint) async throws -> Double {
+        try await redis.send(RedisCommand("HGET", key, cell(of: point))).double ?? defaultFactor
+    }
+
+    func set(_ factor: Double, at point: GeoPoint) async throws -> String {
+        let cell = cell(of: point)
+        _ = try await redis.send(RedisCommand("HSET", key, cell, String(factor)))
+        return cell
+    }
+}
+
+/// Orders in Redis in front of SQLite (cache-aside): reads try Redis first and fill it on a miss; every
+/// change deletes the entry after it commits. An entry also expires after `ttl`, which bounds how long a
+/// read that raced a change can keep serving the older order.
+struct OrderCache: Sendable {
+    let redis: RedisClient
+    let prefix: String
+    let ttlSeconds: Int
+
+    func key(_ id: String) -> String { "\(prefix):\(id)" }
+
+    func get(_ id: String) async -> OrderAPI.Order? {
+        guard let bytes = try? await redis.send(RedisCommand("GET", key(id))).bytes else { return nil }
+        return try? JSONBody.decoder.decode(OrderAPI.Order.self, from: Data(bytes))
+    }
+
+    /// Best effort: a cache that cannot be written only costs the next read a trip to SQLite.
+    func put(_ order: OrderAPI.Order) async {
+        guard let data = try? JSONBody.encoder.encode(order) else { return }
+        _ = try? await redis.send(RedisCommand("SET", key(order.id), Array(data), "EX", ttlSeconds))
+    }
+
+    func invalidate(_ id: String) async throws {
+        _ = try await redis.send(RedisCommand("DEL", key(id)))
+    }
+}

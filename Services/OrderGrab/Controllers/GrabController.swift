@@ -1,0 +1,69 @@
+import Contracts
+import Foundation
+import HailKit
+import Hummingbird
+
+/// The order-grab API (`GrabAPI`).
+struct GrabController: Sendable {
+    let board: GrabBoard
+    let audit: GrabAudit
+    let clients: ServiceClient
+    let credentials: ServiceCredentials
+
+    func register(on router: some RouterMethods<HailRequestContext>) {
+        router.on(GrabAPI.open) { body, _, context in
+            _ = try context.requireRole(.service, .admin)
+            guard !body.orderID.isEmpty, body.orderID.count <= 100 else { throw Problem.invalidField("orderID", "is not an order id") }
+            guard (1...100).contains(body.driverIDs.count) else { throw Problem.invalidField("driverIDs", "offer to 1 to 100 drivers") }
+            guard body.expiresAt.isFinite, body.expiresAt > Date().timeIntervalSince1970 else {
+                throw Problem.invalidField("expiresAt", "must be in the future")
+            }
+            try await board.open(order: body.orderID, drivers: body.driverIDs, expiresAt: body.expiresAt)
+            return NoContent()
+        }
+        router.on(GrabAPI.grab) { _, _, context in
+            let driver = try context.requireRole(.driver)
+            let order = try context.parameters.require("id")
+            let outcome = try await board.grab(order: order, driver: driver.userID)
+            let now = Date().timeIntervalSince1970
+            let final = outcome == .won ? try await handOver(order: order, driver: driver.userID, context: context) : outcome
+            do {
+                try await audit.record(order: order, driver: driver.userID, outcome: final.rawValue, at: now)
+            } catch {
+                context.logger.error("grab not audited", metadata: ["order": "\(order)", "error": "\(error)"])
+            }
+            switch final {
+            case .won:
+                context.logger.info("order grabbed", metadata: ["order": "\(order)", "driver": "\(driver.userID)"])
+                return GrabAPI.Won(orderID: order, driverID: driver.userID, at: now)
+            case .taken: throw Problem.conflict("taken", "Another driver already took this order")
+            case .notOffered: throw Problem.forbidden("This order was not offered to you")
+            case .offerEnded: throw Problem.conflict("offer-ended", "The offer has ended")
+            case .orderClosed: throw Problem.conflict("order-closed", "The order was cancelled or expired")
+            }
+        }
+        router.on(GrabAPI.audit) { _, _, context in
+            _ = try context.requireRole(.admin, .service)
+            let order = try context.parameters.require("id")
+            return GrabAPI.Audit(orderID: order, attempts: try await audit.attempts(order: order))
+        }
+    }
+
+    /// Makes the won grab the order's assignment. The order service is the judge: if the order was
+    /// cancelled or expired meanwhile the race closes; if this driver is already on another trip the race
+    /// opens again for the others.
+    private func handOver(order: String, driver: String, context: HailRequestContext) async throws -> GrabBoard.Outcome {
+        do {
+            _ = try await clients.call(
+                OrderAPI.assign, .init(driverID: driver, via: "grab"), parameters: ["id": order],
+                headers: try await credentials.headers(), context: context.callContext)
+            return .won
+        } catch let problem as Problem where problem.status == .conflict && problem.slug == "driver-busy" {
+            try await board.reopen(order: order, winner: driver)
+            throw Problem.conflict("driver-busy", "You are already on another trip")
+        } catch let problem as Problem where problem.status == .conflict || problem.status == .notFound {
+            try await board.close(order: order, winner: driver)
+            return .orderClosed
+        }
+    }
+}

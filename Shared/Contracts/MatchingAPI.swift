@@ -1,0 +1,186 @@
+import Foundation
+
+/// The matching service: where drivers are, who is available, and dispatch.
+public enum MatchingAPI {
+    public static let service = "matching"
+
+    /// One GPS fix; `at` in seconds since 1970 (optional: the time it arrives otherwise).
+    public struct LocationPoint: Codable, Sendable, Hashable {
+        public var lat: Double
+        public var lon: Double
+        public var at: Double?
+
+        public init(lat: Double, lon: Double, at: Double? = nil) {
+            self.lat = lat
+            self.lon = lon
+            self.at = at
+        }
+    }
+
+    /// Fixes a driver's app collected since its last send, in any order; the latest counts.
+    public struct Locations: Codable, Sendable, Hashable {
+        public var points: [LocationPoint]
+
+        public init(points: [LocationPoint]) {
+            self.points = points
+        }
+    }
+
+    public struct LocationsAccepted: Codable, Sendable, Hashable {
+        public var accepted: Int
+
+        public init(accepted: Int) {
+            self.accepted = accepted
+        }
+    }
+
+    /// Going online; the position may come with it or from the last fix.
+    public struct GoOnline: Codable, Sendable, Hashable {
+        public var lat: Double?
+        public var lon: Double?
+
+        public init(lat: Double? = nil, lon: Double? = nil) {
+            self.lat = lat
+            self.lon = lon
+        }
+    }
+
+    public struct DriverStatus: Codable, Sendable, Hashable {
+        public var driverID: String
+        /// `available`, `busy` or `offline`.
+        public var state: String
+        public var lat: Double?
+        public var lon: Double?
+
+        public init(driverID: String, state: String, lat: Double?, lon: Double?) {
+            self.driverID = driverID
+            self.state = state
+            self.lat = lat
+            self.lon = lon
+        }
+    }
+
+    /// What dispatch has done since this instance started.
+    public struct DispatchStats: Codable, Sendable, Hashable {
+        /// `assign` or `offer`.
+        public var mode: String
+        public var driversKnown: Int
+        public var driversAvailable: Int
+        public var ordersWaiting: Int
+        public var windows: Int
+        public var assigned: Int
+        public var offered: Int
+        public var deferred: Int
+        public var meanPickupKm: Double?
+
+        public init(
+            mode: String, driversKnown: Int, driversAvailable: Int, ordersWaiting: Int, windows: Int, assigned: Int,
+            offered: Int, deferred: Int, meanPickupKm: Double?
+        ) {
+            self.mode = mode
+            self.driversKnown = driversKnown
+            self.driversAvailable = driversAvailable
+            self.ordersWaiting = ordersWaiting
+            self.windows = windows
+            self.assigned = assigned
+            self.offered = offered
+            self.deferred = deferred
+            self.meanPickupKm = meanPickupKm
+        }
+    }
+
+    public static let locations = Endpoint<Locations, LocationsAccepted>(
+        service: service, .post, "/v1/drivers/{id}/locations", isIdempotent: true)
+    public static let online = Endpoint<GoOnline, DriverStatus>(service: service, .post, "/v1/drivers/{id}/online", isIdempotent: true)
+    public static let offline = Endpoint<NoContent, DriverStatus>(service: service, .post, "/v1/drivers/{id}/offline", isIdempotent: true)
+    public static let driver = Endpoint<NoContent, DriverStatus>(service: service, .get, "/v1/drivers/{id}")
+    public static let stats = Endpoint<NoContent, DispatchStats>(service: service, .get, "/v1/stats")
+}
+
+/// The order-grab service: drivers racing for an offered order.
+public enum GrabAPI {
+    public static let service = "order-grab"
+
+    /// Matching opens an order for grabbing by these drivers until `expiresAt` (service role).
+    public struct OpenOffer: Codable, Sendable, Hashable {
+        public var orderID: String
+        public var driverIDs: [String]
+        public var expiresAt: Double
+
+        public init(orderID: String, driverIDs: [String], expiresAt: Double) {
+            self.orderID = orderID
+            self.driverIDs = driverIDs
+            self.expiresAt = expiresAt
+        }
+    }
+
+    /// A won grab: the order is the driver's.
+    public struct Won: Codable, Sendable, Hashable {
+        public var orderID: String
+        public var driverID: String
+        public var at: Double
+
+        public init(orderID: String, driverID: String, at: Double) {
+            self.orderID = orderID
+            self.driverID = driverID
+            self.at = at
+        }
+    }
+
+    /// One attempt, as the audit keeps it. `outcome`: `won`, `taken`, `not-offered`, `offer-ended`,
+    /// `order-closed`.
+    public struct Attempt: Codable, Sendable, Hashable {
+        public var driverID: String
+        public var outcome: String
+        public var at: Double
+
+        public init(driverID: String, outcome: String, at: Double) {
+            self.driverID = driverID
+            self.outcome = outcome
+            self.at = at
+        }
+    }
+
+    public struct Audit: Codable, Sendable {
+        public var orderID: String
+        public var attempts: [Attempt]
+
+        public init(orderID: String, attempts: [Attempt]) {
+            self.orderID = orderID
+            self.attempts = attempts
+        }
+    }
+
+    public static let open = Endpoint<OpenOffer, NoContent>(service: service, .post, "/v1/offers", successStatus: .noContent, isIdempotent: true)
+    /// 200 won (also when the same driver asks again); 409 `taken` to every other driver.
+    public static let grab = Endpoint<NoContent, Won>(service: service, .post, "/v1/offers/{id}/grab")
+    public static let audit = Endpoint<NoContent, Audit>(service: service, .get, "/v1/offers/{id}/audit")
+}
+
+/// What the gateway pushes to a rider's or driver's WebSocket: an order event, in words an app shows.
+public struct PushMessage: Codable, Sendable, Hashable {
+    /// The event type: `order.offered` (to each driver offered it), `order.assigned`, `order.arriving`,
+    /// `order.in_trip`, `order.completed`, `order.cancelled`, `order.expired`.
+    public var type: String
+    public var orderID: String
+    public var state: OrderState
+    public var riderID: String
+    public var driverID: String?
+    public var at: Double
+    public var reason: String?
+
+    public init(type: String, orderID: String, state: OrderState, riderID: String, driverID: String?, at: Double, reason: String?) {
+        self.type = type
+        self.orderID = orderID
+        self.state = state
+        self.riderID = riderID
+        self.driverID = driverID
+        self.at = at
+        self.reason = reason
+    }
+
+    /// The Redis pub/sub channel of one user's pushes; every gateway instance listens to `push:user:*`
+    /// and writes to the sockets it holds.
+    public static func channel(user: String) -> String { "push:user:\(user)" }
+    public static let channelPattern = "push:user:*"
+}

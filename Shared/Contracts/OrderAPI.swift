@@ -1,0 +1,284 @@
+import Foundation
+
+/// A point on the map as apps send it (degrees, WGS 84).
+public struct GeoPoint: Codable, Sendable, Hashable {
+    public var lat: Double
+    public var lon: Double
+
+    public init(lat: Double, lon: Double) {
+        self.lat = lat
+        self.lon = lon
+    }
+
+    public var isValid: Bool {
+        lat.isFinite && lon.isFinite && (-90...90).contains(lat) && (-180...180).contains(lon)
+    }
+
+    /// Great-circle distance in km (haversine, mean earth radius).
+    public func distanceKm(to other: GeoPoint) -> Double {
+        let radians = Double.pi / 180
+        let dLat = (other.lat - lat) * radians
+        let dLon = (other.lon - lon) * radians
+        let a = sin(dLat / 2) * sin(dLat / 2)
+            + cos(lat * radians) * cos(other.lat * radians) * sin(dLon / 2) * sin(dLon / 2)
+        return 2 * 6371.0088 * asin(min(1, a.squareRoot()))
+    }
+}
+
+/// Where an order is in its life. The only moves are those in `allowedNext`; the order service refuses
+/// every other with a 409 naming the current state.
+public enum OrderState: String, Codable, Sendable, CaseIterable {
+    case created
+    case offered
+    case assigned
+    case arriving
+    case inTrip = "in_trip"
+    case completed
+    case paid
+    case cancelled
+    case expired
+
+    /// `created → offered → assigned → arriving → in_trip → completed → paid`, plus `cancelled` from
+    /// `created|offered|assigned|arriving` and `expired` from `created|offered`.
+    public var allowedNext: Set<OrderState> {
+        switch self {
+        case .created: [.offered, .cancelled, .expired]
+        case .offered: [.assigned, .cancelled, .expired]
+        case .assigned: [.arriving, .cancelled]
+        case .arriving: [.inTrip, .cancelled]
+        case .inTrip: [.completed]
+        case .completed: [.paid]
+        case .paid, .cancelled, .expired: []
+        }
+    }
+
+    public func canMove(to next: OrderState) -> Bool { allowedNext.contains(next) }
+
+    /// No move leads out of it.
+    public var isFinal: Bool { allowedNext.isEmpty }
+
+    /// The driver is on this order: assigned, on the way, or driving.
+    public var holdsDriver: Bool { [.assigned, .arriving, .inTrip].contains(self) }
+
+    /// The event type that announces reaching this state (`order.assigned`).
+    public var eventType: String { "order.\(rawValue)" }
+}
+
+/// The order service: fares, orders and their trips. Money is in cents.
+public enum OrderAPI {
+    public static let service = "order"
+
+    public struct QuoteRequest: Codable, Sendable, Hashable {
+        public var pickup: GeoPoint
+        public var dropoff: GeoPoint
+
+        public init(pickup: GeoPoint, dropoff: GeoPoint) {
+            self.pickup = pickup
+            self.dropoff = dropoff
+        }
+    }
+
+    /// What a ride would cost now: `(base + distance × per-km) × surge`, rounded to the cent.
+    public struct Quote: Codable, Sendable, Hashable {
+        public var distanceKm: Double
+        public var baseFareCents: Int
+        public var perKmCents: Int
+        /// The surge factor of the pickup's cell (1 when there is none).
+        public var surge: Double
+        public var fareCents: Int
+        public var currency: String
+
+        public init(distanceKm: Double, baseFareCents: Int, perKmCents: Int, surge: Double, fareCents: Int, currency: String) {
+            self.distanceKm = distanceKm
+            self.baseFareCents = baseFareCents
+            self.perKmCents = perKmCents
+            self.surge = surge
+            self.fareCents = fareCents
+            self.currency = currency
+        }
+    }
+
+    public typealias NewOrder = QuoteRequest
+
+    /// One move of an order, as its history keeps it.
+    public struct Transition: Codable, Sendable, Hashable {
+        public var from: OrderState?
+        public var to: OrderState
+        public var at: Double
+        /// Who made it: a user id, or the service (`matching`, `order-grab`, `order` for expiry).
+        public var actor: String
+        public var reason: String?
+
+        public init(from: OrderState?, to: OrderState, at: Double, actor: String, reason: String? = nil) {
+            self.from = from
+            self.to = to
+            self.at = at
+            self.actor = actor
+            self.reason = reason
+        }
+    }
+
+    public struct Order: Codable, Sendable, Hashable {
+        public var id: String
+        public var riderID: String
+        public var driverID: String?
+        public var state: OrderState
+        public var pickup: GeoPoint
+        public var dropoff: GeoPoint
+        public var distanceKm: Double
+        public var fareCents: Int
+        public var surge: Double
+        public var currency: String
+        public var createdAt: Double
+        public var updatedAt: Double
+        /// Every move, oldest first (on a single order; empty in lists).
+        public var history: [Transition]
+
+        public init(
+            id: String, riderID: String, driverID: String?, state: OrderState, pickup: GeoPoint, dropoff: GeoPoint,
+            distanceKm: Double, fareCents: Int, surge: Double, currency: String, createdAt: Double, updatedAt: Double,
+            history: [Transition]
+        ) {
+            self.id = id
+            self.riderID = riderID
+            self.driverID = driverID
+            self.state = state
+            self.pickup = pickup
+            self.dropoff = dropoff
+            self.distanceKm = distanceKm
+            self.fareCents = fareCents
+            self.surge = surge
+            self.currency = currency
+            self.createdAt = createdAt
+            self.updatedAt = updatedAt
+            self.history = history
+        }
+    }
+
+    /// A page of orders, newest first; pass `nextCursor` back as `cursor` for the next page.
+    public struct OrderPage: Codable, Sendable {
+        public var orders: [Order]
+        public var nextCursor: String?
+
+        public init(orders: [Order], nextCursor: String?) {
+            self.orders = orders
+            self.nextCursor = nextCursor
+        }
+    }
+
+    public struct CancelRequest: Codable, Sendable, Hashable {
+        public var reason: String
+
+        public init(reason: String) {
+            self.reason = reason
+        }
+    }
+
+    /// Matching offers an order to drivers for grabbing (service role).
+    public struct OfferRequest: Codable, Sendable, Hashable {
+        public var driverIDs: [String]
+
+        public init(driverIDs: [String]) {
+            self.driverIDs = driverIDs
+        }
+    }
+
+    /// An order given to a driver (service role): by matching's assignment, or by a won grab.
+    public struct AssignRequest: Codable, Sendable, Hashable {
+        public var driverID: String
+        /// `dispatch` or `grab`.
+        public var via: String
+        public var pickupKm: Double?
+
+        public init(driverID: String, via: String, pickupKm: Double? = nil) {
+            self.driverID = driverID
+            self.via = via
+            self.pickupKm = pickupKm
+        }
+    }
+
+    /// The surge factor of the cell holding `at` (admin). Takes effect on the next quote, on every instance.
+    public struct SurgeSetting: Codable, Sendable, Hashable {
+        public var at: GeoPoint
+        public var factor: Double
+        /// The cell it applies to, as the order service names it (in answers).
+        public var cell: String?
+
+        public init(at: GeoPoint, factor: Double, cell: String? = nil) {
+            self.at = at
+            self.factor = factor
+            self.cell = cell
+        }
+    }
+
+    public static let quote = Endpoint<QuoteRequest, Quote>(service: service, .post, "/v1/quotes", isIdempotent: true)
+    /// Send an Idempotency-Key: a repeat answers the first order instead of creating another.
+    public static let create = Endpoint<NewOrder, Order>(service: service, .post, "/v1/orders", successStatus: .created)
+    public static let order = Endpoint<NoContent, Order>(service: service, .get, "/v1/orders/{id}")
+    /// The caller's orders (a rider's rides or a driver's trips); query `cursor`, `limit` (1–100, 20).
+    public static let list = Endpoint<NoContent, OrderPage>(service: service, .get, "/v1/orders")
+    public static let cancel = Endpoint<CancelRequest, Order>(service: service, .post, "/v1/orders/{id}/cancel")
+    public static let arrive = Endpoint<NoContent, Order>(service: service, .post, "/v1/orders/{id}/arrive")
+    public static let start = Endpoint<NoContent, Order>(service: service, .post, "/v1/orders/{id}/start")
+    public static let complete = Endpoint<NoContent, Order>(service: service, .post, "/v1/orders/{id}/complete")
+    /// Repeating the same offer or assignment answers the order as it is, so these are safe to retry.
+    public static let offer = Endpoint<OfferRequest, Order>(service: service, .post, "/v1/orders/{id}/offer", isIdempotent: true)
+    public static let assign = Endpoint<AssignRequest, Order>(service: service, .post, "/v1/orders/{id}/assign", isIdempotent: true)
+    public static let setSurge = Endpoint<SurgeSetting, SurgeSetting>(service: service, .put, "/v1/surge")
+}
+
+public enum OrderEvents {
+    /// A rider's order was accepted; matching dispatches it.
+    public struct Created: DomainEvent, Hashable {
+        public static let stream = "order"
+        public static let type = "order.created"
+        public var orderID: String
+        public var riderID: String
+        public var pickup: GeoPoint
+        public var dropoff: GeoPoint
+        public var fareCents: Int
+        public var createdAt: Double
+
+        public init(orderID: String, riderID: String, pickup: GeoPoint, dropoff: GeoPoint, fareCents: Int, createdAt: Double) {
+            self.orderID = orderID
+            self.riderID = riderID
+            self.pickup = pickup
+            self.dropoff = dropoff
+            self.fareCents = fareCents
+            self.createdAt = createdAt
+        }
+    }
+
+    /// An order moved. Published with the type of the state it reached (`order.offered`,
+    /// `order.assigned`, `order.arriving`, `order.in_trip`, `order.completed`, `order.cancelled`,
+    /// `order.expired`), from the same transaction as the move.
+    public struct Moved: DomainEvent, Hashable {
+        public static let stream = "order"
+        public static let type = "order.moved"
+        public var orderID: String
+        public var riderID: String
+        public var driverID: String?
+        /// For `order.offered`: the drivers it was offered to.
+        public var offeredTo: [String]?
+        public var from: OrderState
+        public var to: OrderState
+        public var at: Double
+        public var reason: String?
+        public var fareCents: Int
+
+        public init(
+            orderID: String, riderID: String, driverID: String?, offeredTo: [String]? = nil, from: OrderState,
+            to: OrderState, at: Double, reason: String? = nil, fareCents: Int
+        ) {
+            self.orderID = orderID
+            self.riderID = riderID
+            self.driverID = driverID
+            self.offeredTo = offeredTo
+            self.from = from
+            self.to = to
+            self.at = at
+            self.reason = reason
+            self.fareCents = fareCents
+        }
+    }
+}
