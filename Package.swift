@@ -131,6 +131,7 @@ let package = Package(
             dependencies: [
                 "Contracts", "Discovery", "RedisKit", "SQLiteKit",
                 hummingbird,
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 httpClient,
                 configuration,
                 logging,
@@ -195,6 +196,10 @@ let package = Package(
         testTarget("Login", ["Login", "HailKitTesting"]),
         testTarget("Gateway", ["Gateway", "Login", "Coupon", "HailKitTesting"]),
         testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts"]),
+        testTarget("Ride", [
+            "HailKit", "HailKitTesting", "Contracts",
+            .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -2,22 +2,30 @@ import Configuration
 import Contracts
 import HailKit
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 
 /// Builds the gateway from configuration.
 ///
 /// Keys beyond the kit's: `auth.jwt.secret` (secret; the key login signs with), `gateway.rate.limit`
 /// (requests per client per window, 300), `gateway.rate.window.seconds` (1), `gateway.rate.auth.limit`
-/// (sign-up/sign-in attempts per address per window, 30).
+/// (sign-up/sign-in attempts per address per window, 30). The gateway also relays order events to the
+/// riders' and drivers' WebSockets (`/ws`), from whichever instance holds the connection.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
-    let kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080)
+    var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080)
     let signingKey = try AccessTokens.signingKey(from: kit.configuration, reader: reader)
     let tokens = await AccessTokens(signingKey: signingKey)
     // `gateway.rate.prefix`: Redis key prefix of the rate-limit counters.
     let ratePrefix = reader.string(forKey: "gateway.rate.prefix", default: "gw:rl")
     let window = Duration.seconds(max(1, reader.int(forKey: "gateway.rate.window.seconds", default: 1)))
 
+    let hub = PushHub()
+    kit.addService(PushListener(redis: kit.redis, hub: hub, logger: kit.logger))
+    kit.addService(PushRelay.consumer(redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
+    let sockets = PushSocketController(tokens: tokens, redis: kit.redis, hub: hub)
+
     let router = kit.makeRouter()
+    sockets.register(on: router)
     let proxy = AuthProxyController(clients: kit.clients)
 
     let publicAuth = router.group("/api/v1/auth")
@@ -31,11 +39,12 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
             redis: kit.redis, limit: reader.int(forKey: "gateway.rate.limit", default: 300), window: window, scope: "api", keyPrefix: ratePrefix))
     proxy.registerSecured(on: secured)
     CouponProxyController(clients: kit.clients).register(on: secured)
+    RideProxyController(clients: kit.clients).register(on: secured)
     // Every other API path is authenticated first, then answered: nothing else is served yet.
     for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
         secured.on("**", method: method) { request, _ -> Response in
             throw Problem.notFound("No route for \(request.method) \(request.uri.path)")
         }
     }
-    return kit.makeApplication(router: router)
+    return kit.makeApplication(router: router, server: .http1WebSocketUpgrade(webSocketRouter: sockets.webSocketRouter()))
 }

@@ -104,6 +104,11 @@ struct DispatchService: Service {
             return DispatchOrder(id: id, pickup: fleet.projection.project(DriverFleet.coordinate(order.pickup)))
         }
         let snapshot = fleet.live.snapshot()
+        guard snapshot.count > 0 else {
+            counters.window(assigned: 0, offered: 0, deferred: orders.count, pickupKm: 0)
+            Counter(label: "hailstorm_dispatch_deferred_total").increment(by: orders.count)
+            return
+        }
         let clock = ContinuousClock()
         var result: DispatchResult!
         let solveTime = clock.measure { result = Dispatcher(configuration: settings.engine).dispatch(orders, drivers: snapshot) }

@@ -4,6 +4,7 @@ import Contracts
 import Discovery
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -96,13 +97,14 @@ public struct ServiceKit: Sendable {
     }
 
     /// The runnable service: the HTTP server, its background services, discovery registration and the
-    /// ordered graceful shutdown.
-    public func makeApplication(router: Router<HailRequestContext>) -> HailApplication {
+    /// ordered graceful shutdown. `server` chooses the protocol (the gateway adds the WebSocket upgrade).
+    public func makeApplication(router: Router<HailRequestContext>, server: HTTPServerBuilder = .http1()) -> HailApplication {
         let responder = HailResponder(
             inner: router.buildResponder(), bodyLimit: configuration.bodyLimit, defaultTimeout: configuration.requestTimeout)
         let bound = BoundAddress()
         let application = Application(
             responder: responder,
+            server: server,
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: "hailstorm-\(configuration.name)"

@@ -1,0 +1,42 @@
+import Contracts
+import Foundation
+import Logging
+import Metrics
+import RedisKit
+import ServiceLifecycle
+
+/// Listens on Redis pub/sub for every user's pushes (`push:user:*`) and writes those of the users
+/// connected here to their sockets. Every gateway instance runs one, so a push reaches the user on
+/// whichever instance holds the connection. Resubscribes after Redis drops the connection.
+struct PushListener: Service {
+    let redis: RedisClient
+    let hub: PushHub
+    let logger: Logger
+
+    func run() async throws {
+        let prefix = PushMessage.channel(user: "")
+        var failures = 0
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                let subscription = try await redis.subscribe(channels: [], patterns: [PushMessage.channelPattern])
+                failures = 0
+                try await cancelWhenGracefulShutdown {
+                    for try await message in subscription.messages where message.channel.hasPrefix(prefix) {
+                        let user = String(message.channel.dropFirst(prefix.count))
+                        if hub.deliver(message.text, to: user) > 0 {
+                            Counter(label: "hailstorm_push_delivered_total").increment()
+                        }
+                    }
+                }
+                await subscription.close()
+            } catch is CancellationError {
+                break
+            } catch {
+                failures += 1
+                logger.warning("push subscription lost; resubscribing", metadata: ["error": "\(error)"])
+                let pause = Duration.milliseconds(min(100 * failures, 2000))
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import Contracts
+import EventBus
+import Foundation
+import HailKit
+import Logging
+import RedisKit
+
+/// Turns order events into pushes: the drivers an order is offered to, and the rider and driver of every
+/// later move, get a `PushMessage` on their pub/sub channel. The gateway instances share one consumer
+/// group, so each event is published once; `PushListener` on every instance delivers it.
+enum PushRelay {
+    static let group = "gateway-push"
+
+    static func consumer(redis: RedisClient, instance: String, logger: Logger) -> EventConsumer {
+        EventConsumer(
+            stream: OrderEvents.Moved.stream, group: group, consumer: instance, redis: redis,
+            configuration: EventConsumerConfiguration(reclaimAfter: .seconds(10), reclaimInterval: .seconds(5)),
+            logger: logger
+        ) { envelope in
+            guard envelope.type != OrderEvents.Created.type else { return }
+            let moved = try envelope.decode(OrderEvents.Moved.self)
+            let message = PushMessage(
+                type: envelope.type, orderID: moved.orderID, state: moved.to, riderID: moved.riderID,
+                driverID: moved.driverID, at: moved.at, reason: moved.reason)
+            let recipients = Self.recipients(of: moved)
+            guard !recipients.isEmpty else { return }
+            let text = String(decoding: try JSONBody.encoder.encode(message), as: UTF8.self)
+            _ = try await redis.pipeline(recipients.map { RedisCommand("PUBLISH", PushMessage.channel(user: $0), text) })
+        }
+    }
+
+    /// Who hears of a move: the offered drivers of an offer; the rider and the driver of everything after.
+    static func recipients(of moved: OrderEvents.Moved) -> [String] {
+        switch moved.to {
+        case .offered:
+            return moved.offeredTo ?? []
+        case .assigned, .arriving, .inTrip, .completed, .paid, .cancelled, .expired:
+            return [moved.riderID] + (moved.driverID.map { [$0] } ?? [])
+        case .created:
+            return []
+        }
+    }
+}

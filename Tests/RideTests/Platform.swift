@@ -1,0 +1,153 @@
+import AsyncHTTPClient
+import Contracts
+import Foundation
+import HailKit
+import HailKitTesting
+import HummingbirdWSClient
+import Logging
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import Testing
+
+/// Redis, etcd, and login, order, matching, order-grab and the gateway, each as its own process, as the
+/// local run starts them. Redis is the platform's own, so its streams start empty.
+final class Platform: @unchecked Sendable {
+    // Safe: used by one test task at a time.
+    let redis: RedisServerProcess
+    let prefix = "/" + TestEnvironment.unique("ride") + "/"
+    let secret = "ride-flow-test-secret-0123456789abcdef"
+    let adminPhone = "+4915100000000"
+    let adminPassword = "admin-pass-word"
+    let login, order, matching, grab, gateway: ServiceProcess
+
+    init(matching matchingOptions: [String: String] = [:], order orderOptions: [String: String] = [:]) throws {
+        let redis = try RedisServerProcess()
+        self.redis = redis
+        let (prefix, secret) = (self.prefix, self.secret)
+        func make(_ name: String, _ options: [String: String] = [:]) throws -> ServiceProcess {
+            try ServiceProcess(name, redisPort: redis.port, discoveryPrefix: prefix, secret: secret, options: options)
+        }
+        login = try make("login", ["auth-bcrypt-cost": "4", "auth-admin-phone": "+4915100000000", "auth-admin-password": "admin-pass-word"])
+        order = try make("order", orderOptions)
+        var matchingValues = ["matching-window-ms": "300"]
+        for (key, value) in matchingOptions { matchingValues[key] = value }
+        matching = try make("matching", matchingValues)
+        grab = try make("order-grab")
+        gateway = try make("gateway", ["gateway-rate-auth-limit": "10000", "gateway-rate-limit": "10000", "client-discovery-cache-ms": "0"])
+    }
+
+    var api: String { gateway.baseURL + "/api/v1" }
+
+    func start() async throws {
+        for service in [login, order, matching, grab, gateway] { try await service.start() }
+        // The gateway can route once every service's registration is in etcd.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let probe = try await send(.POST, "/auth/login", body: ["phone": "+10000000", "password": "x"])
+            if probe.status != 503 { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestProcessError("the gateway does not reach login")
+    }
+
+    /// One request through the gateway.
+    func send(
+        _ method: HTTPMethod, _ path: String, token: String? = nil, body: [String: Any]? = nil, idempotencyKey: String? = nil
+    ) async throws -> TestResponse {
+        var headers: [String: String] = [:]
+        if let token { headers["Authorization"] = "Bearer \(token)" }
+        if let idempotencyKey { headers["Idempotency-Key"] = idempotencyKey }
+        return try await testRequest(method, api + path, json: body, headers: headers, timeout: .seconds(30))
+    }
+
+    /// Signs up (riders and drivers) and signs in; returns the account id and its access token.
+    func account(_ role: String, name: String = "Test") async throws -> (id: String, token: String) {
+        let phone = "+49" + String(Int.random(in: 1_000_000_000...9_999_999_999))
+        let signUp = try await send(.POST, "/auth/signup", body: ["role": role, "phone": phone, "password": "pass-word-1", "name": name])
+        try #require(signUp.status == 201, "sign-up failed: \(signUp.text)")
+        return try await signIn(phone: phone, password: "pass-word-1")
+    }
+
+    func admin() async throws -> (id: String, token: String) {
+        try await signIn(phone: adminPhone, password: adminPassword)
+    }
+
+    private func signIn(phone: String, password: String) async throws -> (id: String, token: String) {
+        let signIn = try await send(.POST, "/auth/login", body: ["phone": phone, "password": password])
+        try #require(signIn.status == 200, "sign-in failed: \(signIn.text)")
+        let user = try #require(signIn.json["user"] as? [String: Any])
+        return (try #require(user["id"] as? String), try #require(signIn.json["accessToken"] as? String))
+    }
+
+    /// Polls the order (as `token`) until `done` holds.
+    func waitForOrder(
+        _ id: String, token: String, timeout: Duration = .seconds(30), until done: ([String: Any]) -> Bool
+    ) async throws -> [String: Any] {
+        let deadline = ContinuousClock.now + timeout
+        var last: [String: Any] = [:]
+        while ContinuousClock.now < deadline {
+            let answer = try await send(.GET, "/rides/\(id)", token: token)
+            last = answer.json
+            if answer.status == 200, done(last) { return last }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("order \(id) did not get there in \(timeout); last seen \(last)\nmatching log:\n\(matching.output().suffix(4000))")
+        throw TestProcessError("timed out")
+    }
+
+    func stopAll() {
+        for service in [gateway, grab, matching, order, login] { service.stop() }
+        redis.kill()
+    }
+}
+
+/// A rider's or driver's WebSocket to the gateway, collecting what it is pushed.
+final class PushInbox: Sendable {
+    /// The pushes as the JSON text they came in.
+    private let received = Mutex<[String]>([])
+    private let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+
+    private init() {}
+
+    /// Connects and waits for the gateway's hello.
+    static func connect(_ platform: Platform, token: String) async throws -> PushInbox {
+        let inbox = PushInbox()
+        let url = "ws://127.0.0.1:\(platform.gateway.port)/ws?token=\(token)"
+        let task = Task {
+            do {
+                try await WebSocketClient.connect(url: url, logger: Logger(label: "push-inbox")) { inbound, _, _ in
+                    for try await message in inbound.messages(maxSize: 1 << 20) {
+                        guard case .text(let text) = message else { continue }
+                        inbox.received.withLock { $0.append(text) }
+                    }
+                }
+            } catch {}
+        }
+        inbox.task.withLock { $0 = task }
+        _ = try await inbox.waitFor(timeout: .seconds(10)) { $0["type"] as? String == "hello" }
+        return inbox
+    }
+
+    /// Waits until a push matching `predicate` has arrived.
+    func waitFor(timeout: Duration = .seconds(30), _ predicate: ([String: Any]) -> Bool) async throws -> [String: Any] {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let hit = messages.first(where: predicate) { return hit }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestProcessError("no such push within \(timeout); got \(received.withLock { $0 })")
+    }
+
+    var messages: [[String: Any]] {
+        received.withLock { $0 }.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    func close() { task.withLock { $0?.cancel() } }
+}
+
+extension [String: Any] {
+    var states: [String] {
+        ((self["history"] as? [[String: Any]]) ?? []).compactMap { $0["to"] as? String }
+    }
+}

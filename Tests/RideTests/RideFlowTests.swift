@@ -1,0 +1,195 @@
+import Contracts
+import Foundation
+import HailKitTesting
+import Testing
+
+/// Pickups around Berlin's centre (the matching service's default city).
+var pickup: [String: Any] { ["lat": 52.5200, "lon": 13.4050] }
+var dropoff: [String: Any] { ["lat": 52.5000, "lon": 13.4500] }
+
+func near(_ i: Int) -> [String: Any] {
+    ["lat": 52.5200 + Double(i % 10) * 0.0005, "lon": 13.4050 + Double(i / 10) * 0.0005]
+}
+
+@Suite("a ride end to end: gateway, login, order, matching and order-grab as separate processes", .serialized, .timeLimit(.minutes(5)))
+struct RideFlowTests {
+    @Test("assign mode: quote, order, assignment pushed to rider and driver over WebSocket, trip completed, history complete; illegal moves refused")
+    func assignMode() async throws {
+        let platform = try Platform()
+        defer { platform.stopAll() }
+        try await platform.start()
+        let rider = try await platform.account("rider", name: "Rita")
+        let driver = try await platform.account("driver", name: "Dario")
+        let riderPushes = try await PushInbox.connect(platform, token: rider.token)
+        let driverPushes = try await PushInbox.connect(platform, token: driver.token)
+        defer { riderPushes.close(); driverPushes.close() }
+
+        let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(3))
+        #expect(online.status == 200, "\(online.text)")
+        #expect(online.json["state"] as? String == "available")
+
+        let quote = try await platform.send(.POST, "/rides/quote", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+        #expect(quote.status == 200, "\(quote.text)")
+        let fare = try #require(quote.json["fareCents"] as? Int)
+        #expect(fare >= 500)
+
+        let key = UUID().uuidString
+        let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff], idempotencyKey: key)
+        #expect(created.status == 201, "\(created.text)")
+        let orderID = try #require(created.json["id"] as? String)
+        #expect(created.json["fareCents"] as? Int == fare)
+        // The same create again (a retry after a lost answer) is the same order, not a second one.
+        let replay = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff], idempotencyKey: key)
+        #expect(replay.json["id"] as? String == orderID)
+
+        let riderSaw = try await riderPushes.waitFor { $0["type"] as? String == "order.assigned" && $0["orderID"] as? String == orderID }
+        #expect(riderSaw["driverID"] as? String == driver.id)
+        _ = try await driverPushes.waitFor { $0["type"] as? String == "order.assigned" && $0["orderID"] as? String == orderID }
+
+        // Moving the trip is the assigned driver's, in order.
+        let early = try await platform.send(.POST, "/driver/rides/\(orderID)/complete", token: driver.token)
+        #expect(early.status == 409, "complete before start: \(early.text)")
+        #expect(early.json["detail"] as? String == "The order is assigned; it cannot become completed")
+        let byRider = try await platform.send(.POST, "/driver/rides/\(orderID)/complete", token: rider.token)
+        #expect(byRider.status == 403)
+        for verb in ["arrive", "start"] {
+            let moved = try await platform.send(.POST, "/driver/rides/\(orderID)/\(verb)", token: driver.token)
+            #expect(moved.status == 200, "\(verb): \(moved.text)")
+        }
+        _ = try await riderPushes.waitFor { $0["type"] as? String == "order.arriving" }
+        let done = try await platform.send(.POST, "/driver/rides/\(orderID)/complete", token: driver.token)
+        #expect(done.status == 200, "\(done.text)")
+        _ = try await riderPushes.waitFor { $0["type"] as? String == "order.completed" && $0["orderID"] as? String == orderID }
+        _ = try await driverPushes.waitFor { $0["type"] as? String == "order.completed" }
+
+        let cancelLate = try await platform.send(.POST, "/rides/\(orderID)/cancel", token: rider.token, body: ["reason": "too late"])
+        #expect(cancelLate.status == 409, "cancel after completion: \(cancelLate.text)")
+
+        let history = try await platform.send(.GET, "/rides", token: rider.token)
+        #expect(history.status == 200)
+        let orders = try #require(history.json["orders"] as? [[String: Any]])
+        #expect(orders.count == 1, "one order despite the replayed create")
+        #expect(orders.first?["state"] as? String == "completed")
+        #expect(orders.first?.states == ["created", "offered", "assigned", "arriving", "in_trip", "completed"])
+        let driverHistory = try await platform.send(.GET, "/rides", token: driver.token)
+        #expect((driverHistory.json["orders"] as? [[String: Any]])?.first?["id"] as? String == orderID)
+
+        // Another driver cannot see this order; a rider cannot go online.
+        let stranger = try await platform.account("driver", name: "Stranger")
+        #expect(try await platform.send(.GET, "/rides/\(orderID)", token: stranger.token).status == 403)
+        #expect(try await platform.send(.POST, "/driver/online", token: rider.token, body: near(1)).status == 403)
+        // Bad input is a 400 problem naming the field.
+        let bad = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": ["lat": 123, "lon": 0], "dropoff": dropoff])
+        #expect(bad.status == 400)
+        #expect(bad.header("Content-Type")?.hasPrefix("application/problem+json") == true)
+    }
+
+    @Test("offer mode: 50 drivers grab the same order at once; exactly one wins, 49 are told it is taken")
+    func grabStorm() async throws {
+        let platform = try Platform(matching: ["matching-dispatch-mode": "offer", "matching-offer-drivers": "50"])
+        defer { platform.stopAll() }
+        try await platform.start()
+        let rider = try await platform.account("rider")
+        var drivers: [(id: String, token: String)] = []
+        for i in 0..<50 {
+            let driver = try await platform.account("driver", name: "Driver \(i)")
+            let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(i))
+            try #require(online.status == 200, "\(online.text)")
+            drivers.append(driver)
+        }
+        let somePushes = try await PushInbox.connect(platform, token: drivers[17].token)
+        defer { somePushes.close() }
+
+        let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+        let orderID = try #require(created.json["id"] as? String)
+        _ = try await somePushes.waitFor { $0["type"] as? String == "order.offered" && $0["orderID"] as? String == orderID }
+
+        let statuses = try await withThrowingTaskGroup(of: (String, Int).self) { group in
+            for driver in drivers {
+                group.addTask { (driver.id, try await platform.send(.POST, "/driver/offers/\(orderID)/grab", token: driver.token).status) }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        let winners = statuses.filter { $0.value == 200 }.map(\.key)
+        #expect(winners.count == 1)
+        #expect(statuses.values.filter { $0 == 409 }.count == 49)
+
+        let order = try await platform.waitForOrder(orderID, token: rider.token) { $0["state"] as? String == "assigned" }
+        #expect(order["driverID"] as? String == winners.first)
+        #expect(order.states.filter { $0 == "assigned" }.count == 1)
+        // The winner asking again is still the winner; a loser asking again is still told no.
+        let again = try await platform.send(.POST, "/driver/offers/\(orderID)/grab", token: try #require(drivers.first { $0.id == winners.first }).token)
+        #expect(again.status == 200)
+
+        let admin = try await platform.admin()
+        let audit = try await platform.send(.GET, "/admin/grabs/\(orderID)", token: admin.token)
+        let attempts = try #require(audit.json["attempts"] as? [[String: Any]])
+        #expect(attempts.count == 51)
+        #expect(attempts.filter { $0["outcome"] as? String == "won" }.compactMap { $0["driverID"] as? String }.allSatisfy { $0 == winners.first })
+        #expect(attempts.filter { $0["outcome"] as? String == "taken" }.count == 49)
+    }
+
+    @Test("matching killed with SIGKILL: orders created while it was down are dispatched when it is back; orders waiting through a crash are dispatched or expire, none twice")
+    func matchingCrash() async throws {
+        let platform = try Platform(order: ["order-expiry-seconds": "25"])
+        defer { platform.stopAll() }
+        try await platform.start()
+        let rider = try await platform.account("rider")
+        var drivers: [(id: String, token: String)] = []
+        for i in 0..<3 {
+            let driver = try await platform.account("driver")
+            try #require(try await platform.send(.POST, "/driver/online", token: driver.token, body: near(i * 7)).status == 200)
+            drivers.append(driver)
+        }
+
+        // Matching is down while three orders come in: their events wait on the stream.
+        platform.matching.kill()
+        var first: [String] = []
+        for _ in 0..<3 {
+            let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+            #expect(created.status == 201, "orders are accepted while matching is down: \(created.text)")
+            first.append(try #require(created.json["id"] as? String))
+        }
+        try await platform.matching.start()
+        var assignedDrivers: [String] = []
+        for id in first {
+            let order = try await platform.waitForOrder(id, token: rider.token) { $0["state"] as? String == "assigned" }
+            assignedDrivers.append(try #require(order["driverID"] as? String))
+        }
+        #expect(Set(assignedDrivers) == Set(drivers.map(\.id)), "three orders, three different drivers")
+
+        // Every driver is busy: four more orders wait in matching, which crashes and comes back.
+        var waiting: [String] = []
+        for _ in 0..<4 {
+            let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+            waiting.append(try #require(created.json["id"] as? String))
+        }
+        try await Task.sleep(for: .seconds(1))
+        platform.matching.kill()
+        try await platform.matching.start()
+
+        // Two trips end, so two drivers are free again: two waiting orders get them, the rest expire.
+        for (orderID, driverID) in zip(first, assignedDrivers).prefix(2) {
+            let token = try #require(drivers.first { $0.id == driverID }).token
+            for verb in ["arrive", "start", "complete"] {
+                #expect(try await platform.send(.POST, "/driver/rides/\(orderID)/\(verb)", token: token).status == 200)
+            }
+        }
+        var finals: [String: Int] = [:]
+        for id in waiting {
+            let order = try await platform.waitForOrder(id, token: rider.token, timeout: .seconds(60)) {
+                ["assigned", "expired"].contains($0["state"] as? String ?? "")
+            }
+            finals[order["state"] as! String, default: 0] += 1
+            #expect(order.states.filter { $0 == "assigned" }.count <= 1)
+        }
+        #expect(finals["assigned"] == 2, "\(finals)")
+        #expect(finals["expired"] == 2, "\(finals)")
+        // Nothing was assigned twice, and no driver holds two trips.
+        let page = try await platform.send(.GET, "/rides?limit=100", token: rider.token)
+        let all = try #require(page.json["orders"] as? [[String: Any]])
+        let held = all.filter { ["assigned", "arriving", "in_trip"].contains($0["state"] as? String ?? "") }.compactMap { $0["driverID"] as? String }
+        #expect(held.count == Set(held).count)
+        #expect(all.allSatisfy { $0["state"] as? String != "created" })
+    }
+}
