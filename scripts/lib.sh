@@ -65,6 +65,9 @@ start_redis() {
 
 # start_etcd DIR CLIENT_PORT PEER_PORT → etcd in the background, pid in DIR/etcd.pid
 start_etcd() {
+    # The registry only holds the instances of this run: registrations a previous run left behind would
+    # come back with their leases renewed and send callers to ports nobody listens on.
+    rm -rf "$1/etcd-data"
     mkdir -p "$1"
     ETCD_UNSUPPORTED_ARCH="${ETCD_UNSUPPORTED_ARCH:-}" etcd --name hailstorm --data-dir "$1/etcd-data" \
         --listen-client-urls "http://127.0.0.1:$2" --advertise-client-urls "http://127.0.0.1:$2" \

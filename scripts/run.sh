@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Hailstorm locally: installs what is missing (apt: redis-server, etcd-server, libhiredis-dev,
 # libsqlite3-dev), builds the services (release), starts Redis and etcd on free loopback ports and every
-# service as its own process, waits until the gateway is ready, runs a short demo through the gateway,
+# service (login, order, matching, order-grab, coupon, gateway) as its own process, waits until the
+# gateway is ready, runs a short demo through the gateway (sign-up, a flash-sale claim, a whole ride),
 # and keeps everything running until Ctrl-C.
 #
 #   scripts/run.sh [--no-demo] [--debug] [--gateway-port 8080] [--run-dir .hailstorm/run]
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
 done
 
 ensure_packages
-services=(login coupon gateway)
+services=(login order matching order-grab coupon gateway)
 
 say "Building the services ($configuration)"
 for service in "${services[@]}"; do
@@ -76,6 +77,9 @@ login_extra=()
 # Unoptimised bcrypt at the production cost takes seconds per sign-in; a --debug run uses a cheaper one.
 [ "$configuration" = debug ] && login_extra=(--auth-bcrypt-cost 6)
 start_service login --http-port "$(free_port)" "${login_extra[@]}"
+start_service order --http-port "$(free_port)"
+start_service matching --http-port "$(free_port)"
+start_service order-grab --http-port "$(free_port)"
 start_service coupon --http-port "$(free_port)"
 start_service gateway --http-port "$gateway_port"
 
@@ -125,6 +129,41 @@ if [ "$demo" = 1 ]; then
     sleep 0.3
     say "Demo: the rider's wallet"
     curl -s "$gateway/api/v1/coupons/wallet" -H "Authorization: Bearer $access"; echo
+
+    say "Demo: a ride. A driver signs up and goes online near Alexanderplatz"
+    driver_phone="+4916$(( RANDOM * RANDOM % 100000000 ))"
+    curl -s -o /dev/null -X POST "$gateway/api/v1/auth/signup" -H 'Content-Type: application/json' \
+        -d "{\"role\":\"driver\",\"phone\":\"$driver_phone\",\"password\":\"demo-password\",\"name\":\"Demo Driver\"}"
+    driver=$(curl -s -X POST "$gateway/api/v1/auth/login" -H 'Content-Type: application/json' \
+        -d "{\"phone\":\"$driver_phone\",\"password\":\"demo-password\"}" | sed -E 's/.*"accessToken":"([^"]+)".*/\1/')
+    for _ in $(seq 1 50); do
+        online=$(curl -s -w '\n%{http_code}' -X POST "$gateway/api/v1/driver/online" -H "Authorization: Bearer $driver" \
+            -H 'Content-Type: application/json' -d '{"lat":52.5219,"lon":13.4132}')
+        [ "$(echo "$online" | tail -1)" = 200 ] && break
+        sleep 0.2  # matching may still be registering
+    done
+    echo "$online" | head -1
+    ride='{"pickup":{"lat":52.5200,"lon":13.4050},"dropoff":{"lat":52.5076,"lon":13.3904}}'
+    say "Demo: the rider asks for a quote"
+    curl -s -X POST "$gateway/api/v1/rides/quote" -H "Authorization: Bearer $access" -H 'Content-Type: application/json' -d "$ride"; echo
+    say "Demo: orders the ride (with an Idempotency-Key, so a retry cannot order twice)"
+    order=$(curl -s -X POST "$gateway/api/v1/rides" -H "Authorization: Bearer $access" -H 'Content-Type: application/json' \
+        -H "Idempotency-Key: demo-$(date +%s%N)" -d "$ride")
+    echo "$order"
+    order_id=$(echo "$order" | sed -E 's/.*"id":"([^"]+)".*/\1/')
+    say "Demo: matching assigns a driver in its next dispatch window"
+    for _ in $(seq 1 50); do
+        state=$(curl -s "$gateway/api/v1/rides/$order_id" -H "Authorization: Bearer $access" | sed -E 's/.*"state":"([a-z_]+)".*/\1/')
+        [ "$state" = assigned ] && break
+        sleep 0.2
+    done
+    echo "order $order_id is $state"
+    say "Demo: the driver arrives, starts and completes the trip"
+    for verb in arrive start complete; do
+        curl -s -o /dev/null -w "$verb → %{http_code}\n" -X POST "$gateway/api/v1/driver/rides/$order_id/$verb" -H "Authorization: Bearer $driver"
+    done
+    say "Demo: the rider's history, every transition in it"
+    curl -s "$gateway/api/v1/rides" -H "Authorization: Bearer $access"; echo
 fi
 
 say "Running. Metrics: $gateway/metrics  Readiness: $gateway/readyz  — Ctrl-C stops everything."

@@ -16,7 +16,8 @@ import SQLiteKit
 /// (2000), `matching.max.pickup.km` (5), `matching.offer.drivers` (5), `matching.offer.seconds` (30),
 /// `matching.window.max.orders` (5000); the city `matching.city.lat` / `matching.city.lon` (the centre the
 /// plane is projected around; 52.52, 13.405), `matching.city.radius.km` (40) and `matching.cell.km` (0.4);
-/// `matching.redis.prefix` (`matching`: the GEO set and the online/busy sets); `matching.events.reclaim.seconds` (30).
+/// `matching.redis.prefix` (`matching`: the GEO set and the online/busy sets); `matching.events.reclaim.seconds` (30);
+/// `matching.driver.stale.seconds` (120: an available driver without a fix for this long goes offline).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "matching", reader: reader, defaultPort: 9003)
     let tokens = await AccessTokens(signingKey: try AccessTokens.signingKey(from: kit.configuration, reader: reader))
@@ -44,7 +45,8 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         minimum: PlanePoint(x: -radius, y: -radius), maximum: PlanePoint(x: radius, y: radius), cellSize: cell)
     let fleet = DriverFleet(
         live: LiveDriverIndex(DriverIndex(geometry: geometry)), projection: LocalProjection(origin: centre),
-        redis: kit.redis, prefix: reader.string(forKey: "matching.redis.prefix", default: "matching"))
+        redis: kit.redis, prefix: reader.string(forKey: "matching.redis.prefix", default: "matching"),
+        staleAfter: .seconds(max(1, reader.int(forKey: "matching.driver.stale.seconds", default: 120))))
     let restored = try await fleet.restore()
     kit.logger.info("driver index rebuilt from Redis", metadata: ["drivers": "\(restored)"])
 

@@ -70,6 +70,10 @@ struct DispatchService: Service {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             let started = ContinuousClock.now
             do {
+                let stale = try await fleet.sweepStale()
+                if !stale.isEmpty {
+                    logger.info("drivers without a recent fix taken offline", metadata: ["drivers": "\(stale.count)"])
+                }
                 try await window()
             } catch is CancellationError {
                 break

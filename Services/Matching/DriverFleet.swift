@@ -9,29 +9,37 @@ import Synchronization
 /// and state in Redis so a restarted instance rebuilds the index in seconds instead of waiting for every
 /// driver's next fix.
 ///
-/// Redis keys (prefix `matching` by default): `<prefix>:geo` (GEO set of last positions), `<prefix>:online`
-/// and `<prefix>:busy` (sets of account ids).
+/// Redis keys (prefix `matching` by default): `<prefix>:geo` (GEO set of last positions), `<prefix>:seen`
+/// (sorted set: the time of each driver's last fix), `<prefix>:online` and `<prefix>:busy` (sets of
+/// account ids).
+///
+/// A driver whose app stopped sending (a dead phone, a crashed app) must not be dispatched forever: an
+/// available driver without a fix for `staleAfter` seconds is taken offline, here and in Redis.
 final class DriverFleet: Sendable {
     let live: LiveDriverIndex
     let projection: LocalProjection
     let redis: RedisClient
     let prefix: String
+    let staleAfter: Double
     private struct Names {
         var byAccount: [String: DriverID] = [:]
         var accounts: [String] = [""]  // index 0 unused: driver numbers start at 1
         var online: Set<DriverID> = []
         var busy: Set<DriverID> = []
+        var lastSeen: [DriverID: Double] = [:]
     }
     private let names = Mutex(Names())
 
-    init(live: LiveDriverIndex, projection: LocalProjection, redis: RedisClient, prefix: String) {
+    init(live: LiveDriverIndex, projection: LocalProjection, redis: RedisClient, prefix: String, staleAfter: Duration) {
         self.live = live
         self.projection = projection
         self.redis = redis
         self.prefix = prefix
+        self.staleAfter = Double(staleAfter.components.seconds)
     }
 
     var geoKey: String { "\(prefix):geo" }
+    var seenKey: String { "\(prefix):seen" }
     var onlineKey: String { "\(prefix):online" }
     var busyKey: String { "\(prefix):busy" }
 
@@ -62,15 +70,39 @@ final class DriverFleet: Sendable {
     /// Records a fix: the index at once, Redis's copy in the same call.
     func locate(_ account: String, at point: GeoPoint) async throws {
         let id = number(of: account)
+        let now = Date().timeIntervalSince1970
+        names.withLock { $0.lastSeen[id] = now }
         _ = live.upsert(id, at: projection.project(Self.coordinate(point)), availability: availability(id))
-        try await redis.geoadd(geoKey, longitude: point.lon, latitude: point.lat, member: account)
+        _ = try await redis.pipeline([
+            RedisCommand("GEOADD", geoKey, point.lon, point.lat, account),
+            RedisCommand("ZADD", seenKey, now, account),
+        ])
     }
 
     func goOnline(_ account: String) async throws {
         let id = number(of: account)
-        names.withLock { _ = $0.online.insert(id) }
+        let now = Date().timeIntervalSince1970
+        names.withLock {
+            _ = $0.online.insert(id)
+            $0.lastSeen[id] = now
+        }
         _ = live.setAvailability(id, availability(id))
-        _ = try await redis.send(RedisCommand("SADD", onlineKey, account))
+        _ = try await redis.pipeline([RedisCommand("SADD", onlineKey, account), RedisCommand("ZADD", seenKey, now, account)])
+    }
+
+    /// Takes offline the available drivers whose last fix is older than `staleAfter`; returns them.
+    func sweepStale(now: Double = Date().timeIntervalSince1970) async throws -> [String] {
+        let cutoff = now - staleAfter
+        let stale = names.withLock { names in
+            names.online.filter { !names.busy.contains($0) && (names.lastSeen[$0] ?? 0) < cutoff }
+        }
+        var accounts: [String] = []
+        for id in stale {
+            guard let account = account(of: id) else { continue }
+            try await goOffline(account)
+            accounts.append(account)
+        }
+        return accounts
     }
 
     func goOffline(_ account: String) async throws {
@@ -126,6 +158,11 @@ final class DriverFleet: Sendable {
         let online = Set((try await redis.send(RedisCommand("SMEMBERS", onlineKey)).array ?? []).compactMap(\.string))
         let busy = Set((try await redis.send(RedisCommand("SMEMBERS", busyKey)).array ?? []).compactMap(\.string))
         let members = (try await redis.send(RedisCommand("ZRANGE", geoKey, 0, -1)).array ?? []).compactMap(\.string)
+        let seenReply = try await redis.send(RedisCommand("ZRANGE", seenKey, 0, -1, "WITHSCORES")).array ?? []
+        var seen: [String: Double] = [:]
+        for pair in stride(from: 0, to: seenReply.count - 1, by: 2) {
+            if let account = seenReply[pair].string, let at = seenReply[pair + 1].double { seen[account] = at }
+        }
         names.withLock { names in
             for account in members {
                 let id = names.byAccount[account] ?? {
@@ -136,6 +173,7 @@ final class DriverFleet: Sendable {
                 }()
                 if online.contains(account) { names.online.insert(id) }
                 if busy.contains(account) { names.busy.insert(id) }
+                if let at = seen[account] { names.lastSeen[id] = at }
             }
         }
         var restored = 0
