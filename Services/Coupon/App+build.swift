@@ -16,11 +16,8 @@ import SQLiteKit
 /// unstored before another instance takes it over, 30) and `coupon.claims.max.deliveries` (10).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "coupon", reader: reader, defaultPort: 9005)
-    let tokens = await AccessTokens(signingKey: try AccessTokens.signingKey(from: kit.configuration, reader: reader))
-    let database = try await SQLiteStore.open(
-        configuration: SQLiteConfiguration(path: kit.configuration.sqlitePath),
-        migrations: CouponStore.migrations,
-        logger: kit.logger)
+    let tokens = try await kit.accessTokens()
+    let database = try await kit.openDatabase(migrations: CouponStore.migrations)
     let store = CouponStore(db: database)
     let stream = reader.string(forKey: "coupon.claims.stream", default: CouponEvents.Claimed.stream)
     let sale = FlashSale(
@@ -39,18 +36,14 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         reclaimAfter: .seconds(reader.int(forKey: "coupon.claims.reclaim.seconds", default: 30)),
         reclaimInterval: .seconds(max(1, reader.int(forKey: "coupon.claims.reclaim.seconds", default: 30) / 2)),
         maxDeliveries: reader.int(forKey: "coupon.claims.max.deliveries", default: 10))
-    kit.addReadinessCheck("sqlite") { try await database.ping() }
     kit.addService(ClaimRecorder.consumer(
         store: store, redis: kit.redis, stream: stream, instance: kit.configuration.instanceID,
         configuration: consumerConfiguration,
         logger: kit.logger))
     kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: OutboxWakeups(), logger: kit.logger))
-    kit.onShutdown { try await database.close() }
 
     let router = kit.makeRouter()
-    let api = router.group()
-        .add(middleware: AuthenticationMiddleware(
-            tokens: tokens, redis: kit.redis, checkDenyList: reader.bool(forKey: "auth.denylist.check", default: false)))
+    let api = kit.authenticated(router, tokens: tokens)
     CouponController(store: store, sale: sale).register(on: api)
     return kit.makeApplication(router: router)
 }

@@ -20,10 +20,8 @@ import SQLiteKit
 /// `matching.driver.stale.seconds` (120: an available driver without a fix for this long goes offline).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "matching", reader: reader, defaultPort: 9003)
-    let tokens = await AccessTokens(signingKey: try AccessTokens.signingKey(from: kit.configuration, reader: reader))
-    let database = try await SQLiteStore.open(
-        configuration: SQLiteConfiguration(path: kit.configuration.sqlitePath), migrations: DispatchStore.migrations,
-        logger: kit.logger)
+    let tokens = try await kit.accessTokens()
+    let database = try await kit.openDatabase(migrations: DispatchStore.migrations)
     let store = DispatchStore(db: database)
 
     let styleName = reader.string(forKey: "matching.dispatch.mode", default: "assign")
@@ -63,18 +61,14 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         logger: kit.logger)
     let reclaim = max(1, reader.int(forKey: "matching.events.reclaim.seconds", default: 30))
 
-    kit.addReadinessCheck("sqlite") { try await database.ping() }
     kit.addService(OrderEventsConsumer.consumer(
         store: store, fleet: fleet, dispatch: dispatch, redis: kit.redis, instance: kit.configuration.instanceID,
         configuration: EventConsumerConfiguration(reclaimAfter: .seconds(reclaim), reclaimInterval: .seconds(max(1, reclaim / 2))),
         logger: kit.logger))
     kit.addService(dispatch)
-    kit.onShutdown { try await database.close() }
 
     let router = kit.makeRouter()
-    let api = router.group()
-        .add(middleware: AuthenticationMiddleware(
-            tokens: tokens, redis: kit.redis, checkDenyList: reader.bool(forKey: "auth.denylist.check", default: false)))
+    let api = kit.authenticated(router, tokens: tokens)
     DriverController(fleet: fleet, store: store, counters: counters, style: style).register(on: api)
     return kit.makeApplication(router: router)
 }

@@ -18,10 +18,8 @@ import SQLiteKit
 /// `order.expiry.scan.seconds` (1).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "order", reader: reader, defaultPort: 9002)
-    let tokens = await AccessTokens(signingKey: try AccessTokens.signingKey(from: kit.configuration, reader: reader))
-    let database = try await SQLiteStore.open(
-        configuration: SQLiteConfiguration(path: kit.configuration.sqlitePath), migrations: OrderStore.migrations,
-        logger: kit.logger)
+    let tokens = try await kit.accessTokens()
+    let database = try await kit.openDatabase(migrations: OrderStore.migrations)
     let store = OrderStore(db: database, source: kit.name)
     let wakeups = OutboxWakeups()
     let cache = OrderCache(
@@ -38,19 +36,15 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         cellDegrees: reader.double(forKey: "order.surge.cell.degrees", default: 0.02),
         defaultFactor: reader.double(forKey: "order.surge.default", default: 1.0))
 
-    kit.addReadinessCheck("sqlite") { try await database.ping() }
     kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: wakeups, logger: kit.logger))
     kit.addService(OrderExpiryService(
         store: store, cache: cache, wakeups: wakeups,
         after: .seconds(max(1, reader.int(forKey: "order.expiry.seconds", default: 120))),
         interval: .seconds(max(1, reader.int(forKey: "order.expiry.scan.seconds", default: 1))),
         logger: kit.logger))
-    kit.onShutdown { try await database.close() }
 
     let router = kit.makeRouter()
-    let api = router.group()
-        .add(middleware: AuthenticationMiddleware(
-            tokens: tokens, redis: kit.redis, checkDenyList: reader.bool(forKey: "auth.denylist.check", default: false)))
+    let api = kit.authenticated(router, tokens: tokens)
     OrderController(store: store, cache: cache, fares: fares, surge: surge, wakeups: wakeups).register(on: api)
     return kit.makeApplication(router: router)
 }

@@ -9,38 +9,27 @@ import Synchronization
 import Testing
 
 /// A running `hailstorm-coupon` process, restartable on the same port and data folder.
-final class CouponProcess: @unchecked Sendable {
-    // Safe: `process` is replaced only by the test task that owns this value, between uses.
-    let port: Int
-    let data: String
+final class CouponProcess: Sendable {
     let secret = "flash-sale-test-secret-0123456789abcdef"
-    let prefix = TestEnvironment.unique("coupon")
-    private(set) var process: TestProcess?
+    let service: ServiceProcess
 
     init() throws {
-        port = try TestEnvironment.freePort()
-        data = try TestEnvironment.temporaryDirectory("coupon-data")
+        let prefix = TestEnvironment.unique("coupon")
+        service = try ServiceProcess(
+            "coupon", redisPort: TestEnvironment.redisPort, discoveryPrefix: "/\(prefix)", secret: secret,
+            options: [
+                "coupon-redis-prefix": prefix, "coupon-claims-stream": "\(prefix).claims",
+                "coupon-claims-reclaim-seconds": "1", "log-level": "warning",
+            ])
     }
 
-    var baseURL: String { "http://127.0.0.1:\(port)" }
+    var baseURL: String { service.baseURL }
 
-    func start() async throws {
-        process = try TestProcess(
-            executable: TestEnvironment.executablesDirectory.appendingPathComponent("hailstorm-coupon").path,
-            arguments: [
-                "--http-port", String(port), "--redis-port", String(TestEnvironment.redisPort),
-                "--discovery-etcd-endpoint", TestEnvironment.etcdEndpoint, "--discovery-prefix", "/\(prefix)",
-                "--data-dir", data, "--auth-jwt-secret", secret, "--coupon-redis-prefix", prefix,
-                "--coupon-claims-stream", "\(prefix).claims", "--coupon-claims-reclaim-seconds", "1",
-                "--log-level", "warning",
-            ],
-            name: "coupon")
-        try await TestProcess.waitUntilReady(baseURL + "/readyz")
-    }
+    func start() async throws { try await service.start() }
 
-    func kill() { process?.kill(SIGKILL) }
+    func kill() { service.kill() }
 
-    func stop() { _ = process?.terminate() }
+    func stop() { service.stop() }
 }
 
 /// Tokens for a crowd of riders and an admin, signed with the service's key.

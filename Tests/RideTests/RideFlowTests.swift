@@ -192,4 +192,30 @@ struct RideFlowTests {
         #expect(held.count == Set(held).count)
         #expect(all.allSatisfy { $0["state"] as? String != "created" })
     }
+
+    @Test("a driver whose app stops sending fixes is taken offline and not dispatched")
+    func staleDriver() async throws {
+        let platform = try Platform(matching: ["matching-driver-stale-seconds": "2"])
+        defer { platform.stopAll() }
+        try await platform.start()
+        let driver = try await platform.account("driver")
+        let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(0))
+        #expect(online.json["state"] as? String == "available")
+        // Fixes keep it available past the limit...
+        for _ in 0..<4 {
+            try await Task.sleep(for: .milliseconds(800))
+            _ = try await platform.send(.POST, "/driver/locations", token: driver.token, body: ["points": [near(1)]])
+        }
+        #expect(try await platform.send(.GET, "/driver/status", token: driver.token).json["state"] as? String == "available")
+        // ...silence does not.
+        try await Task.sleep(for: .seconds(4))
+        let status = try await platform.send(.GET, "/driver/status", token: driver.token)
+        #expect(status.json["state"] as? String == "offline", "\(status.text)")
+        let rider = try await platform.account("rider")
+        let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+        let orderID = try #require(created.json["id"] as? String)
+        try await Task.sleep(for: .seconds(2))
+        let order = try await platform.send(.GET, "/rides/\(orderID)", token: rider.token)
+        #expect(order.json["state"] as? String == "created")
+    }
 }

@@ -1,0 +1,28 @@
+import Configuration
+import Hummingbird
+import SQLiteKit
+
+extension ServiceKit {
+    /// The token verifier (and signer of service credentials) keyed by `auth.jwt.secret`.
+    public func accessTokens() async throws -> AccessTokens {
+        await AccessTokens(signingKey: try AccessTokens.signingKey(from: configuration, reader: reader))
+    }
+
+    /// Opens the service's own SQLite file (`<data.dir>/<service>.sqlite`) and migrates it; `/readyz`
+    /// then checks it can be read, and it is closed at shutdown after the server has drained.
+    public mutating func openDatabase(migrations: SQLiteMigrations) async throws -> SQLiteStore {
+        let database = try await SQLiteStore.open(
+            configuration: SQLiteConfiguration(path: configuration.sqlitePath), migrations: migrations, logger: logger)
+        addReadinessCheck("sqlite") { try await database.ping() }
+        onShutdown { try await database.close() }
+        return database
+    }
+
+    /// The routes of a service behind the gateway: every request must carry a valid access token (the
+    /// gateway forwards the caller's). `auth.denylist.check` (false by default) adds the signed-out check
+    /// the gateway already made.
+    public func authenticated(_ router: Router<HailRequestContext>, tokens: AccessTokens) -> RouterGroup<HailRequestContext> {
+        router.group().add(middleware: AuthenticationMiddleware(
+            tokens: tokens, redis: redis, checkDenyList: reader.bool(forKey: "auth.denylist.check", default: false)))
+    }
+}
