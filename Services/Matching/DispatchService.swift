@@ -163,6 +163,9 @@ struct DispatchService: Service {
             _ = try await clients.call(
                 OrderAPI.assign, .init(driverID: driver, via: "dispatch", pickupKm: pickupKm), parameters: ["id": order],
                 headers: headers, context: .none)
+            // Busy now, not when the event comes back: a fix the driver sends meanwhile must not make it
+            // available to the next window.
+            try await fleet.markBusy(driver)
             try await store.done(order, mode: "assign", drivers: [driver], pickupKm: pickupKm)
             return true
         } catch let problem as Problem where problem.status == .conflict && problem.slug == "driver-busy" {
@@ -180,37 +183,53 @@ struct DispatchService: Service {
 
     private func offer(_ waiting: [DispatchStore.Waiting]) async throws {
         let headers = try await credentials.headers()
-        var offered = 0
         var deferred = 0
+        var offers: [(DispatchStore.Waiting, [String])] = []
         for order in waiting {
             let pickup = fleet.projection.project(DriverFleet.coordinate(order.pickup))
             let drivers = fleet.live.nearest(to: pickup, k: settings.offerDrivers)
                 .filter { $0.distanceKm <= settings.engine.maxPickupKm }
                 .compactMap { fleet.account(of: $0.driver) }
-            guard !drivers.isEmpty else {
-                deferred += 1
-                continue
+            if drivers.isEmpty { deferred += 1 } else { offers.append((order, drivers)) }
+        }
+        // Offers go out side by side, a bounded number at a time, so a rush of orders is not offered
+        // one round trip after another.
+        let offered = await withTaskGroup(of: Bool.self) { group in
+            var made = 0
+            for (index, (order, drivers)) in offers.enumerated() {
+                if index >= Self.concurrentOffers, let done = await group.next(), done { made += 1 }
+                group.addTask { await makeOffer(order, to: drivers, headers: headers) }
             }
-            do {
-                _ = try await clients.call(
-                    GrabAPI.open,
-                    .init(orderID: order.orderID, driverIDs: drivers, expiresAt: Date().timeIntervalSince1970 + settings.offerSeconds),
-                    headers: headers, context: .none)
-                _ = try await clients.call(
-                    OrderAPI.offer, .init(driverIDs: drivers), parameters: ["id": order.orderID], headers: headers, context: .none)
-                try await store.offered(order.orderID, drivers: drivers)
-                offered += 1
-            } catch let problem as Problem where problem.status == .conflict || problem.status == .notFound {
-                logger.info("order left dispatch", metadata: ["order": "\(order.orderID)", "reason": "\(problem.detail ?? problem.title)"])
-                try await store.done(order.orderID)
-            } catch {
-                logger.warning("offer not made; the order waits", metadata: ["order": "\(order.orderID)", "error": "\(error)"])
-            }
+            for await done in group where done { made += 1 }
+            return made
         }
         counters.window(assigned: 0, offered: offered, deferred: deferred, pickupKm: 0)
         Counter(label: "hailstorm_dispatch_offered_total").increment(by: offered)
         Counter(label: "hailstorm_dispatch_deferred_total").increment(by: deferred)
         Recorder(label: "hailstorm_dispatch_window_orders").record(waiting.count)
+    }
+
+    static let concurrentOffers = 32
+
+    /// Opens the race in order-grab, then marks the order offered (which pushes it to the drivers): in
+    /// that order, so no driver hears of an offer it cannot grab yet. True when the offer stands.
+    private func makeOffer(_ order: DispatchStore.Waiting, to drivers: [String], headers: HTTPFields) async -> Bool {
+        do {
+            _ = try await clients.call(
+                GrabAPI.open,
+                .init(orderID: order.orderID, driverIDs: drivers, expiresAt: Date().timeIntervalSince1970 + settings.offerSeconds),
+                headers: headers, context: .none)
+            _ = try await clients.call(
+                OrderAPI.offer, .init(driverIDs: drivers), parameters: ["id": order.orderID], headers: headers, context: .none)
+            try await store.offered(order.orderID, drivers: drivers)
+            return true
+        } catch let problem as Problem where problem.status == .conflict || problem.status == .notFound {
+            logger.info("order left dispatch", metadata: ["order": "\(order.orderID)", "reason": "\(problem.detail ?? problem.title)"])
+            try? await store.done(order.orderID)
+        } catch {
+            logger.warning("offer not made; the order waits", metadata: ["order": "\(order.orderID)", "error": "\(error)"])
+        }
+        return false
     }
 
     /// The engine's number of an order: a stable hash of its id (FNV-1a), so a window and the events

@@ -17,19 +17,25 @@ public struct EventConsumerConfiguration: Sendable {
     public var reclaimInterval: Duration
     /// Deliveries after which an entry goes to the dead-letter stream instead of being handled again.
     public var maxDeliveries: Int
+    /// Where a group made now starts: at the stream's first entry (every event that was ever published,
+    /// for state that must see them all), or only at entries added from now on (for notifications, where
+    /// an old event is noise). An existing group keeps its place either way.
+    public var startsAtNewest: Bool
 
     public init(
         batchSize: Int = 64,
         block: Duration = .milliseconds(500),
         reclaimAfter: Duration = .seconds(30),
         reclaimInterval: Duration = .seconds(5),
-        maxDeliveries: Int = 5
+        maxDeliveries: Int = 5,
+        startsAtNewest: Bool = false
     ) {
         self.batchSize = batchSize
         self.block = block
         self.reclaimAfter = reclaimAfter
         self.reclaimInterval = reclaimInterval
         self.maxDeliveries = max(1, maxDeliveries)
+        self.startsAtNewest = startsAtNewest
     }
 }
 
@@ -78,7 +84,7 @@ public struct EventConsumer: Service {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
                 if connection == nil || connection?.isActive == false {
-                    try await redis.xgroupCreate(key, group: group, startAt: "0")
+                    try await redis.xgroupCreate(key, group: group, startAt: configuration.startsAtNewest ? "$" : "0")
                     connection = try await redis.dedicatedConnection()
                 }
                 if !resumed {

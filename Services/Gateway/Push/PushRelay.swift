@@ -14,7 +14,8 @@ enum PushRelay {
     static func consumer(redis: RedisClient, instance: String, logger: Logger) -> EventConsumer {
         EventConsumer(
             stream: OrderEvents.Moved.stream, group: group, consumer: instance, redis: redis,
-            configuration: EventConsumerConfiguration(reclaimAfter: .seconds(10), reclaimInterval: .seconds(5)),
+            // A push about a ride long over is noise: a group made now starts with the events to come.
+            configuration: EventConsumerConfiguration(reclaimAfter: .seconds(10), reclaimInterval: .seconds(5), startsAtNewest: true),
             logger: logger
         ) { envelope in
             guard envelope.type != OrderEvents.Created.type else { return }
