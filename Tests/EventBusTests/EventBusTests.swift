@@ -120,6 +120,36 @@ struct EventBusTests {
         b.cancel()
     }
 
+    @Test("a new group that starts at the newest skips what was published before it; one from the start sees it all")
+    func groupStartingPoint() async throws {
+        let fixture = try await Fixture()
+        let stream = TestEnvironment.unique("rides")
+        try await fixture.publishDirectly(try EventEnvelope(RideRequested(rideID: "old"), source: "test"), stream: stream)
+        let seen = Mutex<[String: [String]]>([:])
+        var tasks: [Task<Void, any Error>] = []
+        for newest in [true, false] {
+            let group = newest ? "pushes" : "books"
+            let consumer = EventConsumer(
+                stream: stream, group: group, consumer: "c", redis: fixture.redis,
+                configuration: EventConsumerConfiguration(block: .milliseconds(100), startsAtNewest: newest),
+                logger: fixture.logger
+            ) { event in
+                let ride = try event.decode(RideRequested.self)
+                seen.withLock { $0[group, default: []].append(ride.rideID) }
+            }
+            tasks.append(Task { try await consumer.run() })
+        }
+        // Both groups exist once the from-the-start one has seen the old event.
+        #expect(try await eventually { seen.withLock { $0["books"] } == ["old"] })
+        #expect(try await eventually {
+            (try await fixture.redis.send(RedisCommand("XINFO", "GROUPS", EventEnvelope.streamKey(stream))).array?.count ?? 0) == 2
+        })
+        try await fixture.publishDirectly(try EventEnvelope(RideRequested(rideID: "new"), source: "test"), stream: stream)
+        #expect(try await eventually { seen.withLock { $0["pushes"] } == ["new"] })
+        #expect(try await eventually { seen.withLock { $0["books"] } == ["old", "new"] })
+        for task in tasks { task.cancel() }
+    }
+
     @Test("a consumer restarted under the same name handles what it left unacknowledged, at once")
     func resumeUnderSameName() async throws {
         let fixture = try await Fixture()
