@@ -22,7 +22,8 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let hub = PushHub()
     kit.addService(PushListener(redis: kit.redis, hub: hub, logger: kit.logger))
     kit.addService(PushRelay.consumer(redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
-    let sockets = PushSocketController(tokens: tokens, redis: kit.redis, hub: hub)
+    let authentication = AuthenticationMiddleware(tokens: tokens, redis: kit.redis)
+    let sockets = PushSocketController(authentication: authentication, hub: hub)
 
     let router = kit.makeRouter()
     sockets.register(on: router)
@@ -34,7 +35,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     proxy.registerPublic(on: publicAuth)
 
     let secured = router.group("/api/v1")
-        .add(middleware: AuthenticationMiddleware(tokens: tokens, redis: kit.redis))
+        .add(middleware: authentication)
         .add(middleware: RateLimitMiddleware(
             redis: kit.redis, limit: reader.int(forKey: "gateway.rate.limit", default: 300), window: window, scope: "api", keyPrefix: ratePrefix))
     proxy.registerSecured(on: secured)

@@ -21,8 +21,6 @@ import SQLiteKit
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "matching", reader: reader, defaultPort: 9003)
     let tokens = try await kit.accessTokens()
-    let database = try await kit.openDatabase(migrations: DispatchStore.migrations)
-    let store = DispatchStore(db: database)
 
     let styleName = reader.string(forKey: "matching.dispatch.mode", default: "assign")
     guard let style = DispatchStyle(rawValue: styleName) else {
@@ -33,14 +31,19 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         throw ConfigurationError("matching.engine.mode must be exact or fast, not \(engineName)")
     }
     let centre = GeoCoordinate(
-        latitude: Double(reader.string(forKey: "matching.city.lat", default: "52.52")) ?? 52.52,
-        longitude: Double(reader.string(forKey: "matching.city.lon", default: "13.405")) ?? 13.405)
+        latitude: reader.double(forKey: "matching.city.lat", default: 52.52),
+        longitude: reader.double(forKey: "matching.city.lon", default: 13.405))
     guard centre.isValid else { throw ConfigurationError("matching.city.lat/lon is not a place on earth") }
-    let radius = Double(reader.string(forKey: "matching.city.radius.km", default: "40")) ?? 40
-    let cell = Double(reader.string(forKey: "matching.cell.km", default: "0.4")) ?? 0.4
-    let maxPickupKm = Double(reader.string(forKey: "matching.max.pickup.km", default: "5")) ?? 5
+    let radius = reader.double(forKey: "matching.city.radius.km", default: 40)
+    let cell = reader.double(forKey: "matching.cell.km", default: 0.4)
+    let maxPickupKm = reader.double(forKey: "matching.max.pickup.km", default: 5)
+    guard radius > 0, cell > 0, maxPickupKm > 0 else {
+        throw ConfigurationError("matching.city.radius.km, matching.cell.km and matching.max.pickup.km must be positive")
+    }
     let geometry = GridGeometry(
         minimum: PlanePoint(x: -radius, y: -radius), maximum: PlanePoint(x: radius, y: radius), cellSize: cell)
+    let database = try await kit.openDatabase(migrations: DispatchStore.migrations)
+    let store = DispatchStore(db: database)
     let fleet = DriverFleet(
         live: LiveDriverIndex(DriverIndex(geometry: geometry)), projection: LocalProjection(origin: centre),
         redis: kit.redis, prefix: reader.string(forKey: "matching.redis.prefix", default: "matching"),

@@ -90,7 +90,7 @@ struct DispatchService: Service {
         _ = claims.release(order: OrderID(Self.number(order)))
     }
 
-    /// One window. Public to tests through the service's behaviour only; called by `run`.
+    /// One window: the oldest waiting orders, dispatched in the configured style.
     func window() async throws {
         let waiting = try await store.waiting(limit: settings.maxOrdersPerWindow)
         guard !waiting.isEmpty else { return }

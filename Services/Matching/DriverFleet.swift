@@ -27,6 +27,14 @@ final class DriverFleet: Sendable {
         var online: Set<DriverID> = []
         var busy: Set<DriverID> = []
         var lastSeen: [DriverID: Double] = [:]
+
+        mutating func number(of account: String) -> DriverID {
+            if let id = byAccount[account] { return id }
+            let id = DriverID(UInt64(accounts.count))
+            byAccount[account] = id
+            accounts.append(account)
+            return id
+        }
     }
     private let names = Mutex(Names())
 
@@ -45,13 +53,7 @@ final class DriverFleet: Sendable {
 
     /// The engine's number of an account, made on first sight.
     func number(of account: String) -> DriverID {
-        names.withLock { names in
-            if let id = names.byAccount[account] { return id }
-            let id = DriverID(UInt64(names.accounts.count))
-            names.byAccount[account] = id
-            names.accounts.append(account)
-            return id
-        }
+        names.withLock { $0.number(of: account) }
     }
 
     func account(of driver: DriverID) -> String? {
@@ -165,12 +167,7 @@ final class DriverFleet: Sendable {
         }
         names.withLock { names in
             for account in members {
-                let id = names.byAccount[account] ?? {
-                    let id = DriverID(UInt64(names.accounts.count))
-                    names.byAccount[account] = id
-                    names.accounts.append(account)
-                    return id
-                }()
+                let id = names.number(of: account)
                 if online.contains(account) { names.online.insert(id) }
                 if busy.contains(account) { names.busy.insert(id) }
                 if let at = seen[account] { names.lastSeen[id] = at }

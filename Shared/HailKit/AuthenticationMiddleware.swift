@@ -22,14 +22,26 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         self.checkDenyList = checkDenyList
     }
 
-    private func isRevoked(_ claims: AccessTokenClaims, context: Context) async throws -> Bool {
+    /// The identity an access token proves: signature, expiry and issuer, and (when `checkDenyList`) not
+    /// signed out. Throws the 401 (or, when the deny-list cannot be read, 503) problem to answer. Also
+    /// for tokens that do not come in a header (the gateway's WebSocket takes it from the query).
+    public func identity(token: String, logger: Logger) async throws -> Identity {
+        let claims = try await tokens.verify(token)
+        guard checkDenyList else { return claims.identity }
+        let revoked: Bool
         do {
-            return try await redis.exists(AccessTokens.denyListKey(tokenID: claims.jti.value))
+            revoked = try await redis.exists(AccessTokens.denyListKey(tokenID: claims.jti.value))
         } catch {
             // Without the deny-list a signed-out token could pass: refuse rather than guess.
-            context.logger.error("deny-list unavailable", metadata: ["error": "\(error)"])
+            logger.error("deny-list unavailable", metadata: ["error": "\(error)"])
             throw Problem.unavailable("Sessions cannot be checked right now", retryAfterSeconds: 1)
         }
+        if revoked {
+            throw Problem(
+                .unauthorized, slug: "token-revoked", title: "The access token is not valid",
+                detail: "The access token was revoked by signing out", headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+        }
+        return claims.identity
     }
 
     public func handle(
@@ -44,16 +56,10 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty else {
             throw Problem.unauthorized("The Authorization header must be 'Bearer <access token>'")
         }
-        let claims = try await tokens.verify(String(parts[1]))
-        let denied = checkDenyList ? try await isRevoked(claims, context: context) : false
-        if denied {
-            throw Problem(
-                .unauthorized, slug: "token-revoked", title: "The access token is not valid",
-                detail: "The access token was revoked by signing out", headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
-        }
+        let identity = try await identity(token: String(parts[1]), logger: context.logger)
         var context = context
-        context.identity = claims.identity
-        context.logger[metadataKey: "user"] = .string(claims.sub.value)
+        context.identity = identity
+        context.logger[metadataKey: "user"] = .string(identity.userID)
         return try await next(request, context)
     }
 }

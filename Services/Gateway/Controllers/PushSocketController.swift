@@ -3,24 +3,24 @@ import Foundation
 import HailKit
 import Hummingbird
 import HummingbirdWebSocket
-import RedisKit
+import Logging
 
 /// `GET /ws?token=…`: the WebSocket where riders and drivers receive their pushes. Browsers cannot set an
 /// Authorization header on a WebSocket, so the access token comes in the query; it is verified (and
 /// checked against the deny-list) before the upgrade. The socket first says `{"type":"hello"}`, then
 /// carries one JSON `PushMessage` per text frame.
 struct PushSocketController: Sendable {
-    let tokens: AccessTokens
-    let redis: RedisClient
+    /// The same check as every `/api/v1` route, deny-list included.
+    let authentication: AuthenticationMiddleware
     let hub: PushHub
 
     /// The router the WebSocket upgrade consults.
     func webSocketRouter() -> Router<BasicWebSocketRequestContext> {
         let router = Router(context: BasicWebSocketRequestContext.self)
-        router.ws("/ws") { request, _ in
-            (try? await identity(request)) == nil ? .dontUpgrade : .upgrade([:])
+        router.ws("/ws") { request, context in
+            (try? await identity(request, logger: context.logger)) == nil ? .dontUpgrade : .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
-            guard let identity = try? await identity(context.request) else { return }
+            guard let identity = try? await identity(context.request, logger: context.logger) else { return }
             let (id, pushes) = hub.connect(user: identity.userID)
             defer { hub.disconnect(user: identity.userID, id: id) }
             try await outbound.write(.text(#"{"type":"hello","userID":"\#(identity.userID)","role":"\#(identity.role.rawValue)"}"#))
@@ -41,22 +41,18 @@ struct PushSocketController: Sendable {
 
     /// What a plain HTTP request to `/ws` gets: why it was not upgraded.
     func register(on router: Router<HailRequestContext>) {
-        router.get("/ws") { request, _ -> Response in
-            _ = try await identity(request)
+        router.get("/ws") { request, context -> Response in
+            _ = try await identity(request, logger: context.logger)
             throw Problem(
                 .badRequest, slug: "websocket-required", title: "This endpoint speaks WebSocket",
                 detail: "Open a WebSocket (Upgrade: websocket) to /ws?token=<access token>")
         }
     }
 
-    private func identity(_ request: Request) async throws -> Identity {
+    private func identity(_ request: Request, logger: Logger) async throws -> Identity {
         guard let token = request.uri.queryParameters.get("token"), !token.isEmpty else {
             throw Problem.unauthorized("Pass the access token as ?token=")
         }
-        let claims = try await tokens.verify(token)
-        if try await redis.exists(AccessTokens.denyListKey(tokenID: claims.jti.value)) {
-            throw Problem.unauthorized("The access token was revoked by signing out")
-        }
-        return claims.identity
+        return try await authentication.identity(token: token, logger: logger)
     }
 }

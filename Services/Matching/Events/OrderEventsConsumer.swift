@@ -30,7 +30,7 @@ enum OrderEventsConsumer {
                 try await store.done(moved.orderID)
                 dispatch.release(order: moved.orderID)
             case .completed, .cancelled:
-                if let driver = moved.driverID, moved.from.holdsDriver || moved.to == .completed {
+                if let driver = moved.driverID, moved.from.holdsDriver {
                     try await fleet.markFree(driver)
                 }
                 try await store.done(moved.orderID)
