@@ -43,6 +43,8 @@ let services = [
     service("Order", product: "order"),
     service("Matching", product: "matching", ["MatchingEngine", .product(name: "Metrics", package: "swift-metrics")]),
     service("OrderGrab", product: "order-grab"),
+    service("Payment", product: "payment"),
+    service("Settlement", product: "settlement"),
 ]
 
 /// The tests of a module: `Tests/<Module>Tests`.

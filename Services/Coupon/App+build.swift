@@ -40,10 +40,14 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         store: store, redis: kit.redis, stream: stream, instance: kit.configuration.instanceID,
         configuration: consumerConfiguration,
         logger: kit.logger))
+    kit.addService(PaymentFailures.consumer(
+        store: store, redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
     kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: OutboxWakeups(), logger: kit.logger))
 
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)
-    CouponController(store: store, sale: sale).register(on: api)
+    let controller = CouponController(store: store, sale: sale)
+    controller.register(on: api)
+    controller.registerRedemption(on: api)
     return kit.makeApplication(router: router)
 }

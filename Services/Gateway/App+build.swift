@@ -41,6 +41,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     proxy.registerSecured(on: secured)
     CouponProxyController(clients: kit.clients).register(on: secured)
     RideProxyController(clients: kit.clients).register(on: secured)
+    MoneyProxyController(clients: kit.clients).register(on: secured)
     // Every other API path is authenticated first, then answered: nothing else is served yet.
     for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
         secured.on("**", method: method) { request, _ -> Response in

@@ -15,7 +15,7 @@ import SQLiteKit
 /// `order.max.km` (200); surge `order.surge.key` (the Redis hash, `order:surge`), `order.surge.cell.degrees`
 /// (0.02, about 2 km), `order.surge.default` (1.0); the cache `order.cache.prefix` (`order:cache`),
 /// `order.cache.ttl.seconds` (60); expiry `order.expiry.seconds` (120: orders not matched by then expire),
-/// `order.expiry.scan.seconds` (1).
+/// `order.expiry.scan.seconds` (1). Orders become `paid` from the payment stream.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "order", reader: reader, defaultPort: 9002)
     let tokens = try await kit.accessTokens()
@@ -37,6 +37,9 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         defaultFactor: reader.double(forKey: "order.surge.default", default: 1.0))
 
     kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: wakeups, logger: kit.logger))
+    kit.addService(PaymentsConsumer.consumer(
+        store: store, cache: cache, wakeups: wakeups, redis: kit.redis, instance: kit.configuration.instanceID,
+        logger: kit.logger))
     kit.addService(OrderExpiryService(
         store: store, cache: cache, wakeups: wakeups,
         after: .seconds(max(1, reader.int(forKey: "order.expiry.seconds", default: 120))),

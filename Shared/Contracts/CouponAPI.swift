@@ -153,6 +153,42 @@ public enum CouponAPI {
         }
     }
 
+    /// Payment takes a coupon for an order (service role). A repeat for the same order answers the same
+    /// discount; a coupon redeemed for another order, or not the rider's, is refused.
+    public struct RedeemRequest: Codable, Sendable, Hashable {
+        public var userID: String
+        public var orderID: String
+        public var fareCents: Int
+
+        public init(userID: String, orderID: String, fareCents: Int) {
+            self.userID = userID
+            self.orderID = orderID
+            self.fareCents = fareCents
+        }
+    }
+
+    public struct Redemption: Codable, Sendable, Hashable {
+        public var claimID: String
+        public var orderID: String
+        public var discountCents: Int
+
+        public init(claimID: String, orderID: String, discountCents: Int) {
+            self.claimID = claimID
+            self.orderID = orderID
+            self.discountCents = discountCents
+        }
+    }
+
+    /// A failed payment gives its coupon back (service role); releasing a coupon not redeemed for that
+    /// order changes nothing.
+    public struct ReleaseRequest: Codable, Sendable, Hashable {
+        public var orderID: String
+
+        public init(orderID: String) {
+            self.orderID = orderID
+        }
+    }
+
     public static let createCampaign = Endpoint<NewCampaign, Campaign>(
         service: service, .post, "/v1/campaigns", successStatus: .created)
     public static let campaigns = Endpoint<NoContent, CampaignList>(service: service, .get, "/v1/campaigns")
@@ -161,6 +197,10 @@ public enum CouponAPI {
         service: service, .post, "/v1/campaigns/{id}/claim", successStatus: .created)
     public static let wallet = Endpoint<NoContent, Wallet>(service: service, .get, "/v1/wallet")
     public static let audit = Endpoint<NoContent, Audit>(service: service, .get, "/v1/campaigns/{id}/audit")
+    public static let redeem = Endpoint<RedeemRequest, Redemption>(
+        service: service, .post, "/v1/coupons/{id}/redeem", isIdempotent: true)
+    public static let release = Endpoint<ReleaseRequest, Coupon>(
+        service: service, .post, "/v1/coupons/{id}/release", isIdempotent: true)
 }
 
 public enum CouponEvents {

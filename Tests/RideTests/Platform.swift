@@ -10,8 +10,9 @@ import NIOHTTP1
 import Synchronization
 import Testing
 
-/// Redis, etcd, and login, order, matching, order-grab and the gateway, each as its own process, as the
-/// local run starts them. Redis is the platform's own, so its streams start empty.
+/// Redis, etcd, and login, order, matching, order-grab and the gateway — with `money`, coupon, payment
+/// and settlement too — each as its own process, as the local run starts them. Redis is the platform's
+/// own, so its streams start empty.
 final class Platform: @unchecked Sendable {
     // Safe: used by one test task at a time.
     let redis: RedisServerProcess
@@ -20,8 +21,13 @@ final class Platform: @unchecked Sendable {
     let adminPhone = "+4915100000000"
     let adminPassword = "admin-pass-word"
     let login, order, matching, grab, gateway: ServiceProcess
+    /// With `money`.
+    let coupon, payment, settlement: ServiceProcess?
 
-    init(matching matchingOptions: [String: String] = [:], order orderOptions: [String: String] = [:]) throws {
+    init(
+        matching matchingOptions: [String: String] = [:], order orderOptions: [String: String] = [:], money: Bool = false,
+        payment paymentOptions: [String: String] = [:]
+    ) throws {
         let redis = try RedisServerProcess()
         self.redis = redis
         let (prefix, secret) = (self.prefix, self.secret)
@@ -35,12 +41,19 @@ final class Platform: @unchecked Sendable {
         matching = try make("matching", matchingValues)
         grab = try make("order-grab")
         gateway = try make("gateway", ["gateway-rate-auth-limit": "10000", "gateway-rate-limit": "10000", "client-discovery-cache-ms": "0"])
+        coupon = money ? try make("coupon") : nil
+        payment = money ? try make("payment", paymentOptions) : nil
+        settlement = money ? try make("settlement", ["settlement-schedule-seconds": "0", "settlement-grace-seconds": "0"]) : nil
+    }
+
+    private var services: [ServiceProcess] {
+        [login, order, matching, grab] + [coupon, payment, settlement].compactMap { $0 } + [gateway]
     }
 
     var api: String { gateway.baseURL + "/api/v1" }
 
     func start() async throws {
-        for service in [login, order, matching, grab, gateway] { try await service.start() }
+        for service in services { try await service.start() }
         // The gateway can route once every service's registration is in etcd.
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
@@ -97,7 +110,7 @@ final class Platform: @unchecked Sendable {
     }
 
     func stopAll() {
-        for service in [gateway, grab, matching, order, login] { service.stop() }
+        for service in services.reversed() { service.stop() }
         redis.kill()
     }
 }

@@ -78,6 +78,28 @@ struct CouponController: Sendable {
         }
     }
 
+    /// Payment's side of a coupon: redeem it for an order, give it back when the payment failed.
+    func registerRedemption(on router: some RouterMethods<HailRequestContext>) {
+        router.on(CouponAPI.redeem) { body, _, context in
+            _ = try context.requireRole(.service)
+            let claim = try context.parameters.require("id")
+            guard body.fareCents >= 0 else { throw Problem.invalidField("fareCents", "must not be negative") }
+            guard !body.orderID.isEmpty, !body.userID.isEmpty else { throw Problem.invalidBody("orderID and userID are needed") }
+            let redemption = try await store.redeem(claim: claim, body, now: Date().timeIntervalSince1970)
+            context.logger.info("coupon redeemed", metadata: ["claim": "\(claim)", "order": "\(body.orderID)"])
+            return redemption
+        }
+        router.on(CouponAPI.release) { body, _, context in
+            _ = try context.requireRole(.service)
+            let claim = try context.parameters.require("id")
+            if try await store.release(claim: claim, order: body.orderID) {
+                context.logger.info("coupon given back", metadata: ["claim": "\(claim)", "order": "\(body.orderID)"])
+            }
+            guard let coupon = try await store.coupon(claim: claim) else { throw Problem.notFound("No coupon \(claim)") }
+            return coupon
+        }
+    }
+
     private func campaign(_ context: HailRequestContext) async throws -> CouponAPI.Campaign {
         let id = try context.parameters.require("id")
         guard let campaign = try await store.campaign(id: id) else { throw Problem.notFound("No campaign \(id)") }

@@ -106,6 +106,72 @@ struct CouponStore: Sendable {
         }
     }
 
+    /// Takes a coupon for an order: the discount it gives on `fare`. A repeat for the same order answers
+    /// the same discount, so payment may retry.
+    func redeem(claim claimID: String, _ request: CouponAPI.RedeemRequest, now: Double) async throws -> CouponAPI.Redemption {
+        try await db.write { db in
+            guard let row = try Row.fetchOne(
+                db,
+                sql: "SELECT c.*, k.user_id, k.state, k.redeemed_for FROM claims k JOIN campaigns c ON c.id = k.campaign_id WHERE k.claim_id = ?",
+                arguments: [claimID])
+            else {
+                throw Problem.notFound("No coupon \(claimID) in the wallet (a coupon claimed a moment ago may still be on its way)")
+            }
+            guard row["user_id"] == request.userID else { throw Problem.forbidden("Coupon \(claimID) is not yours") }
+            let campaign = Self.campaign(row)
+            let discount = Self.discount(campaign, fareCents: request.fareCents)
+            let redeemedFor: String? = row["redeemed_for"]
+            if row["state"] == "redeemed" {
+                guard redeemedFor == request.orderID else {
+                    throw Problem.conflict("coupon-redeemed", "Coupon \(claimID) was used for another ride", field: "couponID")
+                }
+                return CouponAPI.Redemption(claimID: claimID, orderID: request.orderID, discountCents: discount)
+            }
+            guard request.fareCents >= campaign.minimumFareCents else {
+                throw Problem.conflict(
+                    "coupon-not-applicable",
+                    "Coupon \(claimID) applies to fares of \(campaign.minimumFareCents) cents or more", field: "couponID")
+            }
+            try db.execute(
+                sql: "UPDATE claims SET state = 'redeemed', redeemed_at = ?, redeemed_for = ? WHERE claim_id = ?",
+                arguments: [now, request.orderID, claimID])
+            return CouponAPI.Redemption(claimID: claimID, orderID: request.orderID, discountCents: discount)
+        }
+    }
+
+    /// Gives a coupon back after its payment failed. Only a coupon redeemed for `order` changes.
+    @discardableResult
+    func release(claim claimID: String, order: String) async throws -> Bool {
+        try await db.write { db in try Self.release(claim: claimID, order: order, in: db) }
+    }
+
+    static func release(claim claimID: String, order: String, in db: Database) throws -> Bool {
+        try db.execute(
+            sql: "UPDATE claims SET state = 'available', redeemed_at = NULL, redeemed_for = NULL WHERE claim_id = ? AND state = 'redeemed' AND redeemed_for = ?",
+            arguments: [claimID, order])
+        return db.changesCount == 1
+    }
+
+    func coupon(claim claimID: String) async throws -> CouponAPI.Coupon? {
+        try await db.read { db in
+            try Row.fetchOne(
+                db,
+                sql: "SELECT c.*, k.claim_id, k.claimed_at, k.state FROM claims k JOIN campaigns c ON c.id = k.campaign_id WHERE k.claim_id = ?",
+                arguments: [claimID]
+            ).map { row in
+                CouponAPI.Coupon(claimID: row["claim_id"], campaign: Self.campaign(row), claimedAt: row["claimed_at"], state: row["state"])
+            }
+        }
+    }
+
+    /// Cents off `fare`: a fixed amount (never more than the fare) or a percentage, rounded down.
+    static func discount(_ campaign: CouponAPI.Campaign, fareCents: Int) -> Int {
+        switch campaign.kind {
+        case .amount: min(campaign.amountOffCents ?? 0, max(fareCents, 0))
+        case .percent: max(fareCents, 0) * (campaign.percentOff ?? 0) / 100
+        }
+    }
+
     struct Books: Sendable {
         var persisted: Int
         var distinctUsers: Int

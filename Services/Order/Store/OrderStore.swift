@@ -210,7 +210,7 @@ struct OrderStore: Sendable {
         guard order.state == move.to else { return false }
         switch move.to {
         case .assigned: return order.driverID == move.driverID
-        case .offered: return true
+        case .offered, .paid: return true
         default: return false
         }
     }

@@ -1,0 +1,25 @@
+import Contracts
+import EventBus
+import Logging
+import RedisKit
+
+/// Gives coupons back from the payment stream: a `payment.failed` naming a coupon returns it to the
+/// rider's wallet. Payment gives it back directly too; this is what makes it certain when that call did
+/// not get through. Releasing is idempotent (only a coupon still redeemed for that order changes).
+enum PaymentFailures {
+    static let group = "coupon"
+
+    static func consumer(store: CouponStore, redis: RedisClient, instance: String, logger: Logger) -> EventConsumer {
+        EventConsumer(
+            stream: PaymentEvents.Failed.stream, group: group, consumer: instance, redis: redis,
+            configuration: EventConsumerConfiguration(), logger: logger
+        ) { envelope in
+            guard envelope.type == PaymentEvents.Failed.type else { return }
+            let failed = try envelope.decode(PaymentEvents.Failed.self)
+            guard let claim = failed.couponID else { return }
+            if try await store.release(claim: claim, order: failed.orderID) {
+                logger.info("coupon given back after a failed payment", metadata: ["claim": "\(claim)", "order": "\(failed.orderID)"])
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import Configuration
+import Contracts
+import EventBus
+import Foundation
+import HailKit
+import Hummingbird
+import Logging
+import SQLiteKit
+
+/// Builds the payment service from configuration.
+///
+/// Keys beyond the kit's: `auth.jwt.secret` (secret), `auth.denylist.check` (false);
+/// `payment.commission.percent` (the platform's share of each fare, 20); the sandbox provider
+/// `payment.sandbox.latency.ms` (50), `payment.sandbox.failure.rate` (0…1, 0) and `payment.sandbox.key`
+/// (the Redis hash of its charges, `payment:sandbox:charges`); `payment.wait.seconds` (how long a repeated
+/// request waits for a payment in flight elsewhere, 10); `payment.recovery.after.seconds` (a payment
+/// processing this long lost its request and is settled from the provider's books, 60).
+func buildApplication(reader: ConfigReader) async throws -> HailApplication {
+    var kit = try ServiceKit(name: "payment", reader: reader, defaultPort: 9006)
+    let tokens = try await kit.accessTokens()
+    let commission = reader.int(forKey: "payment.commission.percent", default: 20)
+    guard (0...100).contains(commission) else { throw ConfigurationError("payment.commission.percent must be 0 to 100, not \(commission)") }
+    let failureRate = reader.double(forKey: "payment.sandbox.failure.rate", default: 0)
+    guard (0...1).contains(failureRate) else { throw ConfigurationError("payment.sandbox.failure.rate must be 0 to 1, not \(failureRate)") }
+    let database = try await kit.openDatabase(migrations: PaymentStore.migrations)
+    let wakeups = OutboxWakeups()
+    let desk = PaymentDesk(
+        store: PaymentStore(db: database, source: kit.name),
+        provider: SandboxPaymentProvider(
+            redis: kit.redis, key: reader.string(forKey: "payment.sandbox.key", default: "payment:sandbox:charges"),
+            latency: .milliseconds(max(0, reader.int(forKey: "payment.sandbox.latency.ms", default: 50))),
+            failureRate: failureRate),
+        rules: LedgerRules(commissionPercent: commission), clients: kit.clients,
+        credentials: ServiceCredentials(tokens: tokens, service: kit.name), inFlight: InFlightPayments(), wakeups: wakeups,
+        waitLimit: .seconds(max(1, reader.int(forKey: "payment.wait.seconds", default: 10))), logger: kit.logger)
+    kit.logger.notice("payments go to the sandbox provider: no money moves", metadata: ["failure_rate": "\(failureRate)"])
+
+    kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: wakeups, logger: kit.logger))
+    let recoverAfter = max(5, reader.int(forKey: "payment.recovery.after.seconds", default: 60))
+    kit.addService(PaymentRecoveryService(
+        desk: desk, after: .seconds(recoverAfter), interval: .seconds(max(1, recoverAfter / 4)), logger: kit.logger))
+
+    let router = kit.makeRouter()
+    let api = kit.authenticated(router, tokens: tokens)
+    PaymentController(desk: desk).register(on: api)
+    return kit.makeApplication(router: router)
+}

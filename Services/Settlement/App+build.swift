@@ -1,0 +1,36 @@
+import Configuration
+import Contracts
+import EventBus
+import Foundation
+import HailKit
+import Hummingbird
+import Logging
+import SQLiteKit
+
+/// Builds the settlement service from configuration.
+///
+/// Keys beyond the kit's: `auth.jwt.secret` (secret), `auth.denylist.check` (false);
+/// `settlement.schedule.seconds` (a batch runs this often, 3600; 0 runs batches only on demand);
+/// `settlement.grace.seconds` (a completed order unpaid for longer is listed by the report, 3600).
+///
+/// Settlement keeps one SQLite file and reads both streams with one consumer each: run one instance.
+func buildApplication(reader: ConfigReader) async throws -> HailApplication {
+    var kit = try ServiceKit(name: "settlement", reader: reader, defaultPort: 9007)
+    let tokens = try await kit.accessTokens()
+    let database = try await kit.openDatabase(migrations: SettlementStore.migrations)
+    let store = SettlementStore(db: database)
+    for consumer in LedgerFeed.consumers(store: store, redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger) {
+        kit.addService(consumer)
+    }
+    let schedule = reader.int(forKey: "settlement.schedule.seconds", default: 3600)
+    if schedule > 0 {
+        kit.addService(BatchScheduler(store: store, interval: .seconds(schedule), logger: kit.logger))
+    }
+    let router = kit.makeRouter()
+    let api = kit.authenticated(router, tokens: tokens)
+    SettlementController(
+        store: store, clients: kit.clients, credentials: ServiceCredentials(tokens: tokens, service: kit.name),
+        grace: reader.double(forKey: "settlement.grace.seconds", default: 3600)
+    ).register(on: api)
+    return kit.makeApplication(router: router)
+}
