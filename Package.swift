@@ -43,8 +43,8 @@ let services = [
     service("Order", product: "order"),
     service("Matching", product: "matching", ["MatchingEngine", .product(name: "Metrics", package: "swift-metrics")]),
     service("OrderGrab", product: "order-grab"),
-    service("Payment", product: "payment"),
-    service("Settlement", product: "settlement"),
+    service("Payment", product: "payment", [.product(name: "Metrics", package: "swift-metrics")]),
+    service("Settlement", product: "settlement", [.product(name: "Metrics", package: "swift-metrics")]),
 ]
 
 /// The tests of a module: `Tests/<Module>Tests`.
@@ -198,6 +198,7 @@ let package = Package(
         testTarget("Login", ["Login", "HailKitTesting"]),
         testTarget("Gateway", ["Gateway", "Login", "Coupon", "HailKitTesting"]),
         testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts"]),
+        testTarget("Payment", ["Payment", "Contracts"]),
         testTarget("Ride", [
             "HailKit", "HailKitTesting", "Contracts",
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

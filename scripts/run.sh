@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs Hailstorm locally: installs what is missing (apt: redis-server, etcd-server, libhiredis-dev,
 # libsqlite3-dev), builds the services (release), starts Redis and etcd on free loopback ports and every
-# service (login, order, matching, order-grab, coupon, gateway) as its own process, waits until the
-# gateway is ready, runs a short demo through the gateway (sign-up, a flash-sale claim, a whole ride),
-# and keeps everything running until Ctrl-C.
+# service (login, order, matching, order-grab, coupon, payment, settlement, gateway) as its own process,
+# waits until the gateway is ready, runs a short demo through the gateway (sign-up, a flash-sale claim, a
+# whole ride paid with the coupon, a settlement batch, the reconciliation report), and keeps everything
+# running until Ctrl-C.
 #
 #   scripts/run.sh [--no-demo] [--debug] [--gateway-port 8080] [--run-dir .hailstorm/run]
 set -euo pipefail
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
 done
 
 ensure_packages
-services=(login order matching order-grab coupon gateway)
+services=(login order matching order-grab coupon payment settlement gateway)
 
 say "Building the services ($configuration)"
 for service in "${services[@]}"; do
@@ -81,6 +82,8 @@ start_service order --http-port "$(free_port)"
 start_service matching --http-port "$(free_port)"
 start_service order-grab --http-port "$(free_port)"
 start_service coupon --http-port "$(free_port)"
+start_service payment --http-port "$(free_port)"
+start_service settlement --http-port "$(free_port)"
 start_service gateway --http-port "$gateway_port"
 
 gateway="http://127.0.0.1:$gateway_port"
@@ -113,7 +116,7 @@ if [ "$demo" = 1 ]; then
         -d "{\"phone\":\"$AUTH_ADMIN_PHONE\",\"password\":\"$AUTH_ADMIN_PASSWORD\"}")
     admin=$(echo "$admin_tokens" | sed -E 's/.*"accessToken":"([^"]+)".*/\1/')
     now=$(date +%s)
-    campaign_body="{\"name\":\"Demo flash sale\",\"city\":\"demo\",\"kind\":\"amount\",\"amountOffCents\":500,\"minimumFareCents\":1000,\"stock\":100,\"perUserLimit\":1,\"startsAt\":$((now - 1)),\"endsAt\":$((now + 3600))}"
+    campaign_body="{\"name\":\"Demo flash sale\",\"city\":\"demo\",\"kind\":\"amount\",\"amountOffCents\":200,\"minimumFareCents\":500,\"stock\":100,\"perUserLimit\":1,\"startsAt\":$((now - 1)),\"endsAt\":$((now + 3600))}"
     for _ in $(seq 1 50); do
         campaign=$(curl -s -w '\n%{http_code}' -X POST "$gateway/api/v1/admin/coupons/campaigns" \
             -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' -d "$campaign_body")
@@ -124,7 +127,9 @@ if [ "$demo" = 1 ]; then
     echo "$campaign"
     campaign_id=$(echo "$campaign" | sed -E 's/.*"id":"([^"]+)".*/\1/')
     say "Demo: the rider claims a coupon (201), then again (409 limit-reached)"
-    curl -s -X POST "$gateway/api/v1/coupons/campaigns/$campaign_id/claim" -H "Authorization: Bearer $access"; echo
+    claim=$(curl -s -X POST "$gateway/api/v1/coupons/campaigns/$campaign_id/claim" -H "Authorization: Bearer $access")
+    echo "$claim"
+    coupon_id=$(echo "$claim" | sed -E 's/.*"claimID":"([^"]+)".*/\1/')
     curl -s -X POST "$gateway/api/v1/coupons/campaigns/$campaign_id/claim" -H "Authorization: Bearer $access"; echo
     sleep 0.3
     say "Demo: the rider's wallet"
@@ -162,8 +167,18 @@ if [ "$demo" = 1 ]; then
     for verb in arrive start complete; do
         curl -s -o /dev/null -w "$verb → %{http_code}\n" -X POST "$gateway/api/v1/driver/rides/$order_id/$verb" -H "Authorization: Bearer $driver"
     done
-    say "Demo: the rider's history, every transition in it"
+    say "Demo: the rider pays with the coupon (sandbox provider: no money moves)"
+    payment=$(curl -s -X POST "$gateway/api/v1/payments" -H "Authorization: Bearer $access" -H 'Content-Type: application/json' \
+        -H "Idempotency-Key: demo-pay-$(date +%s%N)" -d "{\"orderID\":\"$order_id\",\"couponID\":\"$coupon_id\"}")
+    echo "$payment"
+    sleep 0.5
+    say "Demo: the rider's history, every transition in it (paid comes from the payment event)"
     curl -s "$gateway/api/v1/rides" -H "Authorization: Bearer $access"; echo
+    say "Demo: the ledger (every payment's entries sum to zero)"
+    curl -s "$gateway/api/v1/admin/ledger" -H "Authorization: Bearer $admin"; echo
+    say "Demo: a settlement batch pays the driver, and the reconciliation report"
+    curl -s -X POST "$gateway/api/v1/admin/settlements/run" -H "Authorization: Bearer $admin"; echo
+    curl -s "$gateway/api/v1/admin/reconciliation" -H "Authorization: Bearer $admin"; echo
 fi
 
 say "Running. Metrics: $gateway/metrics  Readiness: $gateway/readyz  — Ctrl-C stops everything."

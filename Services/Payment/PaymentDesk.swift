@@ -4,6 +4,7 @@ import Foundation
 import HailKit
 import HTTPTypes
 import Logging
+import Metrics
 
 /// Pays a completed ride: the order from the order service, the coupon from the coupon service, the
 /// money from the provider, the books in the ledger — in that order, with the payment row written first
@@ -101,11 +102,14 @@ struct PaymentDesk: Sendable {
         case .approved(let reference):
             let payment = try await store.succeed(id, providerReference: reference, rules: rules, now: now)
             wakeups.notify()
+            Counter(label: "hailstorm_payments_total", dimensions: [("outcome", "succeeded")]).increment()
+            Counter(label: "hailstorm_payment_charged_cents_total").increment(by: payment.amountCents)
             logger.info("payment succeeded", metadata: ["payment": "\(id)", "order": "\(orderID)", "amount": "\(payment.amountCents)"])
             return payment
         case .declined(let reason):
             let payment = try await store.fail(id, reason: reason, now: now)
             wakeups.notify()
+            Counter(label: "hailstorm_payments_total", dimensions: [("outcome", "failed")]).increment()
             if let coupon { await giveBack(coupon: coupon, order: orderID) }
             logger.info("payment failed", metadata: ["payment": "\(id)", "order": "\(orderID)", "reason": "\(reason)"])
             throw Self.declined(payment)

@@ -184,6 +184,43 @@ struct MoneyFlowTests {
         #expect(books.balance(of: "driver:\(driver.id)") == 0)
     }
 
+    @Test("a payment cut off by a crash mid-charge is settled after restart from the provider's books: the same key gets the answer, the coupon comes back")
+    func crashMidCharge() async throws {
+        let platform = try Platform(
+            money: true, payment: ["payment-sandbox-latency-ms": "4000", "payment-recovery-after-seconds": "5"])
+        defer { platform.stopAll() }
+        try await platform.start()
+        let admin = try await platform.admin().token
+        let rider = try await platform.account("rider", name: "Cora")
+        let driver = try await platform.account("driver", name: "Cid")
+        let couponID = try await platform.coupon(for: rider, admin: admin, centsOff: 100)
+        let ride = try await platform.completedRide(rider: rider, driver: driver)
+        let payment = try #require(platform.payment)
+
+        let key = UUID().uuidString
+        let first = Task {
+            try await platform.send(.POST, "/payments", token: rider.token, body: ["orderID": ride.id, "couponID": couponID], idempotencyKey: key)
+        }
+        // The payment is written and the coupon redeemed; the charge is still with the provider.
+        #expect(try await platform.waitForCoupon(couponID, of: rider) { $0 == "redeemed" } == "redeemed")
+        payment.kill()
+        _ = try? await first.value
+        try await payment.start()
+
+        let deadline = ContinuousClock.now + .seconds(40)
+        var answer = try await platform.send(.POST, "/payments", token: rider.token, body: ["orderID": ride.id, "couponID": couponID], idempotencyKey: key)
+        while answer.status == 409 || answer.status >= 500, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(500))
+            answer = try await platform.send(.POST, "/payments", token: rider.token, body: ["orderID": ride.id, "couponID": couponID], idempotencyKey: key)
+        }
+        #expect(answer.status == 402, "nothing was charged, so the payment failed: \(answer.text)")
+        #expect((answer.json["detail"] as? String)?.contains("interrupted") == true)
+        #expect(try await platform.waitForCoupon(couponID, of: rider) { $0 == "available" } == "available")
+        #expect(try await platform.ledger(admin)["entries"] as? Int == 0)
+        let order = try await platform.send(.GET, "/rides/\(ride.id)", token: rider.token)
+        #expect(order.json["state"] as? String == "completed")
+    }
+
     @Test("settlement: two batches at once pay each entry once, a third pays nothing, the report is clean, then lists an unpaid ride and an injected bad payment")
     func settlement() async throws {
         let platform = try Platform(money: true, payment: ["payment-sandbox-latency-ms": "10"])

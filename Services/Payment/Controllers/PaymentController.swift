@@ -3,6 +3,7 @@ import EventBus
 import Foundation
 import HailKit
 import Hummingbird
+import Metrics
 
 /// The payment service's HTTP API (`PaymentAPI`).
 struct PaymentController: Sendable {
@@ -53,6 +54,7 @@ struct PaymentController: Sendable {
             try await desk.provider.refund(reference: id)
             let refunded = try await desk.store.refund(id, reason: reason, rules: desk.rules, now: Date().timeIntervalSince1970)
             desk.wakeups.notify()
+            Counter(label: "hailstorm_payment_refunds_total").increment()
             context.logger.info("payment refunded", metadata: ["payment": "\(id)", "by": "\(admin.userID)"])
             return refunded
         }

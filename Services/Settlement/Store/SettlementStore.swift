@@ -2,6 +2,7 @@ import Contracts
 import EventBus
 import Foundation
 import HailKit
+import Metrics
 import SQLiteKit
 
 /// Settlement's own books, kept from the order and payment streams: completed orders, payments and a
@@ -107,7 +108,7 @@ struct SettlementStore: Sendable {
     /// the batch — one transaction, so a run that overlaps another finds them taken. A driver whose refunds
     /// outweigh new earnings is carried to a later batch rather than paid a negative amount.
     func runBatch(trigger: String, now: Double) async throws -> SettlementAPI.Batch {
-        try await db.write { db in
+        let batch = try await db.write { db in
             let id = UUID().uuidString.lowercased()
             let owed = try Row.fetchAll(
                 db,
@@ -135,6 +136,10 @@ struct SettlementStore: Sendable {
             try db.execute(sql: "UPDATE batches SET entries = ?, total_cents = ? WHERE id = ?", arguments: [entries, total, id])
             return SettlementAPI.Batch(id: id, trigger: trigger, startedAt: now, entries: entries, totalCents: total, payouts: payouts)
         }
+        Counter(label: "hailstorm_settlement_batches_total", dimensions: [("trigger", trigger)]).increment()
+        Counter(label: "hailstorm_settlement_paid_cents_total").increment(by: batch.totalCents)
+        Counter(label: "hailstorm_settlement_entries_total").increment(by: batch.entries)
+        return batch
     }
 
     func batches(limit: Int) async throws -> [SettlementAPI.Batch] {
