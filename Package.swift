@@ -59,6 +59,8 @@ let package = Package(
         .executable(name: "hailstorm-redis-bench", targets: ["RedisBench"]),
         .executable(name: "matching-bench", targets: ["MatchingBench"]),
         .executable(name: "hailstorm-coupon-bench", targets: ["CouponBench"]),
+        .executable(name: "hailstorm", targets: ["Runner"]),
+        .executable(name: "hailstorm-load", targets: ["Load"]),
         .library(name: "MatchingEngine", targets: ["MatchingEngine"]),
         .library(name: "HailKit", targets: ["HailKit"]),
         .library(name: "HailKitTesting", targets: ["HailKitTesting"]),
@@ -80,6 +82,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.1.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: services.map(\.1) + [
         .systemLibrary(
@@ -174,6 +177,26 @@ let package = Package(
             path: "LoadTests/RedisBench"
         ),
         .executableTarget(
+            name: "Runner",
+            dependencies: [
+                "HailKit", "Contracts", httpClient, logging, lifecycle, nioCore,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+            ],
+            path: "Tools/Hailstorm"
+        ),
+        .executableTarget(
+            name: "Load",
+            dependencies: [
+                "HailKit", "Contracts", "RedisKit", httpClient, nioCore,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "LoadTests/Load"
+        ),
+        .executableTarget(
             name: "MatchingBench",
             dependencies: [
                 "MatchingEngine",
@@ -199,6 +222,7 @@ let package = Package(
         testTarget("Gateway", ["Gateway", "Login", "Coupon", "HailKitTesting"]),
         testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts"]),
         testTarget("Payment", ["Payment", "Contracts"]),
+        testTarget("Runner", ["HailKitTesting"]),
         testTarget("Ride", [
             "HailKit", "HailKitTesting", "Contracts",
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

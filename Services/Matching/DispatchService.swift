@@ -90,14 +90,18 @@ struct DispatchService: Service {
         _ = claims.release(order: OrderID(Self.number(order)))
     }
 
-    /// One window: the oldest waiting orders, dispatched in the configured style.
+    /// One window: the oldest waiting orders, each dispatched the way its rider asked or, when it did not
+    /// say, in the configured style. Assignments go first, so drivers the solver gives an order are not
+    /// also offered another in the same window.
     func window() async throws {
-        let waiting = try await store.waiting(limit: settings.maxOrdersPerWindow)
+        let waiting = try await store.waiting(
+            limit: settings.maxOrdersPerWindow, offerLapsedBefore: Date().timeIntervalSince1970 - settings.offerSeconds)
         guard !waiting.isEmpty else { return }
-        switch settings.style {
-        case .assign: try await assign(waiting)
-        case .offer: try await offer(waiting)
+        let byStyle = Dictionary(grouping: waiting) { order in
+            order.dispatch.map { $0 == .offer ? DispatchStyle.offer : .assign } ?? settings.style
         }
+        if let toAssign = byStyle[.assign] { try await assign(toAssign) }
+        if let toOffer = byStyle[.offer] { try await offer(toOffer) }
     }
 
     private func assign(_ waiting: [DispatchStore.Waiting]) async throws {

@@ -98,7 +98,27 @@ public enum OrderAPI {
         }
     }
 
-    public typealias NewOrder = QuoteRequest
+    /// How an order finds its driver. Absent: the way the matching service is configured to dispatch.
+    public enum Dispatch: String, Codable, Sendable, CaseIterable {
+        /// Matching assigns it in its next window (min-cost assignment over the window's orders).
+        case assign
+        /// Matching offers it to the nearest drivers, who race to grab it.
+        case offer
+    }
+
+    public struct NewOrder: Codable, Sendable, Hashable {
+        public var pickup: GeoPoint
+        public var dropoff: GeoPoint
+        public var dispatch: Dispatch?
+
+        public init(pickup: GeoPoint, dropoff: GeoPoint, dispatch: Dispatch? = nil) {
+            self.pickup = pickup
+            self.dropoff = dropoff
+            self.dispatch = dispatch
+        }
+
+        public var route: QuoteRequest { QuoteRequest(pickup: pickup, dropoff: dropoff) }
+    }
 
     /// One move of an order, as its history keeps it.
     public struct Transition: Codable, Sendable, Hashable {
@@ -133,12 +153,15 @@ public enum OrderAPI {
         public var updatedAt: Double
         /// Every move, oldest first (on a single order; empty in lists).
         public var history: [Transition]
+        /// How the rider asked for it to be dispatched (absent: matching's configured way).
+        public var dispatch: Dispatch?
 
         public init(
             id: String, riderID: String, driverID: String?, state: OrderState, pickup: GeoPoint, dropoff: GeoPoint,
             distanceKm: Double, fareCents: Int, surge: Double, currency: String, createdAt: Double, updatedAt: Double,
-            history: [Transition]
+            history: [Transition], dispatch: Dispatch? = nil
         ) {
+            self.dispatch = dispatch
             self.id = id
             self.riderID = riderID
             self.driverID = driverID
@@ -238,8 +261,13 @@ public enum OrderEvents {
         public var dropoff: GeoPoint
         public var fareCents: Int
         public var createdAt: Double
+        public var dispatch: OrderAPI.Dispatch?
 
-        public init(orderID: String, riderID: String, pickup: GeoPoint, dropoff: GeoPoint, fareCents: Int, createdAt: Double) {
+        public init(
+            orderID: String, riderID: String, pickup: GeoPoint, dropoff: GeoPoint, fareCents: Int, createdAt: Double,
+            dispatch: OrderAPI.Dispatch? = nil
+        ) {
+            self.dispatch = dispatch
             self.orderID = orderID
             self.riderID = riderID
             self.pickup = pickup

@@ -12,6 +12,8 @@ struct DispatchStore: Sendable {
         var orderID: String
         var pickup: GeoPoint
         var createdAt: Double
+        /// The rider's choice; nil: the service's configured style.
+        var dispatch: OrderAPI.Dispatch?
     }
 
     static var migrations: SQLiteMigrations {
@@ -39,21 +41,34 @@ struct DispatchStore: Sendable {
                 """)
         }
         ProcessedEvents.addMigrations(to: &migrations)
+        migrations.add("v2-pending-dispatch") { db in
+            try db.execute(sql: "ALTER TABLE pending_orders ADD COLUMN dispatch TEXT")
+        }
         return migrations
     }
 
     func add(_ created: OrderEvents.Created, in db: Database) throws {
         try db.execute(
-            sql: "INSERT OR IGNORE INTO pending_orders (order_id, pickup_lat, pickup_lon, created_at) VALUES (?, ?, ?, ?)",
-            arguments: [created.orderID, created.pickup.lat, created.pickup.lon, created.createdAt])
+            sql: "INSERT OR IGNORE INTO pending_orders (order_id, pickup_lat, pickup_lon, created_at, dispatch) VALUES (?, ?, ?, ?, ?)",
+            arguments: [created.orderID, created.pickup.lat, created.pickup.lon, created.createdAt, created.dispatch?.rawValue])
     }
 
-    /// Orders to dispatch in this window, oldest first.
-    func waiting(limit: Int) async throws -> [Waiting] {
+    /// Orders to dispatch in this window, oldest first: those waiting, and those offered before
+    /// `offerLapsedBefore` that nobody took (they are offered again, to whoever is nearest now).
+    func waiting(limit: Int, offerLapsedBefore: Double) async throws -> [Waiting] {
         try await db.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM pending_orders WHERE state = 'waiting' ORDER BY created_at LIMIT ?", arguments: [limit]
-            ).map { Waiting(orderID: $0["order_id"], pickup: GeoPoint(lat: $0["pickup_lat"], lon: $0["pickup_lon"]), createdAt: $0["created_at"]) }
+                db,
+                sql: """
+                    SELECT * FROM pending_orders WHERE state = 'waiting' OR (state = 'offered' AND offered_at < ?)
+                    ORDER BY created_at LIMIT ?
+                    """,
+                arguments: [offerLapsedBefore, limit]
+            ).map {
+                Waiting(
+                    orderID: $0["order_id"], pickup: GeoPoint(lat: $0["pickup_lat"], lon: $0["pickup_lon"]), createdAt: $0["created_at"],
+                    dispatch: ($0["dispatch"] as String?).flatMap(OrderAPI.Dispatch.init(rawValue:)))
+            }
         }
     }
 

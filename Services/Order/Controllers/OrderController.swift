@@ -24,12 +24,12 @@ struct OrderController: Sendable {
             if let key, key.isEmpty || key.count > 200 {
                 throw Problem.invalidField("Idempotency-Key", "must be 1 to 200 characters")
             }
-            let quote = try fares.quote(body, surge: try await surge.factor(at: body.pickup))
+            let quote = try fares.quote(body.route, surge: try await surge.factor(at: body.pickup))
             let now = Date().timeIntervalSince1970
             let candidate = OrderAPI.Order(
                 id: UUID().uuidString.lowercased(), riderID: rider.userID, driverID: nil, state: .created,
                 pickup: body.pickup, dropoff: body.dropoff, distanceKm: quote.distanceKm, fareCents: quote.fareCents,
-                surge: quote.surge, currency: quote.currency, createdAt: now, updatedAt: now, history: [])
+                surge: quote.surge, currency: quote.currency, createdAt: now, updatedAt: now, history: [], dispatch: body.dispatch)
             let (order, created) = try await store.create(candidate, idempotencyKey: key)
             if created {
                 wakeups.notify()

@@ -55,6 +55,9 @@ struct OrderStore: Sendable {
                 """)
         }
         Outbox.addMigrations(to: &migrations)
+        migrations.add("v2-order-dispatch") { db in
+            try db.execute(sql: "ALTER TABLE orders ADD COLUMN dispatch TEXT")
+        }
         return migrations
     }
 
@@ -74,20 +77,20 @@ struct OrderStore: Sendable {
             try db.execute(
                 sql: """
                     INSERT INTO orders (id, rider_id, state, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, distance_km,
-                        fare_cents, surge, currency, created_at, updated_at, idempotency_key)
-                    VALUES (?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        fare_cents, surge, currency, created_at, updated_at, idempotency_key, dispatch)
+                    VALUES (?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     order.id, order.riderID, order.pickup.lat, order.pickup.lon, order.dropoff.lat, order.dropoff.lon,
                     order.distanceKm, order.fareCents, order.surge, order.currency, order.createdAt, order.createdAt,
-                    idempotencyKey,
+                    idempotencyKey, order.dispatch?.rawValue,
                 ])
             try Self.recordHistory(
                 OrderAPI.Transition(from: nil, to: .created, at: order.createdAt, actor: order.riderID), order: order.id, in: db)
             try Outbox.enqueue(
                 OrderEvents.Created(
                     orderID: order.id, riderID: order.riderID, pickup: order.pickup, dropoff: order.dropoff,
-                    fareCents: order.fareCents, createdAt: order.createdAt),
+                    fareCents: order.fareCents, createdAt: order.createdAt, dispatch: order.dispatch),
                 source: source, in: db)
             return (try Self.fetch(order.id, in: db) ?? order, true)
         }
@@ -139,6 +142,9 @@ struct OrderStore: Sendable {
         return try await db.write { db in
             guard let order = try Self.fetch(id, in: db) else { throw Problem.notFound("No order \(id)") }
             try move.authorize(order)
+            if move.to == .offered, order.state == .offered {
+                return try Self.offerAgain(order, to: move.offeredTo ?? [], actor: move.actor, now: now, source: source, in: db)
+            }
             if Self.isRepeat(move, of: order) { return (order, false) }
             var steps: [OrderState] = [move.to]
             // An assignment straight from `created` (assign mode) passes through `offered` to that driver,
@@ -186,6 +192,29 @@ struct OrderStore: Sendable {
             }
             return (try Self.fetch(id, in: db) ?? order, true)
         }
+    }
+
+    /// An offer nobody took, made again: the drivers not offered it before are added and told
+    /// (`order.offered` to them); the state stays `offered`, so there is no history row. Offering it to the
+    /// same drivers again changes nothing.
+    private static func offerAgain(
+        _ order: OrderAPI.Order, to drivers: [String], actor: String, now: Double, source: String, in db: Database
+    ) throws -> (order: OrderAPI.Order, moved: Bool) {
+        var fresh: [String] = []
+        for driver in drivers {
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO order_offers (order_id, driver_id, offered_at) VALUES (?, ?, ?)",
+                arguments: [order.id, driver, now])
+            if db.changesCount == 1 { fresh.append(driver) }
+        }
+        guard !fresh.isEmpty else { return (order, false) }
+        try Outbox.enqueue(
+            OrderEvents.Moved(
+                orderID: order.id, riderID: order.riderID, driverID: nil, offeredTo: fresh, from: .offered, to: .offered, at: now,
+                reason: "offered to \(fresh.count) more drivers", fareCents: order.fareCents),
+            source: source, type: OrderState.offered.eventType, in: db)
+        try db.execute(sql: "UPDATE orders SET updated_at = ? WHERE id = ?", arguments: [now, order.id])
+        return (try fetch(order.id, in: db) ?? order, true)
     }
 
     /// Orders still waiting for a driver after `cutoff`: the expiry rule's candidates.
@@ -243,7 +272,8 @@ struct OrderStore: Sendable {
             pickup: GeoPoint(lat: row["pickup_lat"], lon: row["pickup_lon"]),
             dropoff: GeoPoint(lat: row["dropoff_lat"], lon: row["dropoff_lon"]),
             distanceKm: row["distance_km"], fareCents: row["fare_cents"], surge: row["surge"], currency: row["currency"],
-            createdAt: row["created_at"], updatedAt: row["updated_at"], history: history)
+            createdAt: row["created_at"], updatedAt: row["updated_at"], history: history,
+            dispatch: (row["dispatch"] as String?).flatMap(OrderAPI.Dispatch.init(rawValue:)))
     }
 }
 

@@ -1,0 +1,192 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Contracts
+import Foundation
+import HailKit
+import Histogram
+import RedisKit
+
+/// `hailstorm-load SCENARIO --rate R --duration S --out DIR`: drives a running Hailstorm (started by
+/// `hailstorm up`) through its gateway with an open-loop arrival schedule, records latencies per endpoint
+/// in HdrHistograms, audits the system's own state afterwards and writes `report.json` and `report.html`.
+/// Exits 1 when the audit fails.
+@main
+struct HailstormLoad: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hailstorm-load",
+        abstract: "Open-loop load against a running Hailstorm, with an audit of correctness and a report.")
+
+    enum ScenarioName: String, ExpressibleByArgument, CaseIterable {
+        case flashSale = "flash-sale", rushHour = "rush-hour", grabStorm = "grab-storm", mixed
+    }
+
+    @Argument(help: "flash-sale, rush-hour, grab-storm or mixed.")
+    var scenario: ScenarioName
+
+    @Option(help: "Offered requests per second (the schedule's rate; see --profile).")
+    var rate: Double = 100
+
+    @Option(help: "Seconds of scheduled load.")
+    var duration: Double = 10
+
+    @Option(help: "Folder for report.json and report.html.")
+    var out: String = "load-report"
+
+    @Option(help: "constant, ramp (0 → rate), step (4 steps up to rate) or burst (3 × rate in the first second).")
+    var profile: String = "constant"
+
+    @Option(help: "The run folder of `hailstorm up` (gateway, Redis, the signing key, the admin).")
+    var runDir: String = ".hailstorm/run"
+
+    @Option(help: "flash-sale: coupons in the campaign.")
+    var coupons: Int = 1000
+
+    @Option(help: "flash-sale: riders pressing the button.")
+    var riders: Int = 5000
+
+    @Option(help: "rush-hour / grab-storm: simulated drivers (rush-hour 1000, grab-storm 100 when not given).")
+    var drivers: Int?
+
+    @Option(help: "rush-hour: assign, offer or both (alternating).")
+    var dispatch: String = "both"
+
+    @Option(help: "rush-hour / grab-storm: seconds between a driver's location fixes.")
+    var fixSeconds: Double = 10
+
+    @Option(help: "HTTP connections to the gateway.")
+    var connections: Int = 256
+
+    @Option(help: "Requests in flight at most; a due request beyond it is counted as dropped.")
+    var maxInFlight: Int = 20_000
+
+    func validate() throws {
+        guard rate > 0, rate <= 200_000, duration > 0, duration <= 3600 else {
+            throw ValidationError("--rate must be in (0, 200000] and --duration in (0, 3600]")
+        }
+        guard ArrivalSchedule.Profile(rawValue: profile) != nil else {
+            throw ValidationError("--profile must be one of \(ArrivalSchedule.Profile.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard ["assign", "offer", "both"].contains(dispatch) else { throw ValidationError("--dispatch must be assign, offer or both") }
+        guard coupons > 0, riders > 0, (drivers ?? 1) > 0, fixSeconds > 0, connections > 0, maxInFlight > 0 else {
+            throw ValidationError("counts must be positive")
+        }
+    }
+
+    func run() async throws {
+        let folder = URL(fileURLWithPath: runDir).standardizedFileURL.path
+        guard let stateData = FileManager.default.contents(atPath: folder + "/state.json"),
+            let state = try JSONSerialization.jsonObject(with: stateData) as? [String: Any], state["phase"] as? String == "running",
+            let gateway = state["gateway"] as? String,
+            let redisPort = ((state["instances"] as? [[String: Any]]) ?? []).first(where: { $0["service"] as? String == "redis" })?["port"] as? Int
+        else { throw LoadError("no running Hailstorm in \(folder): start it with `hailstorm up`") }
+        let secret = try String(contentsOfFile: folder + "/jwt-secret", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let adminData = FileManager.default.contents(atPath: folder + "/admin.json"),
+            let admin = try JSONSerialization.jsonObject(with: adminData) as? [String: String]
+        else { throw LoadError("no admin.json in \(folder)") }
+
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redisPort, poolSize: 2))
+        do {
+            let passed = try await execute(gateway: gateway, secret: secret, admin: admin, client: client, redis: redis)
+            try await client.shutdown()
+            await redis.shutdown()
+            if !passed { throw ExitCode(1) }
+        } catch {
+            try? await client.shutdown()
+            await redis.shutdown()
+            throw error
+        }
+    }
+
+    private func execute(gateway: String, secret: String, admin: [String: String], client: HTTPClient, redis: RedisClient) async throws -> Bool {
+        let recorder = LatencyRecorder()
+        let label = String(UUID().uuidString.prefix(8)).lowercased()
+        let signIn = try await Self.signIn(gateway: gateway, client: client, phone: admin["phone"] ?? "", password: admin["password"] ?? "")
+        let context = LoadContext(
+            gateway: gateway, client: client, tokens: await AccessTokens(signingKey: secret), admin: signIn, redis: redis,
+            runLabel: label, recorder: recorder)
+        let modes: [OrderAPI.Dispatch] = dispatch == "both" ? [.assign, .offer] : [OrderAPI.Dispatch(rawValue: dispatch)!]
+        func flashSale() -> any Scenario { FlashSaleScenario(context: context, coupons: coupons, riders: riders) }
+        func rushHour() -> any Scenario {
+            RideScenario(name: "rush-hour", context: context, drivers: drivers ?? 1000, spread: 0.06, pickupSpread: 0.05, dispatch: modes, fixSeconds: fixSeconds)
+        }
+        func grabStorm() -> any Scenario {
+            RideScenario(name: "grab-storm", context: context, drivers: drivers ?? 100, spread: 0.002, pickupSpread: 0.001, dispatch: [.offer], fixSeconds: fixSeconds)
+        }
+        let chosen: any Scenario = switch scenario {
+        case .flashSale: flashSale()
+        case .rushHour: rushHour()
+        case .grabStorm: grabStorm()
+        case .mixed: MixedScenario([flashSale(), rushHour(), grabStorm()])
+        }
+        FileHandle.standardError.write(Data("hailstorm-load \(scenario.rawValue): preparing…\n".utf8))
+        try await chosen.prepare()
+        let schedule = ArrivalSchedule(profile: ArrivalSchedule.Profile(rawValue: profile)!, rate: rate, duration: duration)
+        let startedAt = Date()
+        let started = ContinuousClock.now
+        let progress = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                let t = Int((ContinuousClock.now - started).seconds)
+                FileHandle.standardError.write(Data(
+                    "\r\(t)s: \(recorder.completed) answered, \(recorder.errorCount) errors, due rate now \(Int(schedule.rate(at: Double(t))))/s   ".utf8))
+            }
+        }
+        let totals = await OpenLoop(schedule: schedule, maxInFlight: maxInFlight, recorder: recorder, label: scenario.rawValue)
+            .run { index in
+                await chosen.request(index, second: Int((ContinuousClock.now - started).seconds))
+            }
+        progress.cancel()
+        FileHandle.standardError.write(Data("\nauditing…\n".utf8))
+        await chosen.finish()
+        let audit = try await chosen.audit()
+        let snapshot = recorder.snapshot()
+        let report = Report(
+            scenario: scenario.rawValue, profile: profile, offeredRate: rate, durationSeconds: duration,
+            startedAt: startedAt.ISO8601Format(), gateway: gateway, due: totals.due, sent: totals.sent, dropped: totals.dropped,
+            late: snapshot.late, completed: recorder.completed, achievedRate: Double(totals.sent) / max(totals.elapsed, duration),
+            outcomes: snapshot.outcomes, errors: snapshot.errors,
+            endpoints: snapshot.endpoints.sorted { $0.key < $1.key }.map { Report.endpoint($0.key, $0.value) },
+            timeline: snapshot.seconds.sorted { $0.key < $1.key }.map { second, bucket in
+                Report.Second(
+                    second: second, count: bucket.count, errors: bucket.errors,
+                    p50Ms: Double(bucket.histogram.valueAtPercentile(50)) / 1000, p99Ms: Double(bucket.histogram.valueAtPercentile(99)) / 1000)
+            },
+            audit: audit, figures: chosen.figures(), passed: audit.allSatisfy(\.passed) && totals.dropped == 0)
+        try report.write(to: out)
+        print(summary(report))
+        return report.passed
+    }
+
+    private func summary(_ report: Report) -> String {
+        var lines = ["\(report.scenario) (\(report.profile), offered \(Int(report.offeredRate))/s for \(Int(report.durationSeconds)) s): "
+            + "sent \(report.sent), dropped \(report.dropped), late \(report.late), achieved \(Int(report.achievedRate))/s, errors \(report.errors.values.reduce(0, +))"]
+        for endpoint in report.endpoints {
+            let l = endpoint.latencyMs
+            lines.append(String(
+                format: "  %@  n=%d  p50 %.1f ms  p99 %.1f ms  p99.9 %.1f ms  max %.1f ms", endpoint.name, endpoint.count,
+                l["p50"] ?? 0, l["p99"] ?? 0, l["p99.9"] ?? 0, l["max"] ?? 0))
+        }
+        for (name, values) in report.figures.sorted(by: { $0.key < $1.key }) {
+            lines.append(String(format: "  %@  p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f", name, values["p50"] ?? 0, values["p99"] ?? 0, values["p99.9"] ?? 0, values["max"] ?? 0))
+        }
+        for check in report.audit { lines.append("  [\(check.passed ? "PASS" : "FAIL")] \(check.name): \(check.detail)") }
+        lines.append("audit \(report.passed ? "passed" : "FAILED"); report in \(out)/report.json and \(out)/report.html")
+        return lines.joined(separator: "\n")
+    }
+
+    static func signIn(gateway: String, client: HTTPClient, phone: String, password: String) async throws -> String {
+        var request = HTTPClientRequest(url: gateway + "/api/v1/auth/login")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(.init(data: try JSONSerialization.data(withJSONObject: ["phone": phone, "password": password])))
+        let response = try await client.execute(request, timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        guard response.status == .ok, let token = (try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any])?["accessToken"] as? String else {
+            throw LoadError("the admin could not sign in: \(response.status)")
+        }
+        return token
+    }
+}

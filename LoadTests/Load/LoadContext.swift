@@ -1,0 +1,86 @@
+import AsyncHTTPClient
+import Contracts
+import Foundation
+import HailKit
+import NIOCore
+import NIOHTTP1
+import RedisKit
+
+/// What every scenario works with: the gateway, the run's signing key (for synthetic riders and drivers),
+/// an admin's token, and Redis to watch the order stream.
+struct LoadContext: Sendable {
+    let gateway: String
+    let client: HTTPClient
+    let tokens: AccessTokens
+    let admin: String
+    let redis: RedisClient
+    /// A label unique to this run: synthetic account ids carry it.
+    let runLabel: String
+    let recorder: LatencyRecorder
+
+    /// Tokens for `count` synthetic accounts of `role`, signed with the run's key like login's. They are
+    /// not in login's table: the load reaches the services it measures without a bcrypt sign-in each.
+    func accounts(_ count: Int, role: Role, prefix: String) async throws -> [(id: String, token: String)] {
+        let now = Date()
+        var accounts: [(String, String)] = []
+        accounts.reserveCapacity(count)
+        for index in 0..<count {
+            let id = "\(prefix)-\(runLabel)-\(index)"
+            accounts.append((id, try await tokens.sign(AccessTokenClaims(
+                userID: id, role: role, tokenID: UUID().uuidString, issuedAt: now, expiresAt: now + 6 * 3600))))
+        }
+        return accounts
+    }
+
+    struct Reply: Sendable {
+        var status: Int
+        var body: Data
+        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
+        var problem: String? { (json["type"] as? String)?.replacingOccurrences(of: "urn:hailstorm:problem:", with: "") }
+    }
+
+    /// One request through the gateway; a transport failure is a `nil` reply (the caller counts it).
+    func call(
+        _ method: HTTPMethod, _ path: String, token: String, json: Data? = nil, idempotencyKey: String? = nil,
+        timeout: TimeAmount = .seconds(30)
+    ) async -> Reply? {
+        var request = HTTPClientRequest(url: gateway + "/api/v1" + path)
+        request.method = method
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        if let idempotencyKey { request.headers.add(name: "Idempotency-Key", value: idempotencyKey) }
+        if let json {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(data: json))
+        }
+        do {
+            let response = try await client.execute(request, timeout: timeout)
+            let body = try await response.body.collect(upTo: 8 << 20)
+            return Reply(status: Int(response.status.code), body: Data(buffer: body))
+        } catch {
+            return nil
+        }
+    }
+
+    /// A request outside the arrival schedule (grabs, trip moves, fixes), recorded from when it was sent.
+    func recorded(_ endpoint: String, second: Int, _ work: () async -> Outcome) async {
+        let started = ContinuousClock.now
+        let outcome = await work()
+        recorder.record(
+            endpoint: endpoint, second: second, latencyMicros: UInt64((ContinuousClock.now - started).seconds * 1e6),
+            outcome: outcome, lateness: 0)
+    }
+
+    static func outcome(_ reply: Reply?, expected: Set<Int>, allowedProblems: Set<String> = [], label: String) -> Outcome {
+        guard let reply else { return .error("no answer") }
+        if expected.contains(reply.status) { return .ok("\(label) \(reply.status)") }
+        if let problem = reply.problem, allowedProblems.contains(problem) { return .ok(problem) }
+        return .error("\(reply.status) \(reply.problem ?? "")")
+    }
+}
+
+/// One line of an audit: a property of the system's own state after the run.
+struct AuditCheck: Codable, Sendable {
+    var name: String
+    var passed: Bool
+    var detail: String
+}

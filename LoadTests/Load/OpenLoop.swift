@@ -1,0 +1,168 @@
+import Foundation
+import Histogram
+import Synchronization
+
+/// When requests are due: the arrival schedule of an open-loop run. Due times do not depend on how fast
+/// the server answers, so a slow server meets the same offered load (and its slowness shows as latency
+/// measured from each request's due time, as wrk2 measures it, instead of hiding as a lower rate).
+struct ArrivalSchedule: Sendable {
+    enum Profile: String, Sendable, CaseIterable {
+        /// `rate` requests per second throughout.
+        case constant
+        /// From nothing to `rate` in a straight line over the duration.
+        case ramp
+        /// Four equal steps: a quarter of `rate`, half, three quarters, all of it.
+        case step
+        /// Three times `rate` in the first second (the opening rush), then `rate`.
+        case burst
+    }
+
+    let profile: Profile
+    let rate: Double
+    let duration: Double
+
+    /// The rate due at `t` seconds.
+    func rate(at t: Double) -> Double {
+        switch profile {
+        case .constant: rate
+        case .ramp: rate * min(1, max(t, 0) / duration)
+        case .step: rate * (Double(min(3, Int(4 * max(t, 0) / duration))) + 1) / 4
+        case .burst: t < 1 ? rate * 3 : rate
+        }
+    }
+
+    /// Every due time, in seconds from the start, in order: the integral of the rate, one request per unit.
+    func dueTimes(limit: Int = 50_000_000) -> [Double] {
+        var times: [Double] = []
+        let step = 0.001
+        var owed = 0.0
+        var t = 0.0
+        while t < duration, times.count < limit {
+            let r = rate(at: t)
+            let before = owed
+            owed += r * step
+            // The requests falling inside this millisecond, spread evenly across it.
+            let whole = Int(owed) - Int(before)
+            for k in 0..<whole { times.append(t + step * (Double(k) + 0.5) / Double(whole)) }
+            t += step
+        }
+        return times
+    }
+}
+
+/// How one request ended, as the scenario judged it.
+enum Outcome: Sendable {
+    /// The answer the scenario expected (a claim granted, or refused with a reason it allows).
+    case ok(String)
+    /// An answer that is wrong for the scenario (a 5xx, a 4xx it does not allow) or no answer.
+    case error(String)
+}
+
+/// Latencies by endpoint (HdrHistogram, microseconds from the due time), and per second of the run.
+final class LatencyRecorder: Sendable {
+    struct Second: Sendable {
+        var count = 0
+        var errors = 0
+        var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+    }
+
+    private struct State: Sendable {
+        var endpoints: [String: Histogram<UInt64>] = [:]
+        var seconds: [Int: Second] = [:]
+        var outcomes: [String: Int] = [:]
+        var errors: [String: Int] = [:]
+        var completed = 0
+        var late = 0
+    }
+    private let state = Mutex(State())
+
+    /// `lateness`: how far behind its due time the request was sent (client-side queueing).
+    func record(endpoint: String, second: Int, latencyMicros: UInt64, outcome: Outcome, lateness: Double) {
+        state.withLock { state in
+            let value = min(latencyMicros, 119_000_000)
+            _ = state.endpoints[endpoint, default: Histogram(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)].record(value)
+            var bucket = state.seconds[second] ?? Second()
+            bucket.count += 1
+            _ = bucket.histogram.record(value)
+            state.completed += 1
+            if lateness > 0.010 { state.late += 1 }
+            switch outcome {
+            case .ok(let label): state.outcomes[label, default: 0] += 1
+            case .error(let label):
+                state.errors[label, default: 0] += 1
+                bucket.errors += 1
+            }
+            state.seconds[second] = bucket
+        }
+    }
+
+    var completed: Int { state.withLock { $0.completed } }
+    var errorCount: Int { state.withLock { $0.errors.values.reduce(0, +) } }
+
+    func snapshot() -> (endpoints: [String: Histogram<UInt64>], seconds: [Int: Second], outcomes: [String: Int], errors: [String: Int], late: Int) {
+        state.withLock { ($0.endpoints, $0.seconds, $0.outcomes, $0.errors, $0.late) }
+    }
+}
+
+/// Runs an open-loop schedule: each request is started at its due time by one dispatching task, never
+/// waiting for earlier answers; at most `maxInFlight` are outstanding (beyond that a due request is
+/// counted as `dropped`: the load generator itself could not keep up, which the report says).
+struct OpenLoop: Sendable {
+    let schedule: ArrivalSchedule
+    let maxInFlight: Int
+    let recorder: LatencyRecorder
+    let label: String
+
+    struct Totals: Sendable {
+        var due: Int
+        var sent: Int
+        var dropped: Int
+        var elapsed: Double
+    }
+
+    func run(_ request: @escaping @Sendable (Int) async -> (endpoint: String, outcome: Outcome)) async -> Totals {
+        let due = schedule.dueTimes()
+        let inFlight = SharedCount()
+        let clock = ContinuousClock()
+        let start = clock.now
+        var dropped = 0
+        var sent = 0
+        await withDiscardingTaskGroup { group in
+            for (index, offset) in due.enumerated() {
+                let dueAt = start + .nanoseconds(Int64(offset * 1e9))
+                if dueAt > clock.now { try? await Task.sleep(until: dueAt, clock: clock) }
+                guard inFlight.value < maxInFlight else {
+                    dropped += 1
+                    continue
+                }
+                sent += 1
+                inFlight.add(1)
+                group.addTask {
+                    let lateness = (clock.now - dueAt).seconds
+                    let (endpoint, outcome) = await request(index)
+                    let latency = clock.now - dueAt
+                    recorder.record(
+                        endpoint: endpoint, second: Int(offset), latencyMicros: UInt64(max(0, latency.seconds * 1e6)),
+                        outcome: outcome, lateness: lateness)
+                    inFlight.add(-1)
+                }
+            }
+        }
+        return Totals(due: due.count, sent: sent, dropped: dropped, elapsed: (clock.now - start).seconds)
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, attoseconds) = components
+        return Double(s) + Double(attoseconds) / 1e18
+    }
+}
+
+/// A counter several tasks bump.
+final class SharedCount: Sendable {
+    private let count = Atomic<Int>(0)
+
+    func add(_ amount: Int) { count.add(amount, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
+}

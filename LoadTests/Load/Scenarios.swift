@@ -1,0 +1,394 @@
+import Contracts
+import Foundation
+import Histogram
+import RedisKit
+import Synchronization
+
+/// A load scenario: what it sets up, what one scheduled request is, and how it audits the system's own
+/// state afterwards.
+protocol Scenario: Sendable {
+    var name: String { get }
+    func prepare() async throws
+    /// The scheduled request number `index`, due in second `second` of the run.
+    func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome)
+    /// Stops what runs beside the schedule and waits for the system to settle.
+    func finish() async
+    func audit() async throws -> [AuditCheck]
+    /// Figures beyond request latency (order-to-assignment latency), in milliseconds.
+    func figures() -> [String: [String: Double]]
+}
+
+// MARK: Flash sale
+
+/// A campaign of `coupons` coupons opening as the run starts; each scheduled request is a claim by one
+/// of `riders` riders (a rider may press again: the limit of one answers it).
+final class FlashSaleScenario: Scenario {
+    let name = "flash-sale"
+    let context: LoadContext
+    let coupons: Int
+    let riderCount: Int
+    private let state = Mutex<(campaign: String, riders: [(id: String, token: String)], granted: Int)>(("", [], 0))
+
+    init(context: LoadContext, coupons: Int, riders: Int) {
+        self.context = context
+        self.coupons = coupons
+        self.riderCount = riders
+    }
+
+    func prepare() async throws {
+        let riders = try await context.accounts(riderCount, role: .rider, prefix: "load-rider")
+        let now = Date().timeIntervalSince1970
+        let body = try JSONSerialization.data(withJSONObject: [
+            "name": "Load flash sale \(context.runLabel)", "city": "Berlin", "kind": "amount", "amountOffCents": 300,
+            "minimumFareCents": 0, "stock": coupons, "perUserLimit": 1, "startsAt": now - 1, "endsAt": now + 3 * 3600,
+        ])
+        guard let reply = await context.call(.POST, "/admin/coupons/campaigns", token: context.admin, json: body, idempotencyKey: context.runLabel),
+            reply.status == 201, let id = reply.json["id"] as? String
+        else { throw LoadError("the campaign was not created") }
+        state.withLock { $0 = (id, riders, 0) }
+    }
+
+    func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
+        let (campaign, rider) = state.withLock { ($0.campaign, $0.riders[Int.random(in: 0..<$0.riders.count)]) }
+        let reply = await context.call(.POST, "/coupons/campaigns/\(campaign)/claim", token: rider.token)
+        if reply?.status == 201 { state.withLock { $0.granted += 1 } }
+        return ("POST /coupons/campaigns/{id}/claim", LoadContext.outcome(reply, expected: [201], allowedProblems: ["sold-out", "limit-reached"], label: "granted"))
+    }
+
+    func finish() async {}
+
+    func audit() async throws -> [AuditCheck] {
+        let (campaign, answered201) = state.withLock { ($0.campaign, $0.granted) }
+        // The claims stream drains into SQLite at the database's pace: wait for it.
+        var audit: [String: Any] = [:]
+        let deadline = ContinuousClock.now + .seconds(60)
+        repeat {
+            guard let reply = await context.call(.GET, "/admin/coupons/campaigns/\(campaign)/audit", token: context.admin), reply.status == 200 else {
+                throw LoadError("the coupon audit did not answer")
+            }
+            audit = reply.json
+            if audit["pendingOnStream"] as? Int == 0 { break }
+            try await Task.sleep(for: .milliseconds(500))
+        } while ContinuousClock.now < deadline
+        let granted = audit["granted"] as? Int ?? -1
+        let persisted = audit["persisted"] as? Int ?? -1
+        let over = (audit["overLimitUsers"] as? [String]) ?? ["?"]
+        return [
+            AuditCheck(name: "claims ≤ stock", passed: granted >= 0 && granted <= coupons, detail: "\(granted) granted of \(coupons)"),
+            AuditCheck(name: "each granted claim persisted", passed: persisted == granted, detail: "\(persisted) in SQLite, \(granted) granted by Redis"),
+            AuditCheck(name: "no rider beyond the limit of 1", passed: over.isEmpty, detail: over.isEmpty ? "none" : "\(over.count) riders"),
+            AuditCheck(
+                name: "every 201 answered is a granted claim", passed: answered201 <= granted,
+                detail: "\(answered201) riders were told granted; Redis granted \(granted)"),
+        ]
+    }
+
+    func figures() -> [String: [String: Double]] { [:] }
+}
+
+// MARK: Rides (rush hour, grab storm)
+
+/// Ride requests against simulated drivers: `drivers` drivers online around the city (within `spread`
+/// degrees of `centre`), each sending a fix every `fixSeconds`; each scheduled request is a rider's order
+/// (assign, offer, or alternating). The order stream is watched (read-only) to play the drivers' part:
+/// the offered drivers all grab at once, the assigned driver drives the trip to the end — so drivers come
+/// free again, as in a city.
+final class RideScenario: Scenario {
+    let name: String
+    let context: LoadContext
+    let driverCount: Int
+    let spread: Double
+    let pickupSpread: Double
+    let dispatch: [OrderAPI.Dispatch]
+    let fixSeconds: Double
+    static let centre = GeoPoint(lat: 52.52, lon: 13.405)
+
+    private struct Tracked {
+        var createdAt: Double?
+        var dispatch: OrderAPI.Dispatch?
+        var assignedAt: Double?
+        var assignments = 0
+        var driver: String?
+        var state: OrderState = .created
+    }
+    private let drivers = Mutex<[String: String]>([:])
+    /// Drivers grabbing or driving now: a simulated driver grabs one offer at a time, as a person would.
+    private let busy = Mutex<Set<String>>([])
+    private let driverList = Mutex<[(id: String, token: String)]>([])
+    private let riders = Mutex<[(id: String, token: String)]>([])
+    private let accepted = Mutex<[String: Tracked]>([:])
+    private let stopping = Atomic<Bool>(false)
+    private let background = Mutex<[Task<Void, Never>]>([])
+    private let start = ContinuousClock.now
+
+    init(name: String, context: LoadContext, drivers: Int, spread: Double, pickupSpread: Double, dispatch: [OrderAPI.Dispatch], fixSeconds: Double) {
+        self.name = name
+        self.context = context
+        self.driverCount = drivers
+        self.spread = spread
+        self.pickupSpread = pickupSpread
+        self.dispatch = dispatch
+        self.fixSeconds = fixSeconds
+    }
+
+    private func near(_ spread: Double) -> GeoPoint {
+        GeoPoint(lat: Self.centre.lat + Double.random(in: -spread...spread), lon: Self.centre.lon + Double.random(in: -spread...spread) * 1.6)
+    }
+
+    func prepare() async throws {
+        let driverAccounts = try await context.accounts(driverCount, role: .driver, prefix: "load-\(name)-driver")
+        riders.withLock { _ in }
+        let riderAccounts = try await context.accounts(max(100, driverCount), role: .rider, prefix: "load-\(name)-rider")
+        riders.withLock { $0 = riderAccounts }
+        driverList.withLock { $0 = driverAccounts }
+        drivers.withLock { map in for driver in driverAccounts { map[driver.id] = driver.token } }
+        // Every driver online, 64 at a time.
+        let failures = SharedCount()
+        await withTaskGroup(of: Void.self) { group in
+            for (index, driver) in driverAccounts.enumerated() {
+                if index >= 64 { await group.next() }
+                group.addTask {
+                    let point = self.near(self.spread)
+                    let body = try? JSONSerialization.data(withJSONObject: ["lat": point.lat, "lon": point.lon])
+                    let reply = await self.context.call(.POST, "/driver/online", token: driver.token, json: body)
+                    if reply?.status != 200 { failures.add(1) }
+                }
+            }
+        }
+        guard failures.value == 0 else {
+            throw LoadError("\(failures.value) of \(driverCount) drivers could not go online")
+        }
+        let watcher = Task { await self.watch() }
+        let fixes = Task { await self.sendFixes() }
+        background.withLock { $0 = [watcher, fixes] }
+    }
+
+    func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
+        let rider = riders.withLock { $0[index % $0.count] }
+        let mode = dispatch[index % dispatch.count]
+        let body = try? JSONSerialization.data(withJSONObject: [
+            "pickup": ["lat": near(pickupSpread).lat, "lon": near(pickupSpread).lon],
+            "dropoff": ["lat": near(0.05).lat, "lon": near(0.05).lon], "dispatch": mode.rawValue,
+        ])
+        let reply = await context.call(.POST, "/rides", token: rider.token, json: body, idempotencyKey: "\(context.runLabel)-\(name)-\(index)")
+        if reply?.status == 201, let id = reply?.json["id"] as? String {
+            accepted.withLock { orders in
+                var tracked = orders[id] ?? Tracked()
+                tracked.createdAt = tracked.createdAt ?? reply?.json["createdAt"] as? Double
+                tracked.dispatch = mode
+                orders[id] = tracked
+            }
+        }
+        return ("POST /rides", LoadContext.outcome(reply, expected: [201], label: "created"))
+    }
+
+    /// Reads `events:order` from where it stood at the start: offers trigger grabs, assignments trips.
+    private func watch() async {
+        let stream = "events:order"
+        var last = (try? await context.redis.send(RedisCommand("XREVRANGE", stream, "+", "-", "COUNT", 1)))?.array?.first?.array?.first?.string ?? "0-0"
+        while !Task.isCancelled {
+            guard let entries = try? await context.redis.xrange(stream, start: "(" + last, count: 500), !entries.isEmpty else {
+                try? await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            last = entries.last?.id ?? last
+            for entry in entries {
+                guard let type = entry.string("type"), type != OrderEvents.Created.type, let payload = entry.fields["payload"],
+                    let moved = try? JSONDecoder().decode(OrderEvents.Moved.self, from: Data(payload))
+                else { continue }
+                let known = accepted.withLock { orders -> Bool in
+                    guard var tracked = orders[moved.orderID] else {
+                        // An event can outrun the 201 it belongs to; keep it until the order is known.
+                        var tracked = Tracked()
+                        tracked.state = moved.to
+                        if moved.to == .assigned { tracked.assignments = 1; tracked.assignedAt = moved.at; tracked.driver = moved.driverID }
+                        orders[moved.orderID] = tracked
+                        return moved.to == .assigned || moved.to == .offered
+                    }
+                    tracked.state = moved.to
+                    if moved.to == .assigned {
+                        tracked.assignments += 1
+                        tracked.assignedAt = tracked.assignedAt ?? moved.at
+                        tracked.driver = moved.driverID
+                    }
+                    orders[moved.orderID] = tracked
+                    return true
+                }
+                guard known, !stopping.load(ordering: .relaxed) else { continue }
+                let second = Int((ContinuousClock.now - start).seconds)
+                if moved.to == .offered, moved.reason?.hasPrefix("offered to") == true, let offered = moved.offeredTo {
+                    Task { await self.grabStorm(moved.orderID, drivers: offered, second: second) }
+                } else if moved.to == .assigned, let driver = moved.driverID {
+                    Task { await self.drive(moved.orderID, driver: driver, second: second) }
+                }
+            }
+        }
+    }
+
+    /// Every free offered driver grabs at the same moment; one wins (and stays taken until its trip ends).
+    private func grabStorm(_ order: String, drivers offered: [String], second: Int) async {
+        let free = busy.withLock { taken in
+            offered.filter { taken.insert($0).inserted }
+        }
+        let tokens = drivers.withLock { map in free.compactMap { id in map[id].map { (id, $0) } } }
+        await withTaskGroup(of: Void.self) { group in
+            for (driver, token) in tokens {
+                group.addTask {
+                    var won = false
+                    await self.context.recorded("POST /driver/offers/{id}/grab", second: second) {
+                        let reply = await self.context.call(.POST, "/driver/offers/\(order)/grab", token: token)
+                        won = reply?.status == 200
+                        return LoadContext.outcome(
+                            reply, expected: [200], allowedProblems: ["taken", "order-closed", "offer-ended", "driver-busy"], label: "won")
+                    }
+                    if !won { _ = self.busy.withLock { $0.remove(driver) } }
+                }
+            }
+        }
+    }
+
+    /// The assigned driver arrives, starts and completes at once (a trip in fast forward) and is free again.
+    private func drive(_ order: String, driver: String, second: Int) async {
+        guard let token = drivers.withLock({ $0[driver] }) else { return }
+        _ = busy.withLock { $0.insert(driver) }
+        defer { _ = busy.withLock { $0.remove(driver) } }
+        for verb in ["arrive", "start", "complete"] {
+            var ok = false
+            await context.recorded("POST /driver/rides/{id}/\(verb)", second: second) {
+                let outcome = LoadContext.outcome(await context.call(.POST, "/driver/rides/\(order)/\(verb)", token: token), expected: [200], label: verb)
+                if case .ok = outcome { ok = true }
+                return outcome
+            }
+            if !ok { return }
+        }
+    }
+
+    /// Each driver sends a fix every `fixSeconds`, spread evenly, until the run ends.
+    private func sendFixes() async {
+        let list = driverList.withLock { $0 }
+        guard !list.isEmpty else { return }
+        let interval = fixSeconds / Double(list.count)
+        var index = 0
+        let clock = ContinuousClock()
+        var next = clock.now
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled, !stopping.load(ordering: .relaxed) {
+                next += .nanoseconds(Int64(interval * 1e9))
+                if next > clock.now { try? await Task.sleep(until: next, clock: clock) }
+                let driver = list[index % list.count]
+                index += 1
+                let point = near(spread)
+                let second = Int((clock.now - start).seconds)
+                group.addTask {
+                    let body = try? JSONSerialization.data(withJSONObject: ["points": [["lat": point.lat, "lon": point.lon]]])
+                    await self.context.recorded("POST /driver/locations", second: second) {
+                        LoadContext.outcome(await self.context.call(.POST, "/driver/locations", token: driver.token, json: body), expected: [200, 202], label: "fix")
+                    }
+                }
+            }
+        }
+    }
+
+    func finish() async {
+        // Orders still waiting get matched (or expire); give dispatch the time of a few windows.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let waiting = accepted.withLock { $0.values.filter { $0.createdAt != nil && ($0.state == .created || $0.state == .offered || $0.state.holdsDriver) }.count }
+            if waiting == 0 { break }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+        stopping.store(true, ordering: .relaxed)
+        // The fixes stop at the flag (their last requests finish rather than being cut off); the watcher
+        // has nothing left to do.
+        let tasks = background.withLock { $0 }
+        tasks.first?.cancel()
+        for task in tasks { await task.value }
+        // Drivers go offline so a later run starts from an empty city.
+        let list = driverList.withLock { $0 }
+        await withTaskGroup(of: Void.self) { group in
+            for (index, driver) in list.enumerated() {
+                if index >= 64 { await group.next() }
+                group.addTask { _ = await self.context.call(.POST, "/driver/offline", token: driver.token) }
+            }
+        }
+    }
+
+    func audit() async throws -> [AuditCheck] {
+        let ids = accepted.withLock { $0.filter { $0.value.createdAt != nil }.map(\.key) }
+        // The system's own record of every order this run was told was accepted.
+        let missing = SharedCount(), doubled = SharedCount(), stuck = SharedCount(), twoWinners = SharedCount()
+        assignmentWaits.withLock { $0.reset() }
+        await withTaskGroup(of: Void.self) { group in
+            for (index, id) in ids.enumerated() {
+                if index >= 64 { await group.next() }
+                group.addTask {
+                    guard let reply = await self.context.call(.GET, "/rides/\(id)", token: self.context.admin), reply.status == 200,
+                        let order = try? JSONDecoder().decode(OrderAPI.Order.self, from: reply.body)
+                    else {
+                        missing.add(1)
+                        return
+                    }
+                    let assignments = order.history.filter { $0.to == .assigned }
+                    if assignments.count > 1 { doubled.add(1) }
+                    if order.state == .created { stuck.add(1) }
+                    if let assigned = assignments.first, let created = order.history.first {
+                        _ = self.assignmentWaits.withLock { $0.record(UInt64(max(0, (assigned.at - created.at) * 1000))) }
+                    }
+                    if order.dispatch == .offer, !assignments.isEmpty,
+                        let grabs = await self.context.call(.GET, "/admin/grabs/\(id)", token: self.context.admin), grabs.status == 200
+                    {
+                        let won = ((grabs.json["attempts"] as? [[String: Any]]) ?? []).filter { $0["outcome"] as? String == "won" }
+                        if Set(won.compactMap { $0["driverID"] as? String }).count > 1 { twoWinners.add(1) }
+                    }
+                }
+            }
+        }
+        let histogram = assignmentWaits.withLock { $0 }
+        return [
+            AuditCheck(name: "every accepted order persisted", passed: missing.value == 0, detail: "\(ids.count) accepted, \(missing.value) not found"),
+            AuditCheck(name: "each order assigned at most once", passed: doubled.value == 0, detail: "\(doubled.value) orders with two assignments"),
+            AuditCheck(name: "no order left in created", passed: stuck.value == 0, detail: "\(stuck.value) still created"),
+            AuditCheck(name: "one grab winner per offered order", passed: twoWinners.value == 0, detail: "\(twoWinners.value) orders with two winners"),
+            AuditCheck(name: "orders were matched", passed: histogram.totalCount > 0 || ids.isEmpty, detail: "\(histogram.totalCount) of \(ids.count) assigned"),
+        ]
+    }
+
+    private let assignmentWaits = Mutex(Histogram<UInt64>(highestTrackableValue: 3_600_000, numberOfSignificantValueDigits: .three))
+
+    func figures() -> [String: [String: Double]] {
+        let histogram = assignmentWaits.withLock { $0 }
+        guard histogram.totalCount > 0 else { return [:] }
+        return ["\(name): order to assignment (ms)": Report.percentiles(histogram, scale: 1)]
+    }
+}
+
+/// Several scenarios at once, each on its own share of the schedule.
+final class MixedScenario: Scenario {
+    let name = "mixed"
+    let parts: [any Scenario]
+
+    init(_ parts: [any Scenario]) { self.parts = parts }
+
+    func prepare() async throws { for part in parts { try await part.prepare() } }
+
+    func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
+        await parts[index % parts.count].request(index / parts.count, second: second)
+    }
+
+    func finish() async { for part in parts { await part.finish() } }
+
+    func audit() async throws -> [AuditCheck] {
+        var checks: [AuditCheck] = []
+        for part in parts { checks += try await part.audit().map { AuditCheck(name: "\(part.name): \($0.name)", passed: $0.passed, detail: $0.detail) } }
+        return checks
+    }
+
+    func figures() -> [String: [String: Double]] {
+        parts.reduce(into: [:]) { $0.merge($1.figures()) { a, _ in a } }
+    }
+}
+
+struct LoadError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

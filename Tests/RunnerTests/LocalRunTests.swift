@@ -1,0 +1,89 @@
+import Foundation
+import HailKitTesting
+import Testing
+
+/// `hailstorm up` → status → each load scenario at a CI-sized rate → a killed service restarted → the
+/// demo city → `hailstorm down`: the local run as a user drives it, with the built executables.
+@Suite("the local run: hailstorm up, self-healing, load scenarios with their audits, the demo, down", .serialized, .timeLimit(.minutes(10)))
+struct LocalRunTests {
+    let runDir: String
+    let bin = TestEnvironment.executablesDirectory.path
+
+    init() throws {
+        runDir = try TestEnvironment.temporaryDirectory("hailstorm-run")
+    }
+
+    /// Runs `hailstorm-…` with `arguments`; returns its exit status and output.
+    func tool(_ name: String, _ arguments: [String], timeout: Duration = .seconds(300)) async throws -> (status: Int32, output: String) {
+        let process = try TestProcess(executable: bin + "/" + name, arguments: arguments, name: name)
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(200)) }
+        if process.isRunning { process.kill() }
+        return (process.terminate(), process.output())
+    }
+
+    func status() async throws -> [[String: Any]] {
+        let (code, output) = try await tool("hailstorm", ["status", "--json", "--run-dir", runDir])
+        try #require(code == 0, "status: \(output)")
+        let state = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+        return (state["instances"] as? [[String: Any]]) ?? []
+    }
+
+    @Test("up, a load smoke of every scenario, kill -9 of a service mid-demo, demo, down")
+    func localRun() async throws {
+        let port = try TestEnvironment.freePort()
+        defer { _ = try? TestProcess(executable: bin + "/hailstorm", arguments: ["down", "--run-dir", runDir], name: "down").terminate() }
+        let up = try await tool("hailstorm", [
+            "up", "--run-dir", runDir, "--gateway-port", String(port), "--bin-dir", bin, "--replicas", "gateway=2",
+            "--option", "login:auth-bcrypt-cost=4", "--option", "matching:matching-window-ms=500",
+            "--option", "matching:matching-offer-seconds=5",
+        ])
+        try #require(up.status == 0, "up: \(up.output)")
+        var instances = try await status()
+        #expect(instances.count == 11, "redis, etcd, 7 services and 2 gateways: \(instances.map { $0["instance"] ?? "" })")
+        #expect(instances.allSatisfy { $0["health"] as? String == "ready" && $0["pid"] as? Int != nil })
+        #expect(try await tool("hailstorm", ["up", "--run-dir", runDir, "--bin-dir", bin]).output.contains("already running"))
+
+        // Every scenario at a CI-sized rate; each must pass its audit.
+        for (scenario, extra) in [
+            ("flash-sale", ["--coupons", "50", "--riders", "200", "--profile", "burst"]),
+            ("rush-hour", ["--drivers", "60", "--profile", "ramp"]),
+            ("grab-storm", ["--drivers", "20"]),
+            ("mixed", ["--coupons", "30", "--riders", "100", "--drivers", "40"]),
+        ] {
+            let out = runDir + "/load-\(scenario)"
+            let load = try await tool("hailstorm-load", [scenario, "--rate", "20", "--duration", "3", "--out", out, "--run-dir", runDir] + extra)
+            #expect(load.status == 0, "\(scenario): \(load.output.suffix(3000))")
+            let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/report.json"))) as? [String: Any]
+            #expect(report?["passed"] as? Bool == true)
+            #expect(((report?["audit"] as? [[String: Any]]) ?? []).count >= 4, "\(scenario) audits its checks")
+            let html = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
+            #expect(html.contains("<svg") && !html.contains("<script"), "the HTML report draws its charts inline")
+        }
+
+        // A service killed with SIGKILL while the demo runs comes back, and the demo still finishes.
+        let demo = Task { try await tool("hailstorm", ["demo", "--run-dir", runDir, "--drivers", "4", "--riders", "6", "--sale-in", "2", "--timeout", "120"]) }
+        try await Task.sleep(for: .seconds(8))
+        let order = try #require(instances.first { $0["instance"] as? String == "order-1" })
+        let pid = try #require(order["pid"] as? Int)
+        kill(pid_t(pid), SIGKILL)
+        let deadline = ContinuousClock.now + .seconds(60)
+        var restarted: [String: Any] = [:]
+        repeat {
+            try await Task.sleep(for: .milliseconds(500))
+            instances = try await status()
+            restarted = instances.first { $0["instance"] as? String == "order-1" } ?? [:]
+        } while !(restarted["restarts"] as? Int == 1 && restarted["health"] as? String == "ready") && ContinuousClock.now < deadline
+        #expect(restarted["restarts"] as? Int == 1, "\(restarted)")
+        #expect(restarted["health"] as? String == "ready")
+        #expect(restarted["pid"] as? Int != pid)
+        let (demoStatus, demoOutput) = try await demo.value
+        #expect(demoStatus == 0, "demo: \(demoOutput.suffix(3000))")
+        #expect(demoOutput.contains("Demo completed."))
+
+        let down = try await tool("hailstorm", ["down", "--run-dir", runDir])
+        #expect(down.status == 0, "\(down.output)")
+        let after = try await tool("hailstorm", ["status", "--run-dir", runDir])
+        #expect(after.status == 3, "status after down says it is not running: \(after.output)")
+    }
+}

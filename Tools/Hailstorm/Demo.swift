@@ -1,0 +1,371 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Contracts
+import Foundation
+import HummingbirdWSClient
+import Logging
+import Synchronization
+
+/// `hailstorm demo`: a small simulated city against the running system, through the gateway like any
+/// app — drivers going online and moving, a coupon flash sale opening at a set time, riders ordering rides
+/// (half assigned by the matching engine, half offered for drivers to grab), trips driven to the end and
+/// paid with the coupons — then a settlement batch and the reconciliation report.
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a simulated city against the running Hailstorm.")
+
+    @OptionGroup var run: RunFolderOption
+
+    @Option(help: "Drivers in the city.")
+    var drivers: Int = 12
+
+    @Option(help: "Riders; each orders one ride.")
+    var riders: Int = 24
+
+    @Option(help: "Coupons in the flash sale (default: half the riders).")
+    var coupons: Int?
+
+    @Option(help: "Seconds from the start until the flash sale opens.")
+    var saleIn: Int = 5
+
+    @Option(help: "Seconds the demo may take at most.")
+    var timeout: Int = 180
+
+    func validate() throws {
+        guard (1...500).contains(drivers), (1...2000).contains(riders) else {
+            throw ValidationError("--drivers takes 1 to 500 and --riders 1 to 2000")
+        }
+        guard saleIn >= 1, timeout >= 30 else { throw ValidationError("--sale-in must be at least 1 and --timeout at least 30") }
+    }
+
+    func run() async throws {
+        let folder = run.folder
+        guard folder.runningSupervisor != nil, let state = try? folder.read(RunState.self, from: folder.stateFile) else {
+            throw RunnerError("Hailstorm is not running in \(folder.path): start it with `hailstorm up`")
+        }
+        let admin = try folder.read(AdminCredentials.self, from: folder.adminFile)
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let city = City(gateway: GatewayClient(base: state.gateway, client: client), tally: Tally())
+        do {
+            let ok = try await play(city, admin: admin, state: state)
+            try await client.shutdown()
+            if !ok { throw ExitCode(1) }
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    private func play(_ city: City, admin credentials: AdminCredentials, state: RunState) async throws -> Bool {
+        let started = ContinuousClock.now
+        print("Demo city against \(state.gateway): \(drivers) drivers, \(riders) riders, a flash sale in \(saleIn) s")
+        let admin = try await city.signIn(phone: credentials.phone, password: credentials.password)
+        let driverAccounts = try await city.signUp(count: drivers, role: "driver")
+        let riderAccounts = try await city.signUp(count: riders, role: "rider")
+        print("Signed up \(drivers) drivers and \(riders) riders")
+
+        let progress = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                let elapsed = (ContinuousClock.now - started).components.seconds
+                FileHandle.standardError.write(Data("\r\(elapsed)s \(city.tally.line)   ".utf8))
+            }
+        }
+        let deadline = started + .seconds(timeout)
+        try await withThrowingTaskGroup(of: Void.self) { fleet in
+            for (index, driver) in driverAccounts.enumerated() {
+                fleet.addTask { await city.drive(driver, index: index) }
+            }
+            try await withThrowingTaskGroup(of: Void.self) { crowd in
+                let stock = coupons ?? max(1, riders / 2)
+                crowd.addTask { try await city.flashSale(admin: admin, riders: riderAccounts, stock: stock, opensIn: .seconds(saleIn)) }
+                for (index, rider) in riderAccounts.enumerated() {
+                    crowd.addTask {
+                        // Riders order over the first 20 seconds, alternating the two dispatch modes.
+                        try await Task.sleep(for: .milliseconds(Int.random(in: 0...20_000)))
+                        await city.ride(rider, dispatch: index % 2 == 0 ? .assign : .offer, until: deadline)
+                    }
+                }
+                try await crowd.waitForAll()
+            }
+            fleet.cancelAll()
+        }
+        progress.cancel()
+        FileHandle.standardError.write(Data("\n".utf8))
+
+        print("\nSettlement and books:")
+        let batch = try await city.gateway.send(.POST, "/admin/settlements/run", token: admin.token)
+        print("  settlement batch: \(batch.status) \(String(decoding: batch.body, as: UTF8.self))")
+        let ledger = try await city.gateway.send(.GET, "/admin/ledger", token: admin.token)
+        let total = ledger.json["totalCents"] as? Int
+        print("  ledger: \(ledger.json["payments"] ?? 0) payments, \(ledger.json["entries"] ?? 0) entries, total \(total.map(String.init) ?? "?") cents")
+        let report = try await city.gateway.send(.GET, "/admin/reconciliation", token: admin.token)
+        let mismatches = (report.json["mismatches"] as? [[String: Any]]) ?? []
+        print("  reconciliation: \(mismatches.isEmpty ? "no mismatch" : "\(mismatches.count) mismatches: \(mismatches.prefix(5))")")
+        print("\nSummary (\((ContinuousClock.now - started).components.seconds) s):\n" + city.tally.summary)
+        let healthy = city.tally.completed > 0 && total == 0 && mismatches.isEmpty
+        print(healthy ? "Demo completed." : "Demo finished with problems (see above).")
+        return healthy
+    }
+}
+
+/// What happened in the city, for the progress line and the summary.
+final class Tally: Sendable {
+    struct Counts {
+        var online = 0, granted = 0, soldOut = 0, limitReached = 0, notStarted = 0, ended = 0
+        var requested = 0, assignMode = 0, offerMode = 0, assigned = 0, grabsWon = 0, grabsLost = 0
+        var completed = 0, paid = 0, paidCents = 0, discountCents = 0, expired = 0, cancelled = 0, unfinished = 0
+        var declined = 0, errors = 0
+    }
+    private let counts = Mutex(Counts())
+
+    func update(_ change: (inout Counts) -> Void) { counts.withLock { change(&$0) } }
+    var completed: Int { counts.withLock { $0.completed } }
+
+    var line: String {
+        counts.withLock { c in
+            "drivers online \(c.online) · coupons \(c.granted) granted \(c.soldOut) sold out · rides \(c.requested) ordered \(c.assigned) matched "
+                + "\(c.completed) completed \(c.paid) paid \(c.expired) expired"
+        }
+    }
+
+    var summary: String {
+        counts.withLock { c in
+            """
+              flash sale: \(c.granted) coupons granted; refused: \(c.soldOut) sold out, \(c.limitReached) limit reached, \(c.notStarted) not started, \(c.ended) ended
+              rides: \(c.requested) ordered (\(c.assignMode) assign mode, \(c.offerMode) offer mode), \(c.assigned) matched (\(c.grabsWon) by a won grab; \(c.grabsLost) grabs lost the race)
+              trips: \(c.completed) completed, \(c.expired) expired, \(c.cancelled) cancelled, \(c.unfinished) unfinished at the time limit
+              payments: \(c.paid) paid, \(c.paidCents) cents charged, \(c.discountCents) cents of coupons, \(c.declined) declined
+              errors: \(c.errors)
+            """
+        }
+    }
+}
+
+/// Whether a simulated driver is taken (grabbing, or driving a trip).
+final class BusyFlag: Sendable {
+    private let taken = Atomic<Bool>(false)
+
+    /// Takes the driver when free; false when already taken.
+    func claim() -> Bool { taken.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged }
+    func release() { taken.store(false, ordering: .relaxed) }
+}
+
+struct Account: Sendable {
+    var id: String
+    var token: String
+}
+
+/// The simulated people, all through the gateway.
+struct City: Sendable {
+    let gateway: GatewayClient
+    let tally: Tally
+    static let centre = (lat: 52.5200, lon: 13.4050)
+
+    func signIn(phone: String, password: String) async throws -> Account {
+        let answer = try await gateway.send(.POST, "/auth/login", json: ["phone": phone, "password": password])
+        guard answer.status == 200, let token = answer.json["accessToken"] as? String,
+            let id = (answer.json["user"] as? [String: Any])?["id"] as? String
+        else { throw RunnerError("sign-in failed: \(answer.status) \(String(decoding: answer.body, as: UTF8.self))") }
+        return Account(id: id, token: token)
+    }
+
+    /// Signs up `count` accounts, eight at a time (sign-up hashes a password: it is meant to be slow).
+    func signUp(count: Int, role: String) async throws -> [Account] {
+        try await withThrowingTaskGroup(of: Account.self) { group in
+            var accounts: [Account] = []
+            for index in 0..<count {
+                if index >= 8, let account = try await group.next() { accounts.append(account) }
+                group.addTask {
+                    let phone = "+49" + String(Int.random(in: 1_000_000_000...9_999_999_999))
+                    let password = RunFolder.randomToken(16)
+                    let up = try await gateway.send(
+                        .POST, "/auth/signup",
+                        json: ["role": role, "phone": phone, "password": password, "name": "Demo \(role) \(index + 1)"])
+                    guard up.status == 201 else { throw RunnerError("sign-up failed: \(up.status) \(String(decoding: up.body, as: UTF8.self))") }
+                    return try await signIn(phone: phone, password: password)
+                }
+            }
+            for try await account in group { accounts.append(account) }
+            return accounts
+        }
+    }
+
+    /// The admin opens a sale of `stock` coupons `opensIn` from now; every rider presses at the opening.
+    func flashSale(admin: Account, riders: [Account], stock: Int, opensIn: Duration) async throws {
+        let opensAt = Date().timeIntervalSince1970 + Double(opensIn.components.seconds)
+        let campaign = try await gateway.send(.POST, "/admin/coupons/campaigns", token: admin.token, json: [
+            "name": "Demo rush-hour sale", "city": "Berlin", "kind": "amount", "amountOffCents": 200, "minimumFareCents": 0,
+            "stock": stock, "perUserLimit": 1, "startsAt": opensAt, "endsAt": opensAt + 3600,
+        ], idempotencyKey: UUID().uuidString)
+        guard campaign.status == 201, let id = campaign.json["id"] as? String else {
+            tally.update { $0.errors += 1 }
+            throw RunnerError("campaign not created: \(campaign.status) \(String(decoding: campaign.body, as: UTF8.self))")
+        }
+        try await Task.sleep(for: .seconds(max(0, opensAt - Date().timeIntervalSince1970)))
+        await withTaskGroup(of: Void.self) { group in
+            for rider in riders {
+                group.addTask {
+                    for attempt in 0..<3 {
+                        guard let answer = try? await gateway.send(.POST, "/coupons/campaigns/\(id)/claim", token: rider.token, idempotencyKey: "demo-\(rider.id)") else {
+                            tally.update { $0.errors += 1 }
+                            return
+                        }
+                        switch (answer.status, answer.problemType) {
+                        case (201, _): tally.update { $0.granted += 1 }
+                        case (_, "sold-out"): tally.update { $0.soldOut += 1 }
+                        case (_, "limit-reached"): tally.update { $0.limitReached += 1 }
+                        case (_, "not-started") where attempt < 2:
+                            // Pressed a moment early by the server's clock: press again.
+                            try? await Task.sleep(for: .milliseconds(300))
+                            continue
+                        case (_, "not-started"): tally.update { $0.notStarted += 1 }
+                        case (_, "ended"): tally.update { $0.ended += 1 }
+                        default: tally.update { $0.errors += 1 }
+                        }
+                        return
+                    }
+                }
+            }
+        }
+    }
+
+    /// A driver: online near the centre, a fix every second while moving about, grabbing what it is
+    /// offered, driving what it is given (arrive, start, complete). Ends, offline, when cancelled.
+    func drive(_ driver: Account, index: Int) async {
+        var position = (lat: Self.centre.lat + Double.random(in: -0.02...0.02), lon: Self.centre.lon + Double.random(in: -0.03...0.03))
+        guard let online = try? await gateway.send(
+            .POST, "/driver/online", token: driver.token, json: ["lat": position.lat, "lon": position.lon]), online.status == 200
+        else {
+            tally.update { $0.errors += 1 }
+            return
+        }
+        tally.update { $0.online += 1 }
+        let busy = BusyFlag()
+        let offers = Task { await listenForOffers(driver, busy: busy) }
+        var driven: Set<String> = []
+        while !Task.isCancelled {
+            position.lat += Double.random(in: -0.0005...0.0005)
+            position.lon += Double.random(in: -0.0008...0.0008)
+            _ = try? await gateway.send(
+                .POST, "/driver/locations", token: driver.token, json: ["points": [["lat": position.lat, "lon": position.lon]]])
+            if let trips = try? await gateway.send(.GET, "/rides?limit=3", token: driver.token),
+                let page = try? trips.decode(OrderAPI.OrderPage.self)
+            {
+                for order in page.orders where order.driverID == driver.id && order.state.holdsDriver && !driven.contains(order.id) {
+                    driven.insert(order.id)
+                    _ = busy.claim()
+                    await trip(order, driver: driver)
+                    busy.release()
+                }
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+        offers.cancel()
+        var patient = gateway
+        patient.patience = .seconds(5)
+        _ = try? await patient.send(.POST, "/driver/offline", token: driver.token)
+    }
+
+    private func trip(_ order: OrderAPI.Order, driver: Account) async {
+        let steps: [(OrderState, String, Duration)] = [(.arriving, "arrive", .seconds(1)), (.inTrip, "start", .seconds(1)), (.completed, "complete", .seconds(2))]
+        for (state, verb, pause) in steps {
+            try? await Task.sleep(for: pause)
+            guard let answer = try? await gateway.send(.POST, "/driver/rides/\(order.id)/\(verb)", token: driver.token) else {
+                tally.update { $0.errors += 1 }
+                return
+            }
+            // A 409 after a retry can mean the move was made by the first attempt; read the order then.
+            if answer.status != 200 {
+                let now = try? await gateway.send(.GET, "/rides/\(order.id)", token: driver.token).decode(OrderAPI.Order.self)
+                guard let now, now.history.contains(where: { $0.to == state }) else { return }
+            }
+        }
+    }
+
+    /// Grabs an order offered to this driver in offer mode when it is free, over the gateway's WebSocket
+    /// (reconnecting when the gateway restarts). One grab at a time, as a person would.
+    private func listenForOffers(_ driver: Account, busy: BusyFlag) async {
+        let url = gateway.base.replacingOccurrences(of: "http://", with: "ws://") + "/ws?token=\(driver.token)"
+        while !Task.isCancelled {
+            try? await WebSocketClient.connect(url: url, logger: Logger(label: "demo-driver")) { inbound, _, _ in
+                for try await message in inbound.messages(maxSize: 1 << 20) {
+                    guard case .text(let text) = message,
+                        let push = try? JSONDecoder().decode(PushMessage.self, from: Data(text.utf8)),
+                        push.type == "order.offered", push.reason?.hasPrefix("offered to") == true
+                    else { continue }
+                    guard busy.claim() else { continue }
+                    Task {
+                        try? await Task.sleep(for: .milliseconds(Int.random(in: 50...400)))
+                        let grab = try? await gateway.send(.POST, "/driver/offers/\(push.orderID)/grab", token: driver.token)
+                        tally.update { if grab?.status == 200 { $0.grabsWon += 1 } else { $0.grabsLost += 1 } }
+                        // A won grab keeps the driver busy until the trip loop has driven it.
+                        if grab?.status != 200 { busy.release() }
+                    }
+                }
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    /// A rider: orders, waits for the trip to end, pays with a coupon from the wallet when there is one.
+    func ride(_ rider: Account, dispatch: OrderAPI.Dispatch, until deadline: ContinuousClock.Instant) async {
+        let pickup = ["lat": Self.centre.lat + Double.random(in: -0.015...0.015), "lon": Self.centre.lon + Double.random(in: -0.02...0.02)]
+        let dropoff = ["lat": Self.centre.lat + Double.random(in: -0.04...0.04), "lon": Self.centre.lon + Double.random(in: -0.06...0.06)]
+        guard let created = try? await gateway.send(
+            .POST, "/rides", token: rider.token, json: ["pickup": pickup, "dropoff": dropoff, "dispatch": dispatch.rawValue],
+            idempotencyKey: UUID().uuidString),
+            created.status == 201, let order = try? created.decode(OrderAPI.Order.self)
+        else {
+            tally.update { $0.errors += 1 }
+            return
+        }
+        tally.update {
+            $0.requested += 1
+            if dispatch == .assign { $0.assignMode += 1 } else { $0.offerMode += 1 }
+        }
+        var matched = false
+        var current = order
+        while ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(500))
+            guard let now = try? await gateway.send(.GET, "/rides/\(order.id)", token: rider.token).decode(OrderAPI.Order.self) else { continue }
+            current = now
+            if !matched, now.driverID != nil, now.history.contains(where: { $0.to == .assigned }) {
+                matched = true
+                tally.update { $0.assigned += 1 }
+            }
+            if now.state.isFinal || now.state == .completed { break }
+        }
+        switch current.state {
+        case .completed: break
+        case .expired: tally.update { $0.expired += 1 }; return
+        case .cancelled: tally.update { $0.cancelled += 1 }; return
+        default: tally.update { $0.unfinished += 1 }; return
+        }
+        tally.update { $0.completed += 1 }
+        await pay(current, rider: rider)
+    }
+
+    private func pay(_ order: OrderAPI.Order, rider: Account) async {
+        let wallet = try? await gateway.send(.GET, "/coupons/wallet", token: rider.token).decode(CouponAPI.Wallet.self)
+        let coupon = wallet?.coupons.first { $0.state == "available" }
+        var body: [String: Any] = ["orderID": order.id]
+        if let coupon { body["couponID"] = coupon.claimID }
+        guard let paid = try? await gateway.send(.POST, "/payments", token: rider.token, json: body, idempotencyKey: "demo-pay-\(order.id)") else {
+            tally.update { $0.errors += 1 }
+            return
+        }
+        if paid.status == 201, let payment = try? paid.decode(PaymentAPI.Payment.self) {
+            tally.update {
+                $0.paid += 1
+                $0.paidCents += payment.amountCents
+                $0.discountCents += payment.discountCents
+            }
+        } else if paid.problemType == "payment-declined" {
+            tally.update { $0.declined += 1 }
+        } else {
+            tally.update { $0.errors += 1 }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+
+/// The run folder of a local run (`.hailstorm/run` by default): what `up` planned, what the supervisor
+/// sees, logs, data, the signing key and the admin's credentials.
+struct RunFolder: Sendable {
+    let path: String
+
+    init(_ path: String) {
+        self.path = URL(fileURLWithPath: path).standardizedFileURL.path
+    }
+
+    var logs: String { path + "/logs" }
+    var data: String { path + "/data" }
+    var planFile: String { path + "/plan.json" }
+    var stateFile: String { path + "/state.json" }
+    var supervisorPIDFile: String { path + "/supervisor.pid" }
+    var adminFile: String { path + "/admin.json" }
+    var secretFile: String { path + "/jwt-secret" }
+
+    func log(_ instance: String) -> String { logs + "/\(instance).log" }
+
+    func prepare() throws {
+        for folder in [path, logs, data] {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
+    }
+
+    /// The supervisor's pid when one is alive.
+    var runningSupervisor: Int32? {
+        guard let text = try? String(contentsOfFile: supervisorPIDFile, encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), kill(pid, 0) == 0
+        else { return nil }
+        return pid
+    }
+
+    func read<T: Decodable>(_ type: T.Type, from file: String) throws -> T {
+        try JSONDecoder().decode(T.self, from: Data(contentsOf: URL(fileURLWithPath: file)))
+    }
+
+    /// Writes JSON atomically (a reader never sees half a file), readable by the owner only when `private`.
+    func write<T: Encodable>(_ value: T, to file: String, private isPrivate: Bool = false) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(value).write(to: URL(fileURLWithPath: file), options: .atomic)
+        if isPrivate { chmod(file, 0o600) }
+    }
+
+    /// The signing key every service shares, made once per run folder; never committed.
+    func secret() throws -> String {
+        if let existing = try? String(contentsOfFile: secretFile, encoding: .utf8), existing.count >= 32 {
+            return existing.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let secret = Self.randomToken(48)
+        try secret.write(toFile: secretFile, atomically: true, encoding: .utf8)
+        chmod(secretFile, 0o600)
+        return secret
+    }
+
+    /// The admin account login creates at start; operators and scripts sign in with it.
+    func admin() throws -> AdminCredentials {
+        if let existing = try? read(AdminCredentials.self, from: adminFile) { return existing }
+        let admin = AdminCredentials(phone: "+10000000000", password: Self.randomToken(24))
+        try write(admin, to: adminFile, private: true)
+        return admin
+    }
+
+    static func randomToken(_ length: Int) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<length).map { _ in alphabet.randomElement(using: &generator)! })
+    }
+}
+
+struct AdminCredentials: Codable, Sendable {
+    var phone: String
+    var password: String
+}
+
+/// What `up` asked for: the supervisor starts exactly this.
+struct RunPlan: Codable, Sendable {
+    var binDirectory: String
+    var gatewayPort: Int
+    var replicas: [String: Int]
+    /// Extra `--key value` options per service (`matching` → `["matching-dispatch-mode": "offer"]`).
+    var options: [String: [String: String]]
+}
+
+/// What the supervisor sees, rewritten every second (`hailstorm status` reads it).
+struct RunState: Codable, Sendable {
+    var supervisorPID: Int32
+    var startedAt: Double
+    var updatedAt: Double
+    var gateway: String
+    /// `running`, `stopping` or `stopped`.
+    var phase: String
+    var instances: [InstanceState]
+}
+
+struct InstanceState: Codable, Sendable {
+    /// `gateway`, `redis`, `etcd`…
+    var service: String
+    /// `gateway-1`.
+    var instance: String
+    var pid: Int32?
+    var port: Int
+    /// `starting`, `ready`, `unready`, `restarting`, `stopped`.
+    var health: String
+    var restarts: Int
+    /// When the current process started (seconds since 1970).
+    var startedAt: Double?
+    var lastExit: String?
+    var log: String
+}

@@ -1,0 +1,321 @@
+import AsyncHTTPClient
+import Foundation
+import HailKit
+import Logging
+import ServiceLifecycle
+
+/// One process the supervisor keeps alive: redis-server, etcd, or an instance of a service.
+struct ChildSpec: Sendable {
+    var service: String
+    var instance: String
+    var port: Int
+    var executable: String
+    var arguments: [String]
+    var environment: [String: String] = [:]
+    var log: String
+    /// How to tell it is ready.
+    var readiness: Readiness
+
+    enum Readiness: Sendable {
+        /// Accepts TCP connections (redis-server).
+        case listening
+        /// `GET <path>` answers 200 (etcd's `/health`, a service's `/readyz`).
+        case http(String)
+    }
+}
+
+/// A supervised process: when it dies it is started again, after a backoff that grows while it keeps
+/// dying young (0.5 s, 1 s, 2 s… up to 30 s), and each restart is logged — what Kubernetes does for a pod.
+final class Child {
+    let spec: ChildSpec
+    private(set) var process: Process?
+    private(set) var startedAt: Date?
+    var restarts = 0
+    var health = "starting"
+    var lastExit: String?
+    var restartAt: ContinuousClock.Instant?
+    private var youngDeaths = 0
+
+    init(_ spec: ChildSpec) {
+        self.spec = spec
+    }
+
+    var isRunning: Bool { process?.isRunning ?? false }
+
+    func start() throws {
+        FileManager.default.createFile(atPath: spec.log, contents: nil, attributes: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: spec.log))
+        handle.seekToEndOfFile()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: spec.executable)
+        process.arguments = spec.arguments
+        var environment = ProcessInfo.processInfo.environment
+        for (key, value) in spec.environment { environment[key] = value }
+        process.environment = environment
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        try? handle.close()
+        self.process = process
+        startedAt = Date()
+        health = "starting"
+        restartAt = nil
+    }
+
+    /// Notes the exit of a process that died and when to start it again.
+    func died(now: ContinuousClock.Instant) -> Duration {
+        let status = process.map { process in
+            process.terminationReason == .uncaughtSignal ? "killed by signal \(process.terminationStatus)" : "exited with status \(process.terminationStatus)"
+        } ?? "gone"
+        lastExit = "\(status) at \(Date().ISO8601Format())"
+        let lived = startedAt.map { Date().timeIntervalSince($0) } ?? 0
+        youngDeaths = lived < 30 ? youngDeaths + 1 : 1
+        let delay = Duration.milliseconds(min(30_000, 500 << min(youngDeaths - 1, 10)))
+        restartAt = now + delay
+        health = "restarting"
+        return delay
+    }
+
+    func signal(_ signal: Int32) {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, signal)
+    }
+}
+
+/// Keeps a local Hailstorm running: Redis, etcd and every service instance as child processes, each with
+/// its own log file and data folder; restarts what dies; probes readiness every second and writes
+/// `state.json`; at SIGTERM or SIGINT stops the services (SIGTERM, then SIGKILL after 15 s) and then the
+/// backends. Only its own run loop touches the children.
+final class Supervisor: Service, @unchecked Sendable {
+    // Safe: `children` and `state` are used by `run()` alone, one step at a time.
+    private let folder: RunFolder
+    private let backends: [Child]
+    private let services: [Child]
+    private let gateway: String
+    private let logger: Logger
+    private let startedAt = Date()
+
+    init(folder: RunFolder, plan: RunPlan, logger: Logger) throws {
+        self.folder = folder
+        self.logger = logger
+        guard let redisPort = LoopbackPorts.free(), let etcdPort = LoopbackPorts.free(), let peerPort = LoopbackPorts.free() else {
+            throw RunnerError("no free loopback ports")
+        }
+        let etcd = "http://127.0.0.1:\(etcdPort)"
+        backends = [
+            Child(ChildSpec(
+                service: "redis", instance: "redis", port: redisPort, executable: try Self.find("redis-server"),
+                arguments: [
+                    "--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+                    "--dir", folder.data, "--daemonize", "no",
+                ],
+                log: folder.log("redis"), readiness: .listening)),
+            Child(ChildSpec(
+                service: "etcd", instance: "etcd", port: etcdPort, executable: try Self.find("etcd"),
+                arguments: [
+                    "--name", "hailstorm", "--data-dir", folder.data + "/etcd",
+                    "--listen-client-urls", etcd, "--advertise-client-urls", etcd,
+                    "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
+                    "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
+                    "--initial-cluster", "hailstorm=http://127.0.0.1:\(peerPort)",
+                ],
+                log: folder.log("etcd"), readiness: .http("/health"))),
+        ]
+        let secret = try folder.secret()
+        let admin = try folder.admin()
+        var services: [Child] = []
+        for service in ServiceCatalog.all {
+            for index in 1...max(1, plan.replicas[service.name] ?? 1) {
+                let instance = "\(service.name)-\(index)"
+                let port: Int
+                if service.name == "gateway", index == 1 {
+                    port = plan.gatewayPort
+                } else {
+                    guard let free = LoopbackPorts.free() else { throw RunnerError("no free loopback port") }
+                    port = free
+                }
+                var options = [
+                    "http-port": String(port), "redis-port": String(redisPort), "discovery-etcd-endpoint": etcd,
+                    "data-dir": folder.data + "/\(instance)", "instance-id": instance,
+                ]
+                for (key, value) in plan.options[service.name] ?? [:] { options[key] = value }
+                var environment = ["AUTH_JWT_SECRET": secret]
+                if service.name == "login" {
+                    environment["AUTH_ADMIN_PHONE"] = admin.phone
+                    environment["AUTH_ADMIN_PASSWORD"] = admin.password
+                }
+                try FileManager.default.createDirectory(atPath: folder.data + "/\(instance)", withIntermediateDirectories: true)
+                services.append(Child(ChildSpec(
+                    service: service.name, instance: instance, port: port,
+                    executable: plan.binDirectory + "/hailstorm-\(service.name)",
+                    arguments: options.sorted { $0.key < $1.key }.flatMap { ["--\($0.key)", $0.value] },
+                    environment: environment, log: folder.log(instance), readiness: .http("/readyz"))))
+            }
+        }
+        self.services = services
+        gateway = "http://127.0.0.1:\(plan.gatewayPort)"
+    }
+
+    func run() async throws {
+        // The registry holds this run's instances only: registrations a previous run left would come back
+        // with renewed leases and send callers to ports nobody listens on.
+        if FileManager.default.fileExists(atPath: folder.data + "/etcd") {
+            try FileManager.default.removeItem(atPath: folder.data + "/etcd")
+        }
+        try "\(getpid())".write(toFile: folder.supervisorPIDFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: folder.supervisorPIDFile) }
+        for child in backends {
+            try child.start()
+            logger.info("started", metadata: ["instance": "\(child.spec.instance)", "port": "\(child.spec.port)"])
+        }
+        let deadline = ContinuousClock.now + .seconds(20)
+        for child in backends {
+            while await !Self.isReady(child.spec), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        for child in services {
+            try child.start()
+            logger.info("started", metadata: ["instance": "\(child.spec.instance)", "port": "\(child.spec.port)"])
+        }
+        var lastProbe = ContinuousClock.now - .seconds(1)
+        while !Task.isShuttingDownGracefully {
+            let now = ContinuousClock.now
+            for child in backends + services {
+                if child.isRunning { continue }
+                if let restartAt = child.restartAt {
+                    guard now >= restartAt else { continue }
+                    do {
+                        try child.start()
+                        child.restarts += 1
+                        logger.notice(
+                            "restarted", metadata: ["instance": "\(child.spec.instance)", "restarts": "\(child.restarts)"])
+                    } catch {
+                        logger.error("restart failed", metadata: ["instance": "\(child.spec.instance)", "error": "\(error)"])
+                        _ = child.died(now: now)
+                    }
+                } else {
+                    let delay = child.died(now: now)
+                    logger.warning(
+                        "died; restarting", metadata: [
+                            "instance": "\(child.spec.instance)", "exit": "\(child.lastExit ?? "")", "in": "\(delay)",
+                        ])
+                }
+            }
+            if now - lastProbe >= .seconds(1) {
+                lastProbe = now
+                await probe()
+                writeState(phase: "running")
+            }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        await stop()
+    }
+
+    private func probe() async {
+        let children = backends + services
+        await withTaskGroup(of: (Int, Bool).self) { group in
+            for (index, child) in children.enumerated() where child.isRunning {
+                let spec = child.spec
+                group.addTask { (index, await Self.isReady(spec)) }
+            }
+            for await (index, ready) in group {
+                let child = children[index]
+                let was = child.health
+                child.health = ready ? "ready" : (was == "starting" ? "starting" : "unready")
+                if was != child.health, child.health == "ready" || was == "ready" {
+                    logger.info("health", metadata: ["instance": "\(child.spec.instance)", "health": "\(child.health)"])
+                }
+            }
+        }
+    }
+
+    private static func isReady(_ spec: ChildSpec) async -> Bool {
+        switch spec.readiness {
+        case .listening:
+            return LoopbackPorts.isListening(spec.port)
+        case .http(let path):
+            do {
+                let response = try await HTTPClient.shared.execute(
+                    HTTPClientRequest(url: "http://127.0.0.1:\(spec.port)\(path)"), timeout: .milliseconds(800))
+                _ = try await response.body.collect(upTo: 1 << 16)
+                return response.status == .ok
+            } catch {
+                return false
+            }
+        }
+    }
+
+    /// Services first (they drain and deregister), then etcd and Redis.
+    private func stop() async {
+        writeState(phase: "stopping")
+        logger.info("stopping")
+        for group in [services, backends] {
+            for child in group { child.signal(SIGTERM) }
+            let deadline = ContinuousClock.now + .seconds(15)
+            while group.contains(where: \.isRunning), ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            for child in group where child.isRunning {
+                logger.warning("did not stop in 15 s; killing", metadata: ["instance": "\(child.spec.instance)"])
+                child.signal(SIGKILL)
+            }
+            for child in group { child.process?.waitUntilExit() }
+        }
+        for child in backends + services { child.health = "stopped" }
+        writeState(phase: "stopped")
+        logger.info("stopped")
+    }
+
+    private func writeState(phase: String) {
+        let state = RunState(
+            supervisorPID: getpid(), startedAt: startedAt.timeIntervalSince1970, updatedAt: Date().timeIntervalSince1970,
+            gateway: gateway, phase: phase,
+            instances: (backends + services).map { child in
+                InstanceState(
+                    service: child.spec.service, instance: child.spec.instance,
+                    pid: child.isRunning ? child.process?.processIdentifier : nil, port: child.spec.port, health: child.health,
+                    restarts: child.restarts, startedAt: child.isRunning ? child.startedAt?.timeIntervalSince1970 : nil,
+                    lastExit: child.lastExit, log: child.spec.log)
+            })
+        do {
+            try folder.write(state, to: folder.stateFile)
+        } catch {
+            logger.error("state.json not written", metadata: ["error": "\(error)"])
+        }
+    }
+
+    static func find(_ program: String) throws -> String {
+        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
+            + ["/usr/sbin", "/usr/bin"]
+        {
+            let path = "\(directory)/\(program)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        throw RunnerError("\(program) is not installed (apt-get install redis-server etcd-server)")
+    }
+}
+
+/// The services of a local run, in the order they start.
+enum ServiceCatalog {
+    struct Entry: Sendable {
+        var name: String
+        /// Keeps nothing of its own (no SQLite file), so several instances may run side by side.
+        var stateless: Bool
+    }
+
+    static let all: [Entry] = [
+        Entry(name: "login", stateless: false),
+        Entry(name: "order", stateless: false),
+        Entry(name: "matching", stateless: false),
+        Entry(name: "order-grab", stateless: false),
+        Entry(name: "coupon", stateless: false),
+        Entry(name: "payment", stateless: false),
+        Entry(name: "settlement", stateless: false),
+        Entry(name: "gateway", stateless: true),
+    ]
+}
+
+struct RunnerError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
