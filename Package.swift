@@ -61,6 +61,7 @@ let package = Package(
         .executable(name: "hailstorm-coupon-bench", targets: ["CouponBench"]),
         .executable(name: "hailstorm", targets: ["Runner"]),
         .executable(name: "hailstorm-load", targets: ["Load"]),
+        .executable(name: "hailstorm-bare-endpoint", targets: ["BareEndpoint"]),
         .library(name: "MatchingEngine", targets: ["MatchingEngine"]),
         .library(name: "HailKit", targets: ["HailKit"]),
         .library(name: "HailKitTesting", targets: ["HailKitTesting"]),
@@ -189,7 +190,7 @@ let package = Package(
         .executableTarget(
             name: "Load",
             dependencies: [
-                "HailKit", "Contracts", "RedisKit", httpClient, nioCore,
+                "HailKit", "Contracts", "RedisKit", "BenchSupport", httpClient, nioCore,
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -207,11 +208,13 @@ let package = Package(
         .executableTarget(
             name: "CouponBench",
             dependencies: [
-                "HailKit", "HailKitTesting", "Contracts", "RedisKit", httpClient, nioCore,
+                "HailKit", "HailKitTesting", "Contracts", "RedisKit", "BenchSupport", httpClient, nioCore,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "LoadTests/CouponBench"
         ),
+        .target(name: "BenchSupport", dependencies: ["Contracts", "RedisKit"], path: "LoadTests/BenchSupport"),
+        .executableTarget(name: "BareEndpoint", dependencies: [hummingbird], path: "LoadTests/BareEndpoint"),
         testTarget("MatchingEngine", ["MatchingEngine"]),
         testTarget("RedisKit", ["RedisKit", "HailKitTesting"]),
         testTarget("SQLiteKit", ["SQLiteKit", "HailKitTesting"]),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BenchSupport
 import AsyncHTTPClient
 import Contracts
 import Foundation
@@ -146,44 +147,11 @@ struct CouponBench: AsyncParsableCommand {
         return (Double(latencies.count) / seconds, latencies.sorted())
     }
 
-    /// The same script, with the same keys and arguments, from redis-benchmark: every call a grant for a
-    /// random rider.
+    /// The same script, with the same keys and arguments, from redis-benchmark.
     func measureRedisBenchmark(_ redis: RedisClient, port: Int, round: Int) async throws -> (rate: Double, p50: Double, p99: Double) {
-        guard let sha = try await redis.send(RedisCommand("SCRIPT", "LOAD", FlashSaleScript.claim)).string else {
-            throw ValidationError("SCRIPT LOAD failed")
-        }
-        let prefix = "bench-rb-\(round)"
-        let now = Int(Date().timeIntervalSince1970 * 1000)
-        _ = try await redis.pipeline([
-            RedisCommand("SET", "\(prefix):stock", requests * 2),
-            RedisCommand("HSET", "\(prefix):meta", "start_ms", now - 1000, "end_ms", now + 86_400_000, "limit", 1000),
-        ])
-        let payload = #"{"campaignID":"bench","claimID":"x","claimedAt":0,"userID":"u"}"#
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: redisBenchmark)
-        process.arguments = [
-            "-p", String(port), "-c", String(connections), "-n", String(requests), "-r", "1000", "--csv",
-            "EVALSHA", sha, "5", "\(prefix):stock", "\(prefix):users", "\(prefix):meta", "\(prefix):claims", "",
-            "rider-__rand_int__", "claim-id", "event-id", "coupon.claimed", "bench", "0", payload,
-        ]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        while process.isRunning { usleep(10_000) }
-        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("\"EVALSHA") }) else {
-            throw ValidationError("unexpected redis-benchmark output: \(output)")
-        }
-        // The test name holds the command line (commas included): the figures are the last seven fields.
-        let fields = line.split(separator: ",").suffix(7).map {
-            Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")))
-        }
-        guard fields.count == 7, let rate = fields[0], let p50 = fields[3], let p99 = fields[5] else {
-            throw ValidationError("unexpected redis-benchmark line: \(line)")
-        }
-        return (rate, p50, p99)
+        let figures = try await RedisBenchmarkReference(executable: redisBenchmark, port: port, connections: connections, requests: requests)
+            .run(redis: redis, label: "round-\(round)")
+        return (figures.rate, figures.p50Ms, figures.p99Ms)
     }
 }
 

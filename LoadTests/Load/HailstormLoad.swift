@@ -1,4 +1,5 @@
 import ArgumentParser
+import BenchSupport
 import AsyncHTTPClient
 import Contracts
 import Foundation
@@ -17,10 +18,10 @@ struct HailstormLoad: AsyncParsableCommand {
         abstract: "Open-loop load against a running Hailstorm, with an audit of correctness and a report.")
 
     enum ScenarioName: String, ExpressibleByArgument, CaseIterable {
-        case flashSale = "flash-sale", rushHour = "rush-hour", grabStorm = "grab-storm", mixed
+        case flashSale = "flash-sale", rushHour = "rush-hour", grabStorm = "grab-storm", mixed, bareHTTP = "bare-http"
     }
 
-    @Argument(help: "flash-sale, rush-hour, grab-storm or mixed.")
+    @Argument(help: "flash-sale, rush-hour, grab-storm, mixed, or bare-http (the reference: --target a hailstorm-bare-endpoint).")
     var scenario: ScenarioName
 
     @Option(help: "Offered requests per second (the schedule's rate; see --profile).")
@@ -53,11 +54,17 @@ struct HailstormLoad: AsyncParsableCommand {
     @Option(help: "rush-hour / grab-storm: seconds between a driver's location fixes.")
     var fixSeconds: Double = 10
 
+    @Option(help: "bare-http: the base URL of a running hailstorm-bare-endpoint.")
+    var target: String?
+
+    @Flag(help: "flash-sale: after the run, redis-benchmark runs the claim's Lua script on the same Redis; the report gives the ratio.")
+    var reference = false
+
     @Option(help: "HTTP connections to the gateway.")
     var connections: Int = 256
 
-    @Option(help: "Requests in flight at most; a due request beyond it is counted as dropped.")
-    var maxInFlight: Int = 20_000
+    @Option(help: "Requests in flight at most (scheduled and the drivers' own); a due request beyond it is counted as dropped.")
+    var maxInFlight: Int = 2048
 
     func validate() throws {
         guard rate > 0, rate <= 200_000, duration > 0, duration <= 3600 else {
@@ -73,6 +80,25 @@ struct HailstormLoad: AsyncParsableCommand {
     }
 
     func run() async throws {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+        if scenario == .bareHTTP {
+            guard let target else { throw ValidationError("bare-http needs --target http://127.0.0.1:PORT") }
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            let context = LoadContext(
+                gateway: target, client: client, tokens: await AccessTokens(signingKey: UUID().uuidString + UUID().uuidString), admin: "",
+                redis: nil, runLabel: "bare", recorder: LatencyRecorder(), maxInFlight: maxInFlight)
+            let passed: Bool
+            do {
+                passed = try await measure(BareHTTPScenario(context: context), context: context, redisPort: nil)
+            } catch {
+                try? await client.shutdown()
+                throw error
+            }
+            try await client.shutdown()
+            if !passed { throw ExitCode(1) }
+            return
+        }
         let folder = URL(fileURLWithPath: runDir).standardizedFileURL.path
         guard let stateData = FileManager.default.contents(atPath: folder + "/state.json"),
             let state = try JSONSerialization.jsonObject(with: stateData) as? [String: Any], state["phase"] as? String == "running",
@@ -84,12 +110,10 @@ struct HailstormLoad: AsyncParsableCommand {
             let admin = try JSONSerialization.jsonObject(with: adminData) as? [String: String]
         else { throw LoadError("no admin.json in \(folder)") }
 
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redisPort, poolSize: 2))
         do {
-            let passed = try await execute(gateway: gateway, secret: secret, admin: admin, client: client, redis: redis)
+            let passed = try await execute(gateway: gateway, secret: secret, admin: admin, client: client, redis: redis, redisPort: redisPort)
             try await client.shutdown()
             await redis.shutdown()
             if !passed { throw ExitCode(1) }
@@ -100,13 +124,15 @@ struct HailstormLoad: AsyncParsableCommand {
         }
     }
 
-    private func execute(gateway: String, secret: String, admin: [String: String], client: HTTPClient, redis: RedisClient) async throws -> Bool {
+    private func execute(
+        gateway: String, secret: String, admin: [String: String], client: HTTPClient, redis: RedisClient, redisPort: Int
+    ) async throws -> Bool {
         let recorder = LatencyRecorder()
         let label = String(UUID().uuidString.prefix(8)).lowercased()
         let signIn = try await Self.signIn(gateway: gateway, client: client, phone: admin["phone"] ?? "", password: admin["password"] ?? "")
         let context = LoadContext(
             gateway: gateway, client: client, tokens: await AccessTokens(signingKey: secret), admin: signIn, redis: redis,
-            runLabel: label, recorder: recorder)
+            runLabel: label, recorder: recorder, maxInFlight: maxInFlight)
         let modes: [OrderAPI.Dispatch] = dispatch == "both" ? [.assign, .offer] : [OrderAPI.Dispatch(rawValue: dispatch)!]
         func flashSale() -> any Scenario { FlashSaleScenario(context: context, coupons: coupons, riders: riders) }
         func rushHour() -> any Scenario {
@@ -120,7 +146,14 @@ struct HailstormLoad: AsyncParsableCommand {
         case .rushHour: rushHour()
         case .grabStorm: grabStorm()
         case .mixed: MixedScenario([flashSale(), rushHour(), grabStorm()])
+        case .bareHTTP: throw ValidationError("bare-http runs without a Hailstorm")
         }
+        return try await measure(chosen, context: context, redisPort: redisPort)
+    }
+
+    private func measure(_ chosen: any Scenario, context: LoadContext, redisPort: Int?) async throws -> Bool {
+        let recorder = context.recorder
+        let gateway = context.gateway
         FileHandle.standardError.write(Data("hailstorm-load \(scenario.rawValue): preparing…\n".utf8))
         try await chosen.prepare()
         let schedule = ArrivalSchedule(profile: ArrivalSchedule.Profile(rawValue: profile)!, rate: rate, duration: duration)
@@ -129,6 +162,7 @@ struct HailstormLoad: AsyncParsableCommand {
         let progress = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
+                if Task.isCancelled { break }
                 let t = Int((ContinuousClock.now - started).seconds)
                 FileHandle.standardError.write(Data(
                     "\r\(t)s: \(recorder.completed) answered, \(recorder.errorCount) errors, due rate now \(Int(schedule.rate(at: Double(t))))/s   ".utf8))
@@ -143,7 +177,7 @@ struct HailstormLoad: AsyncParsableCommand {
         await chosen.finish()
         let audit = try await chosen.audit()
         let snapshot = recorder.snapshot()
-        let report = Report(
+        let measured = Report(
             scenario: scenario.rawValue, profile: profile, offeredRate: rate, durationSeconds: duration,
             startedAt: startedAt.ISO8601Format(), gateway: gateway, due: totals.due, sent: totals.sent, dropped: totals.dropped,
             late: snapshot.late, completed: recorder.completed, achievedRate: Double(totals.sent) / max(totals.elapsed, duration),
@@ -154,7 +188,18 @@ struct HailstormLoad: AsyncParsableCommand {
                     second: second, count: bucket.count, errors: bucket.errors,
                     p50Ms: Double(bucket.histogram.valueAtPercentile(50)) / 1000, p99Ms: Double(bucket.histogram.valueAtPercentile(99)) / 1000)
             },
-            audit: audit, figures: chosen.figures(), passed: audit.allSatisfy(\.passed) && totals.dropped == 0)
+            audit: audit, figures: chosen.figures(), reference: nil, passed: audit.allSatisfy(\.passed))
+        var final = measured
+        if reference, let redis = context.redis, let redisPort {
+            FileHandle.standardError.write(Data("reference: redis-benchmark with the claim's Lua script…\n".utf8))
+            let connections = min(self.connections, 1000)
+            let figures = try await RedisBenchmarkReference(port: redisPort, connections: connections, requests: max(100_000, totals.sent))
+                .run(redis: redis, label: context.runLabel)
+            final.reference = Report.Reference(
+                redisBenchmarkLuaRate: figures.rate, redisBenchmarkLuaP50Ms: figures.p50Ms, redisBenchmarkLuaP99Ms: figures.p99Ms,
+                connections: connections, ratio: figures.rate > 0 ? measured.achievedRate / figures.rate : 0)
+        }
+        let report = final
         try report.write(to: out)
         print(summary(report))
         return report.passed
@@ -171,6 +216,11 @@ struct HailstormLoad: AsyncParsableCommand {
         }
         for (name, values) in report.figures.sorted(by: { $0.key < $1.key }) {
             lines.append(String(format: "  %@  p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f", name, values["p50"] ?? 0, values["p99"] ?? 0, values["p99.9"] ?? 0, values["max"] ?? 0))
+        }
+        if let r = report.reference {
+            lines.append(String(
+                format: "  reference: redis-benchmark Lua %.0f/s (p50 %.2f ms, p99 %.2f ms); this run achieved %.3f of it",
+                r.redisBenchmarkLuaRate, r.redisBenchmarkLuaP50Ms, r.redisBenchmarkLuaP99Ms, r.ratio))
         }
         for check in report.audit { lines.append("  [\(check.passed ? "PASS" : "FAIL")] \(check.name): \(check.detail)") }
         lines.append("audit \(report.passed ? "passed" : "FAILED"); report in \(out)/report.json and \(out)/report.html")

@@ -13,10 +13,16 @@ struct LoadContext: Sendable {
     let client: HTTPClient
     let tokens: AccessTokens
     let admin: String
-    let redis: RedisClient
+    /// The run's Redis (nil against the bare reference endpoint).
+    let redis: RedisClient?
     /// A label unique to this run: synthetic account ids carry it.
     let runLabel: String
     let recorder: LatencyRecorder
+    /// Requests this process has open; beyond `maxInFlight` a request is not sent but counted as
+    /// "client saturated". Queueing more in the HTTP client's pool than it can carry measures nothing but
+    /// the pool (and removing timed-out waiters from a long queue eats the load generator's own CPU).
+    let inFlight = SharedCount()
+    let maxInFlight: Int
 
     /// Tokens for `count` synthetic accounts of `role`, signed with the run's key like login's. They are
     /// not in login's table: the load reaches the services it measures without a bcrypt sign-in each.
@@ -39,11 +45,17 @@ struct LoadContext: Sendable {
         var problem: String? { (json["type"] as? String)?.replacingOccurrences(of: "urn:hailstorm:problem:", with: "") }
     }
 
-    /// One request through the gateway; a transport failure is a `nil` reply (the caller counts it).
+    /// One request through the gateway; a transport failure is a reply with status 0 and the error's name
+    /// as its body (the caller counts it).
     func call(
         _ method: HTTPMethod, _ path: String, token: String, json: Data? = nil, idempotencyKey: String? = nil,
         timeout: TimeAmount = .seconds(30)
     ) async -> Reply? {
+        guard inFlight.value < maxInFlight else {
+            return Reply(status: 0, body: Data("client saturated (\(maxInFlight) requests in flight)".utf8))
+        }
+        inFlight.add(1)
+        defer { inFlight.add(-1) }
         var request = HTTPClientRequest(url: gateway + "/api/v1" + path)
         request.method = method
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
@@ -57,7 +69,20 @@ struct LoadContext: Sendable {
             let body = try await response.body.collect(upTo: 8 << 20)
             return Reply(status: Int(response.status.code), body: Data(buffer: body))
         } catch {
-            return nil
+            return Reply(status: 0, body: Data(String(describing: error).prefix(80).utf8))
+        }
+    }
+
+    /// A read for the audit: tried again while the system is still busy (no answer, 429, 5xx) for up to a
+    /// minute, so that "not found" means a 404 and nothing else.
+    func read(_ path: String) async -> Reply? {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while true {
+            let reply = await call(.GET, path, token: admin)
+            guard let reply, reply.status == 0 || reply.status == 429 || reply.status >= 500, ContinuousClock.now < deadline else {
+                return reply
+            }
+            try? await Task.sleep(for: .milliseconds(reply.status == 429 ? 1000 : 200))
         }
     }
 
@@ -72,6 +97,7 @@ struct LoadContext: Sendable {
 
     static func outcome(_ reply: Reply?, expected: Set<Int>, allowedProblems: Set<String> = [], label: String) -> Outcome {
         guard let reply else { return .error("no answer") }
+        if reply.status == 0 { return .error("no answer: \(String(decoding: reply.body, as: UTF8.self))") }
         if expected.contains(reply.status) { return .ok("\(label) \(reply.status)") }
         if let problem = reply.problem, allowedProblems.contains(problem) { return .ok(problem) }
         return .error("\(reply.status) \(reply.problem ?? "")")

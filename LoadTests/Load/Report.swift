@@ -29,7 +29,8 @@ struct Report: Codable, Sendable {
     var gateway: String
     var due: Int
     var sent: Int
-    /// Due requests the load generator could not start (too many in flight): the client's limit, not the server's.
+    /// Due requests the load generator could not start (too many in flight): the offered load exceeded what
+    /// the system answered. Reported next to the audit, which judges the system's state, not its speed.
     var dropped: Int
     /// Requests sent more than 10 ms after their due time.
     var late: Int
@@ -42,7 +43,18 @@ struct Report: Codable, Sendable {
     var timeline: [Second]
     var audit: [AuditCheck]
     var figures: [String: [String: Double]]
+    /// `--reference`: redis-benchmark running the claim's Lua script on the same Redis right after the run.
+    var reference: Reference?
     var passed: Bool
+
+    struct Reference: Codable, Sendable {
+        var redisBenchmarkLuaRate: Double
+        var redisBenchmarkLuaP50Ms: Double
+        var redisBenchmarkLuaP99Ms: Double
+        var connections: Int
+        /// This run's achieved rate ÷ the Lua script's raw rate.
+        var ratio: Double
+    }
 
     static func percentiles(_ histogram: Histogram<UInt64>, scale: Double) -> [String: Double] {
         var result: [String: Double] = ["count": Double(histogram.totalCount)]
@@ -102,6 +114,7 @@ struct Report: Codable, Sendable {
             <h2>Latency by endpoint (ms)</h2>
             <table><tr><th>endpoint</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>\(rows)</table>
             \(extra.isEmpty ? "" : "<h2>Other figures (ms)</h2><table><tr><th>figure</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>\(extra)</table>")
+            \(reference.map { r in "<h2>Reference</h2><p>redis-benchmark running the claim's Lua script on the same Redis, \(r.connections) connections: \(format(r.redisBenchmarkLuaRate)) calls/s, p50 \(format(r.redisBenchmarkLuaP50Ms)) ms, p99 \(format(r.redisBenchmarkLuaP99Ms)) ms. This run achieved \(format(achievedRate))/s: <b>\(String(format: "%.3f", r.ratio))</b> of it.</p>" } ?? "")
             <h2>Latency over time</h2>\(timelineChart())
             <h2>Latency by percentile</h2>\(percentileChart())
             <h2>Answers</h2><ul>\(answers)</ul>\(problems.isEmpty ? "" : "<h2>Errors</h2><ul>\(problems)</ul>")

@@ -63,7 +63,7 @@ final class FlashSaleScenario: Scenario {
         var audit: [String: Any] = [:]
         let deadline = ContinuousClock.now + .seconds(60)
         repeat {
-            guard let reply = await context.call(.GET, "/admin/coupons/campaigns/\(campaign)/audit", token: context.admin), reply.status == 200 else {
+            guard let reply = await context.read("/admin/coupons/campaigns/\(campaign)/audit"), reply.status == 200 else {
                 throw LoadError("the coupon audit did not answer")
             }
             audit = reply.json
@@ -184,10 +184,11 @@ final class RideScenario: Scenario {
 
     /// Reads `events:order` from where it stood at the start: offers trigger grabs, assignments trips.
     private func watch() async {
+        guard let redis = context.redis else { return }
         let stream = "events:order"
-        var last = (try? await context.redis.send(RedisCommand("XREVRANGE", stream, "+", "-", "COUNT", 1)))?.array?.first?.array?.first?.string ?? "0-0"
+        var last = (try? await redis.send(RedisCommand("XREVRANGE", stream, "+", "-", "COUNT", 1)))?.array?.first?.array?.first?.string ?? "0-0"
         while !Task.isCancelled {
-            guard let entries = try? await context.redis.xrange(stream, start: "(" + last, count: 500), !entries.isEmpty else {
+            guard let entries = try? await redis.xrange(stream, start: "(" + last, count: 500), !entries.isEmpty else {
                 try? await Task.sleep(for: .milliseconds(50))
                 continue
             }
@@ -316,16 +317,15 @@ final class RideScenario: Scenario {
     func audit() async throws -> [AuditCheck] {
         let ids = accepted.withLock { $0.filter { $0.value.createdAt != nil }.map(\.key) }
         // The system's own record of every order this run was told was accepted.
-        let missing = SharedCount(), doubled = SharedCount(), stuck = SharedCount(), twoWinners = SharedCount()
+        let missing = SharedCount(), unreadable = SharedCount(), doubled = SharedCount(), stuck = SharedCount(), twoWinners = SharedCount()
         assignmentWaits.withLock { $0.reset() }
         await withTaskGroup(of: Void.self) { group in
             for (index, id) in ids.enumerated() {
                 if index >= 64 { await group.next() }
                 group.addTask {
-                    guard let reply = await self.context.call(.GET, "/rides/\(id)", token: self.context.admin), reply.status == 200,
-                        let order = try? JSONDecoder().decode(OrderAPI.Order.self, from: reply.body)
-                    else {
-                        missing.add(1)
+                    let reply = await self.context.read("/rides/\(id)")
+                    guard let reply, reply.status == 200, let order = try? JSONDecoder().decode(OrderAPI.Order.self, from: reply.body) else {
+                        if reply?.status == 404 { missing.add(1) } else { unreadable.add(1) }
                         return
                     }
                     let assignments = order.history.filter { $0.to == .assigned }
@@ -335,7 +335,7 @@ final class RideScenario: Scenario {
                         _ = self.assignmentWaits.withLock { $0.record(UInt64(max(0, (assigned.at - created.at) * 1000))) }
                     }
                     if order.dispatch == .offer, !assignments.isEmpty,
-                        let grabs = await self.context.call(.GET, "/admin/grabs/\(id)", token: self.context.admin), grabs.status == 200
+                        let grabs = await self.context.read("/admin/grabs/\(id)"), grabs.status == 200
                     {
                         let won = ((grabs.json["attempts"] as? [[String: Any]]) ?? []).filter { $0["outcome"] as? String == "won" }
                         if Set(won.compactMap { $0["driverID"] as? String }).count > 1 { twoWinners.add(1) }
@@ -346,6 +346,7 @@ final class RideScenario: Scenario {
         let histogram = assignmentWaits.withLock { $0 }
         return [
             AuditCheck(name: "every accepted order persisted", passed: missing.value == 0, detail: "\(ids.count) accepted, \(missing.value) not found"),
+            AuditCheck(name: "every accepted order readable", passed: unreadable.value == 0, detail: "\(unreadable.value) could not be read within a minute"),
             AuditCheck(name: "each order assigned at most once", passed: doubled.value == 0, detail: "\(doubled.value) orders with two assignments"),
             AuditCheck(name: "no order left in created", passed: stuck.value == 0, detail: "\(stuck.value) still created"),
             AuditCheck(name: "one grab winner per offered order", passed: twoWinners.value == 0, detail: "\(twoWinners.value) orders with two winners"),
@@ -386,6 +387,35 @@ final class MixedScenario: Scenario {
     func figures() -> [String: [String: Double]] {
         parts.reduce(into: [:]) { $0.merge($1.figures()) { a, _ in a } }
     }
+}
+
+/// The HTTP reference: the same load generator against `hailstorm-bare-endpoint`, a Hummingbird route
+/// shaped like the claim with nothing behind it.
+final class BareHTTPScenario: Scenario {
+    let name = "bare-http"
+    let context: LoadContext
+
+    init(context: LoadContext) { self.context = context }
+
+    func prepare() async throws {
+        guard let probe = await context.call(.POST, "/coupons/campaigns/bare/claim", token: "bare"), probe.status != 0 else {
+            throw LoadError("nothing answers at \(context.gateway): start hailstorm-bare-endpoint PORT first")
+        }
+    }
+
+    func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
+        ("POST /coupons/campaigns/{id}/claim (bare)",
+         LoadContext.outcome(await context.call(.POST, "/coupons/campaigns/bare/claim", token: "bare"), expected: [201], label: "answered"))
+    }
+
+    func finish() async {}
+
+    func audit() async throws -> [AuditCheck] {
+        let errors = context.recorder.errorCount
+        return [AuditCheck(name: "every request answered 201", passed: errors == 0, detail: "\(errors) errors")]
+    }
+
+    func figures() -> [String: [String: Double]] { [:] }
 }
 
 struct LoadError: Error, CustomStringConvertible {

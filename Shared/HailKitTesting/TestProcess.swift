@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import HailKit
 import NIOCore
 
 /// A real process a test starts and may kill: redis-server, or a built Hailstorm executable.
@@ -105,15 +106,5 @@ public final class RedisServerProcess: @unchecked Sendable {
         process?.kill()
     }
 
-    static func canConnect(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
-    }
+    static func canConnect(_ port: Int) -> Bool { LoopbackPorts.isListening(port) }
 }

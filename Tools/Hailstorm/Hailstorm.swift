@@ -83,7 +83,8 @@ struct Up: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("\r\(ready)/\(state.instances.count) ready".utf8))
                 if ready == state.instances.count { break }
             }
-            if !process.isRunning, folder.runningSupervisor == nil {
+            // `setsid` runs the supervisor in its place (or forks it and exits 0): a non-zero exit is a failure.
+            if !process.isRunning, process.terminationStatus != 0 || folder.runningSupervisor == nil && last != nil {
                 throw RunnerError("the supervisor stopped; see \(log):\n" + Logs.tail(log, lines: 30))
             }
         }
