@@ -85,13 +85,13 @@ struct Report: Codable, Sendable {
     // MARK: HTML
 
     func html() -> String {
-        let rows = endpoints.map { e in
+        let rows = endpoints.map { e -> String in
             "<tr><td>\(escape(e.name))</td><td>\(e.count)</td>" + ["p50", "p90", "p99", "p99.9", "max"].map { "<td>\(format(e.latencyMs[$0] ?? 0))</td>" }.joined() + "</tr>"
         }.joined(separator: "\n")
-        let checks = audit.map { c in
+        let checks = audit.map { c -> String in
             "<tr class=\"\(c.passed ? "pass" : "fail")\"><td>\(c.passed ? "PASS" : "FAIL")</td><td>\(escape(c.name))</td><td>\(escape(c.detail))</td></tr>"
         }.joined(separator: "\n")
-        let extra = figures.sorted { $0.key < $1.key }.map { name, values in
+        let extra = figures.sorted { $0.key < $1.key }.map { name, values -> String in
             "<tr><td>\(escape(name))</td>" + ["p50", "p90", "p99", "p99.9", "max"].map { "<td>\(format(values[$0] ?? 0))</td>" }.joined() + "</tr>"
         }.joined(separator: "\n")
         let problems = errors.sorted { $0.value > $1.value }.map { "<li>\(escape($0.key)): \($0.value)</li>" }.joined()
@@ -130,7 +130,7 @@ struct Report: Codable, Sendable {
         let maxCount = Double(max(timeline.map(\.count).max() ?? 1, 1))
         func x(_ s: Double) -> Double { left + s / maxSecond * (width - left - 20) }
         func y(_ v: Double, _ top: Double) -> Double { height - bottom - v / top * (height - bottom - 20) }
-        let bars = timeline.map { s in
+        let bars = timeline.map { s -> String in
             let barHeight = Double(s.count) / maxCount * (height - bottom - 20)
             return "<rect x=\"\(x(Double(s.second)) - 3)\" y=\"\(height - bottom - barHeight)\" width=\"6\" height=\"\(barHeight)\" fill=\"#dde\"/>"
         }.joined()
@@ -144,8 +144,8 @@ struct Report: Codable, Sendable {
             <line x1="\(left)" y1="\(height - bottom)" x2="\(width)" y2="\(height - bottom)" stroke="#999"/>
             <text x="5" y="20">\(format(maxLatency)) ms</text><text x="5" y="\(height - bottom)">0</text>
             <text x="\(left)" y="\(height - 8)">0 s</text><text x="\(width - 60)" y="\(height - 8)">\(Int(maxSecond)) s</text>
-            <text x="\(width - 320)" y="20" fill="#36c">p50</text><text x="\(width - 280)" y="20" fill="#c33">p99</text>
-            <text x="\(width - 240)" y="20" fill="#88a">bars: requests per second (max \(Int(maxCount)))</text></svg>
+            <text x="\(width - 440)" y="20" fill="#36c">p50</text><text x="\(width - 400)" y="20" fill="#c33">p99</text>
+            <text x="\(width - 360)" y="20" fill="#88a">bars: requests per second (max \(Int(maxCount)))</text></svg>
             """
     }
 

@@ -58,7 +58,10 @@ struct LocalRunTests {
             #expect(report?["passed"] as? Bool == true)
             #expect(((report?["audit"] as? [[String: Any]]) ?? []).count >= 4, "\(scenario) audits its checks")
             let html = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
-            #expect(html.contains("<svg") && !html.contains("<script"), "the HTML report draws its charts inline")
+            // Both charts drawn inline (per-second bars and p50/p99 lines, the percentile curve), no script.
+            #expect(html.components(separatedBy: "<polyline").count - 1 >= 3, "\(scenario): the charts have their lines")
+            #expect(html.contains("<rect"), "\(scenario): the timeline has its bars")
+            #expect(!html.contains("<script"))
         }
 
         // A service killed with SIGKILL while the demo runs comes back, and the demo still finishes.
