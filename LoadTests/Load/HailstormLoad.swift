@@ -168,7 +168,7 @@ struct HailstormLoad: AsyncParsableCommand {
                     "\r\(t)s: \(recorder.completed) answered, \(recorder.errorCount) errors, due rate now \(Int(schedule.rate(at: Double(t))))/s   ".utf8))
             }
         }
-        let totals = await OpenLoop(schedule: schedule, maxInFlight: maxInFlight, recorder: recorder, label: scenario.rawValue)
+        let totals = await OpenLoop(schedule: schedule, maxInFlight: maxInFlight, recorder: recorder)
             .run { index in
                 await chosen.request(index, second: Int((ContinuousClock.now - started).seconds))
             }

@@ -81,18 +81,17 @@ final class LatencyRecorder: Sendable {
         state.withLock { state in
             let value = min(latencyMicros, 119_000_000)
             _ = state.endpoints[endpoint, default: Histogram(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)].record(value)
-            var bucket = state.seconds[second] ?? Second()
-            bucket.count += 1
-            _ = bucket.histogram.record(value)
+            // In place: a copy of the second's histogram per request would copy all its buckets.
+            state.seconds[second, default: Second()].count += 1
+            _ = state.seconds[second, default: Second()].histogram.record(value)
             state.completed += 1
             if lateness > 0.010 { state.late += 1 }
             switch outcome {
             case .ok(let label): state.outcomes[label, default: 0] += 1
             case .error(let label):
                 state.errors[label, default: 0] += 1
-                bucket.errors += 1
+                state.seconds[second, default: Second()].errors += 1
             }
-            state.seconds[second] = bucket
         }
     }
 
@@ -111,7 +110,6 @@ struct OpenLoop: Sendable {
     let schedule: ArrivalSchedule
     let maxInFlight: Int
     let recorder: LatencyRecorder
-    let label: String
 
     struct Totals: Sendable {
         var due: Int

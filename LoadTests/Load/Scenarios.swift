@@ -137,7 +137,6 @@ final class RideScenario: Scenario {
 
     func prepare() async throws {
         let driverAccounts = try await context.accounts(driverCount, role: .driver, prefix: "load-\(name)-driver")
-        riders.withLock { _ in }
         let riderAccounts = try await context.accounts(max(100, driverCount), role: .rider, prefix: "load-\(name)-rider")
         riders.withLock { $0 = riderAccounts }
         driverList.withLock { $0 = driverAccounts }

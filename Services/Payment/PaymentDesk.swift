@@ -46,7 +46,7 @@ struct PaymentDesk: Sendable {
             couponID: request.couponID, currency: order.currency, providerReference: nil, failureReason: nil,
             createdAt: now, updatedAt: now, entries: [])
         // A key seen before answers what it answered, whatever the order's state is now.
-        if case .existing(let payment) = try await store.begin(candidate, idempotencyKey: idempotencyKey, method: method, onlyLookUp: true) {
+        if let payment = try await store.payment(rider: rider, idempotencyKey: idempotencyKey, orderID: order.id) {
             return try await settled(payment)
         }
         switch order.state {

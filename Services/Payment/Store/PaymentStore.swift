@@ -61,24 +61,18 @@ struct PaymentStore: Sendable {
         case existing(PaymentAPI.Payment)
     }
 
+    /// The payment a rider's Idempotency-Key already names, if any. A key used for another order is a 422.
+    func payment(rider: String, idempotencyKey: String, orderID: String) async throws -> PaymentAPI.Payment? {
+        try await db.read { db in try Self.keyed(rider: rider, key: idempotencyKey, orderID: orderID, in: db) }
+    }
+
     /// Claims the rider's Idempotency-Key and the order for a new payment, or finds the payment the key
-    /// already names. A different key for an order with a live payment is refused. `onlyLookUp` finds
-    /// without claiming (`.started` then means the key is new).
-    func begin(_ payment: PaymentAPI.Payment, idempotencyKey: String, method: String, onlyLookUp: Bool = false) async throws -> Begin {
+    /// already names. A different key for an order with a live payment is refused.
+    func begin(_ payment: PaymentAPI.Payment, idempotencyKey: String, method: String) async throws -> Begin {
         try await db.write { db in
-            if let existing = try Self.fetch(
-                db, where: "rider_id = ? AND idempotency_key = ?", [payment.riderID, idempotencyKey])
-            {
-                guard existing.orderID == payment.orderID else {
-                    throw Problem(
-                        .unprocessableContent, slug: "idempotency-key-reused",
-                        title: "The Idempotency-Key was used for another payment",
-                        detail: "This key paid order \(existing.orderID); use a new key for order \(payment.orderID)",
-                        field: "Idempotency-Key")
-                }
+            if let existing = try Self.keyed(rider: payment.riderID, key: idempotencyKey, orderID: payment.orderID, in: db) {
                 return .existing(existing)
             }
-            if onlyLookUp { return .started(payment) }
             if let live = try Self.fetch(
                 db, where: "order_id = ? AND state IN ('processing', 'succeeded', 'refunded')", [payment.orderID])
             {
@@ -227,6 +221,16 @@ struct PaymentStore: Sendable {
     }
 
     // MARK: Rows
+
+    static func keyed(rider: String, key: String, orderID: String, in db: Database) throws -> PaymentAPI.Payment? {
+        guard let existing = try fetch(db, where: "rider_id = ? AND idempotency_key = ?", [rider, key]) else { return nil }
+        guard existing.orderID == orderID else {
+            throw Problem(
+                .unprocessableContent, slug: "idempotency-key-reused", title: "The Idempotency-Key was used for another payment",
+                detail: "This key paid order \(existing.orderID); use a new key for order \(orderID)", field: "Idempotency-Key")
+        }
+        return existing
+    }
 
     static func insert(_ entries: [PaymentAPI.LedgerEntry], in db: Database) throws {
         for entry in entries {
