@@ -30,25 +30,51 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Seconds the demo may take at most.")
     var timeout: Int = 180
 
+    @Option(help: ArgumentHelp(
+        "A gateway this command did not start (compose, a Kubernetes port-forward), as http://HOST:PORT.",
+        discussion: "Needs --admin-file; without it, the demo plays against the `hailstorm up` of --run-dir."))
+    var gateway: String?
+
+    @Option(help: "A JSON file {\"phone\": …, \"password\": …} with the admin account of the --gateway's Hailstorm.")
+    var adminFile: String?
+
     func validate() throws {
         guard (1...500).contains(drivers), (1...2000).contains(riders) else {
             throw ValidationError("--drivers takes 1 to 500 and --riders 1 to 2000")
         }
         guard saleIn >= 1, timeout >= 30 else { throw ValidationError("--sale-in must be at least 1 and --timeout at least 30") }
+        if let gateway {
+            guard let url = URL(string: gateway), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+                throw ValidationError("--gateway takes a URL such as http://127.0.0.1:8080, not \(gateway)")
+            }
+            guard adminFile != nil else { throw ValidationError("--gateway needs --admin-file: the demo runs the flash sale and settlement as admin") }
+        }
     }
 
     func run() async throws {
         let folder = run.folder
-        guard folder.runningSupervisor != nil, let state = try? folder.read(RunState.self, from: folder.stateFile) else {
-            throw RunnerError("Hailstorm is not running in \(folder.path): start it with `hailstorm up`")
+        let base: String
+        let admin: AdminCredentials
+        if let gateway, let adminFile {
+            base = gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway
+            do {
+                admin = try folder.read(AdminCredentials.self, from: adminFile)
+            } catch {
+                throw RunnerError("cannot read the admin account from \(adminFile): \(error)")
+            }
+        } else {
+            guard folder.runningSupervisor != nil, let state = try? folder.read(RunState.self, from: folder.stateFile) else {
+                throw RunnerError("Hailstorm is not running in \(folder.path): start it with `hailstorm up`, or name a running one with --gateway")
+            }
+            base = state.gateway
+            admin = try folder.read(AdminCredentials.self, from: folder.adminFile)
         }
-        let admin = try folder.read(AdminCredentials.self, from: folder.adminFile)
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        let city = City(gateway: GatewayClient(base: state.gateway, client: client), tally: Tally())
+        let city = City(gateway: GatewayClient(base: base, client: client), tally: Tally())
         do {
-            let ok = try await play(city, admin: admin, state: state)
+            let ok = try await play(city, admin: admin, gateway: base)
             try await client.shutdown()
             if !ok { throw ExitCode(1) }
         } catch {
@@ -57,9 +83,9 @@ struct Demo: AsyncParsableCommand {
         }
     }
 
-    private func play(_ city: City, admin credentials: AdminCredentials, state: RunState) async throws -> Bool {
+    private func play(_ city: City, admin credentials: AdminCredentials, gateway: String) async throws -> Bool {
         let started = ContinuousClock.now
-        print("Demo city against \(state.gateway): \(drivers) drivers, \(riders) riders, a flash sale in \(saleIn) s")
+        print("Demo city against \(gateway): \(drivers) drivers, \(riders) riders, a flash sale in \(saleIn) s")
         let admin = try await city.signIn(phone: credentials.phone, password: credentials.password)
         let driverAccounts = try await city.signUp(count: drivers, role: "driver")
         let riderAccounts = try await city.signUp(count: riders, role: "rider")

@@ -1,0 +1,36 @@
+# Redis and etcd for the compose stack (and Redis for Kubernetes), from Debian's packages — the same
+# servers the local run uses — running as the same non-root user (10001) as the services.
+#
+#   podman build -f compose/backends.Dockerfile --target redis -t hailstorm/redis .
+#   podman build -f compose/backends.Dockerfile --target etcd -t hailstorm/etcd .
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
+
+FROM ${RUNTIME_IMAGE} AS redis
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
+ && groupadd --system --gid 10001 hailstorm \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hailstorm \
+ && mkdir -p /data && chown 10001:10001 /data
+USER 10001:10001
+VOLUME ["/data"]
+EXPOSE 6379
+HEALTHCHECK --interval=5s --timeout=3s --retries=5 CMD ["redis-cli", "ping"]
+CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data", "--appendonly", "yes", "--save", ""]
+
+FROM ${RUNTIME_IMAGE} AS etcd
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server etcd-client \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
+ && groupadd --system --gid 10001 hailstorm \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hailstorm \
+ && mkdir -p /data && chown 10001:10001 /data
+USER 10001:10001
+VOLUME ["/data"]
+EXPOSE 2379
+ENV ETCDCTL_API=3
+HEALTHCHECK --interval=5s --timeout=3s --retries=5 CMD ["etcdctl", "--endpoints=http://127.0.0.1:2379", "endpoint", "health"]
+CMD ["etcd", "--name", "etcd", "--data-dir", "/data/etcd", \
+     "--listen-client-urls", "http://0.0.0.0:2379", "--advertise-client-urls", "http://etcd:2379", \
+     "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380", \
+     "--initial-cluster", "etcd=http://127.0.0.1:2380"]

@@ -1,0 +1,95 @@
+# Shared by the container scripts: podman with the project's own settings, the local base image, the
+# images of the compose stack. Sourced after lib.sh.
+
+# Everything podman keeps for Hailstorm (settings, image storage, the base image's tree) lives here.
+containers_dir="$PWD/.build-containers"
+# Every image the compose stack and the Kubernetes manifests use, besides the services' own.
+backend_images=(redis etcd)
+
+# The Hailstorm services on main: one folder under Services/ each, named in kebab case (OrderGrab → order-grab).
+hailstorm_services() {
+    local folder
+    for folder in Services/*/; do
+        folder=${folder%/}
+        echo "${folder#Services/}" | sed -E 's/([a-z0-9])([A-Z])/\1-\2/g' | tr '[:upper:]' '[:lower:]'
+    done
+}
+
+# Installs podman, podman-compose and debootstrap when missing, and points podman at settings that work
+# without systemd and without a registry: runc, cgroupfs, file events, raised ulimits, vfs storage kept
+# under .build-containers/.
+ensure_podman() {
+    local missing=()
+    command -v podman >/dev/null 2>&1 || missing+=(podman)
+    command -v podman-compose >/dev/null 2>&1 || missing+=(podman-compose)
+    command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    command -v runc >/dev/null 2>&1 || missing+=(runc)
+    [ -x /usr/lib/podman/netavark ] || missing+=(netavark)
+    [ -x /usr/lib/podman/aardvark-dns ] || missing+=(aardvark-dns)
+    install_packages "${missing[@]}"
+
+    mkdir -p "$containers_dir"
+    cat >"$containers_dir/containers.conf" <<EOF
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+    cat >"$containers_dir/storage.conf" <<EOF
+[storage]
+driver = "vfs"
+graphroot = "$containers_dir/storage"
+runroot = "$containers_dir/run"
+EOF
+    export CONTAINERS_CONF="$containers_dir/containers.conf"
+    export CONTAINERS_STORAGE_CONF="$containers_dir/storage.conf"
+}
+
+# The runtime base image, made locally when no registry can be reached: Debian 12 (minbase) from
+# debootstrap, imported under the name the Dockerfiles use.
+ensure_base_image() {
+    local name=docker.io/library/debian:bookworm-slim
+    if podman image exists "$name"; then return 0; fi
+    if podman pull -q "$name" >/dev/null 2>&1; then return 0; fi
+    say "Making the base image $name with debootstrap (no registry reachable)"
+    local tree="$containers_dir/rootfs"
+    rm -rf "$tree"
+    debootstrap --variant=minbase bookworm "$tree" http://deb.debian.org/debian >"$containers_dir/debootstrap.log" 2>&1 \
+        || { echo "debootstrap failed; see $containers_dir/debootstrap.log" >&2; return 1; }
+    rm -rf "$tree"/var/cache/apt/archives/*.deb "$tree"/var/lib/apt/lists/*
+    tar -C "$tree" -c . | podman import -q - "$name" >/dev/null
+    rm -rf "$tree"
+}
+
+# build_images TAG → hailstorm/NAME:TAG for Redis, etcd and every service, the services from the static
+# release binaries in .build-containers/bin/ (build_static_binaries).
+build_images() {
+    local tag=$1 name
+    for name in "${backend_images[@]}"; do
+        say "Image hailstorm/$name:$tag"
+        podman build -q -f compose/backends.Dockerfile --target "$name" -t "hailstorm/$name:$tag" . >/dev/null
+    done
+    for name in $(hailstorm_services); do
+        say "Image hailstorm/$name:$tag"
+        podman build -q -f compose/Dockerfile --build-arg BINARIES=prebuilt --build-arg SERVICE="$name" \
+            -t "hailstorm/$name:$tag" . >/dev/null
+    done
+}
+
+# The release binaries the images carry: the Swift standard library and Foundation linked in, so the
+# runtime image needs only libsqlite3 and libhiredis. Copied to .build-containers/bin/.
+build_static_binaries() {
+    say "Building the release binaries with the static Swift standard library (the first build takes a while)"
+    swift build -c release --static-swift-stdlib --scratch-path .build-static
+    local bin name
+    bin=$(swift build -c release --static-swift-stdlib --scratch-path .build-static --show-bin-path)
+    rm -rf "$containers_dir/bin"
+    mkdir -p "$containers_dir/bin"
+    for name in $(hailstorm_services); do
+        cp "$bin/hailstorm-$name" "$containers_dir/bin/"
+    done
+    static_bin=$bin
+}
