@@ -84,6 +84,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.1.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
     ],
     targets: services.map(\.1) + [
         .systemLibrary(
@@ -226,6 +227,7 @@ let package = Package(
         testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts"]),
         testTarget("Payment", ["Payment", "Contracts"]),
         testTarget("Runner", ["HailKitTesting"]),
+        testTarget("Deploy", [.product(name: "Yams", package: "Yams")]),
         testTarget("Ride", [
             "HailKit", "HailKitTesting", "Contracts",
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

@@ -9,8 +9,8 @@ FROM ${RUNTIME_IMAGE} AS redis
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
- && groupadd --system --gid 10001 hailstorm \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hailstorm \
+ && groupadd --gid 10001 hailstorm \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hailstorm \
  && mkdir -p /data && chown 10001:10001 /data
 USER 10001:10001
 VOLUME ["/data"]
@@ -22,8 +22,8 @@ FROM ${RUNTIME_IMAGE} AS etcd
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server etcd-client \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
- && groupadd --system --gid 10001 hailstorm \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hailstorm \
+ && groupadd --gid 10001 hailstorm \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hailstorm \
  && mkdir -p /data && chown 10001:10001 /data
 USER 10001:10001
 VOLUME ["/data"]

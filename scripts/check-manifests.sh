@@ -14,10 +14,7 @@ venv=.build-containers/venv
 mkdir -p "$out"
 
 command -v docker-compose >/dev/null 2>&1 || install_packages docker-compose
-if ! command -v kubectl >/dev/null 2>&1; then
-    install_packages kubectl || install_packages kubernetes-client || true
-    command -v kubectl >/dev/null 2>&1 || { echo "kubectl is needed to render the kustomize overlays" >&2; exit 1; }
-fi
+ensure_kubectl
 if [ ! -x "$venv/bin/checkov" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
     say "Installing kubernetes-validate and checkov into $venv"
     python3 -m venv "$venv"

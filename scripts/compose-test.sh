@@ -51,6 +51,7 @@ teardown() {
         say "Stopping the stack"
         "${compose[@]}" down -v >"$work/down.log" 2>&1 || true
         podman volume ls -q --filter "label=io.podman.compose.project=$project" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
+        podman network rm -f "${project}_default" >/dev/null 2>&1 || true
         rm -rf "$work"
     fi
     exit "$status"

@@ -60,7 +60,10 @@ ensure_base_image() {
     debootstrap --variant=minbase bookworm "$tree" http://deb.debian.org/debian >"$containers_dir/debootstrap.log" 2>&1 \
         || { echo "debootstrap failed; see $containers_dir/debootstrap.log" >&2; return 1; }
     rm -rf "$tree"/var/cache/apt/archives/*.deb "$tree"/var/lib/apt/lists/*
-    tar -C "$tree" -c . | podman import -q - "$name" >/dev/null
+    # With the PATH and command the published image has; `podman kube play` gives an image no PATH of its own.
+    tar -C "$tree" -c . | podman import -q \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'CMD ["bash"]' \
+        - "$name" >/dev/null
     rm -rf "$tree"
 }
 
@@ -70,17 +73,19 @@ build_images() {
     local tag=$1 name
     for name in "${backend_images[@]}"; do
         say "Image hailstorm/$name:$tag"
-        podman build -q -f compose/backends.Dockerfile --target "$name" -t "hailstorm/$name:$tag" . >/dev/null
+        podman build -q --format docker -f compose/backends.Dockerfile --target "$name" -t "hailstorm/$name:$tag" . >/dev/null
     done
     for name in $(hailstorm_services); do
         say "Image hailstorm/$name:$tag"
-        podman build -q -f compose/Dockerfile --build-arg BINARIES=prebuilt --build-arg SERVICE="$name" \
+        podman build -q --format docker -f compose/Dockerfile --build-arg BINARIES=prebuilt --build-arg SERVICE="$name" \
             -t "hailstorm/$name:$tag" . >/dev/null
     done
+    # The staging layer of the prebuilt binaries, now in every image: no need to keep it twice.
+    podman image prune -f >/dev/null
 }
 
 # The release binaries the images carry: the Swift standard library and Foundation linked in, so the
-# runtime image needs only libsqlite3 and libhiredis. Copied to .build-containers/bin/.
+# runtime image needs only libsqlite3 and libhiredis. Copied to .build-containers/bin/; sets static_bin.
 build_static_binaries() {
     say "Building the release binaries with the static Swift standard library (the first build takes a while)"
     swift build -c release --static-swift-stdlib --scratch-path .build-static
@@ -88,8 +93,9 @@ build_static_binaries() {
     bin=$(swift build -c release --static-swift-stdlib --scratch-path .build-static --show-bin-path)
     rm -rf "$containers_dir/bin"
     mkdir -p "$containers_dir/bin"
+    # Without the debug sections (a third of the size); the symbol table stays, so backtraces name functions.
     for name in $(hailstorm_services); do
-        cp "$bin/hailstorm-$name" "$containers_dir/bin/"
+        strip --strip-debug -o "$containers_dir/bin/hailstorm-$name" "$bin/hailstorm-$name"
     done
     static_bin=$bin
 }

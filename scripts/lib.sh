@@ -31,6 +31,16 @@ ensure_packages() {
     fi
 }
 
+# kubectl renders the kustomize overlays (offline: `kubectl kustomize`). Debian 12 has no package for it;
+# Ubuntu's snap and the Kubernetes apt repository do.
+ensure_kubectl() {
+    command -v kubectl >/dev/null 2>&1 && return 0
+    install_packages kubectl 2>/dev/null || install_packages kubernetes-client 2>/dev/null || true
+    command -v kubectl >/dev/null 2>&1 && return 0
+    echo "kubectl is needed to render k8s/ (kubectl kustomize): install it from https://kubernetes.io/docs/tasks/tools/" >&2
+    exit 1
+}
+
 # Prints a TCP port on 127.0.0.1 that nothing listens on.
 free_port() {
     local port

@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
 # Runs Hailstorm's tests: installs what is missing (apt: redis-server, etcd-server, libhiredis-dev,
-# libsqlite3-dev), starts Redis and etcd on free loopback ports, builds and runs `swift test`, stops them.
-# Extra arguments go to `swift test` (e.g. --filter RedisKitTests).
+# libsqlite3-dev), starts Redis and etcd on free loopback ports, builds and runs `swift test`, stops them;
+# before that it checks the deployment files (scripts/check-manifests.sh: docker-compose, kubectl
+# kustomize, kubernetes-validate, checkov), after it runs the compose stack from freshly built images
+# (scripts/compose-test.sh: podman, podman-compose, debootstrap) and plays the Kubernetes dev overlay's
+# workloads with podman (scripts/kube-play-test.sh). Each installs what it needs.
+#
+#   scripts/test.sh [--no-containers] [swift test arguments, e.g. --filter RedisKitTests]
+#
+# --no-containers skips the compose stack and kube play (they build the release binaries and every image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
+containers=1
+if [ "${1:-}" = "--no-containers" ]; then
+    containers=0
+    shift
+fi
+
 ensure_packages
+ensure_kubectl
+say "Checking the compose files and the Kubernetes manifests"
+bash scripts/check-manifests.sh
 
 run_dir=$(mktemp -d /tmp/hailstorm-test.XXXXXX)
 cleanup() {
@@ -27,3 +43,12 @@ say "Running the tests"
 # One test at a time: the flash-sale storms saturate a small machine, and the tests that wait on real
 # time (lease expiry, deadlines, rate-limit windows) must not share it with them.
 swift test --skip-build --no-parallel "$@"
+
+if [ "$containers" = 1 ]; then
+    cleanup
+    trap - EXIT
+    say "Running the compose stack"
+    bash scripts/compose-test.sh
+    say "Playing the Kubernetes dev overlay with podman"
+    bash scripts/kube-play-test.sh
+fi

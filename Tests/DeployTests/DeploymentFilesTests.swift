@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+import Yams
+
+/// The compose file and the rendered Kubernetes overlays cover every service on main, the way an operator
+/// relies on: a service added under `Services/` and forgotten in `compose/` or `k8s/` fails here.
+@Suite struct DeploymentFilesTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    /// Every service on main: a folder under Services/ (OrderGrab → order-grab), and whether it keeps a
+    /// SQLite file of its own (then it needs a volume and exactly one writer).
+    static func services() throws -> [(name: String, ownsSQLite: Bool)] {
+        let folder = root.appendingPathComponent("Services")
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
+        return try names.map { folderName in
+            var kebab = ""
+            for character in folderName {
+                if character.isUppercase, !kebab.isEmpty { kebab += "-" }
+                kebab += character.lowercased()
+            }
+            let build = try String(contentsOf: folder.appendingPathComponent(folderName).appendingPathComponent("App+build.swift"), encoding: .utf8)
+            return (kebab, build.contains("openDatabase(") || build.contains("SQLiteStore.open("))
+        }
+    }
+
+    @Test func servicesAreFound() throws {
+        let services = try Self.services()
+        #expect(services.count >= 8)
+        #expect(services.contains { $0.name == "order-grab" && $0.ownsSQLite })
+        #expect(services.contains { $0.name == "gateway" && !$0.ownsSQLite })
+    }
+
+    @Test func composeRunsEveryService() throws {
+        let text = try String(contentsOf: Self.root.appendingPathComponent("compose/docker-compose.yml"), encoding: .utf8)
+        let compose = try #require(try Yams.load(yaml: text) as? [String: Any])
+        let composed = try #require(compose["services"] as? [String: Any])
+        let volumes = compose["volumes"] as? [String: Any] ?? [:]
+        for backend in ["redis", "etcd"] {
+            #expect(composed[backend] != nil, "compose has no \(backend)")
+        }
+        for service in try Self.services() {
+            guard let entry = composed[service.name] as? [String: Any] else {
+                Issue.record("compose/docker-compose.yml has no service \(service.name)")
+                continue
+            }
+            let build = entry["build"] as? [String: Any]
+            let arguments = build?["args"] as? [String: Any]
+            #expect(arguments?["SERVICE"] as? String == service.name, "\(service.name): image built for another service")
+            let health = entry["healthcheck"] as? [String: Any]
+            #expect((health?["test"] as? [String])?.contains("/usr/local/bin/hailstorm-healthcheck") == true, "\(service.name): no health check")
+            #expect(entry["restart"] as? String != nil, "\(service.name): no restart policy")
+            let dependencies = entry["depends_on"] as? [String: Any] ?? [:]
+            for backend in ["redis", "etcd"] {
+                let condition = (dependencies[backend] as? [String: Any])?["condition"] as? String
+                #expect(condition == "service_healthy", "\(service.name) does not wait for a healthy \(backend)")
+            }
+            if service.ownsSQLite {
+                let mounts = entry["volumes"] as? [String] ?? []
+                #expect(mounts.contains("\(service.name)-data:/data"), "\(service.name) keeps SQLite but has no volume of its own")
+                #expect(volumes.keys.contains("\(service.name)-data"))
+            }
+        }
+        let gatewayPorts = (composed["gateway"] as? [String: Any])?["ports"] as? [String] ?? []
+        #expect(gatewayPorts.contains { $0.hasPrefix("127.0.0.1:") && $0.hasSuffix(":8080") }, "the gateway is not published")
+    }
+
+    @Test(arguments: ["dev", "prod"])
+    func kubernetesRunsEveryService(overlay: String) throws {
+        let objects = try Self.render(overlay: overlay)
+        func object(_ kind: String, _ name: String) -> [String: Any]? {
+            objects.first { $0["kind"] as? String == kind && ($0["metadata"] as? [String: Any])?["name"] as? String == name }
+        }
+        for service in try Self.services() {
+            let workload = object("StatefulSet", service.name) ?? object("Deployment", service.name)
+            guard let workload else {
+                Issue.record("\(overlay): no Deployment or StatefulSet for \(service.name)")
+                continue
+            }
+            let kind = workload["kind"] as? String
+            if service.ownsSQLite {
+                #expect(kind == "StatefulSet", "\(overlay): \(service.name) keeps SQLite, so it must be a StatefulSet with one writer")
+                let spec = workload["spec"] as? [String: Any]
+                #expect(spec?["replicas"] as? Int == 1, "\(overlay): \(service.name) must have one replica per volume")
+                #expect((spec?["volumeClaimTemplates"] as? [Any])?.isEmpty == false, "\(overlay): \(service.name) has no volume claim")
+            } else {
+                #expect(kind == "Deployment", "\(overlay): \(service.name) is stateless and should be a Deployment")
+                let scaler = objects.first {
+                    $0["kind"] as? String == "HorizontalPodAutoscaler"
+                        && (($0["spec"] as? [String: Any])?["scaleTargetRef"] as? [String: Any])?["name"] as? String == service.name
+                }
+                #expect(scaler != nil, "\(overlay): \(service.name) has no HorizontalPodAutoscaler")
+            }
+            #expect(object("Service", service.name) != nil, "\(overlay): no Service named \(service.name), so nobody can reach it by DNS")
+            #expect(object("PodDisruptionBudget", service.name) != nil, "\(overlay): \(service.name) has no PodDisruptionBudget")
+        }
+        #expect(object("CronJob", "settlement-run") != nil, "\(overlay): no CronJob for settlement")
+        #expect(object("Ingress", "gateway") != nil, "\(overlay): no Ingress for the gateway")
+        #expect(object("NetworkPolicy", "default-deny") != nil, "\(overlay): no default-deny NetworkPolicy")
+
+        // Every container of every Deployment and StatefulSet: probes, resources, non-root, read-only root.
+        for workload in objects where ["Deployment", "StatefulSet"].contains(workload["kind"] as? String) {
+            let name = (workload["metadata"] as? [String: Any])?["name"] as? String ?? "?"
+            let pod = ((workload["spec"] as? [String: Any])?["template"] as? [String: Any])?["spec"] as? [String: Any]
+            let podSecurity = pod?["securityContext"] as? [String: Any]
+            #expect(podSecurity?["runAsNonRoot"] as? Bool == true, "\(overlay): \(name) may run as root")
+            for container in pod?["containers"] as? [[String: Any]] ?? [] {
+                #expect(container["livenessProbe"] != nil, "\(overlay): \(name) has no liveness probe")
+                #expect(container["readinessProbe"] != nil, "\(overlay): \(name) has no readiness probe")
+                let resources = container["resources"] as? [String: Any]
+                for part in ["requests", "limits"] {
+                    let values = resources?[part] as? [String: Any]
+                    #expect(values?["cpu"] != nil && values?["memory"] != nil, "\(overlay): \(name) has no \(part) for cpu and memory")
+                }
+                let security = container["securityContext"] as? [String: Any]
+                #expect(security?["readOnlyRootFilesystem"] as? Bool == true, "\(overlay): \(name) has a writable root filesystem")
+            }
+        }
+    }
+
+    /// `kubectl kustomize k8s/overlays/NAME`, as a list of objects.
+    static func render(overlay: String) throws -> [[String: Any]] {
+        let overlayFolder = root.appendingPathComponent("k8s/overlays/\(overlay)")
+        // The dev overlay generates its Secret from secrets.env, which is never committed.
+        let secrets = overlayFolder.appendingPathComponent("secrets.env")
+        if overlay == "dev", !FileManager.default.fileExists(atPath: secrets.path) {
+            let random = { (count: Int) in (0..<count).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined() }
+            try "jwt-secret=\(random(32))\nadmin-password=\(random(12))\n".write(to: secrets, atomically: true, encoding: .utf8)
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["kubectl", "kustomize", overlayFolder.path]
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let rendered = output.fileHandleForReading.readDataToEndOfFile()
+        let problem = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "kubectl kustomize \(overlay): \(String(decoding: problem, as: UTF8.self))")
+        var documents = try Yams.load_all(yaml: String(decoding: rendered, as: UTF8.self))
+        var objects: [[String: Any]] = []
+        while let document = documents.next() {
+            if let object = document as? [String: Any] { objects.append(object) }
+        }
+        if let error = documents.error { throw error }
+        return objects
+    }
+}
