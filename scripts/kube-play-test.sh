@@ -8,7 +8,7 @@
 # StatefulSet is played as a Pod named after it (where the cluster's Service would give that name in DNS)
 # with a PersistentVolumeClaim per claim template, Deployments are played as they are, and the played copy
 # leaves out ports and probes. What this shows: the images run under the manifests' pod and container settings (uid 10001,
-# read-only root, dropped capabilities, the ConfigMap and Secret in the environment, a volume on /data)
+# read-only root, dropped capabilities, the ConfigMap in the environment and the Secret as files, a volume on /data)
 # and the services find Redis and each other by name. See docs/deploy.md for what it does not show.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,8 +21,8 @@ struct App {
     }
 
     static func runOnce(arguments: [String]) async {
-        let reader = ConfigReader.hailstorm(arguments: arguments)
         do {
+            let reader = try await ConfigReader.loadHailstorm(arguments: arguments)
             let kit = try ServiceKit(name: "settlement-run", reader: reader, defaultPort: 0)
             let credentials = ServiceCredentials(tokens: try await kit.accessTokens(), service: "settlement-run")
             let result: Result<SettlementAPI.Batch, any Error>

@@ -21,6 +21,33 @@ extension ConfigReader {
         environment: [String: String] = ProcessInfo.processInfo.environment,
         defaults: [String: ConfigValue] = [:]
     ) -> ConfigReader {
+        ConfigReader(providers: hailstormProviders(arguments: arguments, environment: environment, defaults: defaults))
+    }
+
+    /// ``hailstorm(arguments:environment:defaults:)`` plus secret files: when `secrets.dir`
+    /// (`SECRETS_DIR`) names a folder, each file in it holds one key, its name the key with dashes
+    /// (`auth-jwt-secret` holds `auth.jwt.secret`) — the way Kubernetes mounts a Secret as a volume, so a
+    /// secret need not sit in the process's environment. The command line and the environment still win.
+    public static func loadHailstorm(
+        arguments: [String] = CommandLine.arguments,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) async throws -> ConfigReader {
+        var providers = hailstormProviders(arguments: arguments, environment: environment, defaults: [:])
+        let plain = ConfigReader(providers: providers)
+        if let folder = plain.string(forKey: "secrets.dir"), !folder.isEmpty {
+            do {
+                let files = try await DirectoryFilesProvider(directoryPath: .init(folder))
+                providers.insert(files, at: providers.count - 1)
+            } catch {
+                throw ConfigurationError("secrets.dir \(folder) cannot be read: \(error)")
+            }
+        }
+        return ConfigReader(providers: providers)
+    }
+
+    private static func hailstormProviders(
+        arguments: [String], environment: [String: String], defaults: [String: ConfigValue]
+    ) -> [any ConfigProvider] {
         let isSecret: @Sendable (String, String) -> Bool = { key, _ in
             let lowered = key.lowercased()
             return lowered.contains("secret") || lowered.contains("password") || lowered.hasSuffix("key")
@@ -29,11 +56,11 @@ extension ConfigReader {
         for (key, value) in defaults {
             defaultValues[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = value
         }
-        return ConfigReader(providers: [
+        return [
             CommandLineArgumentsProvider(arguments: arguments, secretsSpecifier: .dynamic(isSecret)),
             EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: .dynamic(isSecret)),
             InMemoryProvider(name: "defaults", values: defaultValues),
-        ])
+        ]
     }
 }
 

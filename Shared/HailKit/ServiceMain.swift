@@ -7,8 +7,8 @@ import Foundation
 /// open) says why on stderr and exits with status 1, instead of dying with a backtrace.
 public enum ServiceMain {
     public static func run(_ build: (ConfigReader) async throws -> HailApplication) async {
-        let reader = ConfigReader.hailstorm()
         do {
+            let reader = try await ConfigReader.loadHailstorm()
             let application = try await build(reader)
             try await application.runService()
         } catch {

@@ -109,7 +109,19 @@ final class ConnectionSlot: Sendable {
         self.group = group
     }
 
+    /// The slot's connection, connecting when it has none. A connect that fails is tried once more
+    /// before the error reaches the caller: a first connect through a container network's DNS and
+    /// bridge can miss its deadline once while the network is still settling.
     func connection() async throws -> RedisConnection {
+        do {
+            return try await connectionAttempt()
+        } catch let error as RedisError where error.isConnectFailure {
+            try await Task.sleep(for: .milliseconds(100))
+            return try await connectionAttempt()
+        }
+    }
+
+    private func connectionAttempt() async throws -> RedisConnection {
         let next: Next = state.withLockedValue { state in
             switch state {
             case .connected(let connection) where connection.isActive:

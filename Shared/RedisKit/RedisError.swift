@@ -34,6 +34,8 @@ public struct RedisError: Error, Hashable, CustomStringConvertible {
     public static let clientShutdown = RedisError(.clientShutdown, "client shut down")
 
     public var isServerError: Bool { code == .server }
+    /// The connection could not be made (refused, unreachable, or not within the connect timeout).
+    public var isConnectFailure: Bool { code == .connectFailed }
     /// True when the command was certainly not executed (no connection), so a retry is safe.
     public var commandNotSent: Bool { code == .connectFailed || code == .clientShutdown }
     public var isConnectionError: Bool { code == .connectionClosed || code == .connectFailed }

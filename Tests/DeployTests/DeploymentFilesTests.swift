@@ -114,6 +114,11 @@ import Yams
                 }
                 let security = container["securityContext"] as? [String: Any]
                 #expect(security?["readOnlyRootFilesystem"] as? Bool == true, "\(overlay): \(name) has a writable root filesystem")
+                // Secrets come as files (SECRETS_DIR), never through the environment, where any child
+                // process and every crash dump would see them.
+                let environment = container["env"] as? [[String: Any]] ?? []
+                let fromSecrets = environment.filter { (($0["valueFrom"] as? [String: Any])?["secretKeyRef"]) != nil }
+                #expect(fromSecrets.isEmpty, "\(overlay): \(name) takes a secret through its environment")
             }
         }
     }
