@@ -23,7 +23,7 @@ played=.build-containers/manifests/dev-podman.yaml
 secrets_dir=.build-containers/manifests/dev-secrets
 rm -rf "$secrets_dir" && mkdir -p "$secrets_dir"
 "$venv/bin/python" - .build-containers/manifests/dev.yaml "$played" "$secrets_dir" <<'PY'
-import json, sys, yaml
+import base64, json, sys, yaml
 objects = [o for o in yaml.safe_load_all(open(sys.argv[1])) if o]
 out = []
 for o in objects:
@@ -31,10 +31,23 @@ for o in objects:
     if kind in ("ConfigMap", "Deployment"):
         out.append(o)
     elif kind == "Secret":
-        # podman 4.3 reads a Secret for kube play from its own secret store, as JSON of key → base64 value
-        # (which is what a Secret's `data` is); a Secret in the played file is stored in a form it cannot read.
+        # podman 4.3 reads a Secret volume from its own secret store (a Secret inside the played file is
+        # stored in a form its volume code cannot read), writes each key of `data` as it is stored,
+        # without base64-decoding it, and ignores `items`. So the Secret goes to the store (created below
+        # with `podman secret create`) as the files the kubelet would write: each key under the path its
+        # items give it, the value decoded.
+        paths = {}
+        for other in objects:
+            if other["kind"] not in ("StatefulSet", "Deployment"):
+                continue
+            for volume in other["spec"]["template"]["spec"].get("volumes", []):
+                source = volume.get("secret", {})
+                if source.get("secretName") == o["metadata"]["name"]:
+                    for item in source.get("items", []):
+                        paths[item["key"]] = item["path"]
+        files = {paths.get(key, key): base64.b64decode(value).decode() for key, value in o.get("data", {}).items()}
         with open(f"{sys.argv[3]}/{o['metadata']['name']}", "w") as secret:
-            json.dump(o.get("data", {}), secret)
+            json.dump({**o, "data": files}, secret)
     elif kind == "StatefulSet":
         name = o["metadata"]["name"]
         template = o["spec"]["template"]
@@ -57,6 +70,10 @@ for o in out:
         for container in spec["containers"]:
             for key in ("ports", "startupProbe", "livenessProbe", "readinessProbe"):
                 container.pop(key, None)
+        # podman 4.3 dereferences `optional` of a Secret volume without checking it is there.
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                volume["secret"].setdefault("optional", False)
 yaml.safe_dump_all(out, open(sys.argv[2], "w"), sort_keys=False)
 PY
 
@@ -64,6 +81,7 @@ network="hailstorm-kube-$$"
 podman network create "$network" >/dev/null
 for secret in "$secrets_dir"/*; do
     podman secret rm "$(basename "$secret")" >/dev/null 2>&1 || true
+    podman volume rm -f "$(basename "$secret")" >/dev/null 2>&1 || true
     podman secret create "$(basename "$secret")" "$secret" >/dev/null
 done
 finish() {
@@ -76,7 +94,11 @@ finish() {
     podman kube down "$played" >/dev/null 2>&1 || true
     podman volume ls -q | grep -E -- '^data-' | xargs -r podman volume rm -f >/dev/null 2>&1 || true
     podman network rm -f "$network" >/dev/null 2>&1 || true
-    for secret in "$secrets_dir"/*; do podman secret rm "$(basename "$secret")" >/dev/null 2>&1 || true; done
+    # podman keeps a Secret volume's files in a volume named after the Secret.
+    for secret in "$secrets_dir"/*; do
+        podman secret rm "$(basename "$secret")" >/dev/null 2>&1 || true
+        podman volume rm -f "$(basename "$secret")" >/dev/null 2>&1 || true
+    done
     rm -rf "$secrets_dir"
     exit "$status"
 }
