@@ -147,6 +147,7 @@ let package = Package(
                 lifecycle,
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
                 jwtKit,
+                nioPosix,
             ],
             path: "Shared/HailKit"
         ),
@@ -156,6 +157,7 @@ let package = Package(
                 "RedisKit", "SQLiteKit", "Contracts",
                 logging,
                 lifecycle,
+                nioPosix,
             ],
             path: "Shared/EventBus"
         ),

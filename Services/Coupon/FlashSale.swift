@@ -59,7 +59,7 @@ struct FlashSale: Sendable {
     /// Claims one coupon of `campaign` for `user`. With an idempotency key, a repeat answers the first
     /// grant again instead of counting against the limit.
     func claim(campaign: String, user: String, idempotencyKey: String?) async throws -> Outcome {
-        let claimID = UUID().uuidString.lowercased()
+        let claimID = RandomID.uuid()
         let now = Date().timeIntervalSince1970
         let event = CouponEvents.Claimed(claimID: claimID, campaignID: campaign, userID: user, claimedAt: now)
         let envelope = try EventEnvelope(event, source: source)

@@ -22,8 +22,9 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let hub = PushHub()
     kit.addService(PushListener(redis: kit.redis, hub: hub, logger: kit.logger))
     kit.addService(PushRelay.consumer(redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
-    let authentication = AuthenticationMiddleware(tokens: tokens, redis: kit.redis)
-    let sockets = PushSocketController(authentication: authentication, hub: hub)
+    // The WebSocket checks a token's signature and the deny-list itself; the API's authentication only
+    // verifies the signature, its rate limiter asks the deny-list in the same Redis round trip.
+    let sockets = PushSocketController(authentication: AuthenticationMiddleware(tokens: tokens, redis: kit.redis), hub: hub)
 
     let router = kit.makeRouter()
     sockets.register(on: router)
@@ -35,9 +36,10 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     proxy.registerPublic(on: publicAuth)
 
     let secured = router.group("/api/v1")
-        .add(middleware: authentication)
+        .add(middleware: AuthenticationMiddleware(tokens: tokens, redis: kit.redis, checkDenyList: false))
         .add(middleware: RateLimitMiddleware(
-            redis: kit.redis, limit: reader.int(forKey: "gateway.rate.limit", default: 300), window: window, scope: "api", keyPrefix: ratePrefix))
+            redis: kit.redis, limit: reader.int(forKey: "gateway.rate.limit", default: 300), window: window, scope: "api", keyPrefix: ratePrefix,
+            checksRevocation: true))
     proxy.registerSecured(on: secured)
     CouponProxyController(clients: kit.clients).register(on: secured)
     RideProxyController(clients: kit.clients).register(on: secured)

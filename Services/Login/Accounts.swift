@@ -56,7 +56,7 @@ struct Accounts: Sendable {
     func createAccount(role: Role, phone: String, password: String, name: String) async throws -> LoginAPI.User {
         let hash = try await hashPassword(password)
         let user = LoginAPI.User(
-            id: UUID().uuidString.lowercased(), role: role, phone: phone,
+            id: RandomID.uuid(), role: role, phone: phone,
             name: name.trimmingCharacters(in: .whitespacesAndNewlines), createdAt: Date().timeIntervalSince1970)
         guard let created = try await store.create(user, passwordHash: hash) else {
             throw Problem.conflict("phone-taken", "An account with this phone number exists", field: "phone")
@@ -76,7 +76,7 @@ struct Accounts: Sendable {
                 .unauthorized, slug: "invalid-credentials", title: "Sign-in failed",
                 detail: "The phone number or password is wrong")
         }
-        return try await issue(for: stored.user, familyID: UUID().uuidString.lowercased(), newSession: true)
+        return try await issue(for: stored.user, familyID: RandomID.uuid(), newSession: true)
     }
 
     func refresh(_ request: LoginAPI.RefreshRequest) async throws -> LoginAPI.TokenPair {
@@ -130,7 +130,7 @@ struct Accounts: Sendable {
     ) async throws -> LoginAPI.TokenPair {
         let now = Date()
         let claims = AccessTokenClaims(
-            userID: user.id, role: user.role, tokenID: UUID().uuidString.lowercased(), issuedAt: now,
+            userID: user.id, role: user.role, tokenID: RandomID.uuid(), issuedAt: now,
             expiresAt: now.addingTimeInterval(Double(accessTTL.components.seconds)))
         let access = try await tokens.sign(claims)
         let refresh: String

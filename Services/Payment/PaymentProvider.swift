@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import RedisKit
 
@@ -43,7 +44,7 @@ struct SandboxPaymentProvider: PaymentProvider {
         } else if failureRate > 0, Double.random(in: 0..<1) < failureRate {
             outcome = .declined(reason: "the sandbox failed this charge at random (failure rate \(failureRate))")
         } else {
-            outcome = .approved(providerReference: "sbx_\(UUID().uuidString.lowercased().prefix(18))")
+            outcome = .approved(providerReference: "sbx_\(RandomID.uuid().prefix(18))")
         }
         let record: String = switch outcome {
         case .approved(let providerReference): "charged \(providerReference) \(amountCents) \(currency)"

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metrics
 import NIOConcurrencyHelpers
+import NIOPosix
 import RedisKit
 import SQLiteKit
 import ServiceLifecycle
@@ -134,23 +135,82 @@ public struct OutboxRelay: Service {
     }
 }
 
-/// Lets a writer wake the relay soon instead of at its next poll.
+/// Lets a writer wake the relay at once instead of at its next poll.
+///
+/// The relay parks on a continuation that a `notify` or a timer on an event loop resumes — no polling in
+/// between, so an idle service does not wake up hundreds of times a second to look at a flag.
 public final class OutboxWakeups: Sendable {
-    private let pending = NIOLockedValueBox(false)
+    private struct State {
+        var pending = false
+        var waiter: (id: UInt64, continuation: CheckedContinuation<Void, Never>)?
+        var nextID: UInt64 = 0
+        /// A wait whose timer or cancellation came before it parked: it must not park.
+        var released: UInt64?
+    }
+    private let state = NIOLockedValueBox(State())
 
     public init() {}
 
     /// Call after committing a transaction that enqueued events.
     public func notify() {
-        pending.withLockedValue { $0 = true }
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.pending = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter.continuation
+        }
+        waiter?.resume()
     }
 
-    /// Returns within 5 ms of a `notify`, or after `timeout`.
+    /// Returns at a `notify` (or at once if one came since the last wait), after `timeout`, or when the
+    /// task is cancelled. One relay waits on a wakeups object; a second waiter releases the first.
     func wait(upTo timeout: Duration) async {
-        let end = ContinuousClock.now + timeout
-        while ContinuousClock.now < end, !Task.isCancelled {
-            if pending.withLockedValue({ value in defer { value = false }; return value }) { return }
-            try? await Task.sleep(for: .milliseconds(5))
+        let id: UInt64? = state.withLockedValue { state in
+            if state.pending {
+                state.pending = false
+                return nil
+            }
+            state.nextID &+= 1
+            return state.nextID
         }
+        guard let id else { return }
+        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(max(0, nanoseconds))) {
+            self.release(id)
+        }
+        defer { timer.cancel() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let (resumeNow, previous) = state.withLockedValue { state -> (Bool, CheckedContinuation<Void, Never>?) in
+                    if state.pending || state.released == id {
+                        state.pending = false
+                        state.released = nil
+                        return (true, nil)
+                    }
+                    let previous = state.waiter?.continuation
+                    state.waiter = (id, continuation)
+                    return (false, previous)
+                }
+                previous?.resume()
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            release(id)
+        }
+    }
+
+    /// Resumes the waiter `id` if it is still parked.
+    private func release(_ id: UInt64) {
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter, waiter.id == id else {
+                if state.waiter == nil, state.nextID == id { state.released = id }
+                return nil
+            }
+            state.waiter = nil
+            return waiter.continuation
+        }
+        waiter?.resume()
     }
 }

@@ -36,13 +36,14 @@ public struct AuthenticationMiddleware: RouterMiddleware {
             logger.error("deny-list unavailable", metadata: ["error": "\(error)"])
             throw Problem.unavailable("Sessions cannot be checked right now", retryAfterSeconds: 1)
         }
-        if revoked {
-            throw Problem(
-                .unauthorized, slug: "token-revoked", title: "The access token is not valid",
-                detail: "The access token was revoked by signing out", headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
-        }
+        if revoked { throw Self.revokedToken }
         return claims.identity
     }
+
+    /// The answer to a token that was signed out.
+    public static let revokedToken = Problem(
+        .unauthorized, slug: "token-revoked", title: "The access token is not valid",
+        detail: "The access token was revoked by signing out", headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
 
     public func handle(
         _ request: Request,

@@ -19,10 +19,15 @@ public enum JSONBody {
         if type == NoContent.self, buffer.readableBytes == 0 {
             return NoContent() as! T
         }
+        return try decode(T.self, from: try requireBody(buffer))
+    }
+
+    /// `buffer` when it holds something; an empty body is a 400 problem.
+    public static func requireBody(_ buffer: ByteBuffer) throws -> ByteBuffer {
         guard buffer.readableBytes > 0 else {
             throw Problem.invalidBody("The request needs a JSON body")
         }
-        return try decode(T.self, from: buffer)
+        return buffer
     }
 
     /// Decodes `buffer` as `T`; malformed or ill-typed JSON is a 400 problem naming the field.

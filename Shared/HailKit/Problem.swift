@@ -66,9 +66,7 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
     }
 
     public func makeResponse(requestID: String?, allocator: ByteBufferAllocator) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let data = (try? encoder.encode(document(requestID: requestID))) ?? Data("{}".utf8)
+        let data = (try? JSONBody.encoder.encode(document(requestID: requestID))) ?? Data("{}".utf8)
         var fields = headers
         fields[.contentType] = "application/problem+json"
         return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: data)))

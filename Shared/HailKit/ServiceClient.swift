@@ -139,7 +139,7 @@ public final class ServiceClient: Sendable {
     }
 
     /// `?name=value&…` with values percent-encoded, names sorted; empty for no query.
-    static func queryString(_ query: [String: String]) -> String {
+    public static func queryString(_ query: [String: String]) -> String {
         guard !query.isEmpty else { return "" }
         var allowed = CharacterSet.alphanumerics
         allowed.insert(charactersIn: "-._~")

@@ -1,4 +1,5 @@
 import Configuration
+import Contracts
 import Foundation
 import Logging
 import RedisKit
@@ -90,7 +91,7 @@ public struct ServiceConfiguration: Sendable {
         self.name = name
         // `instance.id`: unique per process; defaults to the service name and a random suffix.
         self.instanceID = reader.string(forKey: "instance.id")
-            ?? "\(name)-\(UUID().uuidString.lowercased().prefix(8))"
+            ?? "\(name)-\(RandomID.uuid().prefix(8))"
         // `mode`: development | production. Production refuses default secrets.
         self.mode = RuntimeMode(rawValue: reader.string(forKey: "mode", default: "development")) ?? .development
         // `http.host`, `http.port`: where the service listens (port 0 picks a free one).

@@ -26,7 +26,7 @@ public actor ServiceCredentials {
         }
         let expiresAt = now + lifetime
         let token = try await tokens.sign(AccessTokenClaims(
-            userID: service, role: .service, tokenID: UUID().uuidString.lowercased(), issuedAt: now, expiresAt: expiresAt))
+            userID: service, role: .service, tokenID: RandomID.uuid(), issuedAt: now, expiresAt: expiresAt))
         current = (token, expiresAt)
         return [.authorization: "Bearer \(token)"]
     }

@@ -47,8 +47,7 @@ public struct ServiceKit: Sendable {
         _ = HailMetrics.registry
 
         self.redis = RedisClient(configuration: configuration.redis, logger: logger)
-        // The process-wide client: it needs no shutdown, so a kit that is built but never run leaks nothing.
-        self.httpClient = HTTPClient.shared
+        self.httpClient = ServiceHTTPClient.shared
         switch configuration.discoveryBackend {
         case "static":
             self.discovery = StaticDiscovery(parsing: configuration.staticServices, defaultPort: 8080)

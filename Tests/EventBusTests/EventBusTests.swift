@@ -79,6 +79,33 @@ struct EventBusTests {
         #expect(try await fixture.redis.xlen(EventEnvelope.streamKey(RideRequested.stream)) == before + 1)
     }
 
+    @Test("a running relay publishes a committed event as soon as the writer says so, not at its next poll")
+    func relayWakesOnNotify() async throws {
+        let fixture = try await Fixture()
+        let wakeups = OutboxWakeups()
+        // A poll a minute apart: only the wake-up can publish within the test's wait.
+        let relay = OutboxRelay(
+            store: fixture.store, redis: fixture.redis, wakeups: wakeups, pollInterval: .seconds(60), logger: fixture.logger)
+        let running = Task { try await relay.run() }
+        defer { running.cancel() }
+        let key = EventEnvelope.streamKey(RideRequested.stream)
+        for round in 1...3 {
+            // Let the relay go idle first (its first pass finds the outbox empty, then it parks).
+            try await Task.sleep(for: .milliseconds(300))
+            let committed = try await fixture.store.write { db in
+                try db.execute(sql: "INSERT INTO rides VALUES (?)", arguments: ["woken-\(round)"])
+                return try Outbox.enqueue(RideRequested(rideID: "woken-\(round)"), source: "test", in: db)
+            }
+            wakeups.notify()
+            let published = try await eventually(.seconds(10)) {
+                try await fixture.redis.xrange(key, count: nil).contains { $0.string("id") == committed.id }
+            }
+            #expect(published, "round \(round): the relay did not publish after notify")
+        }
+        running.cancel()
+        try await running.value
+    }
+
     @Test("a consumer killed before acknowledging leaves the event to another consumer, which handles it")
     func reclaimAfterCrash() async throws {
         let fixture = try await Fixture()

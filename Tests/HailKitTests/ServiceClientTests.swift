@@ -212,3 +212,29 @@ enum HailRequestContextFixture {
             trace: TraceContext(traceID: .random(), spanID: .random(), flags: .sampled, state: .init()))
     }
 }
+
+@Suite("Endpoint paths and random ids")
+struct EndpointPathTests {
+    @Test("a path parameter becomes one percent-encoded segment; a placeholder without a value stays")
+    func pathParameters() {
+        let endpoint = Endpoint<NoContent, NoContent>(service: "coupon", .post, "/v1/campaigns/{id}/claims/{claim}")
+        #expect(endpoint.path(["id": "spring-sale_2026.1~x", "claim": "a b/c?d#é"]) == "/v1/campaigns/spring-sale_2026.1~x/claims/a%20b%2Fc%3Fd%23%C3%A9")
+        #expect(endpoint.path(["id": "42"]) == "/v1/campaigns/42/claims/{claim}")
+        #expect(endpoint.path() == "/v1/campaigns/{id}/claims/{claim}")
+    }
+
+    @Test("random ids are version 4 UUIDs in lowercase, and do not repeat")
+    func randomIDs() {
+        let ids = (0..<1000).map { _ in RandomID.uuid() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(50) {
+            let parsed = UUID(uuidString: id)
+            #expect(parsed != nil, "\(id) is not a UUID")
+            #expect(id == id.lowercased() && id.count == 36)
+            let bytes = parsed.map { withUnsafeBytes(of: $0.uuid) { Array($0) } } ?? []
+            #expect(bytes.count == 16 && bytes[6] >> 4 == 4 && bytes[8] >> 6 == 2, "\(id) is not version 4, variant 10")
+        }
+        let hex = RandomID.hex(20)
+        #expect(hex.count == 20 && hex.allSatisfy { $0.isHexDigit && !$0.isUppercase })
+    }
+}

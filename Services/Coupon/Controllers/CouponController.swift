@@ -13,7 +13,7 @@ struct CouponController: Sendable {
             _ = try context.requireRole(.admin)
             try Self.validate(body)
             let candidate = CouponAPI.Campaign(
-                id: UUID().uuidString.lowercased(), name: body.name, city: body.city, kind: body.kind,
+                id: RandomID.uuid(), name: body.name, city: body.city, kind: body.kind,
                 amountOffCents: body.kind == .amount ? body.amountOffCents : nil,
                 percentOff: body.kind == .percent ? body.percentOff : nil,
                 minimumFareCents: body.minimumFareCents, stock: body.stock, perUserLimit: body.perUserLimit,

@@ -11,7 +11,8 @@ struct BatchScheduler: Service {
 
     func run() async throws {
         while !Task.isShuttingDownGracefully {
-            try? await Task.sleep(for: interval)
+            // Woken by graceful shutdown too: a SIGTERM must not wait out the rest of the interval.
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
             guard !Task.isShuttingDownGracefully else { return }
             do {
                 let batch = try await store.runBatch(trigger: "schedule", now: Date().timeIntervalSince1970)

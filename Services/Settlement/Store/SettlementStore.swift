@@ -109,7 +109,7 @@ struct SettlementStore: Sendable {
     /// outweigh new earnings is carried to a later batch rather than paid a negative amount.
     func runBatch(trigger: String, now: Double) async throws -> SettlementAPI.Batch {
         let batch = try await db.write { db in
-            let id = UUID().uuidString.lowercased()
+            let id = RandomID.uuid()
             let owed = try Row.fetchAll(
                 db,
                 sql: """
