@@ -13,8 +13,7 @@ import Logging
 /// riders' and drivers' WebSockets (`/ws`), from whichever instance holds the connection.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080)
-    let signingKey = try AccessTokens.signingKey(from: kit.configuration, reader: reader)
-    let tokens = await AccessTokens(signingKey: signingKey)
+    let tokens = try await kit.accessTokens()
     // `gateway.rate.prefix`: Redis key prefix of the rate-limit counters.
     let ratePrefix = reader.string(forKey: "gateway.rate.prefix", default: "gw:rl")
     let window = Duration.seconds(max(1, reader.int(forKey: "gateway.rate.window.seconds", default: 1)))

@@ -4,8 +4,12 @@ import SQLiteKit
 
 extension ServiceKit {
     /// The token verifier (and signer of service credentials) keyed by `auth.jwt.secret`.
+    /// `auth.jwt.cache.size`: how many verified tokens it remembers (20,000; 0 verifies every request
+    /// afresh) — see `VerifiedTokens`.
     public func accessTokens() async throws -> AccessTokens {
-        await AccessTokens(signingKey: try AccessTokens.signingKey(from: configuration, reader: reader))
+        await AccessTokens(
+            signingKey: try AccessTokens.signingKey(from: configuration, reader: reader),
+            cacheSize: reader.int(forKey: "auth.jwt.cache.size", default: 20_000))
     }
 
     /// Opens the service's own SQLite file (`<data.dir>/<service>.sqlite`) and migrates it; `/readyz`
