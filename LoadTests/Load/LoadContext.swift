@@ -42,7 +42,20 @@ struct LoadContext: Sendable {
         var status: Int
         var body: Data
         var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
-        var problem: String? { (json["type"] as? String)?.replacingOccurrences(of: "urn:hailstorm:problem:", with: "") }
+        /// The problem's slug (`sold-out` of `"type":"urn:hailstorm:problem:sold-out"`). Read straight from
+        /// the bytes: most answers of a flash sale are refusals, and parsing each whole document cost the
+        /// generator a twentieth of its time — time taken from the services it measures.
+        var problem: String? {
+            let marker = Array(#""type":"urn:hailstorm:problem:"#.utf8)
+            let bytes = [UInt8](body)
+            for start in 0..<max(0, bytes.count - marker.count) where bytes[start] == marker[0] {
+                guard bytes[start..<start + marker.count].elementsEqual(marker) else { continue }
+                let slug = bytes[(start + marker.count)...].prefix { $0 != UInt8(ascii: "\"") }
+                return String(decoding: slug, as: UTF8.self)
+            }
+            // Written some other way (spaces, escapes): parse it.
+            return (json["type"] as? String).map { $0.replacingOccurrences(of: "urn:hailstorm:problem:", with: "") }
+        }
     }
 
     /// One request through the gateway; a transport failure is a reply with status 0 and the error's name
