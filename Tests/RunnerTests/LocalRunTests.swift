@@ -84,6 +84,17 @@ struct LocalRunTests {
         #expect(demoStatus == 0, "demo: \(demoOutput.suffix(3000))")
         #expect(demoOutput.contains("Demo completed."))
 
+        // The demo's drivers signed off when it ended (as the load scenarios' did): nobody is left
+        // available in matching to be given the next rider's order and never drive it.
+        let admin = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: runDir + "/admin.json"))) as? [String: String])
+        let base = "http://127.0.0.1:\(port)/api/v1"
+        let signIn = try await testRequest(.POST, base + "/auth/login", json: ["phone": admin["phone"] ?? "", "password": admin["password"] ?? ""])
+        let token = try #require(signIn.json["accessToken"] as? String, "admin sign-in: \(signIn.status)")
+        let stats = try await testRequest(.GET, base + "/admin/dispatch/stats", headers: ["Authorization": "Bearer \(token)"])
+        #expect(stats.status == 200)
+        #expect(stats.json["driversAvailable"] as? Int == 0, "drivers still available after every run ended: \(stats.json)")
+
         let down = try await tool("hailstorm", ["down", "--run-dir", runDir])
         #expect(down.status == 0, "\(down.output)")
         let after = try await tool("hailstorm", ["status", "--run-dir", runDir])

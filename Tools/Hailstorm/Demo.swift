@@ -291,7 +291,11 @@ struct City: Sendable {
         offers.cancel()
         var patient = gateway
         patient.patience = .seconds(5)
-        _ = try? await patient.send(.POST, "/driver/offline", token: driver.token)
+        // This task is cancelled by now, and a request sent from it would be cancelled before it left:
+        // the sign-off goes out from a task of its own, or the driver stays online in matching after the
+        // demo and the next demo's orders are assigned to nobody at the wheel.
+        let offline = Task { _ = try? await patient.send(.POST, "/driver/offline", token: driver.token) }
+        await offline.value
     }
 
     private func trip(_ order: OrderAPI.Order, driver: Account) async {
