@@ -134,7 +134,7 @@ struct CouponBench: AsyncParsableCommand {
                         let response = try await client.execute(request, timeout: .seconds(30))
                         _ = try await response.body.collect(upTo: 1 << 16)
                         guard response.status == .created else { throw ValidationError("claim answered \(response.status)") }
-                        samples.append((ContinuousClock.now - t0).milliseconds)
+                        samples.append((ContinuousClock.now - t0).secondsValue * 1000)
                     }
                     return samples
                 }
@@ -143,7 +143,7 @@ struct CouponBench: AsyncParsableCommand {
             for try await samples in group { all += samples }
             return all
         }
-        let seconds = (ContinuousClock.now - start).milliseconds / 1000
+        let seconds = (ContinuousClock.now - start).secondsValue
         return (Double(latencies.count) / seconds, latencies.sorted())
     }
 
@@ -152,13 +152,6 @@ struct CouponBench: AsyncParsableCommand {
         let figures = try await RedisBenchmarkReference(executable: redisBenchmark, port: port, connections: connections, requests: requests)
             .run(redis: redis, label: "round-\(round)")
         return (figures.rate, figures.p50Ms, figures.p99Ms)
-    }
-}
-
-extension Duration {
-    var milliseconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
 }
 

@@ -166,14 +166,14 @@ struct HailstormLoad: AsyncParsableCommand {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
                 if Task.isCancelled { break }
-                let t = Int((ContinuousClock.now - started).seconds)
+                let t = Int((ContinuousClock.now - started).secondsValue)
                 FileHandle.standardError.write(Data(
                     "\r\(t)s: \(recorder.completed) answered, \(recorder.errorCount) errors, due rate now \(Int(schedule.rate(at: Double(t))))/s   ".utf8))
             }
         }
         let totals = await OpenLoop(schedule: schedule, maxInFlight: maxInFlight, recorder: recorder)
             .run { index in
-                await chosen.request(index, second: Int((ContinuousClock.now - started).seconds))
+                await chosen.request(index, second: Int((ContinuousClock.now - started).secondsValue))
             }
         progress.cancel()
         FileHandle.standardError.write(Data("\nauditing…\n".utf8))

@@ -104,7 +104,7 @@ struct LoadContext: Sendable {
         let started = ContinuousClock.now
         let outcome = await work()
         recorder.record(
-            endpoint: endpoint, second: second, latencyMicros: UInt64((ContinuousClock.now - started).seconds * 1e6),
+            endpoint: endpoint, second: second, latencyMicros: UInt64((ContinuousClock.now - started).secondsValue * 1e6),
             outcome: outcome, lateness: 0)
     }
 

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import Histogram
 import Synchronization
@@ -136,24 +137,17 @@ struct OpenLoop: Sendable {
                 sent += 1
                 inFlight.add(1)
                 group.addTask {
-                    let lateness = (clock.now - dueAt).seconds
+                    let lateness = (clock.now - dueAt).secondsValue
                     let (endpoint, outcome) = await request(index)
                     let latency = clock.now - dueAt
                     recorder.record(
-                        endpoint: endpoint, second: Int(offset), latencyMicros: UInt64(max(0, latency.seconds * 1e6)),
+                        endpoint: endpoint, second: Int(offset), latencyMicros: UInt64(max(0, latency.secondsValue * 1e6)),
                         outcome: outcome, lateness: lateness)
                     inFlight.add(-1)
                 }
             }
         }
-        return Totals(due: due.count, sent: sent, dropped: dropped, elapsed: (clock.now - start).seconds)
-    }
-}
-
-extension Duration {
-    var seconds: Double {
-        let (s, attoseconds) = components
-        return Double(s) + Double(attoseconds) / 1e18
+        return Totals(due: due.count, sent: sent, dropped: dropped, elapsed: (clock.now - start).secondsValue)
     }
 }
 

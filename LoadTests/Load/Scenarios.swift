@@ -215,7 +215,7 @@ final class RideScenario: Scenario {
                     return true
                 }
                 guard known, !stopping.load(ordering: .relaxed) else { continue }
-                let second = Int((ContinuousClock.now - start).seconds)
+                let second = Int((ContinuousClock.now - start).secondsValue)
                 if moved.to == .offered, moved.reason?.hasPrefix("offered to") == true, let offered = moved.offeredTo {
                     Task { await self.grabStorm(moved.orderID, drivers: offered, second: second) }
                 } else if moved.to == .assigned, let driver = moved.driverID {
@@ -278,7 +278,7 @@ final class RideScenario: Scenario {
                 let driver = list[index % list.count]
                 index += 1
                 let point = near(spread)
-                let second = Int((clock.now - start).seconds)
+                let second = Int((clock.now - start).secondsValue)
                 group.addTask {
                     let body = try? JSONSerialization.data(withJSONObject: ["points": [["lat": point.lat, "lon": point.lon]]])
                     await self.context.recorded("POST /driver/locations", second: second) {

@@ -120,8 +120,7 @@ struct DispatchService: Service {
         let clock = ContinuousClock()
         var result: DispatchResult!
         let solveTime = clock.measure { result = Dispatcher(configuration: settings.engine).dispatch(orders, drivers: snapshot) }
-        let solveNanoseconds = solveTime.components.seconds * 1_000_000_000 + solveTime.components.attoseconds / 1_000_000_000
-        Timer(label: "hailstorm_dispatch_solve_seconds").recordNanoseconds(solveNanoseconds)
+        Timer(label: "hailstorm_dispatch_solve_seconds").recordNanoseconds(solveTime.nanosecondsValue)
         Recorder(label: "hailstorm_dispatch_window_orders").record(orders.count)
         let outcomes = fleet.live.commit(result.assignments, claims: claims)
         let claimed = zip(result.assignments, outcomes).filter { $0.1 == .claimed }.map(\.0)
@@ -156,7 +155,7 @@ struct DispatchService: Service {
             "window dispatched",
             metadata: [
                 "orders": "\(orders.count)", "drivers": "\(snapshot.count)", "assigned": "\(confirmed.count)",
-                "deferred": "\(result.deferred.count)", "solve_ms": "\(solveNanoseconds / 1_000_000)",
+                "deferred": "\(result.deferred.count)", "solve_ms": "\(solveTime.millisecondsValue)",
             ])
     }
 

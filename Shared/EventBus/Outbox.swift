@@ -176,8 +176,7 @@ public final class OutboxWakeups: Sendable {
             return state.nextID
         }
         guard let id else { return }
-        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(max(0, nanoseconds))) {
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(max(0, timeout.nanosecondsValue))) {
             self.release(id)
         }
         defer { timer.cancel() }

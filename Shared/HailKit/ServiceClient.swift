@@ -323,13 +323,3 @@ public final class ServiceClient: Sendable {
         Counter(label: "hailstorm_client_calls_total", dimensions: [("service", service), ("outcome", outcome)]).increment()
     }
 }
-
-extension Duration {
-    var nanosecondsValue: Int64 {
-        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
-    }
-
-    var millisecondsValue: Int64 {
-        nanosecondsValue / 1_000_000
-    }
-}

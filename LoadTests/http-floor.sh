@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# What each layer of the flash-sale claim costs, measured with wrk (a C load tool that needs little CPU of
+# its own) against a running local stack: CPU per request of each serving process, from /proc/PID/stat
+# before and after each run, next to the requests per second wrk reached. Closed loop (each of wrk's
+# connections waits for its answer), so these are capacities, not latencies under a schedule; the
+# open-loop figures are hailstorm-load's. Installs wrk when missing.
+#
+#   LoadTests/http-floor.sh [--run-dir DIR] [--seconds S] [--connections C] [--rounds N]
+#
+# Layers, each on its own:
+#   bare          a Hummingbird route with nothing behind it (hailstorm-bare-endpoint)
+#   gw-healthz    the gateway's /healthz: Hailstorm's full middleware stack, no token, no Redis, no hop
+#   coupon        the claim sent straight to the coupon service: token check, one Lua script
+#   gateway-claim the claim through the gateway: token check, rate limit (Lua), the hop to coupon
+# The claims go to a campaign of one coupon that this script sells out first, so every claim runs the
+# script and is refused (`sold-out`), as nearly all claims of a real sale are. Riders are 3,000 synthetic
+# accounts signed with the run's key, as hailstorm-load's are; each repeats, so their tokens are checked
+# once and then found in the verified-token cache (the cheapest case for the services).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+run_dir=".hailstorm/run"
+seconds=8
+connections=32
+rounds=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --run-dir) run_dir="$2"; shift 2 ;;
+        --seconds) seconds="$2"; shift 2 ;;
+        --connections) connections="$2"; shift 2 ;;
+        --rounds) rounds="$2"; shift 2 ;;
+        *) echo "http-floor: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+command -v wrk >/dev/null 2>&1 || install_packages wrk
+bin="$(swift build -c release --show-bin-path)"
+[ -x "$bin/hailstorm" ] && [ -x "$bin/hailstorm-bare-endpoint" ] || {
+    echo "http-floor: build the release binaries first (swift build -c release)" >&2; exit 2; }
+status="$("$bin/hailstorm" status --json --run-dir "$run_dir")" || {
+    echo "http-floor: no running stack in $run_dir (start one with: hailstorm up --run-dir $run_dir)" >&2; exit 2; }
+
+field() { # field SERVICE KEY: from `hailstorm status --json`, the first instance of SERVICE
+    python3 -c 'import json,sys
+d=json.load(sys.stdin); i=[i for i in d["instances"] if i["service"]==sys.argv[1]][0]; print(i[sys.argv[2]])' "$1" "$2" <<<"$status"
+}
+gateway="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["gateway"])' <<<"$status")"
+gateway_pid=$(field gateway pid); coupon_pid=$(field coupon pid); coupon_port=$(field coupon port); redis_pid=$(field redis pid)
+
+work="$(mktemp -d)"
+bare_pid=""
+cleanup() { [ -n "$bare_pid" ] && kill "$bare_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+# The admin signs in and opens a campaign of one coupon; synthetic riders' tokens are signed with the run's key.
+admin_token="$(python3 - "$run_dir/admin.json" "$gateway" <<'PY'
+import json, sys, urllib.request
+admin = json.load(open(sys.argv[1]))
+request = urllib.request.Request(sys.argv[2] + "/api/v1/auth/login", method="POST",
+    data=json.dumps({"phone": admin["phone"], "password": admin["password"]}).encode(),
+    headers={"Content-Type": "application/json"})
+print(json.load(urllib.request.urlopen(request))["accessToken"])
+PY
+)"
+campaign="$(python3 - "$gateway" "$admin_token" <<'PY'
+import json, sys, time, urllib.request
+now = time.time()
+body = {"name": "http-floor", "city": "Berlin", "kind": "amount", "amountOffCents": 100, "minimumFareCents": 0,
+        "stock": 1, "perUserLimit": 1, "startsAt": now - 1, "endsAt": now + 3600}
+request = urllib.request.Request(sys.argv[1] + "/api/v1/admin/coupons/campaigns", method="POST",
+    data=json.dumps(body).encode(), headers={"Content-Type": "application/json", "Authorization": "Bearer " + sys.argv[2]})
+print(json.load(urllib.request.urlopen(request))["id"])
+PY
+)"
+python3 - "$run_dir/jwt-secret" "$work/riders.lua" <<'PY'
+import base64, hashlib, hmac, json, secrets, sys, time
+key = open(sys.argv[1]).read().strip().encode()
+def part(value): return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+now, label = int(time.time()), secrets.token_hex(4)
+with open(sys.argv[2], "w") as out:
+    out.write("tokens = {\n")
+    for index in range(3000):
+        user = "floor-rider-%s-%d" % (label, index)
+        head = part({"alg": "HS256", "typ": "JWT"}) + "." + part(
+            {"sub": user, "role": "rider", "jti": secrets.token_hex(8), "iat": now, "exp": now + 3600, "iss": "hailstorm"})
+        signature = base64.urlsafe_b64encode(hmac.new(key, head.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+        out.write('"%s.%s",\n' % (head, signature))
+    out.write("}\n")
+    out.write('local i = 0\nrequest = function()\n  i = i + 1\n'
+              '  return wrk.format("POST", nil, {["Authorization"] = "Bearer " .. tokens[(i % #tokens) + 1]})\nend\n')
+PY
+first_token="$(sed -n 2p "$work/riders.lua" | tr -d '",')"
+curl -s -o /dev/null -X POST -H "Authorization: Bearer $first_token" "$gateway/api/v1/coupons/campaigns/$campaign/claim"
+
+bare_port=$(free_port)
+"$bin/hailstorm-bare-endpoint" "$bare_port" >/dev/null 2>&1 &
+bare_pid=$!
+wait_for_port "$bare_port" 20
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+measure() { # measure LABEL URL PID:NAME...
+    local label="$1" url="$2"; shift 2
+    local before=() target
+    for target in "$@"; do before+=("$(ticks "${target%%:*}")"); done
+    local out requests line i=0
+    out="$(wrk -t1 -c"$connections" -d"${seconds}s" -s "$work/riders.lua" --latency "$url")"
+    requests="$(grep -oP '^\s*\K[0-9]+(?= requests in)' <<<"$out")"
+    line="$(printf '%-14s %8.0f req/s  p50 %-8s p99 %-8s' "$label" "$(grep -oP 'Requests/sec:\s*\K[0-9.]+' <<<"$out")" \
+        "$(grep -oP '^\s+50%\s+\K\S+' <<<"$out")" "$(grep -oP '^\s+99%\s+\K\S+' <<<"$out")")"
+    for target in "$@"; do
+        # Clock ticks are 10 ms: CPU µs per request = ticks × 10,000 / requests.
+        line="$line  ${target#*:} $(( ($(ticks "${target%%:*}") - ${before[$i]}) * 10000 / requests )) µs"
+        i=$((i + 1))
+    done
+    echo "$line"
+}
+
+echo "http-floor: wrk -t1 -c$connections -d${seconds}s, CPU per request of each process (µs), campaign $campaign sold out"
+for round in $(seq 1 "$rounds"); do
+    echo "round $round"
+    measure bare "http://127.0.0.1:$bare_port/api/v1/coupons/campaigns/x/claim" "$bare_pid:server"
+    measure gw-healthz "$gateway/healthz" "$gateway_pid:gateway"
+    measure coupon "http://127.0.0.1:$coupon_port/v1/campaigns/$campaign/claim" "$coupon_pid:coupon" "$redis_pid:redis"
+    measure gateway-claim "$gateway/api/v1/coupons/campaigns/$campaign/claim" \
+        "$gateway_pid:gateway" "$coupon_pid:coupon" "$redis_pid:redis"
+done
