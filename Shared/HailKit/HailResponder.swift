@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
+import RedisKit
 import W3CTraceContext
 
 /// The outermost layer of every Hailstorm service, around its router.
@@ -131,6 +132,10 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
             return Problem(error.status, slug: "http-\(error.status.code)", title: error.status.reasonPhrase)
         case let error as DecodingError:
             return JSONBody.problem(for: error)
+        case let error as RedisError where error.commandNotSent:
+            // Nothing reached Redis, so nothing happened: the caller may simply try again. (A name lookup
+            // that stalls while a container network settles looks like this too.)
+            return .unavailable("Redis cannot be reached at the moment; nothing was done", retryAfterSeconds: 1)
         case is CancellationError:
             if let deadline = context.deadline, deadline <= .now {
                 return .deadlineExceeded("The caller's deadline passed")
