@@ -169,6 +169,7 @@ let package = Package(
                 httpClient,
                 lifecycle,
                 configuration,
+                nioPosix,
             ],
             path: "Shared/HailKitTesting"
         ),
@@ -222,7 +223,7 @@ let package = Package(
         testTarget("RedisKit", ["RedisKit", "HailKitTesting"]),
         testTarget("SQLiteKit", ["SQLiteKit", "HailKitTesting"]),
         testTarget("Discovery", ["Discovery", "HailKitTesting"]),
-        testTarget("HailKit", ["HailKit", "HailKitTesting", .product(name: "W3CTraceContext", package: "swift-w3c-trace-context")]),
+        testTarget("HailKit", ["HailKit", "HailKitTesting", "Contracts", .product(name: "W3CTraceContext", package: "swift-w3c-trace-context")]),
         testTarget("EventBus", ["EventBus", "HailKitTesting"]),
         testTarget("Login", ["Login", "HailKitTesting"]),
         testTarget("Gateway", ["Gateway", "Login", "Coupon", "HailKitTesting"]),

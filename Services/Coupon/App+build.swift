@@ -5,6 +5,7 @@ import Foundation
 import HailKit
 import Hummingbird
 import Logging
+import RedisKit
 import SQLiteKit
 
 /// Builds the coupon service from configuration.
@@ -26,9 +27,20 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
 
     // Campaigns still running are opened again: a no-op when Redis kept them, a rebuild of the counters
     // from the stored claims when Redis lost them.
+    // A campaign that cannot be opened is logged and left closed rather than stopping the service (and
+    // every other sale) at each start; only Redis out of reach stops it, since then no sale could open.
     for campaign in try await store.current(now: Date().timeIntervalSince1970) {
-        let books = try await store.books(campaign: campaign.id, perUserLimit: campaign.perUserLimit)
-        try await sale.open(campaign, alreadyClaimed: books.persisted)
+        do {
+            guard Bounds.isEpochSeconds(campaign.startsAt), Bounds.isEpochSeconds(campaign.endsAt), campaign.stock >= 0 else {
+                throw ConfigurationError("its sale window or stock is out of range")
+            }
+            let books = try await store.books(campaign: campaign.id, perUserLimit: campaign.perUserLimit)
+            try await sale.open(campaign, alreadyClaimed: books.persisted)
+        } catch let error as RedisError {
+            throw error
+        } catch {
+            kit.logger.error("campaign not opened", metadata: ["campaign": "\(campaign.id)", "error": "\(error)"])
+        }
     }
 
     let consumerConfiguration = EventConsumerConfiguration(

@@ -40,7 +40,7 @@ struct FlashSale: Sendable {
             RedisCommand("SET", stockKey(campaign.id), max(campaign.stock - alreadyClaimed, 0), "NX"),
             RedisCommand(
                 "HSET", metaKey(campaign.id),
-                "start_ms", Int(campaign.startsAt * 1000), "end_ms", Int(campaign.endsAt * 1000),
+                "start_ms", Int(saturating: campaign.startsAt * 1000), "end_ms", Int(saturating: campaign.endsAt * 1000),
                 "limit", campaign.perUserLimit),
         ])
     }

@@ -12,7 +12,7 @@ import Logging
 /// (sign-up/sign-in attempts per address per window, 30). The gateway also relays order events to the
 /// riders' and drivers' WebSockets (`/ws`), from whichever instance holds the connection.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
-    var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080)
+    var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080, defaultConnectionsPerClient: 512)
     let tokens = try await kit.accessTokens()
     // `gateway.rate.prefix`: Redis key prefix of the rate-limit counters.
     let ratePrefix = reader.string(forKey: "gateway.rate.prefix", default: "gw:rl")
@@ -49,5 +49,9 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
             throw Problem.notFound("No route for \(request.method) \(request.uri.path)")
         }
     }
-    return kit.makeApplication(router: router, server: .http1WebSocketUpgrade(webSocketRouter: sockets.webSocketRouter()))
+    let webSockets = sockets.webSocketRouter().buildResponder()
+    return kit.makeApplication(router: router) { responder, http1 in
+        HTTP1WebSocketUpgradeChannel(
+            responder: responder, webSocketResponder: webSockets, configuration: .init(http1: http1, ws: .init()))
+    }
 }

@@ -118,7 +118,7 @@ struct Accounts: Sendable {
             let remaining = claims.exp.value.timeIntervalSinceNow
             if remaining > 0 {
                 try await redis.set(
-                    AccessTokens.denyListKey(tokenID: claims.jti.value), to: "1", expiresIn: .milliseconds(Int64(remaining * 1000) + 1000))
+                    AccessTokens.denyListKey(tokenID: claims.jti.value), to: "1", expiresIn: .milliseconds(Int(saturating: remaining * 1000) + 1000))
             }
         }
     }

@@ -22,7 +22,7 @@ struct FareRules: Sendable {
         let raw = (Double(baseCents) + km * Double(perKmCents)) * surge
         return OrderAPI.Quote(
             distanceKm: (km * 1000).rounded() / 1000, baseFareCents: baseCents, perKmCents: perKmCents, surge: surge,
-            fareCents: max(minimumCents, Int(raw.rounded())), currency: currency)
+            fareCents: max(minimumCents, Int(saturating: raw.rounded())), currency: currency)
     }
 }
 
@@ -37,11 +37,15 @@ struct SurgeTable: Sendable {
     let defaultFactor: Double
 
     func cell(of point: GeoPoint) -> String {
-        "\(Int((point.lat / cellDegrees).rounded(.down)))_\(Int((point.lon / cellDegrees).rounded(.down)))"
+        "\(Int(saturating: (point.lat / cellDegrees).rounded(.down)))_\(Int(saturating: (point.lon / cellDegrees).rounded(.down)))"
     }
 
+    /// The cell's factor; a stored value outside 1…10 (written by hand, say) counts as none.
     func factor(at point: GeoPoint) async throws -> Double {
-        try await redis.send(RedisCommand("HGET", key, cell(of: point))).double ?? defaultFactor
+        guard let stored = try await redis.send(RedisCommand("HGET", key, cell(of: point))).double,
+            stored.isFinite, (1...10).contains(stored)
+        else { return defaultFactor }
+        return stored
     }
 
     func set(_ factor: Double, at point: GeoPoint) async throws -> String {

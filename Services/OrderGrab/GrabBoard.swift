@@ -29,7 +29,7 @@ struct GrabBoard: Sendable {
     func open(order: String, drivers: [String], expiresAt: Double) async throws {
         _ = try await redis.pipeline([
             RedisCommand("SADD", [offeredKey(order)] + drivers),
-            RedisCommand("PEXPIREAT", offeredKey(order), Int(expiresAt * 1000)),
+            RedisCommand("PEXPIREAT", offeredKey(order), Int(saturating: expiresAt * 1000)),
         ])
     }
 

@@ -1,6 +1,9 @@
 import Foundation
 
 /// A point on the map as apps send it (degrees, WGS 84).
+///
+/// Decoding refuses a point off the earth (a latitude outside -90…90, a longitude outside -180…180), so
+/// no request, event or stored row carries one into arithmetic; the refusal names the field.
 public struct GeoPoint: Codable, Sendable, Hashable {
     public var lat: Double
     public var lon: Double
@@ -10,8 +13,23 @@ public struct GeoPoint: Codable, Sendable, Hashable {
         self.lon = lon
     }
 
+    private enum CodingKeys: String, CodingKey { case lat, lon }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let lat = try container.decode(Double.self, forKey: .lat)
+        guard Bounds.latitude.contains(lat) else {
+            throw DecodingError.dataCorruptedError(forKey: .lat, in: container, debugDescription: "a latitude is from -90 to 90 degrees")
+        }
+        let lon = try container.decode(Double.self, forKey: .lon)
+        guard Bounds.longitude.contains(lon) else {
+            throw DecodingError.dataCorruptedError(forKey: .lon, in: container, debugDescription: "a longitude is from -180 to 180 degrees")
+        }
+        self.init(lat: lat, lon: lon)
+    }
+
     public var isValid: Bool {
-        lat.isFinite && lon.isFinite && (-90...90).contains(lat) && (-180...180).contains(lon)
+        lat.isFinite && lon.isFinite && Bounds.latitude.contains(lat) && Bounds.longitude.contains(lon)
     }
 
     /// Great-circle distance in km (haversine, mean earth radius).

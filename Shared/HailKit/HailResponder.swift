@@ -73,7 +73,8 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
             guard let milliseconds = Int(header), milliseconds >= 0 else {
                 throw Problem.invalidField(HailHeaders.deadline.rawName, "must be a whole number of milliseconds")
             }
-            context.deadline = .now + .milliseconds(milliseconds)
+            // A caller may shorten the time this service gives a request, never lengthen it.
+            context.deadline = .now + min(.milliseconds(milliseconds), defaultTimeout ?? Self.longestDeadline)
         } else if let defaultTimeout {
             context.deadline = .now + defaultTimeout
         }
@@ -104,6 +105,9 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
             throw Problem.deadlineExceeded("The request did not finish within its deadline")
         }
     }
+
+    /// The longest deadline a caller can ask for when the service sets no timeout of its own.
+    static var longestDeadline: Duration { .seconds(3600) }
 
     static func makeRequestID() -> String {
         RandomID.hex(20)

@@ -125,6 +125,14 @@ extension Problem {
             headers: headers)
     }
 
+    /// The same `Idempotency-Key` came with a request that differs from the one it first answered: replaying
+    /// the first answer would tell the caller their second request was done when it was not.
+    public static func idempotencyKeyReused(_ detail: String) -> Problem {
+        Problem(
+            .unprocessableContent, slug: "idempotency-key-reused", title: "The Idempotency-Key was used for another request",
+            detail: detail, field: "Idempotency-Key")
+    }
+
     public static let internalError = Problem(
         .internalServerError, slug: "internal", title: "Internal error",
         detail: "The error was logged with the request id")

@@ -46,15 +46,15 @@ public struct ServiceClientConfiguration: Sendable {
 
     /// Reads `client.*`: `timeout.ms`, `attempts`, `backoff.base.ms`, `backoff.cap.ms`,
     /// `breaker.threshold`, `breaker.cooldown.ms`, `discovery.cache.ms`.
-    public init(reader: ConfigReader) {
+    public init(reader: ConfigReader) throws {
         self.init(
-            timeout: .milliseconds(reader.int(forKey: "timeout.ms", default: 5000)),
-            maxAttempts: reader.int(forKey: "attempts", default: 3),
-            backoffBase: .milliseconds(reader.int(forKey: "backoff.base.ms", default: 25)),
-            backoffCap: .milliseconds(reader.int(forKey: "backoff.cap.ms", default: 500)),
-            breakerThreshold: reader.int(forKey: "breaker.threshold", default: 5),
-            breakerCooldown: .milliseconds(reader.int(forKey: "breaker.cooldown.ms", default: 5000)),
-            discoveryCacheTTL: .milliseconds(reader.int(forKey: "discovery.cache.ms", default: 1000))
+            timeout: .milliseconds(try reader.int(forKey: "timeout.ms", default: 5000, in: 1...3_600_000)),
+            maxAttempts: try reader.int(forKey: "attempts", default: 3, in: 1...10),
+            backoffBase: .milliseconds(try reader.int(forKey: "backoff.base.ms", default: 25, in: 1...60_000)),
+            backoffCap: .milliseconds(try reader.int(forKey: "backoff.cap.ms", default: 500, in: 1...60_000)),
+            breakerThreshold: try reader.int(forKey: "breaker.threshold", default: 5, in: 1...1000),
+            breakerCooldown: .milliseconds(try reader.int(forKey: "breaker.cooldown.ms", default: 5000, in: 1...3_600_000)),
+            discoveryCacheTTL: .milliseconds(try reader.int(forKey: "discovery.cache.ms", default: 1000, in: 0...3_600_000))
         )
     }
 }

@@ -46,6 +46,16 @@ extension ConfigReader {
         return ConfigReader(providers: providers)
     }
 
+    /// The whole number at `key`, or `defaultValue`; a value outside `range` stops the service with an
+    /// error naming the key, instead of a trap later in arithmetic or a timer that never fires.
+    public func int(forKey key: String, default defaultValue: Int, in range: ClosedRange<Int>) throws -> Int {
+        let value = int(forKey: ConfigKey(key), default: defaultValue)
+        guard range.contains(value) else {
+            throw ConfigurationError("\(key) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
+        }
+        return value
+    }
+
     private static func hailstormProviders(
         arguments: [String], environment: [String: String], defaults: [String: ConfigValue]
     ) -> [any ConfigProvider] {
@@ -76,6 +86,8 @@ public struct ServiceConfiguration: Sendable {
     public var advertisedHost: String
     public var bodyLimit: Int
     public var requestTimeout: Duration?
+    public var idleTimeout: Duration
+    public var connectionsPerClient: Int
     public var logLevel: Logger.Level
     public var logFormat: String
     public var redis: RedisConfiguration
@@ -87,7 +99,7 @@ public struct ServiceConfiguration: Sendable {
     public var dataDirectory: String
     public var client: ServiceClientConfiguration
 
-    public init(name: String, reader: ConfigReader, defaultPort: Int) {
+    public init(name: String, reader: ConfigReader, defaultPort: Int, defaultConnectionsPerClient: Int = 0) throws {
         self.name = name
         // `instance.id`: unique per process; defaults to the service name and a random suffix.
         self.instanceID = reader.string(forKey: "instance.id")
@@ -96,13 +108,21 @@ public struct ServiceConfiguration: Sendable {
         self.mode = RuntimeMode(rawValue: reader.string(forKey: "mode", default: "development")) ?? .development
         // `http.host`, `http.port`: where the service listens (port 0 picks a free one).
         self.host = reader.string(forKey: "http.host", default: "127.0.0.1")
-        self.port = reader.int(forKey: "http.port", default: defaultPort)
+        self.port = try reader.int(forKey: "http.port", default: defaultPort, in: 0...65535)
         // `http.advertise.host`: the address announced to discovery; defaults to `http.host`.
         self.advertisedHost = reader.string(forKey: "http.advertise.host", default: host == "0.0.0.0" ? "127.0.0.1" : host)
         // `http.body.limit`: the largest request body accepted, in bytes.
-        self.bodyLimit = reader.int(forKey: "http.body.limit", default: 1 << 20)
-        // `http.timeout.ms`: the deadline of a request that brings none of its own (0: none).
-        let timeout = reader.int(forKey: "http.timeout.ms", default: 10_000)
+        self.bodyLimit = try reader.int(forKey: "http.body.limit", default: 1 << 20, in: 1...(1 << 30))
+        // `http.timeout.ms`: the longest a request may run: the deadline of one that brings none of its
+        // own, and the cap of one that asks for more (0: no timeout; callers' deadlines capped at an hour).
+        let timeout = try reader.int(forKey: "http.timeout.ms", default: 10_000, in: 0...3_600_000)
+        // `http.idle.timeout.seconds`: a connection that sends no complete request head for this long
+        // (half a header, nothing at all, or an idle keep-alive) is closed.
+        self.idleTimeout = .seconds(try reader.int(forKey: "http.idle.timeout.seconds", default: 15, in: 1...3600))
+        // `http.connections.per.client`: open connections one peer address may hold (0: no cap; the
+        // gateway's default is 512, the services behind it have none).
+        self.connectionsPerClient = try reader.int(
+            forKey: "http.connections.per.client", default: defaultConnectionsPerClient, in: 0...1_000_000)
         self.requestTimeout = timeout > 0 ? .milliseconds(timeout) : nil
         // `log.level`: trace … critical. `log.format`: json (default) | text.
         self.logLevel = Logger.Level(rawValue: reader.string(forKey: "log.level", default: "info")) ?? .info
@@ -110,22 +130,22 @@ public struct ServiceConfiguration: Sendable {
         // `redis.host`, `redis.port`, `redis.pool`: the shared Redis server and connections to it.
         self.redis = RedisConfiguration(
             host: reader.string(forKey: "redis.host", default: "127.0.0.1"),
-            port: reader.int(forKey: "redis.port", default: 6379),
-            poolSize: reader.int(forKey: "redis.pool", default: 4)
+            port: try reader.int(forKey: "redis.port", default: 6379, in: 1...65535),
+            poolSize: try reader.int(forKey: "redis.pool", default: 4, in: 1...256)
         )
         // `discovery.backend`: etcd (local and VM runs) | static (compose, Kubernetes).
         self.discoveryBackend = reader.string(forKey: "discovery.backend", default: "etcd")
         // `discovery.etcd.endpoint`: etcd's client URL.
         self.etcdEndpoint = reader.string(forKey: "discovery.etcd.endpoint", default: "http://127.0.0.1:2379")
         // `discovery.ttl.seconds`: the registration lease; a dead instance vanishes within it.
-        self.discoveryTTL = .seconds(reader.int(forKey: "discovery.ttl.seconds", default: 10))
+        self.discoveryTTL = .seconds(try reader.int(forKey: "discovery.ttl.seconds", default: 10, in: 2...3600))
         // `discovery.prefix`: the etcd key prefix instances register under (one per deployment).
         self.discoveryPrefix = reader.string(forKey: "discovery.prefix", default: "/hailstorm/services/")
         // `discovery.static`: `login=host:port,…` for the static backend; unnamed services resolve by DNS.
         self.staticServices = reader.string(forKey: "discovery.static", default: "")
         // `data.dir`: where this service keeps its SQLite file (`<data.dir>/<service>.sqlite`).
         self.dataDirectory = reader.string(forKey: "data.dir", default: ".hailstorm/data")
-        self.client = ServiceClientConfiguration(reader: reader.scoped(to: "client"))
+        self.client = try ServiceClientConfiguration(reader: reader.scoped(to: "client"))
     }
 
     /// This service's own database file.

@@ -17,7 +17,9 @@ public enum ServiceHTTPClient {
     public static let shared: HTTPClient = {
         var pool = HTTPClient.Configuration.ConnectionPool()
         pool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
-        pool.idleTimeout = .seconds(60)
+        // Shorter than the servers' idle timeout (`http.idle.timeout.seconds`, 15 s): the client lets a connection
+        // go before the server closes it, so no call is sent on a connection the server is closing.
+        pool.idleTimeout = .seconds(10)
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: .seconds(2)),

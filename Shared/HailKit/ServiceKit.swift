@@ -36,8 +36,11 @@ public struct ServiceKit: Sendable {
 
     public var name: String { configuration.name }
 
-    public init(name: String, reader: ConfigReader, defaultPort: Int) throws {
-        let configuration = ServiceConfiguration(name: name, reader: reader, defaultPort: defaultPort)
+    /// `defaultConnectionsPerClient`: the cap on one peer address's open connections unless configured
+    /// (`http.connections.per.client`); the edge of the platform sets one, services behind it need none.
+    public init(name: String, reader: ConfigReader, defaultPort: Int, defaultConnectionsPerClient: Int = 0) throws {
+        let configuration = try ServiceConfiguration(
+            name: name, reader: reader, defaultPort: defaultPort, defaultConnectionsPerClient: defaultConnectionsPerClient)
         self.configuration = configuration
         self.reader = reader
         LoggingBootstrap.bootstrapOnce(configuration)
@@ -96,8 +99,19 @@ public struct ServiceKit: Sendable {
     }
 
     /// The runnable service: the HTTP server, its background services, discovery registration and the
-    /// ordered graceful shutdown. `server` chooses the protocol (the gateway adds the WebSocket upgrade).
-    public func makeApplication(router: Router<HailRequestContext>, server: HTTPServerBuilder = .http1()) -> HailApplication {
+    /// ordered graceful shutdown. `channel` makes the connection's protocol handler from the responder and
+    /// the kit's HTTP/1.1 settings (the gateway adds the WebSocket upgrade); every connection goes through
+    /// the edge first (`EdgeChannel`: header-read timeout, connections per client, malformed requests).
+    public func makeApplication(
+        router: Router<HailRequestContext>,
+        channel: @escaping @Sendable (@escaping HTTPChannelHandler.Responder, HTTP1Channel.Configuration) -> any ServerChildChannel = {
+            HTTP1Channel(responder: $0, configuration: $1)
+        }
+    ) -> HailApplication {
+        let idleTimeout = TimeAmount.nanoseconds(configuration.idleTimeout.nanosecondsValue)
+        let server = HTTPServerBuilder.edge(
+            http1: HTTP1Channel.Configuration(idleTimeout: idleTimeout), headerTimeout: configuration.idleTimeout,
+            connectionsPerClient: configuration.connectionsPerClient, answersMalformedRequests: true, makeChannel: channel)
         let responder = HailResponder(
             inner: router.buildResponder(), bodyLimit: configuration.bodyLimit, defaultTimeout: configuration.requestTimeout)
         let bound = BoundAddress()

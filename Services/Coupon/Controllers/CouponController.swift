@@ -128,8 +128,11 @@ struct CouponController: Sendable {
         guard (1...1000).contains(body.perUserLimit) else {
             throw Problem.invalidField("perUserLimit", "must be 1 to 1000")
         }
-        guard body.startsAt.isFinite, body.endsAt.isFinite, body.startsAt > 0 else {
-            throw Problem.invalidField("startsAt", "must be a time in seconds since 1970")
+        guard Bounds.isEpochSeconds(body.startsAt), body.startsAt > 0 else {
+            throw Problem.invalidField("startsAt", "must be a time in seconds since 1970, before 2100")
+        }
+        guard Bounds.isEpochSeconds(body.endsAt) else {
+            throw Problem.invalidField("endsAt", "must be a time in seconds since 1970, before 2100")
         }
         guard body.endsAt > body.startsAt else { throw Problem.invalidField("endsAt", "must be after startsAt") }
     }

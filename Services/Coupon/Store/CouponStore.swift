@@ -52,7 +52,12 @@ struct CouponStore: Sendable {
                 let existing = try Row.fetchOne(
                     db, sql: "SELECT * FROM campaigns WHERE idempotency_key = ?", arguments: [idempotencyKey])
             {
-                return Self.campaign(existing)
+                let first = Self.campaign(existing)
+                guard Self.sameRequest(first, campaign) else {
+                    throw Problem.idempotencyKeyReused(
+                        "This key created campaign \(first.id) with other settings; use a new key for a new campaign")
+                }
+                return first
             }
             try db.execute(
                 sql: """
@@ -67,6 +72,13 @@ struct CouponStore: Sendable {
                 ])
             return campaign
         }
+    }
+
+    /// Whether two campaigns were asked for with the same settings (ids and creation times aside).
+    static func sameRequest(_ a: CouponAPI.Campaign, _ b: CouponAPI.Campaign) -> Bool {
+        a.name == b.name && a.city == b.city && a.kind == b.kind && a.amountOffCents == b.amountOffCents
+            && a.percentOff == b.percentOff && a.minimumFareCents == b.minimumFareCents && a.stock == b.stock
+            && a.perUserLimit == b.perUserLimit && a.startsAt == b.startsAt && a.endsAt == b.endsAt
     }
 
     func campaign(id: String) async throws -> CouponAPI.Campaign? {

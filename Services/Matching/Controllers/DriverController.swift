@@ -17,8 +17,13 @@ struct DriverController: Sendable {
             guard (1...1000).contains(body.points.count) else {
                 throw Problem.invalidField("points", "send 1 to 1000 points")
             }
-            for (i, point) in body.points.enumerated() where !GeoPoint(lat: point.lat, lon: point.lon).isValid {
-                throw Problem.invalidField("points[\(i)]", "needs lat in -90…90 and lon in -180…180")
+            for (i, point) in body.points.enumerated() {
+                guard GeoPoint(lat: point.lat, lon: point.lon).isValid else {
+                    throw Problem.invalidField("points[\(i)]", "needs lat in -90…90 and lon in -180…180")
+                }
+                if let at = point.at, !Bounds.isEpochSeconds(at) {
+                    throw Problem.invalidField("points[\(i)].at", "must be a time in seconds since 1970, before 2100")
+                }
             }
             // The latest fix counts; without times, the last one sent.
             let latest = body.points.enumerated().max { a, b in

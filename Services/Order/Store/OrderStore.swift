@@ -72,6 +72,10 @@ struct OrderStore: Sendable {
                     arguments: [order.riderID, idempotencyKey]),
                 let existing = try Self.fetch(id, in: db)
             {
+                guard existing.pickup == order.pickup, existing.dropoff == order.dropoff, existing.dispatch == order.dispatch else {
+                    throw Problem.idempotencyKeyReused(
+                        "This key created order \(existing.id) for another ride; use a new key for a new ride")
+                }
                 return (existing, false)
             }
             try db.execute(

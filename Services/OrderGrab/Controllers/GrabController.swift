@@ -15,7 +15,7 @@ struct GrabController: Sendable {
             _ = try context.requireRole(.service, .admin)
             guard !body.orderID.isEmpty, body.orderID.count <= 100 else { throw Problem.invalidField("orderID", "is not an order id") }
             guard (1...100).contains(body.driverIDs.count) else { throw Problem.invalidField("driverIDs", "offer to 1 to 100 drivers") }
-            guard body.expiresAt.isFinite, body.expiresAt > Date().timeIntervalSince1970 else {
+            guard Bounds.isEpochSeconds(body.expiresAt), body.expiresAt > Date().timeIntervalSince1970 else {
                 throw Problem.invalidField("expiresAt", "must be in the future")
             }
             try await board.open(order: body.orderID, drivers: body.driverIDs, expiresAt: body.expiresAt)

@@ -225,9 +225,7 @@ struct PaymentStore: Sendable {
     static func keyed(rider: String, key: String, orderID: String, in db: Database) throws -> PaymentAPI.Payment? {
         guard let existing = try fetch(db, where: "rider_id = ? AND idempotency_key = ?", [rider, key]) else { return nil }
         guard existing.orderID == orderID else {
-            throw Problem(
-                .unprocessableContent, slug: "idempotency-key-reused", title: "The Idempotency-Key was used for another payment",
-                detail: "This key paid order \(existing.orderID); use a new key for order \(orderID)", field: "Idempotency-Key")
+            throw Problem.idempotencyKeyReused("This key paid order \(existing.orderID); use a new key for order \(orderID)")
         }
         return existing
     }
