@@ -147,6 +147,7 @@ let package = Package(
                 lifecycle,
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
                 jwtKit,
+                .product(name: "Crypto", package: "swift-crypto"),
                 nioPosix,
             ],
             path: "Shared/HailKit"
@@ -164,7 +165,7 @@ let package = Package(
         .target(
             name: "HailKitTesting",
             dependencies: [
-                "HailKit", "RedisKit", "Discovery",
+                "HailKit", "RedisKit", "Discovery", "Contracts",
                 logging,
                 httpClient,
                 lifecycle,

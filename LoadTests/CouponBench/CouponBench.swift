@@ -34,12 +34,13 @@ struct CouponBench: AsyncParsableCommand {
         let redis = try RedisServerProcess()
         let data = try TestEnvironment.temporaryDirectory("coupon-bench")
         let port = try TestEnvironment.freePort()
-        let secret = UUID().uuidString + UUID().uuidString
+        let keys = try TokenKeys.generate(issuers: [AccessTokens.userIssuer, "coupon"])
         let service = try TestProcess(
             executable: TestEnvironment.executablesDirectory.appendingPathComponent("hailstorm-coupon").path,
             arguments: [
                 "--http-port", String(port), "--redis-port", String(redis.port), "--discovery-backend", "static",
-                "--data-dir", data, "--auth-jwt-secret", secret, "--log-level", "warning",
+                "--data-dir", data, "--auth-jwks", keys.jwks, "--auth-signing-key", keys.privateKeys["coupon"]!,
+                "--log-level", "warning",
             ],
             name: "coupon")
         defer { _ = service.terminate() }
@@ -55,7 +56,8 @@ struct CouponBench: AsyncParsableCommand {
         do {
             // 1,000 riders with a limit of 1,000 each and stock for every claim: every claim is granted, the
             // path that does the most (take the coupon, append to the stream, store it).
-            let tokens = await AccessTokens(signingKey: secret)
+            let tokens = try await AccessTokens(
+                service: "coupon-bench", signingKey: keys.privateKeys[AccessTokens.userIssuer], jwks: keys.jwks, cacheSize: 0)
             let now = Date()
             let admin = try await tokens.sign(AccessTokenClaims(
                 userID: "bench-admin", role: .admin, tokenID: "a", issuedAt: now, expiresAt: now + 86400))

@@ -88,8 +88,12 @@ struct HailstormLoad: AsyncParsableCommand {
         if scenario == .bareHTTP {
             guard let target else { throw ValidationError("bare-http needs --target http://127.0.0.1:PORT") }
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            // The bare endpoint checks no token; a throwaway key signs the ones the scenario sends.
+            let throwaway = try TokenKeys.generate(issuers: [AccessTokens.userIssuer])
+            let tokens = try await AccessTokens(
+                service: "hailstorm-load", signingKey: throwaway.privateKeys[AccessTokens.userIssuer], jwks: throwaway.jwks)
             let context = LoadContext(
-                gateway: target, client: client, tokens: await AccessTokens(signingKey: UUID().uuidString + UUID().uuidString), admin: "",
+                gateway: target, client: client, tokens: tokens, admin: "",
                 redis: nil, runLabel: "bare", recorder: LatencyRecorder(), maxInFlight: maxInFlight)
             let passed: Bool
             do {
@@ -108,7 +112,13 @@ struct HailstormLoad: AsyncParsableCommand {
             let gateway = state["gateway"] as? String,
             let redisPort = ((state["instances"] as? [[String: Any]]) ?? []).first(where: { $0["service"] as? String == "redis" })?["port"] as? Int
         else { throw LoadError("no running Hailstorm in \(folder): start it with `hailstorm up`") }
-        let secret = try String(contentsOfFile: folder + "/jwt-secret", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        // The generator signs its riders' and drivers' tokens with the run's login key, as `hailstorm token`
+        // does: signing up 100,000 riders would measure sign-up, not the sale.
+        let keys = folder + "/keys"
+        guard let loginKey = try? String(contentsOfFile: keys + "/login.key", encoding: .utf8),
+            let jwks = try? String(contentsOfFile: keys + "/jwks.json", encoding: .utf8)
+        else { throw LoadError("no token keys in \(keys): start Hailstorm with `hailstorm up`") }
+        let tokens = try await AccessTokens(service: "hailstorm-load", signingKey: loginKey, jwks: jwks)
         guard let adminData = FileManager.default.contents(atPath: folder + "/admin.json"),
             let admin = try JSONSerialization.jsonObject(with: adminData) as? [String: String]
         else { throw LoadError("no admin.json in \(folder)") }
@@ -116,7 +126,7 @@ struct HailstormLoad: AsyncParsableCommand {
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redisPort, poolSize: 2))
         do {
-            let passed = try await execute(gateway: gateway, secret: secret, admin: admin, client: client, redis: redis, redisPort: redisPort)
+            let passed = try await execute(gateway: gateway, tokens: tokens, admin: admin, client: client, redis: redis, redisPort: redisPort)
             try await client.shutdown()
             await redis.shutdown()
             if !passed { throw ExitCode(1) }
@@ -128,13 +138,13 @@ struct HailstormLoad: AsyncParsableCommand {
     }
 
     private func execute(
-        gateway: String, secret: String, admin: [String: String], client: HTTPClient, redis: RedisClient, redisPort: Int
+        gateway: String, tokens: AccessTokens, admin: [String: String], client: HTTPClient, redis: RedisClient, redisPort: Int
     ) async throws -> Bool {
         let recorder = LatencyRecorder()
         let label = String(UUID().uuidString.prefix(8)).lowercased()
         let signIn = try await Self.signIn(gateway: gateway, client: client, phone: admin["phone"] ?? "", password: admin["password"] ?? "")
         let context = LoadContext(
-            gateway: gateway, client: client, tokens: await AccessTokens(signingKey: secret), admin: signIn, redis: redis,
+            gateway: gateway, client: client, tokens: tokens, admin: signIn, redis: redis,
             runLabel: label, recorder: recorder, maxInFlight: maxInFlight)
         let modes: [OrderAPI.Dispatch] = dispatch == "both" ? [.assign, .offer] : [OrderAPI.Dispatch(rawValue: dispatch)!]
         func flashSale() -> any Scenario { FlashSaleScenario(context: context, coupons: coupons, riders: riders) }

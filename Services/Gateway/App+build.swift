@@ -7,10 +7,14 @@ import Logging
 
 /// Builds the gateway from configuration.
 ///
-/// Keys beyond the kit's: `auth.jwt.secret` (secret; the key login signs with), `gateway.rate.limit`
+/// Keys beyond the kit's: `auth.jwks` (the public keys tokens are verified with), `gateway.rate.limit`
 /// (requests per client per window, 300), `gateway.rate.window.seconds` (1), `gateway.rate.auth.limit`
-/// (sign-up/sign-in attempts per address per window, 30). The gateway also relays order events to the
-/// riders' and drivers' WebSockets (`/ws`), from whichever instance holds the connection.
+/// (sign-up/sign-in attempts per address per window, 30), `gateway.signin.failures` (failed sign-ins per
+/// client address, 20) per `gateway.signin.window.seconds` (300), `gateway.proxy.hops` (trusted proxies in
+/// front that append to X-Forwarded-For, 0: the peer is the client), `gateway.ws.origins` (the web origins
+/// whose pages may open `/ws`, comma-separated; empty: any page of this gateway's own host, and clients
+/// that send no Origin). The gateway also relays order events to the riders' and drivers' WebSockets
+/// (`/ws`), from whichever instance holds the connection, and closes them when their session ends.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080, defaultConnectionsPerClient: 512)
     let tokens = try await kit.accessTokens()
@@ -18,16 +22,28 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let ratePrefix = reader.string(forKey: "gateway.rate.prefix", default: "gw:rl")
     let window = Duration.seconds(max(1, reader.int(forKey: "gateway.rate.window.seconds", default: 1)))
 
+    let hops = try reader.int(forKey: "gateway.proxy.hops", default: 0, in: 0...10)
     let hub = PushHub()
     kit.addService(PushListener(redis: kit.redis, hub: hub, logger: kit.logger))
     kit.addService(PushRelay.consumer(redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
     // The WebSocket checks a token's signature and the deny-list itself; the API's authentication only
     // verifies the signature, its rate limiter asks the deny-list in the same Redis round trip.
-    let sockets = PushSocketController(authentication: AuthenticationMiddleware(tokens: tokens, redis: kit.redis), hub: hub)
+    let origins = Set(reader.string(forKey: "gateway.ws.origins", default: "").split(separator: ",").map {
+        $0.trimmingCharacters(in: .whitespaces)
+    }.filter { !$0.isEmpty })
+    let sockets = PushSocketController(
+        authentication: AuthenticationMiddleware(tokens: tokens, redis: kit.redis), hub: hub,
+        tickets: PushTickets(redis: kit.redis, keyPrefix: ratePrefix + ":ws-ticket", lifetime: .seconds(60)), origins: origins)
 
     let router = kit.makeRouter()
-    sockets.register(on: router)
-    let proxy = AuthProxyController(clients: kit.clients)
+    router.middlewares.add(ClientAddressMiddleware(hops: hops))
+    let proxy = AuthProxyController(
+        clients: kit.clients,
+        failures: FailureThrottle(
+            redis: kit.redis, keyPrefix: ratePrefix + ":failed",
+            limit: try reader.int(forKey: "gateway.signin.failures", default: 20, in: 1...100_000),
+            window: .seconds(try reader.int(forKey: "gateway.signin.window.seconds", default: 300, in: 1...86_400)),
+            subject: "from this address"))
 
     let publicAuth = router.group("/api/v1/auth")
         .add(middleware: RateLimitMiddleware(
@@ -40,6 +56,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
             redis: kit.redis, limit: reader.int(forKey: "gateway.rate.limit", default: 300), window: window, scope: "api", keyPrefix: ratePrefix,
             checksRevocation: true))
     proxy.registerSecured(on: secured)
+    sockets.register(on: router, secured: secured)
     CouponProxyController(clients: kit.clients).register(on: secured)
     RideProxyController(clients: kit.clients).register(on: secured)
     MoneyProxyController(clients: kit.clients).register(on: secured)

@@ -60,7 +60,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
             offerSeconds: Double(max(1, reader.int(forKey: "matching.offer.seconds", default: 30))),
             maxOrdersPerWindow: max(1, reader.int(forKey: "matching.window.max.orders", default: 5000))),
         store: store, fleet: fleet, clients: kit.clients,
-        credentials: ServiceCredentials(tokens: tokens, service: kit.name), claims: DispatchClaims(), counters: counters,
+        credentials: try ServiceCredentials(tokens: tokens), claims: DispatchClaims(), counters: counters,
         logger: kit.logger)
     let reclaim = max(1, reader.int(forKey: "matching.events.reclaim.seconds", default: 30))
 

@@ -124,7 +124,7 @@ struct DispatchService: Service {
         Recorder(label: "hailstorm_dispatch_window_orders").record(orders.count)
         let outcomes = fleet.live.commit(result.assignments, claims: claims)
         let claimed = zip(result.assignments, outcomes).filter { $0.1 == .claimed }.map(\.0)
-        let headers = try await credentials.headers()
+        let headers = try await credentials.headers(for: OrderAPI.service)
 
         let confirmed = await withTaskGroup(of: (Assignment, Bool).self) { group in
             for assignment in claimed {
@@ -185,7 +185,8 @@ struct DispatchService: Service {
     }
 
     private func offer(_ waiting: [DispatchStore.Waiting]) async throws {
-        let headers = try await credentials.headers()
+        let headers = try await credentials.headers(for: OrderAPI.service)
+        let grabHeaders = try await credentials.headers(for: GrabAPI.service)
         var deferred = 0
         var offers: [(DispatchStore.Waiting, [String])] = []
         for order in waiting {
@@ -201,7 +202,7 @@ struct DispatchService: Service {
             var made = 0
             for (index, (order, drivers)) in offers.enumerated() {
                 if index >= Self.concurrentOffers, let done = await group.next(), done { made += 1 }
-                group.addTask { await makeOffer(order, to: drivers, headers: headers) }
+                group.addTask { await makeOffer(order, to: drivers, headers: headers, grabHeaders: grabHeaders) }
             }
             for await done in group where done { made += 1 }
             return made
@@ -216,12 +217,12 @@ struct DispatchService: Service {
 
     /// Opens the race in order-grab, then marks the order offered (which pushes it to the drivers): in
     /// that order, so no driver hears of an offer it cannot grab yet. True when the offer stands.
-    private func makeOffer(_ order: DispatchStore.Waiting, to drivers: [String], headers: HTTPFields) async -> Bool {
+    private func makeOffer(_ order: DispatchStore.Waiting, to drivers: [String], headers: HTTPFields, grabHeaders: HTTPFields) async -> Bool {
         do {
             _ = try await clients.call(
                 GrabAPI.open,
                 .init(orderID: order.orderID, driverIDs: drivers, expiresAt: Date().timeIntervalSince1970 + settings.offerSeconds),
-                headers: headers, context: .none)
+                headers: grabHeaders, context: .none)
             _ = try await clients.call(
                 OrderAPI.offer, .init(driverIDs: drivers), parameters: ["id": order.orderID], headers: headers, context: .none)
             try await store.offered(order.orderID, drivers: drivers)

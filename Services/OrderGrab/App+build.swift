@@ -22,7 +22,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let api = kit.authenticated(router, tokens: tokens)
     GrabController(
         board: board, audit: GrabAudit(db: database), clients: kit.clients,
-        credentials: ServiceCredentials(tokens: tokens, service: kit.name)
+        credentials: try ServiceCredentials(tokens: tokens)
     ).register(on: api)
     return kit.makeApplication(router: router)
 }

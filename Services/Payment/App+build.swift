@@ -31,7 +31,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
             latency: .milliseconds(max(0, reader.int(forKey: "payment.sandbox.latency.ms", default: 50))),
             failureRate: failureRate),
         rules: LedgerRules(commissionPercent: commission), clients: kit.clients,
-        credentials: ServiceCredentials(tokens: tokens, service: kit.name), inFlight: InFlightPayments(), wakeups: wakeups,
+        credentials: try ServiceCredentials(tokens: tokens), inFlight: InFlightPayments(), wakeups: wakeups,
         waitLimit: .seconds(max(1, reader.int(forKey: "payment.wait.seconds", default: 10))), logger: kit.logger)
     kit.logger.notice("payments go to the sandbox provider: no money moves", metadata: ["failure_rate": "\(failureRate)"])
 

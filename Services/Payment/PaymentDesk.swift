@@ -35,7 +35,7 @@ struct PaymentDesk: Sendable {
     private func process(
         _ request: PaymentAPI.PayRequest, rider: String, idempotencyKey: String, context: CallContext
     ) async throws -> PaymentAPI.Payment {
-        let headers = try await credentials.headers()
+        let headers = try await credentials.headers(for: OrderAPI.service)
         let order = try await clients.call(OrderAPI.order, NoContent(), parameters: ["id": request.orderID], headers: headers, context: context)
         guard order.riderID == rider else { throw Problem.forbidden("Order \(request.orderID) is not yours") }
         let method = request.paymentMethod ?? "sandbox-card"
@@ -68,7 +68,7 @@ struct PaymentDesk: Sendable {
             do {
                 discount = try await clients.call(
                     CouponAPI.redeem, .init(userID: rider, orderID: order.id, fareCents: order.fareCents),
-                    parameters: ["id": coupon], headers: headers, context: context
+                    parameters: ["id": coupon], headers: try await credentials.headers(for: CouponAPI.service), context: context
                 ).discountCents
             } catch {
                 // Nothing was charged: the payment is forgotten and the key is free for another try.
@@ -139,7 +139,7 @@ struct PaymentDesk: Sendable {
     private func giveBack(coupon: String, order: String) async {
         do {
             _ = try await clients.call(
-                CouponAPI.release, .init(orderID: order), parameters: ["id": coupon], headers: try await credentials.headers(),
+                CouponAPI.release, .init(orderID: order), parameters: ["id": coupon], headers: try await credentials.headers(for: CouponAPI.service),
                 context: .none)
         } catch {
             logger.warning("coupon not given back now; the payment.failed event does it", metadata: ["coupon": "\(coupon)", "error": "\(error)"])

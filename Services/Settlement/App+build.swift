@@ -29,7 +29,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)
     SettlementController(
-        store: store, clients: kit.clients, credentials: ServiceCredentials(tokens: tokens, service: kit.name),
+        store: store, clients: kit.clients, credentials: try ServiceCredentials(tokens: tokens),
         grace: reader.double(forKey: "settlement.grace.seconds", default: 3600)
     ).register(on: api)
     return kit.makeApplication(router: router)

@@ -24,11 +24,11 @@ struct App {
         do {
             let reader = try await ConfigReader.loadHailstorm(arguments: arguments)
             let kit = try ServiceKit(name: "settlement-run", reader: reader, defaultPort: 0)
-            let credentials = ServiceCredentials(tokens: try await kit.accessTokens(), service: "settlement-run")
+            let credentials = try ServiceCredentials(tokens: try await kit.accessTokens())
             let result: Result<SettlementAPI.Batch, any Error>
             do {
                 result = .success(try await kit.clients.call(
-                    SettlementAPI.run, .init(trigger: "command"), headers: try await credentials.headers(), context: .none))
+                    SettlementAPI.run, .init(trigger: "command"), headers: try await credentials.headers(for: SettlementAPI.service), context: .none))
             } catch {
                 result = .failure(error)
             }

@@ -119,3 +119,21 @@ public enum IdentityHeaders {
     public static let userID = HTTPField.Name("X-Hailstorm-User")!
     public static let role = HTTPField.Name("X-Hailstorm-Role")!
 }
+
+/// A sign-out, or a refresh token used twice: login publishes it on `channel` (Redis pub/sub), and every
+/// gateway instance closes the WebSockets opened with a token of that session (or with that token).
+public struct SessionRevocation: Codable, Sendable, Hashable {
+    public var userID: String
+    /// Every token of this sign-in session.
+    public var sessionID: String?
+    /// This one access token.
+    public var tokenID: String?
+
+    public init(userID: String, sessionID: String?, tokenID: String?) {
+        self.userID = userID
+        self.sessionID = sessionID
+        self.tokenID = tokenID
+    }
+
+    public static let channel = "auth:revoked"
+}

@@ -1,98 +1,294 @@
 import Configuration
 import Contracts
+import Crypto
 import Foundation
 import JWTKit
 import Synchronization
 
-/// The claims of a Hailstorm access token.
+/// The claims of a Hailstorm token: a user's access token (signed by login) or a service's credential
+/// (signed by that service, for one callee).
 public struct AccessTokenClaims: JWTPayload, Equatable {
     public var sub: SubjectClaim
     public var role: Role
     public var jti: IDClaim
     public var iat: IssuedAtClaim
     public var exp: ExpirationClaim
+    /// Who signed: `login` for users' tokens, the calling service for a service credential. It must be the
+    /// owner of the signing key (`kid` is `<issuer>:<version>`).
     public var iss: IssuerClaim
+    /// Who may accept it: `hailstorm` (every part of the platform) for users' tokens, the one service
+    /// called for a service credential.
+    public var aud: AudienceClaim
+    /// The sign-in session (refresh-token family) a user's token belongs to; signing out revokes it whole.
+    public var sid: String?
 
-    public init(userID: String, role: Role, tokenID: String, issuedAt: Date, expiresAt: Date) {
+    public init(
+        userID: String, role: Role, tokenID: String, issuedAt: Date, expiresAt: Date,
+        issuer: String = AccessTokens.userIssuer, audience: String = AccessTokens.userAudience, sessionID: String? = nil
+    ) {
         self.sub = SubjectClaim(value: userID)
         self.role = role
         self.jti = IDClaim(value: tokenID)
         self.iat = IssuedAtClaim(value: issuedAt)
         self.exp = ExpirationClaim(value: expiresAt)
-        self.iss = IssuerClaim(value: AccessTokens.issuer)
+        self.iss = IssuerClaim(value: issuer)
+        self.aud = AudienceClaim(value: [audience])
+        self.sid = sessionID
     }
 
+    /// Expiry only; who signed and for whom is `AccessTokens.verify`'s, which knows the keys' owners.
     public func verify(using algorithm: some JWTAlgorithm) async throws {
         try exp.verifyNotExpired()
-        guard iss.value == AccessTokens.issuer else {
-            throw JWTError.claimVerificationFailure(failedClaim: iss, reason: "not issued by Hailstorm")
-        }
     }
 
     public var identity: Identity {
-        Identity(userID: sub.value, role: role, tokenID: jti.value)
+        Identity(userID: sub.value, role: role, tokenID: jti.value, sessionID: sid)
     }
 }
 
-/// Signs and verifies access tokens (HS256 with the shared signing key).
+/// Signs and verifies Hailstorm's tokens with ES256 (ECDSA P-256) keys.
 ///
-/// The login service signs; the gateway (and any service that wants to) verifies with the same key.
+/// Every key belongs to one issuer, named in its key id (`login:2026-12`, `matching:1`). Login holds the
+/// only private key that can sign a user's token; each other service holds a private key that can sign
+/// only its own service credentials (`sub` = `iss` = itself, role `service`, `aud` = the one service it
+/// calls). Every part of the platform verifies with the public keys of the deployment's JWKS
+/// (`auth.jwks`): a token is accepted when its `alg` is ES256, its `kid` is in the JWKS, its `iss` is the
+/// key's owner, and
+/// - `iss` is login: the role is a user's (not `service`) and `aud` holds `hailstorm`;
+/// - `iss` is another service: the role is `service`, `sub` is that service, and `aud` holds the
+///   verifying service's own name.
+/// Two keys of login in the JWKS at once is a rotation (`docs/security.md`).
 public struct AccessTokens: Sendable {
-    public static let issuer = "hailstorm"
-    /// The key used when none is configured: fine on a laptop, refused in production mode.
-    public static let developmentKey = "hailstorm-development-signing-key-do-not-use-in-production"
+    public static let userIssuer = "login"
+    public static let userAudience = "hailstorm"
+    public static let algorithm = "ES256"
 
+    /// The service that verifies (the audience its service credentials must name).
+    public let service: String
+    /// The issuer this service signs as (the owner of its key), when it holds one.
+    public let issuer: String?
+    private let signingKID: JWKIdentifier?
+    private let trustedKIDs: Set<String>
     private let keys: JWTKeyCollection
     private let verified: VerifiedTokens
 
-    /// `cacheSize`: how many verified tokens are remembered (see `VerifiedTokens`); 0 verifies every time.
-    public init(signingKey: String, cacheSize: Int = 20_000) async {
+    /// - Parameters:
+    ///   - service: the verifying service's name.
+    ///   - signingKey: this service's private key (PEM, or base64url of the raw P-256 scalar), or nil when it
+    ///     signs nothing; its public key must be in `jwks`, whose entry gives its `kid`.
+    ///   - jwks: the public keys this deployment trusts, as a JWKS document.
+    ///   - cacheSize: how many verified tokens are remembered (see `VerifiedTokens`); 0 verifies every time.
+    public init(service: String, signingKey: String?, jwks: String, cacheSize: Int = 20_000) async throws {
+        let document = try TokenKeys.parse(jwks: jwks)
         let keys = JWTKeyCollection()
-        await keys.add(hmac: HMACKey(from: signingKey), digestAlgorithm: .sha256)
+        var trusted: Set<String> = []
+        for key in document.keys {
+            guard key.kty == "EC", key.crv == "P-256", (key.alg ?? Self.algorithm) == Self.algorithm, TokenKeys.owner(of: key.kid) != nil else {
+                throw ConfigurationError("auth.jwks: key \(key.kid) is not an ES256 (EC P-256) key with a kid '<issuer>:<version>'")
+            }
+            let publicKey = try ES256PublicKey(parameters: (x: key.x, y: key.y))
+            await keys.add(ecdsa: publicKey, kid: JWKIdentifier(string: key.kid))
+            trusted.insert(key.kid)
+        }
+        var signingKID: JWKIdentifier? = nil
+        var issuer: String? = nil
+        if let signingKey {
+            let privateKey = try TokenKeys.privateKey(signingKey)
+            let parameters = privateKey.parameters
+            guard let entry = document.keys.first(where: { $0.x == parameters?.x && $0.y == parameters?.y }) else {
+                throw ConfigurationError("auth.signing.key: its public key is not in auth.jwks, so nobody would accept what it signs")
+            }
+            signingKID = JWKIdentifier(string: entry.kid)
+            issuer = TokenKeys.owner(of: entry.kid)
+            // The private key replaces the public one under the same kid: it verifies as well as signs.
+            await keys.add(ecdsa: privateKey, kid: JWKIdentifier(string: entry.kid))
+        }
+        self.service = service
+        self.issuer = issuer
+        self.signingKID = signingKID
+        self.trustedKIDs = trusted
         self.keys = keys
         self.verified = VerifiedTokens(capacity: cacheSize)
     }
 
-    /// Reads `auth.jwt.secret` (secret). In production mode a missing, default or short key stops the
-    /// service from starting: tokens signed with a published key would let anyone in.
-    public static func signingKey(from configuration: ServiceConfiguration, reader: ConfigReader) throws -> String {
-        let key = reader.string(forKey: "auth.jwt.secret", isSecret: true) ?? developmentKey
-        if configuration.mode == .production {
-            guard key != developmentKey else {
-                throw ConfigurationError("production mode needs auth.jwt.secret (AUTH_JWT_SECRET): the development key is public")
-            }
-            guard key.utf8.count >= 32 else {
-                throw ConfigurationError("auth.jwt.secret must be at least 32 bytes in production mode")
-            }
+    /// Reads `auth.jwks` (the deployment's public keys, a JWKS document) and `auth.signing.key` (secret;
+    /// this service's private key). Without a JWKS the service cannot check a token, so it does not start;
+    /// `hailstorm up` writes a run's keys, `hailstorm keys` makes a set for other deployments.
+    /// `auth.jwt.cache.size`: see `VerifiedTokens`.
+    public static func configured(service: String, reader: ConfigReader, cacheSize: Int = 20_000) async throws -> AccessTokens {
+        guard let jwks = reader.string(forKey: "auth.jwks"), !jwks.isEmpty else {
+            throw ConfigurationError(
+                "auth.jwks (AUTH_JWKS) is not set: it holds the public keys tokens are verified with (`hailstorm keys` makes a set)")
         }
-        return key
+        let signingKey = reader.string(forKey: "auth.signing.key", isSecret: true).flatMap { $0.isEmpty ? nil : $0 }
+        return try await AccessTokens(service: service, signingKey: signingKey, jwks: jwks, cacheSize: cacheSize)
     }
 
     /// The Redis key that marks an access token as signed out until it expires. Login writes it,
-    /// the gateway refuses tokens that have it.
+    /// the gateway and the services refuse tokens that have it.
     public static func denyListKey(tokenID: String) -> String { "auth:deny:\(tokenID)" }
 
+    /// The Redis key that marks a whole sign-in session as ended: every access token it issued is refused.
+    public static func sessionDenyListKey(sessionID: String) -> String { "auth:deny:session:\(sessionID)" }
+
+    /// The deny-list keys that concern `identity`: its token, and its session when it has one.
+    public static func denyListKeys(for identity: Identity) -> [String] {
+        [denyListKey(tokenID: identity.tokenID)] + (identity.sessionID.map { [sessionDenyListKey(sessionID: $0)] } ?? [])
+    }
+
+    /// Signs `claims` with this service's key. Its `iss` must be this service's issuer: a service can only
+    /// speak for itself, and only login's tokens are accepted as users'.
     public func sign(_ claims: AccessTokenClaims) async throws -> String {
-        try await keys.sign(claims)
+        guard let signingKID, let issuer else {
+            throw ConfigurationError("\(service) holds no signing key (auth.signing.key)")
+        }
+        guard claims.iss.value == issuer else {
+            throw ConfigurationError("\(service) signs as \(issuer), not as \(claims.iss.value)")
+        }
+        return try await keys.sign(claims, kid: signingKID)
+    }
+
+    /// A credential of this service for calling `callee`, valid for `lifetime`.
+    public func serviceToken(for callee: String, lifetime: TimeInterval, now: Date = Date()) async throws -> String {
+        guard let issuer else { throw ConfigurationError("\(service) holds no signing key (auth.signing.key)") }
+        return try await sign(AccessTokenClaims(
+            userID: issuer, role: .service, tokenID: RandomID.uuid(), issuedAt: now, expiresAt: now + lifetime,
+            issuer: issuer, audience: callee))
     }
 
     /// The claims of a valid token; throws a 401 problem naming why a token is not valid.
     public func verify(_ token: String) async throws -> AccessTokenClaims {
         if let claims = verified.claims(for: token, now: Date()) { return claims }
+        guard let kid = Self.pinnedKeyID(of: token), trustedKIDs.contains(kid), let owner = TokenKeys.owner(of: kid) else {
+            throw Self.invalid("The access token is malformed, not ES256, or signed with a key this platform does not trust")
+        }
+        let claims: AccessTokenClaims
         do {
-            let claims = try await keys.verify(token, as: AccessTokenClaims.self)
-            verified.remember(token, claims)
-            return claims
+            claims = try await keys.verify(token, as: AccessTokenClaims.self)
         } catch let error as JWTError where error.errorType == .claimVerificationFailure {
             throw Problem(
                 .unauthorized, slug: "token-expired", title: "The access token is not valid",
                 detail: "The access token has expired; refresh it", headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
         } catch {
-            throw Problem(
-                .unauthorized, slug: "invalid-token", title: "The access token is not valid",
-                detail: "The access token is malformed or its signature does not verify",
-                headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+            throw Self.invalid("The access token is malformed or its signature does not verify")
         }
+        guard claims.iss.value == owner else { throw Self.invalid("The token's issuer does not own its signing key") }
+        if owner == Self.userIssuer {
+            guard claims.role != .service, claims.aud.value.contains(Self.userAudience) else {
+                throw Self.invalid("The token is not a user's access token")
+            }
+        } else {
+            guard claims.role == .service, claims.sub.value == owner, claims.aud.value.contains(service) else {
+                throw Self.invalid("The service credential is not \(owner)'s, or not for \(service)")
+            }
+        }
+        verified.remember(token, claims)
+        return claims
+    }
+
+    private static func invalid(_ detail: String) -> Problem {
+        Problem(
+            .unauthorized, slug: "invalid-token", title: "The access token is not valid", detail: detail,
+            headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+    }
+
+    /// The `kid` of a token whose header says ES256; nil for anything else (`none`, HS256, no kid). The
+    /// algorithm is pinned here, before any key is chosen.
+    static func pinnedKeyID(of token: String) -> String? {
+        guard let dot = token.firstIndex(of: "."), let header = Data(base64URL: token[..<dot]),
+            let fields = try? JSONSerialization.jsonObject(with: header) as? [String: Any],
+            fields["alg"] as? String == algorithm, let kid = fields["kid"] as? String
+        else { return nil }
+        return kid
+    }
+}
+
+/// Making and reading the key material of a deployment: a private key per issuer and the JWKS of their
+/// public keys.
+public enum TokenKeys {
+    /// One public key of a JWKS document.
+    public struct PublicKey: Codable, Sendable, Equatable {
+        public var kty: String
+        public var crv: String
+        public var x: String
+        public var y: String
+        public var kid: String
+        public var alg: String?
+        public var use: String?
+    }
+
+    public struct Document: Codable, Sendable {
+        public var keys: [PublicKey]
+    }
+
+    /// The issuer a key belongs to: the part of its `kid` before the last `:`.
+    public static func owner(of kid: String) -> String? {
+        guard let colon = kid.lastIndex(of: ":"), colon != kid.startIndex else { return nil }
+        return String(kid[..<colon])
+    }
+
+    public static func parse(jwks: String) throws -> Document {
+        do {
+            return try JSONDecoder().decode(Document.self, from: Data(jwks.utf8))
+        } catch {
+            throw ConfigurationError("auth.jwks is not a JWKS document: \(error)")
+        }
+    }
+
+    /// A private key from PEM or from base64url of the raw 32-byte scalar (one line, for the environment).
+    public static func privateKey(_ text: String) throws -> ES256PrivateKey {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        do {
+            return trimmed.hasPrefix("-----BEGIN") ? try ES256PrivateKey(pem: trimmed) : try ES256PrivateKey(key: trimmed)
+        } catch {
+            throw ConfigurationError("auth.signing.key is not an EC P-256 private key (PEM, or base64url of its 32 bytes)")
+        }
+    }
+
+    /// A new private key as one line (base64url of its raw scalar).
+    public static func newPrivateKey() -> String {
+        Data(P256.Signing.PrivateKey().rawRepresentation).base64URLEncoded
+    }
+
+    /// The JWKS entry of `privateKey`'s public key under `kid`.
+    public static func publicKey(of privateKey: String, kid: String) throws -> PublicKey {
+        guard let parameters = try Self.privateKey(privateKey).parameters else {
+            throw ConfigurationError("the key has no public parameters")
+        }
+        return PublicKey(kty: "EC", crv: "P-256", x: parameters.x, y: parameters.y, kid: kid, alg: AccessTokens.algorithm, use: "sig")
+    }
+
+    /// A JWKS document of `keys`.
+    public static func jwks(_ keys: [PublicKey]) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(Document(keys: keys)), as: UTF8.self)
+    }
+
+    /// A private key for each of `issuers` and the JWKS of them all, with key ids `<issuer>:<version>`.
+    public static func generate(issuers: [String], version: String = "1") throws -> (privateKeys: [String: String], jwks: String) {
+        var privateKeys: [String: String] = [:]
+        var entries: [PublicKey] = []
+        for issuer in issuers {
+            let key = newPrivateKey()
+            privateKeys[issuer] = key
+            entries.append(try publicKey(of: key, kid: "\(issuer):\(version)"))
+        }
+        return (privateKeys, try jwks(entries))
+    }
+}
+
+extension Data {
+    /// Decodes base64url (RFC 4648 §5, padding optional); nil for anything else.
+    init?(base64URL text: some StringProtocol) {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64.append("=") }
+        self.init(base64Encoded: base64)
+    }
+
+    var base64URLEncoded: String {
+        base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
     }
 }
 

@@ -30,7 +30,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         guard checkDenyList else { return claims.identity }
         let revoked: Bool
         do {
-            revoked = try await redis.exists(AccessTokens.denyListKey(tokenID: claims.jti.value))
+            revoked = (try await redis.send(RedisCommand("EXISTS", AccessTokens.denyListKeys(for: claims.identity))).int ?? 0) > 0
         } catch {
             // Without the deny-list a signed-out token could pass: refuse rather than guess.
             logger.error("deny-list unavailable", metadata: ["error": "\(error)"])
@@ -43,7 +43,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// The answer to a token that was signed out.
     public static let revokedToken = Problem(
         .unauthorized, slug: "token-revoked", title: "The access token is not valid",
-        detail: "The access token was revoked by signing out", headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+        detail: "The access token was revoked: its session was signed out or its refresh token used twice", headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
 
     public func handle(
         _ request: Request,

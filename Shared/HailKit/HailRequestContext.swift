@@ -10,11 +10,14 @@ public struct Identity: Sendable, Hashable {
     public var role: Role
     /// The token's `jti`, for the deny-list.
     public var tokenID: String
+    /// The sign-in session the token belongs to (users' tokens), for the deny-list of ended sessions.
+    public var sessionID: String?
 
-    public init(userID: String, role: Role, tokenID: String) {
+    public init(userID: String, role: Role, tokenID: String, sessionID: String? = nil) {
         self.userID = userID
         self.role = role
         self.tokenID = tokenID
+        self.sessionID = sessionID
     }
 }
 
@@ -32,8 +35,11 @@ public struct HailRequestContext: RequestContext {
     public var identity: Identity?
     /// The body limit, set from configuration by `BodyLimitMiddleware`.
     public var maxUploadSize: Int
-    /// The peer address, for per-client rate limits before sign-in.
+    /// The peer address of the connection.
     public let remoteAddress: String?
+    /// The client's address, for per-client limits before sign-in: the peer, unless the gateway trusts
+    /// proxies in front of it (`gateway.proxy.hops`), which say who their client was.
+    public var clientAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
@@ -43,6 +49,7 @@ public struct HailRequestContext: RequestContext {
         self.identity = nil
         self.maxUploadSize = 1 << 20
         self.remoteAddress = source.channel.remoteAddress?.ipAddress
+        self.clientAddress = remoteAddress
     }
 
     /// What a call to another service on behalf of this request carries along.

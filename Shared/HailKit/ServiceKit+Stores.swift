@@ -3,13 +3,12 @@ import Hummingbird
 import SQLiteKit
 
 extension ServiceKit {
-    /// The token verifier (and signer of service credentials) keyed by `auth.jwt.secret`.
-    /// `auth.jwt.cache.size`: how many verified tokens it remembers (20,000; 0 verifies every request
-    /// afresh) — see `VerifiedTokens`.
+    /// The token verifier (and signer of this service's credentials): `auth.jwks` and `auth.signing.key`,
+    /// see `AccessTokens.configured`. `auth.jwt.cache.size`: how many verified tokens it remembers (20,000;
+    /// 0 verifies every request afresh) — see `VerifiedTokens`.
     public func accessTokens() async throws -> AccessTokens {
-        await AccessTokens(
-            signingKey: try AccessTokens.signingKey(from: configuration, reader: reader),
-            cacheSize: reader.int(forKey: "auth.jwt.cache.size", default: 20_000))
+        try await AccessTokens.configured(
+            service: name, reader: reader, cacheSize: try reader.int(forKey: "auth.jwt.cache.size", default: 20_000, in: 0...10_000_000))
     }
 
     /// Opens the service's own SQLite file (`<data.dir>/<service>.sqlite`) and migrates it; `/readyz`
@@ -23,10 +22,10 @@ extension ServiceKit {
     }
 
     /// The routes of a service behind the gateway: every request must carry a valid access token (the
-    /// gateway forwards the caller's). `auth.denylist.check` (false by default) adds the signed-out check
-    /// the gateway already made.
+    /// gateway forwards the caller's) that was not signed out. `auth.denylist.check` (true) can turn the
+    /// signed-out check off for a service only the gateway can reach, which made it already.
     public func authenticated(_ router: Router<HailRequestContext>, tokens: AccessTokens) -> RouterGroup<HailRequestContext> {
         router.group().add(middleware: AuthenticationMiddleware(
-            tokens: tokens, redis: redis, checkDenyList: reader.bool(forKey: "auth.denylist.check", default: false)))
+            tokens: tokens, redis: redis, checkDenyList: reader.bool(forKey: "auth.denylist.check", default: true)))
     }
 }

@@ -9,8 +9,9 @@ import NIOHTTP1
 
 extension ConfigReader {
     /// A reader for a service under test: the real Redis and etcd of the test run, a port of its own,
-    /// a fresh data folder, short discovery TTLs, plus `overrides`.
-    public static func testing(_ overrides: [String: String] = [:], redisPort: Int? = nil) throws -> ConfigReader {
+    /// a fresh data folder, short discovery TTLs, the test run's JWKS (and `service`'s private key from
+    /// `TestKeys`, when given), plus `overrides`.
+    public static func testing(_ overrides: [String: String] = [:], redisPort: Int? = nil, service: String? = nil) throws -> ConfigReader {
         var values: [String: String] = [
             "http.port": "0",
             "redis.port": String(redisPort ?? TestEnvironment.redisPort),
@@ -18,8 +19,10 @@ extension ConfigReader {
             "discovery.ttl.seconds": "2",
             "data.dir": try TestEnvironment.temporaryDirectory("data"),
             "auth.bcrypt.cost": "4",
+            "auth.jwks": TestKeys.jwks,
             "log.level": "warning",
         ]
+        if let service, let key = TestKeys.privateKey(service) { values["auth.signing.key"] = key }
         for (key, value) in overrides { values[key] = value }
         var defaults: [String: ConfigValue] = [:]
         for (key, value) in values {

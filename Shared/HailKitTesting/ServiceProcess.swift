@@ -15,10 +15,11 @@ public final class ServiceProcess: @unchecked Sendable {
     ///   - name: the service (`order` runs `hailstorm-order`).
     ///   - redisPort: the Redis it uses.
     ///   - discoveryPrefix: the etcd prefix the platform under test registers under.
-    ///   - secret: the shared token signing key.
     ///   - options: further `--key value` options (`["matching-dispatch-mode": "offer"]`).
+    ///
+    /// It gets the test run's JWKS and its own private key (`TestKeys`).
     public init(
-        _ name: String, redisPort: Int, discoveryPrefix: String, secret: String, options: [String: String] = [:]
+        _ name: String, redisPort: Int, discoveryPrefix: String, options: [String: String] = [:]
     ) throws {
         self.name = name
         self.port = try TestEnvironment.freePort()
@@ -26,7 +27,8 @@ public final class ServiceProcess: @unchecked Sendable {
         var values: [String: String] = [
             "http-port": String(port), "redis-port": String(redisPort),
             "discovery-etcd-endpoint": TestEnvironment.etcdEndpoint, "discovery-prefix": discoveryPrefix,
-            "discovery-ttl-seconds": "3", "data-dir": dataDirectory, "auth-jwt-secret": secret,
+            "discovery-ttl-seconds": "3", "data-dir": dataDirectory, "auth-jwks": TestKeys.jwks,
+            "auth-signing-key": TestKeys.privateKey(name) ?? "",
             "instance-id": "\(name)-\(port)", "log-level": "info",
         ]
         for (key, value) in options { values[key] = value }

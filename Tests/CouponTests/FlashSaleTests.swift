@@ -10,13 +10,12 @@ import Testing
 
 /// A running `hailstorm-coupon` process, restartable on the same port and data folder.
 final class CouponProcess: Sendable {
-    let secret = "flash-sale-test-secret-0123456789abcdef"
     let service: ServiceProcess
 
     init() throws {
         let prefix = TestEnvironment.unique("coupon")
         service = try ServiceProcess(
-            "coupon", redisPort: TestEnvironment.redisPort, discoveryPrefix: "/\(prefix)", secret: secret,
+            "coupon", redisPort: TestEnvironment.redisPort, discoveryPrefix: "/\(prefix)",
             options: [
                 "coupon-redis-prefix": prefix, "coupon-claims-stream": "\(prefix).claims",
                 "coupon-claims-reclaim-seconds": "1", "log-level": "warning",
@@ -32,13 +31,13 @@ final class CouponProcess: Sendable {
     func stop() { service.stop() }
 }
 
-/// Tokens for a crowd of riders and an admin, signed with the service's key.
+/// Tokens for a crowd of riders and an admin, signed with the test run's login key.
 struct Crowd {
     let admin: String
     let riders: [(id: String, token: String)]
 
-    init(riders count: Int, secret: String) async throws {
-        let tokens = await AccessTokens(signingKey: secret)
+    init(riders count: Int) async throws {
+        let tokens = try await TestKeys.tokens()
         let now = Date()
         func sign(_ id: String, _ role: Role) async throws -> String {
             try await tokens.sign(AccessTokenClaims(
@@ -204,7 +203,7 @@ struct FlashSaleTests {
         defer { service.stop() }
         let client = makeClient(connections: Self.connections)
         do {
-            let crowd = try await Crowd(riders: Self.riders, secret: service.secret)
+            let crowd = try await Crowd(riders: Self.riders)
             let campaign = try await createCampaign(client, service, admin: crowd.admin, stock: Self.stock)
             let progress = Progress()
             let answers = try await storm(
@@ -238,7 +237,7 @@ struct FlashSaleTests {
         defer { service.stop() }
         let client = makeClient(connections: 4)
         do {
-            let crowd = try await Crowd(riders: 1, secret: service.secret)
+            let crowd = try await Crowd(riders: 1)
             let rider = crowd.riders[0].token
             let later = try await createCampaign(client, service, admin: crowd.admin, stock: 5, startsIn: 3600)
             let over = try await createCampaign(client, service, admin: crowd.admin, stock: 5, startsIn: -10, lasts: 5)
@@ -251,7 +250,7 @@ struct FlashSaleTests {
             #expect(unknown.status == 404)
             let unsigned = try await send(client, .POST, service.baseURL + "/v1/campaigns/\(open)/claim", token: nil)
             #expect(unsigned.status == 401)
-            let tokens = await AccessTokens(signingKey: service.secret)
+            let tokens = try await TestKeys.tokens()
             let driver = try await tokens.sign(AccessTokenClaims(
                 userID: "driver-1", role: .driver, tokenID: "t", issuedAt: Date(), expiresAt: Date() + 60))
             let byDriver = try await send(client, .POST, service.baseURL + "/v1/campaigns/\(open)/claim", token: driver)
@@ -280,7 +279,7 @@ struct FlashSaleTests {
         defer { service.stop() }
         let client = makeClient(connections: Self.connections)
         do {
-            let crowd = try await Crowd(riders: Self.riders, secret: service.secret)
+            let crowd = try await Crowd(riders: Self.riders)
             let campaign = try await createCampaign(client, service, admin: crowd.admin, stock: Self.stock)
             let progress = Progress()
             let attempts = attempts()

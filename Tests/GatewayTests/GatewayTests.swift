@@ -20,7 +20,7 @@ func withPlatform<T: Sendable>(
         let coupon = try await Coupon.buildApplication(reader: try .testing([
             "discovery.prefix": prefix, "coupon.redis.prefix": TestEnvironment.unique("coupon"),
             "coupon.claims.stream": TestEnvironment.unique("claims"),
-        ], redisPort: redisPort))
+        ], redisPort: redisPort, service: "coupon"))
         return try await withRunningService(coupon) { _ in
             try await withPlatform(gateway: overrides, redisPort: redisPort, prefix: prefix, body)
         }
@@ -32,12 +32,13 @@ private func withPlatform<T: Sendable>(
     gateway overrides: [String: String], redisPort: Int?, prefix: String,
     _ body: @Sendable (_ gateway: String) async throws -> T
 ) async throws -> T {
-    let login = try await Login.buildApplication(reader: try .testing(["discovery.prefix": prefix], redisPort: redisPort))
+    let login = try await Login.buildApplication(
+        reader: try .testing(["discovery.prefix": prefix, "auth.signin.prefix": TestEnvironment.unique("failed")], redisPort: redisPort, service: "login"))
     var gatewayValues = [
         "discovery.prefix": prefix, "client.discovery.cache.ms": "0", "gateway.rate.prefix": TestEnvironment.unique("rl"),
     ]
     for (key, value) in overrides { gatewayValues[key] = value }
-    let gateway = try await Gateway.buildApplication(reader: try .testing(gatewayValues, redisPort: redisPort))
+    let gateway = try await Gateway.buildApplication(reader: try .testing(gatewayValues, redisPort: redisPort, service: "gateway"))
     return try await withRunningService(login) { _ in
         try await withRunningService(gateway) { base in
             // The gateway finds login once its registration is in etcd.
@@ -113,8 +114,9 @@ struct GatewayTests {
             let none = try await testRequest(.GET, base + "/api/v1/me")
             #expect(none.status == 401)
 
-            // Same claims, signature from another key.
-            let forger = await AccessTokens(signingKey: "not-the-real-key-but-long-enough-0123456789")
+            // Same claims, signature from another key under login's kid.
+            let other = try TokenKeys.generate(issuers: ["login"])
+            let forger = try await AccessTokens(service: "forger", signingKey: other.privateKeys["login"], jwks: other.jwks, cacheSize: 0)
             let user = try #require(tokens["user"] as? [String: Any])
             let userID = try #require(user["id"] as? String)
             let forged = try await forger.sign(AccessTokenClaims(
@@ -130,8 +132,8 @@ struct GatewayTests {
                 .GET, base + "/api/v1/me", headers: ["Authorization": "Bearer \(parts.joined(separator: "."))"])
             #expect(tampered.status == 401)
 
-            // Signed with the real (development) key, but expired.
-            let real = await AccessTokens(signingKey: AccessTokens.developmentKey)
+            // Signed with the real key, but expired.
+            let real = try await TestKeys.tokens()
             let expired = try await real.sign(AccessTokenClaims(
                 userID: userID, role: .rider, tokenID: "y", issuedAt: Date().addingTimeInterval(-1200),
                 expiresAt: Date().addingTimeInterval(-600)))
@@ -242,7 +244,7 @@ struct GatewayTests {
     func couponsThroughGateway() async throws {
         try await withPlatform(withCoupon: true) { base in
             let rider = try #require(try await signedInRider(base)["accessToken"] as? String)
-            let tokens = await AccessTokens(signingKey: AccessTokens.developmentKey)
+            let tokens = try await TestKeys.tokens()
             let admin = try await tokens.sign(AccessTokenClaims(
                 userID: "admin-gw", role: .admin, tokenID: UUID().uuidString, issuedAt: Date(), expiresAt: Date() + 600))
             let now = Date().timeIntervalSince1970

@@ -11,9 +11,11 @@ struct LoginServiceTests {
     func phone() -> String { "+49" + String(Int.random(in: 100_000_000...999_999_999)) }
 
     func makeLogin(_ overrides: [String: String] = [:]) async throws -> HailApplication {
-        var values = ["discovery.prefix": "/" + TestEnvironment.unique("login") + "/"]
+        var values = [
+            "discovery.prefix": "/" + TestEnvironment.unique("login") + "/", "auth.signin.prefix": TestEnvironment.unique("failed"),
+        ]
         for (key, value) in overrides { values[key] = value }
-        return try await buildApplication(reader: try .testing(values))
+        return try await buildApplication(reader: try .testing(values, service: "login"))
     }
 
     @Test("sign-up, duplicate phone, sign-in, wrong password")
@@ -104,15 +106,23 @@ struct LoginServiceTests {
         }
     }
 
-    @Test("production mode refuses to start with the default signing key")
-    func productionNeedsASecret() async throws {
+    @Test("login refuses to start without its own key in the JWKS, or below bcrypt cost 10 in production")
+    func startsOnlyWithItsKey() async throws {
         await #expect(throws: ConfigurationError.self) {
-            _ = try await makeLogin(["mode": "production"])
+            _ = try await makeLogin(["auth.signing.key": ""])
+        }
+        // Another service's key cannot make login: its tokens would not be users'.
+        await #expect(throws: ConfigurationError.self) {
+            _ = try await makeLogin(["auth.signing.key": TestKeys.privateKey("order")!])
+        }
+        // A key the JWKS does not list: nobody would accept what it signs.
+        await #expect(throws: ConfigurationError.self) {
+            _ = try await makeLogin(["auth.signing.key": TokenKeys.newPrivateKey()])
         }
         await #expect(throws: ConfigurationError.self) {
-            _ = try await makeLogin(["mode": "production", "auth.jwt.secret": "short"])
+            _ = try await makeLogin(["mode": "production", "auth.bcrypt.cost": "4"])
         }
-        _ = try await makeLogin(["mode": "production", "auth.jwt.secret": String(repeating: "k", count: 40)])
+        _ = try await makeLogin(["mode": "production", "auth.bcrypt.cost": "10"])
     }
 
     @Test("a configured admin account is created at start")

@@ -17,7 +17,6 @@ final class Platform: @unchecked Sendable {
     // Safe: used by one test task at a time.
     let redis: RedisServerProcess
     let prefix = "/" + TestEnvironment.unique("ride") + "/"
-    let secret = "ride-flow-test-secret-0123456789abcdef"
     let adminPhone = "+4915100000000"
     let adminPassword = "admin-pass-word"
     let login, order, matching, grab, gateway: ServiceProcess
@@ -30,9 +29,9 @@ final class Platform: @unchecked Sendable {
     ) throws {
         let redis = try RedisServerProcess()
         self.redis = redis
-        let (prefix, secret) = (self.prefix, self.secret)
+        let prefix = self.prefix
         func make(_ name: String, _ options: [String: String] = [:]) throws -> ServiceProcess {
-            try ServiceProcess(name, redisPort: redis.port, discoveryPrefix: prefix, secret: secret, options: options)
+            try ServiceProcess(name, redisPort: redis.port, discoveryPrefix: prefix, options: options)
         }
         login = try make("login", ["auth-bcrypt-cost": "4", "auth-admin-phone": "+4915100000000", "auth-admin-password": "admin-pass-word"])
         order = try make("order", orderOptions)
@@ -120,22 +119,29 @@ final class PushInbox: Sendable {
     /// The pushes as the JSON text they came in.
     private let received = Mutex<[String]>([])
     private let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+    /// The close code the gateway sent, once the socket is closed (0 when it closed without one).
+    private let closeCode = Mutex<Int?>(nil)
 
     private init() {}
 
     /// Connects and waits for the gateway's hello.
     static func connect(_ platform: Platform, token: String) async throws -> PushInbox {
         let inbox = PushInbox()
-        let url = "ws://127.0.0.1:\(platform.gateway.port)/ws?token=\(token)"
+        let ticket = try await platform.send(.POST, "/ws/ticket", token: token)
+        try #require(ticket.status == 201, "no WebSocket ticket: \(ticket.text)")
+        let url = "ws://127.0.0.1:\(platform.gateway.port)/ws?ticket=\(try #require(ticket.json["ticket"] as? String))"
         let task = Task {
+            var code = 0
             do {
-                try await WebSocketClient.connect(url: url, logger: Logger(label: "push-inbox")) { inbound, _, _ in
+                let frame = try await WebSocketClient.connect(url: url, logger: Logger(label: "push-inbox")) { inbound, _, _ in
                     for try await message in inbound.messages(maxSize: 1 << 20) {
                         guard case .text(let text) = message else { continue }
                         inbox.received.withLock { $0.append(text) }
                     }
                 }
+                if case .unknown(let number) = frame?.closeCode { code = Int(number) }
             } catch {}
+            inbox.closeCode.withLock { $0 = code }
         }
         inbox.task.withLock { $0 = task }
         _ = try await inbox.waitFor(timeout: .seconds(10)) { $0["type"] as? String == "hello" }
@@ -157,6 +163,16 @@ final class PushInbox: Sendable {
     }
 
     func close() { task.withLock { $0?.cancel() } }
+
+    /// Waits until the gateway closes the socket; its close code (4401: the session ended).
+    func waitUntilClosed(timeout: Duration) async throws -> Int {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let code = closeCode.withLock({ $0 }) { return code }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestProcessError("the socket stayed open for \(timeout)")
+    }
 }
 
 extension [String: Any] {

@@ -317,9 +317,14 @@ struct City: Sendable {
     /// Grabs an order offered to this driver in offer mode when it is free, over the gateway's WebSocket
     /// (reconnecting when the gateway restarts). One grab at a time, as a person would.
     private func listenForOffers(_ driver: Account, busy: BusyFlag) async {
-        let url = gateway.base.replacingOccurrences(of: "http://", with: "ws://") + "/ws?token=\(driver.token)"
+        let socket = gateway.base.replacingOccurrences(of: "http://", with: "ws://") + "/ws?ticket="
         while !Task.isCancelled {
-            try? await WebSocketClient.connect(url: url, logger: Logger(label: "demo-driver")) { inbound, _, _ in
+            // A ticket opens one socket within a minute; every (re)connection asks for one.
+            guard let ticket = (try? await gateway.send(.POST, "/ws/ticket", token: driver.token))?.json["ticket"] as? String else {
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            try? await WebSocketClient.connect(url: socket + ticket, logger: Logger(label: "demo-driver")) { inbound, _, _ in
                 for try await message in inbound.messages(maxSize: 1 << 20) {
                     guard case .text(let text) = message,
                         let push = try? JSONDecoder().decode(PushMessage.self, from: Data(text.utf8)),

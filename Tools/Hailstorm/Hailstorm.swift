@@ -11,7 +11,7 @@ struct Hailstorm: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hailstorm",
         abstract: "Run Hailstorm locally: every service as its own process, kept alive, with a demo city.",
-        subcommands: [Up.self, Status.self, Down.self, Logs.self, Demo.self, Supervise.self])
+        subcommands: [Up.self, Status.self, Down.self, Logs.self, Demo.self, Keys.self, Token.self, Supervise.self])
 }
 
 struct RunFolderOption: ParsableArguments {

@@ -15,7 +15,7 @@ struct RunFolder: Sendable {
     var stateFile: String { path + "/state.json" }
     var supervisorPIDFile: String { path + "/supervisor.pid" }
     var adminFile: String { path + "/admin.json" }
-    var secretFile: String { path + "/jwt-secret" }
+    var keysFolder: String { path + "/keys" }
 
     func log(_ instance: String) -> String { logs + "/\(instance).log" }
 
@@ -45,15 +45,14 @@ struct RunFolder: Sendable {
         if isPrivate { chmod(file, 0o600) }
     }
 
-    /// The signing key every service shares, made once per run folder; never committed.
-    func secret() throws -> String {
-        if let existing = try? String(contentsOfFile: secretFile, encoding: .utf8), existing.count >= 32 {
-            return existing.trimmingCharacters(in: .whitespacesAndNewlines)
+    /// The run's token keys (`keys/`): a private key per service — login's alone signs users' tokens —
+    /// and the JWKS of their public keys, made once per run folder; never committed.
+    func tokenKeys(services: [String]) throws -> TokenKeyFolder.Keys {
+        let keys = TokenKeyFolder(path: keysFolder)
+        if let existing = try? keys.read(), services.allSatisfy({ existing.privateKeys[$0] != nil }) {
+            return existing
         }
-        let secret = Self.randomToken(48)
-        try secret.write(toFile: secretFile, atomically: true, encoding: .utf8)
-        chmod(secretFile, 0o600)
-        return secret
+        return try keys.create(issuers: services)
     }
 
     /// The admin account login creates at start; operators and scripts sign in with it.

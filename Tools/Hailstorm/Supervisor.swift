@@ -122,7 +122,7 @@ final class Supervisor: Service, @unchecked Sendable {
                 ],
                 log: folder.log("etcd"), readiness: .http("/health"))),
         ]
-        let secret = try folder.secret()
+        let keys = try folder.tokenKeys(services: ServiceCatalog.all.map(\.name))
         let admin = try folder.admin()
         var services: [Child] = []
         for service in ServiceCatalog.all {
@@ -140,7 +140,8 @@ final class Supervisor: Service, @unchecked Sendable {
                     "data-dir": folder.data + "/\(instance)", "instance-id": instance,
                 ]
                 for (key, value) in plan.options[service.name] ?? [:] { options[key] = value }
-                var environment = ["AUTH_JWT_SECRET": secret]
+                // Each service gets its own private key and every public key; only login's signs users' tokens.
+                var environment = ["AUTH_JWKS": keys.jwks, "AUTH_SIGNING_KEY": keys.privateKeys[service.name] ?? ""]
                 if service.name == "login" {
                     environment["AUTH_ADMIN_PHONE"] = admin.phone
                     environment["AUTH_ADMIN_PASSWORD"] = admin.password

@@ -6,6 +6,8 @@ import Hummingbird
 /// ServiceClient (discovery, balancing, deadlines, retries, breakers).
 struct AuthProxyController: Sendable {
     let clients: ServiceClient
+    /// Failed sign-ins per client address (login counts them per phone number).
+    let failures: FailureThrottle
 
     /// Routes anyone may call.
     func registerPublic(on group: RouterGroup<HailRequestContext>) {
@@ -16,7 +18,14 @@ struct AuthProxyController: Sendable {
         }
         group.post("login") { request, context in
             let body = try await JSONBody.decode(LoginAPI.SignInRequest.self, from: request, context: context)
-            return try JSONBody.response(try await clients.call(LoginAPI.signIn, body, context: context.callContext))
+            let address = context.clientAddress ?? "unknown"
+            try await failures.check(address)
+            do {
+                return try JSONBody.response(try await clients.call(LoginAPI.signIn, body, context: context.callContext))
+            } catch let problem as Problem where problem.status == .unauthorized {
+                try await failures.failed(address)
+                throw problem
+            }
         }
         group.post("refresh") { request, context in
             let body = try await JSONBody.decode(LoginAPI.RefreshRequest.self, from: request, context: context)
@@ -41,11 +50,9 @@ struct AuthProxyController: Sendable {
             context.logger.info("signed out", metadata: ["user": "\(identity.userID)"])
             return Response(status: .noContent)
         }
-        group.get("me") { _, context in
+        group.get("me") { request, context in
             let identity = try context.requireIdentity()
-            let user = try await clients.call(
-                LoginAPI.user, NoContent(), parameters: ["id": identity.userID], context: context.callContext)
-            return try JSONBody.response(user)
+            return try await clients.forward(LoginAPI.user, request, context, parameters: ["id": identity.userID])
         }
     }
 }

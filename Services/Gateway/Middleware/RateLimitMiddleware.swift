@@ -5,7 +5,9 @@ import Logging
 import RedisKit
 
 /// A per-client request budget per window, counted in Redis so every gateway instance shares it.
-/// Clients are the signed-in user when known, the peer address otherwise. Over budget: 429 with Retry-After.
+/// Clients are the signed-in user when known, the client's address otherwise (`clientAddress`: the peer,
+/// or the address the trusted proxies in front put in `X-Forwarded-For`). Over budget: 429 with
+/// Retry-After. Redis out of reach: 503, not a free pass.
 ///
 /// With `checksRevocation`, the same round trip also asks whether the caller's token was signed out
 /// (login's deny-list) and answers 401 if so: the authentication in front of it then only verifies the
@@ -22,11 +24,11 @@ struct RateLimitMiddleware: RouterMiddleware {
     /// Refuse signed-out tokens (needs an identity in the context: put authentication in front).
     var checksRevocation = false
 
-    /// One atomic step: refuse a revoked token (KEYS[2], when given), else count the request, start the
-    /// window on the first one, report count and time left.
+    /// One atomic step: refuse a revoked token (any of KEYS[2…]: the token, its session), else count the
+    /// request, start the window on the first one, report count and time left.
     static let script = RedisScript("""
-        if KEYS[2] ~= nil and KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
-          return {0, 0, 1}
+        for i = 2, #KEYS do
+          if redis.call('EXISTS', KEYS[i]) == 1 then return {0, 0, 1} end
         end
         local count = redis.call('INCR', KEYS[1])
         if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -40,25 +42,21 @@ struct RateLimitMiddleware: RouterMiddleware {
         context: Context,
         next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        let client = context.identity.map { "user:\($0.userID)" } ?? "ip:\(context.remoteAddress ?? "unknown")"
+        let client = context.identity.map { "user:\($0.userID)" } ?? "ip:\(context.clientAddress ?? "unknown")"
         let key = "\(keyPrefix):\(scope):\(client)"
         var keys = [key]
         if checksRevocation {
             guard let identity = context.identity else { throw Problem.unauthorized("Sign in first") }
-            keys.append(AccessTokens.denyListKey(tokenID: identity.tokenID))
+            keys.append(contentsOf: AccessTokens.denyListKeys(for: identity))
         }
         let reply: RESPValue
         do {
             reply = try await redis.run(Self.script, keys: keys, arguments: [Int(window.components.seconds * 1000)])
         } catch {
-            if checksRevocation {
-                // Without the deny-list a signed-out token could pass: refuse rather than guess.
-                context.logger.error("deny-list unavailable", metadata: ["error": "\(error)"])
-                throw Problem.unavailable("Sessions cannot be checked right now", retryAfterSeconds: 1)
-            }
-            // Failing open: a Redis outage must not take sign-in down with it; it is logged.
-            context.logger.warning("rate limiter unavailable; request let through", metadata: ["error": "\(error)"])
-            return try await next(request, context)
+            // Fail closed: without Redis neither the budget nor (after sign-in) the deny-list can be
+            // checked, and a limit that lets everything through when it is down protects nothing.
+            context.logger.error("rate limiter unavailable; request refused", metadata: ["error": "\(error)"])
+            throw Problem.unavailable("Requests cannot be counted right now", retryAfterSeconds: 1)
         }
         let values = reply.array ?? []
         if values.count > 2, values[2].int == 1 { throw AuthenticationMiddleware.revokedToken }

@@ -6,8 +6,9 @@ import RedisKit
 import ServiceLifecycle
 
 /// Listens on Redis pub/sub for every user's pushes (`push:user:*`) and writes those of the users
-/// connected here to their sockets. Every gateway instance runs one, so a push reaches the user on
-/// whichever instance holds the connection. Resubscribes after Redis drops the connection.
+/// connected here to their sockets, and for ended sessions (`auth:revoked`), whose sockets it closes.
+/// Every gateway instance runs one, so a push reaches the user on whichever instance holds the
+/// connection. Resubscribes after Redis drops the connection.
 struct PushListener: Service {
     let redis: RedisClient
     let hub: PushHub
@@ -18,10 +19,19 @@ struct PushListener: Service {
         var failures = 0
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
-                let subscription = try await redis.subscribe(channels: [], patterns: [PushMessage.channelPattern])
+                let subscription = try await redis.subscribe(
+                    channels: [SessionRevocation.channel], patterns: [PushMessage.channelPattern])
                 failures = 0
                 try await cancelWhenGracefulShutdown {
-                    for try await message in subscription.messages where message.channel.hasPrefix(prefix) {
+                    for try await message in subscription.messages {
+                        if message.channel == SessionRevocation.channel {
+                            if let revocation = try? JSONDecoder().decode(SessionRevocation.self, from: Data(message.text.utf8)) {
+                                let closed = hub.revoke(user: revocation.userID, session: revocation.sessionID, token: revocation.tokenID)
+                                if closed > 0 { logger.info("sockets of an ended session closed", metadata: ["count": "\(closed)"]) }
+                            }
+                            continue
+                        }
+                        guard message.channel.hasPrefix(prefix) else { continue }
                         let user = String(message.channel.dropFirst(prefix.count))
                         if hub.deliver(message.text, to: user) > 0 {
                             Counter(label: "hailstorm_push_delivered_total").increment()

@@ -34,6 +34,12 @@ struct UserStore: Sendable {
                 """)
         }
         Outbox.addMigrations(to: &migrations)
+        migrations.add("v2-e164-phones") { db in
+            // Numbers stored as typed become their E.164 form (a `+` in front), so one number is one
+            // account; a number that has both forms already keeps the `+` account, the other stays
+            // unreachable rather than being merged blindly.
+            try db.execute(sql: "UPDATE OR IGNORE users SET phone = '+' || phone WHERE phone NOT LIKE '+%'")
+        }
         return migrations
     }
 
@@ -97,7 +103,7 @@ struct UserStore: Sendable {
         case expired
         case revoked
         /// A token that was already exchanged came back: someone holds a copy. The family is revoked.
-        case reused(familyID: String)
+        case reused(userID: String, familyID: String)
     }
 
     /// Exchanges a refresh token: marks it used and stores its successor, in one transaction.
@@ -114,7 +120,7 @@ struct UserStore: Sendable {
                 try db.execute(
                     sql: "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
                     arguments: [now, familyID])
-                return .reused(familyID: familyID)
+                return .reused(userID: userID, familyID: familyID)
             }
             if (row["expires_at"] as Double) <= now { return .expired }
             try db.execute(sql: "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?", arguments: [now, hash])
@@ -128,16 +134,26 @@ struct UserStore: Sendable {
         }
     }
 
-    /// Revokes the family of a refresh token; returns the family id, nil when the token is unknown.
-    func revokeFamily(ofTokenHash hash: String) async throws -> String? {
+    /// Revokes the family of a refresh token; returns its user and family id, nil when the token is unknown.
+    func revokeFamily(ofTokenHash hash: String) async throws -> (userID: String, familyID: String)? {
         try await db.write { db in
-            guard let familyID = try String.fetchOne(
-                db, sql: "SELECT family_id FROM refresh_tokens WHERE token_hash = ?", arguments: [hash])
+            guard let row = try Row.fetchOne(
+                db, sql: "SELECT user_id, family_id FROM refresh_tokens WHERE token_hash = ?", arguments: [hash])
             else { return nil }
+            let familyID: String = row["family_id"]
             try db.execute(
                 sql: "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
                 arguments: [Date().timeIntervalSince1970, familyID])
-            return familyID
+            return (row["user_id"], familyID)
+        }
+    }
+
+    /// Revokes every refresh token of a family (a sign-out that brought only its access token).
+    func revokeFamily(id familyID: String) async throws {
+        try await db.write { db in
+            try db.execute(
+                sql: "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
+                arguments: [Date().timeIntervalSince1970, familyID])
         }
     }
 }

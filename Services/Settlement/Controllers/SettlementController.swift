@@ -36,7 +36,7 @@ struct SettlementController: Sendable {
         router.on(SettlementAPI.reconciliation) { _, _, context in
             _ = try context.requireRole(.admin, .service)
             let ledger = try await clients.call(
-                PaymentAPI.ledger, NoContent(), headers: try await credentials.headers(), context: context.callContext)
+                PaymentAPI.ledger, NoContent(), headers: try await credentials.headers(for: PaymentAPI.service), context: context.callContext)
             return try await store.reconcile(ledger: ledger, grace: grace, now: Date().timeIntervalSince1970)
         }
     }
