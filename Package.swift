@@ -227,7 +227,10 @@ let package = Package(
         testTarget("HailKit", ["HailKit", "HailKitTesting", "Contracts", .product(name: "W3CTraceContext", package: "swift-w3c-trace-context")]),
         testTarget("EventBus", ["EventBus", "HailKitTesting"]),
         testTarget("Login", ["Login", "HailKitTesting"]),
-        testTarget("Gateway", ["Gateway", "Login", "Coupon", "HailKitTesting"]),
+        testTarget("Gateway", [
+            "Gateway", "Login", "Coupon", "HailKitTesting",
+            .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+        ]),
         testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts"]),
         testTarget("Payment", ["Payment", "Contracts"]),
         testTarget("Runner", ["HailKitTesting"]),

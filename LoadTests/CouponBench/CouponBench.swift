@@ -35,11 +35,13 @@ struct CouponBench: AsyncParsableCommand {
         let data = try TestEnvironment.temporaryDirectory("coupon-bench")
         let port = try TestEnvironment.freePort()
         let keys = try TokenKeys.generate(issuers: [AccessTokens.userIssuer, "coupon"])
+        let jwksFile = data + "/jwks.json"
+        try keys.jwks.write(toFile: jwksFile, atomically: true, encoding: .utf8)
         let service = try TestProcess(
             executable: TestEnvironment.executablesDirectory.appendingPathComponent("hailstorm-coupon").path,
             arguments: [
                 "--http-port", String(port), "--redis-port", String(redis.port), "--discovery-backend", "static",
-                "--data-dir", data, "--auth-jwks", keys.jwks, "--auth-signing-key", keys.privateKeys["coupon"]!,
+                "--data-dir", data, "--auth-jwks-file", jwksFile, "--auth-signing-key", keys.privateKeys["coupon"]!,
                 "--log-level", "warning",
             ],
             name: "coupon")

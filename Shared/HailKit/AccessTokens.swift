@@ -111,14 +111,23 @@ public struct AccessTokens: Sendable {
         self.verified = VerifiedTokens(capacity: cacheSize)
     }
 
-    /// Reads `auth.jwks` (the deployment's public keys, a JWKS document) and `auth.signing.key` (secret;
-    /// this service's private key). Without a JWKS the service cannot check a token, so it does not start;
-    /// `hailstorm up` writes a run's keys, `hailstorm keys` makes a set for other deployments.
-    /// `auth.jwt.cache.size`: see `VerifiedTokens`.
+    /// Reads `auth.jwks` (the deployment's public keys, a JWKS document), or `auth.jwks.file` (a file
+    /// holding it, such as a mounted ConfigMap), and `auth.signing.key` (secret; this service's private
+    /// key). Without a JWKS the service cannot check a token, so it does not start; `hailstorm up` writes a
+    /// run's keys, `hailstorm keys` makes a set for other deployments. `auth.jwt.cache.size`: see
+    /// `VerifiedTokens`.
     public static func configured(service: String, reader: ConfigReader, cacheSize: Int = 20_000) async throws -> AccessTokens {
-        guard let jwks = reader.string(forKey: "auth.jwks"), !jwks.isEmpty else {
+        var jwks = reader.string(forKey: "auth.jwks") ?? ""
+        if jwks.isEmpty, let file = reader.string(forKey: "auth.jwks.file"), !file.isEmpty {
+            do {
+                jwks = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw ConfigurationError("auth.jwks.file \(file) cannot be read: \(error)")
+            }
+        }
+        guard !jwks.isEmpty else {
             throw ConfigurationError(
-                "auth.jwks (AUTH_JWKS) is not set: it holds the public keys tokens are verified with (`hailstorm keys` makes a set)")
+                "auth.jwks (AUTH_JWKS) or auth.jwks.file is not set: the public keys tokens are verified with (`hailstorm keys` makes a set)")
         }
         let signingKey = reader.string(forKey: "auth.signing.key", isSecret: true).flatMap { $0.isEmpty ? nil : $0 }
         return try await AccessTokens(service: service, signingKey: signingKey, jwks: jwks, cacheSize: cacheSize)

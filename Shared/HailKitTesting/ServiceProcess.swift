@@ -27,7 +27,7 @@ public final class ServiceProcess: @unchecked Sendable {
         var values: [String: String] = [
             "http-port": String(port), "redis-port": String(redisPort),
             "discovery-etcd-endpoint": TestEnvironment.etcdEndpoint, "discovery-prefix": discoveryPrefix,
-            "discovery-ttl-seconds": "3", "data-dir": dataDirectory, "auth-jwks": TestKeys.jwks,
+            "discovery-ttl-seconds": "3", "data-dir": dataDirectory, "auth-jwks-file": TestKeys.jwksFile,
             "auth-signing-key": TestKeys.privateKey(name) ?? "",
             "instance-id": "\(name)-\(port)", "log-level": "info",
         ]

@@ -19,6 +19,18 @@ public enum TestKeys {
 
     public static var jwks: String { shared.jwks }
 
+    /// The JWKS in a file, for processes started with `--auth-jwks-file` (a command-line value with commas
+    /// would be read as a list).
+    public static let jwksFile: String = {
+        do {
+            let path = try TestEnvironment.temporaryDirectory("keys") + "/jwks.json"
+            try jwks.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        } catch {
+            fatalError("cannot write the test JWKS: \(error)")
+        }
+    }()
+
     public static func privateKey(_ issuer: String) -> String? { shared.privateKeys[issuer] }
 
     /// A signer with `issuer`'s key that verifies as `service`: `tokens(as: "login")` signs users' tokens

@@ -128,12 +128,14 @@ struct PushSocketController: Sendable {
     }
 
     /// An `Origin` is allowed when it is listed, or (with no list) when it names the host the request
-    /// was sent to.
+    /// was sent to (its name; scheme and port aside, so a page served through a proxy port still
+    /// matches). A page of another site names its own host and is refused.
     func originAllowed(_ origin: String, host: String?) -> Bool {
         if !origins.isEmpty { return origins.contains(origin) }
-        guard let host, let url = URL(string: origin), let originHost = url.host else { return false }
-        let originAuthority = url.port.map { "\(originHost):\($0)" } ?? originHost
-        return originAuthority.lowercased() == host.lowercased()
+        guard let host, let originHost = URL(string: origin)?.host, let requestHost = URL(string: "http://" + host)?.host else {
+            return false
+        }
+        return originHost.lowercased() == requestHost.lowercased()
     }
 
     /// A problem short enough for a close frame's reason (at most 123 bytes).

@@ -1,0 +1,117 @@
+import Contracts
+import Foundation
+import HailKit
+import HailKitTesting
+import Testing
+
+/// Who can sign what: login alone signs users' tokens; a service signs only its own credential for one
+/// callee; nothing signed otherwise (HMAC, `none`, an unknown key, a key of another issuer) passes.
+@Suite("access tokens: keys, issuers, audiences, rotation")
+struct AccessTokensTests {
+    static func base64URL(_ text: String) -> String {
+        Data(text.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// A token with the given header and claims, its signature made of `signature`.
+    static func handMade(header: String, claims: String, signature: String = "") -> String {
+        base64URL(header) + "." + base64URL(claims) + "." + signature
+    }
+
+    static func claims(role: String = "admin", iss: String = "login", aud: String = "hailstorm") -> String {
+        let exp = Int(Date().timeIntervalSince1970) + 600
+        return #"{"sub":"u1","role":"\#(role)","jti":"j1","iat":1,"exp":\#(exp),"iss":"\#(iss)","aud":["\#(aud)"]}"#
+    }
+
+    func expectRefused(_ token: String, by tokens: AccessTokens, _ comment: Comment) async {
+        do {
+            _ = try await tokens.verify(token)
+            Issue.record(comment)
+        } catch let problem as Problem {
+            #expect(problem.status == .unauthorized, comment)
+        } catch {
+            Issue.record("\(comment): \(error)")
+        }
+    }
+
+    @Test("a user's token signed by login passes; alg none, HS256 with the old shared key, a forged key are refused")
+    func onlyLoginsKey() async throws {
+        let verifier = try await AccessTokens(service: "order", signingKey: TestKeys.privateKey("order"), jwks: TestKeys.jwks, cacheSize: 0)
+        let good = try await TestKeys.userToken("u1", role: .rider)
+        #expect(try await verifier.verify(good).sub.value == "u1")
+
+        await expectRefused(Self.handMade(header: #"{"alg":"none","typ":"JWT"}"#, claims: Self.claims()), by: verifier, "alg none")
+        await expectRefused(
+            Self.handMade(header: #"{"alg":"none","kid":"login:1"}"#, claims: Self.claims()), by: verifier, "alg none with login's kid")
+        // The HMAC scheme Hailstorm used before: HS256 over the payload with the old development key.
+        let hmac = Self.handMade(header: #"{"alg":"HS256","typ":"JWT","kid":"login:1"}"#, claims: Self.claims(), signature: "c2lnbmF0dXJl")
+        await expectRefused(hmac, by: verifier, "HS256")
+        let stranger = try TokenKeys.generate(issuers: ["login"])
+        let forger = try await AccessTokens(service: "x", signingKey: stranger.privateKeys["login"], jwks: stranger.jwks, cacheSize: 0)
+        let forged = try await forger.sign(AccessTokenClaims(
+            userID: "u1", role: .admin, tokenID: "f", issuedAt: Date(), expiresAt: Date() + 600))
+        await expectRefused(forged, by: verifier, "a key the JWKS does not hold, under login's kid")
+    }
+
+    @Test("a service holds no key that makes a user's token")
+    func servicesCannotMintUsers() async throws {
+        let order = try await AccessTokens(service: "order", signingKey: TestKeys.privateKey("order"), jwks: TestKeys.jwks, cacheSize: 0)
+        // Signing as login with order's key is refused outright…
+        await #expect(throws: ConfigurationError.self) {
+            _ = try await order.sign(AccessTokenClaims(userID: "u1", role: .admin, tokenID: "a", issuedAt: Date(), expiresAt: Date() + 600))
+        }
+        // …and what order can sign, an admin in its own name, no one accepts.
+        let ownName = try await order.sign(AccessTokenClaims(
+            userID: "u1", role: .admin, tokenID: "b", issuedAt: Date(), expiresAt: Date() + 600, issuer: "order"))
+        let gateway = try await AccessTokens(service: "gateway", signingKey: nil, jwks: TestKeys.jwks, cacheSize: 0)
+        await expectRefused(ownName, by: gateway, "an admin token signed by order")
+    }
+
+    @Test("a service credential names its callee: accepted there, refused anywhere else")
+    func audience() async throws {
+        let matching = try await AccessTokens(service: "matching", signingKey: TestKeys.privateKey("matching"), jwks: TestKeys.jwks, cacheSize: 0)
+        let forOrder = try await matching.serviceToken(for: "order", lifetime: 300)
+        let order = try await AccessTokens(service: "order", signingKey: nil, jwks: TestKeys.jwks, cacheSize: 0)
+        let coupon = try await AccessTokens(service: "coupon", signingKey: nil, jwks: TestKeys.jwks, cacheSize: 0)
+        let claims = try await order.verify(forOrder)
+        #expect(claims.role == .service && claims.sub.value == "matching")
+        await expectRefused(forOrder, by: coupon, "a credential for order, shown to coupon")
+        let expired = try await matching.serviceToken(for: "order", lifetime: -10)
+        await expectRefused(expired, by: order, "an expired credential")
+    }
+
+    @Test("rotation: both kids pass during the overlap, only the new one after")
+    func rotation() async throws {
+        let old = TokenKeys.newPrivateKey()
+        let new = TokenKeys.newPrivateKey()
+        let oldEntry = try TokenKeys.publicKey(of: old, kid: "login:1")
+        let newEntry = try TokenKeys.publicKey(of: new, kid: "login:2")
+        let overlap = try TokenKeys.jwks([oldEntry, newEntry])
+        let after = try TokenKeys.jwks([newEntry])
+        func token(_ key: String) async throws -> String {
+            let signer = try await AccessTokens(service: "login", signingKey: key, jwks: overlap, cacheSize: 0)
+            return try await signer.sign(AccessTokenClaims(userID: "u1", role: .rider, tokenID: RandomID.uuid(), issuedAt: Date(), expiresAt: Date() + 600))
+        }
+        let byOld = try await token(old)
+        let byNew = try await token(new)
+        let during = try await AccessTokens(service: "gateway", signingKey: nil, jwks: overlap, cacheSize: 0)
+        #expect(try await during.verify(byOld).sub.value == "u1")
+        #expect(try await during.verify(byNew).sub.value == "u1")
+        let later = try await AccessTokens(service: "gateway", signingKey: nil, jwks: after, cacheSize: 0)
+        #expect(try await later.verify(byNew).sub.value == "u1")
+        await expectRefused(byOld, by: later, "the retired kid")
+    }
+
+    @Test("a JWKS that is not one, or a signing key it does not list, stops the service at start")
+    func configuration() async throws {
+        await #expect(throws: ConfigurationError.self) {
+            _ = try await AccessTokens(service: "order", signingKey: nil, jwks: "{}", cacheSize: 0)
+        }
+        await #expect(throws: ConfigurationError.self) {
+            _ = try await AccessTokens(service: "order", signingKey: TokenKeys.newPrivateKey(), jwks: TestKeys.jwks, cacheSize: 0)
+        }
+        await #expect(throws: ConfigurationError.self) {
+            _ = try await AccessTokens(service: "order", signingKey: "not a key", jwks: TestKeys.jwks, cacheSize: 0)
+        }
+    }
+}
