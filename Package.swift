@@ -231,7 +231,7 @@ let package = Package(
             "Gateway", "Login", "Coupon", "HailKitTesting",
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
         ]),
-        testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts"]),
+        testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts", "SQLiteKit"]),
         testTarget("Payment", ["Payment", "Contracts"]),
         testTarget("Runner", ["HailKitTesting"]),
         testTarget("Deploy", [.product(name: "Yams", package: "Yams")]),

@@ -136,3 +136,90 @@ struct LoginServiceTests {
         }
     }
 }
+
+@Suite("who exists, and guessing", .timeLimit(.minutes(2)))
+struct LoginHardeningTests {
+    func makeLogin(_ overrides: [String: String] = [:]) async throws -> HailApplication {
+        try await LoginServiceTests().makeLogin(overrides)
+    }
+
+    func digits() -> String { String(Int.random(in: 100_000_000...999_999_999)) }
+
+    @Test("one number is one account however it is typed")
+    func phonesNormalised() async throws {
+        try await withRunningService(try await makeLogin()) { base in
+            let national = "49" + digits()
+            let created = try await testRequest(
+                .POST, base + "/v1/users", json: ["role": "rider", "phone": "+" + national, "password": "pass-word-1", "name": "Ada"])
+            #expect(created.status == 201)
+            #expect(created.json["phone"] as? String == "+" + national)
+            let spaced = national.prefix(2) + " " + national.dropFirst(2).prefix(3) + "-" + national.dropFirst(5)
+            for typed in [national, "+" + spaced, "(" + national.prefix(2) + ") " + national.dropFirst(2)] {
+                let again = try await testRequest(
+                    .POST, base + "/v1/users", json: ["role": "rider", "phone": typed, "password": "pass-word-2", "name": "Eve"])
+                #expect(again.status == 409, "\(typed) made a second account")
+                let signIn = try await testRequest(.POST, base + "/v1/sessions", json: ["phone": typed, "password": "pass-word-1"])
+                #expect(signIn.status == 200, "\(typed) did not sign in")
+            }
+        }
+    }
+
+    @Test("names with control, bidirectional or invisible characters are refused", arguments: [
+        "Ada\u{202E}gnal", "Ada\u{0007}", "Ada\u{200B}Lovelace", "Ada\u{2066}x\u{2069}", "Ada\nLovelace",
+    ])
+    func hiddenCharacters(name: String) async throws {
+        try await withRunningService(try await makeLogin()) { base in
+            let answer = try await testRequest(
+                .POST, base + "/v1/users", json: ["role": "rider", "phone": "+49" + digits(), "password": "pass-word-1", "name": name])
+            #expect(answer.status == 400)
+            #expect(answer.json["field"] as? String == "name")
+        }
+    }
+
+    @Test("the 6th failed sign-in for one phone within a minute is a 429 with Retry-After, even with the right password")
+    func throttledPerPhone() async throws {
+        try await withRunningService(try await makeLogin()) { base in
+            let phone = "+49" + digits()
+            _ = try await testRequest(.POST, base + "/v1/users", json: ["role": "rider", "phone": phone, "password": "pass-word-1", "name": "Ada"])
+            for _ in 1...5 {
+                let wrong = try await testRequest(.POST, base + "/v1/sessions", json: ["phone": phone, "password": "wrong-guess"])
+                #expect(wrong.status == 401)
+            }
+            let sixth = try await testRequest(.POST, base + "/v1/sessions", json: ["phone": phone, "password": "wrong-guess"])
+            #expect(sixth.status == 429)
+            #expect(Int(sixth.header("Retry-After") ?? "") ?? 0 >= 1)
+            let right = try await testRequest(.POST, base + "/v1/sessions", json: ["phone": phone, "password": "pass-word-1"])
+            #expect(right.status == 429, "the right password after 5 failures must wait too")
+            // Another phone is not affected.
+            let other = try await testRequest(.POST, base + "/v1/sessions", json: ["phone": "+49" + digits(), "password": "x-y-z-1234"])
+            #expect(other.status == 401)
+        }
+    }
+
+    @Test("an unknown phone is checked against a hash of the configured cost, so it takes as long as a known one")
+    func decoyCost() {
+        #expect(Accounts.decoyHash(cost: 10).hasPrefix("$2b$10$") || Accounts.decoyHash(cost: 10).hasPrefix("$2a$10$"))
+        #expect(Accounts.decoyHash(cost: 4).contains("$04$"))
+    }
+
+    @Test("an account's record: 401 without a token, 403 for another rider, 200 for itself")
+    func userRecord() async throws {
+        try await withRunningService(try await makeLogin()) { base in
+            let phone = "+49" + digits()
+            let created = try await testRequest(
+                .POST, base + "/v1/users", json: ["role": "rider", "phone": phone, "password": "pass-word-1", "name": "Ada"])
+            let id = try #require(created.json["id"] as? String)
+            let anonymous = try await testRequest(.GET, base + "/v1/users/\(id)")
+            #expect(anonymous.status == 401)
+            #expect(anonymous.json["phone"] == nil)
+            let other = try await TestKeys.userToken("someone-else", role: .rider)
+            let nosy = try await testRequest(.GET, base + "/v1/users/\(id)", headers: ["Authorization": "Bearer \(other)"])
+            #expect(nosy.status == 403)
+            let signIn = try await testRequest(.POST, base + "/v1/sessions", json: ["phone": phone, "password": "pass-word-1"])
+            let own = try #require(signIn.json["accessToken"] as? String)
+            let mine = try await testRequest(.GET, base + "/v1/users/\(id)", headers: ["Authorization": "Bearer \(own)"])
+            #expect(mine.status == 200)
+            #expect(mine.json["phone"] as? String == phone)
+        }
+    }
+}

@@ -11,10 +11,20 @@ struct AuthProxyController: Sendable {
 
     /// Routes anyone may call.
     func registerPublic(on group: RouterGroup<HailRequestContext>) {
+        // A sign-up for a taken phone says so (there is no SMS step to say it to the phone's owner only);
+        // such answers count as failures of the client's address, so sign-up probes numbers no faster than
+        // sign-in does.
         group.post("signup") { request, context in
             let body = try await JSONBody.decode(LoginAPI.SignUpRequest.self, from: request, context: context)
-            let user = try await clients.call(LoginAPI.signUp, body, context: context.callContext)
-            return try JSONBody.response(user, status: .created)
+            let address = context.clientAddress ?? "unknown"
+            try await failures.check(address)
+            do {
+                let user = try await clients.call(LoginAPI.signUp, body, context: context.callContext)
+                return try JSONBody.response(user, status: .created)
+            } catch let problem as Problem where problem.slug == "phone-taken" {
+                try await failures.failed(address)
+                throw problem
+            }
         }
         group.post("login") { request, context in
             let body = try await JSONBody.decode(LoginAPI.SignInRequest.self, from: request, context: context)
