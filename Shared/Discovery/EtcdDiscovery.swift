@@ -2,18 +2,25 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 
 /// Discovery through etcd's v3 JSON API over HTTP.
 ///
 /// An instance lives at `<prefix><service>/<instance id>` under a lease of `ttl`; the registration renews
 /// the lease at a third of the TTL. A process that dies stops renewing, etcd deletes the key when the lease
 /// ends, and every watcher sees the instance go.
+///
+/// With `credentials`, it signs in to an etcd that has authentication on (`/v3/auth/authenticate`) and
+/// sends the token with every call; an answer that the token is not valid (expired, or etcd restarted)
+/// signs in again and retries once.
 public struct EtcdDiscovery: ServiceDiscovery {
     public let endpoint: String
     public let prefix: String
     public let ttl: Duration
     private let http: HTTPClient
     private let logger: Logger
+    private let credentials: (user: String, password: String)?
+    private let token: EtcdToken
 
     /// - Parameters:
     ///   - endpoint: etcd's client URL (`http://127.0.0.1:2379`).
@@ -24,6 +31,7 @@ public struct EtcdDiscovery: ServiceDiscovery {
         prefix: String = "/hailstorm/services/",
         ttl: Duration = .seconds(10),
         httpClient: HTTPClient = .shared,
+        credentials: (user: String, password: String)? = nil,
         logger: Logger = Logger(label: "hailstorm.discovery")
     ) {
         self.endpoint = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
@@ -31,6 +39,8 @@ public struct EtcdDiscovery: ServiceDiscovery {
         self.ttl = ttl
         self.http = httpClient
         self.logger = logger
+        self.credentials = credentials
+        self.token = EtcdToken()
     }
 
     // MARK: ServiceDiscovery
@@ -84,6 +94,7 @@ public struct EtcdDiscovery: ServiceDiscovery {
                     var request = HTTPClientRequest(url: endpoint + "/v3/watch")
                     request.method = .POST
                     request.headers.add(name: "Content-Type", value: "application/json")
+                    if let token = try await authToken(renew: false) { request.headers.add(name: "Authorization", value: token) }
                     let body: [String: Any] = [
                         "create_request": [
                             "key": Self.base64(key),
@@ -150,9 +161,29 @@ public struct EtcdDiscovery: ServiceDiscovery {
     // MARK: Plumbing
 
     private func call(_ path: String, _ body: [String: Any]) async throws -> [String: Any] {
+        do {
+            return try await call(path, body, token: try await authToken(renew: false))
+        } catch let error as DiscoveryError where credentials != nil && error.isAuthentication {
+            // The token expired, or etcd restarted and forgot it: sign in again, once.
+            return try await call(path, body, token: try await authToken(renew: true))
+        }
+    }
+
+    /// The token to send: nil without credentials; signs in when there is none yet or `renew`.
+    private func authToken(renew: Bool) async throws -> String? {
+        guard let credentials else { return nil }
+        if !renew, let current = token.value { return current }
+        let answer = try await call("/v3/auth/authenticate", ["name": credentials.user, "password": credentials.password], token: nil)
+        guard let fresh = answer["token"] as? String else { throw DiscoveryError.badResponse("etcd sign-in without a token") }
+        token.value = fresh
+        return fresh
+    }
+
+    private func call(_ path: String, _ body: [String: Any], token: String?) async throws -> [String: Any] {
         var request = HTTPClientRequest(url: endpoint + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
+        if let token { request.headers.add(name: "Authorization", value: token) }
         request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
         let response: HTTPClientResponse
         do {
@@ -163,6 +194,9 @@ public struct EtcdDiscovery: ServiceDiscovery {
         let bytes = try await response.body.collect(upTo: 4 << 20)
         let text = String(buffer: bytes)
         guard response.status == .ok else {
+            if text.contains("invalid auth token") || text.contains("user name is empty") || response.status == .unauthorized {
+                throw DiscoveryError.authentication("etcd \(path) refused the credentials: \(text)")
+            }
             throw DiscoveryError.backend("etcd \(path) answered \(response.status.code): \(text)")
         }
         guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
@@ -231,5 +265,15 @@ public struct EtcdRegistration: ServiceRegistration {
 
     public func deregister() async throws {
         try await discovery.revoke(leaseID: leaseID)
+    }
+}
+
+/// The current etcd auth token, shared by the copies of one `EtcdDiscovery`.
+final class EtcdToken: Sendable {
+    private let state = Mutex<String?>(nil)
+
+    var value: String? {
+        get { state.withLock { $0 } }
+        set { state.withLock { $0 = newValue } }
     }
 }

@@ -54,6 +54,7 @@ public struct DiscoveryError: Error, Hashable, CustomStringConvertible {
         case backend
         case leaseExpired
         case badResponse
+        case authentication
     }
 
     private let code: Code
@@ -71,7 +72,11 @@ public struct DiscoveryError: Error, Hashable, CustomStringConvertible {
     /// The backend answered something this client does not understand.
     public static func badResponse(_ message: String) -> DiscoveryError { .init(.badResponse, message) }
 
+    /// The backend refused the credentials or the token (expired, or unknown after a restart).
+    public static func authentication(_ message: String) -> DiscoveryError { .init(.authentication, message) }
+
     public var isLeaseExpired: Bool { code == .leaseExpired }
+    public var isAuthentication: Bool { code == .authentication }
 
     public var description: String { "discovery: \(message)" }
 }

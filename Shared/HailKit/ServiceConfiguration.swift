@@ -93,6 +93,8 @@ public struct ServiceConfiguration: Sendable {
     public var redis: RedisConfiguration
     public var discoveryBackend: String
     public var etcdEndpoint: String
+    /// Sign-in to an etcd with authentication on: `discovery.etcd.user` and `discovery.etcd.password` (secret).
+    public var etcdCredentials: (user: String, password: String)?
     public var discoveryTTL: Duration
     public var discoveryPrefix: String
     public var staticServices: String
@@ -127,16 +129,24 @@ public struct ServiceConfiguration: Sendable {
         // `log.level`: trace … critical. `log.format`: json (default) | text.
         self.logLevel = Logger.Level(rawValue: reader.string(forKey: "log.level", default: "info")) ?? .info
         self.logFormat = reader.string(forKey: "log.format", default: "json")
-        // `redis.host`, `redis.port`, `redis.pool`: the shared Redis server and connections to it.
+        // `redis.host`, `redis.port`, `redis.pool`: the shared Redis server and connections to it;
+        // `redis.password` (secret) and `redis.username` when it requires them (compose and Kubernetes do).
         self.redis = RedisConfiguration(
             host: reader.string(forKey: "redis.host", default: "127.0.0.1"),
             port: try reader.int(forKey: "redis.port", default: 6379, in: 1...65535),
-            poolSize: try reader.int(forKey: "redis.pool", default: 4, in: 1...256)
+            poolSize: try reader.int(forKey: "redis.pool", default: 4, in: 1...256),
+            password: reader.string(forKey: "redis.password", isSecret: true),
+            username: reader.string(forKey: "redis.username")
         )
         // `discovery.backend`: etcd (local and VM runs) | static (compose, Kubernetes).
         self.discoveryBackend = reader.string(forKey: "discovery.backend", default: "etcd")
         // `discovery.etcd.endpoint`: etcd's client URL.
         self.etcdEndpoint = reader.string(forKey: "discovery.etcd.endpoint", default: "http://127.0.0.1:2379")
+        if let user = reader.string(forKey: "discovery.etcd.user"), !user.isEmpty {
+            self.etcdCredentials = (user, reader.string(forKey: "discovery.etcd.password", isSecret: true) ?? "")
+        } else {
+            self.etcdCredentials = nil
+        }
         // `discovery.ttl.seconds`: the registration lease; a dead instance vanishes within it.
         self.discoveryTTL = .seconds(try reader.int(forKey: "discovery.ttl.seconds", default: 10, in: 2...3600))
         // `discovery.prefix`: the etcd key prefix instances register under (one per deployment).

@@ -57,7 +57,7 @@ public struct ServiceKit: Sendable {
         case "etcd":
             self.discovery = EtcdDiscovery(
                 endpoint: configuration.etcdEndpoint, prefix: configuration.discoveryPrefix, ttl: configuration.discoveryTTL,
-                httpClient: httpClient, logger: logger)
+                httpClient: httpClient, credentials: configuration.etcdCredentials, logger: logger)
         default:
             throw ConfigurationError("discovery.backend must be etcd or static, not \(configuration.discoveryBackend)")
         }

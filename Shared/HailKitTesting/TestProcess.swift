@@ -77,17 +77,20 @@ public final class TestProcess: @unchecked Sendable {
 public final class RedisServerProcess: @unchecked Sendable {
     // Mutated only by the owning test, sequentially.
     public let port: Int
+    private let extraArguments: [String]
     private var process: TestProcess?
 
-    public init() throws {
+    /// `arguments`: extra flags (`--requirepass secret`).
+    public init(arguments: [String] = []) throws {
         self.port = try TestEnvironment.freePort()
+        self.extraArguments = arguments
         try start()
     }
 
     public func start() throws {
         process = try TestProcess(
             executable: "/usr/bin/redis-server",
-            arguments: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            arguments: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extraArguments,
             name: "redis-\(port)")
         // Wait until it accepts connections.
         for _ in 0..<100 {
@@ -107,4 +110,32 @@ public final class RedisServerProcess: @unchecked Sendable {
     }
 
     static func canConnect(_ port: Int) -> Bool { LoopbackPorts.isListening(port) }
+}
+
+/// An etcd of a test's own on free loopback ports, for what the shared one cannot show (authentication on).
+public final class EtcdServerProcess: @unchecked Sendable {
+    // Set once in init; the process is only killed by its owner.
+    public let clientPort: Int
+    private let process: TestProcess
+
+    public var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+
+    /// `arguments`: extra flags (`--auth-token-ttl 2`).
+    public init(arguments: [String] = []) async throws {
+        clientPort = try TestEnvironment.freePort()
+        let peerPort = try TestEnvironment.freePort()
+        let data = try TestEnvironment.temporaryDirectory("etcd")
+        let client = "http://127.0.0.1:\(clientPort)"
+        let peer = "http://127.0.0.1:\(peerPort)"
+        process = try TestProcess(
+            executable: "/usr/bin/etcd",
+            arguments: [
+                "--name", "test", "--data-dir", data + "/data", "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "test=\(peer)",
+            ] + arguments,
+            name: "etcd-\(clientPort)")
+        try await TestProcess.waitUntilReady(client + "/health", timeout: .seconds(20))
+    }
+
+    deinit { process.kill() }
 }

@@ -12,19 +12,27 @@ public struct RedisConfiguration: Sendable {
     public var connectTimeout: Duration
     /// How long a command keeps trying to reach a server that refuses connections before it fails.
     public var reconnectWindow: Duration
+    /// Sent with `AUTH` on every new connection when set (Redis's `requirepass`, or an ACL user's).
+    public var password: String?
+    /// The ACL user `password` belongs to; nil for `requirepass`.
+    public var username: String?
 
     public init(
         host: String = "127.0.0.1",
         port: Int = 6379,
         poolSize: Int = 4,
         connectTimeout: Duration = .seconds(2),
-        reconnectWindow: Duration = .seconds(1)
+        reconnectWindow: Duration = .seconds(1),
+        password: String? = nil,
+        username: String? = nil
     ) {
         self.host = host
         self.port = port
         self.poolSize = max(1, poolSize)
         self.connectTimeout = connectTimeout
         self.reconnectWindow = reconnectWindow
+        self.password = password.flatMap { $0.isEmpty ? nil : $0 }
+        self.username = username.flatMap { $0.isEmpty ? nil : $0 }
     }
 }
 
@@ -69,6 +77,17 @@ public final class RedisConnection: Sendable {
             .map { RedisConnection(channel: $0) }
             .flatMapErrorThrowing { error in
                 throw RedisError.connectFailed("\(configuration.host):\(configuration.port): \(error)")
+            }
+            .flatMap { connection in
+                guard let password = configuration.password else { return connection.channel.eventLoop.makeSucceededFuture(connection) }
+                let auth = configuration.username.map { RedisCommand("AUTH", $0, password) } ?? RedisCommand("AUTH", password)
+                return connection.pipelineFuture([auth]).flatMapThrowing { replies in
+                    if case .error(let message) = replies.first {
+                        connection.channel.close(promise: nil)
+                        throw RedisError.server("AUTH refused: \(message)")
+                    }
+                    return connection
+                }
             }
     }
 
