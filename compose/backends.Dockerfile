@@ -12,11 +12,14 @@ RUN apt-get update \
  && groupadd --gid 10001 hailstorm \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hailstorm \
  && mkdir -p /data && chown 10001:10001 /data
+COPY --chmod=0755 compose/redis-start.sh /usr/local/bin/redis-start
+COPY --chmod=0755 compose/redis-health.sh /usr/local/bin/redis-health
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 6379
-HEALTHCHECK --interval=5s --timeout=3s --retries=5 CMD ["redis-cli", "ping"]
-CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data", "--appendonly", "yes", "--save", ""]
+HEALTHCHECK --interval=5s --timeout=3s --retries=5 CMD ["redis-health"]
+# With REDIS_PASSWORD (or REDIS_PASSWORD_FILE) set, clients must sign in; see redis-start.
+CMD ["redis-start", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data", "--appendonly", "yes", "--save", ""]
 
 FROM ${RUNTIME_IMAGE} AS etcd
 RUN apt-get update \
@@ -25,12 +28,15 @@ RUN apt-get update \
  && groupadd --gid 10001 hailstorm \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hailstorm \
  && mkdir -p /data && chown 10001:10001 /data
+COPY --chmod=0755 compose/etcd-start.sh /usr/local/bin/etcd-start
+COPY --chmod=0755 compose/etcd-health.sh /usr/local/bin/etcd-health
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 2379
 ENV ETCDCTL_API=3
-HEALTHCHECK --interval=5s --timeout=3s --retries=5 CMD ["etcdctl", "--endpoints=http://127.0.0.1:2379", "endpoint", "health"]
-CMD ["etcd", "--name", "etcd", "--data-dir", "/data/etcd", \
+HEALTHCHECK --interval=5s --timeout=3s --retries=5 CMD ["etcd-health"]
+# With ETCD_ROOT_PASSWORD and ETCD_HAILSTORM_PASSWORD set, authentication is turned on; see etcd-start.
+CMD ["etcd-start", "--name", "etcd", "--data-dir", "/data/etcd", \
      "--listen-client-urls", "http://0.0.0.0:2379", "--advertise-client-urls", "http://etcd:2379", \
      "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380", \
      "--initial-cluster", "etcd=http://127.0.0.1:2380"]

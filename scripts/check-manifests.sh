@@ -22,16 +22,29 @@ if [ ! -x "$venv/bin/checkov" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; the
 fi
 
 say "Compose files (docker-compose config)"
-HAILSTORM_JWT_SECRET=check HAILSTORM_ADMIN_PASSWORD=check \
-    docker-compose -f compose/docker-compose.yml config -q
-HAILSTORM_JWT_SECRET=check HAILSTORM_ADMIN_PASSWORD=check \
-    docker-compose -f compose/docker-compose.yml -f compose/docker-compose.replicas.yml config -q
+# Placeholders for every value compose requires: enough for `config`, not to run.
+check_env=(HAILSTORM_JWKS=check HAILSTORM_REDIS_PASSWORD=check HAILSTORM_ETCD_ROOT_PASSWORD=check
+    HAILSTORM_ETCD_PASSWORD=check HAILSTORM_ADMIN_PASSWORD=check)
+for service in login order order_grab matching coupon payment settlement gateway; do
+    check_env+=("HAILSTORM_${service^^}_SIGNING_KEY=check")
+done
+env "${check_env[@]}" docker-compose -f compose/docker-compose.yml config -q
+env "${check_env[@]}" docker-compose -f compose/docker-compose.yml -f compose/docker-compose.replicas.yml config -q
 
-# The dev overlay generates its Secret from secrets.env, which is not committed: make one for the check.
+# The dev overlay generates its Secret from secrets.env and its JWKS from jwks.json, which are not
+# committed: make placeholders for the check (kube-play-test.sh puts real keys in).
+random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 if [ ! -f k8s/overlays/dev/secrets.env ]; then
-    printf 'jwt-secret=%s\nadmin-password=%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-        "$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >k8s/overlays/dev/secrets.env
+    {
+        echo "# placeholder keys: scripts/kube-play-test.sh replaces them with real ones"
+        echo "admin-password=$(random_hex 12)"
+        echo "redis-password=$(random_hex 24)"
+        for service in login order matching order-grab coupon payment settlement gateway; do
+            echo "$service-signing-key=placeholder"
+        done
+    } >k8s/overlays/dev/secrets.env
 fi
+[ -f k8s/overlays/dev/jwks.json ] || echo '{"keys":[]}' >k8s/overlays/dev/jwks.json
 
 failed=0
 for overlay in dev prod; do

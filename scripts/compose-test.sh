@@ -26,8 +26,17 @@ project="hailstorm-check-$$"
 work=$(mktemp -d /tmp/hailstorm-compose.XXXXXX)
 compose=(podman-compose -p "$project" -f compose/docker-compose.yml)
 export HAILSTORM_TAG=dev
-export HAILSTORM_JWT_SECRET
-HAILSTORM_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+# Token keys (a private key per service, the JWKS of them all), Redis's and etcd's passwords.
+"$static_bin/hailstorm" keys --out "$work/keys" --env "$work/keys.env" >/dev/null
+# Read line by line, not sourced: the JWKS is JSON, whose quotes the shell would strip.
+while IFS='=' read -r name value; do
+    [ -n "$name" ] && export "$name=$value"
+done <"$work/keys.env"
+export HAILSTORM_REDIS_PASSWORD HAILSTORM_ETCD_ROOT_PASSWORD HAILSTORM_ETCD_PASSWORD
+HAILSTORM_REDIS_PASSWORD=$(random_hex 24)
+HAILSTORM_ETCD_ROOT_PASSWORD=$(random_hex 16)
+HAILSTORM_ETCD_PASSWORD=$(random_hex 16)
 export HAILSTORM_ADMIN_PHONE="+19990000001"
 export HAILSTORM_ADMIN_PASSWORD
 HAILSTORM_ADMIN_PASSWORD=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')

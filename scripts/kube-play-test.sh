@@ -16,6 +16,19 @@ source scripts/lib.sh
 source scripts/containers.sh
 
 ensure_podman
+# Real token keys for the dev overlay (check-manifests.sh makes placeholders, enough to render only):
+# every service's private key in secrets.env, their public keys in jwks.json.
+dev=k8s/overlays/dev
+if [ ! -f "$dev/secrets.env" ] || grep -q '^# placeholder keys' "$dev/secrets.env"; then
+    say "Making token keys for the dev overlay"
+    random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    printf 'admin-password=%s\nredis-password=%s\n' "$(random_hex 12)" "$(random_hex 24)" >"$dev/secrets.env"
+    rm -rf "$dev/keys"
+    # The `hailstorm` tool of the release build compose-test.sh made (built here when it is missing).
+    static_bin=$(swift build -c release --static-swift-stdlib --scratch-path .build-static --show-bin-path)
+    [ -x "$static_bin/hailstorm" ] || swift build -c release --static-swift-stdlib --scratch-path .build-static --product hailstorm
+    "$static_bin/hailstorm" keys --out "$dev/keys" --kustomize "$dev" >/dev/null
+fi
 bash scripts/check-manifests.sh >/dev/null   # renders .build-containers/manifests/dev.yaml
 venv=.build-containers/venv
 played=.build-containers/manifests/dev-podman.yaml
@@ -33,21 +46,24 @@ for o in objects:
     elif kind == "Secret":
         # podman 4.3 reads a Secret volume from its own secret store (a Secret inside the played file is
         # stored in a form its volume code cannot read), writes each key of `data` as it is stored,
-        # without base64-decoding it, and ignores `items`. So the Secret goes to the store (created below
-        # with `podman secret create`) as the files the kubelet would write: each key under the path its
-        # items give it, the value decoded.
-        paths = {}
+        # without base64-decoding it, and ignores `items`. So each workload gets a Secret of its own in the
+        # store (created below with `podman secret create`) holding the files the kubelet would write for
+        # it: each of its items under its path, the value decoded. (One Secret for all would not do: every
+        # service mounts its own <service>-signing-key at the same path.)
+        data = {key: base64.b64decode(value).decode() for key, value in o.get("data", {}).items()}
         for other in objects:
             if other["kind"] not in ("StatefulSet", "Deployment"):
                 continue
             for volume in other["spec"]["template"]["spec"].get("volumes", []):
                 source = volume.get("secret", {})
-                if source.get("secretName") == o["metadata"]["name"]:
-                    for item in source.get("items", []):
-                        paths[item["key"]] = item["path"]
-        files = {paths.get(key, key): base64.b64decode(value).decode() for key, value in o.get("data", {}).items()}
-        with open(f"{sys.argv[3]}/{o['metadata']['name']}", "w") as secret:
-            json.dump({**o, "data": files}, secret)
+                if source.get("secretName") != o["metadata"]["name"]:
+                    continue
+                name = f"{o['metadata']['name']}-{other['metadata']['name']}"
+                items = source.get("items") or [{"key": key, "path": key} for key in data]
+                files = {item["path"]: data[item["key"]] for item in items if item["key"] in data}
+                with open(f"{sys.argv[3]}/{name}", "w") as secret:
+                    json.dump({**o, "metadata": {**o["metadata"], "name": name}, "data": files}, secret)
+                source["secretName"] = name
     elif kind == "StatefulSet":
         name = o["metadata"]["name"]
         template = o["spec"]["template"]
@@ -118,7 +134,7 @@ while :; do
         if podman exec "$container" test -x /usr/local/bin/hailstorm-healthcheck 2>/dev/null; then
             podman exec "$container" /usr/local/bin/hailstorm-healthcheck >/dev/null 2>&1 || waiting+=("$container (not ready)")
         else
-            podman exec "$container" redis-cli ping >/dev/null 2>&1 || waiting+=("$container (no PONG)")
+            podman exec "$container" redis-health >/dev/null 2>&1 || waiting+=("$container (no PONG)")
         fi
     done
     count=$(workload_containers | wc -l)

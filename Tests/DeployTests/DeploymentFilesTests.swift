@@ -63,6 +63,15 @@ import Yams
         }
         let gatewayPorts = (composed["gateway"] as? [String: Any])?["ports"] as? [String] ?? []
         #expect(gatewayPorts.contains { $0.hasPrefix("127.0.0.1:") && $0.hasSuffix(":8080") }, "the gateway is not published")
+        // Nothing else is reachable from outside the compose network, and nothing is published beyond loopback.
+        for (name, definition) in composed where name != "gateway" {
+            #expect((definition as? [String: Any])?["ports"] == nil, "\(name) publishes a port")
+        }
+        // Redis and etcd require credentials; every service brings them.
+        let environment = (composed["order"] as? [String: Any])?["environment"] as? [String: Any] ?? [:]
+        for key in ["REDIS_PASSWORD", "DISCOVERY_ETCD_USER", "DISCOVERY_ETCD_PASSWORD", "AUTH_JWKS", "AUTH_SIGNING_KEY"] {
+            #expect(environment[key] != nil, "order has no \(key)")
+        }
     }
 
     @Test(arguments: ["dev", "prod"])
@@ -96,6 +105,10 @@ import Yams
         }
         #expect(object("CronJob", "settlement-run") != nil, "\(overlay): no CronJob for settlement")
         #expect(object("Ingress", "gateway") != nil, "\(overlay): no Ingress for the gateway")
+        // The Ingress routes the API and the push socket only: /metrics, /healthz and /readyz stay inside.
+        let rules = ((object("Ingress", "gateway")?["spec"] as? [String: Any])?["rules"] as? [[String: Any]]) ?? []
+        let paths = rules.flatMap { (($0["http"] as? [String: Any])?["paths"] as? [[String: Any]]) ?? [] }.compactMap { $0["path"] as? String }
+        #expect(Set(paths) == ["/api/", "/ws"], "\(overlay): the Ingress routes \(paths)")
         #expect(object("NetworkPolicy", "default-deny") != nil, "\(overlay): no default-deny NetworkPolicy")
 
         // Every container of every Deployment and StatefulSet: probes, resources, non-root, read-only root.
@@ -126,11 +139,18 @@ import Yams
     /// `kubectl kustomize k8s/overlays/NAME`, as a list of objects.
     static func render(overlay: String) throws -> [[String: Any]] {
         let overlayFolder = root.appendingPathComponent("k8s/overlays/\(overlay)")
-        // The dev overlay generates its Secret from secrets.env, which is never committed.
+        // The dev overlay generates its Secret from secrets.env and its JWKS from jwks.json, never committed.
         let secrets = overlayFolder.appendingPathComponent("secrets.env")
         if overlay == "dev", !FileManager.default.fileExists(atPath: secrets.path) {
             let random = { (count: Int) in (0..<count).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined() }
-            try "jwt-secret=\(random(32))\nadmin-password=\(random(12))\n".write(to: secrets, atomically: true, encoding: .utf8)
+            let keys = ["login", "order", "matching", "order-grab", "coupon", "payment", "settlement", "gateway"]
+                .map { "\($0)-signing-key=placeholder\n" }.joined()
+            try "# placeholder keys\nadmin-password=\(random(12))\nredis-password=\(random(24))\n\(keys)"
+                .write(to: secrets, atomically: true, encoding: .utf8)
+        }
+        let jwks = overlayFolder.appendingPathComponent("jwks.json")
+        if overlay == "dev", !FileManager.default.fileExists(atPath: jwks.path) {
+            try #"{"keys":[]}"#.write(to: jwks, atomically: true, encoding: .utf8)
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")

@@ -14,6 +14,9 @@ struct Keys: ParsableCommand {
                                                           the JWKS lists old and new (give every service the new
                                                           JWKS first, then login its new key)
             hailstorm keys --out DIR --retire login:1     rotation, step 2, once the old key's tokens expired
+            --env FILE        also set HAILSTORM_JWKS and HAILSTORM_<SERVICE>_SIGNING_KEY in FILE (compose/.env)
+            --kustomize DIR   also write DIR/jwks.json and the <service>-signing-key lines of DIR/secrets.env
+                              (k8s/overlays/dev)
             """)
 
     @Option(help: "The keys folder.")
@@ -24,6 +27,12 @@ struct Keys: ParsableCommand {
 
     @Option(help: "Rotation: the KID to drop from the JWKS (login:1).")
     var retire: String?
+
+    @Option(help: "A compose env file to set HAILSTORM_JWKS and HAILSTORM_<SERVICE>_SIGNING_KEY in.")
+    var env: String?
+
+    @Option(help: "A kustomize overlay folder: its jwks.json and the signing keys in its secrets.env.")
+    var kustomize: String?
 
     func run() throws {
         let folder = TokenKeyFolder(path: out)
@@ -36,9 +45,43 @@ struct Keys: ParsableCommand {
         } else {
             keys = try folder.create(issuers: ServiceCatalog.all.map(\.name))
         }
+        if let env {
+            var values = ["HAILSTORM_JWKS": keys.jwks]
+            for (issuer, key) in keys.privateKeys {
+                values["HAILSTORM_\(issuer.uppercased().replacingOccurrences(of: "-", with: "_"))_SIGNING_KEY"] = key
+            }
+            try Self.setLines(values, in: env)
+            print("\(env): HAILSTORM_JWKS and \(keys.privateKeys.count) signing keys")
+        }
+        if let kustomize {
+            try keys.jwks.write(toFile: kustomize + "/jwks.json", atomically: true, encoding: .utf8)
+            var values: [String: String] = [:]
+            for (issuer, key) in keys.privateKeys { values["\(issuer)-signing-key"] = key }
+            try Self.setLines(values, in: kustomize + "/secrets.env")
+            print("\(kustomize): jwks.json and \(keys.privateKeys.count) signing keys in secrets.env")
+        }
         let kids = try TokenKeys.parse(jwks: keys.jwks).keys.map(\.kid)
         print("\(folder.jwksFile): \(kids.joined(separator: ", "))")
         print("private keys: \(keys.privateKeys.keys.sorted().map { folder.keyFile($0) }.joined(separator: ", "))")
+    }
+}
+
+extension Keys {
+    /// Sets `NAME=value` lines in an env file (made when missing, owner-only): replaces the lines of the
+    /// names given, keeps every other line, adds the new ones at the end.
+    static func setLines(_ values: [String: String], in file: String) throws {
+        let existing = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        var lines = existing.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        var pending = values
+        for (index, line) in lines.enumerated() {
+            guard let equals = line.firstIndex(of: "="), !line.hasPrefix("#") else { continue }
+            let name = String(line[..<equals])
+            if let value = pending.removeValue(forKey: name) { lines[index] = "\(name)=\(value)" }
+        }
+        for name in pending.keys.sorted() { lines.append("\(name)=\(pending[name]!)") }
+        FileManager.default.createFile(atPath: file, contents: nil, attributes: [.posixPermissions: 0o600])
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: false, encoding: .utf8)
     }
 }
 
