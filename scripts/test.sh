@@ -4,7 +4,9 @@
 # before that it checks the deployment files (scripts/check-manifests.sh: docker-compose, kubectl
 # kustomize, kubernetes-validate, checkov), after it runs the compose stack from freshly built images
 # (scripts/compose-test.sh: podman, podman-compose, debootstrap) and plays the Kubernetes dev overlay's
-# workloads with podman (scripts/kube-play-test.sh). Each installs what it needs.
+# workloads with podman (scripts/kube-play-test.sh). Between the two, schemathesis fuzzes the public API
+# from its OpenAPI document against a local run (scripts/fuzz.sh, 20 examples per operation and role).
+# Each installs what it needs. At the end it prints how long each stage took.
 #
 #   scripts/test.sh [--no-containers] [swift test arguments, e.g. --filter RedisKitTests]
 #
@@ -19,8 +21,31 @@ if [ "${1:-}" = "--no-containers" ]; then
     shift
 fi
 
+# Per-stage times, printed at the end (and when a stage fails).
+stage_names=()
+stage_seconds=()
+stage_started=$SECONDS
+stage_name="install"
+stage() {
+    stage_names+=("$stage_name")
+    stage_seconds+=($((SECONDS - stage_started)))
+    stage_name=$1
+    stage_started=$SECONDS
+}
+report_stages() {
+    stage_names+=("$stage_name")
+    stage_seconds+=($((SECONDS - stage_started)))
+    say "Time per stage"
+    for i in "${!stage_names[@]}"; do
+        printf '  %-22s %4d s\n' "${stage_names[$i]}" "${stage_seconds[$i]}"
+    done
+    printf '  %-22s %4d s\n' "total" "$SECONDS"
+}
+trap report_stages EXIT
+
 ensure_packages
 ensure_kubectl
+stage "manifests"
 say "Checking the compose files and the Kubernetes manifests"
 bash scripts/check-manifests.sh
 
@@ -30,25 +55,33 @@ cleanup() {
     stop_pidfile "$run_dir/etcd.pid"
     rm -rf "$run_dir"
 }
-trap cleanup EXIT
+trap 'cleanup; report_stages' EXIT
 
 start_backends "$run_dir"
 
 export HAILSTORM_TEST_REDIS_PORT=$redis_port
 export HAILSTORM_TEST_ETCD_ENDPOINT="http://127.0.0.1:$etcd_port"
 
+stage "debug build"
 say "Building (debug) the services and the tests"
 swift build --build-tests
+stage "tests"
 say "Running the tests"
 # One test at a time: the flash-sale storms saturate a small machine, and the tests that wait on real
 # time (lease expiry, deadlines, rate-limit windows) must not share it with them.
 swift test --skip-build --no-parallel "$@"
+cleanup
+trap report_stages EXIT
+
+stage "fuzz (schemathesis)"
+say "Fuzzing the public API from its OpenAPI document"
+bash scripts/fuzz.sh --examples 20 --bin-dir .build/debug
 
 if [ "$containers" = 1 ]; then
-    cleanup
-    trap - EXIT
+    stage "compose stack"
     say "Running the compose stack"
     bash scripts/compose-test.sh
+    stage "kube play"
     say "Playing the Kubernetes dev overlay with podman"
     bash scripts/kube-play-test.sh
 fi

@@ -17,6 +17,18 @@ import Logging
 /// (`/ws`), from whichever instance holds the connection, and closes them when their session ends.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080, defaultConnectionsPerClient: 512)
+    let (router, webSockets) = try await buildRouter(kit: &kit, reader: reader)
+    return kit.makeApplication(router: router) { responder, http1 in
+        HTTP1WebSocketUpgradeChannel(
+            responder: responder, webSocketResponder: webSockets, configuration: .init(http1: http1, ws: .init()))
+    }
+}
+
+/// The gateway's routes (and the WebSocket router the upgrade consults), with its background services
+/// added to `kit`.
+func buildRouter(
+    kit: inout ServiceKit, reader: ConfigReader
+) async throws -> (Router<HailRequestContext>, RouterResponder<PushSocketContext>) {
     let tokens = try await kit.accessTokens()
     // `gateway.rate.prefix`: Redis key prefix of the rate-limit counters.
     let ratePrefix = reader.string(forKey: "gateway.rate.prefix", default: "gw:rl")
@@ -37,6 +49,12 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
 
     let router = kit.makeRouter()
     router.middlewares.add(ClientAddressMiddleware(hops: hops))
+    // The API's own description, for anyone (clients, generators, the fuzzer).
+    router.get("/api/v1/openapi.json") { _, _ -> Response in
+        Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.json)))
+    }
     let proxy = AuthProxyController(
         clients: kit.clients,
         failures: FailureThrottle(
@@ -66,9 +84,5 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
             throw Problem.notFound("No route for \(request.method) \(request.uri.path)")
         }
     }
-    let webSockets = sockets.webSocketRouter().buildResponder()
-    return kit.makeApplication(router: router) { responder, http1 in
-        HTTP1WebSocketUpgradeChannel(
-            responder: responder, webSocketResponder: webSockets, configuration: .init(http1: http1, ws: .init()))
-    }
+    return (router, sockets.webSocketRouter().buildResponder())
 }

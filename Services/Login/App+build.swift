@@ -40,7 +40,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         decoyHash: Accounts.decoyHash(cost: UInt8(bcryptCost)),
         throttle: FailureThrottle(
             redis: kit.redis, keyPrefix: reader.string(forKey: "auth.signin.prefix", default: "login:failed"),
-            limit: try reader.int(forKey: "auth.signin.failures", default: 5, in: 1...1000),
+            limit: try reader.int(forKey: "auth.signin.failures", default: 5, in: 1...1_000_000),
             window: .seconds(try reader.int(forKey: "auth.signin.window.seconds", default: 60, in: 1...86_400)),
             subject: "for this phone number"),
         wakeups: wakeups,
