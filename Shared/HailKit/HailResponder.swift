@@ -50,6 +50,11 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
         var response: Response
         do {
             response = try await respondWithinDeadline(to: request, context: &context)
+            // The router answers a path it has no route for with a bare 404 (and a few others with bare
+            // statuses): every refusal is a problem document here.
+            if response.status.code >= 400, response.headers[.contentType] == nil {
+                throw HTTPError(response.status)
+            }
         } catch {
             let problem = Self.problem(for: error, request: request, context: context)
             if problem.status.code >= 500 {

@@ -70,9 +70,13 @@ public enum JSONBody {
         case .dataCorrupted(let context):
             let field = path(context.codingPath)
             if context.codingPath.isEmpty {
-                return .invalidBody("The body is not valid JSON: \(context.debugDescription)")
+                return .invalidBody("The body is not valid JSON")
             }
-            return .invalidBody("Field '\(field ?? "body")' has an invalid value: \(context.debugDescription)", field: field)
+            // The decoder's own wording names Swift types ("Cannot initialize Role from …"); Hailstorm's
+            // own checks (a latitude's range) say what is allowed, and pass through.
+            let reason = context.debugDescription.hasPrefix("Cannot initialize")
+                ? "is not one of the allowed values" : context.debugDescription
+            return .invalidBody("Field '\(field ?? "body")' has an invalid value: \(reason)", field: field)
         @unknown default:
             return .invalidBody("The body could not be decoded")
         }
@@ -86,7 +90,7 @@ public enum JSONBody {
         case is Bool.Type: return "a boolean"
         default:
             let name = String(describing: type)
-            return name.hasPrefix("Array") ? "an array" : name.hasPrefix("Dictionary") ? "an object" : "a \(name)"
+            return name.hasPrefix("Array") ? "an array" : name.hasPrefix("Dictionary") ? "an object" : "an object or value of its documented shape"
         }
     }
 }

@@ -134,7 +134,7 @@ public final class ServiceClient: Sendable {
         } catch {
             throw Problem(
                 .badGateway, slug: "bad-gateway", title: "A service answered something unexpected",
-                detail: "\(endpoint.service) answered a body that is not \(Res.self)")
+                detail: "A service behind this one answered a body it does not understand; the request id finds it in the logs")
         }
     }
 
@@ -157,7 +157,7 @@ public final class ServiceClient: Sendable {
         }
         return Problem(
             .badGateway, slug: "bad-gateway", title: "A service failed",
-            detail: "\(service) answered \(response.status.code)")
+            detail: "A service behind this one answered \(response.status.code) without a problem document")
     }
 
     // MARK: Raw calls
@@ -239,7 +239,7 @@ public final class ServiceClient: Sendable {
             } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
                 breakers.recordFailure(instance.id)
                 Self.count(service, "deadline")
-                throw Problem.deadlineExceeded("\(service) did not answer within the deadline")
+                throw Problem.deadlineExceeded("A service behind this one did not answer within the deadline")
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
@@ -249,16 +249,16 @@ public final class ServiceClient: Sendable {
                 logger.debug("call failed", metadata: ["service": "\(service)", "instance": "\(instance.id)", "error": "\(error)"])
                 lastFailure = Problem(
                     .badGateway, slug: "unreachable", title: "A service could not be reached",
-                    detail: "\(service) at \(instance.host):\(instance.port) could not be reached")
+                    detail: "A service behind this one could not be reached; try again")
                 if ContinuousClock.now >= deadline {
-                    throw Problem.deadlineExceeded("\(service) did not answer within the deadline")
+                    throw Problem.deadlineExceeded("A service behind this one did not answer within the deadline")
                 }
             }
         }
         if ContinuousClock.now >= deadline {
-            throw Problem.deadlineExceeded("\(service) did not answer within the deadline")
+            throw Problem.deadlineExceeded("A service behind this one did not answer within the deadline")
         }
-        throw lastFailure ?? Problem.unavailable("\(service) is unavailable")
+        throw lastFailure ?? Problem.unavailable("A service behind this one is unavailable", retryAfterSeconds: 1)
     }
 
     // MARK: Instances
@@ -267,7 +267,7 @@ public final class ServiceClient: Sendable {
     func pick(_ service: String, avoiding tried: Set<String>) async throws -> ServiceInstance {
         let all = try await instances(of: service)
         guard !all.isEmpty else {
-            throw Problem.unavailable("No instance of \(service) is registered", retryAfterSeconds: 1)
+            throw Problem.unavailable("A service behind this one has no instance running", retryAfterSeconds: 1)
         }
         var candidates = all.filter { breakers.isCandidate($0.id) }
         if candidates.count > 1 {
@@ -275,7 +275,7 @@ public final class ServiceClient: Sendable {
             if !fresh.isEmpty { candidates = fresh }
         }
         guard !candidates.isEmpty else {
-            throw Problem.unavailable("Every instance of \(service) is failing (circuit open)", retryAfterSeconds: 1)
+            throw Problem.unavailable("A service behind this one is failing; try again shortly", retryAfterSeconds: 1)
         }
         var chosen = candidates[0]
         if candidates.count > 1 {
@@ -287,7 +287,7 @@ public final class ServiceClient: Sendable {
         }
         guard breakers.allow(chosen.id) else {
             // Another caller took the half-open trial meanwhile.
-            throw Problem.unavailable("Every instance of \(service) is failing (circuit open)", retryAfterSeconds: 1)
+            throw Problem.unavailable("A service behind this one is failing; try again shortly", retryAfterSeconds: 1)
         }
         return chosen
     }
@@ -307,7 +307,8 @@ public final class ServiceClient: Sendable {
                 logger.warning("discovery failed; using the last known instances", metadata: ["service": "\(service)", "error": "\(error)"])
                 return stale.instances
             }
-            throw Problem.unavailable("Discovery could not list \(service): \(error)", retryAfterSeconds: 1)
+            logger.warning("discovery could not list a service", metadata: ["service": "\(service)", "error": "\(error)"])
+            throw Problem.unavailable("Services cannot be found at the moment", retryAfterSeconds: 1)
         }
     }
 
