@@ -10,8 +10,7 @@ import SQLiteKit
 
 /// Builds the coupon service from configuration.
 ///
-/// Keys beyond the kit's: `auth.jwt.secret` (secret; the key login signs with, to verify the tokens the
-/// gateway forwards), `auth.denylist.check` (false: the gateway already refuses signed-out tokens),
+/// Keys beyond the kit's: `auth.jwks` and `auth.signing.key` (the kit's token keys), `auth.denylist.check` (true),
 /// `coupon.redis.prefix` (Redis key prefix of the sale's counters, `coupon`), and for the claims stream
 /// `coupon.claims.stream` (its name, `coupon.claims`), `coupon.claims.batch` (64), `coupon.claims.reclaim.seconds` (how long a claim may sit delivered but
 /// unstored before another instance takes it over, 30) and `coupon.claims.max.deliveries` (10).

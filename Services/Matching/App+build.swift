@@ -10,7 +10,7 @@ import SQLiteKit
 
 /// Builds the matching service from configuration.
 ///
-/// Keys beyond the kit's: `auth.jwt.secret` (secret), `auth.denylist.check` (false);
+/// Keys beyond the kit's: `auth.jwks` and `auth.signing.key` (the kit's token keys), `auth.denylist.check` (true);
 /// `matching.dispatch.mode` (`assign` — batched optimal assignment — or `offer` — offered to the nearest
 /// drivers for grabbing), `matching.engine.mode` (`exact` or `fast`, for assign), `matching.window.ms`
 /// (2000), `matching.max.pickup.km` (5), `matching.offer.drivers` (5), `matching.offer.seconds` (30),

@@ -9,8 +9,8 @@ import SQLiteKit
 
 /// Builds the order service from configuration.
 ///
-/// Keys beyond the kit's: `auth.jwt.secret` (secret; to verify forwarded tokens), `auth.denylist.check`
-/// (false: the gateway already refuses signed-out tokens); fares `order.fare.base.cents` (250),
+/// Keys beyond the kit's: `auth.jwks` and `auth.signing.key` (the kit's token keys), `auth.denylist.check`
+/// (true); fares `order.fare.base.cents` (250),
 /// `order.fare.per.km.cents` (120), `order.fare.minimum.cents` (500), `order.currency` (EUR),
 /// `order.max.km` (200); surge `order.surge.key` (the Redis hash, `order:surge`), `order.surge.cell.degrees`
 /// (0.02, about 2 km), `order.surge.default` (1.0); the cache `order.cache.prefix` (`order:cache`),

@@ -8,7 +8,7 @@ import SQLiteKit
 
 /// Builds the order-grab service from configuration.
 ///
-/// Keys beyond the kit's: `auth.jwt.secret` (secret), `auth.denylist.check` (false), `grab.redis.prefix`
+/// Keys beyond the kit's: `auth.jwks` and `auth.signing.key` (the kit's token keys), `auth.denylist.check` (true), `grab.redis.prefix`
 /// (`grab`), `grab.memory.seconds` (how long a winner is remembered, 86400).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "order-grab", reader: reader, defaultPort: 9004)

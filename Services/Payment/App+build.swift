@@ -9,7 +9,7 @@ import SQLiteKit
 
 /// Builds the payment service from configuration.
 ///
-/// Keys beyond the kit's: `auth.jwt.secret` (secret), `auth.denylist.check` (false);
+/// Keys beyond the kit's: `auth.jwks` and `auth.signing.key` (the kit's token keys), `auth.denylist.check` (true);
 /// `payment.commission.percent` (the platform's share of each fare, 20); the sandbox provider
 /// `payment.sandbox.latency.ms` (50), `payment.sandbox.failure.rate` (0…1, 0) and `payment.sandbox.key`
 /// (the Redis hash of its charges, `payment:sandbox:charges`); `payment.wait.seconds` (how long a repeated

@@ -9,7 +9,7 @@ import SQLiteKit
 
 /// Builds the settlement service from configuration.
 ///
-/// Keys beyond the kit's: `auth.jwt.secret` (secret), `auth.denylist.check` (false);
+/// Keys beyond the kit's: `auth.jwks` and `auth.signing.key` (the kit's token keys), `auth.denylist.check` (true);
 /// `settlement.schedule.seconds` (a batch runs this often, 3600; 0 runs batches only on demand);
 /// `settlement.grace.seconds` (a completed order unpaid for longer is listed by the report, 3600).
 ///

@@ -27,7 +27,7 @@ extension ConfigReader {
 
     /// ``hailstorm(arguments:environment:defaults:)`` plus secret files: when `secrets.dir`
     /// (`SECRETS_DIR`) names a folder, each file in it holds one key, its name the key with dashes
-    /// (`auth-jwt-secret` holds `auth.jwt.secret`) — the way Kubernetes mounts a Secret as a volume, so a
+    /// (`auth-signing-key` holds `auth.signing.key`) — the way Kubernetes mounts a Secret as a volume, so a
     /// secret need not sit in the process's environment. The command line and the environment still win.
     public static func loadHailstorm(
         arguments: [String] = CommandLine.arguments,
