@@ -26,6 +26,8 @@ ensure_podman() {
     command -v runc >/dev/null 2>&1 || missing+=(runc)
     [ -x /usr/lib/podman/netavark ] || missing+=(netavark)
     [ -x /usr/lib/podman/aardvark-dns ] || missing+=(aardvark-dns)
+    # `podman kube play` builds its pods' pause image from catatonit (not a dependency of podman's package).
+    command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || missing+=(catatonit)
     install_packages "${missing[@]}"
 
     mkdir -p "$containers_dir"

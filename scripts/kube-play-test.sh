@@ -93,6 +93,9 @@ for o in out:
 yaml.safe_dump_all(out, open(sys.argv[2], "w"), sort_keys=False)
 PY
 
+# Every container of the played pods, but the pods' own infra containers.
+workload_containers() { podman ps -a --filter label=app.kubernetes.io/part-of=hailstorm --format '{{.Names}}'; }
+
 network="hailstorm-kube-$$"
 podman network create "$network" >/dev/null
 for secret in "$secrets_dir"/*; do
@@ -123,8 +126,6 @@ trap finish EXIT
 say "podman kube play of the dev overlay's workloads ($(grep -c '^kind: \(Pod\|Deployment\)$' "$played") pods)"
 podman kube play --network "$network" "$played" >/dev/null
 
-# Every container of the played pods, but the pods' own infra containers.
-workload_containers() { podman ps -a --filter label=app.kubernetes.io/part-of=hailstorm --format '{{.Names}}'; }
 deadline=$((SECONDS + 180))
 while :; do
     waiting=()

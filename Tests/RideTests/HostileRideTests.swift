@@ -34,6 +34,13 @@ struct HostileRideTests {
                 .GET, process.baseURL + "/healthz", headers: ["X-Hailstorm-Deadline-Ms": "999999999999999999999"])
             #expect(overflow.status == 400, "\(process.name)")
         }
+        for (path, token) in [
+            ("/rides?limit=99999999999999999999", rider.token), ("/rides?limit=-1", rider.token),
+            ("/admin/settlements?limit=1e400", admin.token), ("/rides?cursor=18446744073709551616_x", rider.token),
+        ] {
+            let answer = try await platform.send(.GET, path, token: token)
+            #expect(answer.status == 400, "\(path): \(answer.status)")
+        }
         let fix = try await platform.send(
             .POST, "/driver/locations", token: try await platform.account("driver").token,
             body: ["points": [["lat": 52.5, "lon": 13.4, "at": 1e300]]])
