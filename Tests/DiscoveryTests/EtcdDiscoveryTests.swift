@@ -56,6 +56,7 @@ struct EtcdDiscoveryTests {
                 "--http-port", "0", "--instance-id", instanceID, "--discovery-prefix", prefix,
                 "--discovery-ttl-seconds", "2", "--discovery-etcd-endpoint", TestEnvironment.etcdEndpoint,
                 "--redis-port", String(TestEnvironment.redisPort), "--data-dir", data, "--auth-bcrypt-cost", "4",
+                "--auth-jwks-file", TestKeys.jwksFile, "--auth-signing-key", TestKeys.privateKey("login") ?? "",
             ],
             name: "login")
 
@@ -94,6 +95,7 @@ struct EtcdDiscoveryTests {
                 "--discovery-ttl-seconds", "30", "--discovery-etcd-endpoint", TestEnvironment.etcdEndpoint,
                 "--redis-port", String(TestEnvironment.redisPort),
                 "--data-dir", try TestEnvironment.temporaryDirectory("login-data"),
+                "--auth-jwks-file", TestKeys.jwksFile, "--auth-signing-key", TestKeys.privateKey("login") ?? "",
             ],
             name: "login")
         guard case .added = try await changes.next() else {
