@@ -41,11 +41,14 @@ ensure_kubectl() {
     exit 1
 }
 
-# Prints a TCP port on 127.0.0.1 that nothing listens on.
+# Prints a TCP port on 127.0.0.1 that nothing listens on, below the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range) so that no outgoing connection can take it before the server binds it.
 free_port() {
-    local port
+    local port low=32768
+    read -r low _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    [ "$low" -gt 11000 ] || low=32768
     for _ in $(seq 1 200); do
-        port=$(( (RANDOM << 1 | RANDOM & 1) % 30000 + 20000 ))
+        port=$(( (RANDOM << 1 | RANDOM & 1) % (low - 10000) + 10000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0

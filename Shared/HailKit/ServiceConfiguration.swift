@@ -82,6 +82,8 @@ public struct ServiceConfiguration: Sendable {
     public var mode: RuntimeMode
     public var host: String
     public var port: Int
+    /// Where to write the port the server bound (`http.port.file`), for a supervisor that starts it on port 0.
+    public var portFile: String?
     /// The host other services use to reach this instance (what discovery announces).
     public var advertisedHost: String
     public var bodyLimit: Int
@@ -100,6 +102,12 @@ public struct ServiceConfiguration: Sendable {
     public var staticServices: String
     public var dataDirectory: String
     public var client: ServiceClientConfiguration
+    /// Streams this service writes are trimmed past these, never past what a consumer group has not read.
+    public var streamMaxLength: Int
+    public var streamMaxAge: Duration
+    /// Records of handled events (`processed_events`) are kept this long, and at most this many.
+    public var processedEventsRetention: Duration
+    public var processedEventsMaxRows: Int
 
     public init(name: String, reader: ConfigReader, defaultPort: Int, defaultConnectionsPerClient: Int = 0) throws {
         self.name = name
@@ -111,6 +119,9 @@ public struct ServiceConfiguration: Sendable {
         // `http.host`, `http.port`: where the service listens (port 0 picks a free one).
         self.host = reader.string(forKey: "http.host", default: "127.0.0.1")
         self.port = try reader.int(forKey: "http.port", default: defaultPort, in: 0...65535)
+        // `http.port.file`: once listening, the bound port is written to this file (replaced atomically),
+        // so whoever started the service on port 0 learns where it listens without guessing a port first.
+        self.portFile = reader.string(forKey: "http.port.file")
         // `http.advertise.host`: the address announced to discovery; defaults to `http.host`.
         self.advertisedHost = reader.string(forKey: "http.advertise.host", default: host == "0.0.0.0" ? "127.0.0.1" : host)
         // `http.body.limit`: the largest request body accepted, in bytes.
@@ -131,12 +142,27 @@ public struct ServiceConfiguration: Sendable {
         self.logFormat = reader.string(forKey: "log.format", default: "json")
         // `redis.host`, `redis.port`, `redis.pool`: the shared Redis server and connections to it;
         // `redis.password` (secret) and `redis.username` when it requires them (compose and Kubernetes do).
+        // `events.stream.max.length` (1,000,000) and `events.stream.max.age.hours` (168): the streams this
+        // service writes keep about this many entries and this much time, once every consumer group has
+        // read them (entries a group has not read are never trimmed).
+        self.streamMaxLength = try reader.int(forKey: "events.stream.max.length", default: 1_000_000, in: 1...1_000_000_000)
+        self.streamMaxAge = .seconds(3600 * (try reader.int(forKey: "events.stream.max.age.hours", default: 168, in: 1...87_600)))
+        // `events.processed.retention.hours` (168) and `events.processed.max.rows` (1,000,000): how long and
+        // how many handled event ids are remembered to recognise a redelivery; far beyond any redelivery.
+        self.processedEventsRetention = .seconds(
+            3600 * (try reader.int(forKey: "events.processed.retention.hours", default: 168, in: 1...87_600)))
+        self.processedEventsMaxRows = try reader.int(forKey: "events.processed.max.rows", default: 1_000_000, in: 1_000...1_000_000_000)
         self.redis = RedisConfiguration(
             host: reader.string(forKey: "redis.host", default: "127.0.0.1"),
             port: try reader.int(forKey: "redis.port", default: 6379, in: 1...65535),
             poolSize: try reader.int(forKey: "redis.pool", default: 4, in: 1...256),
             password: reader.string(forKey: "redis.password", isSecret: true),
-            username: reader.string(forKey: "redis.username")
+            username: reader.string(forKey: "redis.username"),
+            // `redis.command.timeout.ms`: a reply later than this means Redis hung: the connection closes and
+            // its commands fail (503); 0 waits for ever. A request's own deadline cuts the wait shorter.
+            commandTimeout: .milliseconds(try reader.int(forKey: "redis.command.timeout.ms", default: 3000, in: 0...600_000)),
+            // `redis.max.pending`: command batches waiting for replies per connection before more are refused.
+            maxPending: try reader.int(forKey: "redis.max.pending", default: 10_000, in: 1...10_000_000)
         )
         // `discovery.backend`: etcd (local and VM runs) | static (compose, Kubernetes).
         self.discoveryBackend = reader.string(forKey: "discovery.backend", default: "etcd")

@@ -115,6 +115,8 @@ public struct ServiceKit: Sendable {
         let responder = HailResponder(
             inner: router.buildResponder(), bodyLimit: configuration.bodyLimit, defaultTimeout: configuration.requestTimeout)
         let bound = BoundAddress()
+        let portFile = configuration.portFile
+        let logger = self.logger
         let application = Application(
             responder: responder,
             server: server,
@@ -124,7 +126,15 @@ public struct ServiceKit: Sendable {
             ),
             services: [ShutdownHooksService(hooks: shutdownHooks, logger: logger)] + backgroundServices,
             onServerRunning: { channel in
-                bound.set(channel.localAddress?.port ?? 0)
+                let port = channel.localAddress?.port ?? 0
+                if let portFile {
+                    do {
+                        try "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
+                    } catch {
+                        logger.error("port file not written", metadata: ["file": "\(portFile)", "error": "\(error)"])
+                    }
+                }
+                bound.set(port)
             },
             logger: logger
         )
@@ -234,32 +244,30 @@ struct RegistrationService: Service {
     func run() async throws {
         guard let port = try? await cancelWhenGracefulShutdown({ await bound.wait() }) else { return }
         let instance = ServiceInstance(id: instanceID, service: service, host: host, port: port)
-        var registration: (any ServiceRegistration)? = nil
         // Keep trying: the service is useful the moment discovery answers.
-        while registration == nil, !Task.isCancelled, !Task.isShuttingDownGracefully {
-            do {
-                registration = try await discovery.register(instance)
-            } catch {
-                logger.warning("registration failed; retrying", metadata: ["error": "\(error)"])
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
-            }
-        }
-        guard let registration else { return }
+        guard var registration = await register(instance) else { return }
         logger.info("serving", metadata: ["instance": "\(instanceID)", "address": "\(host):\(port)"])
-        do {
-            while !Task.isShuttingDownGracefully {
-                do {
-                    try await cancelWhenGracefulShutdown { try await registration.keepAlive() }
-                } catch let error as DiscoveryError where error.isLeaseExpired {
-                    // The process stalled past its TTL: announce again rather than vanish.
-                    logger.warning("lease lost; registering again")
-                    _ = try await discovery.register(instance)
-                } catch is CancellationError {
-                    break
-                } catch {
-                    logger.warning("keep-alive failed; retrying", metadata: ["error": "\(error)"])
-                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
-                }
+        var failures = 0
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                let current = registration
+                try await cancelWhenGracefulShutdown { try await current.keepAlive() }
+                failures = 0
+            } catch let error as DiscoveryError where error.isLeaseExpired {
+                // The lease is gone (etcd restarted without its data, or the process stalled past its TTL):
+                // announce again under a new lease and keep that one alive from now on.
+                logger.warning("lease lost; registering again")
+                guard let renewed = await register(instance) else { break }
+                registration = renewed
+                logger.notice("registered again", metadata: ["instance": "\(instanceID)", "address": "\(host):\(port)"])
+                failures = 0
+            } catch is CancellationError {
+                break
+            } catch {
+                failures += 1
+                logger.warning("keep-alive failed; retrying", metadata: ["error": "\(error)", "failures": "\(failures)"])
+                let delay = Self.backoff(failures)
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
             }
         }
         do {
@@ -268,6 +276,28 @@ struct RegistrationService: Service {
         } catch {
             logger.warning("deregistration failed; the lease will expire", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Registers until discovery takes it, backing off between failures; nil only at shutdown. A failure
+    /// never ends the service: it keeps serving whoever already knows its address.
+    private func register(_ instance: ServiceInstance) async -> (any ServiceRegistration)? {
+        var failures = 0
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            do {
+                return try await discovery.register(instance)
+            } catch {
+                failures += 1
+                logger.warning("registration failed; retrying", metadata: ["error": "\(error)", "failures": "\(failures)"])
+                let delay = Self.backoff(failures)
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+            }
+        }
+        return nil
+    }
+
+    /// 0.5 s, 1 s, 2 s… up to 5 s: well inside a lease's TTL once discovery answers again.
+    static func backoff(_ failures: Int) -> Duration {
+        .milliseconds(min(5_000, 250 << min(max(failures, 1), 5)))
     }
 }
 

@@ -198,7 +198,7 @@ struct Status: AsyncParsableCommand {
         let now = Date().timeIntervalSince1970
         let rows = [["INSTANCE", "HEALTH", "PORT", "PID", "RESTARTS", "UPTIME"]] + state.instances.map { instance in
             [
-                instance.instance, instance.health, String(instance.port), instance.pid.map(String.init) ?? "-",
+                instance.instance, instance.health, instance.port.map(String.init) ?? "-", instance.pid.map(String.init) ?? "-",
                 String(instance.restarts), instance.startedAt.map { duration(now - $0) } ?? "-",
             ]
         }

@@ -16,6 +16,8 @@ struct RunFolder: Sendable {
     var supervisorPIDFile: String { path + "/supervisor.pid" }
     var adminFile: String { path + "/admin.json" }
     var keysFolder: String { path + "/keys" }
+    /// Where each service started on port 0 writes the port it bound.
+    var ports: String { path + "/ports" }
 
     func log(_ instance: String) -> String { logs + "/\(instance).log" }
 
@@ -101,7 +103,8 @@ struct InstanceState: Codable, Sendable {
     /// `gateway-1`.
     var instance: String
     var pid: Int32?
-    var port: Int
+    /// Where it listens, while it runs and once it said (a service started on port 0 reports it).
+    var port: Int?
     /// `starting`, `ready`, `unready`, `restarting`, `stopped`.
     var health: String
     var restarts: Int

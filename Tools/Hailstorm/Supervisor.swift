@@ -8,7 +8,10 @@ import ServiceLifecycle
 struct ChildSpec: Sendable {
     var service: String
     var instance: String
-    var port: Int
+    /// The port it is started on, or nil for a service started on port 0 that reports the port it bound
+    /// in `portFile` (so no port is guessed first and then taken by someone else before it binds).
+    var port: Int?
+    var portFile: String?
     var executable: String
     var arguments: [String]
     var environment: [String: String] = [:]
@@ -30,6 +33,8 @@ final class Child {
     let spec: ChildSpec
     private(set) var process: Process?
     private(set) var startedAt: Date?
+    /// Where it listens now: the fixed port, or the one it reported since it last started.
+    private(set) var port: Int?
     var restarts = 0
     var health = "starting"
     var lastExit: String?
@@ -55,6 +60,8 @@ final class Child {
         process.standardOutput = handle
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice
+        if let portFile = spec.portFile { try? FileManager.default.removeItem(atPath: portFile) }
+        port = spec.port
         try process.run()
         try? handle.close()
         self.process = process
@@ -75,6 +82,15 @@ final class Child {
         restartAt = now + delay
         health = "restarting"
         return delay
+    }
+
+    /// Reads the port a service started on port 0 reported, once it has.
+    func learnPort() {
+        guard port == nil, let portFile = spec.portFile,
+            let text = try? String(contentsOfFile: portFile, encoding: .utf8),
+            let reported = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), (1...65535).contains(reported)
+        else { return }
+        port = reported
     }
 
     func signal(_ signal: Int32) {
@@ -122,23 +138,22 @@ final class Supervisor: Service, @unchecked Sendable {
                 ],
                 log: folder.log("etcd"), readiness: .http("/health"))),
         ]
+        try FileManager.default.createDirectory(atPath: folder.ports, withIntermediateDirectories: true)
         let keys = try folder.tokenKeys(services: ServiceCatalog.all.map(\.name))
         let admin = try folder.admin()
         var services: [Child] = []
         for service in ServiceCatalog.all {
             for index in 1...max(1, plan.replicas[service.name] ?? 1) {
                 let instance = "\(service.name)-\(index)"
-                let port: Int
-                if service.name == "gateway", index == 1 {
-                    port = plan.gatewayPort
-                } else {
-                    guard let free = LoopbackPorts.free() else { throw RunnerError("no free loopback port") }
-                    port = free
-                }
+                // The gateway keeps the user's port; every other instance binds port 0 and reports the port
+                // it got, a new one at each start.
+                let fixed = service.name == "gateway" && index == 1
+                let portFile = fixed ? nil : folder.ports + "/\(instance)"
                 var options = [
-                    "http-port": String(port), "redis-port": String(redisPort), "discovery-etcd-endpoint": etcd,
+                    "http-port": fixed ? String(plan.gatewayPort) : "0", "redis-port": String(redisPort), "discovery-etcd-endpoint": etcd,
                     "data-dir": folder.data + "/\(instance)", "instance-id": instance,
                 ]
+                if let portFile { options["http-port-file"] = portFile }
                 for (key, value) in plan.options[service.name] ?? [:] { options[key] = value }
                 // Each service gets its own private key and every public key; only login's signs users' tokens.
                 var environment = ["AUTH_JWKS": keys.jwks, "AUTH_SIGNING_KEY": keys.privateKeys[service.name] ?? ""]
@@ -148,7 +163,7 @@ final class Supervisor: Service, @unchecked Sendable {
                 }
                 try FileManager.default.createDirectory(atPath: folder.data + "/\(instance)", withIntermediateDirectories: true)
                 services.append(Child(ChildSpec(
-                    service: service.name, instance: instance, port: port,
+                    service: service.name, instance: instance, port: fixed ? plan.gatewayPort : nil, portFile: portFile,
                     executable: plan.binDirectory + "/hailstorm-\(service.name)",
                     arguments: options.sorted { $0.key < $1.key }.flatMap { ["--\($0.key)", $0.value] },
                     environment: environment, log: folder.log(instance), readiness: .http("/readyz"))))
@@ -168,15 +183,15 @@ final class Supervisor: Service, @unchecked Sendable {
         defer { try? FileManager.default.removeItem(atPath: folder.supervisorPIDFile) }
         for child in backends {
             try child.start()
-            logger.info("started", metadata: ["instance": "\(child.spec.instance)", "port": "\(child.spec.port)"])
+            logger.info("started", metadata: ["instance": "\(child.spec.instance)", "port": "\(child.port.map(String.init) ?? "reported when bound")"])
         }
         let deadline = ContinuousClock.now + .seconds(20)
         for child in backends {
-            while await !Self.isReady(child.spec), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+            while await !Self.isReady(child), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
         }
         for child in services {
             try child.start()
-            logger.info("started", metadata: ["instance": "\(child.spec.instance)", "port": "\(child.spec.port)"])
+            logger.info("started", metadata: ["instance": "\(child.spec.instance)", "port": "\(child.port.map(String.init) ?? "reported when bound")"])
         }
         var lastProbe = ContinuousClock.now - .seconds(1)
         while !Task.isShuttingDownGracefully {
@@ -216,8 +231,10 @@ final class Supervisor: Service, @unchecked Sendable {
         let children = backends + services
         await withTaskGroup(of: (Int, Bool).self) { group in
             for (index, child) in children.enumerated() where child.isRunning {
-                let spec = child.spec
-                group.addTask { (index, await Self.isReady(spec)) }
+                child.learnPort()
+                guard let port = child.port else { continue }
+                let readiness = child.spec.readiness
+                group.addTask { (index, await Self.isReady(port: port, readiness)) }
             }
             for await (index, ready) in group {
                 let child = children[index]
@@ -230,14 +247,20 @@ final class Supervisor: Service, @unchecked Sendable {
         }
     }
 
-    private static func isReady(_ spec: ChildSpec) async -> Bool {
-        switch spec.readiness {
+    private static func isReady(_ child: Child) async -> Bool {
+        child.learnPort()
+        guard let port = child.port else { return false }
+        return await isReady(port: port, child.spec.readiness)
+    }
+
+    private static func isReady(port: Int, _ readiness: ChildSpec.Readiness) async -> Bool {
+        switch readiness {
         case .listening:
-            return LoopbackPorts.isListening(spec.port)
+            return LoopbackPorts.isListening(port)
         case .http(let path):
             do {
                 let response = try await HTTPClient.shared.execute(
-                    HTTPClientRequest(url: "http://127.0.0.1:\(spec.port)\(path)"), timeout: .milliseconds(800))
+                    HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)"), timeout: .milliseconds(800))
                 _ = try await response.body.collect(upTo: 1 << 16)
                 return response.status == .ok
             } catch {
@@ -274,7 +297,7 @@ final class Supervisor: Service, @unchecked Sendable {
             instances: (backends + services).map { child in
                 InstanceState(
                     service: child.spec.service, instance: child.spec.instance,
-                    pid: child.isRunning ? child.process?.processIdentifier : nil, port: child.spec.port, health: child.health,
+                    pid: child.isRunning ? child.process?.processIdentifier : nil, port: child.isRunning ? child.port : nil, health: child.health,
                     restarts: child.restarts, startedAt: child.isRunning ? child.startedAt?.timeIntervalSince1970 : nil,
                     lastExit: child.lastExit, log: child.spec.log)
             })
