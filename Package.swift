@@ -155,7 +155,7 @@ let package = Package(
         .target(
             name: "EventBus",
             dependencies: [
-                "RedisKit", "SQLiteKit", "Contracts",
+                "RedisKit", "SQLiteKit", "Contracts", "HailKit",
                 logging,
                 lifecycle,
                 nioPosix,
@@ -231,12 +231,12 @@ let package = Package(
             "Gateway", "Login", "Coupon", "HailKitTesting",
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
         ]),
-        testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts", "SQLiteKit"]),
+        testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts", "SQLiteKit", "EventBus", "RedisKit"]),
         testTarget("Payment", ["Payment", "Contracts"]),
         testTarget("Runner", ["HailKitTesting"]),
         testTarget("Deploy", [.product(name: "Yams", package: "Yams")]),
         testTarget("Ride", [
-            "HailKit", "HailKitTesting", "Contracts",
+            "HailKit", "HailKitTesting", "Contracts", "EventBus", "RedisKit",
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
         ]),
     ],

@@ -66,23 +66,17 @@ struct DispatchService: Service {
     let counters: DispatchCounters
     let logger: Logger
 
+    /// A window every `settings.window` (from start to start) as `PeriodicWork` ("dispatch-window"): drivers
+    /// without a recent fix go offline, then the window runs. A failed window is retried after at most
+    /// four windows.
     func run() async throws {
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            let started = ContinuousClock.now
-            do {
-                let stale = try await fleet.sweepStale()
-                if !stale.isEmpty {
-                    logger.info("drivers without a recent fix taken offline", metadata: ["drivers": "\(stale.count)"])
-                }
-                try await window()
-            } catch is CancellationError {
-                break
-            } catch {
-                logger.warning("dispatch window failed; next window retries", metadata: ["error": "\(error)"])
+        try await PeriodicWork("dispatch-window", every: settings.window, maxBackoff: settings.window * 4, logger: logger) {
+            let stale = try await fleet.sweepStale()
+            if !stale.isEmpty {
+                logger.info("drivers without a recent fix taken offline", metadata: ["drivers": "\(stale.count)"])
             }
-            let rest = settings.window - (ContinuousClock.now - started)
-            if rest > .zero { try? await cancelWhenGracefulShutdown { try await Task.sleep(for: rest) } }
-        }
+            try await window()
+        }.run()
     }
 
     /// An order left dispatch (assigned, cancelled, completed): its claim on a driver is dropped.
@@ -168,8 +162,10 @@ struct DispatchService: Service {
                 headers: headers, context: .none)
             // Busy now, not when the event comes back: a fix the driver sends meanwhile must not make it
             // available to the next window.
-            try await fleet.markBusy(driver)
             try await store.done(order, mode: "assign", drivers: [driver], pickupKm: pickupKm)
+            try await fleet.markBusy(driver, order: order)
+            // Cancelled in the moment between (its event handled first): the driver is free after all.
+            if try await store.hasEnded(order) { try await fleet.markFree(driver, order: order) }
             return true
         } catch let problem as Problem where problem.status == .conflict && problem.slug == "driver-busy" {
             // The driver won a grab meanwhile; its `order.assigned` event marks it busy.

@@ -37,14 +37,14 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         defaultFactor: reader.double(forKey: "order.surge.default", default: 1.0))
 
     kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: wakeups, logger: kit.logger))
+    kit.trimStreams([OrderEvents.Created.stream])
     kit.addService(PaymentsConsumer.consumer(
         store: store, cache: cache, wakeups: wakeups, redis: kit.redis, instance: kit.configuration.instanceID,
         logger: kit.logger))
     kit.addService(OrderExpiryService(
         store: store, cache: cache, wakeups: wakeups,
-        after: .seconds(max(1, reader.int(forKey: "order.expiry.seconds", default: 120))),
-        interval: .seconds(max(1, reader.int(forKey: "order.expiry.scan.seconds", default: 1))),
-        logger: kit.logger))
+        after: .seconds(max(1, reader.int(forKey: "order.expiry.seconds", default: 120))), logger: kit.logger
+    ).periodic(every: .seconds(max(1, reader.int(forKey: "order.expiry.scan.seconds", default: 1)))))
 
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)

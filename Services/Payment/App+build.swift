@@ -36,9 +36,10 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     kit.logger.notice("payments go to the sandbox provider: no money moves", metadata: ["failure_rate": "\(failureRate)"])
 
     kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: wakeups, logger: kit.logger))
+    kit.trimStreams([PaymentEvents.Succeeded.stream])
     let recoverAfter = max(5, reader.int(forKey: "payment.recovery.after.seconds", default: 60))
-    kit.addService(PaymentRecoveryService(
-        desk: desk, after: .seconds(recoverAfter), interval: .seconds(max(1, recoverAfter / 4)), logger: kit.logger))
+    kit.addService(PaymentRecoveryService(desk: desk, after: .seconds(recoverAfter), logger: kit.logger)
+        .periodic(every: .seconds(max(1, recoverAfter / 4))))
 
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)

@@ -19,12 +19,18 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let tokens = try await kit.accessTokens()
     let database = try await kit.openDatabase(migrations: SettlementStore.migrations)
     let store = SettlementStore(db: database)
+    kit.pruneProcessedEvents(in: database)
     for consumer in LedgerFeed.consumers(store: store, redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger) {
         kit.addService(consumer)
     }
     let schedule = reader.int(forKey: "settlement.schedule.seconds", default: 3600)
     if schedule > 0 {
-        kit.addService(BatchScheduler(store: store, interval: .seconds(schedule), logger: kit.logger))
+        // A batch every `schedule` seconds, besides those asked for through the API or the `run` command.
+        let logger = kit.logger
+        kit.addService(PeriodicWork("settlement-batch", every: .seconds(schedule), firstAfter: .seconds(schedule), logger: logger) {
+            let batch = try await store.runBatch(trigger: "schedule", now: Date().timeIntervalSince1970)
+            logger.info("scheduled batch", metadata: ["batch": "\(batch.id)", "entries": "\(batch.entries)", "cents": "\(batch.totalCents)"])
+        })
     }
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)

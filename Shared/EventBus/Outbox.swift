@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import HailKit
 import Logging
 import Metrics
 import NIOConcurrencyHelpers
@@ -67,7 +68,9 @@ public struct OutboxRelay: Service {
     let wakeups: OutboxWakeups
     let pollInterval: Duration
     let batchSize: Int
-    let maxStreamLength: Int
+    /// `MAXLEN ~` on each `XADD`: nil (the default) leaves trimming to `StreamTrimmer`, which never drops
+    /// what a consumer group has not read.
+    let maxStreamLength: Int?
     let logger: Logger
 
     public init(
@@ -76,7 +79,7 @@ public struct OutboxRelay: Service {
         wakeups: OutboxWakeups = OutboxWakeups(),
         pollInterval: Duration = .milliseconds(200),
         batchSize: Int = 200,
-        maxStreamLength: Int = 1_000_000,
+        maxStreamLength: Int? = nil,
         logger: Logger
     ) {
         self.store = store
@@ -88,23 +91,17 @@ public struct OutboxRelay: Service {
         self.logger = logger
     }
 
+    /// Relays as `PeriodicWork` ("outbox-relay"): at every writer's wake-up or every `pollInterval`, at
+    /// once again after a full batch, backing off up to 2 s while Redis fails, and once more at shutdown
+    /// to publish what committed before it.
     public func run() async throws {
-        var failures = 0
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            do {
-                let moved = try await relayOnce()
-                failures = 0
-                if moved == batchSize { continue }
-            } catch is CancellationError {
-                break
-            } catch {
-                failures += 1
-                logger.warning("outbox relay failed; will retry", metadata: ["error": "\(error)", "failures": "\(failures)"])
-            }
-            await wakeups.wait(upTo: failures > 0 ? min(pollInterval * failures, .seconds(2)) : pollInterval)
-        }
-        // Publish what committed before shutdown, if Redis lets us.
-        do { _ = try await relayOnce() } catch { logger.debug("final relay skipped", metadata: ["error": "\(error)"]) }
+        let wakeups = self.wakeups
+        try await PeriodicWork(
+            "outbox-relay", every: pollInterval, maxBackoff: max(pollInterval, .seconds(2)), finalRun: true,
+            wait: { await wakeups.wait(upTo: $0) }, logger: logger
+        ) {
+            try await relayOnce() == batchSize ? .more : .done
+        }.run()
     }
 
     /// Publishes one batch; returns how many events it moved.

@@ -6,22 +6,15 @@ import ServiceLifecycle
 /// Settles payments whose request died with its process (a crash between writing the payment and
 /// writing the provider's answer): it asks the provider what became of each charge, by the payment's id,
 /// and writes that — the ledger if the money moved, a failure (and the coupon back) if it did not.
-struct PaymentRecoveryService: Service {
+/// Runs as `PeriodicWork` ("payment-recovery").
+struct PaymentRecoveryService {
     let desk: PaymentDesk
     /// A payment `processing` for this long has lost its request; far longer than any charge takes.
     let after: Duration
-    let interval: Duration
     let logger: Logger
 
-    func run() async throws {
-        while !Task.isShuttingDownGracefully {
-            do {
-                try await sweep()
-            } catch {
-                logger.warning("payment recovery sweep failed; trying again", metadata: ["error": "\(error)"])
-            }
-            try? await Task.sleep(for: interval)
-        }
+    func periodic(every interval: Duration) -> PeriodicWork {
+        PeriodicWork("payment-recovery", every: interval, logger: logger) { try await sweep() }
     }
 
     func sweep() async throws {
