@@ -145,6 +145,9 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
             // Nothing reached Redis, so nothing happened: the caller may simply try again. (A name lookup
             // that stalls while a container network settles looks like this too.)
             return .unavailable("Redis cannot be reached at the moment; nothing was done", retryAfterSeconds: 1)
+        case let error as RedisError where error.isTimeout:
+            // Redis stopped answering; whether the command ran is unknown, and retried writes are idempotent.
+            return .unavailable("Redis did not answer in time", retryAfterSeconds: 1)
         case is CancellationError:
             if let deadline = context.deadline, deadline <= .now {
                 return .deadlineExceeded("The caller's deadline passed")

@@ -38,6 +38,12 @@ public final class TestProcess: @unchecked Sendable {
         process.waitUntilExit()
     }
 
+    /// Sends `signal` without waiting (SIGSTOP and SIGCONT: a process that hangs, then comes back).
+    public func send(_ signal: Int32) {
+        guard process.isRunning else { return }
+        _ = Foundation.kill(process.processIdentifier, signal)
+    }
+
     /// Sends `signal` and returns the exit status once the process has ended.
     public func terminate(_ signal: Int32 = SIGTERM) -> Int32 {
         if process.isRunning {
@@ -105,7 +111,18 @@ public final class RedisServerProcess: @unchecked Sendable {
         process = nil
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as with a hung Redis.
+    public func hang() {
+        process?.send(SIGSTOP)
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    public func resume() {
+        process?.send(SIGCONT)
+    }
+
     deinit {
+        process?.send(SIGCONT)
         process?.kill()
     }
 

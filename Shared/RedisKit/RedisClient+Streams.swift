@@ -91,7 +91,7 @@ extension RedisClient {
         var arguments: [any RESPArgumentConvertible] = ["GROUP", group, consumer, "COUNT", count]
         if let block { arguments += ["BLOCK", max(1, Int(block.milliseconds))] }
         arguments += ["STREAMS", stream, id]
-        return try parseRead(try await connection.send(RedisCommand("XREADGROUP", arguments)))
+        return try parseRead(try await connection.send(RedisCommand("XREADGROUP", arguments), allowance: block ?? .zero))
     }
 
     /// Non-blocking `XREADGROUP` through the pool.

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -16,6 +17,12 @@ public struct RedisConfiguration: Sendable {
     public var password: String?
     /// The ACL user `password` belongs to; nil for `requirepass`.
     public var username: String?
+    /// How long a reply may take before the server is taken for hung (the connection is closed and every
+    /// command waiting on it fails with `RedisError.timedOut`); nil waits for ever. A caller's own
+    /// deadline reaches Redis commands as task cancellation, which ends the wait at once.
+    public var commandTimeout: Duration?
+    /// Command batches that may wait for replies on one connection; more fail at once, unsent.
+    public var maxPending: Int
 
     public init(
         host: String = "127.0.0.1",
@@ -24,7 +31,9 @@ public struct RedisConfiguration: Sendable {
         connectTimeout: Duration = .seconds(2),
         reconnectWindow: Duration = .seconds(1),
         password: String? = nil,
-        username: String? = nil
+        username: String? = nil,
+        commandTimeout: Duration? = .seconds(3),
+        maxPending: Int = 10_000
     ) {
         self.host = host
         self.port = port
@@ -33,6 +42,8 @@ public struct RedisConfiguration: Sendable {
         self.reconnectWindow = reconnectWindow
         self.password = password.flatMap { $0.isEmpty ? nil : $0 }
         self.username = username.flatMap { $0.isEmpty ? nil : $0 }
+        self.commandTimeout = commandTimeout.flatMap { $0 > .zero ? $0 : nil }
+        self.maxPending = max(1, maxPending)
     }
 }
 
@@ -62,15 +73,17 @@ public final class RedisConnection: Sendable {
         on group: any EventLoopGroup,
         onPush: (@Sendable (RESPValue) -> Void)? = nil
     ) -> EventLoopFuture<RedisConnection> {
-        let timeout = TimeAmount.nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000
-            + Int64(configuration.connectTimeout.components.attoseconds / 1_000_000_000))
+        let timeout = TimeAmount(configuration.connectTimeout)
+        let commandTimeout = configuration.commandTimeout.map(TimeAmount.init)
+        let maxPending = configuration.maxPending
         return ClientBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(onPush: onPush))
+                    try channel.pipeline.syncOperations.addHandler(
+                        RedisChannelHandler(onPush: onPush, timeout: commandTimeout, maxPending: maxPending))
                 }
             }
             .connect(host: configuration.host, port: configuration.port)
@@ -92,24 +105,44 @@ public final class RedisConnection: Sendable {
     }
 
     /// Sends commands in one write and returns their replies in order. Error replies are values here, not throws.
-    public func pipeline(_ commands: [RedisCommand]) async throws -> [RESPValue] {
-        try await pipelineFuture(commands).get()
+    ///
+    /// Stops waiting when the task is cancelled (a caller's deadline passed): it throws
+    /// `CancellationError` at once, and the reply, when it comes, is read and dropped in its turn.
+    /// `allowance` is time the server may take beyond the command timeout (a blocking read).
+    public func pipeline(_ commands: [RedisCommand], allowance: Duration = .zero) async throws -> [RESPValue] {
+        let future = pipelineFuture(commands, allowance: allowance)
+        let answer = channel.eventLoop.makePromise(of: [RESPValue].self)
+        let settled = NIOLockedValueBox(false)
+        @Sendable func settle(_ result: Result<[RESPValue], any Error>) {
+            let first = settled.withLockedValue { done in
+                defer { done = true }
+                return !done
+            }
+            if first { answer.completeWith(result) }
+        }
+        future.whenComplete(settle)
+        return try await withTaskCancellationHandler {
+            try await answer.futureResult.get()
+        } onCancel: {
+            settle(.failure(CancellationError()))
+        }
     }
 
     /// The channel's event loop: work chained on `pipelineFuture` runs there without a thread hop.
     public var eventLoop: any EventLoop { channel.eventLoop }
 
     /// `pipeline` for code that lives on the event loop (SwiftNIO futures rather than async/await).
-    public func pipelineFuture(_ commands: [RedisCommand]) -> EventLoopFuture<[RESPValue]> {
+    public func pipelineFuture(_ commands: [RedisCommand], allowance: Duration = .zero) -> EventLoopFuture<[RESPValue]> {
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
-        channel.writeAndFlush(RedisRequest(commands: commands, promise: promise)).cascadeFailure(to: promise)
+        let request = RedisRequest(commands: commands, promise: promise, allowance: TimeAmount(allowance))
+        channel.writeAndFlush(request).cascadeFailure(to: promise)
         return promise.futureResult
     }
 
     /// Sends one command; an error reply throws `RedisError.server`.
     @discardableResult
-    public func send(_ command: RedisCommand) async throws -> RESPValue {
-        let reply = try await pipeline([command])[0]
+    public func send(_ command: RedisCommand, allowance: Duration = .zero) async throws -> RESPValue {
+        let reply = try await pipeline([command], allowance: allowance)[0]
         if case .error(let message) = reply { throw RedisError.server(message) }
         return reply
     }
@@ -121,5 +154,14 @@ public final class RedisConnection: Sendable {
 
     public func close() async {
         try? await channel.close()
+    }
+}
+
+extension TimeAmount {
+    /// A `Duration` as a `TimeAmount`, saturating at the largest one.
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        self = overflow ? .nanoseconds(seconds < 0 ? .min : .max) : .nanoseconds(whole.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue)
     }
 }

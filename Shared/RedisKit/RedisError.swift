@@ -9,6 +9,8 @@ public struct RedisError: Error, Hashable, CustomStringConvertible {
         case protocolError
         case unexpectedReply
         case clientShutdown
+        case timedOut
+        case overloaded
     }
 
     private let code: Code
@@ -30,6 +32,11 @@ public struct RedisError: Error, Hashable, CustomStringConvertible {
     public static func protocolError(_ detail: String) -> RedisError { .init(.protocolError, detail) }
     /// The reply did not have the shape the command promises.
     public static func unexpectedReply(_ detail: String) -> RedisError { .init(.unexpectedReply, detail) }
+    /// The server did not answer within the command timeout; the connection was closed. The command may
+    /// or may not have run.
+    public static func timedOut(_ detail: String) -> RedisError { .init(.timedOut, detail) }
+    /// Too many commands already wait for replies on the connection; this one was not sent.
+    public static func overloaded(_ detail: String) -> RedisError { .init(.overloaded, detail) }
     /// The client was shut down.
     public static let clientShutdown = RedisError(.clientShutdown, "client shut down")
 
@@ -37,8 +44,10 @@ public struct RedisError: Error, Hashable, CustomStringConvertible {
     /// The connection could not be made (refused, unreachable, or not within the connect timeout).
     public var isConnectFailure: Bool { code == .connectFailed }
     /// True when the command was certainly not executed (no connection), so a retry is safe.
-    public var commandNotSent: Bool { code == .connectFailed || code == .clientShutdown }
-    public var isConnectionError: Bool { code == .connectionClosed || code == .connectFailed }
+    public var commandNotSent: Bool { code == .connectFailed || code == .clientShutdown || code == .overloaded }
+    public var isConnectionError: Bool { code == .connectionClosed || code == .connectFailed || code == .timedOut }
+    /// The server did not answer in time.
+    public var isTimeout: Bool { code == .timedOut }
 
     /// The first word of a server error (`NOSCRIPT`, `BUSYGROUP`, `WRONGTYPE`…).
     public var serverErrorPrefix: String? {
@@ -54,6 +63,8 @@ public struct RedisError: Error, Hashable, CustomStringConvertible {
         case .protocolError: return "Redis protocol error: \(message)"
         case .unexpectedReply: return "unexpected Redis reply: \(message)"
         case .clientShutdown: return "Redis client shut down"
+        case .timedOut: return "Redis did not answer: \(message)"
+        case .overloaded: return "Redis connection overloaded: \(message)"
         }
     }
 }
