@@ -24,8 +24,8 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         redis: kit.redis, keyPrefix: reader.string(forKey: "coupon.redis.prefix", default: "coupon"), source: kit.name,
         stream: stream)
 
-    // Campaigns still running are opened again: a no-op when Redis kept them, a rebuild of the counters
-    // from the stored claims when Redis lost them.
+    // Campaigns still running are opened again: a no-op when Redis kept them, a rebuild of the stock,
+    // each rider's count and the idempotency answers from the stored claims when Redis lost them.
     // A campaign that cannot be opened is logged and left closed rather than stopping the service (and
     // every other sale) at each start; only Redis out of reach stops it, since then no sale could open.
     for campaign in try await store.current(now: Date().timeIntervalSince1970) {
@@ -33,8 +33,9 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
             guard Bounds.isEpochSeconds(campaign.startsAt), Bounds.isEpochSeconds(campaign.endsAt), campaign.stock >= 0 else {
                 throw ConfigurationError("its sale window or stock is out of range")
             }
-            let books = try await store.books(campaign: campaign.id, perUserLimit: campaign.perUserLimit)
-            try await sale.open(campaign, alreadyClaimed: books.persisted)
+            if case .restored(let claimed) = try await sale.restoreIfMissing(campaign, store: store) {
+                kit.logger.notice("sale restored from the stored claims", metadata: ["campaign": "\(campaign.id)", "claimed": "\(claimed)"])
+            }
         } catch let error as RedisError {
             throw error
         } catch {
@@ -54,6 +55,8 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     kit.addService(PaymentFailures.consumer(
         store: store, redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
     kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: OutboxWakeups(), logger: kit.logger))
+    kit.trimStreams([stream])
+    kit.pruneProcessedEvents(in: database)
 
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)

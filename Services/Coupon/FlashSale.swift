@@ -45,6 +45,67 @@ struct FlashSale: Sendable {
         ])
     }
 
+    func restoreLockKey(_ campaign: String) -> String { "\(keyPrefix):\(campaign):restoring" }
+
+    /// How long an idempotency answer is kept (the script's `EX`).
+    static let idempotencyWindow: Double = 86_400
+
+    enum Restore: Sendable, Equatable {
+        /// Redis has the sale (its meta key): nothing to do.
+        case present
+        /// Rebuilt from the stored claims.
+        case restored(claimed: Int)
+        /// Another request is rebuilding it right now.
+        case inProgress
+    }
+
+    /// Makes sure Redis holds `campaign`'s sale; when it does not (Redis lost its data, or the sale was
+    /// never opened), rebuilds it from the claims stored in SQLite: the stock left, each rider's count
+    /// and the idempotency answers of the last day. The meta key, which the claim script checks first,
+    /// is written last, so claims are refused (`unknown`) until everything else is back; a lock keeps
+    /// two rebuilds from overlapping. Claims Redis granted but the stream had not yet carried to SQLite
+    /// when Redis lost its data are lost with it (Redis's `appendfsync` decides how many).
+    func restoreIfMissing(_ campaign: CouponAPI.Campaign, store: CouponStore) async throws -> Restore {
+        if try await redis.send(RedisCommand("EXISTS", metaKey(campaign.id))).int == 1 { return .present }
+        let lock = restoreLockKey(campaign.id)
+        guard try await redis.send(RedisCommand("SET", lock, "1", "NX", "EX", 60)).string == "OK" else { return .inProgress }
+        do {
+            let now = Date().timeIntervalSince1970
+            let record = try await store.saleRecord(campaign: campaign.id, keysSince: now - Self.idempotencyWindow)
+            var commands = [RedisCommand("DEL", usersKey(campaign.id))]
+            var start = 0
+            while start < record.perUser.count {
+                let chunk = record.perUser[start..<min(start + 1000, record.perUser.count)]
+                commands.append(RedisCommand("HSET", [usersKey(campaign.id)] + chunk.flatMap { [$0.user, String($0.claims)] }))
+                start += chunk.count
+            }
+            commands.append(RedisCommand("SET", stockKey(campaign.id), max(campaign.stock - record.claimed, 0)))
+            for key in record.keys {
+                let left = Int(Self.idempotencyWindow - (now - key.claimedAt))
+                guard left > 0 else { continue }
+                commands.append(RedisCommand("SET", idempotencyKey(campaign.id, user: key.user, key: key.key), key.claimID, "EX", left))
+            }
+            for batch in stride(from: 0, to: commands.count, by: 500) {
+                for reply in try await redis.pipeline(Array(commands[batch..<min(batch + 500, commands.count)])) {
+                    if case .error(let message) = reply { throw RedisError.server(message) }
+                }
+            }
+            try await openMeta(campaign)
+            _ = try? await redis.send(RedisCommand("DEL", lock))
+            return .restored(claimed: record.claimed)
+        } catch {
+            _ = try? await redis.send(RedisCommand("DEL", lock))
+            throw error
+        }
+    }
+
+    private func openMeta(_ campaign: CouponAPI.Campaign) async throws {
+        try await redis.send(RedisCommand(
+            "HSET", metaKey(campaign.id),
+            "start_ms", Int(saturating: campaign.startsAt * 1000), "end_ms", Int(saturating: campaign.endsAt * 1000),
+            "limit", campaign.perUserLimit))
+    }
+
     func remaining(_ campaign: String) async throws -> Int? {
         try await remaining([campaign])[0]
     }
@@ -61,7 +122,8 @@ struct FlashSale: Sendable {
     func claim(campaign: String, user: String, idempotencyKey: String?) async throws -> Outcome {
         let claimID = RandomID.uuid()
         let now = Date().timeIntervalSince1970
-        let event = CouponEvents.Claimed(claimID: claimID, campaignID: campaign, userID: user, claimedAt: now)
+        let event = CouponEvents.Claimed(
+            claimID: claimID, campaignID: campaign, userID: user, claimedAt: now, idempotencyKey: idempotencyKey)
         let envelope = try EventEnvelope(event, source: source)
         let reply = try await redis.run(
             Self.claimScript,

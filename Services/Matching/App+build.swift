@@ -69,6 +69,13 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         configuration: EventConsumerConfiguration(reclaimAfter: .seconds(reclaim), reclaimInterval: .seconds(max(1, reclaim / 2))),
         logger: kit.logger))
     kit.addService(dispatch)
+    kit.pruneProcessedEvents(in: database)
+    // `matching.left.retention.seconds`: how long an order that left dispatch is remembered, to recognise
+    // its events delivered late; far beyond a stream's redelivery (default a day).
+    let retention = Double(try reader.int(forKey: "matching.left.retention.seconds", default: 86_400, in: 60...31_536_000))
+    kit.addService(PeriodicWork("left-dispatch-prune", every: .seconds(600), logger: kit.logger) {
+        try await store.pruneLeft(olderThan: retention)
+    })
 
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)

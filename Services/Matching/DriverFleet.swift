@@ -26,6 +26,8 @@ final class DriverFleet: Sendable {
         var accounts: [String] = [""]  // index 0 unused: driver numbers start at 1
         var online: Set<DriverID> = []
         var busy: Set<DriverID> = []
+        /// The order a busy driver is on, when known: only that order's end frees the driver.
+        var trips: [DriverID: String] = [:]
         var lastSeen: [DriverID: Double] = [:]
 
         mutating func number(of account: String) -> DriverID {
@@ -50,6 +52,8 @@ final class DriverFleet: Sendable {
     var seenKey: String { "\(prefix):seen" }
     var onlineKey: String { "\(prefix):online" }
     var busyKey: String { "\(prefix):busy" }
+    /// Hash: busy driver → the order they are on.
+    var tripsKey: String { "\(prefix):busy:trips" }
 
     /// The engine's number of an account, made on first sight.
     func number(of account: String) -> DriverID {
@@ -115,18 +119,33 @@ final class DriverFleet: Sendable {
     }
 
     /// On an order (assigned by this instance or by a grab): out of dispatch until the trip ends.
-    func markBusy(_ account: String) async throws {
+    /// The driver took `order`.
+    func markBusy(_ account: String, order: String) async throws {
         let id = number(of: account)
-        names.withLock { _ = $0.busy.insert(id) }
+        names.withLock { names in
+            names.busy.insert(id)
+            names.trips[id] = order
+        }
         _ = live.setAvailability(id, .busy)
-        _ = try await redis.send(RedisCommand("SADD", busyKey, account))
+        _ = try await redis.pipeline([RedisCommand("SADD", busyKey, account), RedisCommand("HSET", tripsKey, account, order)])
     }
 
-    func markFree(_ account: String) async throws {
+    /// `order` ended: its driver is free again, unless they are on another order by now (the end of an
+    /// earlier trip delivered late must not free a driver in the middle of the next one). False when
+    /// nothing changed.
+    @discardableResult
+    func markFree(_ account: String, order: String) async throws -> Bool {
         let id = number(of: account)
-        names.withLock { _ = $0.busy.remove(id) }
+        let freed = names.withLock { names -> Bool in
+            if let current = names.trips[id], current != order { return false }
+            names.busy.remove(id)
+            names.trips[id] = nil
+            return true
+        }
+        guard freed else { return false }
         _ = live.setAvailability(id, availability(id))
-        _ = try await redis.send(RedisCommand("SREM", busyKey, account))
+        _ = try await redis.pipeline([RedisCommand("SREM", busyKey, account), RedisCommand("HDEL", tripsKey, account)])
+        return true
     }
 
     /// Takes back a claim a window made that the order service did not confirm.
@@ -159,6 +178,11 @@ final class DriverFleet: Sendable {
     func restore() async throws -> Int {
         let online = Set((try await redis.send(RedisCommand("SMEMBERS", onlineKey)).array ?? []).compactMap(\.string))
         let busy = Set((try await redis.send(RedisCommand("SMEMBERS", busyKey)).array ?? []).compactMap(\.string))
+        let tripsReply = try await redis.send(RedisCommand("HGETALL", tripsKey)).array ?? []
+        var trips: [String: String] = [:]
+        for pair in stride(from: 0, to: tripsReply.count - 1, by: 2) {
+            if let account = tripsReply[pair].string, let order = tripsReply[pair + 1].string { trips[account] = order }
+        }
         let members = (try await redis.send(RedisCommand("ZRANGE", geoKey, 0, -1)).array ?? []).compactMap(\.string)
         let seenReply = try await redis.send(RedisCommand("ZRANGE", seenKey, 0, -1, "WITHSCORES")).array ?? []
         var seen: [String: Double] = [:]
@@ -169,7 +193,10 @@ final class DriverFleet: Sendable {
             for account in members {
                 let id = names.number(of: account)
                 if online.contains(account) { names.online.insert(id) }
-                if busy.contains(account) { names.busy.insert(id) }
+                if busy.contains(account) {
+                    names.busy.insert(id)
+                    names.trips[id] = trips[account]
+                }
                 if let at = seen[account] { names.lastSeen[id] = at }
             }
         }

@@ -67,14 +67,14 @@ struct PaymentDesk: Sendable {
         if let coupon = request.couponID {
             do {
                 discount = try await clients.call(
-                    CouponAPI.redeem, .init(userID: rider, orderID: order.id, fareCents: order.fareCents),
+                    CouponAPI.redeem, .init(userID: rider, orderID: order.id, fareCents: order.fareCents, paymentID: payment.id),
                     parameters: ["id": coupon], headers: try await credentials.headers(for: CouponAPI.service), context: context
                 ).discountCents
             } catch {
                 // Nothing was charged: the payment is forgotten and the key is free for another try.
                 try await store.abandon(payment.id)
                 if (error as? Problem).map({ $0.status.kind == .clientError }) != true {
-                    await giveBack(coupon: coupon, order: order.id)
+                    await giveBack(coupon: coupon, order: order.id, payment: payment.id)
                 }
                 throw error
             }
@@ -110,7 +110,7 @@ struct PaymentDesk: Sendable {
             let payment = try await store.fail(id, reason: reason, now: now)
             wakeups.notify()
             Counter(label: "hailstorm_payments_total", dimensions: [("outcome", "failed")]).increment()
-            if let coupon { await giveBack(coupon: coupon, order: orderID) }
+            if let coupon { await giveBack(coupon: coupon, order: orderID, payment: id) }
             logger.info("payment failed", metadata: ["payment": "\(id)", "order": "\(orderID)", "reason": "\(reason)"])
             throw Self.declined(payment)
         }
@@ -136,10 +136,10 @@ struct PaymentDesk: Sendable {
 
     /// Returns the coupon to the wallet. If coupon cannot be reached now, `payment.failed` on the stream
     /// returns it later.
-    private func giveBack(coupon: String, order: String) async {
+    private func giveBack(coupon: String, order: String, payment: String) async {
         do {
             _ = try await clients.call(
-                CouponAPI.release, .init(orderID: order), parameters: ["id": coupon], headers: try await credentials.headers(for: CouponAPI.service),
+                CouponAPI.release, .init(orderID: order, paymentID: payment), parameters: ["id": coupon], headers: try await credentials.headers(for: CouponAPI.service),
                 context: .none)
         } catch {
             logger.warning("coupon not given back now; the payment.failed event does it", metadata: ["coupon": "\(coupon)", "error": "\(error)"])

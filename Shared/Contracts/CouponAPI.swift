@@ -159,11 +159,14 @@ public enum CouponAPI {
         public var userID: String
         public var orderID: String
         public var fareCents: Int
+        /// The payment redeeming it: only that payment's failure gives the coupon back.
+        public var paymentID: String?
 
-        public init(userID: String, orderID: String, fareCents: Int) {
+        public init(userID: String, orderID: String, fareCents: Int, paymentID: String? = nil) {
             self.userID = userID
             self.orderID = orderID
             self.fareCents = fareCents
+            self.paymentID = paymentID
         }
     }
 
@@ -183,9 +186,12 @@ public enum CouponAPI {
     /// order changes nothing.
     public struct ReleaseRequest: Codable, Sendable, Hashable {
         public var orderID: String
+        /// The failed payment: a coupon that a later payment of the same order redeemed again stays redeemed.
+        public var paymentID: String?
 
-        public init(orderID: String) {
+        public init(orderID: String, paymentID: String? = nil) {
             self.orderID = orderID
+            self.paymentID = paymentID
         }
     }
 
@@ -213,12 +219,16 @@ public enum CouponEvents {
         public var campaignID: String
         public var userID: String
         public var claimedAt: Double
+        /// The rider's `Idempotency-Key`, kept so that a sale restored after Redis lost its data still
+        /// answers a retried claim with the first grant.
+        public var idempotencyKey: String?
 
-        public init(claimID: String, campaignID: String, userID: String, claimedAt: Double) {
+        public init(claimID: String, campaignID: String, userID: String, claimedAt: Double, idempotencyKey: String? = nil) {
             self.claimID = claimID
             self.campaignID = campaignID
             self.userID = userID
             self.claimedAt = claimedAt
+            self.idempotencyKey = idempotencyKey
         }
     }
 }

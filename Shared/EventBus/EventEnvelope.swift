@@ -48,7 +48,7 @@ public struct EventEnvelope: Sendable, Hashable {
     /// The dead-letter stream of a stream name.
     public static func deadLetterKey(_ stream: String) -> String { "events:\(stream):dead" }
 
-    var fields: [(String, any RESPArgumentConvertible)] {
+    public var fields: [(String, any RESPArgumentConvertible)] {
         [("id", id), ("type", type), ("source", source), ("at", String(occurredAt)), ("payload", payload)]
     }
 

@@ -16,6 +16,29 @@ public enum ProcessedEvents {
                 )
                 """)
         }
+        migrations.add("processed-events-v2-by-time") { db in
+            try db.execute(sql: "CREATE INDEX processed_events_at ON processed_events(processed_at)")
+        }
+    }
+
+    /// Forgets handled events older than `retention`, then the oldest beyond `maxRows`; returns how many
+    /// went. Safe as long as no event is redelivered after that long (reclaims happen within minutes, a
+    /// republished outbox at the next start).
+    @discardableResult
+    public static func prune(store: SQLiteStore, retention: Duration, maxRows: Int, now: Date = Date()) async throws -> Int {
+        let cutoff = now.timeIntervalSince1970 - Double(retention.components.seconds)
+        return try await store.write { db in
+            try db.execute(sql: "DELETE FROM processed_events WHERE processed_at < ?", arguments: [cutoff])
+            var removed = db.changesCount
+            try db.execute(
+                sql: """
+                    DELETE FROM processed_events WHERE processed_at <= (
+                        SELECT processed_at FROM processed_events ORDER BY processed_at DESC LIMIT 1 OFFSET ?)
+                    """,
+                arguments: [maxRows])
+            removed += db.changesCount
+            return removed
+        }
     }
 
     /// Runs `body` in one write transaction with the record that `consumer` handled `envelope`.

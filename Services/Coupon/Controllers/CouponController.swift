@@ -45,7 +45,23 @@ struct CouponController: Sendable {
             if let key, key.isEmpty || key.count > 200 {
                 throw Problem.invalidField("Idempotency-Key", "must be 1 to 200 characters")
             }
-            switch try await sale.claim(campaign: id, user: rider.userID, idempotencyKey: key) {
+            var outcome = try await sale.claim(campaign: id, user: rider.userID, idempotencyKey: key)
+            if outcome == .unknownCampaign, let stored = try await store.campaign(id: id),
+                stored.endsAt > Date().timeIntervalSince1970
+            {
+                // Stored but not in Redis: Redis lost its data. The sale comes back from the stored claims
+                // before anyone claims again, so no rider gets past their limit and no coupon is sold twice.
+                switch try await sale.restoreIfMissing(stored, store: store) {
+                case .inProgress:
+                    throw Problem.unavailable("The sale is being restored; try again in a moment", retryAfterSeconds: 1)
+                case .restored(let claimed):
+                    context.logger.notice("sale restored from the stored claims", metadata: ["campaign": "\(id)", "claimed": "\(claimed)"])
+                case .present:
+                    break
+                }
+                outcome = try await sale.claim(campaign: id, user: rider.userID, idempotencyKey: key)
+            }
+            switch outcome {
             case .granted(let claimID, let claimedAt):
                 return CouponAPI.Claim(claimID: claimID, campaignID: id, userID: rider.userID, claimedAt: claimedAt)
             case .soldOut:
@@ -92,7 +108,7 @@ struct CouponController: Sendable {
         router.on(CouponAPI.release) { body, _, context in
             _ = try context.requireRole(.service)
             let claim = try context.parameters.require("id")
-            if try await store.release(claim: claim, order: body.orderID) {
+            if try await store.release(claim: claim, order: body.orderID, payment: body.paymentID) {
                 context.logger.info("coupon given back", metadata: ["claim": "\(claim)", "order": "\(body.orderID)"])
             }
             guard let coupon = try await store.coupon(claim: claim) else { throw Problem.notFound("No coupon \(claim)") }

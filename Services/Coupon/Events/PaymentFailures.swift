@@ -5,7 +5,8 @@ import RedisKit
 
 /// Gives coupons back from the payment stream: a `payment.failed` naming a coupon returns it to the
 /// rider's wallet. Payment gives it back directly too; this is what makes it certain when that call did
-/// not get through. Releasing is idempotent (only a coupon still redeemed for that order changes).
+/// not get through. Releasing is idempotent and safe out of order: only a coupon still held by that
+/// payment changes, so a late `payment.failed` cannot take back a coupon a later payment redeemed.
 enum PaymentFailures {
     static let group = "coupon"
 
@@ -17,7 +18,7 @@ enum PaymentFailures {
             guard envelope.type == PaymentEvents.Failed.type else { return }
             let failed = try envelope.decode(PaymentEvents.Failed.self)
             guard let claim = failed.couponID else { return }
-            if try await store.release(claim: claim, order: failed.orderID) {
+            if try await store.release(claim: claim, order: failed.orderID, payment: failed.paymentID) {
                 logger.info("coupon given back after a failed payment", metadata: ["claim": "\(claim)", "order": "\(failed.orderID)"])
             }
         }

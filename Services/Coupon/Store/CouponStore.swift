@@ -42,6 +42,14 @@ struct CouponStore: Sendable {
         }
         ProcessedEvents.addMigrations(to: &migrations)
         Outbox.addMigrations(to: &migrations)
+        // Which payment holds a redeemed coupon, so that a `payment.failed` delivered late (after a later
+        // payment of the same order redeemed it again) gives nothing back.
+        migrations.add("v2-redeemed-by-payment") { db in
+            try db.execute(sql: "ALTER TABLE claims ADD COLUMN redeemed_by TEXT")
+        }
+        migrations.add("v3-claim-idempotency-key") { db in
+            try db.execute(sql: "ALTER TABLE claims ADD COLUMN idempotency_key TEXT")
+        }
         return migrations
     }
 
@@ -98,8 +106,33 @@ struct CouponStore: Sendable {
     /// Stores a granted claim once, however often the stream delivers it.
     func record(_ claim: CouponEvents.Claimed, in db: Database) throws {
         try db.execute(
-            sql: "INSERT OR IGNORE INTO claims (claim_id, campaign_id, user_id, claimed_at) VALUES (?, ?, ?, ?)",
-            arguments: [claim.claimID, claim.campaignID, claim.userID, claim.claimedAt])
+            sql: "INSERT OR IGNORE INTO claims (claim_id, campaign_id, user_id, claimed_at, idempotency_key) VALUES (?, ?, ?, ?, ?)",
+            arguments: [claim.claimID, claim.campaignID, claim.userID, claim.claimedAt, claim.idempotencyKey])
+    }
+
+    /// What a sale's Redis state is rebuilt from: claims per rider, and the idempotency answers of claims
+    /// made since `keysSince`.
+    struct SaleRecord: Sendable {
+        var claimed: Int
+        var perUser: [(user: String, claims: Int)]
+        var keys: [(user: String, key: String, claimID: String, claimedAt: Double)]
+    }
+
+    func saleRecord(campaign: String, keysSince: Double) async throws -> SaleRecord {
+        try await db.read { db in
+            let perUser = try Row.fetchAll(
+                db, sql: "SELECT user_id, COUNT(*) AS n FROM claims WHERE campaign_id = ? GROUP BY user_id", arguments: [campaign]
+            ).map { (user: $0["user_id"] as String, claims: $0["n"] as Int) }
+            let keys = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT user_id, idempotency_key, claim_id, claimed_at FROM claims
+                    WHERE campaign_id = ? AND idempotency_key IS NOT NULL AND claimed_at >= ?
+                    """,
+                arguments: [campaign, keysSince]
+            ).map { (user: $0["user_id"] as String, key: $0["idempotency_key"] as String, claimID: $0["claim_id"] as String, claimedAt: $0["claimed_at"] as Double) }
+            return SaleRecord(claimed: perUser.reduce(0) { $0 + $1.claims }, perUser: perUser, keys: keys)
+        }
     }
 
     func wallet(user: String) async throws -> [CouponAPI.Coupon] {
@@ -137,6 +170,11 @@ struct CouponStore: Sendable {
                 guard redeemedFor == request.orderID else {
                     throw Problem.conflict("coupon-redeemed", "Coupon \(claimID) was used for another ride", field: "couponID")
                 }
+                // A new payment of the same order takes the coupon over from one that failed before it
+                // could give it back.
+                if let payment = request.paymentID {
+                    try db.execute(sql: "UPDATE claims SET redeemed_by = ? WHERE claim_id = ?", arguments: [payment, claimID])
+                }
                 return CouponAPI.Redemption(claimID: claimID, orderID: request.orderID, discountCents: discount)
             }
             guard request.fareCents >= campaign.minimumFareCents else {
@@ -145,22 +183,27 @@ struct CouponStore: Sendable {
                     "Coupon \(claimID) applies to fares of \(campaign.minimumFareCents) cents or more", field: "couponID")
             }
             try db.execute(
-                sql: "UPDATE claims SET state = 'redeemed', redeemed_at = ?, redeemed_for = ? WHERE claim_id = ?",
-                arguments: [now, request.orderID, claimID])
+                sql: "UPDATE claims SET state = 'redeemed', redeemed_at = ?, redeemed_for = ?, redeemed_by = ? WHERE claim_id = ?",
+                arguments: [now, request.orderID, request.paymentID, claimID])
             return CouponAPI.Redemption(claimID: claimID, orderID: request.orderID, discountCents: discount)
         }
     }
 
-    /// Gives a coupon back after its payment failed. Only a coupon redeemed for `order` changes.
+    /// Gives a coupon back after its payment failed. Only a coupon redeemed for `order` changes, and, when
+    /// the failed payment is named, only if that payment still holds it (a later one may have taken it over).
     @discardableResult
-    func release(claim claimID: String, order: String) async throws -> Bool {
-        try await db.write { db in try Self.release(claim: claimID, order: order, in: db) }
+    func release(claim claimID: String, order: String, payment: String? = nil) async throws -> Bool {
+        try await db.write { db in try Self.release(claim: claimID, order: order, payment: payment, in: db) }
     }
 
-    static func release(claim claimID: String, order: String, in db: Database) throws -> Bool {
+    static func release(claim claimID: String, order: String, payment: String?, in db: Database) throws -> Bool {
         try db.execute(
-            sql: "UPDATE claims SET state = 'available', redeemed_at = NULL, redeemed_for = NULL WHERE claim_id = ? AND state = 'redeemed' AND redeemed_for = ?",
-            arguments: [claimID, order])
+            sql: """
+                UPDATE claims SET state = 'available', redeemed_at = NULL, redeemed_for = NULL, redeemed_by = NULL
+                WHERE claim_id = ? AND state = 'redeemed' AND redeemed_for = ?
+                  AND (? IS NULL OR redeemed_by IS NULL OR redeemed_by = ?)
+                """,
+            arguments: [claimID, order, payment, payment])
         return db.changesCount == 1
     }
 

@@ -44,13 +44,59 @@ struct DispatchStore: Sendable {
         migrations.add("v2-pending-dispatch") { db in
             try db.execute(sql: "ALTER TABLE pending_orders ADD COLUMN dispatch TEXT")
         }
+        // Orders that left dispatch (assigned, or ended), kept for `retention` so that their events
+        // delivered late or out of order cannot put them back: an `order.created` redelivered after the
+        // order was assigned, an `order.assigned` after the trip ended.
+        migrations.add("v3-left-dispatch") { db in
+            try db.execute(sql: """
+                CREATE TABLE left_dispatch (
+                    order_id TEXT PRIMARY KEY,
+                    ended INTEGER NOT NULL DEFAULT 0,
+                    at REAL NOT NULL
+                );
+                CREATE INDEX left_dispatch_at ON left_dispatch(at);
+                """)
+        }
         return migrations
     }
 
+    /// Keeps a new order for dispatch, unless it already left (its `order.created` came late).
     func add(_ created: OrderEvents.Created, in db: Database) throws {
         try db.execute(
-            sql: "INSERT OR IGNORE INTO pending_orders (order_id, pickup_lat, pickup_lon, created_at, dispatch) VALUES (?, ?, ?, ?, ?)",
-            arguments: [created.orderID, created.pickup.lat, created.pickup.lon, created.createdAt, created.dispatch?.rawValue])
+            sql: """
+                INSERT OR IGNORE INTO pending_orders (order_id, pickup_lat, pickup_lon, created_at, dispatch)
+                SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM left_dispatch WHERE order_id = ?)
+                """,
+            arguments: [
+                created.orderID, created.pickup.lat, created.pickup.lon, created.createdAt, created.dispatch?.rawValue,
+                created.orderID,
+            ])
+    }
+
+    /// The trip is over (completed, cancelled, expired): it leaves dispatch for good.
+    func ended(_ order: String) async throws {
+        try await db.write { db in
+            try db.execute(sql: "DELETE FROM pending_orders WHERE order_id = ?", arguments: [order])
+            try db.execute(
+                sql: "INSERT INTO left_dispatch (order_id, ended, at) VALUES (?, 1, ?) ON CONFLICT(order_id) DO UPDATE SET ended = 1",
+                arguments: [order, Date().timeIntervalSince1970])
+        }
+    }
+
+    /// Whether the order's trip is known to be over.
+    func hasEnded(_ order: String) async throws -> Bool {
+        try await db.read { db in
+            try Bool.fetchOne(db, sql: "SELECT ended FROM left_dispatch WHERE order_id = ?", arguments: [order]) ?? false
+        }
+    }
+
+    /// Forgets orders that left dispatch more than `age` seconds ago; returns how many.
+    @discardableResult
+    func pruneLeft(olderThan age: Double) async throws -> Int {
+        try await db.write { db in
+            try db.execute(sql: "DELETE FROM left_dispatch WHERE at < ?", arguments: [Date().timeIntervalSince1970 - age])
+            return db.changesCount
+        }
     }
 
     /// Orders to dispatch in this window, oldest first: those waiting, and those offered before
@@ -82,6 +128,9 @@ struct DispatchStore: Sendable {
     func done(_ order: String, mode: String? = nil, drivers: [String] = [], pickupKm: Double? = nil) async throws {
         try await db.write { db in
             try db.execute(sql: "DELETE FROM pending_orders WHERE order_id = ?", arguments: [order])
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO left_dispatch (order_id, ended, at) VALUES (?, 0, ?)",
+                arguments: [order, Date().timeIntervalSince1970])
             if let mode {
                 try db.execute(
                     sql: "INSERT INTO dispatch_log (order_id, mode, drivers, pickup_km, at) VALUES (?, ?, ?, ?, ?)",
