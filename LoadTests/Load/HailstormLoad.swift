@@ -18,10 +18,10 @@ struct HailstormLoad: AsyncParsableCommand {
         abstract: "Open-loop load against a running Hailstorm, with an audit of correctness and a report.")
 
     enum ScenarioName: String, ExpressibleByArgument, CaseIterable {
-        case flashSale = "flash-sale", rushHour = "rush-hour", grabStorm = "grab-storm", mixed, bareHTTP = "bare-http"
+        case flashSale = "flash-sale", rushHour = "rush-hour", grabStorm = "grab-storm", mixed, chaos, bareHTTP = "bare-http"
     }
 
-    @Argument(help: "flash-sale, rush-hour, grab-storm, mixed, or bare-http (the reference: --target a hailstorm-bare-endpoint).")
+    @Argument(help: "flash-sale, rush-hour, grab-storm, mixed, chaos (mixed while Redis, etcd and every service are SIGKILLed in turn), or bare-http (the reference: --target a hailstorm-bare-endpoint).")
     var scenario: ScenarioName
 
     @Option(help: "Offered requests per second (the schedule's rate; see --profile).")
@@ -126,7 +126,8 @@ struct HailstormLoad: AsyncParsableCommand {
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redisPort, poolSize: 2))
         do {
-            let passed = try await execute(gateway: gateway, tokens: tokens, admin: admin, client: client, redis: redis, redisPort: redisPort)
+            let passed = try await execute(
+                gateway: gateway, tokens: tokens, admin: admin, client: client, redis: redis, redisPort: redisPort, runFolder: folder)
             try await client.shutdown()
             await redis.shutdown()
             if !passed { throw ExitCode(1) }
@@ -138,7 +139,8 @@ struct HailstormLoad: AsyncParsableCommand {
     }
 
     private func execute(
-        gateway: String, tokens: AccessTokens, admin: [String: String], client: HTTPClient, redis: RedisClient, redisPort: Int
+        gateway: String, tokens: AccessTokens, admin: [String: String], client: HTTPClient, redis: RedisClient, redisPort: Int,
+        runFolder: String
     ) async throws -> Bool {
         let recorder = LatencyRecorder()
         let label = String(UUID().uuidString.prefix(8)).lowercased()
@@ -159,6 +161,7 @@ struct HailstormLoad: AsyncParsableCommand {
         case .rushHour: rushHour()
         case .grabStorm: grabStorm()
         case .mixed: MixedScenario([flashSale(), rushHour(), grabStorm()])
+        case .chaos: ChaosScenario(MixedScenario([flashSale(), rushHour(), grabStorm()]), context: context, runDir: runFolder, duration: duration)
         case .bareHTTP: throw ValidationError("bare-http runs without a Hailstorm")
         }
         return try await measure(chosen, context: context, redisPort: redisPort)

@@ -4,7 +4,7 @@ import Foundation
 import HailKitTesting
 import Testing
 
-@Suite("Discovery through a real etcd")
+@Suite("Discovery through a real etcd", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"))
 struct EtcdDiscoveryTests {
     func discovery(prefix: String, ttl: Duration = .seconds(2)) -> EtcdDiscovery {
         EtcdDiscovery(endpoint: TestEnvironment.etcdEndpoint, prefix: prefix, ttl: ttl)

@@ -49,7 +49,7 @@ func eventually(_ timeout: Duration = .seconds(10), _ condition: () async throws
     return false
 }
 
-@Suite("EventBus: outbox, consumer groups, reclaim, dead letters, idempotency", .timeLimit(.minutes(2)))
+@Suite("EventBus: outbox, consumer groups, reclaim, dead letters, idempotency", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .timeLimit(.minutes(2)))
 struct EventBusTests {
     @Test("an event whose transaction rolled back is never published; a committed one is")
     func outboxFollowsTheTransaction() async throws {

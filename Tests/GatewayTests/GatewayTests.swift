@@ -65,7 +65,7 @@ func signedInRider(_ base: String) async throws -> [String: Any] {
     return signIn.json
 }
 
-@Suite("gateway in front of login, over HTTP", .timeLimit(.minutes(3)))
+@Suite("gateway in front of login, over HTTP", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .timeLimit(.minutes(3)))
 struct GatewayTests {
     @Test("sign-up and sign-in through the gateway; the token opens /me; wrong password is 401")
     func signInFlow() async throws {

@@ -5,7 +5,7 @@ import Testing
 /// What an attacker sends the gateway before signing in: bytes that are not HTTP/1.1, deadlines meant to
 /// overflow, connections that never finish a header. Every one gets a 4xx at once or is closed, and the
 /// gateway (running in this test process, so a trap would end the test run) keeps answering.
-@Suite("hostile input at the gateway", .timeLimit(.minutes(3)))
+@Suite("hostile input at the gateway", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .timeLimit(.minutes(3)))
 struct HostileInputTests {
     static let malformed: [(name: String, bytes: [UInt8])] = [
         ("bare LF inside a header", Array("GET /healthz HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n".utf8)),

@@ -3,7 +3,7 @@ import HailKitTesting
 import Hummingbird
 import Testing
 
-@Suite("A service whose Redis cannot be reached", .timeLimit(.minutes(1)))
+@Suite("A service whose Redis cannot be reached", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .timeLimit(.minutes(1)))
 struct RedisUnreachableTests {
     @Test("a request that needs Redis is a 503 problem with Retry-After, not a 500; the service stays alive")
     func unreachableRedisIsUnavailable() async throws {

@@ -64,7 +64,7 @@ func makeCallee(name: String, prefix: String, state: CalleeState) throws -> Hail
     return kit.makeApplication(router: router)
 }
 
-@Suite("ServiceClient: discovery, retries, breaker, deadlines", .timeLimit(.minutes(2)))
+@Suite("ServiceClient: discovery, retries, breaker, deadlines", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .timeLimit(.minutes(2)))
 struct ServiceClientTests {
     func client(prefix: String, configuration: ServiceClientConfiguration) -> ServiceClient {
         ServiceClient(

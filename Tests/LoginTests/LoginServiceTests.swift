@@ -6,7 +6,7 @@ import HailKitTesting
 @testable import Login
 import Testing
 
-@Suite("login service over HTTP", .timeLimit(.minutes(2)))
+@Suite("login service over HTTP", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .timeLimit(.minutes(2)))
 struct LoginServiceTests {
     func phone() -> String { "+49" + String(Int.random(in: 100_000_000...999_999_999)) }
 
@@ -137,7 +137,7 @@ struct LoginServiceTests {
     }
 }
 
-@Suite("who exists, and guessing", .timeLimit(.minutes(2)))
+@Suite("who exists, and guessing", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .timeLimit(.minutes(2)))
 struct LoginHardeningTests {
     func makeLogin(_ overrides: [String: String] = [:]) async throws -> HailApplication {
         try await LoginServiceTests().makeLogin(overrides)

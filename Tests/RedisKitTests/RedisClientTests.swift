@@ -3,7 +3,7 @@ import HailKitTesting
 import RedisKit
 import Testing
 
-@Suite("RedisKit against a real redis-server")
+@Suite("RedisKit against a real redis-server", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"))
 struct RedisClientTests {
     let client = RedisClient(configuration: .init(port: TestEnvironment.redisPort, poolSize: 2))
 
@@ -109,7 +109,7 @@ struct RedisClientTests {
     }
 }
 
-@Suite("RedisKit recovers from a server restart")
+@Suite("RedisKit recovers from a server restart", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"))
 struct RedisRecoveryTests {
     @Test("the client works again after redis-server is killed and restarted, with nothing done by the caller")
     func recoversAfterRestart() async throws {

@@ -5,7 +5,7 @@ import Testing
 
 /// The requests that once stopped a process, sent through the gateway and to each service directly:
 /// every one is a 4xx at once, and every process keeps its pid.
-@Suite("hostile requests against the whole platform", .serialized, .timeLimit(.minutes(4)))
+@Suite("hostile requests against the whole platform", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .serialized, .timeLimit(.minutes(4)))
 struct HostileRideTests {
     @Test("points off the earth, overflowing deadlines and a reused Idempotency-Key: 4xx answers, no process restarts")
     func everyProcessStaysUp() async throws {

@@ -89,7 +89,7 @@ extension [String: Any] {
     var mismatches: [[String: Any]] { (self["mismatches"] as? [[String: Any]]) ?? [] }
 }
 
-@Suite("money: paying rides with coupons, the ledger, refunds, settlement and reconciliation", .serialized, .timeLimit(.minutes(5)))
+@Suite("money: paying rides with coupons, the ledger, refunds, settlement and reconciliation", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .serialized, .timeLimit(.minutes(5)))
 struct MoneyFlowTests {
     @Test("payment: a declined charge leaves the ride unpaid and the coupon in the wallet; 50 requests with one key charge once; the ledger balances; a refund reverses it")
     func payment() async throws {

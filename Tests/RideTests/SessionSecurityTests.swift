@@ -6,7 +6,7 @@ import Testing
 
 /// Sessions and tokens across the whole platform, each service reached directly as well as through the
 /// gateway: a token that is not valid there, or whose session ended, opens nothing anywhere.
-@Suite("sessions and tokens on every service", .serialized, .timeLimit(.minutes(5)))
+@Suite("sessions and tokens on every service", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .serialized, .timeLimit(.minutes(5)))
 struct SessionSecurityTests {
     /// One authenticated route per service, as a rider may call it (an answer other than 401 means the
     /// token was accepted; the route may still refuse the rider).
