@@ -228,7 +228,7 @@ let package = Package(
         testTarget("EventBus", ["EventBus", "HailKitTesting"]),
         testTarget("Login", ["Login", "HailKitTesting"]),
         testTarget("Gateway", [
-            "Gateway", "Login", "Coupon", "HailKitTesting",
+            "Gateway", "Login", "Coupon", "HailKitTesting", "Discovery",
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
         ]),
         testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts", "SQLiteKit", "EventBus", "RedisKit"]),

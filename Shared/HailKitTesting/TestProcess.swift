@@ -129,29 +129,52 @@ public final class RedisServerProcess: @unchecked Sendable {
     static func canConnect(_ port: Int) -> Bool { LoopbackPorts.isListening(port) }
 }
 
-/// An etcd of a test's own on free loopback ports, for what the shared one cannot show (authentication on).
+/// An etcd of a test's own on free loopback ports, for what the shared one cannot show (authentication
+/// on, etcd killed and started again).
 public final class EtcdServerProcess: @unchecked Sendable {
-    // Set once in init; the process is only killed by its owner.
+    // Set in init and by `restart`, which only the owning test calls, one call at a time.
     public let clientPort: Int
-    private let process: TestProcess
+    private let peerPort: Int
+    private let arguments: [String]
+    private var data: String
+    private var process: TestProcess
 
     public var endpoint: String { "http://127.0.0.1:\(clientPort)" }
 
     /// `arguments`: extra flags (`--auth-token-ttl 2`).
     public init(arguments: [String] = []) async throws {
         clientPort = try TestEnvironment.freePort()
-        let peerPort = try TestEnvironment.freePort()
-        let data = try TestEnvironment.temporaryDirectory("etcd")
+        peerPort = try TestEnvironment.freePort()
+        self.arguments = arguments
+        data = try TestEnvironment.temporaryDirectory("etcd")
+        process = try Self.launch(clientPort: clientPort, peerPort: peerPort, data: data, arguments: arguments)
+        try await TestProcess.waitUntilReady(endpoint + "/health", timeout: .seconds(20))
+    }
+
+    private static func launch(clientPort: Int, peerPort: Int, data: String, arguments: [String]) throws -> TestProcess {
         let client = "http://127.0.0.1:\(clientPort)"
         let peer = "http://127.0.0.1:\(peerPort)"
-        process = try TestProcess(
+        return try TestProcess(
             executable: "/usr/bin/etcd",
             arguments: [
                 "--name", "test", "--data-dir", data + "/data", "--listen-client-urls", client, "--advertise-client-urls", client,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "test=\(peer)",
             ] + arguments,
             name: "etcd-\(clientPort)")
-        try await TestProcess.waitUntilReady(client + "/health", timeout: .seconds(20))
+    }
+
+    /// SIGKILLs etcd.
+    public func kill() {
+        process.kill()
+    }
+
+    /// Starts etcd again on the same ports once killed: with its data (leases and keys come back), or
+    /// from an empty folder (every registration is gone, as after losing the volume).
+    public func restart(keepingData: Bool) async throws {
+        process.kill()
+        if !keepingData { data = try TestEnvironment.temporaryDirectory("etcd") }
+        process = try Self.launch(clientPort: clientPort, peerPort: peerPort, data: data, arguments: arguments)
+        try await TestProcess.waitUntilReady(endpoint + "/health", timeout: .seconds(20))
     }
 
     deinit { process.kill() }

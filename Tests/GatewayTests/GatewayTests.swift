@@ -1,5 +1,6 @@
 import Configuration
 import Contracts
+import Discovery
 import Foundation
 @testable import Gateway
 import HailKit
@@ -291,5 +292,83 @@ struct GatewayTests {
                 .GET, base + "/api/v1/admin/coupons/campaigns/\(id)/audit", headers: ["Authorization": "Bearer \(admin)"])
             #expect(audit.json["granted"] as? Int == 1 && audit.json["persisted"] as? Int == 1)
         }
+    }
+}
+
+@Suite("discovery through an etcd that dies", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .timeLimit(.minutes(2)))
+struct EtcdRestartTests {
+    @Test("etcd killed and started again without its data: every service registers again within two TTLs and the gateway reaches login")
+    func registrationsComeBack() async throws {
+        let etcd = try await EtcdServerProcess()
+        let ttl = 2
+        let prefix = "/" + TestEnvironment.unique("etcd-restart") + "/"
+        let shared = ["discovery.prefix": prefix, "discovery.etcd.endpoint": etcd.endpoint, "discovery.ttl.seconds": String(ttl)]
+        let login = try await Login.buildApplication(
+            reader: try .testing(shared.merging(["auth.signin.prefix": TestEnvironment.unique("failed")]) { $1 }, service: "login"))
+        let gateway = try await Gateway.buildApplication(reader: try .testing(
+            shared.merging(["client.discovery.cache.ms": "0", "gateway.rate.prefix": TestEnvironment.unique("rl")]) { $1 },
+            service: "gateway"))
+        try await withRunningService(login) { _ in
+            try await withRunningService(gateway) { base in
+                /// Sign-in with a wrong password answers 401 once the gateway reaches login, 503 while it cannot.
+                func reachesLogin() async throws -> Bool {
+                    let probe = try await testRequest(.POST, base + "/api/v1/auth/login", json: ["phone": "+10000000", "password": "x"])
+                    return probe.status != 503
+                }
+                var reached = false
+                for _ in 0..<200 where !reached {
+                    reached = try await reachesLogin()
+                    if !reached { try await Task.sleep(for: .milliseconds(50)) }
+                }
+                try #require(reached, "the gateway never reached login")
+
+                etcd.kill()
+                try await etcd.restart(keepingData: false)
+                let restarted = ContinuousClock.now
+                // Both registrations are gone with etcd's data; each service finds its lease lost at its
+                // next keep-alive and registers again.
+                let discovery = EtcdDiscovery(endpoint: etcd.endpoint, prefix: prefix, ttl: .seconds(ttl))
+                var registered: Set<String> = []
+                while registered.count < 2, ContinuousClock.now - restarted < .seconds(2 * ttl) {
+                    registered = Set(try await ["login", "gateway"].asyncFilter { try await !discovery.instances(of: $0).isEmpty })
+                    if registered.count < 2 { try await Task.sleep(for: .milliseconds(100)) }
+                }
+                #expect(registered == ["login", "gateway"], "registered again within \(2 * ttl) s: \(registered)")
+                var back = false
+                while !back, ContinuousClock.now - restarted < .seconds(2 * ttl + 2) {
+                    back = try await reachesLogin()
+                    if !back { try await Task.sleep(for: .milliseconds(100)) }
+                }
+                #expect(back, "the gateway reaches login through the new registration")
+                // And each keeps that registration: the same lease, kept alive, not a new one every few seconds.
+                let leases = try await leasesUnder(prefix, etcd: etcd.endpoint)
+                try await Task.sleep(for: .seconds(2 * ttl))
+                #expect(try await leasesUnder(prefix, etcd: etcd.endpoint) == leases, "the registrations kept their leases")
+                #expect(leases.count == 2, "\(leases)")
+            }
+        }
+    }
+}
+
+/// Key → lease of everything under `prefix`, read straight from etcd's JSON API.
+func leasesUnder(_ prefix: String, etcd: String) async throws -> [String: String] {
+    let start = Data(prefix.utf8)
+    var end = Array(prefix.utf8)
+    end[end.count - 1] += 1
+    let answer = try await testRequest(
+        .POST, etcd + "/v3/kv/range", json: ["key": start.base64EncodedString(), "range_end": Data(end).base64EncodedString()])
+    var leases: [String: String] = [:]
+    for kv in answer.json["kvs"] as? [[String: Any]] ?? [] {
+        let key = (kv["key"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? "?"
+        leases[key] = kv["lease"] as? String ?? "none"
+    }
+    return leases
+}
+
+extension Array {
+    func asyncFilter(_ keep: (Element) async throws -> Bool) async rethrows -> [Element] {
+        var kept: [Element] = []
+        for element in self where try await keep(element) { kept.append(element) }
+        return kept
     }
 }
