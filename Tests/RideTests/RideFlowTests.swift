@@ -164,7 +164,16 @@ struct RideFlowTests {
             let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
             waiting.append(try #require(created.json["id"] as? String))
         }
-        try await Task.sleep(for: .seconds(1))
+        // Killed once matching holds all four (they wait there: every driver is busy).
+        let admin = try await TestKeys.userToken("admin-stats", role: .admin)
+        var inMatching = 0
+        let heldBy = ContinuousClock.now + .seconds(20)
+        while inMatching < 4, ContinuousClock.now < heldBy {
+            let stats = try await testRequest(.GET, platform.matching.baseURL + "/v1/stats", headers: ["Authorization": "Bearer \(admin)"])
+            inMatching = stats.json["ordersWaiting"] as? Int ?? 0
+            if inMatching < 4 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(inMatching == 4, "matching holds the four waiting orders before it crashes")
         platform.matching.kill()
         try await platform.matching.start()
 
@@ -207,9 +216,13 @@ struct RideFlowTests {
             _ = try await platform.send(.POST, "/driver/locations", token: driver.token, body: ["points": [near(1)]])
         }
         #expect(try await platform.send(.GET, "/driver/status", token: driver.token).json["state"] as? String == "available")
-        // ...silence does not.
-        try await Task.sleep(for: .seconds(4))
-        let status = try await platform.send(.GET, "/driver/status", token: driver.token)
+        // ...silence does not: offline once the sweep finds no fix for 2 s.
+        var status = try await platform.send(.GET, "/driver/status", token: driver.token)
+        let sweptBy = ContinuousClock.now + .seconds(15)
+        while status.json["state"] as? String != "offline", ContinuousClock.now < sweptBy {
+            try await Task.sleep(for: .milliseconds(200))
+            status = try await platform.send(.GET, "/driver/status", token: driver.token)
+        }
         #expect(status.json["state"] as? String == "offline", "\(status.text)")
         let rider = try await platform.account("rider")
         let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])

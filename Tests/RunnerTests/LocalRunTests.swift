@@ -65,9 +65,18 @@ struct LocalRunTests {
         }
 
         // A service killed with SIGKILL while the demo runs comes back, and the demo still finishes.
-        let demo = Task { try await tool("hailstorm", ["demo", "--run-dir", runDir, "--drivers", "4", "--riders", "6", "--sale-in", "2", "--timeout", "120"]) }
-        try await Task.sleep(for: .seconds(8))
         let order = try #require(instances.first { $0["instance"] as? String == "order-1" })
+        // Killed once the demo's riders have ordered: order's log has more "order created" lines than the
+        // load scenarios left there.
+        let orderLog = try #require(order["log"] as? String)
+        func ordersCreated() -> Int {
+            ((try? String(contentsOfFile: orderLog, encoding: .utf8)) ?? "").components(separatedBy: "order created").count - 1
+        }
+        let before = ordersCreated()
+        let demo = Task { try await tool("hailstorm", ["demo", "--run-dir", runDir, "--drivers", "4", "--riders", "6", "--sale-in", "2", "--timeout", "120"]) }
+        let demoDeadline = ContinuousClock.now + .seconds(60)
+        while ordersCreated() == before, ContinuousClock.now < demoDeadline { try await Task.sleep(for: .milliseconds(200)) }
+        #expect(ordersCreated() > before, "the demo ordered no ride within a minute")
         let pid = try #require(order["pid"] as? Int)
         kill(pid_t(pid), SIGKILL)
         let deadline = ContinuousClock.now + .seconds(60)
