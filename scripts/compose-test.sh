@@ -19,7 +19,7 @@ keep=0
 ensure_packages
 ensure_podman
 ensure_base_image
-build_static_binaries
+prepare_release_binaries
 build_images dev
 
 project="hailstorm-check-$$"
@@ -28,7 +28,7 @@ compose=(podman-compose -p "$project" -f compose/docker-compose.yml)
 export HAILSTORM_TAG=dev
 random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 # Token keys (a private key per service, the JWKS of them all), Redis's and etcd's passwords.
-"$static_bin/hailstorm" keys --out "$work/keys" --env "$work/keys.env" >/dev/null
+"$release_bin/hailstorm" keys --out "$work/keys" --env "$work/keys.env" >/dev/null
 # Read line by line, not sourced: the JWKS is JSON, whose quotes the shell would strip.
 while IFS='=' read -r name value; do
     [ -n "$name" ] && export "$name=$value"
@@ -97,7 +97,7 @@ say "All $expected containers healthy"
 podman ps --filter "label=io.podman.compose.project=$project" --format '  {{.Names}}\t{{.Status}}'
 
 say "A small city through the composed gateway: rides, a flash sale, payments, settlement"
-"$static_bin/hailstorm" demo --gateway "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT" --admin-file "$work/admin.json" \
+"$release_bin/hailstorm" demo --gateway "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT" --admin-file "$work/admin.json" \
     --drivers 4 --riders 6 --coupons 3 --sale-in 2 --timeout 150
 
 victim=$(containers | grep -E -- '[-_]order[-_]1$' | head -1)
@@ -114,6 +114,6 @@ done
 say "$victim restarted (restarts: $(podman inspect -f '{{.RestartCount}}' "$victim"), pid $(podman inspect -f '{{.State.Pid}}' "$victim"))"
 wait_healthy 120
 say "The stack is healthy again; a ride after the restart"
-"$static_bin/hailstorm" demo --gateway "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT" --admin-file "$work/admin.json" \
+"$release_bin/hailstorm" demo --gateway "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT" --admin-file "$work/admin.json" \
     --drivers 2 --riders 2 --coupons 1 --sale-in 1 --timeout 120
 say "Compose check passed"

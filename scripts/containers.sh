@@ -69,8 +69,8 @@ ensure_base_image() {
     rm -rf "$tree"
 }
 
-# build_images TAG → hailstorm/NAME:TAG for Redis, etcd and every service, the services from the static
-# release binaries in .build-containers/bin/ (build_static_binaries).
+# build_images TAG → hailstorm/NAME:TAG for Redis, etcd and every service, the services from the release
+# binaries in .build-containers/bin/ (prepare_release_binaries).
 build_images() {
     local tag=$1 name
     for name in "${backend_images[@]}"; do
@@ -86,18 +86,33 @@ build_images() {
     podman image prune -f >/dev/null
 }
 
-# The release binaries the images carry: the Swift standard library and Foundation linked in, so the
-# runtime image needs only libsqlite3 and libhiredis. Copied to .build-containers/bin/; sets static_bin.
-build_static_binaries() {
-    say "Building the release binaries with the static Swift standard library (the first build takes a while)"
-    swift build -c release --static-swift-stdlib --scratch-path .build-static
+# The release binaries the images carry, copied to .build-containers/bin/; sets release_bin (where the
+# host's `hailstorm` tool of the same build is). Two ways:
+# - HAILSTORM_RELEASE_BIN names a release build already made (scripts/test.sh builds once, tests and
+#   images alike): its binaries load the Swift runtime, so the runtime libraries they need are copied
+#   beside them (bin/lib/, one layer every image shares);
+# - otherwise a release build with the Swift standard library and Foundation linked in statically
+#   (.build-static), so the runtime image needs only libsqlite3 and libhiredis.
+prepare_release_binaries() {
     local bin name
-    bin=$(swift build -c release --static-swift-stdlib --scratch-path .build-static --show-bin-path)
     rm -rf "$containers_dir/bin"
-    mkdir -p "$containers_dir/bin"
+    mkdir -p "$containers_dir/bin/lib"
+    if [ -n "${HAILSTORM_RELEASE_BIN:-}" ]; then
+        bin=$HAILSTORM_RELEASE_BIN
+        say "Images from the release build in $bin (the Swift runtime libraries copied beside the binaries)"
+        for name in $(hailstorm_services); do
+            ldd "$bin/hailstorm-$name" | awk '$3 ~ /\/lib\/swift\/linux\// { print $3 }'
+        done | sort -u | while read -r library; do
+            strip --strip-debug -o "$containers_dir/bin/lib/$(basename "$library")" "$library"
+        done
+    else
+        say "Building the release binaries with the static Swift standard library (the first build takes a while)"
+        swift build -c release --static-swift-stdlib --scratch-path .build-static
+        bin=$(swift build -c release --static-swift-stdlib --scratch-path .build-static --show-bin-path)
+    fi
     # Without the debug sections (a third of the size); the symbol table stays, so backtraces name functions.
     for name in $(hailstorm_services); do
         strip --strip-debug -o "$containers_dir/bin/hailstorm-$name" "$bin/hailstorm-$name"
     done
-    static_bin=$bin
+    release_bin=$bin
 }

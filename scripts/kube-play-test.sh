@@ -24,10 +24,14 @@ if [ ! -f "$dev/secrets.env" ] || grep -q '^# placeholder keys' "$dev/secrets.en
     random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
     printf 'admin-password=%s\nredis-password=%s\n' "$(random_hex 12)" "$(random_hex 24)" >"$dev/secrets.env"
     rm -rf "$dev/keys"
-    # The `hailstorm` tool of the release build compose-test.sh made (built here when it is missing).
-    static_bin=$(swift build -c release --static-swift-stdlib --scratch-path .build-static --show-bin-path)
-    [ -x "$static_bin/hailstorm" ] || swift build -c release --static-swift-stdlib --scratch-path .build-static --product hailstorm
-    "$static_bin/hailstorm" keys --out "$dev/keys" --kustomize "$dev" >/dev/null
+    # The `hailstorm` tool of the release build the images came from (built here when it is missing).
+    if [ -n "${HAILSTORM_RELEASE_BIN:-}" ]; then
+        release_bin=$HAILSTORM_RELEASE_BIN
+    else
+        release_bin=$(swift build -c release --static-swift-stdlib --scratch-path .build-static --show-bin-path)
+        [ -x "$release_bin/hailstorm" ] || swift build -c release --static-swift-stdlib --scratch-path .build-static --product hailstorm
+    fi
+    "$release_bin/hailstorm" keys --out "$dev/keys" --kustomize "$dev" >/dev/null
 fi
 bash scripts/check-manifests.sh >/dev/null   # renders .build-containers/manifests/dev.yaml
 venv=.build-containers/venv

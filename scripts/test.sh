@@ -62,24 +62,28 @@ start_backends "$run_dir"
 export HAILSTORM_TEST_REDIS_PORT=$redis_port
 export HAILSTORM_TEST_ETCD_ENDPOINT="http://127.0.0.1:$etcd_port"
 
-stage "debug build"
-say "Building (debug) the services and the tests"
-swift build --build-tests
+# One build for everything: the tests, the fuzzing run and the container images all use the release
+# build (testable imports on), so the toolchain compiles the package once.
+stage "release build"
+say "Building (release) the services, the tools and the tests"
+swift build -c release --build-tests
+release_bin=$(swift build -c release --show-bin-path)
 stage "tests"
 say "Running the tests"
 # One test at a time: the flash-sale storms saturate a small machine, and the tests that wait on real
 # time (lease expiry, deadlines, rate-limit windows) must not share it with them.
-swift test --skip-build --no-parallel "$@"
+swift test -c release --skip-build --no-parallel "$@"
 cleanup
 trap report_stages EXIT
 
 stage "fuzz (schemathesis)"
 say "Fuzzing the public API from its OpenAPI document"
-bash scripts/fuzz.sh --examples 20 --bin-dir .build/debug
+bash scripts/fuzz.sh --examples 20 --bin-dir "$release_bin"
 
 if [ "$containers" = 1 ]; then
     stage "compose stack"
     say "Running the compose stack"
+    export HAILSTORM_RELEASE_BIN=$release_bin
     bash scripts/compose-test.sh
     stage "kube play"
     say "Playing the Kubernetes dev overlay with podman"
