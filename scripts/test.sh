@@ -66,13 +66,14 @@ export HAILSTORM_TEST_ETCD_ENDPOINT="http://127.0.0.1:$etcd_port"
 # build (testable imports on), so the toolchain compiles the package once.
 stage "release build"
 say "Building (release) the services, the tools and the tests"
-swift build -c release --build-tests
-release_bin=$(swift build -c release --show-bin-path)
+release=(-c release -Xswiftc -enable-testing)
+swift build "${release[@]}" --build-tests
+release_bin=$(swift build "${release[@]}" --show-bin-path)
 stage "tests"
 say "Running the tests"
 # One test at a time: the flash-sale storms saturate a small machine, and the tests that wait on real
 # time (lease expiry, deadlines, rate-limit windows) must not share it with them.
-swift test -c release --skip-build --no-parallel "$@"
+swift test "${release[@]}" --skip-build --no-parallel "$@"
 cleanup
 trap report_stages EXIT
 
