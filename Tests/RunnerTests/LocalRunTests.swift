@@ -104,6 +104,20 @@ struct LocalRunTests {
         #expect(stats.status == 200)
         #expect(stats.json["driversAvailable"] as? Int == 0, "drivers still available after every run ended: \(stats.json)")
 
+        // Every process SIGKILLed once, one after another, under a small mixed load: everything comes back
+        // and the audits still pass (nothing lost, nothing doubled).
+        let chaosOut = runDir + "/load-chaos"
+        let chaos = try await tool("hailstorm-load", [
+            "chaos", "--rate", "20", "--duration", "20", "--coupons", "30", "--riders", "100", "--drivers", "40",
+            "--out", chaosOut, "--run-dir", runDir,
+        ])
+        #expect(chaos.status == 0, "chaos: \(chaos.output.suffix(3000))")
+        let chaosReport = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: chaosOut + "/report.json"))) as? [String: Any]
+        let checks = (chaosReport?["audit"] as? [[String: Any]]) ?? []
+        let cameBack = checks.first { ($0["name"] as? String)?.hasPrefix("every killed process") == true }
+        #expect(cameBack?["passed"] as? Bool == true, "\(cameBack ?? [:])")
+        #expect((cameBack?["detail"] as? String)?.contains("gateway-2") == true, "every instance was a victim: \(cameBack ?? [:])")
+
         let down = try await tool("hailstorm", ["down", "--run-dir", runDir])
         #expect(down.status == 0, "\(down.output)")
         let after = try await tool("hailstorm", ["status", "--run-dir", runDir])
