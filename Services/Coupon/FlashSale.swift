@@ -35,14 +35,16 @@ struct FlashSale: Sendable {
 
     /// Opens a campaign in Redis. Only fills what is missing, so running it again (a retried create, a
     /// restart that re-opens active campaigns) never resets a sale in progress.
-    func open(_ campaign: CouponAPI.Campaign, alreadyClaimed: Int = 0) async throws {
-        _ = try await redis.pipeline([
-            RedisCommand("SET", stockKey(campaign.id), max(campaign.stock - alreadyClaimed, 0), "NX"),
-            RedisCommand(
-                "HSET", metaKey(campaign.id),
-                "start_ms", Int(saturating: campaign.startsAt * 1000), "end_ms", Int(saturating: campaign.endsAt * 1000),
-                "limit", campaign.perUserLimit),
-        ])
+    func open(_ campaign: CouponAPI.Campaign) async throws {
+        _ = try await redis.pipeline([RedisCommand("SET", stockKey(campaign.id), max(campaign.stock, 0), "NX"), metaCommand(campaign)])
+    }
+
+    /// The sale's window and limit, which the claim script reads first.
+    private func metaCommand(_ campaign: CouponAPI.Campaign) -> RedisCommand {
+        RedisCommand(
+            "HSET", metaKey(campaign.id),
+            "start_ms", Int(saturating: campaign.startsAt * 1000), "end_ms", Int(saturating: campaign.endsAt * 1000),
+            "limit", campaign.perUserLimit)
     }
 
     func restoreLockKey(_ campaign: String) -> String { "\(keyPrefix):\(campaign):restoring" }
@@ -90,20 +92,13 @@ struct FlashSale: Sendable {
                     if case .error(let message) = reply { throw RedisError.server(message) }
                 }
             }
-            try await openMeta(campaign)
+            try await redis.send(metaCommand(campaign))
             _ = try? await redis.send(RedisCommand("DEL", lock))
             return .restored(claimed: record.claimed)
         } catch {
             _ = try? await redis.send(RedisCommand("DEL", lock))
             throw error
         }
-    }
-
-    private func openMeta(_ campaign: CouponAPI.Campaign) async throws {
-        try await redis.send(RedisCommand(
-            "HSET", metaKey(campaign.id),
-            "start_ms", Int(saturating: campaign.startsAt * 1000), "end_ms", Int(saturating: campaign.endsAt * 1000),
-            "limit", campaign.perUserLimit))
     }
 
     func remaining(_ campaign: String) async throws -> Int? {
