@@ -52,13 +52,28 @@ public struct StreamTrimmer: Sendable {
     }
 
     /// Trims one stream key; returns how many entries went.
+    ///
+    /// The length cut is placed by time, which is exact only when entries arrive at an even rate; when a
+    /// pass leaves the stream longer than its bound (a burst at one end), the cut is placed again on what
+    /// is left, at most four passes in all.
     @discardableResult
     public func trim(_ key: String, now: Date = Date()) async throws -> Int {
+        var total = 0
+        for _ in 0..<4 {
+            let pass = try await trimOnce(key, now: now)
+            total += pass.trimmed
+            guard pass.trimmed > 0, pass.length - pass.trimmed > retention.maxLength else { break }
+        }
+        return total
+    }
+
+    /// One pass: the entries trimmed and the stream's length before.
+    private func trimOnce(_ key: String, now: Date) async throws -> (trimmed: Int, length: Int) {
         let info: [RESPValue]
         do {
             info = try await redis.send("XINFO", "STREAM", key).array ?? []
         } catch let error as RedisError where error.message.contains("no such key") {
-            return 0
+            return (0, 0)
         }
         var fields: [String: RESPValue] = [:]
         for pair in stride(from: 0, to: info.count - 1, by: 2) {
@@ -67,7 +82,7 @@ public struct StreamTrimmer: Sendable {
         guard let length = fields["length"]?.int, length > 0,
             let first = fields["first-entry"]?.array?.first?.string.flatMap(StreamID.init),
             let last = fields["last-entry"]?.array?.first?.string.flatMap(StreamID.init)
-        else { return 0 }
+        else { return (0, 0) }
         Gauge(label: "hailstorm_stream_length", dimensions: [("stream", key)]).record(length)
 
         var cut = StreamID(milliseconds: UInt64(max(0, (now.timeIntervalSince1970 - Double(retention.maxAge.components.seconds)) * 1000)), sequence: 0)
@@ -75,17 +90,19 @@ public struct StreamTrimmer: Sendable {
             // Drop the oldest (length - maxLength), placed by time between the first and the last entry.
             let share = Double(length - retention.maxLength) / Double(length)
             let span = Double(last.milliseconds &- first.milliseconds)
-            let estimated = StreamID(milliseconds: first.milliseconds + UInt64(span * share), sequence: 0)
+            var estimated = StreamID(milliseconds: first.milliseconds + UInt64(span * share), sequence: 0)
+            // Entries all in one millisecond (or a cut that would land on the first one): step past it.
+            if estimated <= first { estimated = first.next }
             cut = max(cut, estimated)
         }
         if let needed = try await oldestNeeded(key) { cut = min(cut, needed) }
-        guard cut > first else { return 0 }
+        guard cut > first else { return (0, length) }
         let trimmed = try await redis.send("XTRIM", key, "MINID", cut.description).int ?? 0
         if trimmed > 0 {
             Counter(label: "hailstorm_stream_trimmed_total", dimensions: [("stream", key)]).increment(by: trimmed)
             logger.debug("stream trimmed", metadata: ["stream": "\(key)", "entries": "\(trimmed)", "before": "\(cut)"])
         }
-        return trimmed
+        return (trimmed, length)
     }
 
     /// The oldest entry some group has not yet finished with; nil when no group reads the stream.

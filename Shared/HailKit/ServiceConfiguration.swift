@@ -108,6 +108,8 @@ public struct ServiceConfiguration: Sendable {
     /// Records of handled events (`processed_events`) are kept this long, and at most this many.
     public var processedEventsRetention: Duration
     public var processedEventsMaxRows: Int
+    /// How often streams are trimmed and handled-event records pruned to the bounds above.
+    public var retentionInterval: Duration
 
     public init(name: String, reader: ConfigReader, defaultPort: Int, defaultConnectionsPerClient: Int = 0) throws {
         self.name = name
@@ -152,6 +154,9 @@ public struct ServiceConfiguration: Sendable {
         self.processedEventsRetention = .seconds(
             3600 * (try reader.int(forKey: "events.processed.retention.hours", default: 168, in: 1...87_600)))
         self.processedEventsMaxRows = try reader.int(forKey: "events.processed.max.rows", default: 1_000_000, in: 1_000...1_000_000_000)
+        // `events.retention.interval.seconds` (60): how often the streams are trimmed and `processed_events`
+        // pruned to those bounds; between two runs they may grow by what arrives in the meantime.
+        self.retentionInterval = .seconds(try reader.int(forKey: "events.retention.interval.seconds", default: 60, in: 1...86_400))
         self.redis = RedisConfiguration(
             host: reader.string(forKey: "redis.host", default: "127.0.0.1"),
             port: try reader.int(forKey: "redis.port", default: 6379, in: 1...65535),
