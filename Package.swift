@@ -149,6 +149,7 @@ let package = Package(
                 jwtKit,
                 .product(name: "Crypto", package: "swift-crypto"),
                 nioPosix,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Shared/HailKit"
         ),

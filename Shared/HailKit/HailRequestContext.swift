@@ -40,6 +40,9 @@ public struct HailRequestContext: RequestContext {
     /// The client's address, for per-client limits before sign-in: the peer, unless the gateway trusts
     /// proxies in front of it (`gateway.proxy.hops`), which say who their client was.
     public var clientAddress: String?
+    /// The event loop of the request's connection: calls made for it go out on connections of the same
+    /// loop, so the request, the call and both answers stay on one thread.
+    public let eventLoop: any EventLoop
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
@@ -50,11 +53,12 @@ public struct HailRequestContext: RequestContext {
         self.maxUploadSize = 1 << 20
         self.remoteAddress = source.channel.remoteAddress?.ipAddress
         self.clientAddress = remoteAddress
+        self.eventLoop = source.channel.eventLoop
     }
 
     /// What a call to another service on behalf of this request carries along.
     public var callContext: CallContext {
-        CallContext(requestID: requestID, trace: trace, deadline: deadline)
+        CallContext(requestID: requestID, trace: trace, deadline: deadline, eventLoop: eventLoop)
     }
 
     /// The authenticated identity, or a 401 problem.
@@ -81,17 +85,21 @@ public struct CallContext: Sendable {
     public var deadline: ContinuousClock.Instant?
     /// Makes a non-idempotent call safe to retry; the callee answers a repeat with the first result.
     public var idempotencyKey: String?
+    /// The loop the caller's own request is served on, if any: calls go out on connections of that loop.
+    public var eventLoop: (any EventLoop)?
 
     public init(
         requestID: String? = nil,
         trace: TraceContext? = nil,
         deadline: ContinuousClock.Instant? = nil,
-        idempotencyKey: String? = nil
+        idempotencyKey: String? = nil,
+        eventLoop: (any EventLoop)? = nil
     ) {
         self.requestID = requestID
         self.trace = trace
         self.deadline = deadline
         self.idempotencyKey = idempotencyKey
+        self.eventLoop = eventLoop
     }
 
     /// A call with nothing inherited: background work, tests.

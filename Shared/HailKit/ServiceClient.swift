@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Configuration
 import Contracts
 import Discovery
@@ -81,19 +80,19 @@ public final class ServiceClient: Sendable {
     public let configuration: ServiceClientConfiguration
     public let breakers: CircuitBreakers
     private let discovery: any ServiceDiscovery
-    private let http: HTTPClient
+    private let connections: HTTP1Connections
     private let logger: Logger
     private let outstanding = NIOLockedValueBox<[String: Int]>([:])
     private let cache = NIOLockedValueBox<[String: (instances: [ServiceInstance], fetched: ContinuousClock.Instant)]>([:])
 
     public init(
         discovery: any ServiceDiscovery,
-        httpClient: HTTPClient,
+        connections: HTTP1Connections = .shared,
         configuration: ServiceClientConfiguration = .init(),
         logger: Logger = Logger(label: "hailstorm.client")
     ) {
         self.discovery = discovery
-        self.http = httpClient
+        self.connections = connections
         self.configuration = configuration
         self.breakers = CircuitBreakers(threshold: configuration.breakerThreshold, cooldown: configuration.breakerCooldown)
         self.logger = logger
@@ -196,33 +195,39 @@ public final class ServiceClient: Sendable {
             let instance = try await pick(service, avoiding: tried)
             tried.insert(instance.id)
 
-            var request = HTTPClientRequest(url: instance.baseURL + path)
-            request.method = HTTPMethod(rawValue: method.rawValue)
-            for field in headers { request.headers.add(name: field.name.rawName, value: field.value) }
-            if let idempotencyKey = context.idempotencyKey, headers[HailHeaders.idempotencyKey] == nil {
-                request.headers.add(name: HailHeaders.idempotencyKey.rawName, value: idempotencyKey)
+            var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method.rawValue), uri: path)
+            head.headers.reserveCapacity(headers.count + 7)
+            head.headers.add(name: "host", value: instance.host)
+            for field in headers where field.name != HailHeaders.requestID && field.name != HailHeaders.traceParent
+                && field.name != HailHeaders.traceState && field.name != HailHeaders.deadline && field.name != .contentLength
+            {
+                head.headers.add(name: field.name.rawName, value: field.value)
             }
-            if let requestID = context.requestID { request.headers.replaceOrAdd(name: HailHeaders.requestID.rawName, value: requestID) }
+            if let idempotencyKey = context.idempotencyKey, headers[HailHeaders.idempotencyKey] == nil {
+                head.headers.add(name: HailHeaders.idempotencyKey.rawName, value: idempotencyKey)
+            }
+            if let requestID = context.requestID { head.headers.add(name: HailHeaders.requestID.rawName, value: requestID) }
             if let trace = context.trace {
-                request.headers.replaceOrAdd(name: HailHeaders.traceParent.rawName, value: trace.traceParentHeaderValue)
+                head.headers.add(name: HailHeaders.traceParent.rawName, value: trace.traceParentHeaderValue)
                 if let state = trace.traceStateHeaderValue, !state.isEmpty {
-                    request.headers.replaceOrAdd(name: HailHeaders.traceState.rawName, value: state)
+                    head.headers.add(name: HailHeaders.traceState.rawName, value: state)
                 }
             }
-            request.headers.replaceOrAdd(name: HailHeaders.deadline.rawName, value: String(max(1, remaining.millisecondsValue)))
-            if let body { request.body = .bytes(body) }
+            head.headers.add(name: HailHeaders.deadline.rawName, value: String(max(1, remaining.millisecondsValue)))
+            head.headers.add(name: "content-length", value: String(body?.readableBytes ?? 0))
 
             adjustOutstanding(instance.id, by: 1)
             defer { adjustOutstanding(instance.id, by: -1) }
             do {
-                let response = try await http.execute(request, deadline: .now() + .nanoseconds(remaining.nanosecondsValue))
-                let bytes = try await response.body.collect(upTo: 16 << 20)
-                let status = HTTPResponse.Status(code: Int(response.status.code))
+                let response = try await connections.execute(
+                    host: instance.host, port: instance.port, head: head, body: body,
+                    deadline: .now() + .nanoseconds(remaining.nanosecondsValue), eventLoop: context.eventLoop)
+                let status = HTTPResponse.Status(code: Int(response.head.status.code))
                 var fields = HTTPFields()
-                for header in response.headers {
+                for header in response.head.headers {
                     if let name = HTTPField.Name(header.name) { fields.append(HTTPField(name: name, value: header.value)) }
                 }
-                let answer = ServiceResponse(status: status, headers: fields, body: bytes, instance: instance, attempts: attempt)
+                let answer = ServiceResponse(status: status, headers: fields, body: response.body, instance: instance, attempts: attempt)
                 if [502, 503, 504].contains(status.code) {
                     breakers.recordFailure(instance.id)
                     Self.count(service, "unavailable")
@@ -236,10 +241,12 @@ public final class ServiceClient: Sendable {
                 breakers.recordSuccess(instance.id)
                 Self.count(service, "ok")
                 return answer
-            } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+            } catch HTTP1CallError.deadlineExceeded {
                 breakers.recordFailure(instance.id)
                 Self.count(service, "deadline")
                 throw Problem.deadlineExceeded("A service behind this one did not answer within the deadline")
+            } catch HTTP1CallError.cancelled {
+                throw CancellationError()
             } catch is CancellationError {
                 throw CancellationError()
             } catch {

@@ -61,7 +61,7 @@ public struct ServiceKit: Sendable {
         default:
             throw ConfigurationError("discovery.backend must be etcd or static, not \(configuration.discoveryBackend)")
         }
-        self.clients = ServiceClient(discovery: discovery, httpClient: httpClient, configuration: configuration.client, logger: logger)
+        self.clients = ServiceClient(discovery: discovery, configuration: configuration.client, logger: logger)
 
         let redis = self.redis
         let discovery = self.discovery

@@ -69,7 +69,6 @@ struct ServiceClientTests {
     func client(prefix: String, configuration: ServiceClientConfiguration) -> ServiceClient {
         ServiceClient(
             discovery: EtcdDiscovery(endpoint: TestEnvironment.etcdEndpoint, prefix: prefix, ttl: .seconds(2)),
-            httpClient: .shared,
             configuration: configuration)
     }
 

@@ -1,0 +1,374 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// What another service answered over HTTP/1.1: the head and the whole body.
+public struct HTTP1Answer: Sendable {
+    public var head: HTTPResponseHead
+    public var body: ByteBuffer
+}
+
+/// Why a call over `HTTP1Connections` got no answer.
+public enum HTTP1CallError: Error, Equatable, Sendable {
+    /// The deadline passed before the whole answer arrived.
+    case deadlineExceeded
+    /// The connection could not be opened.
+    case connectFailed
+    /// The connection closed (or failed) before the whole answer arrived.
+    case connectionClosed
+    /// The answer's body was larger than the client accepts.
+    case answerTooLarge
+    /// The calling task was cancelled.
+    case cancelled
+}
+
+/// Keep-alive HTTP/1.1 connections from this process to the other services, on SwiftNIO, with as little
+/// as possible between the caller and the socket.
+///
+/// Each event loop keeps its own connections per target (host and port), touched only on that loop, so
+/// a call takes no lock: the caller's promise is handed to the loop (the caller's own loop when it names
+/// one, so the request and its answer never cross threads), the request goes out on an idle connection
+/// or a new one (at most `maxConnectionsPerLoop` per target; beyond that calls wait in order), and the
+/// answer comes back as the head and the body's bytes, which the gateway relays untouched. Deadlines need
+/// no timer per call: one sweep per loop, every 25 ms while calls are in flight, fails those past their
+/// deadline and closes their connections (a late answer can never be read as the next call's). A
+/// connection idle longer than `idleLimit` (shorter than the servers' keep-alive timeout) is closed
+/// rather than reused, so no call is sent on a connection the server is closing.
+public final class HTTP1Connections: Sendable {
+    /// One per process, on NIO's shared event loops.
+    public static let shared = HTTP1Connections(group: MultiThreadedEventLoopGroup.singleton)
+
+    let group: any EventLoopGroup
+    private let loops: [ObjectIdentifier: LoopConnections]
+
+    public init(
+        group: any EventLoopGroup,
+        maxConnectionsPerLoop: Int = 64,
+        idleLimit: TimeAmount = .seconds(10),
+        connectTimeout: TimeAmount = .seconds(2),
+        maxAnswerBytes: Int = 16 << 20
+    ) {
+        self.group = group
+        let limits = LoopConnections.Limits(
+            maxConnections: max(1, maxConnectionsPerLoop), idleLimit: idleLimit, connectTimeout: connectTimeout,
+            maxAnswerBytes: maxAnswerBytes)
+        var loops: [ObjectIdentifier: LoopConnections] = [:]
+        for loop in group.makeIterator() {
+            loops[ObjectIdentifier(loop)] = LoopConnections(loop: loop, limits: limits)
+        }
+        self.loops = loops
+    }
+
+    /// Sends `head` (and `body`) to `host:port` and returns the answer, or throws `HTTP1CallError`.
+    /// `eventLoop`: the caller's loop (the server channel's), used when it belongs to this client's group.
+    public func execute(
+        host: String, port: Int, head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline,
+        eventLoop: (any EventLoop)? = nil
+    ) async throws -> HTTP1Answer {
+        let connections = eventLoop.flatMap { loops[ObjectIdentifier($0)] } ?? loops[ObjectIdentifier(group.next())]!
+        let call = PendingCall(
+            target: Target(host: host, port: port), head: head, body: body, deadline: deadline,
+            promise: connections.loop.makePromise(of: HTTP1Answer.self))
+        connections.loop.execute { connections.submit(call) }
+        return try await withTaskCancellationHandler {
+            try await call.promise.futureResult.get()
+        } onCancel: {
+            connections.loop.execute { connections.cancel(call) }
+        }
+    }
+}
+
+struct Target: Hashable, Sendable {
+    var host: String
+    var port: Int
+}
+
+/// One call on its way: created by the caller, then touched only on its loop.
+final class PendingCall: @unchecked Sendable {
+    let target: Target
+    let head: HTTPRequestHead
+    let body: ByteBuffer?
+    let deadline: NIODeadline
+    let promise: EventLoopPromise<HTTP1Answer>
+    /// Answered, failed or cancelled: nothing more happens to it.
+    var finished = false
+    /// The connection carrying it, once sent.
+    var connection: HTTP1ClientConnection?
+
+    init(target: Target, head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline, promise: EventLoopPromise<HTTP1Answer>) {
+        self.target = target
+        self.head = head
+        self.body = body
+        self.deadline = deadline
+        self.promise = promise
+    }
+
+    func succeed(_ answer: HTTP1Answer) {
+        guard !finished else { return }
+        finished = true
+        promise.succeed(answer)
+    }
+
+    func fail(_ error: HTTP1CallError) {
+        guard !finished else { return }
+        finished = true
+        promise.fail(error)
+    }
+}
+
+/// The connections of one event loop, per target. Every member is touched on `loop` only.
+final class LoopConnections: @unchecked Sendable {
+    struct Limits {
+        var maxConnections: Int
+        var idleLimit: TimeAmount
+        var connectTimeout: TimeAmount
+        var maxAnswerBytes: Int
+    }
+
+    let loop: any EventLoop
+    let limits: Limits
+    private var pools: [Target: TargetPool] = [:]
+    private var sweep: RepeatedTask?
+    /// Calls submitted and not yet finished.
+    private var active: [ObjectIdentifier: PendingCall] = [:]
+
+    init(loop: any EventLoop, limits: Limits) {
+        self.loop = loop
+        self.limits = limits
+    }
+
+    func submit(_ call: PendingCall) {
+        guard !call.finished else { return }
+        if call.deadline <= .now() { return call.fail(.deadlineExceeded) }
+        active[ObjectIdentifier(call)] = call
+        call.promise.futureResult.whenComplete { [self] _ in active[ObjectIdentifier(call)] = nil }
+        pool(call.target).submit(call)
+        if sweep == nil {
+            sweep = loop.scheduleRepeatedTask(initialDelay: .milliseconds(25), delay: .milliseconds(25)) { [self] task in
+                expire(task)
+            }
+        }
+    }
+
+    func cancel(_ call: PendingCall) {
+        guard !call.finished else { return }
+        call.fail(.cancelled)
+        // Its answer may still come: the connection cannot carry another call.
+        call.connection?.close()
+    }
+
+    private func pool(_ target: Target) -> TargetPool {
+        if let pool = pools[target] { return pool }
+        let pool = TargetPool(target: target, loop: loop, limits: limits)
+        pools[target] = pool
+        return pool
+    }
+
+    /// Fails the calls past their deadline; stops itself when no call is in flight.
+    private func expire(_ task: RepeatedTask) {
+        guard !active.isEmpty else {
+            task.cancel()
+            sweep = nil
+            return
+        }
+        let now = NIODeadline.now()
+        for call in active.values where call.deadline <= now {
+            call.fail(.deadlineExceeded)
+            call.connection?.close()
+        }
+    }
+}
+
+/// The connections of one loop to one target: idle ones (most recently used last), a count of all open
+/// or opening, and the calls waiting for one.
+final class TargetPool: @unchecked Sendable {
+    let target: Target
+    let loop: any EventLoop
+    let limits: LoopConnections.Limits
+    private var idle: [HTTP1ClientConnection] = []
+    private var open = 0
+    private var waiting = CircularBuffer<PendingCall>()
+
+    init(target: Target, loop: any EventLoop, limits: LoopConnections.Limits) {
+        self.target = target
+        self.loop = loop
+        self.limits = limits
+    }
+
+    func submit(_ call: PendingCall) {
+        let now = NIODeadline.now()
+        while let connection = idle.popLast() {
+            if connection.isOpen, now - connection.idleSince < limits.idleLimit {
+                connection.send(call)
+                return
+            }
+            connection.close()
+        }
+        if open < limits.maxConnections {
+            connect(for: call)
+        } else {
+            waiting.append(call)
+        }
+    }
+
+    /// A connection finished its call and can take another.
+    func release(_ connection: HTTP1ClientConnection) {
+        while let next = waiting.popFirst() {
+            if !next.finished {
+                connection.send(next)
+                return
+            }
+        }
+        connection.idleSince = .now()
+        idle.append(connection)
+    }
+
+    /// A connection closed: it no longer counts, and a waiting call may open a new one.
+    func closed(_ connection: HTTP1ClientConnection) {
+        open -= 1
+        if let index = idle.firstIndex(where: { $0 === connection }) { idle.remove(at: index) }
+        while let next = waiting.popFirst() {
+            if !next.finished {
+                connect(for: next)
+                return
+            }
+        }
+    }
+
+    private func connect(for call: PendingCall) {
+        open += 1
+        let limits = self.limits
+        let connection = HTTP1ClientConnection(pool: self, maxAnswerBytes: limits.maxAnswerBytes)
+        ClientBootstrap(group: loop)
+            .connectTimeout(limits.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .fireError)
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                }
+            }
+            .connect(host: target.host, port: target.port)
+            .whenComplete { [self] result in
+                switch result {
+                case .success:
+                    if call.finished {
+                        release(connection)
+                    } else {
+                        connection.send(call)
+                    }
+                case .failure:
+                    open -= 1
+                    call.fail(.connectFailed)
+                    // The calls waiting behind it would meet the same refusal: fail them now, not one by one.
+                    while let next = waiting.popFirst() { next.fail(.connectFailed) }
+                }
+            }
+    }
+}
+
+/// One keep-alive connection: sends one call at a time and gathers its answer.
+final class HTTP1ClientConnection: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private unowned let pool: TargetPool
+    private let maxAnswerBytes: Int
+    private var context: ChannelHandlerContext?
+    private var current: PendingCall?
+    private var head: HTTPResponseHead?
+    private var body: ByteBuffer?
+    var idleSince = NIODeadline.now()
+    /// Closed by this side, or seen closing: it takes no more calls.
+    private var closing = false
+    /// Counted out of its pool (once).
+    private var countedOut = false
+
+    var isOpen: Bool { !closing && (context?.channel.isActive ?? false) }
+
+    init(pool: TargetPool, maxAnswerBytes: Int) {
+        self.pool = pool
+        self.maxAnswerBytes = maxAnswerBytes
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func send(_ call: PendingCall) {
+        guard let context, isOpen else {
+            call.fail(.connectionClosed)
+            return
+        }
+        current = call
+        call.connection = self
+        context.write(wrapOutboundOut(.head(call.head)), promise: nil)
+        if let body = call.body, body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let received):
+            head = received
+        case .body(var part):
+            if body == nil {
+                body = part
+            } else {
+                body!.writeBuffer(&part)
+            }
+            if body!.readableBytes > maxAnswerBytes {
+                current?.fail(.answerTooLarge)
+                close()
+            }
+        case .end:
+            guard let call = current, let received = head else {
+                // An answer nobody asked for: the connection is out of step.
+                close()
+                return
+            }
+            let answer = HTTP1Answer(head: received, body: body ?? ByteBuffer())
+            current = nil
+            head = nil
+            body = nil
+            call.connection = nil
+            let reusable = received.isKeepAlive && !call.finished
+            call.succeed(answer)
+            if reusable {
+                pool.release(self)
+            } else {
+                close()
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closing = true
+        current?.fail(.connectionClosed)
+        current = nil
+        // Only a connection that was active goes inactive; one that never connected was counted out by
+        // the failed connect.
+        if !countedOut {
+            countedOut = true
+            pool.closed(self)
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        current?.fail(.connectionClosed)
+        current = nil
+        close()
+    }
+
+    func close() {
+        guard !closing, let context else { return }
+        closing = true
+        current?.fail(.connectionClosed)
+        current = nil
+        context.close(promise: nil)
+    }
+}
