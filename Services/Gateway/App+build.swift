@@ -36,7 +36,8 @@ func buildRouter(
 
     let hops = try reader.int(forKey: "gateway.proxy.hops", default: 0, in: 0...10)
     let hub = PushHub()
-    kit.addService(PushListener(redis: kit.redis, hub: hub, logger: kit.logger))
+    let revocations = Revocations()
+    kit.addService(PushListener(redis: kit.redis, hub: hub, revocations: revocations, logger: kit.logger))
     kit.addService(PushRelay.consumer(redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
     // The WebSocket checks a token's signature and the deny-list itself; the API's authentication only
     // verifies the signature, its rate limiter asks the deny-list in the same Redis round trip.
@@ -44,7 +45,7 @@ func buildRouter(
         $0.trimmingCharacters(in: .whitespaces)
     }.filter { !$0.isEmpty })
     let sockets = PushSocketController(
-        authentication: AuthenticationMiddleware(tokens: tokens, redis: kit.redis), hub: hub,
+        authentication: AuthenticationMiddleware(tokens: tokens, redis: kit.redis, revocations: revocations), hub: hub,
         tickets: PushTickets(redis: kit.redis, keyPrefix: ratePrefix + ":ws-ticket", lifetime: .seconds(60)), origins: origins)
 
     let router = kit.makeRouter()
@@ -57,22 +58,31 @@ func buildRouter(
     }
     let proxy = AuthProxyController(
         clients: kit.clients,
+        revocations: revocations,
         failures: FailureThrottle(
             redis: kit.redis, keyPrefix: ratePrefix + ":failed",
             limit: try reader.int(forKey: "gateway.signin.failures", default: 20, in: 1...100_000),
             window: .seconds(try reader.int(forKey: "gateway.signin.window.seconds", default: 300, in: 1...86_400)),
             subject: "from this address"))
 
+    // `gateway.rate.sync.ms` (50): how often the request counts kept here are carried to Redis.
+    let syncInterval = Duration.milliseconds(try reader.int(forKey: "gateway.rate.sync.ms", default: 50, in: 5...1000))
+    let authBudgets = RequestBudgets(
+        limit: try reader.int(forKey: "gateway.rate.auth.limit", default: 30, in: 1...10_000_000), window: window,
+        keyPrefix: ratePrefix + ":auth")
+    let apiBudgets = RequestBudgets(
+        limit: try reader.int(forKey: "gateway.rate.limit", default: 300, in: 1...10_000_000), window: window,
+        keyPrefix: ratePrefix + ":api")
+    kit.addService(authBudgets.periodicSync(redis: kit.redis, every: syncInterval, logger: kit.logger))
+    kit.addService(apiBudgets.periodicSync(redis: kit.redis, every: syncInterval, logger: kit.logger))
+
     let publicAuth = router.group("/api/v1/auth")
-        .add(middleware: RateLimitMiddleware(
-            redis: kit.redis, limit: reader.int(forKey: "gateway.rate.auth.limit", default: 30), window: window, scope: "auth", keyPrefix: ratePrefix))
+        .add(middleware: RateLimitMiddleware(redis: kit.redis, budgets: authBudgets))
     proxy.registerPublic(on: publicAuth)
 
     let secured = router.group("/api/v1")
         .add(middleware: AuthenticationMiddleware(tokens: tokens, redis: kit.redis, checkDenyList: false))
-        .add(middleware: RateLimitMiddleware(
-            redis: kit.redis, limit: reader.int(forKey: "gateway.rate.limit", default: 300), window: window, scope: "api", keyPrefix: ratePrefix,
-            checksRevocation: true))
+        .add(middleware: RateLimitMiddleware(redis: kit.redis, budgets: apiBudgets, checksRevocation: true, revocations: revocations))
     proxy.registerSecured(on: secured)
     sockets.register(on: router, secured: secured)
     CouponProxyController(clients: kit.clients).register(on: secured)

@@ -8,18 +8,21 @@ import RedisKit
 /// behind it.
 ///
 /// The gateway checks the deny-list on every request; a service behind it verifies the token the gateway
-/// forwards again (so nothing reaches it unsigned) and may skip the deny-list round trip, since the
-/// gateway already refused revoked tokens.
+/// forwards again (so nothing reaches it unsigned) and checks the deny-list again too. With
+/// `revocations` (kept current by a `RevocationListener`) that check costs no round trip; while they are
+/// not current it asks Redis.
 public struct AuthenticationMiddleware: RouterMiddleware {
     public typealias Context = HailRequestContext
     let tokens: AccessTokens
     let redis: RedisClient
     let checkDenyList: Bool
+    let revocations: Revocations?
 
-    public init(tokens: AccessTokens, redis: RedisClient, checkDenyList: Bool = true) {
+    public init(tokens: AccessTokens, redis: RedisClient, checkDenyList: Bool = true, revocations: Revocations? = nil) {
         self.tokens = tokens
         self.redis = redis
         self.checkDenyList = checkDenyList
+        self.revocations = revocations
     }
 
     /// The identity an access token proves: signature, expiry and issuer, and (when `checkDenyList`) not
@@ -28,6 +31,10 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     public func identity(token: String, logger: Logger) async throws -> Identity {
         let claims = try await tokens.verify(token)
         guard checkDenyList else { return claims.identity }
+        if let known = revocations?.isRevoked(claims.identity) {
+            if known { throw Self.revokedToken }
+            return claims.identity
+        }
         let revoked: Bool
         do {
             revoked = (try await redis.send(RedisCommand("EXISTS", AccessTokens.denyListKeys(for: claims.identity))).int ?? 0) > 0

@@ -13,9 +13,18 @@ extension ServiceKit {
 
     /// Opens the service's own SQLite file (`<data.dir>/<service>.sqlite`) and migrates it; `/readyz`
     /// then checks it can be read, and it is closed at shutdown after the server has drained.
-    public mutating func openDatabase(migrations: SQLiteMigrations) async throws -> SQLiteStore {
+    /// `sqlite.durability`: `normal` (a commit does not wait for the disk; a power loss can lose the last
+    /// whole transactions, a crash of the process nothing) or `full` (every commit synced); the default
+    /// is the service's own (`normal`, `full` for the money services).
+    public mutating func openDatabase(
+        migrations: SQLiteMigrations, durability defaultDurability: SQLiteConfiguration.Durability = .normal
+    ) async throws -> SQLiteStore {
+        let durabilityName = reader.string(forKey: "sqlite.durability", default: defaultDurability.rawValue)
+        guard let durability = SQLiteConfiguration.Durability(rawValue: durabilityName) else {
+            throw ConfigurationError("sqlite.durability must be normal or full, not \(durabilityName)")
+        }
         let database = try await SQLiteStore.open(
-            configuration: SQLiteConfiguration(path: configuration.sqlitePath), migrations: migrations, logger: logger)
+            configuration: SQLiteConfiguration(path: configuration.sqlitePath, durability: durability), migrations: migrations, logger: logger)
         addReadinessCheck("sqlite") { try await database.ping() }
         onShutdown { try await database.close() }
         return database
@@ -23,9 +32,17 @@ extension ServiceKit {
 
     /// The routes of a service behind the gateway: every request must carry a valid access token (the
     /// gateway forwards the caller's) that was not signed out. `auth.denylist.check` (true) can turn the
-    /// signed-out check off for a service only the gateway can reach, which made it already.
-    public func authenticated(_ router: Router<HailRequestContext>, tokens: AccessTokens) -> RouterGroup<HailRequestContext> {
-        router.group().add(middleware: AuthenticationMiddleware(
-            tokens: tokens, redis: redis, checkDenyList: reader.bool(forKey: "auth.denylist.check", default: true)))
+    /// signed-out check off for a service only the gateway can reach, which made it already. The deny-list
+    /// is kept in the process by a `RevocationListener`, so the check costs no Redis round trip.
+    public mutating func authenticated(_ router: Router<HailRequestContext>, tokens: AccessTokens) -> RouterGroup<HailRequestContext> {
+        let checkDenyList = reader.bool(forKey: "auth.denylist.check", default: true)
+        var revocations: Revocations? = nil
+        if checkDenyList {
+            let kept = Revocations()
+            addService(RevocationListener(redis: redis, revocations: kept, logger: logger))
+            revocations = kept
+        }
+        return router.group().add(middleware: AuthenticationMiddleware(
+            tokens: tokens, redis: redis, checkDenyList: checkDenyList, revocations: revocations))
     }
 }

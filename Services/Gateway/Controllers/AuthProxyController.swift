@@ -6,6 +6,8 @@ import Hummingbird
 /// ServiceClient (discovery, balancing, deadlines, retries, breakers).
 struct AuthProxyController: Sendable {
     let clients: ServiceClient
+    /// Signed-out tokens, told at once of a sign-out through this instance.
+    let revocations: Revocations
     /// Failed sign-ins per client address (login counts them per phone number).
     let failures: FailureThrottle
 
@@ -57,6 +59,8 @@ struct AuthProxyController: Sendable {
             _ = try await clients.call(
                 LoginAPI.logout, LoginAPI.LogoutRequest(refreshToken: refreshToken, accessToken: accessToken),
                 context: context.callContext)
+            // Refused here at once; the other instances hear of it from login.
+            revocations.revoke(tokenID: identity.tokenID, sessionID: identity.sessionID)
             context.logger.info("signed out", metadata: ["user": "\(identity.userID)"])
             return Response(status: .noContent)
         }

@@ -1,28 +1,29 @@
 import Contracts
 import HailKit
+import HTTPTypes
 import Hummingbird
 import Logging
 import RedisKit
 
-/// A per-client request budget per window, counted in Redis so every gateway instance shares it.
-/// Clients are the signed-in user when known, the client's address otherwise (`clientAddress`: the peer,
-/// or the address the trusted proxies in front put in `X-Forwarded-For`). Over budget: 429 with
-/// Retry-After. Redis out of reach: 503, not a free pass.
+/// A per-client request budget per window, shared by every gateway instance through Redis. Clients are
+/// the signed-in user when known, the client's address otherwise (`clientAddress`: the peer, or the
+/// address the trusted proxies in front put in `X-Forwarded-For`). Over budget: 429 with Retry-After.
 ///
-/// With `checksRevocation`, the same round trip also asks whether the caller's token was signed out
-/// (login's deny-list) and answers 401 if so: the authentication in front of it then only verifies the
-/// signature, and a request through the gateway costs one Redis round trip instead of two.
+/// With `checksRevocation`, a signed-out token (login's deny-list) is refused with 401: the
+/// authentication in front of it then only verifies the signature.
+///
+/// Normally neither costs a Redis round trip: the counts are kept here and synchronised in batches
+/// (`RequestBudgets`), signed-out tokens learned from login's messages (`Revocations`). When either is
+/// not current — Redis down or hung, the subscription lost — each request is counted and checked in
+/// Redis by one script instead, and Redis out of reach is a 503, not a free pass.
 struct RateLimitMiddleware: RouterMiddleware {
     typealias Context = HailRequestContext
     let redis: RedisClient
-    let limit: Int
-    let window: Duration
-    /// Separates budgets (`auth` before sign-in, `api` after).
-    let scope: String
-    /// Key prefix, so deployments sharing a Redis keep separate budgets.
-    let keyPrefix: String
+    let budgets: RequestBudgets
     /// Refuse signed-out tokens (needs an identity in the context: put authentication in front).
     var checksRevocation = false
+    /// The deny-list as this instance knows it (with `checksRevocation`); nil: ask Redis every time.
+    var revocations: Revocations? = nil
 
     /// One atomic step: refuse a revoked token (any of KEYS[2…]: the token, its session), else count the
     /// request, start the window on the first one, report count and time left.
@@ -43,15 +44,28 @@ struct RateLimitMiddleware: RouterMiddleware {
         next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         let client = context.identity.map { "user:\($0.userID)" } ?? "ip:\(context.clientAddress ?? "unknown")"
-        let key = "\(keyPrefix):\(scope):\(client)"
-        var keys = [key]
+        let now = RequestBudgets.nowMilliseconds()
+        // Known here: no round trip.
+        let revoked: Bool? = checksRevocation ? context.identity.flatMap { revocations?.isRevoked($0) } : false
+        if let revoked {
+            if revoked { throw AuthenticationMiddleware.revokedToken }
+            switch budgets.take(client, at: now) {
+            case .allowed(let remaining):
+                return try await answer(request, context, next, remaining: remaining)
+            case .refused(let seconds):
+                throw Problem.tooManyRequests(retryAfterSeconds: seconds)
+            case .unknown:
+                break
+            }
+        }
+        var keys = [budgets.key(client, at: now)]
         if checksRevocation {
             guard let identity = context.identity else { throw Problem.unauthorized("Sign in first") }
             keys.append(contentsOf: AccessTokens.denyListKeys(for: identity))
         }
         let reply: RESPValue
         do {
-            reply = try await redis.run(Self.script, keys: keys, arguments: [Int(window.components.seconds * 1000)])
+            reply = try await redis.run(Self.script, keys: keys, arguments: [Int(2 * budgets.windowMilliseconds)])
         } catch {
             // Fail closed: without Redis neither the budget nor (after sign-in) the deny-list can be
             // checked, and a limit that lets everything through when it is down protects nothing.
@@ -61,13 +75,22 @@ struct RateLimitMiddleware: RouterMiddleware {
         let values = reply.array ?? []
         if values.count > 2, values[2].int == 1 { throw AuthenticationMiddleware.revokedToken }
         let count = values.first?.int ?? 0
-        let ttl = values.count > 1 ? values[1].int ?? 1000 : 1000
-        if count > limit {
-            throw Problem.tooManyRequests(retryAfterSeconds: max(1, (ttl + 999) / 1000))
+        budgets.observe(client, total: count, at: now)
+        if count > budgets.limit {
+            throw Problem.tooManyRequests(retryAfterSeconds: budgets.retryAfter(at: now))
         }
+        return try await answer(request, context, next, remaining: budgets.limit - count)
+    }
+
+    private static let limitHeader = HTTPField.Name("RateLimit-Limit")!
+    private static let remainingHeader = HTTPField.Name("RateLimit-Remaining")!
+
+    private func answer(
+        _ request: Request, _ context: Context, _ next: (Request, Context) async throws -> Response, remaining: Int
+    ) async throws -> Response {
         var response = try await next(request, context)
-        response.headers[.init("RateLimit-Limit")!] = String(limit)
-        response.headers[.init("RateLimit-Remaining")!] = String(max(0, limit - count))
+        response.headers[Self.limitHeader] = String(budgets.limit)
+        response.headers[Self.remainingHeader] = String(max(0, remaining))
         return response
     }
 }

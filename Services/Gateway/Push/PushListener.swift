@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import HailKit
 import Logging
 import Metrics
 import RedisKit
@@ -12,6 +13,8 @@ import ServiceLifecycle
 struct PushListener: Service {
     let redis: RedisClient
     let hub: PushHub
+    /// Fed with every revocation, and told when the subscription is lost (it may miss some then).
+    let revocations: Revocations
     let logger: Logger
 
     func run() async throws {
@@ -22,9 +25,17 @@ struct PushListener: Service {
                 let subscription = try await redis.subscribe(
                     channels: [SessionRevocation.channel], patterns: [PushMessage.channelPattern])
                 failures = 0
+                // Subscribed first, then the deny-list read: nothing revoked in between is missed.
+                do {
+                    try await revocations.reload(redis: redis)
+                } catch {
+                    await subscription.close()
+                    throw error
+                }
                 try await cancelWhenGracefulShutdown {
                     for try await message in subscription.messages {
                         if message.channel == SessionRevocation.channel {
+                            revocations.apply(message: message.text)
                             if let revocation = try? JSONDecoder().decode(SessionRevocation.self, from: Data(message.text.utf8)) {
                                 let closed = hub.revoke(user: revocation.userID, session: revocation.sessionID, token: revocation.tokenID)
                                 if closed > 0 { logger.info("sockets of an ended session closed", metadata: ["count": "\(closed)"]) }
@@ -38,10 +49,13 @@ struct PushListener: Service {
                         }
                     }
                 }
+                revocations.lost()
                 await subscription.close()
             } catch is CancellationError {
+                revocations.lost()
                 break
             } catch {
+                revocations.lost()
                 failures += 1
                 logger.warning("push subscription lost; resubscribing", metadata: ["error": "\(error)"])
                 let pause = Duration.milliseconds(min(100 * failures, 2000))
