@@ -120,15 +120,11 @@ struct DispatchService: Service {
         let claimed = zip(result.assignments, outcomes).filter { $0.1 == .claimed }.map(\.0)
         let headers = try await credentials.headers(for: OrderAPI.service)
 
+        // Hand-overs go out side by side, at most `concurrentOffers` at a time: a window of a rush hour's
+        // orders must not open hundreds of calls to the order service at once.
         let confirmed = await withTaskGroup(of: (Assignment, Bool).self) { group in
-            for assignment in claimed {
-                guard let order = byNumber[assignment.order], let driver = fleet.account(of: assignment.driver) else { continue }
-                group.addTask {
-                    (assignment, await handOver(order: order.orderID, to: driver, pickupKm: assignment.pickupKm, headers: headers))
-                }
-            }
             var confirmed: [Assignment] = []
-            for await (assignment, ok) in group {
+            func settle(_ assignment: Assignment, _ ok: Bool) {
                 if ok {
                     confirmed.append(assignment)
                 } else {
@@ -136,6 +132,19 @@ struct DispatchService: Service {
                     fleet.release(assignment.driver)
                 }
             }
+            var running = 0
+            for assignment in claimed {
+                guard let order = byNumber[assignment.order], let driver = fleet.account(of: assignment.driver) else { continue }
+                if running >= Self.concurrentOffers, let (done, ok) = await group.next() {
+                    settle(done, ok)
+                    running -= 1
+                }
+                group.addTask {
+                    (assignment, await handOver(order: order.orderID, to: driver, pickupKm: assignment.pickupKm, headers: headers))
+                }
+                running += 1
+            }
+            for await (assignment, ok) in group { settle(assignment, ok) }
             return confirmed
         }
         let pickupKm = confirmed.reduce(0) { $0 + $1.pickupKm }

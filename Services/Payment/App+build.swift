@@ -22,7 +22,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     guard (0...100).contains(commission) else { throw ConfigurationError("payment.commission.percent must be 0 to 100, not \(commission)") }
     let failureRate = reader.double(forKey: "payment.sandbox.failure.rate", default: 0)
     guard (0...1).contains(failureRate) else { throw ConfigurationError("payment.sandbox.failure.rate must be 0 to 1, not \(failureRate)") }
-    let database = try await kit.openDatabase(migrations: PaymentStore.migrations)
+    let database = try await kit.openDatabase(migrations: PaymentStore.migrations, durability: .full)
     let wakeups = OutboxWakeups()
     let desk = PaymentDesk(
         store: PaymentStore(db: database, source: kit.name),

@@ -17,7 +17,7 @@ import SQLiteKit
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "settlement", reader: reader, defaultPort: 9007)
     let tokens = try await kit.accessTokens()
-    let database = try await kit.openDatabase(migrations: SettlementStore.migrations)
+    let database = try await kit.openDatabase(migrations: SettlementStore.migrations, durability: .full)
     let store = SettlementStore(db: database)
     kit.pruneProcessedEvents(in: database)
     for consumer in LedgerFeed.consumers(store: store, redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger) {

@@ -11,11 +11,24 @@ public struct SQLiteConfiguration: Sendable {
     public var maximumReaders: Int
     /// How long a statement waits for a lock before it fails with `SQLITE_BUSY`.
     public var busyTimeout: Duration
+    /// When a commit reaches the disk.
+    public var durability: Durability
 
-    public init(path: String, maximumReaders: Int = 4, busyTimeout: Duration = .seconds(5)) {
+    /// `PRAGMA synchronous` under WAL.
+    public enum Durability: String, Sendable {
+        /// Each commit waits for the WAL to be synced to disk: survives a power loss.
+        case full
+        /// Commits are written to the WAL without waiting for the disk; the WAL is synced at each
+        /// checkpoint. A crash of the process loses nothing; a power loss or kernel crash can lose the
+        /// last commits — whole transactions, never half of one, so a row and its outbox event go together.
+        case normal
+    }
+
+    public init(path: String, maximumReaders: Int = 4, busyTimeout: Duration = .seconds(5), durability: Durability = .full) {
         self.path = path
         self.maximumReaders = maximumReaders
         self.busyTimeout = busyTimeout
+        self.durability = durability
     }
 }
 
@@ -49,6 +62,8 @@ public final class SQLiteStore: Sendable {
         config.busyMode = .timeout(TimeInterval(timeout.seconds) + TimeInterval(timeout.attoseconds) / 1e18)
         config.foreignKeysEnabled = true
         config.label = URL(fileURLWithPath: configuration.path).lastPathComponent
+        let synchronous = configuration.durability == .full ? "FULL" : "NORMAL"
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
         self.pool = try DatabasePool(path: configuration.path, configuration: config)
         self.path = configuration.path
         let applied = try migrations.apply(to: pool)
