@@ -3,10 +3,12 @@
 # retention bounds are set low, then a check that every stream and every `processed_events` table is
 # within its bound and that no consumer group lost an entry it had not read.
 #
-#   scripts/growth-run.sh [--claims 100000] [--rides 20000] [--bound 20000] [--bin-dir DIR]
+#   scripts/growth-run.sh [--claims 100000] [--rides 20000] [--bound 20000] [--claim-rate 800]
+#                         [--ride-rate 80] [--bin-dir DIR]
 #
 # The bounds go to every service as `events.stream.max.length` and `events.processed.max.rows`, with
-# `events.retention.interval.seconds` at 5. Without --bin-dir it builds the release products first.
+# `events.retention.interval.seconds` at 5. The rates default to what two cores carry without queueing
+# (the audits fail when orders wait past their minute). Without --bin-dir it builds the release products.
 # Exits 1 when a load audit fails, a stream or table is over its bound, or a group lost unread entries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,14 +17,18 @@ source scripts/lib.sh
 claims=100000
 rides=20000
 bound=20000
+rate=800
+ride_rate=80
 bin=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --claims) claims=$2; shift ;;
         --rides) rides=$2; shift ;;
         --bound) bound=$2; shift ;;
+        --claim-rate) rate=$2; shift ;;
+        --ride-rate) ride_rate=$2; shift ;;
         --bin-dir) bin=$2; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -49,23 +55,24 @@ done
 say "Starting Hailstorm with streams and processed_events bounded at $bound"
 "$bin/hailstorm" up --run-dir "$run_dir" --gateway-port "$port" "${options[@]}"
 
-# A sale of $claims coupons: riders three times as many, picked at random, so that about 1.1 × $claims
-# distinct riders press the button and the stock runs out near the end.
-rate=2000
-seconds=$(( claims * 14 / 10 / rate + 1 ))
-say "Flash sale: $claims coupons, $((claims * 3)) riders, $rate claims/s for $seconds s"
-"$bin/hailstorm-load" flash-sale --run-dir "$run_dir" --coupons "$claims" --riders $((claims * 3)) \
-    --rate "$rate" --duration "$seconds" --out "$work/flash-sale"
+# A sale of $claims coupons: riders four times as many, picked at random, 1.25 × $claims presses, so that
+# about 1.07 × $claims distinct riders press the button and the stock runs out near the end.
+seconds=$(( claims * 5 / 4 / rate + 1 ))
+say "Flash sale: $claims coupons, $((claims * 4)) riders, $rate claims/s for $seconds s"
+# A failed load audit is reported at the end; the bounds are checked all the same.
+audits=()
+"$bin/hailstorm-load" flash-sale --run-dir "$run_dir" --coupons "$claims" --riders $((claims * 4)) \
+    --rate "$rate" --duration "$seconds" --out "$work/flash-sale" || audits+=("flash sale")
 
-ride_rate=160
 ride_seconds=$(( rides / ride_rate + 1 ))
 say "Rush hour: $rides rides at $ride_rate/s for $ride_seconds s"
 "$bin/hailstorm-load" rush-hour --run-dir "$run_dir" --drivers 2000 --rate "$ride_rate" \
-    --duration "$ride_seconds" --out "$work/rush-hour"
+    --duration "$ride_seconds" --out "$work/rush-hour" || audits+=("rush hour")
 
 say "Waiting for the consumers to drain and the retention work to run"
 redis_port=$(python3 -c 'import json,sys; print(next(i["port"] for i in json.load(open(sys.argv[1]))["instances"] if i["service"] == "redis"))' "$run_dir/state.json")
-python3 - "$redis_port" "$run_dir/data" "$bound" <<'PY'
+bounds=passed
+python3 - "$redis_port" "$run_dir/data" "$bound" <<'PY' || bounds=failed
 import glob, os, socket, sqlite3, sys, time
 
 port, data, bound = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -152,4 +159,10 @@ for failure in failures:
     print("FAILED: " + failure)
 sys.exit(1 if failures else 0)
 PY
-say "Growth run passed: every stream and processed_events table within $bound, no unread entry lost"
+if [ "$bounds" = passed ]; then
+    say "Every stream and processed_events table within $bound, no unread entry trimmed"
+else
+    say "Bounds check FAILED (above)"
+fi
+[ ${#audits[@]} -eq 0 ] || say "Load audits that failed: ${audits[*]} (reports in $work)"
+[ "$bounds" = passed ] && [ ${#audits[@]} -eq 0 ]

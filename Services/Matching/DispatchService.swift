@@ -120,8 +120,8 @@ struct DispatchService: Service {
         let claimed = zip(result.assignments, outcomes).filter { $0.1 == .claimed }.map(\.0)
         let headers = try await credentials.headers(for: OrderAPI.service)
 
-        // Hand-overs go out side by side, at most `concurrentOffers` at a time: a window of a rush hour's
-        // orders must not open hundreds of calls to the order service at once.
+        // Hand-overs go out side by side, at most `concurrentHandOvers` at a time: bounded, but wide enough
+        // that a rush hour's window is not handed over in slow rounds (the next window waits for this one).
         let confirmed = await withTaskGroup(of: (Assignment, Bool).self) { group in
             var confirmed: [Assignment] = []
             func settle(_ assignment: Assignment, _ ok: Bool) {
@@ -135,7 +135,7 @@ struct DispatchService: Service {
             var running = 0
             for assignment in claimed {
                 guard let order = byNumber[assignment.order], let driver = fleet.account(of: assignment.driver) else { continue }
-                if running >= Self.concurrentOffers, let (done, ok) = await group.next() {
+                if running >= Self.concurrentHandOvers, let (done, ok) = await group.next() {
                     settle(done, ok)
                     running -= 1
                 }
@@ -219,6 +219,7 @@ struct DispatchService: Service {
     }
 
     static let concurrentOffers = 32
+    static let concurrentHandOvers = 256
 
     /// Opens the race in order-grab, then marks the order offered (which pushes it to the drivers): in
     /// that order, so no driver hears of an offer it cannot grab yet. True when the offer stands.
