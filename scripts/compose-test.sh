@@ -7,7 +7,7 @@
 # stack healthy again, then tears it all down. Installs what is missing (podman, podman-compose,
 # debootstrap). Exit 0 only when every step held.
 #
-#   scripts/compose-test.sh [--keep]     (--keep leaves the stack running for a look)
+#   scripts/compose-test.sh [--keep]     (--keep leaves the stack running for a look, failed or not)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -53,9 +53,13 @@ teardown() {
             podman logs --tail 15 "$container" 2>&1 || true
         done
     fi
-    if [ "$keep" = 1 ] && [ "$status" -eq 0 ]; then
+    if [ "$keep" = 1 ]; then
         say "The stack keeps running: gateway on http://127.0.0.1:$HAILSTORM_GATEWAY_PORT, admin in $work/admin.json"
-        echo "  stop it: CONTAINERS_CONF=$CONTAINERS_CONF CONTAINERS_STORAGE_CONF=$CONTAINERS_STORAGE_CONF ${compose[*]} down -v"
+        # podman alone: the compose file needs this run's variables, which the shell that reads this lacks.
+        local filter="label=io.podman.compose.project=$project"
+        echo "  stop it: export CONTAINERS_CONF=$CONTAINERS_CONF CONTAINERS_STORAGE_CONF=$CONTAINERS_STORAGE_CONF"
+        echo "           podman ps -aq --filter $filter | xargs -r podman rm -f"
+        echo "           podman volume ls -q --filter $filter | xargs -r podman volume rm -f; podman network rm -f ${project}_default"
     else
         say "Stopping the stack"
         "${compose[@]}" down -v >"$work/down.log" 2>&1 || true

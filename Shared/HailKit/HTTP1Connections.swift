@@ -13,8 +13,8 @@ public struct HTTP1Answer: Sendable {
 public enum HTTP1CallError: Error, Equatable, Sendable {
     /// The deadline passed before the whole answer arrived.
     case deadlineExceeded
-    /// The connection could not be opened.
-    case connectFailed
+    /// The connection could not be opened (the reason, for logs).
+    case connectFailed(String)
     /// The connection closed (or failed) before the whole answer arrived.
     case connectionClosed
     /// The answer's body was larger than the client accepts.
@@ -242,7 +242,6 @@ final class TargetPool: @unchecked Sendable {
         let connection = HTTP1ClientConnection(pool: self, maxAnswerBytes: limits.maxAnswerBytes)
         ClientBootstrap(group: loop)
             .connectTimeout(limits.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .fireError)
@@ -258,11 +257,15 @@ final class TargetPool: @unchecked Sendable {
                     } else {
                         connection.send(call)
                     }
-                case .failure:
+                case .failure(let error):
                     open -= 1
-                    call.fail(.connectFailed)
-                    // The calls waiting behind it would meet the same refusal: fail them now, not one by one.
-                    while let next = waiting.popFirst() { next.fail(.connectFailed) }
+                    let failure = HTTP1CallError.connectFailed("\(target.host):\(target.port): \(error)")
+                    call.fail(failure)
+                    // With no connection left to the target, the calls waiting behind it would meet the
+                    // same refusal: fail them now, not one by one. With others open, they wait for those.
+                    if open == 0 {
+                        while let next = waiting.popFirst() { next.fail(failure) }
+                    }
                 }
             }
     }

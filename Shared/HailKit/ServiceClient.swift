@@ -197,7 +197,9 @@ public final class ServiceClient: Sendable {
 
             var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method.rawValue), uri: path)
             head.headers.reserveCapacity(headers.count + 7)
-            head.headers.add(name: "host", value: instance.host)
+            head.headers.add(
+                name: "host",
+                value: instance.host.contains(":") ? "[\(instance.host)]:\(instance.port)" : "\(instance.host):\(instance.port)")
             for field in headers where field.name != HailHeaders.requestID && field.name != HailHeaders.traceParent
                 && field.name != HailHeaders.traceState && field.name != HailHeaders.deadline && field.name != .contentLength
             {
@@ -233,7 +235,7 @@ public final class ServiceClient: Sendable {
                     Self.count(service, "unavailable")
                     lastFailure = Self.problem(from: answer, service: service)
                     if attempt < attempts, retryable {
-                        logger.debug("retrying", metadata: ["service": "\(service)", "status": "\(status.code)", "attempt": "\(attempt)"])
+                        logger.debug("retrying", metadata: ["callee": "\(service)", "status": "\(status.code)", "attempt": "\(attempt)"])
                         continue
                     }
                     return answer
@@ -253,7 +255,7 @@ public final class ServiceClient: Sendable {
                 breakers.recordFailure(instance.id)
                 invalidate(service)
                 Self.count(service, "unreachable")
-                logger.debug("call failed", metadata: ["service": "\(service)", "instance": "\(instance.id)", "error": "\(error)"])
+                logger.debug("call failed", metadata: ["callee": "\(service)", "callee_instance": "\(instance.id)", "address": "\(instance.host):\(instance.port)", "error": "\(error)"])
                 lastFailure = Problem(
                     .badGateway, slug: "unreachable", title: "A service could not be reached",
                     detail: "A service behind this one could not be reached; try again")
@@ -311,10 +313,10 @@ public final class ServiceClient: Sendable {
             return fresh
         } catch {
             if let stale = cache.withLockedValue({ $0[service] }) {
-                logger.warning("discovery failed; using the last known instances", metadata: ["service": "\(service)", "error": "\(error)"])
+                logger.warning("discovery failed; using the last known instances", metadata: ["callee": "\(service)", "error": "\(error)"])
                 return stale.instances
             }
-            logger.warning("discovery could not list a service", metadata: ["service": "\(service)", "error": "\(error)"])
+            logger.warning("discovery could not list a service", metadata: ["callee": "\(service)", "error": "\(error)"])
             throw Problem.unavailable("Services cannot be found at the moment", retryAfterSeconds: 1)
         }
     }
