@@ -144,16 +144,22 @@ for key in streams:
         print("    group %-22s read %s, pending %s, lag %s" % (group["name"], group.get("entries-read"), group["pending"], group.get("lag")))
 
 print("%-28s %10s %12s" % ("processed_events", "rows", "bound"))
-for path in sorted(glob.glob(os.path.join(data, "*.sqlite"))):
+# One folder per instance under data/, each with its service's SQLite file.
+consumers = 0
+for path in sorted(glob.glob(os.path.join(data, "*", "*.sqlite"))):
     db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
         rows = db.execute("SELECT count(*) FROM processed_events").fetchone()[0]
     except sqlite3.OperationalError:
         continue
     db.close()
-    print("%-28s %10d %12d" % (os.path.basename(path), rows, bound))
+    consumers += 1
+    name = os.path.relpath(path, data)
+    print("%-28s %10d %12d" % (name, rows, bound))
     if rows > bound:
-        failures.append("%s: processed_events holds %d rows, over its bound of %d" % (os.path.basename(path), rows, bound))
+        failures.append("%s: processed_events holds %d rows, over its bound of %d" % (name, rows, bound))
+if consumers == 0:
+    failures.append("no SQLite file with a processed_events table under %s" % data)
 
 for failure in failures:
     print("FAILED: " + failure)
