@@ -121,13 +121,7 @@ final class DriverFleet: Sendable {
     /// On an order (assigned by this instance or by a grab): out of dispatch until the trip ends.
     /// The driver took `order`.
     func markBusy(_ account: String, order: String) async throws {
-        let id = number(of: account)
-        names.withLock { names in
-            names.busy.insert(id)
-            names.trips[id] = order
-        }
-        _ = live.setAvailability(id, .busy)
-        _ = try await redis.pipeline([RedisCommand("SADD", busyKey, account), RedisCommand("HSET", tripsKey, account, order)])
+        try await apply([.took(driver: account, order: order)])
     }
 
     /// `order` ended: its driver is free again, unless they are on another order by now (the end of an
@@ -135,17 +129,50 @@ final class DriverFleet: Sendable {
     /// nothing changed.
     @discardableResult
     func markFree(_ account: String, order: String) async throws -> Bool {
-        let id = number(of: account)
-        let freed = names.withLock { names -> Bool in
-            if let current = names.trips[id], current != order { return false }
-            names.busy.remove(id)
-            names.trips[id] = nil
-            return true
+        try await apply([.ended(driver: account, order: order)]) == 1
+    }
+
+    /// A driver's trip starting or ending, as the order stream tells it.
+    enum TripChange: Sendable {
+        case took(driver: String, order: String)
+        case ended(driver: String, order: String)
+    }
+
+    /// Applies `changes` in order, with Redis's copy updated in one pipeline; returns how many took
+    /// effect (the end of a trip the driver is no longer on changes nothing).
+    @discardableResult
+    func apply(_ changes: [TripChange]) async throws -> Int {
+        var commands: [RedisCommand] = []
+        var applied = 0
+        for change in changes {
+            switch change {
+            case .took(let account, let order):
+                let id = number(of: account)
+                names.withLock { names in
+                    names.busy.insert(id)
+                    names.trips[id] = order
+                }
+                _ = live.setAvailability(id, .busy)
+                applied += 1
+                commands.append(RedisCommand("SADD", busyKey, account))
+                commands.append(RedisCommand("HSET", tripsKey, account, order))
+            case .ended(let account, let order):
+                let id = number(of: account)
+                let freed = names.withLock { names -> Bool in
+                    if let current = names.trips[id], current != order { return false }
+                    names.busy.remove(id)
+                    names.trips[id] = nil
+                    return true
+                }
+                guard freed else { continue }
+                _ = live.setAvailability(id, availability(id))
+                applied += 1
+                commands.append(RedisCommand("SREM", busyKey, account))
+                commands.append(RedisCommand("HDEL", tripsKey, account))
+            }
         }
-        guard freed else { return false }
-        _ = live.setAvailability(id, availability(id))
-        _ = try await redis.pipeline([RedisCommand("SREM", busyKey, account), RedisCommand("HDEL", tripsKey, account)])
-        return true
+        if !commands.isEmpty { _ = try await redis.pipeline(commands) }
+        return applied
     }
 
     /// Takes back a claim a window made that the order service did not confirm.

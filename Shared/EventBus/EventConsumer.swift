@@ -47,6 +47,12 @@ public struct EventConsumerConfiguration: Sendable {
 /// handled again, here; an entry delivered `maxDeliveries` times goes to the dead-letter stream
 /// `events:<stream>:dead` with the reason, and is acknowledged. Handlers must tolerate repeats: wrap them
 /// with `ProcessedEvents.once` or make them idempotent otherwise.
+///
+/// A consumer given a `batchHandler` hands it every well-formed entry of a read at once (in stream
+/// order), so a busy stream costs one transaction and one round trip per read instead of per entry. When
+/// the batch handler throws, the entries are handled one by one with `handler`, which isolates the entry
+/// at fault (it stays pending, then goes to the dead-letter stream) and lets the others through; since the
+/// batch may have been partly applied, handlers must tolerate repeats here too.
 public struct EventConsumer: Service {
     public let stream: String
     public let group: String
@@ -54,6 +60,7 @@ public struct EventConsumer: Service {
     let redis: RedisClient
     let configuration: EventConsumerConfiguration
     let handler: @Sendable (EventEnvelope) async throws -> Void
+    private(set) var batchHandler: (@Sendable ([EventEnvelope]) async throws -> Void)?
     let logger: Logger
 
     public init(
@@ -72,6 +79,25 @@ public struct EventConsumer: Service {
         self.configuration = configuration
         self.logger = logger
         self.handler = handler
+        self.batchHandler = nil
+    }
+
+    /// A consumer that handles each read as one batch (`batchHandler`); one entry at a time, with the
+    /// batch handler given that one entry, when a batch fails.
+    public static func batching(
+        stream: String,
+        group: String,
+        consumer: String,
+        redis: RedisClient,
+        configuration: EventConsumerConfiguration = .init(),
+        logger: Logger,
+        batchHandler: @escaping @Sendable ([EventEnvelope]) async throws -> Void
+    ) -> EventConsumer {
+        var made = EventConsumer(
+            stream: stream, group: group, consumer: consumer, redis: redis, configuration: configuration, logger: logger
+        ) { try await batchHandler([$0]) }
+        made.batchHandler = batchHandler
+        return made
     }
 
     var key: String { EventEnvelope.streamKey(stream) }
@@ -151,7 +177,25 @@ public struct EventConsumer: Service {
     /// acknowledgement delivers them again, which handlers tolerate by contract.
     private func handleBatch(_ entries: [StreamEntry]) async throws {
         var handled: [String] = []
-        for entry in entries where await handle(entry) { handled.append(entry.id) }
+        if entries.count > 1, let batchHandler {
+            let envelopes = entries.compactMap { EventEnvelope(entry: $0, stream: stream) }
+            // A malformed entry among them: one by one, so it is dead-lettered.
+            if envelopes.count == entries.count {
+                do {
+                    try await batchHandler(envelopes)
+                    handled = entries.map(\.id)
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    logger.debug(
+                        "batch failed; handling its events one by one",
+                        metadata: ["stream": "\(key)", "count": "\(entries.count)", "error": "\(error)"])
+                }
+            }
+        }
+        if handled.isEmpty {
+            for entry in entries where await handle(entry) { handled.append(entry.id) }
+        }
         guard !handled.isEmpty else { return }
         try await redis.xack(key, group: group, ids: handled)
         Counter(label: "hailstorm_events_consumed_total", dimensions: [("stream", stream), ("group", group)])

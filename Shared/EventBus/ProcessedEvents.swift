@@ -51,12 +51,35 @@ public enum ProcessedEvents {
         _ body: @escaping @Sendable (Database) throws -> Void
     ) async throws -> Bool {
         try await store.write { db in
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?)",
-                arguments: [consumer, envelope.id, Date().timeIntervalSince1970])
-            guard db.changesCount == 1 else { return false }
+            guard try record(envelope, consumer: consumer, in: db) else { return false }
             try body(db)
             return true
         }
+    }
+
+    /// Runs `body` for each of `envelopes` that `consumer` has not handled yet, all in one write
+    /// transaction with the records that it did: a batching consumer's read costs one commit. A `body` that
+    /// throws rolls the whole batch back.
+    public static func each(
+        _ envelopes: [EventEnvelope],
+        consumer: String,
+        store: SQLiteStore,
+        _ body: @escaping @Sendable (EventEnvelope, Database) throws -> Void
+    ) async throws {
+        guard !envelopes.isEmpty else { return }
+        try await store.write { db in
+            for envelope in envelopes where try record(envelope, consumer: consumer, in: db) {
+                try body(envelope, db)
+            }
+        }
+    }
+
+    /// Records, inside the caller's transaction, that `consumer` handled `envelope`; false when it already
+    /// had (the caller then leaves the event's changes out). For handlers that apply a batch of events
+    /// in one transaction.
+    public static func record(_ envelope: EventEnvelope, consumer: String, in db: Database) throws -> Bool {
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?)")
+            .execute(arguments: [consumer, envelope.id, Date().timeIntervalSince1970])
+        return db.changesCount == 1
     }
 }

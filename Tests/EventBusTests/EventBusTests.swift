@@ -267,4 +267,54 @@ struct EventBusTests {
         #expect(dead.string("dead_reason")?.contains("3") == true)
         #expect(try await fixture.redis.xpending(EventEnvelope.streamKey(stream), group: "g").isEmpty)
     }
+
+    @Test("a batching consumer takes a read at once; a poisoned event in it costs only itself, which goes to the dead-letter stream")
+    func batching() async throws {
+        let fixture = try await Fixture()
+        let stream = TestEnvironment.unique("rides")
+        try await fixture.redis.xgroupCreate(EventEnvelope.streamKey(stream), group: "g")
+        let rides = (0..<40).map { "r\($0)" }
+        let poison = try EventEnvelope(RideRequested(rideID: "poison"), source: "test")
+        for ride in rides.prefix(20) {
+            try await fixture.publishDirectly(try EventEnvelope(RideRequested(rideID: ride), source: "test"), stream: stream)
+        }
+        try await fixture.publishDirectly(poison, stream: stream)
+        for ride in rides.suffix(20) {
+            try await fixture.publishDirectly(try EventEnvelope(RideRequested(rideID: ride), source: "test"), stream: stream)
+        }
+
+        struct Poisoned: Error {}
+        let batchSizes = Mutex<[Int]>([])
+        let store = fixture.store
+        let consumer = EventConsumer.batching(
+            stream: stream, group: "g", consumer: "c", redis: fixture.redis,
+            configuration: .init(
+                batchSize: 64, block: .milliseconds(50), reclaimAfter: .milliseconds(100), reclaimInterval: .milliseconds(50),
+                maxDeliveries: 2),
+            logger: fixture.logger
+        ) { events in
+            batchSizes.withLock { $0.append(events.count) }
+            try await store.write { db in
+                for event in events {
+                    let ride = try event.decode(RideRequested.self)
+                    if ride.rideID == "poison" { throw Poisoned() }
+                    if try ProcessedEvents.record(event, consumer: "g", in: db) {
+                        try db.execute(sql: "INSERT INTO handled VALUES (?)", arguments: [ride.rideID])
+                    }
+                }
+            }
+        }
+        let task = Task { try await consumer.run() }
+        #expect(try await eventually { try await fixture.redis.xlen(EventEnvelope.deadLetterKey(stream)) == 1 })
+        #expect(try await eventually {
+            try await fixture.redis.xpending(EventEnvelope.streamKey(stream), group: "g").isEmpty
+        })
+        task.cancel()
+        // The whole read went to the handler at once (and failed, for the poison), then one by one.
+        #expect(batchSizes.withLock { $0.first } == 41)
+        let handled = try await store.read { db in try String.fetchAll(db, sql: "SELECT ride_id FROM handled") }
+        #expect(handled.sorted() == rides.sorted(), "every good event handled exactly once, the poisoned one not at all")
+        let dead = try #require(try await fixture.redis.xrange(EventEnvelope.deadLetterKey(stream)).first)
+        #expect(dead.string("id") == poison.id)
+    }
 }

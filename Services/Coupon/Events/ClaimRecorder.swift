@@ -15,13 +15,13 @@ enum ClaimRecorder {
         store: CouponStore, redis: RedisClient, stream: String, instance: String,
         configuration: EventConsumerConfiguration, logger: Logger
     ) -> EventConsumer {
-        EventConsumer(
+        // A read of the stream stored in one transaction (a flash sale writes thousands a second).
+        EventConsumer.batching(
             stream: stream, group: group, consumer: instance, redis: redis,
             configuration: configuration, logger: logger
-        ) { envelope in
-            let claim = try envelope.decode(CouponEvents.Claimed.self)
-            try await ProcessedEvents.once(envelope, consumer: group, store: store.db) { db in
-                try store.record(claim, in: db)
+        ) { envelopes in
+            try await ProcessedEvents.each(envelopes, consumer: group, store: store.db) { envelope, db in
+                try store.record(try envelope.decode(CouponEvents.Claimed.self), in: db)
             }
         }
     }

@@ -105,9 +105,9 @@ struct CouponStore: Sendable {
 
     /// Stores a granted claim once, however often the stream delivers it.
     func record(_ claim: CouponEvents.Claimed, in db: Database) throws {
-        try db.execute(
-            sql: "INSERT OR IGNORE INTO claims (claim_id, campaign_id, user_id, claimed_at, idempotency_key) VALUES (?, ?, ?, ?, ?)",
-            arguments: [claim.claimID, claim.campaignID, claim.userID, claim.claimedAt, claim.idempotencyKey])
+        try db.cachedStatement(
+            sql: "INSERT OR IGNORE INTO claims (claim_id, campaign_id, user_id, claimed_at, idempotency_key) VALUES (?, ?, ?, ?, ?)"
+        ).execute(arguments: [claim.claimID, claim.campaignID, claim.userID, claim.claimedAt, claim.idempotencyKey])
     }
 
     /// What a sale's Redis state is rebuilt from: claims per rider, and the idempotency answers of claims

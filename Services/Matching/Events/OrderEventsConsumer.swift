@@ -2,6 +2,7 @@ import Contracts
 import EventBus
 import Logging
 import RedisKit
+import SQLiteKit
 
 /// What matching learns from the order stream: new orders to dispatch (kept in its SQLite file before the
 /// event is acknowledged), drivers taken by an assignment or a grab, and drivers freed when a trip ends.
@@ -16,36 +17,61 @@ enum OrderEventsConsumer {
         store: DispatchStore, fleet: DriverFleet, dispatch: DispatchService, redis: RedisClient, instance: String,
         configuration: EventConsumerConfiguration, logger: Logger
     ) -> EventConsumer {
-        EventConsumer(
+        EventConsumer.batching(
             stream: OrderEvents.Created.stream, group: group, consumer: instance, redis: redis,
             configuration: configuration, logger: logger
-        ) { envelope in
-            if envelope.type == OrderEvents.Created.type {
-                let created = try envelope.decode(OrderEvents.Created.self)
-                try await ProcessedEvents.once(envelope, consumer: group, store: store.db) { db in
-                    try store.add(created, in: db)
-                }
-                return
-            }
-            let moved = try envelope.decode(OrderEvents.Moved.self)
-            switch moved.to {
-            case .assigned:
-                try await store.done(moved.orderID)
-                if let driver = moved.driverID, try await !store.hasEnded(moved.orderID) {
-                    try await fleet.markBusy(driver, order: moved.orderID)
-                }
-                dispatch.release(order: moved.orderID)
-            case .completed, .cancelled:
-                try await store.ended(moved.orderID)
-                if let driver = moved.driverID, moved.from.holdsDriver {
-                    try await fleet.markFree(driver, order: moved.orderID)
-                }
-                dispatch.release(order: moved.orderID)
-            case .expired:
-                try await store.ended(moved.orderID)
-            case .created, .offered, .arriving, .inTrip, .paid:
-                break
-            }
+        ) { envelopes in
+            try await handle(envelopes, store: store, fleet: fleet, dispatch: dispatch)
         }
+    }
+
+    /// A read of the stream, in order: every change to matching's SQLite file in one transaction, then
+    /// the drivers' trips in one Redis pipeline, then the window's claims released. Redelivered in part or
+    /// whole (a crash between the steps, a failed batch handled again one by one), it changes nothing
+    /// twice: new orders are recorded once per event id, the rest are idempotent.
+    static func handle(_ envelopes: [EventEnvelope], store: DispatchStore, fleet: DriverFleet, dispatch: DispatchService) async throws {
+        enum Step: Sendable {
+            case created(EventEnvelope, OrderEvents.Created)
+            case moved(OrderEvents.Moved)
+        }
+        let steps: [Step] = try envelopes.map { envelope in
+            envelope.type == OrderEvents.Created.type
+                ? .created(envelope, try envelope.decode(OrderEvents.Created.self))
+                : .moved(try envelope.decode(OrderEvents.Moved.self))
+        }
+        let (trips, released) = try await store.db.write { db -> ([DriverFleet.TripChange], [String]) in
+            var trips: [DriverFleet.TripChange] = []
+            var released: [String] = []
+            for step in steps {
+                switch step {
+                case .created(let envelope, let created):
+                    if try ProcessedEvents.record(envelope, consumer: group, in: db) {
+                        try store.add(created, in: db)
+                    }
+                case .moved(let moved):
+                    switch moved.to {
+                    case .assigned:
+                        try store.done(moved.orderID, in: db)
+                        if let driver = moved.driverID, try !store.hasEnded(moved.orderID, in: db) {
+                            trips.append(.took(driver: driver, order: moved.orderID))
+                        }
+                        released.append(moved.orderID)
+                    case .completed, .cancelled:
+                        try store.ended(moved.orderID, in: db)
+                        if let driver = moved.driverID, moved.from.holdsDriver {
+                            trips.append(.ended(driver: driver, order: moved.orderID))
+                        }
+                        released.append(moved.orderID)
+                    case .expired:
+                        try store.ended(moved.orderID, in: db)
+                    case .created, .offered, .arriving, .inTrip, .paid:
+                        break
+                    }
+                }
+            }
+            return (trips, released)
+        }
+        try await fleet.apply(trips)
+        for order in released { dispatch.release(order: order) }
     }
 }

@@ -62,11 +62,12 @@ struct DispatchStore: Sendable {
 
     /// Keeps a new order for dispatch, unless it already left (its `order.created` came late).
     func add(_ created: OrderEvents.Created, in db: Database) throws {
-        try db.execute(
+        try db.cachedStatement(
             sql: """
                 INSERT OR IGNORE INTO pending_orders (order_id, pickup_lat, pickup_lon, created_at, dispatch)
                 SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM left_dispatch WHERE order_id = ?)
-                """,
+                """
+        ).execute(
             arguments: [
                 created.orderID, created.pickup.lat, created.pickup.lon, created.createdAt, created.dispatch?.rawValue,
                 created.orderID,
@@ -75,19 +76,23 @@ struct DispatchStore: Sendable {
 
     /// The trip is over (completed, cancelled, expired): it leaves dispatch for good.
     func ended(_ order: String) async throws {
-        try await db.write { db in
-            try db.execute(sql: "DELETE FROM pending_orders WHERE order_id = ?", arguments: [order])
-            try db.execute(
-                sql: "INSERT INTO left_dispatch (order_id, ended, at) VALUES (?, 1, ?) ON CONFLICT(order_id) DO UPDATE SET ended = 1",
-                arguments: [order, Date().timeIntervalSince1970])
-        }
+        try await db.write { db in try ended(order, in: db) }
+    }
+
+    func ended(_ order: String, in db: Database) throws {
+        try db.cachedStatement(sql: "DELETE FROM pending_orders WHERE order_id = ?").execute(arguments: [order])
+        try db.cachedStatement(
+            sql: "INSERT INTO left_dispatch (order_id, ended, at) VALUES (?, 1, ?) ON CONFLICT(order_id) DO UPDATE SET ended = 1"
+        ).execute(arguments: [order, Date().timeIntervalSince1970])
     }
 
     /// Whether the order's trip is known to be over.
     func hasEnded(_ order: String) async throws -> Bool {
-        try await db.read { db in
-            try Bool.fetchOne(db, sql: "SELECT ended FROM left_dispatch WHERE order_id = ?", arguments: [order]) ?? false
-        }
+        try await db.read { db in try hasEnded(order, in: db) }
+    }
+
+    func hasEnded(_ order: String, in db: Database) throws -> Bool {
+        try Bool.fetchOne(db.cachedStatement(sql: "SELECT ended FROM left_dispatch WHERE order_id = ?"), arguments: [order]) ?? false
     }
 
     /// Forgets orders that left dispatch more than `age` seconds ago; returns how many.
@@ -127,16 +132,19 @@ struct DispatchStore: Sendable {
     /// The order left dispatch: assigned (logged), or ended elsewhere (cancelled, expired, taken by a grab).
     func done(_ order: String, mode: String? = nil, drivers: [String] = [], pickupKm: Double? = nil) async throws {
         try await db.write { db in
-            try db.execute(sql: "DELETE FROM pending_orders WHERE order_id = ?", arguments: [order])
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO left_dispatch (order_id, ended, at) VALUES (?, 0, ?)",
-                arguments: [order, Date().timeIntervalSince1970])
+            try done(order, in: db)
             if let mode {
                 try db.execute(
                     sql: "INSERT INTO dispatch_log (order_id, mode, drivers, pickup_km, at) VALUES (?, ?, ?, ?, ?)",
                     arguments: [order, mode, drivers.joined(separator: ","), pickupKm, Date().timeIntervalSince1970])
             }
         }
+    }
+
+    func done(_ order: String, in db: Database) throws {
+        try db.cachedStatement(sql: "DELETE FROM pending_orders WHERE order_id = ?").execute(arguments: [order])
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO left_dispatch (order_id, ended, at) VALUES (?, 0, ?)")
+            .execute(arguments: [order, Date().timeIntervalSince1970])
     }
 
     /// Offered to drivers: it waits for a grab (or its expiry) instead of another window.

@@ -133,7 +133,8 @@ struct OrderController: Sendable {
         } catch {
             context.logger.warning("order cache not invalidated; it expires on its own", metadata: ["order": "\(id)", "error": "\(error)"])
         }
-        context.logger.info("order moved", metadata: ["order": "\(id)", "state": "\(order.state.rawValue)", "by": "\(move.actor)"])
+        // Every move is on the order stream and in the order's history; the log line is for debugging.
+        context.logger.debug("order moved", metadata: ["order": "\(id)", "state": "\(order.state.rawValue)", "by": "\(move.actor)"])
         return order
     }
 }

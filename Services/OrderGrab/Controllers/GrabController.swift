@@ -34,7 +34,7 @@ struct GrabController: Sendable {
             }
             switch final {
             case .won:
-                context.logger.info("order grabbed", metadata: ["order": "\(order)", "driver": "\(driver.userID)"])
+                context.logger.debug("order grabbed", metadata: ["order": "\(order)", "driver": "\(driver.userID)"])
                 return GrabAPI.Won(orderID: order, driverID: driver.userID, at: now)
             case .taken: throw Problem.conflict("taken", "Another driver already took this order")
             case .notOffered: throw Problem.forbidden("This order was not offered to you")
