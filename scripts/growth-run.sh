@@ -4,7 +4,7 @@
 # within its bound and that no consumer group lost an entry it had not read.
 #
 #   scripts/growth-run.sh [--claims 100000] [--rides 20000] [--bound 20000] [--claim-rate 800]
-#                         [--ride-rate 80] [--bin-dir DIR]
+#                         [--ride-rate 50] [--bin-dir DIR]
 #
 # The bounds go to every service as `events.stream.max.length` and `events.processed.max.rows`, with
 # `events.retention.interval.seconds` at 5. The rates default to what two cores carry without queueing
@@ -18,7 +18,7 @@ claims=100000
 rides=20000
 bound=20000
 rate=800
-ride_rate=80
+ride_rate=50
 bin=""
 while [ $# -gt 0 ]; do
     case "$1" in
