@@ -75,10 +75,6 @@ struct DispatchStore: Sendable {
     }
 
     /// The trip is over (completed, cancelled, expired): it leaves dispatch for good.
-    func ended(_ order: String) async throws {
-        try await db.write { db in try ended(order, in: db) }
-    }
-
     func ended(_ order: String, in db: Database) throws {
         try db.cachedStatement(sql: "DELETE FROM pending_orders WHERE order_id = ?").execute(arguments: [order])
         try db.cachedStatement(
