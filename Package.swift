@@ -196,7 +196,7 @@ let package = Package(
         .executableTarget(
             name: "Load",
             dependencies: [
-                "HailKit", "Contracts", "RedisKit", "BenchSupport", httpClient, nioCore,
+                "HailKit", "Contracts", "RedisKit", "BenchSupport", httpClient, nioCore, nioPosix,
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

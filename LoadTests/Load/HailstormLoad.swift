@@ -93,7 +93,7 @@ struct HailstormLoad: AsyncParsableCommand {
             let tokens = try await AccessTokens(
                 service: "hailstorm-load", signingKey: throwaway.privateKeys[AccessTokens.userIssuer], jwks: throwaway.jwks)
             let context = LoadContext(
-                gateway: target, client: client, tokens: tokens, admin: "",
+                gateway: target, client: client, lane: GatewayLane(url: target, connections: connections), tokens: tokens, admin: "",
                 redis: nil, runLabel: "bare", recorder: LatencyRecorder(), maxInFlight: maxInFlight)
             let passed: Bool
             do {
@@ -146,7 +146,8 @@ struct HailstormLoad: AsyncParsableCommand {
         let label = String(UUID().uuidString.prefix(8)).lowercased()
         let signIn = try await Self.signIn(gateway: gateway, client: client, phone: admin["phone"] ?? "", password: admin["password"] ?? "")
         let context = LoadContext(
-            gateway: gateway, client: client, tokens: tokens, admin: signIn, redis: redis,
+            gateway: gateway, client: client, lane: GatewayLane(url: gateway, connections: connections), tokens: tokens,
+            admin: signIn, redis: redis,
             runLabel: label, recorder: recorder, maxInFlight: maxInFlight)
         let modes: [OrderAPI.Dispatch] = dispatch == "both" ? [.assign, .offer] : [OrderAPI.Dispatch(rawValue: dispatch)!]
         func flashSale() -> any Scenario { FlashSaleScenario(context: context, coupons: coupons, riders: riders) }
