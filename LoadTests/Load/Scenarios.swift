@@ -114,6 +114,10 @@ final class RideScenario: Scenario {
     private let drivers = Mutex<[String: String]>([:])
     /// Drivers grabbing or driving now: a simulated driver grabs one offer at a time, as a person would.
     private let busy = Mutex<Set<String>>([])
+    /// Offers a driver was sent while busy (grabbing another order, or on a trip), by driver. Once free,
+    /// the driver goes through them and grabs the first still open, as a driver's app lists the offers
+    /// that stand: an offer is not lost on a driver who was busy for the moment it arrived.
+    private let standing = Mutex<[String: [String]]>([:])
     private let driverList = Mutex<[(id: String, token: String)]>([])
     private let riders = Mutex<[(id: String, token: String)]>([])
     private let accepted = Mutex<[String: Tracked]>([:])
@@ -226,24 +230,56 @@ final class RideScenario: Scenario {
     }
 
     /// Every free offered driver grabs at the same moment; one wins (and stays taken until its trip ends).
+    /// The busy ones keep the offer for when they are free.
     private func grabStorm(_ order: String, drivers offered: [String], second: Int) async {
         let free = busy.withLock { taken in
             offered.filter { taken.insert($0).inserted }
         }
-        let tokens = drivers.withLock { map in free.compactMap { id in map[id].map { (id, $0) } } }
+        let freeSet = Set(free)
+        standing.withLock { standing in
+            for driver in offered where !freeSet.contains(driver) { standing[driver, default: []].append(order) }
+        }
         await withTaskGroup(of: Void.self) { group in
-            for (driver, token) in tokens {
+            for driver in free {
                 group.addTask {
-                    var won = false
-                    await self.context.recorded("POST /driver/offers/{id}/grab", second: second) {
-                        let reply = await self.context.call(.POST, "/driver/offers/\(order)/grab", token: token)
-                        won = reply?.status == 200
-                        return LoadContext.outcome(
-                            reply, expected: [200], allowedProblems: ["taken", "order-closed", "offer-ended", "driver-busy"], label: "won")
-                    }
-                    if !won { _ = self.busy.withLock { $0.remove(driver) } }
+                    if await self.grab(order, driver: driver, second: second) { return }
+                    _ = self.busy.withLock { $0.remove(driver) }
+                    await self.freed(driver, second: second)
                 }
             }
+        }
+    }
+
+    /// One driver's grab; true when they won.
+    private func grab(_ order: String, driver: String, second: Int) async -> Bool {
+        guard let token = drivers.withLock({ $0[driver] }) else { return false }
+        var won = false
+        await context.recorded("POST /driver/offers/{id}/grab", second: second) {
+            let reply = await self.context.call(.POST, "/driver/offers/\(order)/grab", token: token)
+            won = reply?.status == 200
+            return LoadContext.outcome(
+                reply, expected: [200], allowedProblems: ["taken", "order-closed", "offer-ended", "driver-busy"], label: "won")
+        }
+        return won
+    }
+
+    /// A driver is free again: they grab the first of their standing offers whose order is still offered.
+    private func freed(_ driver: String, second: Int) async {
+        while !stopping.load(ordering: .relaxed) {
+            let list = standing.withLock { $0.removeValue(forKey: driver) } ?? []
+            guard !list.isEmpty else { return }
+            var rest = list[...]
+            var open: String?
+            while let order = rest.popFirst() {
+                if accepted.withLock({ $0[order]?.state == .offered }) {
+                    open = order
+                    break
+                }
+            }
+            if !rest.isEmpty { standing.withLock { $0[driver, default: []].insert(contentsOf: rest, at: 0) } }
+            guard let order = open, busy.withLock({ $0.insert(driver).inserted }) else { return }
+            if await grab(order, driver: driver, second: second) { return }
+            _ = busy.withLock { $0.remove(driver) }
         }
     }
 
@@ -251,7 +287,6 @@ final class RideScenario: Scenario {
     private func drive(_ order: String, driver: String, second: Int) async {
         guard let token = drivers.withLock({ $0[driver] }) else { return }
         _ = busy.withLock { $0.insert(driver) }
-        defer { _ = busy.withLock { $0.remove(driver) } }
         for verb in ["arrive", "start", "complete"] {
             var ok = false
             await context.recorded("POST /driver/rides/{id}/\(verb)", second: second) {
@@ -259,8 +294,10 @@ final class RideScenario: Scenario {
                 if case .ok = outcome { ok = true }
                 return outcome
             }
-            if !ok { return }
+            if !ok { break }
         }
+        _ = busy.withLock { $0.remove(driver) }
+        await freed(driver, second: second)
     }
 
     /// Each driver sends a fix every `fixSeconds`, spread evenly, until the run ends.

@@ -129,6 +129,56 @@ struct RideFlowTests {
         #expect(attempts.filter { $0["outcome"] as? String == "taken" }.count == 49)
     }
 
+    @Test("offer mode: an order whose offered drivers all take other trips is offered again at once to a free driver, not when its offer lapses")
+    func offerWithdrawn() async throws {
+        // Offers stand for two minutes: anything faster than that is the withdrawal, not the lapse.
+        let platform = try Platform(matching: [
+            "matching-dispatch-mode": "offer", "matching-offer-drivers": "2", "matching-offer-seconds": "120",
+            "matching-window-ms": "200",
+        ])
+        defer { platform.stopAll() }
+        try await platform.start()
+        var drivers: [(id: String, token: String, pushes: PushInbox)] = []
+        for (index, spot) in [1, 2, 9].enumerated() {
+            let driver = try await platform.account("driver", name: "Driver \(index)")
+            let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(spot))
+            try #require(online.status == 200, "\(online.text)")
+            drivers.append((driver.id, driver.token, try await PushInbox.connect(platform, token: driver.token)))
+        }
+        defer { for driver in drivers { driver.pushes.close() } }
+        let (a, b, c) = (drivers[0], drivers[1], drivers[2])
+        func order() async throws -> String {
+            let rider = try await platform.account("rider")
+            let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+            return try #require(created.json["id"] as? String, "\(created.text)")
+        }
+        func offered(_ order: String, to driver: (id: String, token: String, pushes: PushInbox), timeout: Duration = .seconds(20)) async throws {
+            _ = try await driver.pushes.waitFor(timeout: timeout) {
+                $0["type"] as? String == "order.offered" && $0["orderID"] as? String == order
+            }
+        }
+
+        // The first two orders go to the two nearest drivers, A and B.
+        let first = try await order()
+        try await offered(first, to: a)
+        try await offered(first, to: b)
+        let second = try await order()
+        try await offered(second, to: a)
+        // A takes the second: the first still stands for B.
+        #expect(try await platform.send(.POST, "/driver/offers/\(second)/grab", token: a.token).status == 200)
+        // The third goes to B and C (A is busy); B takes it, and nobody the first was offered to is free.
+        let third = try await order()
+        try await offered(third, to: b)
+        #expect(try await platform.send(.POST, "/driver/offers/\(third)/grab", token: b.token).status == 200)
+        // The first is offered to C in the next windows, not two minutes later.
+        try await offered(first, to: c, timeout: .seconds(15))
+        #expect(!c.pushes.messages.contains { $0["type"] as? String == "order.offered" && $0["orderID"] as? String == second })
+        #expect(try await platform.send(.POST, "/driver/offers/\(first)/grab", token: c.token).status == 200)
+        let rider = try await platform.admin()
+        let assigned = try await platform.waitForOrder(first, token: rider.token) { $0["state"] as? String == "assigned" }
+        #expect(assigned["driverID"] as? String == c.id)
+    }
+
     @Test("matching killed with SIGKILL: orders created while it was down are dispatched when it is back; orders waiting through a crash are dispatched or expire, none twice")
     func matchingCrash() async throws {
         let platform = try Platform(order: ["order-expiry-seconds": "25"])

@@ -1,11 +1,13 @@
 import Contracts
 import EventBus
 import Logging
+import Metrics
 import RedisKit
 import SQLiteKit
 
 /// What matching learns from the order stream: new orders to dispatch (kept in its SQLite file before the
-/// event is acknowledged), drivers taken by an assignment or a grab, and drivers freed when a trip ends.
+/// event is acknowledged), drivers taken by an assignment or a grab (their other offers withdrawn, and an
+/// order left with no offered driver dispatched again), and drivers freed when a trip ends.
 ///
 /// Safe out of order: an order that left dispatch is remembered (`left_dispatch`), so an `order.created`
 /// delivered after its assignment does not dispatch it again and an `order.assigned` delivered after the
@@ -39,9 +41,10 @@ enum OrderEventsConsumer {
                 ? .created(envelope, try envelope.decode(OrderEvents.Created.self))
                 : .moved(try envelope.decode(OrderEvents.Moved.self))
         }
-        let (trips, released) = try await store.db.write { db -> ([DriverFleet.TripChange], [String]) in
+        let (trips, released, reopened) = try await store.db.write { db -> ([DriverFleet.TripChange], [String], Int) in
             var trips: [DriverFleet.TripChange] = []
             var released: [String] = []
+            var reopened = 0
             for step in steps {
                 switch step {
                 case .created(let envelope, let created):
@@ -54,6 +57,7 @@ enum OrderEventsConsumer {
                         try store.done(moved.orderID, in: db)
                         if let driver = moved.driverID, try !store.hasEnded(moved.orderID, in: db) {
                             trips.append(.took(driver: driver, order: moved.orderID))
+                            reopened += try store.withdrawOffers(to: driver, in: db).count
                         }
                         released.append(moved.orderID)
                     case .completed, .cancelled:
@@ -69,8 +73,9 @@ enum OrderEventsConsumer {
                     }
                 }
             }
-            return (trips, released)
+            return (trips, released, reopened)
         }
+        if reopened > 0 { Counter(label: "hailstorm_dispatch_offers_reopened_total").increment(by: reopened) }
         try await fleet.apply(trips)
         for order in released { dispatch.release(order: order) }
     }

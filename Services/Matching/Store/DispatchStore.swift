@@ -57,6 +57,18 @@ struct DispatchStore: Sendable {
                 CREATE INDEX left_dispatch_at ON left_dispatch(at);
                 """)
         }
+        // Who each standing offer went to, so an offer whose drivers have all taken other trips goes back
+        // to dispatch at once instead of waiting for it to lapse.
+        migrations.add("v4-offers") { db in
+            try db.execute(sql: """
+                CREATE TABLE offers (
+                    order_id TEXT NOT NULL,
+                    driver_id TEXT NOT NULL,
+                    PRIMARY KEY (order_id, driver_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX offers_driver ON offers(driver_id);
+                """)
+        }
         return migrations
     }
 
@@ -77,6 +89,7 @@ struct DispatchStore: Sendable {
     /// The trip is over (completed, cancelled, expired): it leaves dispatch for good.
     func ended(_ order: String, in db: Database) throws {
         try db.cachedStatement(sql: "DELETE FROM pending_orders WHERE order_id = ?").execute(arguments: [order])
+        try db.cachedStatement(sql: "DELETE FROM offers WHERE order_id = ?").execute(arguments: [order])
         try db.cachedStatement(
             sql: "INSERT INTO left_dispatch (order_id, ended, at) VALUES (?, 1, ?) ON CONFLICT(order_id) DO UPDATE SET ended = 1"
         ).execute(arguments: [order, Date().timeIntervalSince1970])
@@ -139,6 +152,7 @@ struct DispatchStore: Sendable {
 
     func done(_ order: String, in db: Database) throws {
         try db.cachedStatement(sql: "DELETE FROM pending_orders WHERE order_id = ?").execute(arguments: [order])
+        try db.cachedStatement(sql: "DELETE FROM offers WHERE order_id = ?").execute(arguments: [order])
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO left_dispatch (order_id, ended, at) VALUES (?, 0, ?)")
             .execute(arguments: [order, Date().timeIntervalSince1970])
     }
@@ -152,6 +166,31 @@ struct DispatchStore: Sendable {
             try db.execute(
                 sql: "INSERT INTO dispatch_log (order_id, mode, drivers, at) VALUES (?, 'offer', ?, ?)",
                 arguments: [order, drivers.joined(separator: ","), now])
+            for driver in drivers {
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO offers (order_id, driver_id) VALUES (?, ?)")
+                    .execute(arguments: [order, driver])
+            }
         }
+    }
+
+    /// `driver` took a trip: the offers standing to them are withdrawn, and an offered order none of
+    /// whose drivers is left goes back to waiting, for the next window to offer it to whoever is free
+    /// (rather than lapsing after the offer's time with nobody able to grab it). Returns those orders.
+    func withdrawOffers(to driver: String, in db: Database) throws -> [String] {
+        let orders = try String.fetchAll(
+            db.cachedStatement(sql: "SELECT order_id FROM offers WHERE driver_id = ?"), arguments: [driver])
+        guard !orders.isEmpty else { return [] }
+        try db.cachedStatement(sql: "DELETE FROM offers WHERE driver_id = ?").execute(arguments: [driver])
+        var reopened: [String] = []
+        for order in orders {
+            try db.cachedStatement(
+                sql: """
+                    UPDATE pending_orders SET state = 'waiting', offered_at = NULL
+                    WHERE order_id = ? AND state = 'offered' AND NOT EXISTS (SELECT 1 FROM offers WHERE order_id = ?)
+                    """
+            ).execute(arguments: [order, order])
+            if db.changesCount > 0 { reopened.append(order) }
+        }
+        return reopened
     }
 }
