@@ -1,6 +1,8 @@
 import Contracts
 import Foundation
 import Histogram
+import NIOCore
+import NIOPosix
 import RedisKit
 import Synchronization
 
@@ -169,15 +171,14 @@ final class RideScenario: Scenario {
     func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
         let rider = riders.withLock { $0[index % $0.count] }
         let mode = dispatch[index % dispatch.count]
-        let body = try? JSONSerialization.data(withJSONObject: [
-            "pickup": ["lat": near(pickupSpread).lat, "lon": near(pickupSpread).lon],
-            "dropoff": ["lat": near(0.05).lat, "lon": near(0.05).lon], "dispatch": mode.rawValue,
-        ])
+        let (pickup, dropoff) = (near(pickupSpread), near(0.05))
+        let body = Data(#"{"pickup":\#(Self.json(pickup)),"dropoff":\#(Self.json(dropoff)),"dispatch":"\#(mode.rawValue)"}"#.utf8)
         let reply = await context.call(.POST, "/rides", token: rider.token, json: body, idempotencyKey: "\(context.runLabel)-\(name)-\(index)")
-        if reply?.status == 201, let id = reply?.json["id"] as? String {
+        let answer = reply?.status == 201 ? reply?.json : nil
+        if let id = answer?["id"] as? String {
             accepted.withLock { orders in
                 var tracked = orders[id] ?? Tracked()
-                tracked.createdAt = tracked.createdAt ?? reply?.json["createdAt"] as? Double
+                tracked.createdAt = tracked.createdAt ?? answer?["createdAt"] as? Double
                 tracked.dispatch = mode
                 orders[id] = tracked
             }
@@ -300,24 +301,36 @@ final class RideScenario: Scenario {
         await freed(driver, second: second)
     }
 
-    /// Each driver sends a fix every `fixSeconds`, spread evenly, until the run ends.
+    /// A point as JSON, written directly: Foundation's JSONSerialization (a bridged dictionary per body)
+    /// was the largest single cost of the generator's rush hour.
+    private static func json(_ point: GeoPoint) -> String {
+        #"{"lat":\#(point.lat),"lon":\#(point.lon)}"#
+    }
+
+    /// Each driver sends a fix every `fixSeconds`, spread evenly, until the run ends: on an event loop,
+    /// its timers and requests there (as the open loop's).
     private func sendFixes() async {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        await withTaskExecutorPreference(EventLoopTaskExecutor(loop)) { await sendFixes(on: loop) }
+    }
+
+    private func sendFixes(on loop: any EventLoop) async {
         let list = driverList.withLock { $0 }
         guard !list.isEmpty else { return }
         let interval = fixSeconds / Double(list.count)
         var index = 0
         let clock = ContinuousClock()
-        var next = clock.now
+        var next = NIODeadline.now()
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled, !stopping.load(ordering: .relaxed) {
-                next += .nanoseconds(Int64(interval * 1e9))
-                if next > clock.now { try? await Task.sleep(until: next, clock: clock) }
+                next = next + .nanoseconds(Int64(interval * 1e9))
+                if next > .now() { await loop.sleep(until: next) }
                 let driver = list[index % list.count]
                 index += 1
                 let point = near(spread)
                 let second = Int((clock.now - start).secondsValue)
                 group.addTask {
-                    let body = try? JSONSerialization.data(withJSONObject: ["points": [["lat": point.lat, "lon": point.lon]]])
+                    let body = Data(#"{"points":[\#(Self.json(point))]}"#.utf8)
                     await self.context.recorded("POST /driver/locations", second: second) {
                         LoadContext.outcome(await self.context.call(.POST, "/driver/locations", token: driver.token, json: body), expected: [200, 202], label: "fix")
                     }

@@ -35,24 +35,24 @@ public enum Outbox {
         _ event: E, source: String, type: String? = nil, in db: Database
     ) throws -> EventEnvelope {
         let envelope = try EventEnvelope(event, source: source, type: type)
-        try db.execute(
-            sql: "INSERT INTO outbox (event_id, stream, type, source, occurred_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
+        try db.cachedStatement(
+            sql: "INSERT INTO outbox (event_id, stream, type, source, occurred_at, payload) VALUES (?, ?, ?, ?, ?, ?)"
+        ).execute(
             arguments: [envelope.id, envelope.stream, envelope.type, envelope.source, envelope.occurredAt, Data(envelope.payload)])
         return envelope
     }
 
     /// Events not yet published, oldest first.
     public static func pending(in db: Database, limit: Int = 100) throws -> [(seq: Int64, envelope: EventEnvelope)] {
+        // Columns read by position: a lookup by name compares names case-insensitively, per row.
         try Row.fetchAll(
-            db, sql: "SELECT seq, event_id, stream, type, source, occurred_at, payload FROM outbox ORDER BY seq LIMIT ?",
+            db.cachedStatement(sql: "SELECT seq, event_id, stream, type, source, occurred_at, payload FROM outbox ORDER BY seq LIMIT ?"),
             arguments: [limit]
         ).map { row in
-            let payload: Data = row["payload"]
+            let payload: Data = row[6]
             return (
-                row["seq"],
-                EventEnvelope(
-                    id: row["event_id"], type: row["type"], stream: row["stream"], source: row["source"],
-                    occurredAt: row["occurred_at"], payload: Array(payload))
+                row[0],
+                EventEnvelope(id: row[1], type: row[3], stream: row[2], source: row[4], occurredAt: row[5], payload: Array(payload))
             )
         }
     }

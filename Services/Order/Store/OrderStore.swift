@@ -68,7 +68,7 @@ struct OrderStore: Sendable {
         return try await db.write { db in
             if let idempotencyKey,
                 let id = try String.fetchOne(
-                    db, sql: "SELECT id FROM orders WHERE rider_id = ? AND idempotency_key = ?",
+                    db.cachedStatement(sql: "SELECT id FROM orders WHERE rider_id = ? AND idempotency_key = ?"),
                     arguments: [order.riderID, idempotencyKey]),
                 let existing = try Self.fetch(id, in: db)
             {
@@ -78,12 +78,13 @@ struct OrderStore: Sendable {
                 }
                 return (existing, false)
             }
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO orders (id, rider_id, state, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, distance_km,
                         fare_cents, surge, currency, created_at, updated_at, idempotency_key, dispatch)
                     VALUES (?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     order.id, order.riderID, order.pickup.lat, order.pickup.lon, order.dropoff.lat, order.dropoff.lon,
                     order.distanceKm, order.fareCents, order.surge, order.currency, order.createdAt, order.createdAt,
@@ -108,7 +109,7 @@ struct OrderStore: Sendable {
     func orders(of user: String, asDriver: Bool, after cursor: OrderCursor?, limit: Int) async throws -> OrderAPI.OrderPage {
         try await db.read { db in
             let column = asDriver ? "driver_id" : "rider_id"
-            var sql = "SELECT * FROM orders WHERE \(column) = ?"
+            var sql = "SELECT \(Self.orderColumns) FROM orders WHERE \(column) = ?"
             var arguments: StatementArguments = [user]
             if let cursor {
                 sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
@@ -119,7 +120,7 @@ struct OrderStore: Sendable {
             var rows = try Row.fetchAll(db, sql: sql, arguments: arguments)
             let more = rows.count > limit
             if more { rows.removeLast() }
-            let orders = try rows.map { row in try Self.order(row, history: Self.history(row["id"], in: db)) }
+            let orders = try rows.map { row in try Self.order(row, history: Self.history(row[0], in: db)) }
             let next = more ? orders.last.map { OrderCursor(createdAt: $0.createdAt, id: $0.id).encoded } : nil
             return OrderAPI.OrderPage(orders: orders, nextCursor: next)
         }
@@ -166,8 +167,8 @@ struct OrderStore: Sendable {
             var driver = order.driverID
             if move.to == .assigned, let candidate = move.driverID {
                 if let busy = try String.fetchOne(
-                    db,
-                    sql: "SELECT id FROM orders WHERE driver_id = ? AND state IN ('assigned', 'arriving', 'in_trip') AND id != ?",
+                    db.cachedStatement(
+                        sql: "SELECT id FROM orders WHERE driver_id = ? AND state IN ('assigned', 'arriving', 'in_trip') AND id != ?"),
                     arguments: [candidate, id])
                 {
                     throw Problem.conflict("driver-busy", "Driver \(candidate) is already on order \(busy)", field: "driverID")
@@ -177,13 +178,11 @@ struct OrderStore: Sendable {
             state = order.state
             for next in steps {
                 let offeredTo = next == .offered ? (move.offeredTo ?? move.driverID.map { [$0] }) : nil
-                try db.execute(
-                    sql: "UPDATE orders SET state = ?, driver_id = ?, updated_at = ? WHERE id = ?",
-                    arguments: [next.rawValue, next == .offered ? nil : driver, now, id])
+                try db.cachedStatement(sql: "UPDATE orders SET state = ?, driver_id = ?, updated_at = ? WHERE id = ?")
+                    .execute(arguments: [next.rawValue, next == .offered ? nil : driver, now, id])
                 for driverID in offeredTo ?? [] {
-                    try db.execute(
-                        sql: "INSERT OR IGNORE INTO order_offers (order_id, driver_id, offered_at) VALUES (?, ?, ?)",
-                        arguments: [id, driverID, now])
+                    try db.cachedStatement(sql: "INSERT OR IGNORE INTO order_offers (order_id, driver_id, offered_at) VALUES (?, ?, ?)")
+                        .execute(arguments: [id, driverID, now])
                 }
                 try Self.recordHistory(
                     OrderAPI.Transition(from: state, to: next, at: now, actor: move.actor, reason: move.reason), order: id, in: db)
@@ -206,9 +205,8 @@ struct OrderStore: Sendable {
     ) throws -> (order: OrderAPI.Order, moved: Bool) {
         var fresh: [String] = []
         for driver in drivers {
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO order_offers (order_id, driver_id, offered_at) VALUES (?, ?, ?)",
-                arguments: [order.id, driver, now])
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO order_offers (order_id, driver_id, offered_at) VALUES (?, ?, ?)")
+                .execute(arguments: [order.id, driver, now])
             if db.changesCount == 1 { fresh.append(driver) }
         }
         guard !fresh.isEmpty else { return (order, false) }
@@ -217,7 +215,7 @@ struct OrderStore: Sendable {
                 orderID: order.id, riderID: order.riderID, driverID: nil, offeredTo: fresh, from: .offered, to: .offered, at: now,
                 reason: "offered to \(fresh.count) more drivers", fareCents: order.fareCents),
             source: source, type: OrderState.offered.eventType, in: db)
-        try db.execute(sql: "UPDATE orders SET updated_at = ? WHERE id = ?", arguments: [now, order.id])
+        try db.cachedStatement(sql: "UPDATE orders SET updated_at = ? WHERE id = ?").execute(arguments: [now, order.id])
         return (try fetch(order.id, in: db) ?? order, true)
     }
 
@@ -235,7 +233,8 @@ struct OrderStore: Sendable {
     func wasOffered(_ order: String, to driver: String) async throws -> Bool {
         try await db.read { db in
             try Bool.fetchOne(
-                db, sql: "SELECT 1 FROM order_offers WHERE order_id = ? AND driver_id = ?", arguments: [order, driver]) ?? false
+                db.cachedStatement(sql: "SELECT 1 FROM order_offers WHERE order_id = ? AND driver_id = ?"), arguments: [order, driver])
+                ?? false
         }
     }
 
@@ -251,33 +250,44 @@ struct OrderStore: Sendable {
     // MARK: Rows
 
     static func recordHistory(_ transition: OrderAPI.Transition, order: String, in db: Database) throws {
-        try db.execute(
-            sql: "INSERT INTO order_history (order_id, from_state, to_state, at, actor, reason) VALUES (?, ?, ?, ?, ?, ?)",
-            arguments: [order, transition.from?.rawValue, transition.to.rawValue, transition.at, transition.actor, transition.reason])
+        try db.cachedStatement(
+            sql: "INSERT INTO order_history (order_id, from_state, to_state, at, actor, reason) VALUES (?, ?, ?, ?, ?, ?)"
+        ).execute(arguments: [order, transition.from?.rawValue, transition.to.rawValue, transition.at, transition.actor, transition.reason])
     }
 
     static func fetch(_ id: String, in db: Database) throws -> OrderAPI.Order? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]) else { return nil }
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(orderColumns) FROM orders WHERE id = ?"), arguments: [id])
+        else { return nil }
         return try order(row, history: history(id, in: db))
     }
 
     static func history(_ id: String, in db: Database) throws -> [OrderAPI.Transition] {
-        try Row.fetchAll(db, sql: "SELECT * FROM order_history WHERE order_id = ? ORDER BY seq", arguments: [id]).map { row in
+        try Row.fetchAll(
+            db.cachedStatement(sql: "SELECT from_state, to_state, at, actor, reason FROM order_history WHERE order_id = ? ORDER BY seq"),
+            arguments: [id]
+        ).map { row in
             OrderAPI.Transition(
-                from: (row["from_state"] as String?).flatMap(OrderState.init(rawValue:)),
-                to: OrderState(rawValue: row["to_state"]) ?? .created, at: row["at"], actor: row["actor"], reason: row["reason"])
+                from: (row[0] as String?).flatMap(OrderState.init(rawValue:)),
+                to: OrderState(rawValue: row[1]) ?? .created, at: row[2], actor: row[3], reason: row[4])
         }
     }
 
+    /// The columns `order(_:history:)` reads, in the order it reads them by position (a lookup by name
+    /// compares names case-insensitively, per row).
+    static let orderColumns = """
+        id, rider_id, driver_id, state, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, distance_km, fare_cents, surge, \
+        currency, created_at, updated_at, dispatch
+        """
+
     static func order(_ row: Row, history: [OrderAPI.Transition]) throws -> OrderAPI.Order {
         OrderAPI.Order(
-            id: row["id"], riderID: row["rider_id"], driverID: row["driver_id"],
-            state: OrderState(rawValue: row["state"]) ?? .created,
-            pickup: GeoPoint(lat: row["pickup_lat"], lon: row["pickup_lon"]),
-            dropoff: GeoPoint(lat: row["dropoff_lat"], lon: row["dropoff_lon"]),
-            distanceKm: row["distance_km"], fareCents: row["fare_cents"], surge: row["surge"], currency: row["currency"],
-            createdAt: row["created_at"], updatedAt: row["updated_at"], history: history,
-            dispatch: (row["dispatch"] as String?).flatMap(OrderAPI.Dispatch.init(rawValue:)))
+            id: row[0], riderID: row[1], driverID: row[2],
+            state: OrderState(rawValue: row[3]) ?? .created,
+            pickup: GeoPoint(lat: row[4], lon: row[5]),
+            dropoff: GeoPoint(lat: row[6], lon: row[7]),
+            distanceKm: row[8], fareCents: row[9], surge: row[10], currency: row[11],
+            createdAt: row[12], updatedAt: row[13], history: history,
+            dispatch: (row[14] as String?).flatMap(OrderAPI.Dispatch.init(rawValue:)))
     }
 }
 
