@@ -277,8 +277,14 @@ final class RideScenario: Scenario {
                     break
                 }
             }
+            guard let order = open else { return }
+            guard busy.withLock({ $0.insert(driver).inserted }) else {
+                // Taken meanwhile (an assignment): the offer stands for when they are free again.
+                rest.insert(order, at: rest.startIndex)
+                standing.withLock { $0[driver, default: []].insert(contentsOf: rest, at: 0) }
+                return
+            }
             if !rest.isEmpty { standing.withLock { $0[driver, default: []].insert(contentsOf: rest, at: 0) } }
-            guard let order = open, busy.withLock({ $0.insert(driver).inserted }) else { return }
             if await grab(order, driver: driver, second: second) { return }
             _ = busy.withLock { $0.remove(driver) }
         }

@@ -174,8 +174,8 @@ struct RideFlowTests {
         try await offered(first, to: c, timeout: .seconds(15))
         #expect(!c.pushes.messages.contains { $0["type"] as? String == "order.offered" && $0["orderID"] as? String == second })
         #expect(try await platform.send(.POST, "/driver/offers/\(first)/grab", token: c.token).status == 200)
-        let rider = try await platform.admin()
-        let assigned = try await platform.waitForOrder(first, token: rider.token) { $0["state"] as? String == "assigned" }
+        let admin = try await platform.admin()
+        let assigned = try await platform.waitForOrder(first, token: admin.token) { $0["state"] as? String == "assigned" }
         #expect(assigned["driverID"] as? String == c.id)
     }
 
