@@ -13,22 +13,32 @@ import Logging
 /// client address, 20) per `gateway.signin.window.seconds` (300), `gateway.proxy.hops` (trusted proxies in
 /// front that append to X-Forwarded-For, 0: the peer is the client), `gateway.ws.origins` (the web origins
 /// whose pages may open `/ws`, comma-separated; empty: any page of this gateway's own host, and clients
-/// that send no Origin). The gateway also relays order events to the riders' and drivers' WebSockets
+/// that send no Origin), `gateway.relay.direct` (true: the relayed routes' common case is answered in front
+/// of the router, see `RelayHandler`; false: the router answers everything). The gateway also relays order events to the riders' and drivers' WebSockets
 /// (`/ws`), from whichever instance holds the connection, and closes them when their session ends.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080, defaultConnectionsPerClient: 512)
-    let (router, webSockets) = try await buildRouter(kit: &kit, reader: reader)
+    let (router, webSockets, relay) = try await buildRouter(kit: &kit, reader: reader)
     return kit.makeApplication(router: router) { responder, http1 in
-        HTTP1WebSocketUpgradeChannel(
+        // Relayed requests are answered in front of the router (`RelayHandler`), which then keeps the
+        // connection's idle timeout: the router does not see every request.
+        var http1 = http1
+        let idleTimeout = http1.idleTimeout
+        http1.idleTimeout = nil
+        if let relay {
+            http1.additionalChannelHandlers = { [RelayHandler(relay: relay, idleTimeout: idleTimeout)] }
+        }
+        return HTTP1WebSocketUpgradeChannel(
             responder: responder, webSocketResponder: webSockets, configuration: .init(http1: http1, ws: .init()))
     }
 }
 
-/// The gateway's routes (and the WebSocket router the upgrade consults), with its background services
-/// added to `kit`.
+/// The gateway's routes, the WebSocket router the upgrade consults, and the relay that answers the
+/// relayed routes' common case in front of the router (nil with `gateway.relay.direct` false), with its
+/// background services added to `kit`.
 func buildRouter(
     kit: inout ServiceKit, reader: ConfigReader
-) async throws -> (Router<HailRequestContext>, RouterResponder<PushSocketContext>) {
+) async throws -> (Router<HailRequestContext>, RouterResponder<PushSocketContext>, Relay?) {
     let tokens = try await kit.accessTokens()
     // `gateway.rate.prefix`: Redis key prefix of the rate-limit counters.
     let ratePrefix = reader.string(forKey: "gateway.rate.prefix", default: "gw:rl")
@@ -85,8 +95,7 @@ func buildRouter(
         .add(middleware: RateLimitMiddleware(redis: kit.redis, budgets: apiBudgets, checksRevocation: true, revocations: revocations))
     proxy.registerSecured(on: secured)
     sockets.register(on: router, secured: secured)
-    CouponProxyController(clients: kit.clients).register(on: secured)
-    RideProxyController(clients: kit.clients).register(on: secured)
+    ProxyRoute.register(ProxyRoute.all, on: secured, clients: kit.clients)
     MoneyProxyController(clients: kit.clients).register(on: secured)
     // Every other API path is authenticated first, then answered: nothing else is served yet.
     for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
@@ -94,5 +103,13 @@ func buildRouter(
             throw Problem.notFound("No route for \(request.method) \(request.uri.path)")
         }
     }
-    return (router, sockets.webSocketRouter().buildResponder())
+    // `gateway.relay.direct` (true): relay the common request in front of the router.
+    let relay =
+        reader.bool(forKey: "gateway.relay.direct", default: true)
+        ? Relay(
+            routes: ProxyRoute.all, tokens: tokens, revocations: revocations, budgets: apiBudgets, clients: kit.clients,
+            bodyLimit: kit.configuration.bodyLimit, requestTimeout: kit.configuration.requestTimeout,
+            serverName: "hailstorm-gateway", logger: kit.logger)
+        : nil
+    return (router, sockets.webSocketRouter().buildResponder(), relay)
 }

@@ -165,6 +165,12 @@ public struct AccessTokens: Sendable {
             issuer: issuer, audience: callee))
     }
 
+    /// The claims of a token verified before and not expired since, without verifying anything: nil
+    /// when it is not remembered (then `verify` it). For callers that cannot wait, such as a channel handler.
+    public func rememberedClaims(_ token: String) -> AccessTokenClaims? {
+        verified.claims(for: token, now: Date())
+    }
+
     /// The claims of a valid token; throws a 401 problem naming why a token is not valid.
     public func verify(_ token: String) async throws -> AccessTokenClaims {
         if let claims = verified.claims(for: token, now: Date()) { return claims }

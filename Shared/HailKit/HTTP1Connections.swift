@@ -66,16 +66,38 @@ public final class HTTP1Connections: Sendable {
         host: String, port: Int, head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline,
         eventLoop: (any EventLoop)? = nil
     ) async throws -> HTTP1Answer {
-        let connections = eventLoop.flatMap { loops[ObjectIdentifier($0)] } ?? loops[ObjectIdentifier(group.next())]!
-        let call = PendingCall(
-            target: Target(host: host, port: port), head: head, body: body, deadline: deadline,
-            promise: connections.loop.makePromise(of: HTTP1Answer.self))
+        let (connections, call) = makeCall(host: host, port: port, head: head, body: body, deadline: deadline, eventLoop: eventLoop)
         connections.loop.execute { connections.submit(call) }
         return try await withTaskCancellationHandler {
             try await call.promise.futureResult.get()
         } onCancel: {
             connections.loop.execute { connections.cancel(call) }
         }
+    }
+
+    /// `execute` for a caller that is itself a channel handler: no task, and when `eventLoop` belongs to
+    /// this client's group the call is submitted and answered on it, in the caller's own turn of the loop.
+    /// The future fails with `HTTP1CallError`.
+    public func submit(
+        host: String, port: Int, head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline, eventLoop: any EventLoop
+    ) -> EventLoopFuture<HTTP1Answer> {
+        let (connections, call) = makeCall(host: host, port: port, head: head, body: body, deadline: deadline, eventLoop: eventLoop)
+        if connections.loop.inEventLoop {
+            connections.submit(call)
+        } else {
+            connections.loop.execute { connections.submit(call) }
+        }
+        return call.promise.futureResult
+    }
+
+    private func makeCall(
+        host: String, port: Int, head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline, eventLoop: (any EventLoop)?
+    ) -> (LoopConnections, PendingCall) {
+        let connections = eventLoop.flatMap { loops[ObjectIdentifier($0)] } ?? loops[ObjectIdentifier(group.next())]!
+        let call = PendingCall(
+            target: Target(host: host, port: port), head: head, body: body, deadline: deadline,
+            promise: connections.loop.makePromise(of: HTTP1Answer.self))
+        return (connections, call)
     }
 }
 
@@ -244,7 +266,11 @@ final class TargetPool: @unchecked Sendable {
             .connectTimeout(limits.connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .fireError)
+                    // Every header sent is this process's own or was parsed from a request already (no
+                    // CR or LF can be in it): checking each again on the way out costs a twentieth of a
+                    // relayed request.
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
+                        leftOverBytesStrategy: .fireError, enableOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(connection)
                 }
             }

@@ -1,4 +1,5 @@
 import Contracts
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -56,6 +57,26 @@ public struct HailRequestContext: RequestContext {
         self.eventLoop = source.channel.eventLoop
     }
 
+    /// The request's id: the caller's `X-Request-ID` when it sends a usable one (1–128 characters), a new
+    /// one otherwise.
+    public static func requestID(of headers: HTTPFields) -> String {
+        requestID(from: headers[HailHeaders.requestID])
+    }
+
+    /// `requestID(of:)` from the header's value.
+    public static func requestID(from value: String?) -> String {
+        value.flatMap { $0.count <= 128 && !$0.isEmpty ? $0 : nil } ?? RandomID.hex(20)
+    }
+
+    /// This hop of the caller's W3C trace (same trace, a span of our own whose parent is the caller's);
+    /// nil when the caller sends none, or one that does not parse.
+    public static func trace(of headers: HTTPFields) -> TraceContext? {
+        guard let parent = headers[HailHeaders.traceParent],
+            let trace = try? TraceContext(traceParentHeaderValue: parent, traceStateHeaderValue: headers[HailHeaders.traceState])
+        else { return nil }
+        return TraceContext(traceID: trace.traceID, spanID: .random(), flags: trace.flags, state: trace.state)
+    }
+
     /// What a call to another service on behalf of this request carries along.
     public var callContext: CallContext {
         CallContext(requestID: requestID, trace: trace, deadline: deadline, eventLoop: eventLoop)
@@ -69,6 +90,11 @@ public struct HailRequestContext: RequestContext {
 
     /// The authenticated identity when it has one of `roles`; 401 without one, 403 with another role.
     public func requireRole(_ roles: Role...) throws -> Identity {
+        try requireRole(roles)
+    }
+
+    /// `requireRole` for a list of roles.
+    public func requireRole(_ roles: [Role]) throws -> Identity {
         let identity = try requireIdentity()
         guard roles.contains(identity.role) else {
             let names = roles.map(\.rawValue).joined(separator: " or ")

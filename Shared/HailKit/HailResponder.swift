@@ -34,15 +34,8 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
 
     public func respond(to request: Request, context: Context) async throws -> Response {
         var context = context
-        let incoming = request.headers[HailHeaders.requestID].flatMap { $0.count <= 128 && !$0.isEmpty ? $0 : nil }
-        context.requestID = incoming ?? Self.makeRequestID()
-        if let parent = request.headers[HailHeaders.traceParent],
-            let trace = try? TraceContext(
-                traceParentHeaderValue: parent, traceStateHeaderValue: request.headers[HailHeaders.traceState])
-        {
-            // Same trace, a span of our own whose parent is the caller's.
-            context.trace = TraceContext(traceID: trace.traceID, spanID: .random(), flags: trace.flags, state: trace.state)
-        }
+        context.requestID = HailRequestContext.requestID(of: request.headers)
+        if let trace = HailRequestContext.trace(of: request.headers) { context.trace = trace }
         context.logger[metadataKey: "request_id"] = .string(context.requestID)
         context.logger[metadataKey: "trace_id"] = .string(context.trace.traceID.description)
         context.maxUploadSize = bodyLimit
@@ -113,10 +106,6 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
 
     /// The longest deadline a caller can ask for when the service sets no timeout of its own.
     static var longestDeadline: Duration { .seconds(3600) }
-
-    static func makeRequestID() -> String {
-        RandomID.hex(20)
-    }
 
     static func problem(for error: any Error, request: Request, context: Context) -> Problem {
         switch error {

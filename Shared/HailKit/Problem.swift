@@ -66,10 +66,14 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
     }
 
     public func makeResponse(requestID: String?, allocator: ByteBufferAllocator) -> Response {
-        let data = (try? JSONBody.encoder.encode(document(requestID: requestID))) ?? Data("{}".utf8)
         var fields = headers
         fields[.contentType] = "application/problem+json"
-        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(status: status, headers: fields, body: .init(byteBuffer: body(requestID: requestID)))
+    }
+
+    /// The problem document's JSON.
+    public func body(requestID: String?) -> ByteBuffer {
+        ByteBuffer(bytes: (try? JSONBody.encoder.encode(document(requestID: requestID))) ?? Data("{}".utf8))
     }
 }
 

@@ -80,7 +80,8 @@ public final class ServiceClient: Sendable {
     public let configuration: ServiceClientConfiguration
     public let breakers: CircuitBreakers
     private let discovery: any ServiceDiscovery
-    private let connections: HTTP1Connections
+    /// The keep-alive connections calls go out on.
+    public let connections: HTTP1Connections
     private let logger: Logger
     private let outstanding = NIOLockedValueBox<[String: Int]>([:])
     private let cache = NIOLockedValueBox<[String: (instances: [ServiceInstance], fetched: ContinuousClock.Instant)]>([:])
@@ -149,14 +150,19 @@ public final class ServiceClient: Sendable {
 
     /// The problem a non-2xx answer carries, or a 502 when it carries none.
     public static func problem(from response: ServiceResponse, service: String) -> Problem {
-        if let document = try? JSONBody.decoder.decode(ProblemDocument.self, from: Data(response.body.readableBytesView)) {
+        problem(status: response.status.code, retryAfter: response.headers[.retryAfter], body: response.body)
+    }
+
+    /// The problem an answer with `status`, `Retry-After` and `body` carries, or a 502 when it carries none.
+    public static func problem(status: Int, retryAfter: String?, body: ByteBuffer) -> Problem {
+        if let document = try? JSONBody.decoder.decode(ProblemDocument.self, from: Data(body.readableBytesView)) {
             var headers: HTTPFields = [:]
-            if let retryAfter = response.headers[.retryAfter] { headers[.retryAfter] = retryAfter }
+            if let retryAfter { headers[.retryAfter] = retryAfter }
             return Problem(document: document, headers: headers)
         }
         return Problem(
             .badGateway, slug: "bad-gateway", title: "A service failed",
-            detail: "A service behind this one answered \(response.status.code) without a problem document")
+            detail: "A service behind this one answered \(status) without a problem document")
     }
 
     // MARK: Raw calls
@@ -195,30 +201,11 @@ public final class ServiceClient: Sendable {
             let instance = try await pick(service, avoiding: tried)
             tried.insert(instance.id)
 
-            var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method.rawValue), uri: path)
-            head.headers.reserveCapacity(headers.count + 7)
-            head.headers.add(
-                name: "host",
-                value: instance.host.contains(":") ? "[\(instance.host)]:\(instance.port)" : "\(instance.host):\(instance.port)")
-            for field in headers where field.name != HailHeaders.requestID && field.name != HailHeaders.traceParent
-                && field.name != HailHeaders.traceState && field.name != HailHeaders.deadline && field.name != .contentLength
-            {
-                head.headers.add(name: field.name.rawName, value: field.value)
-            }
-            if let idempotencyKey = context.idempotencyKey, headers[HailHeaders.idempotencyKey] == nil {
-                head.headers.add(name: HailHeaders.idempotencyKey.rawName, value: idempotencyKey)
-            }
-            if let requestID = context.requestID { head.headers.add(name: HailHeaders.requestID.rawName, value: requestID) }
-            if let trace = context.trace {
-                head.headers.add(name: HailHeaders.traceParent.rawName, value: trace.traceParentHeaderValue)
-                if let state = trace.traceStateHeaderValue, !state.isEmpty {
-                    head.headers.add(name: HailHeaders.traceState.rawName, value: state)
-                }
-            }
-            head.headers.add(name: HailHeaders.deadline.rawName, value: String(max(1, remaining.millisecondsValue)))
-            head.headers.add(name: "content-length", value: String(body?.readableBytes ?? 0))
+            let head = Self.head(
+                method: method, path: path, headers: headers, instance: instance, context: context, remaining: remaining,
+                bodyLength: body?.readableBytes ?? 0)
 
-            adjustOutstanding(instance.id, by: 1)
+            started(instance)
             defer { adjustOutstanding(instance.id, by: -1) }
             do {
                 let response = try await connections.execute(
@@ -231,8 +218,7 @@ public final class ServiceClient: Sendable {
                 }
                 let answer = ServiceResponse(status: status, headers: fields, body: response.body, instance: instance, attempts: attempt)
                 if [502, 503, 504].contains(status.code) {
-                    breakers.recordFailure(instance.id)
-                    Self.count(service, "unavailable")
+                    record(.unavailable, service: service, instance: instance)
                     lastFailure = Self.problem(from: answer, service: service)
                     if attempt < attempts, retryable {
                         logger.debug("retrying", metadata: ["callee": "\(service)", "status": "\(status.code)", "attempt": "\(attempt)"])
@@ -240,21 +226,17 @@ public final class ServiceClient: Sendable {
                     }
                     return answer
                 }
-                breakers.recordSuccess(instance.id)
-                Self.count(service, "ok")
+                record(.ok, service: service, instance: instance)
                 return answer
             } catch HTTP1CallError.deadlineExceeded {
-                breakers.recordFailure(instance.id)
-                Self.count(service, "deadline")
+                record(.deadline, service: service, instance: instance)
                 throw Problem.deadlineExceeded("A service behind this one did not answer within the deadline")
             } catch HTTP1CallError.cancelled {
                 throw CancellationError()
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
-                breakers.recordFailure(instance.id)
-                invalidate(service)
-                Self.count(service, "unreachable")
+                record(.unreachable, service: service, instance: instance)
                 logger.debug("call failed", metadata: ["callee": "\(service)", "callee_instance": "\(instance.id)", "address": "\(instance.host):\(instance.port)", "error": "\(error)"])
                 lastFailure = Problem(
                     .badGateway, slug: "unreachable", title: "A service could not be reached",
@@ -274,7 +256,19 @@ public final class ServiceClient: Sendable {
 
     /// Picks an instance: two random candidates with closed (or trial-ready) breakers, the less busy one.
     func pick(_ service: String, avoiding tried: Set<String>) async throws -> ServiceInstance {
-        let all = try await instances(of: service)
+        try choose(from: try await instances(of: service), avoiding: tried)
+    }
+
+    /// `pick` without waiting: from the instances discovery listed within `discoveryCacheTTL`; nil when
+    /// that list is older (a call through `send` fetches it again) or no instance can take a call now.
+    public func pickListed(_ service: String) -> ServiceInstance? {
+        guard let cached = cache.withLockedValue({ $0[service] }),
+            ContinuousClock.now - cached.fetched < configuration.discoveryCacheTTL
+        else { return nil }
+        return try? choose(from: cached.instances, avoiding: [])
+    }
+
+    private func choose(from all: [ServiceInstance], avoiding tried: Set<String>) throws -> ServiceInstance {
         guard !all.isEmpty else {
             throw Problem.unavailable("A service behind this one has no instance running", retryAfterSeconds: 1)
         }
@@ -299,6 +293,76 @@ public final class ServiceClient: Sendable {
             throw Problem.unavailable("A service behind this one is failing; try again shortly", retryAfterSeconds: 1)
         }
         return chosen
+    }
+
+    // MARK: Calls made elsewhere
+
+    /// The head of a call to `instance`: its `host`, `headers` less the ones this client sets itself, the
+    /// Idempotency-Key, request id and trace of `context`, the time left (`X-Hailstorm-Deadline-Ms`) and
+    /// the body's length.
+    public static func head(
+        method: HTTPRequest.Method, path: String, headers: HTTPFields, instance: ServiceInstance, context: CallContext,
+        remaining: Duration, bodyLength: Int
+    ) -> HTTPRequestHead {
+        var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method.rawValue), uri: path)
+        head.headers.reserveCapacity(headers.count + 7)
+        head.headers.add(
+            name: "host",
+            value: instance.host.contains(":") ? "[\(instance.host)]:\(instance.port)" : "\(instance.host):\(instance.port)")
+        for field in headers where field.name != HailHeaders.requestID && field.name != HailHeaders.traceParent
+            && field.name != HailHeaders.traceState && field.name != HailHeaders.deadline && field.name != .contentLength
+        {
+            head.headers.add(name: field.name.rawName, value: field.value)
+        }
+        if let idempotencyKey = context.idempotencyKey, headers[HailHeaders.idempotencyKey] == nil {
+            head.headers.add(name: HailHeaders.idempotencyKey.rawName, value: idempotencyKey)
+        }
+        if let requestID = context.requestID { head.headers.add(name: HailHeaders.requestID.rawName, value: requestID) }
+        if let trace = context.trace {
+            head.headers.add(name: HailHeaders.traceParent.rawName, value: trace.traceParentHeaderValue)
+            if let state = trace.traceStateHeaderValue, !state.isEmpty {
+                head.headers.add(name: HailHeaders.traceState.rawName, value: state)
+            }
+        }
+        head.headers.add(name: HailHeaders.deadline.rawName, value: String(max(1, remaining.millisecondsValue)))
+        head.headers.add(name: "content-length", value: String(bodyLength))
+        return head
+    }
+
+    /// How a call to an instance ended, for its breaker and `hailstorm_client_calls_total`.
+    public enum CallOutcome: String, Sendable, CaseIterable {
+        /// An answer other than 502/503/504.
+        case ok
+        /// 502, 503 or 504.
+        case unavailable
+        /// No answer within the deadline.
+        case deadline
+        /// No connection, or it closed before the answer.
+        case unreachable
+    }
+
+    /// A call to `instance` goes out (for balancing on outstanding calls); `finished` when it ends.
+    public func started(_ instance: ServiceInstance) {
+        adjustOutstanding(instance.id, by: 1)
+    }
+
+    /// A call made outside `send` ended.
+    public func finished(_ instance: ServiceInstance, service: String, outcome: CallOutcome) {
+        adjustOutstanding(instance.id, by: -1)
+        record(outcome, service: service, instance: instance)
+    }
+
+    private func record(_ outcome: CallOutcome, service: String, instance: ServiceInstance) {
+        switch outcome {
+        case .ok:
+            breakers.recordSuccess(instance.id)
+        case .unavailable, .deadline:
+            breakers.recordFailure(instance.id)
+        case .unreachable:
+            breakers.recordFailure(instance.id)
+            invalidate(service)
+        }
+        Self.count(service, outcome)
     }
 
     /// Instances of `service`, from discovery, reused for `discoveryCacheTTL`.
@@ -329,7 +393,16 @@ public final class ServiceClient: Sendable {
         outstanding.withLockedValue { $0[id, default: 0] += delta }
     }
 
-    private static func count(_ service: String, _ outcome: String) {
-        Counter(label: "hailstorm_client_calls_total", dimensions: [("service", service), ("outcome", outcome)]).increment()
+    /// The call counters, each made once.
+    private static let counters = NIOLockedValueBox<[String: [CallOutcome: Counter]]>([:])
+
+    private static func count(_ service: String, _ outcome: CallOutcome) {
+        let counter = counters.withLockedValue { counters in
+            if let known = counters[service]?[outcome] { return known }
+            let made = Counter(label: "hailstorm_client_calls_total", dimensions: [("service", service), ("outcome", outcome.rawValue)])
+            counters[service, default: [:]][outcome] = made
+            return made
+        }
+        counter.increment()
     }
 }

@@ -11,7 +11,7 @@ struct OpenAPIDocumentTests {
     @Test("every /api/v1 route of the gateway is in the document, and the document names no route the gateway lacks")
     func sameRoutes() async throws {
         var kit = try ServiceKit(name: "gateway", reader: try .testing(["discovery.prefix": "/" + TestEnvironment.unique("oa") + "/"]), defaultPort: 0)
-        let (router, _) = try await buildRouter(kit: &kit, reader: kit.reader)
+        let (router, _, _) = try await buildRouter(kit: &kit, reader: kit.reader)
         let served = Set(router.routes.map { "\($0.method.rawValue) \($0.path.description)" }.filter {
             $0.contains(" /api/v1/") && !$0.contains("**")
         })

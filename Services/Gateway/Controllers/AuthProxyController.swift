@@ -2,7 +2,7 @@ import Contracts
 import HailKit
 import Hummingbird
 
-/// `/api/v1/auth/**` and `/api/v1/me`: the public face of the login service, called through the kit's
+/// `/api/v1/auth/**`: the public face of the login service, called through the kit's
 /// ServiceClient (discovery, balancing, deadlines, retries, breakers).
 struct AuthProxyController: Sendable {
     let clients: ServiceClient
@@ -63,10 +63,6 @@ struct AuthProxyController: Sendable {
             revocations.revoke(tokenID: identity.tokenID, sessionID: identity.sessionID)
             context.logger.info("signed out", metadata: ["user": "\(identity.userID)"])
             return Response(status: .noContent)
-        }
-        group.get("me") { request, context in
-            let identity = try context.requireIdentity()
-            return try await clients.forward(LoginAPI.user, request, context, parameters: ["id": identity.userID])
         }
     }
 }

@@ -2,6 +2,7 @@ import Contracts
 import HailKit
 import HTTPTypes
 import Hummingbird
+import NIOCore
 
 extension Request {
     /// What the gateway passes on to a service: the caller's token (the service verifies it again and
@@ -14,38 +15,60 @@ extension Request {
     }
 }
 
+/// What the gateway answers for a service's answer to a relayed request: a success with its JSON, a
+/// refusal with its problem document (and `Retry-After`, `WWW-Authenticate`, `Location`), byte for byte.
+/// The gateway does not decode and re-encode what it only relays: that was a fifth of its work per
+/// request. An answer that is neither (a proxy's HTML error page, say) becomes a 502 problem.
+struct RelayedAnswer {
+    var status: HTTPResponse.Status
+    /// Content-Type and the headers passed on.
+    var headers: HTTPFields
+    /// Nil for a 204.
+    var body: ByteBuffer?
+
+    static let passedOn: [HTTPField.Name] = [.retryAfter, .wwwAuthenticate, .location]
+
+    /// Throws the problem to answer when the service's answer cannot be relayed.
+    init(status code: Int, header: (HTTPField.Name) -> String?, body: ByteBuffer) throws {
+        let contentType = header(.contentType) ?? ""
+        let isSuccess = (200..<300).contains(code)
+        guard isSuccess || contentType.hasPrefix("application/problem+json") else {
+            throw ServiceClient.problem(status: code, retryAfter: header(.retryAfter), body: body)
+        }
+        status = HTTPResponse.Status(code: code)
+        guard code != 204 else {
+            headers = [:]
+            self.body = nil
+            return
+        }
+        headers = [.contentType: isSuccess ? "application/json" : "application/problem+json"]
+        for name in Self.passedOn {
+            if let value = header(name) { headers[name] = value }
+        }
+        self.body = body
+    }
+}
+
 extension ServiceClient {
-    /// Calls `endpoint` for the request being answered: its body checked against the endpoint's request
+    /// Relays the request being answered along `route`: its body checked against the endpoint's request
     /// type (a 400 problem at the edge otherwise) and sent on as received, its token and Idempotency-Key
-    /// passed on, and the service's answer returned byte for byte — a success with its JSON, a refusal
-    /// with its problem document (and `Retry-After`). The gateway does not decode and re-encode what it
-    /// only relays: that was a fifth of its work per request. An answer that is neither (a proxy's HTML
-    /// error page, say) becomes a 502 problem.
-    func forward<Req, Res>(
-        _ endpoint: Endpoint<Req, Res>, _ request: Request, _ context: HailRequestContext,
-        parameters: [String: String] = [:], query: [String: String] = [:]
+    /// passed on, and the service's answer relayed (`RelayedAnswer`).
+    func relay(
+        _ route: ProxyRoute, id: String?, query: [String: String], _ request: Request, _ context: HailRequestContext
     ) async throws -> Response {
         var headers = request.forwardedHeaders
         var body: ByteBuffer? = nil
-        if Req.self != NoContent.self {
-            let received = try JSONBody.requireBody(try await request.body.collect(upTo: context.maxUploadSize))
-            _ = try JSONBody.decode(Req.self, from: received)
+        if let checkBody = route.checkBody {
+            let received = try await request.body.collect(upTo: context.maxUploadSize)
+            try checkBody(received)
             body = received
             headers[.contentType] = "application/json"
         }
         let answer = try await send(
-            service: endpoint.service, method: endpoint.method, path: endpoint.path(parameters) + Self.queryString(query),
-            headers: headers, body: body, idempotent: endpoint.isIdempotent, context: context.callContext)
-        let contentType = answer.headers[.contentType] ?? ""
-        let isSuccess = (200..<300).contains(answer.status.code)
-        guard isSuccess || contentType.hasPrefix("application/problem+json") else {
-            throw Self.problem(from: answer, service: endpoint.service)
-        }
-        if answer.status == .noContent { return Response(status: .noContent) }
-        var fields: HTTPFields = [.contentType: isSuccess ? "application/json" : "application/problem+json"]
-        for name in [HTTPField.Name.retryAfter, .wwwAuthenticate, .location] {
-            if let value = answer.headers[name] { fields[name] = value }
-        }
-        return Response(status: answer.status, headers: fields, body: .init(byteBuffer: answer.body))
+            service: route.service, method: route.calleeMethod, path: route.calleePath(id) + Self.queryString(query),
+            headers: headers, body: body, idempotent: route.isIdempotent, context: context.callContext)
+        let relayed = try RelayedAnswer(status: answer.status.code, header: { answer.headers[$0] }, body: answer.body)
+        return Response(
+            status: relayed.status, headers: relayed.headers, body: relayed.body.map { .init(byteBuffer: $0) } ?? .init())
     }
 }

@@ -92,6 +92,16 @@ final class RequestBudgets: Sendable {
         }
     }
 
+    /// Uncounts one request `take` allowed, when it is handed to a path that counts it again.
+    func giveBack(_ client: String, at milliseconds: Int64 = nowMilliseconds()) {
+        let window = milliseconds / windowMilliseconds
+        state.withLock { state in
+            guard var entry = state.entries[client], entry.window == window, entry.unsent > 0 else { return }
+            entry.unsent -= 1
+            state.entries[client] = entry
+        }
+    }
+
     /// A window total read from Redis outside a sync (a request counted there while the counts here were
     /// stale): kept, so the requests counted here next are added to it.
     func observe(_ client: String, total: Int, at milliseconds: Int64) {

@@ -1,0 +1,125 @@
+import Contracts
+import HailKit
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// A route the gateway only relays: who may call it and which service endpoint answers it.
+///
+/// The relayed routes are data, not handlers, because two paths serve them from the same table: the
+/// router (`register`), which answers everything, and the relaying channel handler (`RelayHandler`),
+/// which answers the common case — a remembered token, a budget known here, a listed instance — without
+/// the router's per-request machinery, and hands everything else to the router.
+struct ProxyRoute: Sendable {
+    /// Where the callee's `{id}` comes from.
+    enum ID: Sendable {
+        /// The gateway path's own `{id}`.
+        case path
+        /// The caller's user id (a driver's own status and locations).
+        case caller
+        /// The callee's path has no `{id}`.
+        case none
+    }
+
+    let method: HTTPRequest.Method
+    /// Under `/api/v1`, as the router spells it: `coupons/campaigns/{id}/claim`.
+    let path: String
+    /// The roles that may call it; empty: any signed-in account.
+    let roles: [Role]
+    let id: ID
+    /// Query parameters passed on.
+    let query: [String]
+    let service: String
+    let calleeMethod: HTTPRequest.Method
+    let isIdempotent: Bool
+    /// The callee's path for an `{id}` (nil for `.none`).
+    let calleePath: @Sendable (String?) -> String
+    /// Checks a body against the endpoint's request type (throws its 400 problem); nil: the endpoint takes
+    /// no body.
+    let checkBody: (@Sendable (ByteBuffer) throws -> Void)?
+
+    /// `method path` relayed to `endpoint`, for `roles`.
+    static func relay<Req, Res>(
+        _ method: HTTPRequest.Method, _ path: String, to endpoint: Endpoint<Req, Res>, roles: [Role], id: ID? = nil,
+        query: [String] = []
+    ) -> ProxyRoute {
+        let id = id ?? (path.contains("{id}") ? .path : .none)
+        precondition(endpoint.parameterNames.count == (id == .none ? 0 : 1), "\(path): one {id} in, one out")
+        let name = endpoint.parameterNames.first
+        let calleePath: @Sendable (String?) -> String = { value in
+            guard let name, let value else { return endpoint.path() }
+            return endpoint.path([name: value])
+        }
+        var checkBody: (@Sendable (ByteBuffer) throws -> Void)? = nil
+        if Req.self != NoContent.self {
+            checkBody = { buffer in _ = try JSONBody.decode(Req.self, from: JSONBody.requireBody(buffer)) }
+        }
+        return ProxyRoute(
+            method: method, path: path, roles: roles, id: id, query: query, service: endpoint.service,
+            calleeMethod: endpoint.method, isIdempotent: endpoint.isIdempotent, calleePath: calleePath, checkBody: checkBody)
+    }
+
+    /// The caller's identity when its role may call this route; a 401 or 403 problem otherwise.
+    func admit(_ context: HailRequestContext) throws -> Identity {
+        roles.isEmpty ? try context.requireIdentity() : try context.requireRole(roles)
+    }
+
+    func allows(_ role: Role) -> Bool { roles.isEmpty || roles.contains(role) }
+
+    /// Every relayed route.
+    static let all: [ProxyRoute] = [
+        // Signed-in accounts.
+        relay(.get, "me", to: LoginAPI.user, roles: [], id: .caller),
+        // Coupons.
+        relay(.get, "coupons/campaigns", to: CouponAPI.campaigns, roles: []),
+        relay(.get, "coupons/campaigns/{id}", to: CouponAPI.campaign, roles: []),
+        relay(.post, "coupons/campaigns/{id}/claim", to: CouponAPI.claim, roles: [.rider]),
+        relay(.get, "coupons/wallet", to: CouponAPI.wallet, roles: [.rider]),
+        relay(.post, "admin/coupons/campaigns", to: CouponAPI.createCampaign, roles: [.admin]),
+        relay(.get, "admin/coupons/campaigns/{id}/audit", to: CouponAPI.audit, roles: [.admin]),
+        // Riders' rides.
+        relay(.post, "rides/quote", to: OrderAPI.quote, roles: [.rider]),
+        relay(.post, "rides", to: OrderAPI.create, roles: [.rider]),
+        relay(.get, "rides", to: OrderAPI.list, roles: [.rider, .driver], query: ["cursor", "limit"]),
+        relay(.get, "rides/{id}", to: OrderAPI.order, roles: [.rider, .driver, .admin]),
+        relay(.post, "rides/{id}/cancel", to: OrderAPI.cancel, roles: [.rider, .driver]),
+        // Drivers.
+        relay(.post, "driver/online", to: MatchingAPI.online, roles: [.driver], id: .caller),
+        relay(.post, "driver/offline", to: MatchingAPI.offline, roles: [.driver], id: .caller),
+        relay(.post, "driver/locations", to: MatchingAPI.locations, roles: [.driver], id: .caller),
+        relay(.get, "driver/status", to: MatchingAPI.driver, roles: [.driver], id: .caller),
+        relay(.post, "driver/offers/{id}/grab", to: GrabAPI.grab, roles: [.driver]),
+        relay(.post, "driver/rides/{id}/arrive", to: OrderAPI.arrive, roles: [.driver]),
+        relay(.post, "driver/rides/{id}/start", to: OrderAPI.start, roles: [.driver]),
+        relay(.post, "driver/rides/{id}/complete", to: OrderAPI.complete, roles: [.driver]),
+        // Operators' dispatch.
+        relay(.put, "admin/surge", to: OrderAPI.setSurge, roles: [.admin]),
+        relay(.get, "admin/dispatch/stats", to: MatchingAPI.stats, roles: [.admin]),
+        relay(.get, "admin/grabs/{id}", to: GrabAPI.audit, roles: [.admin]),
+        // Money.
+        relay(.post, "payments", to: PaymentAPI.pay, roles: [.rider]),
+        relay(.get, "payments/{id}", to: PaymentAPI.payment, roles: [.rider, .driver, .admin]),
+        relay(.post, "admin/payments/{id}/refund", to: PaymentAPI.refund, roles: [.admin]),
+        relay(.get, "admin/ledger", to: PaymentAPI.ledger, roles: [.admin], query: ["account"]),
+        relay(.get, "admin/settlements", to: SettlementAPI.batches, roles: [.admin], query: ["limit"]),
+        relay(.get, "admin/reconciliation", to: SettlementAPI.reconciliation, roles: [.admin]),
+    ]
+
+    /// Puts `routes` on the router's `/api/v1` group (which authenticates and counts).
+    static func register(_ routes: [ProxyRoute], on api: RouterGroup<HailRequestContext>, clients: ServiceClient) {
+        for route in routes {
+            api.on(RouterPath(route.path), method: route.method) { request, context in
+                let caller = try route.admit(context)
+                let id: String? =
+                    switch route.id {
+                    case .path: try context.parameters.require("id")
+                    case .caller: caller.userID
+                    case .none: nil
+                    }
+                var query: [String: String] = [:]
+                for name in route.query { query[name] = request.uri.queryParameters.get(name) }
+                return try await clients.relay(route, id: id, query: query, request, context)
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import HailKitTesting
+import Testing
+
+/// The relayed routes' common case is answered in front of the router (`RelayHandler`); everything else
+/// by the router. A client sees one gateway: answers in the order it asked, the same headers and
+/// problems either way, idle connections closed, every request in the metrics.
+@Suite("the gateway's relay in front of its router", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .timeLimit(.minutes(3)))
+struct RelayTests {
+    /// The relay calls only instances discovery listed within the cache's time (the other gateway tests
+    /// turn the cache off, so that every call looks again).
+    static let relaying = ["client.discovery.cache.ms": "1000"]
+
+    /// The answers in `bytes`, in order: status, headers (names lowercased) and body.
+    static func answers(_ bytes: [UInt8]) -> [(status: Int, headers: [String: String], body: String)] {
+        var answers: [(Int, [String: String], String)] = []
+        var rest = bytes[...]
+        let separator: [UInt8] = Array("\r\n\r\n".utf8)
+        while let end = rest.firstRange(of: separator) {
+            let head = String(decoding: rest[rest.startIndex..<end.lowerBound], as: UTF8.self)
+            var lines = head.components(separatedBy: "\r\n")
+            let status = Int(lines.removeFirst().split(separator: " ")[1]) ?? 0
+            var headers: [String: String] = [:]
+            for line in lines {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+            let length = Int(headers["content-length"] ?? "0") ?? 0
+            let bodyEnd = min(rest.endIndex, end.upperBound + length)
+            answers.append((status, headers, String(decoding: rest[end.upperBound..<bodyEnd], as: UTF8.self)))
+            rest = rest[bodyEnd...]
+        }
+        return answers
+    }
+
+    @Test("requests pipelined on one connection, relayed and routed mixed, are answered in the order sent")
+    func pipelinedInOrder() async throws {
+        // A window long enough that the counts below do not start again mid-test.
+        try await withPlatform(gateway: Self.relaying.merging(["gateway.rate.window.seconds": "60"]) { $1 }, withCoupon: true) { base in
+            let tokens = try await signedInRider(base)
+            let access = try #require(tokens["accessToken"] as? String)
+            // The first use verifies the token (through the router); from then on it is remembered.
+            let first = try await testRequest(.GET, base + "/api/v1/me", headers: ["Authorization": "Bearer \(access)"])
+            #expect(first.status == 200)
+
+            let auth = "Authorization: Bearer \(access)\r\n"
+            // p-2 takes the router a while (it reads and decodes most of a megabyte): the relayed p-3 behind
+            // it waits for its answer.
+            let large = #"{"pickup":{"lat":"# + String(repeating: " ", count: 900_000) + "}}"
+            let requests: [(id: String, text: String)] = [
+                ("p-1", "GET /api/v1/coupons/campaigns HTTP/1.1\r\nHost: a\r\n\(auth)"),
+                ("p-2", "POST /api/v1/rides/quote HTTP/1.1\r\nHost: a\r\n\(auth)X-Hailstorm-Deadline-Ms: 5000\r\nContent-Type: application/json\r\nContent-Length: \(large.utf8.count)\r\n"),
+                ("p-3", "GET /api/v1/me HTTP/1.1\r\nHost: a\r\n\(auth)"),
+                ("p-4", "POST /api/v1/coupons/campaigns/no-such-campaign/claim HTTP/1.1\r\nHost: a\r\n\(auth)Content-Length: 0\r\n"),
+                ("p-5", "GET /api/v1/no/such/route HTTP/1.1\r\nHost: a\r\n\(auth)"),
+                ("p-6", "POST /api/v1/rides/quote HTTP/1.1\r\nHost: a\r\n\(auth)Content-Type: application/json\r\nContent-Length: 9\r\n"),
+                ("p-7", "GET /api/v1/me HTTP/1.1\r\nHost: a\r\n\(auth)"),
+                ("p-8", "GET /api/v1/me HTTP/1.1\r\nHost: a\r\n\(auth)Connection: close\r\n"),
+            ]
+            var wire = ""
+            for (id, text) in requests {
+                wire += text + "X-Request-ID: \(id)\r\n\r\n"
+                if id == "p-2" { wire += large }
+                if id == "p-6" { wire += #"{"bad":1}"# }
+            }
+            let connection = try RawConnection(port: try #require(Int(base.split(separator: ":").last ?? "")))
+            try await connection.send(wire)
+            let (bytes, closed) = try await connection.readUntilClosed(timeout: .seconds(10))
+            #expect(closed, "Connection: close on the last request closes the connection after its answer")
+            let answers = Self.answers(bytes)
+            #expect(answers.map { $0.headers["x-request-id"] ?? "-" } == requests.map(\.id))
+            #expect(answers.map(\.status) == [200, 400, 200, 404, 404, 400, 200, 200])
+            guard answers.count == requests.count else { return }
+            // A relayed answer carries what a routed one does.
+            for index in [0, 2, 3, 6] {
+                #expect(answers[index].headers["ratelimit-limit"] != nil)
+                #expect(answers[index].headers["date"] != nil)
+                #expect(answers[index].headers["server"] == "hailstorm-gateway")
+            }
+            #expect(answers[0].headers["content-type"] == "application/json")
+            #expect(answers[3].headers["content-type"] == "application/problem+json")
+            #expect(answers[3].body.contains("\"requestId\":\"p-4\""))
+            // A body that does not match the endpoint is the router's 400, naming the field.
+            #expect(answers[5].body.contains("\"field\":\"pickup\""))
+            #expect(answers[2].body == answers[6].body)
+            // Each request counted once against the rider's budget, in the order it came.
+            let remaining = [0, 2, 3, 6].compactMap { Int(answers[$0].headers["ratelimit-remaining"] ?? "") }
+            #expect(remaining == remaining.sorted(by: >))
+
+            // Relayed requests are in the router's metrics, under the route's name.
+            let metrics = try await testRequest(.GET, base + "/metrics")
+            let line = metrics.text.split(separator: "\n").first {
+                $0.hasPrefix("hb_requests{") && $0.contains("http_route=\"/api/v1/coupons/campaigns\"")
+                    && $0.contains("http_response_status_code=\"200\"")
+            }
+            #expect(line != nil, "relayed requests are counted in hb_requests")
+        }
+    }
+
+    @Test("a connection that only carried relayed requests is closed once idle, and not while one is in flight")
+    func idleTimeout() async throws {
+        try await withPlatform(gateway: Self.relaying.merging(["http.idle.timeout.seconds": "1"]) { $1 }, withCoupon: true) { base in
+            let tokens = try await signedInRider(base)
+            let access = try #require(tokens["accessToken"] as? String)
+            _ = try await testRequest(.GET, base + "/api/v1/me", headers: ["Authorization": "Bearer \(access)"])
+
+            let connection = try RawConnection(port: try #require(Int(base.split(separator: ":").last ?? "")))
+            let request = "GET /api/v1/coupons/campaigns HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer \(access)\r\n\r\n"
+            // Busy for longer than the idle timeout: one request every 300 ms for 2 s keeps it open.
+            let started = ContinuousClock.now
+            var answered = 0
+            while ContinuousClock.now - started < .seconds(2) {
+                try await connection.send(request)
+                let (bytes, closed) = try await connection.readUntilClosed(timeout: .milliseconds(300))
+                #expect(!closed, "closed while in use")
+                if closed { return }
+                answered += Self.answers(bytes).filter { $0.status == 200 }.count
+            }
+            #expect(answered >= 5)
+            // Then idle: closed within the timeout and one check.
+            let (_, closed) = try await connection.readUntilClosed(timeout: .seconds(4))
+            #expect(closed, "an idle connection stays open")
+        }
+    }
+}
