@@ -84,13 +84,14 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
         }
         let inner = self.inner
         let bound = context
-        // The handler runs as a task of its own that a timer on an event loop cancels when the deadline
-        // passes. (A task group with a sleeping child did the same at twice the tasks and a dispatch timer
-        // per request.) Either way the answer waits for the handler to stop at its next suspension point.
+        // The handler runs as a task of its own that the process's deadline watch cancels when the
+        // deadline passes (within 10 ms). (A timer per request cost two wake-ups of an event loop; a task
+        // group with a sleeping child, twice the tasks and a dispatch timer.) Either way the answer waits
+        // for the handler to stop at its next suspension point.
         let handler = Task { try await inner.respond(to: request, context: bound) }
         let remaining = max(0, (deadline - .now).nanosecondsValue)
-        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(remaining)) { handler.cancel() }
-        defer { timer.cancel() }
+        let watch = DeadlineWatch.shared.watch(until: .now() + .nanoseconds(remaining)) { handler.cancel() }
+        defer { DeadlineWatch.shared.unwatch(watch) }
         do {
             return try await withTaskCancellationHandler {
                 try await handler.value
