@@ -48,6 +48,7 @@ public final class RawConnection: @unchecked Sendable {
         }
     }
 
+    @discardableResult
     public func send(_ text: String) async throws -> Bool {
         try await send(Array(text.utf8))
     }

@@ -127,7 +127,10 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func answered(
         _ request: RelayedRequest, call: RelayCall, result: Result<HTTP1Answer, any Error>, context: ChannelHandlerContext
     ) {
-        switch relay.outcome(of: request, call: call, result: result) {
+        let outcome = relay.outcome(of: request, call: call, result: result)
+        // The client went away meanwhile: nothing to answer, nothing more to read.
+        guard context.channel.isActive else { return }
+        switch outcome {
         case .answer(let head, let body):
             lastActivity = .now()
             context.write(wrapOutboundOut(.head(head)), promise: nil)
@@ -190,7 +193,9 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) {
-            routerAnswersOwed -= 1
+            // (An answer the router writes for a request it was not handed, should there be one, must
+            // not leave the count below zero: that would stop the relay for the connection.)
+            routerAnswersOwed = max(0, routerAnswersOwed - 1)
             lastActivity = .now()
         }
         context.write(data, promise: promise)
