@@ -64,24 +64,28 @@ public struct NoContent: Codable, Sendable, Hashable {
     public init() {}
 }
 
+extension UInt8 {
+    /// One of RFC 3986's unreserved characters, which a path segment carries as they are.
+    public var isUnreservedInURI: Bool {
+        switch self {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            true
+        default: false
+        }
+    }
+}
+
 extension String {
     /// The value as one path segment: RFC 3986's unreserved characters as they are, every other byte of
     /// its UTF-8 percent-encoded.
     fileprivate func addingPathPercentEncoding() -> String {
-        func unreserved(_ byte: UInt8) -> Bool {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
-                true
-            default: false
-            }
-        }
-        if utf8.allSatisfy(unreserved) { return self }
+        if utf8.allSatisfy(\.isUnreservedInURI) { return self }
         let hex = Array("0123456789ABCDEF".utf8)
         var bytes: [UInt8] = []
         bytes.reserveCapacity(utf8.count * 3)
         for byte in utf8 {
-            if unreserved(byte) {
+            if byte.isUnreservedInURI {
                 bytes.append(byte)
             } else {
                 bytes.append(UInt8(ascii: "%"))

@@ -46,9 +46,6 @@ final class DeadlineWatch: Sendable {
         state.withLock { _ = $0.watched.removeValue(forKey: id) }
     }
 
-    /// How many are watched now.
-    var count: Int { state.withLock { $0.watched.count } }
-
     private func sweep(_ task: RepeatedTask) {
         let now = NIODeadline.now()
         let idleLimit = Int(1_000_000_000 / max(1, interval.nanoseconds))

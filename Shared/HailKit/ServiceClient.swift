@@ -330,7 +330,7 @@ public final class ServiceClient: Sendable {
     }
 
     /// How a call to an instance ended, for its breaker and `hailstorm_client_calls_total`.
-    public enum CallOutcome: String, Sendable, CaseIterable {
+    public enum CallOutcome: String, Sendable {
         /// An answer other than 502/503/504.
         case ok
         /// 502, 503 or 504.

@@ -82,8 +82,8 @@ struct RateLimitMiddleware: RouterMiddleware {
         return try await answer(request, context, next, remaining: budgets.limit - count)
     }
 
-    private static let limitHeader = HTTPField.Name("RateLimit-Limit")!
-    private static let remainingHeader = HTTPField.Name("RateLimit-Remaining")!
+    static let limitHeader = HTTPField.Name("RateLimit-Limit")!
+    static let remainingHeader = HTTPField.Name("RateLimit-Remaining")!
 
     private func answer(
         _ request: Request, _ context: Context, _ next: (Request, Context) async throws -> Response, remaining: Int

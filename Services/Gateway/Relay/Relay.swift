@@ -87,6 +87,11 @@ final class Relay: Sendable {
             trace: traced ? HailRequestContext.trace(of: head.headerFields) : nil, eventLoop: eventLoop)
     }
 
+    /// The client left before the whole request arrived: it is no longer in flight.
+    func abandoned(_ request: RelayedRequest) {
+        metrics.ended(request.head.method)
+    }
+
     /// The request goes to the router after all: it counts it again.
     func handedOver(_ request: RelayedRequest) {
         budgets.giveBack(request.client)
@@ -167,8 +172,8 @@ final class Relay: Sendable {
         }
         var fields = relayed.headers
         if let body = relayed.body { fields[.contentLength] = String(body.readableBytes) }
-        fields[RelayedRequest.limitHeader] = String(budgets.limit)
-        fields[RelayedRequest.remainingHeader] = String(max(0, request.remaining))
+        fields[RateLimitMiddleware.limitHeader] = String(budgets.limit)
+        fields[RateLimitMiddleware.remainingHeader] = String(max(0, request.remaining))
         fields[HailHeaders.requestID] = request.requestID
         fields[.date] = HTTPDate.now()
         fields[.server] = serverName
@@ -179,9 +184,6 @@ final class Relay: Sendable {
 
 /// A request taken for relaying.
 final class RelayedRequest {
-    static let limitHeader = HTTPField.Name("RateLimit-Limit")!
-    static let remainingHeader = HTTPField.Name("RateLimit-Remaining")!
-
     let head: HTTPRequest
     let route: RelayRoutes.Entry
     /// The callee's `{id}`.
@@ -278,7 +280,7 @@ struct RelayRoutes: Sendable {
                 if let segment {
                     guard part.elementsEqual(segment.utf8) else { continue candidates }
                 } else {
-                    guard !part.isEmpty, part.allSatisfy(Self.isUnreserved) else { continue candidates }
+                    guard !part.isEmpty, part.allSatisfy(\.isUnreservedInURI) else { continue candidates }
                     parameter = index..<end
                 }
                 if number == entry.segments.count - 1 {
@@ -291,15 +293,6 @@ struct RelayRoutes: Sendable {
             return (entry, parameter.map { path[$0] })
         }
         return nil
-    }
-
-    private static func isUnreserved(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-            UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
-            true
-        default: false
-        }
     }
 }
 

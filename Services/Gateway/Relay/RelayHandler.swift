@@ -220,6 +220,10 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         idleCheck?.cancel()
         idleCheck = nil
+        if case .gathering(let request) = state {
+            relay.abandoned(request)
+            state = .idle
+        }
         context.fireChannelInactive()
     }
 
