@@ -186,7 +186,9 @@ struct HailstormLoad: AsyncParsableCommand {
             }
         }
         let totals = await OpenLoop(schedule: schedule, maxInFlight: maxInFlight, recorder: recorder)
-            .run { index in
+            .run(submit: { index, loop in
+                chosen.submit(index, second: Int((ContinuousClock.now - started).secondsValue), on: loop)
+            }) { index in
                 await chosen.request(index, second: Int((ContinuousClock.now - started).secondsValue))
             }
         progress.cancel()

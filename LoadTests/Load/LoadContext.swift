@@ -96,6 +96,25 @@ struct LoadContext: Sendable {
         }
     }
 
+    /// `call` as a future on `loop`, without a task; nil when the gateway is not plain http (those calls go
+    /// through AsyncHTTPClient, in a task). The future never fails: a transport failure is a status-0 reply.
+    func submit(
+        _ method: HTTPMethod, _ path: String, token: String, json: Data? = nil, on loop: any EventLoop,
+        timeout: TimeAmount = .seconds(30)
+    ) -> EventLoopFuture<Reply?>? {
+        guard let lane else { return nil }
+        guard inFlight.value < maxInFlight else {
+            return loop.makeSucceededFuture(Reply(status: 0, body: Data("client saturated (\(maxInFlight) requests in flight)".utf8)))
+        }
+        inFlight.add(1)
+        let inFlight = inFlight
+        return lane.submit(method, "/api/v1" + path, token: token, json: json, idempotencyKey: nil, timeout: timeout, on: loop)
+            .map { reply -> Reply? in
+                inFlight.add(-1)
+                return reply
+            }
+    }
+
     /// A read for the audit: tried again while the system is still busy (no answer, 429, 5xx) for up to a
     /// minute, so that "not found" means a 404 and nothing else.
     func read(_ path: String) async -> Reply? {
@@ -151,6 +170,32 @@ struct GatewayLane: Sendable {
     func call(
         _ method: HTTPMethod, _ path: String, token: String, json: Data?, idempotencyKey: String?, timeout: TimeAmount
     ) async -> LoadContext.Reply {
+        let (head, body) = request(method, path, token: token, json: json, idempotencyKey: idempotencyKey)
+        do {
+            // On the loop the calling task runs on, when it runs on one.
+            let answer = try await connections.execute(
+                host: host, port: port, head: head, body: body, deadline: .now() + timeout,
+                eventLoop: MultiThreadedEventLoopGroup.currentEventLoop)
+            return LoadContext.Reply(status: Int(answer.head.status.code), body: Data(buffer: answer.body))
+        } catch {
+            return Self.failed(error)
+        }
+    }
+
+    /// `call` as a future on `loop`, sent and answered on that loop; it never fails.
+    func submit(
+        _ method: HTTPMethod, _ path: String, token: String, json: Data?, idempotencyKey: String?, timeout: TimeAmount,
+        on loop: any EventLoop
+    ) -> EventLoopFuture<LoadContext.Reply> {
+        let (head, body) = request(method, path, token: token, json: json, idempotencyKey: idempotencyKey)
+        return connections.submit(host: host, port: port, head: head, body: body, deadline: .now() + timeout, eventLoop: loop)
+            .map { LoadContext.Reply(status: Int($0.head.status.code), body: Data(buffer: $0.body)) }
+            .recover { Self.failed($0) }
+    }
+
+    private func request(
+        _ method: HTTPMethod, _ path: String, token: String, json: Data?, idempotencyKey: String?
+    ) -> (HTTPRequestHead, ByteBuffer?) {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         head.headers.add(name: "Host", value: hostHeader)
         head.headers.add(name: "Authorization", value: "Bearer \(token)")
@@ -161,15 +206,11 @@ struct GatewayLane: Sendable {
             body = ByteBuffer(data: json)
         }
         head.headers.add(name: "Content-Length", value: String(body?.readableBytes ?? 0))
-        do {
-            // On the loop the calling task runs on, when it runs on one (the open loop's requests do).
-            let answer = try await connections.execute(
-                host: host, port: port, head: head, body: body, deadline: .now() + timeout,
-                eventLoop: MultiThreadedEventLoopGroup.currentEventLoop)
-            return LoadContext.Reply(status: Int(answer.head.status.code), body: Data(buffer: answer.body))
-        } catch {
-            return LoadContext.Reply(status: 0, body: Data(String(describing: error).prefix(80).utf8))
-        }
+        return (head, body)
+    }
+
+    private static func failed(_ error: any Error) -> LoadContext.Reply {
+        LoadContext.Reply(status: 0, body: Data(String(describing: error).prefix(80).utf8))
     }
 }
 

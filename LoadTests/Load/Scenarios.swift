@@ -13,11 +13,20 @@ protocol Scenario: Sendable {
     func prepare() async throws
     /// The scheduled request number `index`, due in second `second` of the run.
     func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome)
+    /// The same request as a future on `loop`, without a task, for a scenario whose request is one call to
+    /// a plain-http gateway; nil to have `request` run as a task.
+    func submit(_ index: Int, second: Int, on loop: any EventLoop) -> EventLoopFuture<(endpoint: String, outcome: Outcome)>?
     /// Stops what runs beside the schedule and waits for the system to settle.
     func finish() async
     func audit() async throws -> [AuditCheck]
     /// Figures beyond request latency (order-to-assignment latency), in milliseconds.
     func figures() -> [String: [String: Double]]
+}
+
+extension Scenario {
+    func submit(_ index: Int, second: Int, on loop: any EventLoop) -> EventLoopFuture<(endpoint: String, outcome: Outcome)>? {
+        nil
+    }
 }
 
 // MARK: Flash sale
@@ -52,7 +61,15 @@ final class FlashSaleScenario: Scenario {
 
     func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
         let (campaign, rider) = state.withLock { ($0.campaign, $0.riders[Int.random(in: 0..<$0.riders.count)]) }
-        let reply = await context.call(.POST, "/coupons/campaigns/\(campaign)/claim", token: rider.token)
+        return answered(await context.call(.POST, "/coupons/campaigns/\(campaign)/claim", token: rider.token))
+    }
+
+    func submit(_ index: Int, second: Int, on loop: any EventLoop) -> EventLoopFuture<(endpoint: String, outcome: Outcome)>? {
+        let (campaign, rider) = state.withLock { ($0.campaign, $0.riders[Int.random(in: 0..<$0.riders.count)]) }
+        return context.submit(.POST, "/coupons/campaigns/\(campaign)/claim", token: rider.token, on: loop)?.map { self.answered($0) }
+    }
+
+    private func answered(_ reply: LoadContext.Reply?) -> (endpoint: String, outcome: Outcome) {
         if reply?.status == 201 { state.withLock { $0.granted += 1 } }
         return ("POST /coupons/campaigns/{id}/claim", LoadContext.outcome(reply, expected: [201], allowedProblems: ["sold-out", "limit-reached"], label: "granted"))
     }
@@ -459,8 +476,15 @@ final class BareHTTPScenario: Scenario {
     }
 
     func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
-        ("POST /coupons/campaigns/{id}/claim (bare)",
-         LoadContext.outcome(await context.call(.POST, "/coupons/campaigns/bare/claim", token: "bare"), expected: [201], label: "answered"))
+        Self.answered(await context.call(.POST, "/coupons/campaigns/bare/claim", token: "bare"))
+    }
+
+    func submit(_ index: Int, second: Int, on loop: any EventLoop) -> EventLoopFuture<(endpoint: String, outcome: Outcome)>? {
+        context.submit(.POST, "/coupons/campaigns/bare/claim", token: "bare", on: loop)?.map { Self.answered($0) }
+    }
+
+    private static func answered(_ reply: LoadContext.Reply?) -> (endpoint: String, outcome: Outcome) {
+        ("POST /coupons/campaigns/{id}/claim (bare)", LoadContext.outcome(reply, expected: [201], label: "answered"))
     }
 
     func finish() async {}
