@@ -97,6 +97,50 @@ struct RelayTests {
         }
     }
 
+    @Test("a token the gateway has not seen is verified before its request is relayed; requests pipelined behind it wait their turn")
+    func freshTokensInOrder() async throws {
+        try await withPlatform(gateway: Self.relaying.merging(["gateway.rate.window.seconds": "60"]) { $1 }, withCoupon: true) { base in
+            // Two riders whose tokens this gateway has never verified (sign-in goes to login).
+            let first = try #require(try await signedInRider(base)["accessToken"] as? String)
+            let second = try #require(try await signedInRider(base)["accessToken"] as? String)
+            // The first rider's token with the signature of the second's: well formed, signed with a key
+            // the platform trusts, and forged.
+            let forged = first.split(separator: ".").prefix(2).joined(separator: ".") + "." + (second.split(separator: ".").last ?? "")
+            let requests: [(id: String, token: String, path: String)] = [
+                ("f-1", first, "GET /api/v1/me"),
+                ("f-2", forged, "GET /api/v1/me"),
+                ("f-3", second, "GET /api/v1/coupons/campaigns"),
+                ("f-4", first, "GET /api/v1/me"),
+                ("f-5", "not-a-token", "GET /api/v1/me"),
+                ("f-6", second, "POST /api/v1/coupons/campaigns/no-such-campaign/claim"),
+            ]
+            var wire = ""
+            for (id, token, line) in requests {
+                wire += "\(line) HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer \(token)\r\nContent-Length: 0\r\nX-Request-ID: \(id)\r\n\r\n"
+            }
+            wire += "GET /api/v1/me HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer \(second)\r\nConnection: close\r\nX-Request-ID: f-7\r\n\r\n"
+            let connection = try RawConnection(port: try #require(Int(base.split(separator: ":").last ?? "")))
+            try await connection.send(wire)
+            let (bytes, closed) = try await connection.readUntilClosed(timeout: .seconds(10))
+            #expect(closed)
+            let answers = Self.answers(bytes)
+            #expect(answers.map { $0.headers["x-request-id"] ?? "-" } == requests.map(\.id) + ["f-7"])
+            #expect(answers.map(\.status) == [200, 401, 200, 200, 401, 404, 200])
+            guard answers.count == requests.count + 1 else { return }
+            // Each rider's own record, whichever way it went.
+            #expect(answers[0].body == answers[3].body)
+            #expect(answers[0].body != answers[6].body)
+            #expect(answers[1].headers["content-type"] == "application/problem+json")
+            #expect(answers[1].body.contains("invalid-token"))
+            #expect(answers[1].headers["www-authenticate"]?.contains("invalid_token") == true)
+            #expect(answers[5].body.contains("\"requestId\":\"f-6\""))
+            for index in [0, 2, 3, 5, 6] {
+                #expect(answers[index].headers["ratelimit-limit"] != nil)
+                #expect(answers[index].headers["server"] == "hailstorm-gateway")
+            }
+        }
+    }
+
     @Test("a connection that only carried relayed requests is closed once idle, and not while one is in flight")
     func idleTimeout() async throws {
         try await withPlatform(gateway: Self.relaying.merging(["http.idle.timeout.seconds": "1"]) { $1 }, withCoupon: true) { base in

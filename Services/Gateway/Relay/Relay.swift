@@ -41,11 +41,38 @@ final class Relay: Sendable {
         self.logger = logger
     }
 
-    /// The request when this instance can relay it itself: a relayed route, no `Expect`, `Connection` or
-    /// deadline of the caller's, a body within the limit, a remembered token whose role may call the route
-    /// and that is known not to be signed out, and the caller's budget known here and not spent (it is
-    /// counted now). Nil: the router answers it.
-    func admit(_ head: HTTPRequest, on eventLoop: any EventLoop) -> RelayedRequest? {
+    /// Whether a request is relayed here.
+    enum Admission {
+        /// Relayed: its body is gathered, then it is sent.
+        case relay(RelayedRequest)
+        /// Relayable, but this instance has not verified its token yet: `verify` it, then admit again.
+        case verify(token: String)
+        /// The router answers it.
+        case router
+    }
+
+    /// `.relay` when this instance can relay the request itself: a relayed route, no `Expect`,
+    /// `Connection` or deadline of the caller's, a body within the limit, a verified token (`verified`, or
+    /// one remembered) whose role may call the route and that is known not to be signed out, and the
+    /// caller's budget known here and not spent (it is counted now).
+    func admit(_ head: HTTPRequest, on eventLoop: any EventLoop, verified: AccessTokenClaims? = nil) -> Admission {
+        guard let request = relayable(head, on: eventLoop, verified: verified) else { return .router }
+        return request
+    }
+
+    /// The token's claims, verified on Swift's shared pool (jwt-kit verifies in a task), delivered on
+    /// `eventLoop`; nil when the token is not valid (the router then refuses it, with the reason). A valid
+    /// token is remembered, as the router's verification remembers it.
+    func verify(_ token: String, on eventLoop: any EventLoop) -> EventLoopFuture<AccessTokenClaims?> {
+        let promise = eventLoop.makePromise(of: AccessTokenClaims?.self)
+        let tokens = tokens
+        Task {
+            promise.succeed(try? await tokens.verify(token))
+        }
+        return promise.futureResult
+    }
+
+    private func relayable(_ head: HTTPRequest, on eventLoop: any EventLoop, verified: AccessTokenClaims?) -> Admission? {
         guard let path = head.path, let (route, parameter) = routes.match(head.method, path) else { return nil }
         // One pass over the header for what matters here.
         var authorization: String? = nil
@@ -66,9 +93,10 @@ final class Relay: Sendable {
                 break
             }
         }
-        guard let authorization, authorization.hasPrefix("Bearer "),
-            let claims = tokens.rememberedClaims(String(authorization.dropFirst(7)))
-        else { return nil }
+        guard let authorization, authorization.hasPrefix("Bearer ") else { return nil }
+        guard let claims = verified ?? tokens.rememberedClaims(String(authorization.dropFirst(7))) else {
+            return .verify(token: String(authorization.dropFirst(7)))
+        }
         let identity = claims.identity
         guard route.route.allows(identity.role), revocations.isRevoked(identity) == false else { return nil }
         let client = "user:" + identity.userID
@@ -80,11 +108,11 @@ final class Relay: Sendable {
             case .none: nil
             }
         metrics.began(head.method)
-        return RelayedRequest(
+        return .relay(RelayedRequest(
             head: head, route: route, calleeID: id, client: client, remaining: remaining, authorization: authorization,
             idempotencyKey: idempotencyKey,
             requestID: HailRequestContext.requestID(from: requestID),
-            trace: traced ? HailRequestContext.trace(of: head.headerFields) : nil, eventLoop: eventLoop)
+            trace: traced ? HailRequestContext.trace(of: head.headerFields) : nil, eventLoop: eventLoop))
     }
 
     /// The client left before the whole request arrived: it is no longer in flight.
