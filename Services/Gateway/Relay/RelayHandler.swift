@@ -162,9 +162,9 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             handOver(request, context: context, ended: true)
             return
         }
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let loopBound = NIOLoopBound((self, context, request), eventLoop: context.eventLoop)
         call.answer.hop(to: context.eventLoop).whenComplete { result in
-            let (handler, context) = loopBound.value
+            let (handler, context, request) = loopBound.value
             handler.answered(request, call: call, result: result, context: context)
         }
     }
