@@ -56,24 +56,7 @@ final class Relay: Sendable {
     /// one remembered) whose role may call the route and that is known not to be signed out, and the
     /// caller's budget known here and not spent (it is counted now).
     func admit(_ head: HTTPRequest, on eventLoop: any EventLoop, verified: AccessTokenClaims? = nil) -> Admission {
-        guard let request = relayable(head, on: eventLoop, verified: verified) else { return .router }
-        return request
-    }
-
-    /// The token's claims, verified on Swift's shared pool (jwt-kit verifies in a task), delivered on
-    /// `eventLoop`; nil when the token is not valid (the router then refuses it, with the reason). A valid
-    /// token is remembered, as the router's verification remembers it.
-    func verify(_ token: String, on eventLoop: any EventLoop) -> EventLoopFuture<AccessTokenClaims?> {
-        let promise = eventLoop.makePromise(of: AccessTokenClaims?.self)
-        let tokens = tokens
-        Task {
-            promise.succeed(try? await tokens.verify(token))
-        }
-        return promise.futureResult
-    }
-
-    private func relayable(_ head: HTTPRequest, on eventLoop: any EventLoop, verified: AccessTokenClaims?) -> Admission? {
-        guard let path = head.path, let (route, parameter) = routes.match(head.method, path) else { return nil }
+        guard let path = head.path, let (route, parameter) = routes.match(head.method, path) else { return .router }
         // One pass over the header for what matters here.
         var authorization: String? = nil
         var idempotencyKey: String? = nil
@@ -86,21 +69,21 @@ final class Relay: Sendable {
             case HailHeaders.requestID: requestID = field.value
             case HailHeaders.traceParent: traced = true
             case .contentLength:
-                guard let bytes = Int(field.value), bytes <= bodyLimit else { return nil }
+                guard let bytes = Int(field.value), bytes <= bodyLimit else { return .router }
             case .expect, .connection, HailHeaders.deadline:
-                return nil
+                return .router
             default:
                 break
             }
         }
-        guard let authorization, authorization.hasPrefix("Bearer ") else { return nil }
+        guard let authorization, authorization.hasPrefix("Bearer ") else { return .router }
         guard let claims = verified ?? tokens.rememberedClaims(String(authorization.dropFirst(7))) else {
             return .verify(token: String(authorization.dropFirst(7)))
         }
         let identity = claims.identity
-        guard route.route.allows(identity.role), revocations.isRevoked(identity) == false else { return nil }
+        guard route.route.allows(identity.role), revocations.isRevoked(identity) == false else { return .router }
         let client = "user:" + identity.userID
-        guard case .allowed(let remaining) = budgets.take(client) else { return nil }
+        guard case .allowed(let remaining) = budgets.take(client) else { return .router }
         let id: String? =
             switch route.route.id {
             case .path: parameter.map(String.init)
@@ -113,6 +96,18 @@ final class Relay: Sendable {
             idempotencyKey: idempotencyKey,
             requestID: HailRequestContext.requestID(from: requestID),
             trace: traced ? HailRequestContext.trace(of: head.headerFields) : nil, eventLoop: eventLoop))
+    }
+
+    /// The token's claims, verified on Swift's shared pool (jwt-kit verifies in a task), delivered on
+    /// `eventLoop`; nil when the token is not valid (the router then refuses it, with the reason). A valid
+    /// token is remembered, as the router's verification remembers it.
+    func verify(_ token: String, on eventLoop: any EventLoop) -> EventLoopFuture<AccessTokenClaims?> {
+        let promise = eventLoop.makePromise(of: AccessTokenClaims?.self)
+        let tokens = tokens
+        Task {
+            promise.succeed(try? await tokens.verify(token))
+        }
+        return promise.futureResult
     }
 
     /// The client left before the whole request arrived: it is no longer in flight.
