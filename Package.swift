@@ -236,7 +236,7 @@ let package = Package(
             "Gateway", "Login", "Coupon", "HailKitTesting", "Discovery",
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
         ]),
-        testTarget("Coupon", ["HailKit", "HailKitTesting", "Contracts", "SQLiteKit", "EventBus", "RedisKit"]),
+        testTarget("Coupon", ["Coupon", "HailKit", "HailKitTesting", "Contracts", "SQLiteKit", "EventBus", "RedisKit"]),
         testTarget("Payment", ["Payment", "Contracts"]),
         testTarget("Runner", ["HailKitTesting"]),
         testTarget("Deploy", [.product(name: "Yams", package: "Yams")]),

@@ -2,6 +2,7 @@ import Contracts
 import EventBus
 import Foundation
 import HailKit
+import NIOCore
 import RedisKit
 
 /// The flash sale's decisions, made in Redis: one Lua script checks the sale window, the rider's limit
@@ -119,7 +120,10 @@ struct FlashSale: Sendable {
         let now = Date().timeIntervalSince1970
         let event = CouponEvents.Claimed(
             claimID: claimID, campaignID: campaign, userID: user, claimedAt: now, idempotencyKey: idempotencyKey)
-        let envelope = try EventEnvelope(event, source: source)
+        // Built for every attempt, though only a grant is appended: written straight, not encoded.
+        let envelope = EventEnvelope(
+            id: RandomID.uuid(), type: CouponEvents.Claimed.type, stream: CouponEvents.Claimed.stream, source: source,
+            occurredAt: now, payload: Self.payload(of: event))
         let reply = try await redis.run(
             Self.claimScript,
             keys: [
@@ -149,4 +153,25 @@ struct FlashSale: Sendable {
     }
 
     static let claimScript = RedisScript(FlashSaleScript.claim)
+
+    /// `event` as JSON, the keys sorted as `EventEnvelope` encodes them: what `JSONEncoder` writes, at a
+    /// fraction of its cost (the encoder was a twentieth of the service's work per claim).
+    static func payload(of event: CouponEvents.Claimed) -> [UInt8] {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(160 + event.campaignID.utf8.count + event.userID.utf8.count + (event.idempotencyKey?.utf8.count ?? 0))
+        buffer.writeStaticString("{\"campaignID\":")
+        JSONText.appendString(event.campaignID, to: &buffer)
+        buffer.writeStaticString(",\"claimID\":")
+        JSONText.appendString(event.claimID, to: &buffer)
+        buffer.writeStaticString(",\"claimedAt\":")
+        buffer.writeString(String(event.claimedAt))
+        if let key = event.idempotencyKey {
+            buffer.writeStaticString(",\"idempotencyKey\":")
+            JSONText.appendString(key, to: &buffer)
+        }
+        buffer.writeStaticString(",\"userID\":")
+        JSONText.appendString(event.userID, to: &buffer)
+        buffer.writeStaticString("}")
+        return Array(buffer.readableBytesView)
+    }
 }

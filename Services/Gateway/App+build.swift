@@ -14,7 +14,9 @@ import Logging
 /// front that append to X-Forwarded-For, 0: the peer is the client), `gateway.ws.origins` (the web origins
 /// whose pages may open `/ws`, comma-separated; empty: any page of this gateway's own host, and clients
 /// that send no Origin), `gateway.relay.direct` (true: the relayed routes' common case is answered in front
-/// of the router, see `RelayHandler`; false: the router answers everything). The gateway also relays order events to the riders' and drivers' WebSockets
+/// of the router, see `RelayHandler`; false: the router answers everything), `gateway.token.attestations`
+/// (true: each token passed on carries the gateway's attestation that it verified it, so the service
+/// checks an HMAC, not the signature, see `TokenAttestations`; false: services verify signatures). The gateway also relays order events to the riders' and drivers' WebSockets
 /// (`/ws`), from whichever instance holds the connection, and closes them when their session ends.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080, defaultConnectionsPerClient: 512)
@@ -39,7 +41,8 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
 func buildRouter(
     kit: inout ServiceKit, reader: ConfigReader
 ) async throws -> (Router<HailRequestContext>, RouterResponder<PushSocketContext>, Relay?) {
-    let tokens = try await kit.accessTokens()
+    var tokens = try await kit.accessTokens()
+    if !reader.bool(forKey: "gateway.token.attestations", default: true) { tokens = tokens.withoutAttestations() }
     // `gateway.rate.prefix`: Redis key prefix of the rate-limit counters.
     let ratePrefix = reader.string(forKey: "gateway.rate.prefix", default: "gw:rl")
     let window = Duration.seconds(max(1, reader.int(forKey: "gateway.rate.window.seconds", default: 1)))
@@ -95,8 +98,8 @@ func buildRouter(
         .add(middleware: RateLimitMiddleware(redis: kit.redis, budgets: apiBudgets, checksRevocation: true, revocations: revocations))
     proxy.registerSecured(on: secured)
     sockets.register(on: router, secured: secured)
-    ProxyRoute.register(ProxyRoute.all, on: secured, clients: kit.clients)
-    MoneyProxyController(clients: kit.clients).register(on: secured)
+    ProxyRoute.register(ProxyRoute.all, on: secured, clients: kit.clients, tokens: tokens)
+    MoneyProxyController(clients: kit.clients, tokens: tokens).register(on: secured)
     // Every other API path is authenticated first, then answered: nothing else is served yet.
     for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
         secured.on("**", method: method) { request, _ -> Response in

@@ -3,6 +3,7 @@ import Contracts
 import Crypto
 import Foundation
 import JWTKit
+import Metrics
 import Synchronization
 
 /// The claims of a Hailstorm token: a user's access token (signed by login) or a service's credential
@@ -71,6 +72,11 @@ public struct AccessTokens: Sendable {
     private let trustedKIDs: Set<String>
     private let keys: JWTKeyCollection
     private let verified: VerifiedTokens
+    /// The gateway's attestations this service makes (as the gateway) or accepts (as a service behind it).
+    public private(set) var attestations: TokenAttestations
+    /// Tokens checked (not found in `verified`), by how: `hailstorm_tokens_verified_total{by=signature|attestation}`.
+    private let bySignature: Counter
+    private let byAttestation: Counter
 
     /// - Parameters:
     ///   - service: the verifying service's name.
@@ -92,6 +98,7 @@ public struct AccessTokens: Sendable {
         }
         var signingKID: JWKIdentifier? = nil
         var issuer: String? = nil
+        var attestations = TokenAttestations.none
         if let signingKey {
             let privateKey = try TokenKeys.privateKey(signingKey)
             let parameters = privateKey.parameters
@@ -102,6 +109,8 @@ public struct AccessTokens: Sendable {
             issuer = TokenKeys.owner(of: entry.kid)
             // The private key replaces the public one under the same kid: it verifies as well as signs.
             await keys.add(ecdsa: privateKey, kid: JWKIdentifier(string: entry.kid))
+            attestations = try TokenAttestations(
+                privateKey: try TokenKeys.agreementPrivateKey(signingKey), ownKID: entry.kid, document: document)
         }
         self.service = service
         self.issuer = issuer
@@ -109,6 +118,9 @@ public struct AccessTokens: Sendable {
         self.trustedKIDs = trusted
         self.keys = keys
         self.verified = VerifiedTokens(capacity: cacheSize)
+        self.attestations = attestations
+        self.bySignature = Counter(label: "hailstorm_tokens_verified_total", dimensions: [("service", service), ("by", "signature")])
+        self.byAttestation = Counter(label: "hailstorm_tokens_verified_total", dimensions: [("service", service), ("by", "attestation")])
     }
 
     /// Reads `auth.jwks` (the deployment's public keys, a JWKS document), or `auth.jwks.file` (a file
@@ -171,8 +183,15 @@ public struct AccessTokens: Sendable {
         verified.claims(for: token, now: Date())
     }
 
-    /// The claims of a valid token; throws a 401 problem naming why a token is not valid.
-    public func verify(_ token: String) async throws -> AccessTokenClaims {
+    /// The claims of a valid token; throws a 401 problem naming why a token is not valid. With the
+    /// gateway's `attestation` of it (`X-Hailstorm-Verified`, see `TokenAttestations`) that checks out,
+    /// the claims it states (a user's token the gateway verified), their expiry checked here.
+    public func verify(_ token: String, attestation: String? = nil) async throws -> AccessTokenClaims {
+        if let attestation, let claims = attestations.claims(in: attestation, for: token) {
+            guard claims.exp.value > Date() else { throw Self.expired }
+            byAttestation.increment()
+            return claims
+        }
         if let claims = verified.claims(for: token, now: Date()) { return claims }
         guard let kid = Self.pinnedKeyID(of: token), trustedKIDs.contains(kid), let owner = TokenKeys.owner(of: kid) else {
             throw Self.invalid("The access token is malformed, not ES256, or signed with a key this platform does not trust")
@@ -181,12 +200,11 @@ public struct AccessTokens: Sendable {
         do {
             claims = try await keys.verify(token, as: AccessTokenClaims.self)
         } catch let error as JWTError where error.errorType == .claimVerificationFailure {
-            throw Problem(
-                .unauthorized, slug: "token-expired", title: "The access token is not valid",
-                detail: "The access token has expired; refresh it", headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+            throw Self.expired
         } catch {
             throw Self.invalid("The access token is malformed or its signature does not verify")
         }
+        bySignature.increment()
         guard claims.iss.value == owner else { throw Self.invalid("The token's issuer does not own its signing key") }
         if owner == Self.userIssuer {
             guard claims.role != .service, claims.aud.value.contains(Self.userAudience) else {
@@ -200,6 +218,24 @@ public struct AccessTokens: Sendable {
         verified.remember(token, claims)
         return claims
     }
+
+    /// The same tokens making and accepting no attestations.
+    public func withoutAttestations() -> AccessTokens {
+        var tokens = self
+        tokens.attestations = .none
+        return tokens
+    }
+
+    /// The `X-Hailstorm-Verified` value for passing `token` on to `service`: its `claims` when just
+    /// verified, else the ones remembered from verifying it; nil unless this is the gateway and it has them.
+    public func attestation(for token: String, claims: AccessTokenClaims? = nil, to service: String) -> String? {
+        guard let claims = claims ?? verified.claims(for: token, now: Date()) else { return nil }
+        return attestations.attestation(for: token, claims: claims, to: service)
+    }
+
+    private static let expired = Problem(
+        .unauthorized, slug: "token-expired", title: "The access token is not valid",
+        detail: "The access token has expired; refresh it", headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
 
     private static func invalid(_ detail: String) -> Problem {
         Problem(
@@ -257,6 +293,30 @@ public enum TokenKeys {
             return trimmed.hasPrefix("-----BEGIN") ? try ES256PrivateKey(pem: trimmed) : try ES256PrivateKey(key: trimmed)
         } catch {
             throw ConfigurationError("auth.signing.key is not an EC P-256 private key (PEM, or base64url of its 32 bytes)")
+        }
+    }
+
+    /// The same private key for ECDH (`TokenAttestations`' pair keys).
+    public static func agreementPrivateKey(_ text: String) throws -> P256.KeyAgreement.PrivateKey {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        do {
+            if trimmed.hasPrefix("-----BEGIN") { return try P256.KeyAgreement.PrivateKey(pemRepresentation: trimmed) }
+            guard let raw = Data(base64URL: trimmed) else { throw ConfigurationError("not base64url") }
+            return try P256.KeyAgreement.PrivateKey(rawRepresentation: raw)
+        } catch {
+            throw ConfigurationError("auth.signing.key is not an EC P-256 private key (PEM, or base64url of its 32 bytes)")
+        }
+    }
+
+    /// A JWKS entry's public key, for ECDH.
+    public static func agreementPublicKey(_ key: PublicKey) throws -> P256.KeyAgreement.PublicKey {
+        guard let x = Data(base64URL: key.x), let y = Data(base64URL: key.y), x.count == 32, y.count == 32 else {
+            throw ConfigurationError("auth.jwks: key \(key.kid) has no P-256 point")
+        }
+        do {
+            return try P256.KeyAgreement.PublicKey(rawRepresentation: x + y)
+        } catch {
+            throw ConfigurationError("auth.jwks: key \(key.kid) is not a point of P-256")
         }
     }
 

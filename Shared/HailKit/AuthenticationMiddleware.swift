@@ -7,8 +7,9 @@ import RedisKit
 /// deny-list of signed-out tokens. The identity it finds goes into the request context for the routes
 /// behind it.
 ///
-/// The gateway checks the deny-list on every request; a service behind it verifies the token the gateway
-/// forwards again (so nothing reaches it unsigned) and checks the deny-list again too. With
+/// The gateway checks the deny-list on every request; a service behind it checks the token the gateway
+/// forwards again (so nothing reaches it unsigned: the signature, or the gateway's attestation of it, see
+/// `TokenAttestations`) and checks the deny-list again too. With
 /// `revocations` (kept current by a `RevocationListener`) that check costs no round trip; while they are
 /// not current it asks Redis.
 public struct AuthenticationMiddleware: RouterMiddleware {
@@ -28,8 +29,8 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// The identity an access token proves: signature, expiry and issuer, and (when `checkDenyList`) not
     /// signed out. Throws the 401 (or, when the deny-list cannot be read, 503) problem to answer. Also
     /// for tokens that do not come in a header (the gateway's WebSocket takes it from the query).
-    public func identity(token: String, logger: Logger) async throws -> Identity {
-        let claims = try await tokens.verify(token)
+    public func identity(token: String, attestation: String? = nil, logger: Logger) async throws -> Identity {
+        let claims = try await tokens.verify(token, attestation: attestation)
         guard checkDenyList else { return claims.identity }
         if let known = revocations?.isRevoked(claims.identity) {
             if known { throw Self.revokedToken }
@@ -64,7 +65,8 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty else {
             throw Problem.unauthorized("The Authorization header must be 'Bearer <access token>'")
         }
-        let identity = try await identity(token: String(parts[1]), logger: context.logger)
+        let identity = try await identity(
+            token: String(parts[1]), attestation: request.headers[HailHeaders.verifiedToken], logger: context.logger)
         var context = context
         context.identity = identity
         context.logger[metadataKey: "user"] = .string(identity.userID)

@@ -100,6 +100,14 @@ struct RelayTests {
     @Test("a token the gateway has not seen is verified before its request is relayed; requests pipelined behind it wait their turn")
     func freshTokensInOrder() async throws {
         try await withPlatform(gateway: Self.relaying.merging(["gateway.rate.window.seconds": "60"]) { $1 }, withCoupon: true) { base in
+            // Tokens checked so far in this process (the tests share one metrics registry).
+            func verified(_ service: String, by: String) async throws -> Double {
+                try await testRequest(.GET, base + "/metrics").text.split(separator: "\n")
+                    .first { $0.hasPrefix("hailstorm_tokens_verified_total{") && $0.contains("service=\"\(service)\"") && $0.contains("by=\"\(by)\"") }
+                    .flatMap { $0.split(separator: " ").last }.flatMap { Double($0) } ?? 0
+            }
+            let attestedBefore = try await verified("coupon", by: "attestation")
+            let signedBefore = try await verified("coupon", by: "signature")
             // Two riders whose tokens this gateway has never verified (sign-in goes to login).
             let first = try #require(try await signedInRider(base)["accessToken"] as? String)
             let second = try #require(try await signedInRider(base)["accessToken"] as? String)
@@ -138,6 +146,16 @@ struct RelayTests {
                 #expect(answers[index].headers["ratelimit-limit"] != nil)
                 #expect(answers[index].headers["server"] == "hailstorm-gateway")
             }
+
+            // A third rider through the router (a caller's deadline is the router's to keep). The coupon
+            // service took the gateway's word for each of the three requests it got (f-3, f-6 and this one),
+            // on either path, and verified no token of its own.
+            let third = try #require(try await signedInRider(base)["accessToken"] as? String)
+            let routed = try await testRequest(
+                .GET, base + "/api/v1/coupons/campaigns", headers: ["Authorization": "Bearer \(third)", "X-Hailstorm-Deadline-Ms": "5000"])
+            #expect(routed.status == 200)
+            #expect(try await verified("coupon", by: "attestation") - attestedBefore == 3)
+            #expect(try await verified("coupon", by: "signature") - signedBefore == 0)
         }
     }
 

@@ -114,4 +114,66 @@ struct AccessTokensTests {
             _ = try await AccessTokens(service: "order", signingKey: "not a key", jwks: TestKeys.jwks, cacheSize: 0)
         }
     }
+
+    @Test("the gateway's attestation stands in for the token at its one callee; forged, misdirected, altered or expired do not pass")
+    func attestations() async throws {
+        func verifier(_ service: String, key: String? = nil, jwks: String = TestKeys.jwks) async throws -> AccessTokens {
+            try await AccessTokens(service: service, signingKey: key ?? TestKeys.privateKey(service), jwks: jwks, cacheSize: 0)
+        }
+        let gateway = try await verifier("gateway")
+        let coupon = try await verifier("coupon")
+        let order = try await verifier("order")
+        let token = try await TestKeys.userToken("u1", role: .rider, session: "s1")
+        let claims = try await gateway.verify(token)
+        // The token with another token's signature: only an attestation can let it through.
+        let other = try await TestKeys.userToken("u2", role: .rider)
+        let unsigned = String(token[..<token.lastIndex(of: ".")!]) + String(other[other.lastIndex(of: ".")!...])
+        await expectRefused(unsigned, by: coupon, "a signature that is not the token's, without an attestation")
+
+        let forCoupon = try #require(gateway.attestation(for: unsigned, claims: claims, to: "coupon"))
+        let attested = try await coupon.verify(unsigned, attestation: forCoupon)
+        #expect(attested.identity == claims.identity)
+        #expect(abs(attested.exp.value.timeIntervalSince(claims.exp.value)) < 1)
+
+        func expectAttestedRefused(_ token: String, attestation: String?, by tokens: AccessTokens, _ comment: Comment) async {
+            await #expect(throws: Problem.self, comment) { _ = try await tokens.verify(token, attestation: attestation) }
+        }
+        await expectAttestedRefused(unsigned, attestation: forCoupon, by: order, "coupon's attestation shown to order")
+        await expectAttestedRefused(
+            unsigned, attestation: gateway.attestation(for: unsigned, claims: claims, to: "order"), by: coupon, "order's shown to coupon")
+        #expect(order.attestation(for: unsigned, claims: claims, to: "coupon") == nil, "only the gateway attests")
+        let randomMAC = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let said = forCoupon.split(separator: " ", maxSplits: 3)[3]
+        await expectAttestedRefused(unsigned, attestation: "gateway:1 coupon:1 \(randomMAC) \(said)", by: coupon, "a forged attestation")
+        // Its words changed (an admin, another user): the MAC covers them.
+        for changed in [said.replacingOccurrences(of: " rider ", with: " admin "), said.replacingOccurrences(of: " u1 ", with: " u2 ")] {
+            #expect(changed != String(said))
+            let altered = forCoupon.replacingOccurrences(of: String(said), with: changed)
+            await expectAttestedRefused(unsigned, attestation: altered, by: coupon, "an attestation whose claims were changed")
+        }
+        // Shown with another token: it names the token it was made for.
+        await expectAttestedRefused(other + "x", attestation: forCoupon, by: coupon, "another token under this attestation")
+        // A service credential is not attested; an expired token is refused however attested.
+        let credential = try await verifier("matching").serviceToken(for: "gateway", lifetime: 300)
+        #expect(gateway.attestation(for: credential, claims: try await gateway.verify(credential), to: "coupon") == nil)
+        let expired = try await TestKeys.userToken("u1", role: .rider, lifetime: -10)
+        let expiredClaims = AccessTokenClaims(userID: "u1", role: .rider, tokenID: "e", issuedAt: Date() - 100, expiresAt: Date() - 10)
+        do {
+            _ = try await coupon.verify(expired, attestation: gateway.attestation(for: expired, claims: expiredClaims, to: "coupon"))
+            Issue.record("an expired token with an attestation passed")
+        } catch let problem as Problem {
+            #expect(problem.slug == "token-expired")
+        }
+
+        // During a rotation of coupon's key the gateway attests for both of coupon's keys.
+        let next = TokenKeys.newPrivateKey()
+        var document = try TokenKeys.parse(jwks: TestKeys.jwks)
+        document.keys.append(try TokenKeys.publicKey(of: next, kid: "coupon:2"))
+        let rotating = try TokenKeys.jwks(document.keys)
+        let header = try #require(try await verifier("gateway", jwks: rotating).attestation(for: unsigned, claims: claims, to: "coupon"))
+        #expect(header.split(separator: ",").count == 2)
+        #expect(try await verifier("coupon", jwks: rotating).verify(unsigned, attestation: header).sub.value == "u1")
+        #expect(try await verifier("coupon", key: next, jwks: rotating).verify(unsigned, attestation: header).sub.value == "u1")
+    }
 }

@@ -106,7 +106,9 @@ struct ProxyRoute: Sendable {
     ]
 
     /// Puts `routes` on the router's `/api/v1` group (which authenticates and counts).
-    static func register(_ routes: [ProxyRoute], on api: RouterGroup<HailRequestContext>, clients: ServiceClient) {
+    static func register(
+        _ routes: [ProxyRoute], on api: RouterGroup<HailRequestContext>, clients: ServiceClient, tokens: AccessTokens
+    ) {
         for route in routes {
             api.on(RouterPath(route.path), method: route.method) { request, context in
                 let caller = try route.admit(context)
@@ -118,7 +120,7 @@ struct ProxyRoute: Sendable {
                     }
                 var query: [String: String] = [:]
                 for name in route.query { query[name] = request.uri.queryParameters.get(name) }
-                return try await clients.relay(route, id: id, query: query, request, context)
+                return try await clients.relay(route, id: id, query: query, request, context, tokens: tokens)
             }
         }
     }

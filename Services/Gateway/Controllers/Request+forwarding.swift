@@ -5,11 +5,17 @@ import Hummingbird
 import NIOCore
 
 extension Request {
-    /// What the gateway passes on to a service: the caller's token (the service verifies it again and
-    /// checks the caller's part in what it owns) and the Idempotency-Key.
-    var forwardedHeaders: HTTPFields {
+    /// What the gateway passes on to `service`: the caller's token (the service checks it again and the
+    /// caller's part in what it owns) with the gateway's attestation of it (`TokenAttestations`), and the
+    /// Idempotency-Key.
+    func forwardedHeaders(to service: String, tokens: AccessTokens) -> HTTPFields {
         var headers: HTTPFields = [:]
-        if let authorization = self.headers[.authorization] { headers[.authorization] = authorization }
+        if let authorization = self.headers[.authorization] {
+            headers[.authorization] = authorization
+            if authorization.hasPrefix("Bearer "), let attestation = tokens.attestation(for: String(authorization.dropFirst(7)), to: service) {
+                headers[HailHeaders.verifiedToken] = attestation
+            }
+        }
         if let key = self.headers[HailHeaders.idempotencyKey] { headers[HailHeaders.idempotencyKey] = key }
         return headers
     }
@@ -54,9 +60,10 @@ extension ServiceClient {
     /// type (a 400 problem at the edge otherwise) and sent on as received, its token and Idempotency-Key
     /// passed on, and the service's answer relayed (`RelayedAnswer`).
     func relay(
-        _ route: ProxyRoute, id: String?, query: [String: String], _ request: Request, _ context: HailRequestContext
+        _ route: ProxyRoute, id: String?, query: [String: String], _ request: Request, _ context: HailRequestContext,
+        tokens: AccessTokens
     ) async throws -> Response {
-        var headers = request.forwardedHeaders
+        var headers = request.forwardedHeaders(to: route.service, tokens: tokens)
         var body: ByteBuffer? = nil
         if let checkBody = route.checkBody {
             let received = try await request.body.collect(upTo: context.maxUploadSize)

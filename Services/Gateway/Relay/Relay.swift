@@ -93,7 +93,7 @@ final class Relay: Sendable {
         metrics.began(head.method)
         return .relay(RelayedRequest(
             head: head, route: route, calleeID: id, client: client, remaining: remaining, authorization: authorization,
-            idempotencyKey: idempotencyKey,
+            claims: claims, idempotencyKey: idempotencyKey,
             requestID: HailRequestContext.requestID(from: requestID),
             trace: traced ? HailRequestContext.trace(of: head.headerFields) : nil, eventLoop: eventLoop))
     }
@@ -126,6 +126,9 @@ final class Relay: Sendable {
     func call(for request: RelayedRequest) -> RelayCall? {
         let route = request.route.route
         var headers: HTTPFields = [.authorization: request.authorization]
+        if let attestation = tokens.attestation(for: String(request.authorization.dropFirst(7)), claims: request.claims, to: route.service) {
+            headers[HailHeaders.verifiedToken] = attestation
+        }
         if let key = request.idempotencyKey { headers[HailHeaders.idempotencyKey] = key }
         if let checkBody = route.checkBody {
             do { try checkBody(request.body ?? ByteBuffer()) } catch { return nil }
@@ -216,6 +219,8 @@ final class RelayedRequest {
     let remaining: Int
     /// The caller's `Authorization` and `Idempotency-Key`, passed on.
     let authorization: String
+    /// The token's claims, as verified here.
+    let claims: AccessTokenClaims
     let idempotencyKey: String?
     let requestID: String
     let trace: TraceContext?
@@ -225,9 +230,10 @@ final class RelayedRequest {
 
     init(
         head: HTTPRequest, route: RelayRoutes.Entry, calleeID: String?, client: String, remaining: Int, authorization: String,
-        idempotencyKey: String?, requestID: String, trace: TraceContext?, eventLoop: any EventLoop
+        claims: AccessTokenClaims, idempotencyKey: String?, requestID: String, trace: TraceContext?, eventLoop: any EventLoop
     ) {
         self.authorization = authorization
+        self.claims = claims
         self.idempotencyKey = idempotencyKey
         self.head = head
         self.route = route
