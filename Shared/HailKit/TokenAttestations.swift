@@ -88,7 +88,7 @@ public struct TokenAttestations: Sendable {
         else { return nil }
         let fields = [claims.sub.value, claims.jti.value, claims.sid ?? "-"]
         guard fields.allSatisfy({ !$0.isEmpty && !$0.contains(where: { $0 == " " || $0 == "," }) }) else { return nil }
-        let said = "\(Int(claims.exp.value.timeIntervalSince1970)) \(claims.role.rawValue) \(fields.joined(separator: " "))"
+        let said = "\(Int(saturating: claims.exp.value.timeIntervalSince1970)) \(claims.role.rawValue) \(fields.joined(separator: " "))"
         var value = ""
         for pair in pairs {
             if !value.isEmpty { value += ", " }
@@ -115,7 +115,9 @@ public struct TokenAttestations: Sendable {
             for (a, b) in zip(parts[2].utf8, expected) { difference |= a ^ b }
             guard difference == 0 else { return nil }
             let fields = said.split(separator: " ")
-            guard fields.count == 5, let exp = Int(fields[0]), let role = Role(rawValue: String(fields[1])) else { return nil }
+            guard fields.count == 5, let exp = Int(fields[0]), let role = Role(rawValue: String(fields[1])), role != .service else {
+                return nil
+            }
             let now = Date()
             return AccessTokenClaims(
                 userID: String(fields[2]), role: role, tokenID: String(fields[3]), issuedAt: now,
