@@ -86,14 +86,18 @@ public struct TokenAttestations: Sendable {
         guard let pairs = outgoing[service], !pairs.isEmpty, claims.iss.value == AccessTokens.userIssuer, claims.role != .service,
             let signature = Self.signature(of: token)
         else { return nil }
+        // Words without spaces or commas, and a session id that cannot be mistaken for "none" (`-`):
+        // anything else is left to the service's full check.
         let fields = [claims.sub.value, claims.jti.value, claims.sid ?? "-"]
-        guard fields.allSatisfy({ !$0.isEmpty && !$0.contains(where: { $0 == " " || $0 == "," }) }) else { return nil }
+        guard claims.sid != "-", fields.allSatisfy({ !$0.isEmpty && !$0.contains(where: { $0 == " " || $0 == "," }) }) else {
+            return nil
+        }
         let said = "\(Int(saturating: claims.exp.value.timeIntervalSince1970)) \(claims.role.rawValue) \(fields.joined(separator: " "))"
         var value = ""
         for pair in pairs {
             if !value.isEmpty { value += ", " }
             value += pair.prefix
-            value += String(decoding: Self.base64URL(Self.mac(said, signature, pair.hmac)), as: UTF8.self)
+            value += Data(Self.mac(said, signature, pair.hmac)).base64URLEncoded
             value += " "
             value += said
         }
@@ -109,7 +113,7 @@ public struct TokenAttestations: Sendable {
             guard parts.count == 4, let key = incoming[entry[parts[0].startIndex..<parts[1].endIndex]] else { continue }
             let said = parts[3]
             // Compared as text, every byte: the time taken says nothing of where they differ.
-            let expected = Self.base64URL(Self.mac(said, signature, key))
+            let expected = Data(Self.mac(said, signature, key)).base64URLEncoded.utf8
             guard parts[2].utf8.count == expected.count else { return nil }
             var difference: UInt8 = 0
             for (a, b) in zip(parts[2].utf8, expected) { difference |= a ^ b }
@@ -124,29 +128,6 @@ public struct TokenAttestations: Sendable {
                 expiresAt: Date(timeIntervalSince1970: Double(exp)), sessionID: fields[4] == "-" ? nil : String(fields[4]))
         }
         return nil
-    }
-
-    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-
-    /// base64url without padding (RFC 4648 §5).
-    static func base64URL(_ code: HashedAuthenticationCode<SHA256>) -> [UInt8] {
-        code.withUnsafeBytes { bytes in
-            var text: [UInt8] = []
-            text.reserveCapacity((bytes.count * 4 + 2) / 3)
-            var index = 0
-            while index < bytes.count {
-                let a = UInt32(bytes[index])
-                let b = index + 1 < bytes.count ? UInt32(bytes[index + 1]) : 0
-                let c = index + 2 < bytes.count ? UInt32(bytes[index + 2]) : 0
-                let triple = a << 16 | b << 8 | c
-                let characters = min(4, (bytes.count - index) * 4 / 3 + 1)
-                for position in 0..<characters {
-                    text.append(alphabet[Int((triple >> (18 - 6 * UInt32(position))) & 0x3f)])
-                }
-                index += 3
-            }
-            return text
-        }
     }
 
     private static func signature(of token: String) -> Substring.UTF8View? {
