@@ -238,7 +238,7 @@ let package = Package(
         ]),
         testTarget("Coupon", ["Coupon", "HailKit", "HailKitTesting", "Contracts", "SQLiteKit", "EventBus", "RedisKit"]),
         testTarget("Payment", ["Payment", "Contracts"]),
-        testTarget("Runner", ["HailKitTesting"]),
+        testTarget("Runner", ["HailKitTesting", "Load", nioCore]),
         testTarget("Deploy", [.product(name: "Yams", package: "Yams")]),
         testTarget("Ride", [
             "HailKit", "HailKitTesting", "Contracts", "EventBus", "RedisKit",

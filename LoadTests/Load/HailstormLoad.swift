@@ -186,8 +186,8 @@ struct HailstormLoad: AsyncParsableCommand {
             }
         }
         let totals = await OpenLoop(schedule: schedule, maxInFlight: maxInFlight, recorder: recorder)
-            .run(submit: { index, loop in
-                chosen.submit(index, second: Int((ContinuousClock.now - started).secondsValue), on: loop)
+            .run(submit: { index, loop, done in
+                chosen.submit(index, second: Int((ContinuousClock.now - started).secondsValue), on: loop, done)
             }) { index in
                 await chosen.request(index, second: Int((ContinuousClock.now - started).secondsValue))
             }

@@ -47,22 +47,38 @@ struct LoadContext: Sendable {
 
     struct Reply: Sendable {
         var status: Int
-        var body: Data
+        /// The body as read from the connection.
+        var bytes: ByteBuffer
+
+        init(status: Int, bytes: ByteBuffer) {
+            self.status = status
+            self.bytes = bytes
+        }
+
+        init(status: Int, body: Data) {
+            self.init(status: status, bytes: ByteBuffer(data: body))
+        }
+
+        var body: Data { Data(buffer: bytes) }
         var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
         /// The problem's slug (`sold-out` of `"type":"urn:hailstorm:problem:sold-out"`). Read straight from
         /// the bytes: most answers of a flash sale are refusals, and parsing each whole document cost the
         /// generator a twentieth of its time — time taken from the services it measures.
         var problem: String? {
-            let marker = Array(#""type":"urn:hailstorm:problem:"#.utf8)
-            let bytes = [UInt8](body)
-            for start in 0..<max(0, bytes.count - marker.count) where bytes[start] == marker[0] {
-                guard bytes[start..<start + marker.count].elementsEqual(marker) else { continue }
+            let marker = Self.problemMarker
+            let bytes = self.bytes.readableBytesView
+            var start = bytes.startIndex
+            while start + marker.count < bytes.endIndex {
+                defer { start += 1 }
+                guard bytes[start] == marker[0], bytes[start..<start + marker.count].elementsEqual(marker) else { continue }
                 let slug = bytes[(start + marker.count)...].prefix { $0 != UInt8(ascii: "\"") }
                 return String(decoding: slug, as: UTF8.self)
             }
             // Written some other way (spaces, escapes): parse it.
             return (json["type"] as? String).map { $0.replacingOccurrences(of: "urn:hailstorm:problem:", with: "") }
         }
+
+        private static let problemMarker = Array(#""type":"urn:hailstorm:problem:"#.utf8)
     }
 
     /// One request through the gateway; a transport failure is a reply with status 0 and the error's name
@@ -96,23 +112,25 @@ struct LoadContext: Sendable {
         }
     }
 
-    /// `call` as a future on `loop`, without a task; nil when the gateway is not plain http (those calls go
-    /// through AsyncHTTPClient, in a task). The future never fails: a transport failure is a status-0 reply.
-    func submit(
-        _ method: HTTPMethod, _ path: String, token: String, json: Data? = nil, on loop: any EventLoop,
-        timeout: TimeAmount = .seconds(30)
-    ) -> EventLoopFuture<Reply?>? {
-        guard let lane else { return nil }
+    /// Sends a request made by `lane.request` on `loop` and hands the reply to `done` there, without a
+    /// task; false (and nothing sent) when the gateway is not plain http (those calls go through
+    /// AsyncHTTPClient, in a task). A transport failure is a status-0 reply.
+    func send(
+        _ request: ByteBuffer, on loop: any EventLoop, timeout: TimeAmount = .seconds(30),
+        _ done: @escaping @Sendable (Reply) -> Void
+    ) -> Bool {
+        guard let lane else { return false }
         guard inFlight.value < maxInFlight else {
-            return loop.makeSucceededFuture(Reply(status: 0, body: Data("client saturated (\(maxInFlight) requests in flight)".utf8)))
+            done(Reply(status: 0, body: Data("client saturated (\(maxInFlight) requests in flight)".utf8)))
+            return true
         }
         inFlight.add(1)
         let inFlight = inFlight
-        return lane.submit(method, "/api/v1" + path, token: token, json: json, idempotencyKey: nil, timeout: timeout, on: loop)
-            .map { reply -> Reply? in
-                inFlight.add(-1)
-                return reply
-            }
+        lane.send(request, timeout: timeout, on: loop) { reply in
+            inFlight.add(-1)
+            done(reply)
+        }
+        return true
     }
 
     /// A read for the audit: tried again while the system is still busy (no answer, 429, 5xx) for up to a
@@ -143,74 +161,6 @@ struct LoadContext: Sendable {
         if expected.contains(reply.status) { return .ok("\(label) \(reply.status)") }
         if let problem = reply.problem, allowedProblems.contains(problem) { return .ok(problem) }
         return .error("\(reply.status) \(reply.problem ?? "")")
-    }
-}
-
-/// The gateway's address (a plain `http://host:port` URL) and the connections to it.
-struct GatewayLane: Sendable {
-    let host: String
-    let port: Int
-    let hostHeader: String
-    let connections: HTTP1Connections
-
-    /// Nil for a URL that is not plain http with a host (those go through AsyncHTTPClient).
-    init?(url: String, connections: Int) {
-        guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host,
-            !host.isEmpty
-        else { return nil }
-        let port = components.port ?? 80
-        self.host = host
-        self.port = port
-        self.hostHeader = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator()).count
-        self.connections = HTTP1Connections(
-            group: MultiThreadedEventLoopGroup.singleton, maxConnectionsPerLoop: max(1, connections / max(1, loops)))
-    }
-
-    func call(
-        _ method: HTTPMethod, _ path: String, token: String, json: Data?, idempotencyKey: String?, timeout: TimeAmount
-    ) async -> LoadContext.Reply {
-        let (head, body) = request(method, path, token: token, json: json, idempotencyKey: idempotencyKey)
-        do {
-            // On the loop the calling task runs on, when it runs on one.
-            let answer = try await connections.execute(
-                host: host, port: port, head: head, body: body, deadline: .now() + timeout,
-                eventLoop: MultiThreadedEventLoopGroup.currentEventLoop)
-            return LoadContext.Reply(status: Int(answer.head.status.code), body: Data(buffer: answer.body))
-        } catch {
-            return Self.failed(error)
-        }
-    }
-
-    /// `call` as a future on `loop`, sent and answered on that loop; it never fails.
-    func submit(
-        _ method: HTTPMethod, _ path: String, token: String, json: Data?, idempotencyKey: String?, timeout: TimeAmount,
-        on loop: any EventLoop
-    ) -> EventLoopFuture<LoadContext.Reply> {
-        let (head, body) = request(method, path, token: token, json: json, idempotencyKey: idempotencyKey)
-        return connections.submit(host: host, port: port, head: head, body: body, deadline: .now() + timeout, eventLoop: loop)
-            .map { LoadContext.Reply(status: Int($0.head.status.code), body: Data(buffer: $0.body)) }
-            .recover { Self.failed($0) }
-    }
-
-    private func request(
-        _ method: HTTPMethod, _ path: String, token: String, json: Data?, idempotencyKey: String?
-    ) -> (HTTPRequestHead, ByteBuffer?) {
-        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
-        head.headers.add(name: "Host", value: hostHeader)
-        head.headers.add(name: "Authorization", value: "Bearer \(token)")
-        if let idempotencyKey { head.headers.add(name: "Idempotency-Key", value: idempotencyKey) }
-        var body: ByteBuffer?
-        if let json {
-            head.headers.add(name: "Content-Type", value: "application/json")
-            body = ByteBuffer(data: json)
-        }
-        head.headers.add(name: "Content-Length", value: String(body?.readableBytes ?? 0))
-        return (head, body)
-    }
-
-    private static func failed(_ error: any Error) -> LoadContext.Reply {
-        LoadContext.Reply(status: 0, body: Data(String(describing: error).prefix(80).utf8))
     }
 }
 

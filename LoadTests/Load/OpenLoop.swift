@@ -113,8 +113,9 @@ final class LatencyRecorder: Sendable {
 /// A dispatcher wakes at most once per `tick` (1 ms, the resolution of wrk2's timers) and sends every
 /// request due by then: at 5,000 requests a second that is five per wake-up instead of one. A request is
 /// thus sent up to a tick after its due time, and its latency, measured from the due time, includes that.
-/// A scenario whose request is one call (`Scenario.submit`) sends it as a future on the dispatcher's loop,
-/// with no task per request; the others run `request` as a child task.
+/// A scenario whose request is one call (`Scenario.submit`) sends it on the dispatcher's loop and gets the
+/// answer there in a closure, with no task or future per request; the others run `request` as a child
+/// task.
 ///
 /// Each dispatcher and every request it starts run on one event loop (`EventLoopTaskExecutor`), the loop
 /// whose connections carry the requests (`GatewayLane`): waiting for a due time is a timer of that loop,
@@ -131,8 +132,9 @@ struct OpenLoop: Sendable {
     typealias Answer = (endpoint: String, outcome: Outcome)
     /// Request `index` as a task.
     typealias Request = @Sendable (Int) async -> Answer
-    /// Request `index` as a future on the given loop, or nil when it cannot be sent that way.
-    typealias Submit = @Sendable (Int, any EventLoop) -> EventLoopFuture<Answer>?
+    /// Sends request `index` on the given loop, the answer handed to the closure there; false (nothing
+    /// sent) when it cannot be sent that way.
+    typealias Submit = @Sendable (Int, any EventLoop, @escaping @Sendable (Answer) -> Void) -> Bool
 
     struct Totals: Sendable {
         var due: Int
@@ -145,12 +147,13 @@ struct OpenLoop: Sendable {
         let due = schedule.dueTimes()
         let inFlight = SharedCount()
         let start = NIODeadline.now()
-        // A dispatcher per 4,000 requests a second at the schedule's peak (a loop carries about 9,000 on its
-        // own), each on a loop of its own with every n-th due time: a single loop costs the least per
-        // request, sharing the recorder's lock across loops costs more.
+        // A dispatcher per 10,000 requests a second at the schedule's peak (a loop carries about 13,000 on
+        // its own), each on a loop of its own with every n-th due time: one loop costs the least per request
+        // (its wake-ups each find more to do; two loops cost the bare-http run a third more CPU per request
+        // at 5,000/s), sharing the recorder's lock across loops costs more.
         let peak = schedule.profile == .burst ? 3 * schedule.rate : schedule.rate
         let all = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
-        let loops = Array(all.prefix(max(1, min(all.count, Int((peak / 4000).rounded(.up))))))
+        let loops = Array(all.prefix(max(1, min(all.count, Int((peak / 10_000).rounded(.up))))))
         let counts = await withTaskGroup(of: (sent: Int, dropped: Int).self) { group in
             for (lane, loop) in loops.enumerated() {
                 group.addTask(executorPreference: EventLoopTaskExecutor(loop)) {
@@ -170,7 +173,7 @@ struct OpenLoop: Sendable {
     ) async -> (sent: Int, dropped: Int) {
         var dropped = 0
         var sent = 0
-        // Futures this dispatcher sent and is still owed (they answer on `loop`, outside the task group).
+        // Requests this dispatcher sent on its loop and is still owed answers for (outside the task group).
         let owed = SharedCount()
         let recorder = recorder
         await withDiscardingTaskGroup { group in
@@ -203,13 +206,13 @@ struct OpenLoop: Sendable {
                             outcome: answer.outcome, lateness: lateness)
                         inFlight.add(-1)
                     }
-                    if let future = submit?(this, loop) {
-                        owed.add(1)
-                        future.whenSuccess { answer in
-                            finish(answer)
-                            owed.add(-1)
-                        }
-                    } else {
+                    owed.add(1)
+                    let sentOnLoop = submit?(this, loop) { answer in
+                        finish(answer)
+                        owed.add(-1)
+                    } ?? false
+                    if !sentOnLoop {
+                        owed.add(-1)
                         group.addTask { finish(await request(this)) }
                     }
                 }

@@ -13,9 +13,10 @@ protocol Scenario: Sendable {
     func prepare() async throws
     /// The scheduled request number `index`, due in second `second` of the run.
     func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome)
-    /// The same request as a future on `loop`, without a task, for a scenario whose request is one call to
-    /// a plain-http gateway; nil to have `request` run as a task.
-    func submit(_ index: Int, second: Int, on loop: any EventLoop) -> EventLoopFuture<(endpoint: String, outcome: Outcome)>?
+    /// The same request sent on `loop`, its answer handed to `done` there, without a task, for a scenario
+    /// whose request is one call to a plain-http gateway; false (nothing sent) to have `request` run as a
+    /// task.
+    func submit(_ index: Int, second: Int, on loop: any EventLoop, _ done: @escaping @Sendable (OpenLoop.Answer) -> Void) -> Bool
     /// Stops what runs beside the schedule and waits for the system to settle.
     func finish() async
     func audit() async throws -> [AuditCheck]
@@ -24,8 +25,8 @@ protocol Scenario: Sendable {
 }
 
 extension Scenario {
-    func submit(_ index: Int, second: Int, on loop: any EventLoop) -> EventLoopFuture<(endpoint: String, outcome: Outcome)>? {
-        nil
+    func submit(_ index: Int, second: Int, on loop: any EventLoop, _ done: @escaping @Sendable (OpenLoop.Answer) -> Void) -> Bool {
+        false
     }
 }
 
@@ -38,7 +39,9 @@ final class FlashSaleScenario: Scenario {
     let context: LoadContext
     let coupons: Int
     let riderCount: Int
-    private let state = Mutex<(campaign: String, riders: [(id: String, token: String)], granted: Int)>(("", [], 0))
+    /// The campaign, the riders, each rider's claim as the bytes of its request (made once, before the
+    /// sale opens), and the claims granted.
+    private let state = Mutex<(campaign: String, riders: [(id: String, token: String)], claims: [ByteBuffer], granted: Int)>(("", [], [], 0))
 
     init(context: LoadContext, coupons: Int, riders: Int) {
         self.context = context
@@ -56,7 +59,10 @@ final class FlashSaleScenario: Scenario {
         guard let reply = await context.call(.POST, "/admin/coupons/campaigns", token: context.admin, json: body, idempotencyKey: context.runLabel),
             reply.status == 201, let id = reply.json["id"] as? String
         else { throw LoadError("the campaign was not created") }
-        state.withLock { $0 = (id, riders, 0) }
+        let claims = context.lane.map { lane in
+            riders.map { lane.request(.POST, "/api/v1/coupons/campaigns/\(id)/claim", token: $0.token) }
+        } ?? []
+        state.withLock { $0 = (id, riders, claims, 0) }
     }
 
     func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
@@ -64,9 +70,11 @@ final class FlashSaleScenario: Scenario {
         return answered(await context.call(.POST, "/coupons/campaigns/\(campaign)/claim", token: rider.token))
     }
 
-    func submit(_ index: Int, second: Int, on loop: any EventLoop) -> EventLoopFuture<(endpoint: String, outcome: Outcome)>? {
-        let (campaign, rider) = state.withLock { ($0.campaign, $0.riders[Int.random(in: 0..<$0.riders.count)]) }
-        return context.submit(.POST, "/coupons/campaigns/\(campaign)/claim", token: rider.token, on: loop)?.map { self.answered($0) }
+    func submit(_ index: Int, second: Int, on loop: any EventLoop, _ done: @escaping @Sendable (OpenLoop.Answer) -> Void) -> Bool {
+        guard let claim = state.withLock({ $0.claims.isEmpty ? nil : $0.claims[Int.random(in: 0..<$0.claims.count)] }) else {
+            return false
+        }
+        return context.send(claim, on: loop) { done(self.answered($0)) }
     }
 
     private func answered(_ reply: LoadContext.Reply?) -> (endpoint: String, outcome: Outcome) {
@@ -466,8 +474,13 @@ final class MixedScenario: Scenario {
 final class BareHTTPScenario: Scenario {
     let name = "bare-http"
     let context: LoadContext
+    /// The request's bytes, made once.
+    private let claim: ByteBuffer?
 
-    init(context: LoadContext) { self.context = context }
+    init(context: LoadContext) {
+        self.context = context
+        self.claim = context.lane?.request(.POST, "/api/v1/coupons/campaigns/bare/claim", token: "bare")
+    }
 
     func prepare() async throws {
         guard let probe = await context.call(.POST, "/coupons/campaigns/bare/claim", token: "bare"), probe.status != 0 else {
@@ -479,8 +492,9 @@ final class BareHTTPScenario: Scenario {
         Self.answered(await context.call(.POST, "/coupons/campaigns/bare/claim", token: "bare"))
     }
 
-    func submit(_ index: Int, second: Int, on loop: any EventLoop) -> EventLoopFuture<(endpoint: String, outcome: Outcome)>? {
-        context.submit(.POST, "/coupons/campaigns/bare/claim", token: "bare", on: loop)?.map { Self.answered($0) }
+    func submit(_ index: Int, second: Int, on loop: any EventLoop, _ done: @escaping @Sendable (OpenLoop.Answer) -> Void) -> Bool {
+        guard let claim else { return false }
+        return context.send(claim, on: loop) { done(Self.answered($0)) }
     }
 
     private static func answered(_ reply: LoadContext.Reply?) -> (endpoint: String, outcome: Outcome) {
