@@ -71,7 +71,8 @@ final class LatencyRecorder: Sendable {
 
     private struct State: Sendable {
         var endpoints: [String: Histogram<UInt64>] = [:]
-        var seconds: [Int: Second] = [:]
+        /// By second of the run (an array: a run is seconds long, and a dictionary cost a hash per record).
+        var seconds: [Second] = []
         var outcomes: [String: Int] = [:]
         var errors: [String: Int] = [:]
         var completed = 0
@@ -84,16 +85,18 @@ final class LatencyRecorder: Sendable {
         state.withLock { state in
             let value = min(latencyMicros, 119_000_000)
             _ = state.endpoints[endpoint, default: Histogram(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)].record(value)
+            let second = max(0, second)
+            while state.seconds.count <= second { state.seconds.append(Second()) }
             // In place: a copy of the second's histogram per request would copy all its buckets.
-            state.seconds[second, default: Second()].count += 1
-            _ = state.seconds[second, default: Second()].histogram.record(value)
+            state.seconds[second].count += 1
+            _ = state.seconds[second].histogram.record(value)
             state.completed += 1
             if lateness > 0.010 { state.late += 1 }
             switch outcome {
             case .ok(let label): state.outcomes[label, default: 0] += 1
             case .error(let label):
                 state.errors[label, default: 0] += 1
-                state.seconds[second, default: Second()].errors += 1
+                state.seconds[second].errors += 1
             }
         }
     }
@@ -102,7 +105,11 @@ final class LatencyRecorder: Sendable {
     var errorCount: Int { state.withLock { $0.errors.values.reduce(0, +) } }
 
     func snapshot() -> (endpoints: [String: Histogram<UInt64>], seconds: [Int: Second], outcomes: [String: Int], errors: [String: Int], late: Int) {
-        state.withLock { ($0.endpoints, $0.seconds, $0.outcomes, $0.errors, $0.late) }
+        state.withLock { state in
+            var seconds: [Int: Second] = [:]
+            for (second, figures) in state.seconds.enumerated() where figures.count > 0 { seconds[second] = figures }
+            return (state.endpoints, seconds, state.outcomes, state.errors, state.late)
+        }
     }
 }
 

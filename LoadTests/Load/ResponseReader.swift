@@ -171,57 +171,17 @@ struct ResponseReader {
 
     /// Reads the status line and the framing headers; sets the part that follows. Nil, or the problem.
     private mutating func readHead(_ head: ByteBuffer) -> String? {
-        let bytes = head.readableBytesView
-        // "HTTP/1.1 201 Created\r\n": the version's minor digit, a space, three digits.
-        guard bytes.count >= 14, bytes.starts(with: Self.versionPrefix) else { return "not an HTTP/1.x answer" }
-        let start = bytes.startIndex
-        let minor = bytes[start + 7]
-        guard minor == UInt8(ascii: "0") || minor == UInt8(ascii: "1"), bytes[start + 8] == UInt8(ascii: " ") else {
-            return "not an HTTP/1.0 or 1.1 answer"
-        }
-        var code = 0
-        for byte in bytes[(start + 9)..<(start + 12)] {
-            guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return "a status that is not three digits" }
-            code = code * 10 + Int(byte - UInt8(ascii: "0"))
-        }
-        status = code
-        keepAlive = minor == UInt8(ascii: "1")
-        var length: Int?
-        var chunked = false
-        // Header lines: from after the status line to the empty line that ends the head.
-        var lineStart = (bytes[start...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex - 1) + 1
-        while lineStart < bytes.endIndex {
-            let lineEnd = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex
-            var line = bytes[lineStart..<lineEnd]
-            if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-            lineStart = lineEnd + 1
-            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
-            let name = line[..<colon]
-            let value = Self.trimmed(line[(colon + 1)...])
-            if Self.equalsIgnoringCase(name, Self.contentLength) {
-                var number = 0
-                guard !value.isEmpty, value.count <= 12 else { return "a Content-Length that is not a number" }
-                for byte in value {
-                    guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return "a Content-Length that is not a number" }
-                    number = number * 10 + Int(byte - UInt8(ascii: "0"))
-                }
-                if let length, length != number { return "two different Content-Lengths" }
-                length = number
-            } else if Self.equalsIgnoringCase(name, Self.transferEncoding) {
-                // Chunked when it is the last coding named.
-                chunked = Self.endsIgnoringCase(value, Self.chunkedWord)
-            } else if Self.equalsIgnoringCase(name, Self.connection) {
-                if Self.containsIgnoringCase(value, Self.closeWord) { keepAlive = false }
-                if Self.containsIgnoringCase(value, Self.keepAliveWord) && minor == UInt8(ascii: "0") { keepAlive = true }
-            }
-        }
+        let framing = head.withUnsafeReadableBytes { Self.framing(of: $0) }
+        if let problem = framing.problem { return problem }
+        status = framing.status
+        keepAlive = framing.minor == 1 ? !framing.close : framing.keepAlive && !framing.close
         body = ByteBuffer()
         // Answers that never have a body, whatever their headers say.
         if (100..<200).contains(status) || status == 204 || status == 304 {
             part = .fixed(remaining: 0)
-        } else if chunked {
+        } else if framing.chunked {
             part = .chunkSize
-        } else if let length {
+        } else if let length = framing.length {
             guard length <= maxBodyBytes else { return "an answer over \(maxBodyBytes) bytes" }
             part = .fixed(remaining: length)
         } else {
@@ -229,6 +189,84 @@ struct ResponseReader {
             keepAlive = false
         }
         return nil
+    }
+
+    private struct Framing {
+        var problem: String?
+        var status = 0
+        var minor = 1
+        var length: Int?
+        var chunked = false
+        var close = false
+        var keepAlive = false
+    }
+
+    /// The status line and the three framing headers of a head (its bytes up to and with the empty line),
+    /// read in place.
+    private static func framing(of bytes: UnsafeRawBufferPointer) -> Framing {
+        var framing = Framing()
+        // "HTTP/1.1 201 Created\r\n": the version's minor digit, a space, three digits.
+        guard bytes.count >= 14, Self.versionPrefix.indices.allSatisfy({ bytes[$0] == Self.versionPrefix[$0] }) else {
+            framing.problem = "not an HTTP/1.x answer"
+            return framing
+        }
+        guard bytes[7] == UInt8(ascii: "0") || bytes[7] == UInt8(ascii: "1"), bytes[8] == UInt8(ascii: " ") else {
+            framing.problem = "not an HTTP/1.0 or 1.1 answer"
+            return framing
+        }
+        framing.minor = Int(bytes[7] - UInt8(ascii: "0"))
+        for index in 9..<12 {
+            guard let digit = digit(bytes[index]) else {
+                framing.problem = "a status that is not three digits"
+                return framing
+            }
+            framing.status = framing.status * 10 + digit
+        }
+        // Header lines: from after the status line to the empty line that ends the head.
+        var lineStart = 12
+        while lineStart < bytes.count, bytes[lineStart] != UInt8(ascii: "\n") { lineStart += 1 }
+        lineStart += 1
+        while lineStart < bytes.count {
+            var lineEnd = lineStart
+            while lineEnd < bytes.count, bytes[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
+            defer { lineStart = lineEnd + 1 }
+            var end = lineEnd
+            if end > lineStart, bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+            var colon = lineStart
+            while colon < end, bytes[colon] != UInt8(ascii: ":") { colon += 1 }
+            guard colon < end else { continue }
+            var valueStart = colon + 1
+            while valueStart < end, bytes[valueStart] == UInt8(ascii: " ") || bytes[valueStart] == UInt8(ascii: "\t") { valueStart += 1 }
+            var valueEnd = end
+            while valueEnd > valueStart, bytes[valueEnd - 1] == UInt8(ascii: " ") || bytes[valueEnd - 1] == UInt8(ascii: "\t") { valueEnd -= 1 }
+            if equalsIgnoringCase(bytes, lineStart, colon, Self.contentLength) {
+                guard valueEnd > valueStart, valueEnd - valueStart <= 12 else {
+                    framing.problem = "a Content-Length that is not a number"
+                    return framing
+                }
+                var number = 0
+                for index in valueStart..<valueEnd {
+                    guard let digit = digit(bytes[index]) else {
+                        framing.problem = "a Content-Length that is not a number"
+                        return framing
+                    }
+                    number = number * 10 + digit
+                }
+                if let length = framing.length, length != number {
+                    framing.problem = "two different Content-Lengths"
+                    return framing
+                }
+                framing.length = number
+            } else if equalsIgnoringCase(bytes, lineStart, colon, Self.transferEncoding) {
+                // Chunked when it is the last coding named.
+                framing.chunked = valueEnd - valueStart >= Self.chunkedWord.count
+                    && equalsIgnoringCase(bytes, valueEnd - Self.chunkedWord.count, valueEnd, Self.chunkedWord)
+            } else if equalsIgnoringCase(bytes, lineStart, colon, Self.connection) {
+                if containsIgnoringCase(bytes, valueStart, valueEnd, Self.closeWord) { framing.close = true }
+                if containsIgnoringCase(bytes, valueStart, valueEnd, Self.keepAliveWord) { framing.keepAlive = true }
+            }
+        }
+        return framing
     }
 
     // MARK: Bytes
@@ -265,30 +303,24 @@ struct ResponseReader {
         (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
     }
 
-    private static func equalsIgnoringCase(_ bytes: ByteBufferView.SubSequence, _ word: [UInt8]) -> Bool {
-        bytes.count == word.count && zip(bytes, word).allSatisfy { lowered($0) == $1 }
+    private static func digit(_ byte: UInt8) -> Int? {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) ? Int(byte - UInt8(ascii: "0")) : nil
     }
 
-    private static func endsIgnoringCase(_ bytes: ByteBufferView.SubSequence, _ word: [UInt8]) -> Bool {
-        bytes.count >= word.count && equalsIgnoringCase(bytes.suffix(word.count), word)
+    /// Whether `bytes[from..<to]` is `word` (lowercase), ignoring case.
+    private static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ from: Int, _ to: Int, _ word: [UInt8]) -> Bool {
+        guard to - from == word.count else { return false }
+        for index in 0..<word.count where lowered(bytes[from + index]) != word[index] { return false }
+        return true
     }
 
-    private static func containsIgnoringCase(_ bytes: ByteBufferView.SubSequence, _ word: [UInt8]) -> Bool {
-        guard bytes.count >= word.count else { return false }
-        var start = bytes.startIndex
-        while start + word.count <= bytes.endIndex {
-            if equalsIgnoringCase(bytes[start..<(start + word.count)], word) { return true }
+    private static func containsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ from: Int, _ to: Int, _ word: [UInt8]) -> Bool {
+        var start = from
+        while start + word.count <= to {
+            if equalsIgnoringCase(bytes, start, start + word.count, word) { return true }
             start += 1
         }
         return false
-    }
-
-    private static func trimmed(_ bytes: ByteBufferView.SubSequence) -> ByteBufferView.SubSequence {
-        let isSpace = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        guard let first = bytes.firstIndex(where: { !isSpace($0) }), let last = bytes.lastIndex(where: { !isSpace($0) }) else {
-            return bytes[bytes.endIndex...]
-        }
-        return bytes[first...last]
     }
 
     private static func hexValue(_ byte: UInt8) -> Int? {
