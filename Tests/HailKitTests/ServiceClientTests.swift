@@ -236,4 +236,14 @@ struct EndpointPathTests {
         let hex = RandomID.hex(20)
         #expect(hex.count == 20 && hex.allSatisfy { $0.isHexDigit && !$0.isUppercase })
     }
+
+    @Test("ids made at once on many threads do not repeat (they share one buffer of random words)")
+    func randomIDsConcurrently() async {
+        let ids = await withTaskGroup(of: [String].self) { group in
+            for _ in 0..<8 { group.addTask { (0..<2_000).map { _ in RandomID.uuid() } } }
+            return await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        #expect(ids.count == 16_000)
+        #expect(Set(ids).count == ids.count)
+    }
 }
