@@ -63,10 +63,12 @@ export HAILSTORM_TEST_REDIS_PORT=$redis_port
 export HAILSTORM_TEST_ETCD_ENDPOINT="http://127.0.0.1:$etcd_port"
 
 # One build for everything: the tests, the fuzzing run and the container images all use the release
-# build (testable imports on), so the toolchain compiles the package once.
+# build (testable imports on), so the toolchain compiles the package once. Without debug information
+# (-gnone, and -g0 for the C targets): nothing here reads it (the images strip it anyway; a crash's
+# backtrace still names its functions from the symbol table), and writing it is build time.
 stage "release build"
 say "Building (release) the services, the tools and the tests"
-release=(-c release -Xswiftc -enable-testing)
+release=(-c release -Xswiftc -enable-testing -Xswiftc -gnone -Xcc -g0)
 swift build "${release[@]}" --build-tests
 release_bin=$(swift build "${release[@]}" --show-bin-path)
 stage "tests"
