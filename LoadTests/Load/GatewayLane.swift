@@ -274,10 +274,13 @@ final class LaneConnection: ChannelInboundHandler, RemovableChannelHandler, @unc
         closing = true
         if let call = current {
             current = nil
-            if case .answer(let status, let body, _) = reader.closed() {
-                call.done(LoadContext.Reply(status: status, bytes: body))
-            } else {
-                call.fail("the connection closed before the answer")
+            // Said apart in the report: a server that closed an idle connection as the request went out, or
+            // one that stopped in the middle of its answer.
+            let reading = reader.isReading
+            switch reader.closed() {
+            case .answer(let status, let body, _): call.done(LoadContext.Reply(status: status, bytes: body))
+            case .invalid(let reason) where reading: call.fail(reason)
+            default: call.fail("the connection closed before an answer")
             }
         }
         home.closed(self)

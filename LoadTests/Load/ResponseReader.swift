@@ -85,8 +85,10 @@ struct ResponseReader {
         defer { pending = buffer }
         switch part {
         case .head:
-            guard let end = Self.find(Self.headEnd, in: buffer) else {
-                return buffer.readableBytes > Self.maxHeadBytes ? .invalid("an answer's head is over 64 KiB") : .needMore
+            // The limit holds however the head arrives: in pieces, or whole in one read.
+            let end = Self.find(Self.headEnd, in: buffer)
+            guard let end, end + 4 <= Self.maxHeadBytes else {
+                return end != nil || buffer.readableBytes > Self.maxHeadBytes ? .invalid("an answer's head is over 64 KiB") : .needMore
             }
             let head = buffer.readSlice(length: end + 4)!
             if let problem = readHead(head) { return .invalid(problem) }

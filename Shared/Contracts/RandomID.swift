@@ -53,9 +53,10 @@ public enum RandomID {
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 }
 
-/// Words from the system's cryptographic generator, fetched 256 at a time from `/dev/urandom` (kept open):
-/// one read for what a hundred ids need. The words are as unpredictable as the generator's (they are its output, handed out
-/// once each, in order), so push tickets and session families made of them stay unguessable.
+/// Words from the system's cryptographic generator, fetched 256 at a time from `/dev/urandom` (kept
+/// open): one read for what a hundred ids need. The words are as unpredictable as the generator's (they
+/// are its output, handed out once each, in order), so push tickets and session families made of them
+/// stay unguessable.
 final class RandomWords: Sendable {
     static let shared = RandomWords()
 

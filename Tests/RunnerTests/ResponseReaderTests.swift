@@ -101,6 +101,9 @@ struct ResponseReaderTests {
         var reader = ResponseReader()
         let endless = "HTTP/1.1 200 OK\r\n" + String(repeating: "X-Padding: 0123456789\r\n", count: 4000)
         #expect(read(endless, piece: 8192, reader: &reader).first == .invalid("an answer's head is over 64 KiB"))
+        // The same head, ended, arriving in one read.
+        reader = ResponseReader()
+        #expect(read(endless + "\r\n", piece: 1 << 20, reader: &reader) == [.invalid("an answer's head is over 64 KiB")])
         reader = ResponseReader(maxBodyBytes: 100)
         #expect(read("HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n", piece: 4096, reader: &reader) == [.invalid("an answer over 100 bytes")])
         reader = ResponseReader(maxBodyBytes: 100)
