@@ -9,6 +9,7 @@ let configuration = Target.Dependency.product(name: "Configuration", package: "s
 let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
 let jwtKit = Target.Dependency.product(name: "JWTKit", package: "jwt-kit")
 
 /// Third-party products every service links.
@@ -112,6 +113,7 @@ let package = Package(
             dependencies: [
                 .product(name: "GRDB", package: "GRDB.swift"),
                 logging,
+                metrics,
                 nioPosix,
             ],
             path: "Shared/SQLiteKit"

@@ -1,7 +1,9 @@
 import Foundation
 @_exported import GRDB
 import Logging
+import Metrics
 import NIOPosix
+import Synchronization
 
 /// How a service opens its own database file.
 public struct SQLiteConfiguration: Sendable {
@@ -36,11 +38,13 @@ public struct SQLiteConfiguration: Sendable {
 ///
 /// Built on GRDB's `DatabasePool` over the system libsqlite3: its async `read`/`write` run the SQLite
 /// calls on GRDB's own dispatch queues, so they never block Swift's cooperative threads, and its
-/// statements bind parameters (SQL strings never carry values). `write` is one transaction: a thrown
-/// error rolls everything in it back.
+/// statements bind parameters (SQL strings never carry values). `write` is atomic (its own savepoint in a
+/// transaction shared with the writes waiting beside it, see `write`): a thrown error rolls back
+/// everything it wrote.
 public final class SQLiteStore: Sendable {
     public let pool: DatabasePool
     public let path: String
+    private let writes: GroupedWrites
 
     /// Opens (creating if needed) the database and applies every migration not applied yet, on the NIO
     /// thread pool: opening and migrating block, and must not hold up Swift's cooperative threads.
@@ -66,6 +70,7 @@ public final class SQLiteStore: Sendable {
         config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
         self.pool = try DatabasePool(path: configuration.path, configuration: config)
         self.path = configuration.path
+        self.writes = GroupedWrites(pool: pool, database: URL(fileURLWithPath: configuration.path).lastPathComponent)
         let applied = try migrations.apply(to: pool)
         if !applied.isEmpty {
             logger?.info("migrations applied", metadata: ["database": "\(configuration.path)", "migrations": "\(applied)"])
@@ -77,10 +82,35 @@ public final class SQLiteStore: Sendable {
         try await pool.read(body)
     }
 
-    /// Writes in one transaction, committed when `body` returns, rolled back when it throws.
+    /// Writes atomically: `body`'s changes commit together when it returns and are rolled back when it
+    /// throws; the call returns once they are committed.
+    ///
+    /// Writes that arrive while the writer is busy commit together (group commit): the next transaction
+    /// runs every waiting body, each in a savepoint of its own, so a body that throws takes back its own
+    /// changes and no one else's, and the group pays for one transaction and one commit (one write of
+    /// each page the group touched) instead of one each, and one hand-over to the writer's queue. A
+    /// failed commit fails every write of the group. Bodies run in arrival order.
     public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await pool.write(body)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            writes.submit(
+                GroupedWrites.Job(
+                    run: { db in
+                        do {
+                            let value = try body(db)
+                            return .init(failed: false) { error in
+                                if let error { continuation.resume(throwing: error) } else { continuation.resume(returning: value) }
+                            }
+                        } catch {
+                            return .init(failed: true) { _ in continuation.resume(throwing: error) }
+                        }
+                    },
+                    fail: { continuation.resume(throwing: $0) }))
+        }
     }
+
+    /// Writes and the transactions that committed them since the store opened (`transactions` ≤ `writes`
+    /// when writes were grouped).
+    public var writeCounts: (writes: Int, transactions: Int) { writes.counts }
 
     /// Migrations applied so far, in order.
     public func appliedMigrations() async throws -> [String] {
@@ -99,6 +129,101 @@ public final class SQLiteStore: Sendable {
     public func close() async throws {
         let pool = self.pool
         try await NIOThreadPool.singleton.runIfActive { try pool.close() }
+    }
+}
+
+/// The writes waiting for the writer, run as groups: one transaction per group, a savepoint per write.
+final class GroupedWrites: Sendable {
+    /// What a body did, and how to tell its caller once the group's fate is known.
+    struct Outcome: Sendable {
+        /// The body threw: its changes are to be rolled back (and `reply` ignores the commit's outcome).
+        var failed: Bool
+        /// Called with nil when the group committed, with the error when it did not.
+        var reply: @Sendable ((any Error)?) -> Void
+    }
+
+    struct Job: Sendable {
+        var run: @Sendable (Database) -> Outcome
+        /// Tells the caller the group failed before its body ran.
+        var fail: @Sendable (any Error) -> Void
+    }
+
+    private struct State {
+        var waiting: [Job] = []
+        var running = false
+        var writes = 0
+        var transactions = 0
+    }
+
+    /// Writes one transaction takes at most; the rest wait for the next.
+    static let maximumGroup = 128
+
+    private let pool: DatabasePool
+    private let state = Mutex(State())
+    /// `hailstorm_sqlite_writes_total` and `hailstorm_sqlite_commits_total`: their ratio is the group size.
+    private let writeCounter: Counter
+    private let commitCounter: Counter
+
+    init(pool: DatabasePool, database: String) {
+        self.pool = pool
+        self.writeCounter = Counter(label: "hailstorm_sqlite_writes_total", dimensions: [("database", database)])
+        self.commitCounter = Counter(label: "hailstorm_sqlite_commits_total", dimensions: [("database", database)])
+    }
+
+    var counts: (writes: Int, transactions: Int) { state.withLock { ($0.writes, $0.transactions) } }
+
+    func submit(_ job: Job) {
+        let start = state.withLock { state -> Bool in
+            state.waiting.append(job)
+            if state.running { return false }
+            state.running = true
+            return true
+        }
+        if start { runNextGroup() }
+    }
+
+    /// Takes what waits and runs it on the writer's queue; when it is done, the next group, until none waits.
+    private func runNextGroup() {
+        let group = state.withLock { state -> [Job] in
+            let taken = Array(state.waiting.prefix(Self.maximumGroup))
+            state.waiting.removeFirst(taken.count)
+            if taken.isEmpty { state.running = false } else { state.writes += taken.count; state.transactions += 1 }
+            return taken
+        }
+        guard !group.isEmpty else { return }
+        writeCounter.increment(by: group.count)
+        commitCounter.increment()
+        pool.asyncWriteWithoutTransaction { db in
+            Self.run(group, in: db)
+            self.runNextGroup()
+        }
+    }
+
+    private static func run(_ group: [Job], in db: Database) {
+        var outcomes: [Outcome] = []
+        outcomes.reserveCapacity(group.count)
+        do {
+            try db.inTransaction {
+                if group.count == 1 {
+                    // Alone, a body needs no savepoint: when it throws, the whole transaction is rolled back.
+                    let outcome = group[0].run(db)
+                    outcomes.append(outcome)
+                    return outcome.failed ? .rollback : .commit
+                }
+                for job in group {
+                    try db.inSavepoint {
+                        let outcome = job.run(db)
+                        outcomes.append(outcome)
+                        return outcome.failed ? .rollback : .commit
+                    }
+                }
+                return .commit
+            }
+            for outcome in outcomes { outcome.reply(nil) }
+        } catch {
+            for outcome in outcomes { outcome.reply(error) }
+            for job in group.dropFirst(outcomes.count) { job.fail(error) }
+        }
     }
 }
 

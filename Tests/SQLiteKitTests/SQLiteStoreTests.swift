@@ -70,6 +70,65 @@ struct SQLiteStoreTests {
         try await store.close()
     }
 
+    @Test("writes waiting for the writer commit together, and one that fails takes back only its own changes")
+    func groupCommit() async throws {
+        let store = try await SQLiteStore.open(configuration: .init(path: try path()), migrations: Self.migrations())
+        struct Refused: Error, Equatable { var id: Int }
+        // Hold the writer so that the writes below queue up behind it and run as groups.
+        let holding = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        async let held: Void = store.write { db in
+            try db.execute(sql: "INSERT INTO rides (id, fare) VALUES (0, 0)")
+            holding.signal()
+            _ = release.wait(timeout: .now() + 10)
+        }
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                holding.wait()
+                continuation.resume()
+            }
+        }
+        let results = await withTaskGroup(of: (Int, Result<Int, Refused>).self) { group in
+            for id in 1...300 {
+                group.addTask {
+                    do {
+                        let fare = try await store.write { db -> Int in
+                            try db.execute(sql: "INSERT INTO rides (id, fare) VALUES (?, ?)", arguments: [id, id * 10])
+                            // Every tenth write fails after writing: its row must not survive.
+                            if id % 10 == 0 { throw Refused(id: id) }
+                            return try Int.fetchOne(db, sql: "SELECT fare FROM rides WHERE id = ?", arguments: [id]) ?? -1
+                        }
+                        return (id, .success(fare))
+                    } catch let refused as Refused {
+                        return (id, .failure(refused))
+                    } catch {
+                        return (id, .failure(Refused(id: -1)))
+                    }
+                }
+            }
+            // Let the held write finish once the others are waiting behind it.
+            try? await Task.sleep(for: .milliseconds(200))
+            release.signal()
+            return await group.reduce(into: [Int: Result<Int, Refused>]()) { $0[$1.0] = $1.1 }
+        }
+        try await held
+        // Every caller got its own answer: its fare, or its own refusal.
+        for id in 1...300 {
+            if id % 10 == 0 {
+                #expect(results[id] == .failure(Refused(id: id)))
+            } else {
+                #expect(results[id] == .success(id * 10))
+            }
+        }
+        let ids = try await store.read { db in try Int.fetchAll(db, sql: "SELECT id FROM rides ORDER BY id") }
+        #expect(ids == [0] + (1...300).filter { $0 % 10 != 0 })
+        // And they shared transactions: 301 writes in far fewer commits.
+        let counts = store.writeCounts
+        #expect(counts.writes == 301)
+        #expect(counts.transactions < 301 / 4)
+        try await store.close()
+    }
+
     @Test("readers read while a writer is inside its transaction")
     func readersDuringWrite() async throws {
         let store = try await SQLiteStore.open(configuration: .init(path: try path()), migrations: Self.migrations())
