@@ -17,7 +17,8 @@ import SQLiteKit
 /// `matching.window.max.orders` (5000); the city `matching.city.lat` / `matching.city.lon` (the centre the
 /// plane is projected around; 52.52, 13.405), `matching.city.radius.km` (40) and `matching.cell.km` (0.4);
 /// `matching.redis.prefix` (`matching`: the GEO set and the online/busy sets); `matching.events.reclaim.seconds` (30);
-/// `matching.driver.stale.seconds` (120: an available driver without a fix for this long goes offline).
+/// `matching.driver.stale.seconds` (120: an available driver without a fix for this long goes offline);
+/// `matching.fix.copy.ms` (100: how often the fixes received are copied to Redis, for a restart's rebuild).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "matching", reader: reader, defaultPort: 9003)
     let tokens = try await kit.accessTokens()
@@ -69,6 +70,11 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         configuration: EventConsumerConfiguration(reclaimAfter: .seconds(reclaim), reclaimInterval: .seconds(max(1, reclaim / 2))),
         logger: kit.logger))
     kit.addService(dispatch)
+    let copyEvery = try reader.int(forKey: "matching.fix.copy.ms", default: 100, in: 10...10_000)
+    kit.addService(PeriodicWork("fix-copy", every: .milliseconds(copyEvery), maxBackoff: .seconds(2), finalRun: true, logger: kit.logger) {
+        try await fleet.copyFixes()
+        return .done
+    })
     kit.pruneProcessedEvents(in: database)
     // `matching.left.retention.seconds`: how long an order that left dispatch is remembered, to recognise
     // its events delivered late; far beyond a stream's redelivery (default a day).

@@ -39,6 +39,8 @@ final class DriverFleet: Sendable {
         }
     }
     private let names = Mutex(Names())
+    /// Fixes not yet copied to Redis, the latest per driver (`copyFixes`).
+    private let unsaved = Mutex<[String: Fix]>([:])
 
     init(live: LiveDriverIndex, projection: LocalProjection, redis: RedisClient, prefix: String, staleAfter: Duration) {
         self.live = live
@@ -73,16 +75,67 @@ final class DriverFleet: Sendable {
         }
     }
 
-    /// Records a fix: the index at once, Redis's copy in the same call.
+    /// Records a fix: in the index at once; its copy in Redis with the next `copyFixes`.
     func locate(_ account: String, at point: GeoPoint) async throws {
         let id = number(of: account)
         let now = Date().timeIntervalSince1970
         names.withLock { $0.lastSeen[id] = now }
         _ = live.upsert(id, at: projection.project(Self.coordinate(point)), availability: availability(id))
-        _ = try await redis.pipeline([
-            RedisCommand("GEOADD", geoKey, point.lon, point.lat, account),
-            RedisCommand("ZADD", seenKey, now, account),
-        ])
+        unsaved.withLock { $0[account] = Fix(lon: point.lon, lat: point.lat, at: now) }
+    }
+
+    /// A driver's last fix, waiting to be copied to Redis.
+    struct Fix: Sendable {
+        var lon: Double
+        var lat: Double
+        var at: Double
+    }
+
+    /// Copies the fixes received since the last call to Redis (each driver's latest), in one pipeline of
+    /// `GEOADD`s and `ZADD`s of up to 1,000 drivers each; returns how many drivers it copied. On failure
+    /// they wait for the next call (behind any newer fix of the same driver).
+    ///
+    /// A fix is in the index, and dispatched on, the moment it arrives; Redis's copy serves only to
+    /// rebuild the index after a restart, so it is written in batches (`matching.fix.copy.ms`) instead of
+    /// one round trip per fix: a crash loses the copies of at most that much time of fixes, and the
+    /// restarted index has those drivers where they were one fix earlier until their next fix.
+    @discardableResult
+    func copyFixes() async throws -> Int {
+        let batch = unsaved.withLock { fixes -> [String: Fix] in
+            let taken = fixes
+            fixes.removeAll(keepingCapacity: true)
+            return taken
+        }
+        guard !batch.isEmpty else { return 0 }
+        var commands: [RedisCommand] = []
+        let drivers = Array(batch)
+        var start = 0
+        while start < drivers.count {
+            let chunk = drivers[start..<min(start + 1000, drivers.count)]
+            start += chunk.count
+            var geo: [any RESPArgumentConvertible] = [geoKey]
+            var seen: [any RESPArgumentConvertible] = [seenKey]
+            geo.reserveCapacity(1 + chunk.count * 3)
+            seen.reserveCapacity(1 + chunk.count * 2)
+            for (account, fix) in chunk {
+                geo.append(contentsOf: [fix.lon, fix.lat, account] as [any RESPArgumentConvertible])
+                seen.append(contentsOf: [fix.at, account] as [any RESPArgumentConvertible])
+            }
+            commands.append(RedisCommand("GEOADD", geo))
+            commands.append(RedisCommand("ZADD", seen))
+        }
+        do {
+            let replies = try await redis.pipeline(commands)
+            if let refusal = replies.first(where: { if case .error = $0 { true } else { false } }) {
+                throw RedisError.unexpectedReply("copying fixes: \(refusal)")
+            }
+        } catch {
+            unsaved.withLock { fixes in
+                for (account, fix) in batch where fixes[account] == nil { fixes[account] = fix }
+            }
+            throw error
+        }
+        return batch.count
     }
 
     func goOnline(_ account: String) async throws {
@@ -93,7 +146,20 @@ final class DriverFleet: Sendable {
             $0.lastSeen[id] = now
         }
         _ = live.setAvailability(id, availability(id))
-        _ = try await redis.pipeline([RedisCommand("SADD", onlineKey, account), RedisCommand("ZADD", seenKey, now, account)])
+        // Online is kept at once, with the position it went online at (a restart right after must find
+        // the driver where they are); later fixes are copied in batches.
+        let fix = unsaved.withLock { $0.removeValue(forKey: account) }
+        var commands = [RedisCommand("SADD", onlineKey, account), RedisCommand("ZADD", seenKey, now, account)]
+        if let fix { commands.append(RedisCommand("GEOADD", geoKey, fix.lon, fix.lat, account)) }
+        do {
+            let replies = try await redis.pipeline(commands)
+            if let refusal = replies.first(where: { if case .error = $0 { true } else { false } }) {
+                throw RedisError.unexpectedReply("going online: \(refusal)")
+            }
+        } catch {
+            if let fix { unsaved.withLock { fixes in if fixes[account] == nil { fixes[account] = fix } } }
+            throw error
+        }
     }
 
     /// Takes offline the available drivers whose last fix is older than `staleAfter`; returns them.

@@ -179,7 +179,7 @@ struct RideFlowTests {
         #expect(assigned["driverID"] as? String == c.id)
     }
 
-    @Test("matching killed with SIGKILL: orders created while it was down are dispatched when it is back; orders waiting through a crash are dispatched or expire, none twice")
+    @Test("matching killed with SIGKILL: it comes back with a driver where its last copied fix put it; orders created while it was down are dispatched when it is back; orders waiting through a crash are dispatched or expire, none twice")
     func matchingCrash() async throws {
         let platform = try Platform(order: ["order-expiry-seconds": "25"])
         defer { platform.stopAll() }
@@ -192,6 +192,13 @@ struct RideFlowTests {
             drivers.append(driver)
         }
 
+        // The first driver moves; its fix is copied to Redis within `matching.fix.copy.ms` (100) and so
+        // survives the crash below: the restarted matching has the driver where it last reported.
+        let moved = near(55)
+        let fix = try await platform.send(.POST, "/driver/locations", token: drivers[0].token, body: ["points": [moved]])
+        #expect(fix.status == 200, "\(fix.text)")
+        try await Task.sleep(for: .milliseconds(500))
+
         // Matching is down while three orders come in: their events wait on the stream.
         platform.matching.kill()
         var first: [String] = []
@@ -201,6 +208,11 @@ struct RideFlowTests {
             first.append(try #require(created.json["id"] as? String))
         }
         try await platform.matching.start()
+        let status = try await platform.send(.GET, "/driver/status", token: drivers[0].token)
+        // Redis keeps positions as geohashes: equal to about a metre (the fix before was 250 m away).
+        let restoredLat = try #require(status.json["lat"] as? Double, "\(status.text)")
+        let restoredLon = try #require(status.json["lon"] as? Double, "\(status.text)")
+        #expect(abs(restoredLat - (moved["lat"] as! Double)) < 1e-5 && abs(restoredLon - (moved["lon"] as! Double)) < 1e-5, "\(status.text)")
         var assignedDrivers: [String] = []
         for id in first {
             let order = try await platform.waitForOrder(id, token: rider.token) { $0["state"] as? String == "assigned" }
