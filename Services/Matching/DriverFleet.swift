@@ -84,6 +84,13 @@ final class DriverFleet: Sendable {
         unsaved.withLock { $0[account] = Fix(lon: point.lon, lat: point.lat, at: now) }
     }
 
+    /// Whether Redis's GEO sets take the point: latitudes beyond ±85.05112878° (the poles, where no city
+    /// dispatches) are refused, and one refused point fails its whole `GEOADD`. Such a fix is kept in the
+    /// index but not in the copy, so a restart does not find that driver until their next fix.
+    static func redisCanStore(_ fix: Fix) -> Bool {
+        abs(fix.lat) <= 85.05112878 && abs(fix.lon) <= 180
+    }
+
     /// A driver's last fix, waiting to be copied to Redis.
     struct Fix: Sendable {
         var lon: Double
@@ -118,10 +125,10 @@ final class DriverFleet: Sendable {
             geo.reserveCapacity(1 + chunk.count * 3)
             seen.reserveCapacity(1 + chunk.count * 2)
             for (account, fix) in chunk {
-                geo.append(contentsOf: [fix.lon, fix.lat, account] as [any RESPArgumentConvertible])
+                if Self.redisCanStore(fix) { geo.append(contentsOf: [fix.lon, fix.lat, account] as [any RESPArgumentConvertible]) }
                 seen.append(contentsOf: [fix.at, account] as [any RESPArgumentConvertible])
             }
-            commands.append(RedisCommand("GEOADD", geo))
+            if geo.count > 1 { commands.append(RedisCommand("GEOADD", geo)) }
             commands.append(RedisCommand("ZADD", seen))
         }
         do {
@@ -150,7 +157,7 @@ final class DriverFleet: Sendable {
         // the driver where they are); later fixes are copied in batches.
         let fix = unsaved.withLock { $0.removeValue(forKey: account) }
         var commands = [RedisCommand("SADD", onlineKey, account), RedisCommand("ZADD", seenKey, now, account)]
-        if let fix { commands.append(RedisCommand("GEOADD", geoKey, fix.lon, fix.lat, account)) }
+        if let fix, Self.redisCanStore(fix) { commands.append(RedisCommand("GEOADD", geoKey, fix.lon, fix.lat, account)) }
         do {
             let replies = try await redis.pipeline(commands)
             if let refusal = replies.first(where: { if case .error = $0 { true } else { false } }) {

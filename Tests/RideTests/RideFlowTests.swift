@@ -195,6 +195,13 @@ struct RideFlowTests {
         // The first driver moves; its fix is copied to Redis within `matching.fix.copy.ms` (100) and so
         // survives the crash below: the restarted matching has the driver where it last reported.
         let moved = near(55)
+        // A driver near the pole is a valid fix that Redis's GEO sets refuse (beyond ±85.05°): it goes
+        // online, and its fixes do not hold up the other drivers' copies.
+        let polar = try await platform.account("driver")
+        let polarOnline = try await platform.send(.POST, "/driver/online", token: polar.token, body: ["lat": 89.0, "lon": 0.0])
+        #expect(polarOnline.status == 200, "\(polarOnline.text)")
+        let polarFix = try await platform.send(.POST, "/driver/locations", token: polar.token, body: ["points": [["lat": 89.5, "lon": 10.0]]])
+        #expect(polarFix.status == 200, "\(polarFix.text)")
         let fix = try await platform.send(.POST, "/driver/locations", token: drivers[0].token, body: ["points": [moved]])
         #expect(fix.status == 200, "\(fix.text)")
         try await Task.sleep(for: .milliseconds(500))
