@@ -89,9 +89,7 @@ struct FlashSale: Sendable {
                 commands.append(RedisCommand("SET", idempotencyKey(campaign.id, user: key.user, key: key.key), key.claimID, "EX", left))
             }
             for batch in stride(from: 0, to: commands.count, by: 500) {
-                for reply in try await redis.pipeline(Array(commands[batch..<min(batch + 500, commands.count)])) {
-                    if case .error(let message) = reply { throw RedisError.server(message) }
-                }
+                try await redis.sendAll(Array(commands[batch..<min(batch + 500, commands.count)]))
             }
             try await redis.send(metaCommand(campaign))
             _ = try? await redis.send(RedisCommand("DEL", lock))

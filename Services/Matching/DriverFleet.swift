@@ -132,10 +132,7 @@ final class DriverFleet: Sendable {
             commands.append(RedisCommand("ZADD", seen))
         }
         do {
-            let replies = try await redis.pipeline(commands)
-            if let refusal = replies.first(where: { if case .error = $0 { true } else { false } }) {
-                throw RedisError.unexpectedReply("copying fixes: \(refusal)")
-            }
+            try await redis.sendAll(commands)
         } catch {
             unsaved.withLock { fixes in
                 for (account, fix) in batch where fixes[account] == nil { fixes[account] = fix }
@@ -159,10 +156,7 @@ final class DriverFleet: Sendable {
         var commands = [RedisCommand("SADD", onlineKey, account), RedisCommand("ZADD", seenKey, now, account)]
         if let fix, Self.redisCanStore(fix) { commands.append(RedisCommand("GEOADD", geoKey, fix.lon, fix.lat, account)) }
         do {
-            let replies = try await redis.pipeline(commands)
-            if let refusal = replies.first(where: { if case .error = $0 { true } else { false } }) {
-                throw RedisError.unexpectedReply("going online: \(refusal)")
-            }
+            try await redis.sendAll(commands)
         } catch {
             if let fix { unsaved.withLock { fixes in if fixes[account] == nil { fixes[account] = fix } } }
             throw error

@@ -58,6 +58,17 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// Sends commands in one write, as `pipeline`, for commands that must all succeed: the first error
+    /// reply throws `RedisError.server`.
+    @discardableResult
+    public func sendAll(_ commands: [RedisCommand]) async throws -> [RESPValue] {
+        let replies = try await pipeline(commands)
+        for reply in replies {
+            if case .error(let message) = reply { throw RedisError.server(message) }
+        }
+        return replies
+    }
+
     /// Sends one command; an error reply throws `RedisError.server`.
     @discardableResult
     public func send(_ command: RedisCommand) async throws -> RESPValue {

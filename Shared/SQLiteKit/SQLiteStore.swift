@@ -160,7 +160,8 @@ final class GroupedWrites: Sendable {
 
     private let pool: DatabasePool
     private let state = Mutex(State())
-    /// `hailstorm_sqlite_writes_total` and `hailstorm_sqlite_commits_total`: their ratio is the group size.
+    /// `hailstorm_sqlite_writes_total` (bodies run) and `hailstorm_sqlite_commits_total` (transactions
+    /// committed): their ratio is the group size.
     private let writeCounter: Counter
     private let commitCounter: Counter
 
@@ -192,14 +193,13 @@ final class GroupedWrites: Sendable {
         }
         guard !group.isEmpty else { return }
         writeCounter.increment(by: group.count)
-        commitCounter.increment()
         pool.asyncWriteWithoutTransaction { db in
-            Self.run(group, in: db)
+            self.run(group, in: db)
             self.runNextGroup()
         }
     }
 
-    private static func run(_ group: [Job], in db: Database) {
+    private func run(_ group: [Job], in db: Database) {
         var outcomes: [Outcome] = []
         outcomes.reserveCapacity(group.count)
         do {
@@ -219,6 +219,7 @@ final class GroupedWrites: Sendable {
                 }
                 return .commit
             }
+            commitCounter.increment()
             for outcome in outcomes { outcome.reply(nil) }
         } catch {
             for outcome in outcomes { outcome.reply(error) }

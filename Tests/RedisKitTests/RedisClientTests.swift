@@ -107,6 +107,18 @@ struct RedisClientTests {
         #expect(abs(found[1].distanceKm - 0.68) < 0.05)
         #expect(try await client.geopos(key, member: "far") != nil)
     }
+
+    @Test("sendAll answers every reply, and throws the server's refusal when one command is refused")
+    func sendAllRefusal() async throws {
+        let key = TestEnvironment.unique("geo")
+        let replies = try await client.sendAll([RedisCommand("GEOADD", key, 13.405, 52.52, "centre"), RedisCommand("ZCARD", key)])
+        #expect(replies.count == 2 && replies[1].int == 1)
+        // Redis's GEO sets refuse latitudes beyond ±85.05°.
+        await #expect(throws: RedisError.self) {
+            try await client.sendAll([RedisCommand("GEOADD", key, 0.0, 89.0, "pole"), RedisCommand("ZCARD", key)])
+        }
+        #expect(try await client.send(RedisCommand("ZCARD", key)).int == 1)
+    }
 }
 
 @Suite("RedisKit recovers from a server restart", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"))
