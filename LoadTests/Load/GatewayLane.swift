@@ -113,6 +113,14 @@ final class LaneLoop: @unchecked Sendable {
         self.maxConnections = maxConnections
     }
 
+    /// The lane is done with (a scenario ended): its connections close on their loop, instead of staying
+    /// open until the server drops them.
+    deinit {
+        let open = Array(connections.values)
+        guard !open.isEmpty else { return }
+        loop.execute { for connection in open { connection.close() } }
+    }
+
     func submit(_ call: LaneCall) {
         if sweep == nil {
             sweep = loop.scheduleRepeatedTask(initialDelay: .milliseconds(25), delay: .milliseconds(25)) { [self] task in
@@ -213,7 +221,9 @@ final class LaneConnection: ChannelInboundHandler, RemovableChannelHandler, @unc
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private unowned let home: LaneLoop
+    /// Weak: a connection can outlive its lane (a scenario released while answers or closes are still on
+    /// their way); it then closes instead of telling a lane that is gone.
+    private weak var home: LaneLoop?
     private var context: ChannelHandlerContext?
     private var current: LaneCall?
     private var reader = ResponseReader()
@@ -262,7 +272,7 @@ final class LaneConnection: ChannelInboundHandler, RemovableChannelHandler, @unc
         case .answer(let status, let body, let keepAlive):
             current = nil
             call.done(LoadContext.Reply(status: status, bytes: body))
-            if keepAlive && !reader.hasLeftover && !closing {
+            if keepAlive && !reader.hasLeftover && !closing, let home {
                 home.released(self)
             } else {
                 close()
@@ -283,7 +293,7 @@ final class LaneConnection: ChannelInboundHandler, RemovableChannelHandler, @unc
             default: call.fail("the connection closed before an answer")
             }
         }
-        home.closed(self)
+        home?.closed(self)
         context.fireChannelInactive()
     }
 
@@ -295,7 +305,7 @@ final class LaneConnection: ChannelInboundHandler, RemovableChannelHandler, @unc
         close()
     }
 
-    private func close() {
+    func close() {
         guard !closing, let context else { return }
         closing = true
         context.close(promise: nil)

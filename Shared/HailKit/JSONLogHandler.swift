@@ -1,9 +1,20 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// Writes one JSON object per log line to stdout: time, level, service, instance, message, label and
 /// every metadata field (the request id and trace id among them), so log pipelines need no parsing rules.
+///
+/// The line is written as bytes straight into a buffer (time first, for people reading the raw lines,
+/// then the fields by name): with `JSONSerialization` and a date formatter, the one line the order
+/// service writes per order was a twentieth of its CPU in a rush hour.
 public struct JSONLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level = .info
@@ -24,13 +35,8 @@ public struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Keeps lines whole when several threads log at once.
     private static let lock = NIOLock()
-    /// Only used while holding `lock`.
-    nonisolated(unsafe) private static let timeFormatter: ISO8601DateFormatter = {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter
-    }()
 
     public func log(
         level: Logger.Level,
@@ -41,40 +47,116 @@ public struct JSONLogHandler: LogHandler {
         function: String,
         line: UInt
     ) {
-        var fields: [String: Any] = [:]
-        for (key, value) in self.metadata { fields[key] = Self.json(value) }
-        if let provided = metadataProvider?.get() {
-            for (key, value) in provided { fields[key] = Self.json(value) }
-        }
-        if let explicit {
-            for (key, value) in explicit { fields[key] = Self.json(value) }
-        }
-        fields["level"] = level.rawValue
-        fields["msg"] = message.description
-        fields["service"] = service
-        fields["instance"] = instance
-        fields["logger"] = label
-        let line: Data
-        do {
-            var object = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
-            // Time first, for people reading the raw lines.
-            let time = Self.lock.withLock { Self.timeFormatter.string(from: Date()) }
-            object = Data("{\"ts\":\"\(time)\",".utf8) + object.dropFirst()
-            line = object + Data("\n".utf8)
-        } catch {
-            line = Data("{\"level\":\"error\",\"msg\":\"unloggable message\"}\n".utf8)
-        }
+        var fields = self.metadata
+        if let provided = metadataProvider?.get() { fields.merge(provided) { _, new in new } }
+        if let explicit { fields.merge(explicit) { _, new in new } }
+        let bytes = render(level: level, message: message.description, fields: fields, at: Self.now())
         Self.lock.withLock {
-            FileHandle.standardOutput.write(line)
+            bytes.withUnsafeReadableBytes { raw in
+                var left = raw
+                while !left.isEmpty {
+                    let written = write(STDOUT_FILENO, left.baseAddress, left.count)
+                    if written < 0 {
+                        if errno == EINTR { continue }
+                        return
+                    }
+                    left = UnsafeRawBufferPointer(rebasing: left[written...])
+                }
+            }
         }
     }
 
-    private static func json(_ value: Logger.Metadata.Value) -> Any {
-        switch value {
-        case .string(let s): return s
-        case .stringConvertible(let c): return c.description
-        case .array(let values): return values.map(json)
-        case .dictionary(let dict): return dict.mapValues(json)
+    /// One line: `{"ts":…,` then the metadata and the handler's own fields (level, msg, service, instance,
+    /// logger — these win over metadata of the same name) by name, then a newline.
+    func render(level: Logger.Level, message: String, fields metadata: Logger.Metadata, at time: timespec) -> ByteBuffer {
+        var own: [(String, String)] = [
+            ("instance", instance), ("level", level.rawValue), ("logger", label), ("msg", message), ("service", service),
+        ]
+        var keys = metadata.keys.filter { key in !own.contains { $0.0 == key } }
+        keys.sort()
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(160 + message.utf8.count + 48 * keys.count)
+        buffer.writeStaticString("{\"ts\":\"")
+        Self.writeTime(time, to: &buffer)
+        buffer.writeStaticString("\"")
+        // Both lists are sorted: merged, the line's keys are in order.
+        own.reverse()
+        var index = keys.startIndex
+        while index < keys.endIndex || !own.isEmpty {
+            buffer.writeStaticString(",")
+            if index < keys.endIndex, own.last.map({ keys[index] < $0.0 }) ?? true {
+                JSONText.appendString(keys[index], to: &buffer)
+                buffer.writeStaticString(":")
+                Self.append(metadata[keys[index]]!, to: &buffer)
+                index += 1
+            } else {
+                let (key, value) = own.removeLast()
+                JSONText.appendString(key, to: &buffer)
+                buffer.writeStaticString(":")
+                JSONText.appendString(value, to: &buffer)
+            }
         }
+        buffer.writeStaticString("}\n")
+        return buffer
+    }
+
+    private static func append(_ value: Logger.Metadata.Value, to buffer: inout ByteBuffer) {
+        switch value {
+        case .string(let text): JSONText.appendString(text, to: &buffer)
+        case .stringConvertible(let value): JSONText.appendString(value.description, to: &buffer)
+        case .array(let values):
+            buffer.writeStaticString("[")
+            for (offset, value) in values.enumerated() {
+                if offset > 0 { buffer.writeStaticString(",") }
+                append(value, to: &buffer)
+            }
+            buffer.writeStaticString("]")
+        case .dictionary(let dictionary):
+            buffer.writeStaticString("{")
+            for (offset, key) in dictionary.keys.sorted().enumerated() {
+                if offset > 0 { buffer.writeStaticString(",") }
+                JSONText.appendString(key, to: &buffer)
+                buffer.writeStaticString(":")
+                append(dictionary[key]!, to: &buffer)
+            }
+            buffer.writeStaticString("}")
+        }
+    }
+
+    static func now() -> timespec {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return time
+    }
+
+    /// `2026-12-04T21:47:48.811Z`: ISO 8601 in UTC, to the millisecond.
+    static func writeTime(_ time: timespec, to buffer: inout ByteBuffer) {
+        var seconds = time_t(time.tv_sec)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func digits(_ value: Int, _ count: Int) {
+            var divisor = 1
+            for _ in 1..<count { divisor *= 10 }
+            var value = value
+            while divisor > 0 {
+                buffer.writeInteger(UInt8(ascii: "0") + UInt8(value / divisor % 10))
+                value %= divisor
+                divisor /= 10
+            }
+        }
+        digits(Int(parts.tm_year) + 1900, 4)
+        buffer.writeStaticString("-")
+        digits(Int(parts.tm_mon) + 1, 2)
+        buffer.writeStaticString("-")
+        digits(Int(parts.tm_mday), 2)
+        buffer.writeStaticString("T")
+        digits(Int(parts.tm_hour), 2)
+        buffer.writeStaticString(":")
+        digits(Int(parts.tm_min), 2)
+        buffer.writeStaticString(":")
+        digits(Int(parts.tm_sec), 2)
+        buffer.writeStaticString(".")
+        digits(Int(time.tv_nsec) / 1_000_000, 3)
+        buffer.writeStaticString("Z")
     }
 }

@@ -157,6 +157,11 @@ final class Supervisor: Service, @unchecked Sendable {
                 for (key, value) in plan.options[service.name] ?? [:] { options[key] = value }
                 // Each service gets its own private key and every public key; only login's signs users' tokens.
                 var environment = ["AUTH_JWKS": keys.jwks, "AUTH_SIGNING_KEY": keys.privateKeys[service.name] ?? ""]
+                // One event loop per service (SwiftNIO's own setting; set it in the environment to change it):
+                // every service shares this machine's cores, and a second loop in each of ten processes cost a
+                // rush hour 7–10 % more CPU in thread switches (docs/benchmarks.md). In Kubernetes a pod's CPU
+                // limit decides, as NIO reads it from the cgroup.
+                environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] = ProcessInfo.processInfo.environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] ?? "1"
                 if service.name == "login" {
                     environment["AUTH_ADMIN_PHONE"] = admin.phone
                     environment["AUTH_ADMIN_PASSWORD"] = admin.password
