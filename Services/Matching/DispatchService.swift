@@ -120,32 +120,28 @@ struct DispatchService: Service {
         let claimed = zip(result.assignments, outcomes).filter { $0.1 == .claimed }.map(\.0)
         let headers = try await credentials.headers(for: OrderAPI.service)
 
-        // Hand-overs go out side by side, at most `concurrentHandOvers` at a time: bounded, but wide enough
-        // that a rush hour's window is not handed over in slow rounds (the next window waits for this one).
-        let confirmed = await withTaskGroup(of: (Assignment, Bool).self) { group in
-            var confirmed: [Assignment] = []
-            func settle(_ assignment: Assignment, _ ok: Bool) {
+        // The window's assignments go to order in calls of up to `handOverBatch` (one transaction each
+        // there, instead of a call and a commit per assignment); the bookkeeping of the confirmed ones here
+        // runs side by side, so this service's writes share commits too.
+        var handOvers: [(assignment: Assignment, order: String, driver: String)] = []
+        for assignment in claimed {
+            guard let order = byNumber[assignment.order], let driver = fleet.account(of: assignment.driver) else { continue }
+            handOvers.append((assignment, order.orderID, driver))
+        }
+        var confirmed: [Assignment] = []
+        var start = 0
+        while start < handOvers.count {
+            let chunk = Array(handOvers[start..<min(start + Self.handOverBatch, handOvers.count)])
+            start += chunk.count
+            let outcomes = await handOver(chunk.map { ($0.order, $0.driver, $0.assignment.pickupKm) }, headers: headers)
+            for (item, ok) in zip(chunk, outcomes) {
                 if ok {
-                    confirmed.append(assignment)
+                    confirmed.append(item.assignment)
                 } else {
-                    _ = claims.release(order: assignment.order)
-                    fleet.release(assignment.driver)
+                    _ = claims.release(order: item.assignment.order)
+                    fleet.release(item.assignment.driver)
                 }
             }
-            var running = 0
-            for assignment in claimed {
-                guard let order = byNumber[assignment.order], let driver = fleet.account(of: assignment.driver) else { continue }
-                if running >= Self.concurrentHandOvers, let (done, ok) = await group.next() {
-                    settle(done, ok)
-                    running -= 1
-                }
-                group.addTask {
-                    (assignment, await handOver(order: order.orderID, to: driver, pickupKm: assignment.pickupKm, headers: headers))
-                }
-                running += 1
-            }
-            for await (assignment, ok) in group { settle(assignment, ok) }
-            return confirmed
         }
         let pickupKm = confirmed.reduce(0) { $0 + $1.pickupKm }
         counters.window(assigned: confirmed.count, offered: 0, deferred: result.deferred.count, pickupKm: pickupKm)
@@ -162,13 +158,45 @@ struct DispatchService: Service {
             ])
     }
 
-    /// Asks the order service to give `order` to `driver`; true when it did. A refusal because of the
-    /// order (cancelled, expired, already taken) takes the order out of dispatch.
-    private func handOver(order: String, to driver: String, pickupKm: Double, headers: HTTPFields) async -> Bool {
+    /// Asks the order service to give each order to its driver, in one call; for each, true when it did.
+    /// A refusal because of the order (cancelled, expired, already taken) takes the order out of dispatch;
+    /// a driver who won a grab meanwhile (`driver-busy`) is marked busy by that assignment's event. When
+    /// the call itself fails, nothing is confirmed and the orders wait for the next window (the batch is
+    /// safe to repeat).
+    private func handOver(_ items: [(order: String, driver: String, pickupKm: Double)], headers: HTTPFields) async -> [Bool] {
+        let results: [OrderAPI.AssignmentResults.Result]
         do {
-            _ = try await clients.call(
-                OrderAPI.assign, .init(driverID: driver, via: "dispatch", pickupKm: pickupKm), parameters: ["id": order],
-                headers: headers, context: .none)
+            results = try await clients.call(
+                OrderAPI.assignBatch,
+                .init(assignments: items.map { .init(orderID: $0.order, driverID: $0.driver, via: "dispatch", pickupKm: $0.pickupKm) }),
+                headers: headers, context: .none
+            ).results
+        } catch {
+            logger.warning("assignments not confirmed; the orders wait", metadata: ["orders": "\(items.count)", "error": "\(error)"])
+            return items.map { _ in false }
+        }
+        let byOrder = Dictionary(results.map { ($0.orderID, $0) }, uniquingKeysWith: { first, _ in first })
+        return await withTaskGroup(of: (Int, Bool).self) { group in
+            for (index, item) in items.enumerated() {
+                guard let result = byOrder[item.order] else { continue }
+                group.addTask { (index, await settle(result, order: item.order, driver: item.driver, pickupKm: item.pickupKm)) }
+            }
+            var outcomes = items.map { _ in false }
+            for await (index, ok) in group { outcomes[index] = ok }
+            return outcomes
+        }
+    }
+
+    /// Books one answered assignment here; true when it stands.
+    private func settle(_ result: OrderAPI.AssignmentResults.Result, order: String, driver: String, pickupKm: Double) async -> Bool {
+        guard result.assigned else {
+            if result.problem != "driver-busy", result.status == 409 || result.status == 404 {
+                logger.info("order left dispatch", metadata: ["order": "\(order)", "reason": "\(result.detail ?? result.problem ?? "refused")"])
+                try? await store.done(order)
+            }
+            return false
+        }
+        do {
             // Busy now, not when the event comes back: a fix the driver sends meanwhile must not make it
             // available to the next window.
             try await store.done(order, mode: "assign", drivers: [driver], pickupKm: pickupKm)
@@ -176,15 +204,8 @@ struct DispatchService: Service {
             // Cancelled in the moment between (its event handled first): the driver is free after all.
             if try await store.hasEnded(order) { try await fleet.markFree(driver, order: order) }
             return true
-        } catch let problem as Problem where problem.status == .conflict && problem.slug == "driver-busy" {
-            // The driver won a grab meanwhile; its `order.assigned` event marks it busy.
-            return false
-        } catch let problem as Problem where problem.status == .conflict || problem.status == .notFound {
-            logger.info("order left dispatch", metadata: ["order": "\(order)", "reason": "\(problem.detail ?? problem.title)"])
-            try? await store.done(order)
-            return false
         } catch {
-            logger.warning("assignment not confirmed; the order waits", metadata: ["order": "\(order)", "error": "\(error)"])
+            logger.warning("assignment not booked; the order waits", metadata: ["order": "\(order)", "error": "\(error)"])
             return false
         }
     }
@@ -219,7 +240,8 @@ struct DispatchService: Service {
     }
 
     static let concurrentOffers = 32
-    static let concurrentHandOvers = 256
+    /// Assignments per call to order (its batch endpoint takes up to 500).
+    static let handOverBatch = 250
 
     /// Opens the race in order-grab, then marks the order offered (which pushes it to the drivers): in
     /// that order, so no driver hears of an offer it cannot grab yet. True when the offer stands.

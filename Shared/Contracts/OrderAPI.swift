@@ -238,6 +238,60 @@ public enum OrderAPI {
         }
     }
 
+    /// A dispatch window's assignments in one call (service role): each made as `assign` makes it, in its
+    /// own savepoint of a shared transaction, so one refused (the order left dispatch, the driver took
+    /// another trip) neither undoes nor holds up the others.
+    public struct AssignmentBatch: Codable, Sendable, Hashable {
+        public struct Item: Codable, Sendable, Hashable {
+            public var orderID: String
+            public var driverID: String
+            /// `dispatch` or `grab`.
+            public var via: String
+            public var pickupKm: Double?
+
+            public init(orderID: String, driverID: String, via: String, pickupKm: Double? = nil) {
+                self.orderID = orderID
+                self.driverID = driverID
+                self.via = via
+                self.pickupKm = pickupKm
+            }
+        }
+
+        public var assignments: [Item]
+
+        public init(assignments: [Item]) {
+            self.assignments = assignments
+        }
+    }
+
+    /// What became of each assignment of a batch, in the batch's order.
+    public struct AssignmentResults: Codable, Sendable, Hashable {
+        public struct Result: Codable, Sendable, Hashable {
+            public var orderID: String
+            /// True when the order is now assigned to the driver (made now, or already so).
+            public var assigned: Bool
+            /// For a refusal: the status and problem type `assign` would have answered
+            /// (`409` `driver-busy`, `409` `illegal-transition`, `404`…), and its detail.
+            public var status: Int?
+            public var problem: String?
+            public var detail: String?
+
+            public init(orderID: String, assigned: Bool, status: Int? = nil, problem: String? = nil, detail: String? = nil) {
+                self.orderID = orderID
+                self.assigned = assigned
+                self.status = status
+                self.problem = problem
+                self.detail = detail
+            }
+        }
+
+        public var results: [Result]
+
+        public init(results: [Result]) {
+            self.results = results
+        }
+    }
+
     /// The surge factor of the cell holding `at` (admin). Takes effect on the next quote, on every instance.
     public struct SurgeSetting: Codable, Sendable, Hashable {
         public var at: GeoPoint
@@ -265,6 +319,9 @@ public enum OrderAPI {
     /// Repeating the same offer or assignment answers the order as it is, so these are safe to retry.
     public static let offer = Endpoint<OfferRequest, Order>(service: service, .post, "/v1/orders/{id}/offer", isIdempotent: true)
     public static let assign = Endpoint<AssignRequest, Order>(service: service, .post, "/v1/orders/{id}/assign", isIdempotent: true)
+    /// Up to 500 assignments in one call; a repeat answers each as it stands, so it is safe to retry.
+    public static let assignBatch = Endpoint<AssignmentBatch, AssignmentResults>(
+        service: service, .post, "/v1/assignments", isIdempotent: true)
     public static let setSurge = Endpoint<SurgeSetting, SurgeSetting>(service: service, .put, "/v1/surge")
 }
 

@@ -84,6 +84,72 @@ struct RideFlowTests {
         #expect(bad.header("Content-Type")?.hasPrefix("application/problem+json") == true)
     }
 
+    @Test("a dispatch window's assignments in one call to order: each stands or is refused on its own, with the reason a single assignment gets; the same batch again changes nothing")
+    func assignmentBatch() async throws {
+        let platform = try Platform()
+        defer { platform.stopAll() }
+        try await platform.start()
+        let rider = try await platform.account("rider")
+        let admin = try await platform.admin()
+        // Drivers who never go online: matching has nobody to dispatch, so the orders wait for this test.
+        let (a, b, c) = (try await platform.account("driver"), try await platform.account("driver"), try await platform.account("driver"))
+        var orders: [String] = []
+        for index in 0..<4 {
+            let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": near(index), "dropoff": dropoff])
+            #expect(created.status == 201, "\(created.text)")
+            orders.append(try #require(created.json["id"] as? String))
+        }
+        let direct = ["Authorization": "Bearer \(admin.token)"]
+        let single = try await testRequest(
+            .POST, platform.order.baseURL + "/v1/orders/\(orders[0])/assign", json: ["driverID": a.id, "via": "dispatch"], headers: direct)
+        #expect(single.status == 200, "\(single.text)")
+        let cancelled = try await platform.send(.POST, "/rides/\(orders[3])/cancel", token: rider.token, body: ["reason": "changed my mind"])
+        #expect(cancelled.status == 200, "\(cancelled.text)")
+
+        let batch: [String: Any] = [
+            "assignments": [
+                ["orderID": orders[1], "driverID": a.id, "via": "dispatch", "pickupKm": 0.4],
+                ["orderID": orders[2], "driverID": b.id, "via": "dispatch", "pickupKm": 1.25],
+                ["orderID": orders[3], "driverID": c.id, "via": "dispatch"],
+                ["orderID": "no-such-order", "driverID": c.id, "via": "dispatch"],
+            ]
+        ]
+        func send() async throws -> [[String: Any]] {
+            let answer = try await testRequest(.POST, platform.order.baseURL + "/v1/assignments", json: batch, headers: direct)
+            #expect(answer.status == 200, "\(answer.text)")
+            return try #require(answer.json["results"] as? [[String: Any]])
+        }
+        for round in ["first", "repeated"] {
+            let results = try await send()
+            #expect(results.map { $0["orderID"] as? String } == [orders[1], orders[2], orders[3], "no-such-order"], "\(round)")
+            #expect(results.map { $0["assigned"] as? Bool } == [false, true, false, false], "\(round): \(results)")
+            #expect(results.map { $0["status"] as? Int } == [409, nil, 409, 404], "\(round): \(results)")
+            #expect(results.map { $0["problem"] as? String } == ["driver-busy", nil, "illegal-transition", "not-found"], "\(round): \(results)")
+            let assigned = try await platform.send(.GET, "/rides/\(orders[2])", token: rider.token)
+            #expect(assigned.json["state"] as? String == "assigned", "\(round)")
+            #expect(assigned.json["driverID"] as? String == b.id, "\(round)")
+            #expect(assigned.json.states == ["created", "offered", "assigned"], "\(round): one assignment, however often it is sent")
+            let history = try #require(assigned.json["history"] as? [[String: Any]])
+            #expect(history.last?["reason"] as? String == "dispatch, pickup 1.25 km")
+            let busy = try await platform.send(.GET, "/rides/\(orders[1])", token: rider.token)
+            #expect(busy.json["state"] as? String == "created", "\(round): the refused order still waits")
+        }
+
+        // Bad batches are refused whole, naming the field; only services and admins may send one.
+        let empty = try await testRequest(.POST, platform.order.baseURL + "/v1/assignments", json: ["assignments": []], headers: direct)
+        #expect(empty.status == 400)
+        #expect(empty.json["field"] as? String == "assignments")
+        let teleport = try await testRequest(
+            .POST, platform.order.baseURL + "/v1/assignments",
+            json: ["assignments": [["orderID": orders[1], "driverID": c.id, "via": "teleport"]]], headers: direct)
+        #expect(teleport.status == 400)
+        #expect(teleport.json["field"] as? String == "assignments[0].via")
+        let byRider = try await testRequest(
+            .POST, platform.order.baseURL + "/v1/assignments", json: batch, headers: ["Authorization": "Bearer \(rider.token)"])
+        #expect(byRider.status == 403)
+        #expect(try await platform.send(.GET, "/rides/\(orders[1])", token: rider.token).json["state"] as? String == "created")
+    }
+
     @Test("offer mode: 50 drivers grab the same order at once; exactly one wins, 49 are told it is taken")
     func grabStorm() async throws {
         let platform = try Platform(matching: ["matching-dispatch-mode": "offer", "matching-offer-drivers": "50"])

@@ -3,6 +3,7 @@ import EventBus
 import Foundation
 import HailKit
 import Hummingbird
+import Logging
 
 /// The order service's HTTP API (`OrderAPI`). Every route verifies the token the gateway forwarded and
 /// checks the caller's part in the order here, where the order is.
@@ -90,8 +91,44 @@ struct OrderController: Sendable {
             let caller = try context.requireRole(.service, .admin)
             guard !body.driverID.isEmpty else { throw Problem.invalidField("driverID", "must name a driver") }
             guard ["dispatch", "grab"].contains(body.via) else { throw Problem.invalidField("via", "must be dispatch or grab") }
-            let reason = body.pickupKm.map { "\(body.via), pickup \(String(format: "%.2f", $0)) km" } ?? body.via
-            return try await move(context, .init(to: .assigned, actor: caller.userID, reason: reason, driverID: body.driverID))
+            let item = OrderAPI.AssignmentBatch.Item(orderID: "", driverID: body.driverID, via: body.via, pickupKm: body.pickupKm)
+            return try await move(context, Self.assignment(item, by: caller.userID))
+        }
+        router.on(OrderAPI.assignBatch) { body, _, context in
+            let caller = try context.requireRole(.service, .admin)
+            guard (1...500).contains(body.assignments.count) else {
+                throw Problem.invalidField("assignments", "send 1 to 500 assignments")
+            }
+            for (index, item) in body.assignments.enumerated() {
+                guard !item.orderID.isEmpty else { throw Problem.invalidField("assignments[\(index)].orderID", "must name an order") }
+                guard !item.driverID.isEmpty else { throw Problem.invalidField("assignments[\(index)].driverID", "must name a driver") }
+                guard ["dispatch", "grab"].contains(item.via) else {
+                    throw Problem.invalidField("assignments[\(index)].via", "must be dispatch or grab")
+                }
+            }
+            let logger = context.logger
+            // Side by side: the store's group commit gives them one transaction, each in its own savepoint.
+            let results = try await withThrowingTaskGroup(of: (Int, OrderAPI.AssignmentResults.Result).self) { group in
+                for (index, item) in body.assignments.enumerated() {
+                    group.addTask {
+                        do {
+                            let order = try await move(item.orderID, Self.assignment(item, by: caller.userID), logger: logger)
+                            return (index, .init(orderID: item.orderID, assigned: order.state == .assigned && order.driverID == item.driverID))
+                        } catch let problem as Problem where problem.status.code < 500 {
+                            return (
+                                index,
+                                .init(
+                                    orderID: item.orderID, assigned: false, status: problem.status.code, problem: problem.slug,
+                                    detail: problem.detail ?? problem.title)
+                            )
+                        }
+                    }
+                }
+                var results = [OrderAPI.AssignmentResults.Result?](repeating: nil, count: body.assignments.count)
+                for try await (index, result) in group { results[index] = result }
+                return results.compactMap { $0 }
+            }
+            return OrderAPI.AssignmentResults(results: results)
         }
         router.on(OrderAPI.setSurge) { body, _, context in
             _ = try context.requireRole(.admin)
@@ -123,18 +160,27 @@ struct OrderController: Sendable {
         return order
     }
 
+    /// An assignment as a move; its reason says how the driver was found (and how far the pickup is).
+    private static func assignment(_ item: OrderAPI.AssignmentBatch.Item, by actor: String) -> OrderStore.Move {
+        let reason = item.pickupKm.map { "\(item.via), pickup \(String(format: "%.2f", $0)) km" } ?? item.via
+        return .init(to: .assigned, actor: actor, reason: reason, driverID: item.driverID)
+    }
+
     private func move(_ context: HailRequestContext, _ move: OrderStore.Move) async throws -> OrderAPI.Order {
-        let id = try context.parameters.require("id")
+        try await self.move(try context.parameters.require("id"), move, logger: context.logger)
+    }
+
+    private func move(_ id: String, _ move: OrderStore.Move, logger: Logger) async throws -> OrderAPI.Order {
         let (order, moved) = try await store.move(id, move, now: Date().timeIntervalSince1970)
         guard moved else { return order }
         wakeups.notify()
         do {
             try await cache.invalidate(id)
         } catch {
-            context.logger.warning("order cache not invalidated; it expires on its own", metadata: ["order": "\(id)", "error": "\(error)"])
+            logger.warning("order cache not invalidated; it expires on its own", metadata: ["order": "\(id)", "error": "\(error)"])
         }
         // Every move is on the order stream and in the order's history; the log line is for debugging.
-        context.logger.debug("order moved", metadata: ["order": "\(id)", "state": "\(order.state.rawValue)", "by": "\(move.actor)"])
+        logger.debug("order moved", metadata: ["order": "\(id)", "state": "\(order.state.rawValue)", "by": "\(move.actor)"])
         return order
     }
 }
