@@ -69,32 +69,22 @@ public struct JSONLogHandler: LogHandler {
     /// One line: `{"ts":…,` then the metadata and the handler's own fields (level, msg, service, instance,
     /// logger — these win over metadata of the same name) by name, then a newline.
     func render(level: Logger.Level, message: String, fields metadata: Logger.Metadata, at time: timespec) -> ByteBuffer {
-        var own: [(String, String)] = [
-            ("instance", instance), ("level", level.rawValue), ("logger", label), ("msg", message), ("service", service),
-        ]
-        var keys = metadata.keys.filter { key in !own.contains { $0.0 == key } }
-        keys.sort()
+        var fields = metadata
+        fields["instance"] = .string(instance)
+        fields["level"] = .string(level.rawValue)
+        fields["logger"] = .string(label)
+        fields["msg"] = .string(message)
+        fields["service"] = .string(service)
         var buffer = ByteBuffer()
-        buffer.reserveCapacity(160 + message.utf8.count + 48 * keys.count)
+        buffer.reserveCapacity(160 + message.utf8.count + 48 * metadata.count)
         buffer.writeStaticString("{\"ts\":\"")
         Self.writeTime(time, to: &buffer)
         buffer.writeStaticString("\"")
-        // Both lists are sorted: merged, the line's keys are in order.
-        own.reverse()
-        var index = keys.startIndex
-        while index < keys.endIndex || !own.isEmpty {
+        for key in fields.keys.sorted() {
             buffer.writeStaticString(",")
-            if index < keys.endIndex, own.last.map({ keys[index] < $0.0 }) ?? true {
-                JSONText.appendString(keys[index], to: &buffer)
-                buffer.writeStaticString(":")
-                Self.append(metadata[keys[index]]!, to: &buffer)
-                index += 1
-            } else {
-                let (key, value) = own.removeLast()
-                JSONText.appendString(key, to: &buffer)
-                buffer.writeStaticString(":")
-                JSONText.appendString(value, to: &buffer)
-            }
+            JSONText.appendString(key, to: &buffer)
+            buffer.writeStaticString(":")
+            Self.append(fields[key]!, to: &buffer)
         }
         buffer.writeStaticString("}\n")
         return buffer

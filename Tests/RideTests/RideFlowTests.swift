@@ -144,6 +144,11 @@ struct RideFlowTests {
             json: ["assignments": [["orderID": orders[1], "driverID": c.id, "via": "teleport"]]], headers: direct)
         #expect(teleport.status == 400)
         #expect(teleport.json["field"] as? String == "assignments[0].via")
+        let far = try await testRequest(
+            .POST, platform.order.baseURL + "/v1/assignments",
+            json: ["assignments": [["orderID": orders[1], "driverID": c.id, "via": "dispatch", "pickupKm": 1e308]]], headers: direct)
+        #expect(far.status == 400)
+        #expect(far.json["field"] as? String == "assignments[0].pickupKm")
         let byRider = try await testRequest(
             .POST, platform.order.baseURL + "/v1/assignments", json: batch, headers: ["Authorization": "Bearer \(rider.token)"])
         #expect(byRider.status == 403)

@@ -89,30 +89,26 @@ struct OrderController: Sendable {
         }
         router.on(OrderAPI.assign) { body, _, context in
             let caller = try context.requireRole(.service, .admin)
-            guard !body.driverID.isEmpty else { throw Problem.invalidField("driverID", "must name a driver") }
-            guard ["dispatch", "grab"].contains(body.via) else { throw Problem.invalidField("via", "must be dispatch or grab") }
-            let item = OrderAPI.AssignmentBatch.Item(orderID: "", driverID: body.driverID, via: body.via, pickupKm: body.pickupKm)
-            return try await move(context, Self.assignment(item, by: caller.userID))
+            let assignment = try Self.assignment(driverID: body.driverID, via: body.via, pickupKm: body.pickupKm, by: caller.userID)
+            return try await move(context, assignment)
         }
         router.on(OrderAPI.assignBatch) { body, _, context in
             let caller = try context.requireRole(.service, .admin)
             guard (1...500).contains(body.assignments.count) else {
                 throw Problem.invalidField("assignments", "send 1 to 500 assignments")
             }
-            for (index, item) in body.assignments.enumerated() {
+            let moves = try body.assignments.enumerated().map { index, item in
                 guard !item.orderID.isEmpty else { throw Problem.invalidField("assignments[\(index)].orderID", "must name an order") }
-                guard !item.driverID.isEmpty else { throw Problem.invalidField("assignments[\(index)].driverID", "must name a driver") }
-                guard ["dispatch", "grab"].contains(item.via) else {
-                    throw Problem.invalidField("assignments[\(index)].via", "must be dispatch or grab")
-                }
+                return try Self.assignment(
+                    driverID: item.driverID, via: item.via, pickupKm: item.pickupKm, by: caller.userID, field: "assignments[\(index)].")
             }
             let logger = context.logger
             // Side by side: the store's group commit gives them one transaction, each in its own savepoint.
             let results = try await withThrowingTaskGroup(of: (Int, OrderAPI.AssignmentResults.Result).self) { group in
-                for (index, item) in body.assignments.enumerated() {
+                for (index, (item, assignment)) in zip(body.assignments, moves).enumerated() {
                     group.addTask {
                         do {
-                            let order = try await move(item.orderID, Self.assignment(item, by: caller.userID), logger: logger)
+                            let order = try await move(item.orderID, assignment, logger: logger)
                             return (index, .init(orderID: item.orderID, assigned: order.state == .assigned && order.driverID == item.driverID))
                         } catch let problem as Problem where problem.status.code < 500 {
                             return (
@@ -160,10 +156,18 @@ struct OrderController: Sendable {
         return order
     }
 
-    /// An assignment as a move; its reason says how the driver was found (and how far the pickup is).
-    private static func assignment(_ item: OrderAPI.AssignmentBatch.Item, by actor: String) -> OrderStore.Move {
-        let reason = item.pickupKm.map { "\(item.via), pickup \(String(format: "%.2f", $0)) km" } ?? item.via
-        return .init(to: .assigned, actor: actor, reason: reason, driverID: item.driverID)
+    /// An assignment as a move, its fields checked (`field` prefixes their names in a problem); its reason
+    /// says how the driver was found and how far the pickup is.
+    private static func assignment(
+        driverID: String, via: String, pickupKm: Double?, by actor: String, field: String = ""
+    ) throws -> OrderStore.Move {
+        guard !driverID.isEmpty else { throw Problem.invalidField(field + "driverID", "must name a driver") }
+        guard ["dispatch", "grab"].contains(via) else { throw Problem.invalidField(field + "via", "must be dispatch or grab") }
+        if let pickupKm, !(0...20_000).contains(pickupKm) {
+            throw Problem.invalidField(field + "pickupKm", "must be from 0 to 20000")
+        }
+        let reason = pickupKm.map { "\(via), pickup \(String(format: "%.2f", $0)) km" } ?? via
+        return .init(to: .assigned, actor: actor, reason: reason, driverID: driverID)
     }
 
     private func move(_ context: HailRequestContext, _ move: OrderStore.Move) async throws -> OrderAPI.Order {
