@@ -183,6 +183,11 @@ public struct AccessTokens: Sendable {
         verified.claims(for: token, now: Date())
     }
 
+    /// A token verified before and not expired since, with its claims: nil when it is not remembered.
+    public func remembered(_ token: String) -> VerifiedToken? {
+        verified.entry(for: token, now: Date())
+    }
+
     /// The claims of a valid token; throws a 401 problem naming why a token is not valid. With the
     /// gateway's `attestation` of it (`X-Hailstorm-Verified`, see `TokenAttestations`) that checks out,
     /// the claims it states (a user's token the gateway verified), their expiry checked here.
@@ -229,8 +234,15 @@ public struct AccessTokens: Sendable {
     /// The `X-Hailstorm-Verified` value for passing `token` on to `service`: its `claims` when just
     /// verified, else the ones remembered from verifying it; nil unless this is the gateway and it has them.
     public func attestation(for token: String, claims: AccessTokenClaims? = nil, to service: String) -> String? {
-        guard let claims = claims ?? verified.claims(for: token, now: Date()) else { return nil }
-        return attestations.attestation(for: token, claims: claims, to: service)
+        if let claims { return attestations.attestation(for: token, claims: claims, to: service) }
+        guard let entry = verified.entry(for: token, now: Date()) else { return nil }
+        return attestation(for: token, remembered: entry, to: service)
+    }
+
+    /// The `X-Hailstorm-Verified` value for passing `token`, remembered as `entry`, on to `service`: made
+    /// once per token and service.
+    public func attestation(for token: String, remembered entry: VerifiedToken, to service: String) -> String? {
+        entry.attestation(to: service) { attestations.attestation(for: token, claims: entry.claims, to: service) }
     }
 
     private static let expired = Problem(
@@ -361,33 +373,35 @@ extension Data {
         self.init(base64Encoded: base64)
     }
 
-    /// base64url without padding (RFC 4648 §5), written directly: the gateway makes one per request it
-    /// passes on (`TokenAttestations`), where Foundation's base64 and three string replacements cost more
-    /// than the HMAC.
+    /// base64url without padding (RFC 4648 §5).
     var base64URLEncoded: String {
-        let alphabet: StaticString = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-        return withUnsafeBytes { bytes in
-            String(unsafeUninitializedCapacity: (bytes.count * 4 + 2) / 3) { text in
-                alphabet.withUTF8Buffer { alphabet in
-                    var written = 0
-                    var index = 0
-                    while index < bytes.count {
-                        let rest = bytes.count - index
-                        let triple = UInt32(bytes[index]) << 16 | (rest > 1 ? UInt32(bytes[index + 1]) << 8 : 0)
-                            | (rest > 2 ? UInt32(bytes[index + 2]) : 0)
-                        for position in 0..<Swift.min(4, rest + 1) {
-                            text[written] = alphabet[Int((triple >> (18 - 6 * UInt32(position))) & 0x3f)]
-                            written += 1
-                        }
-                        index += 3
-                    }
-                    return written
-                }
-            }
-        }
+        var text: [UInt8] = []
+        withUnsafeBytes { Base64URL.append($0, to: &text) }
+        return String(decoding: text, as: UTF8.self)
     }
 }
 
+/// base64url without padding (RFC 4648 §5), written directly: the gateway makes one per request it passes
+/// on (`TokenAttestations`), where Foundation's base64 and three string replacements cost more than the
+/// HMAC.
+enum Base64URL {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+
+    /// Appends the encoding of `bytes` to `out`.
+    static func append(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        out.reserveCapacity(out.count + (bytes.count * 4 + 2) / 3)
+        var index = 0
+        while index < bytes.count {
+            let rest = bytes.count - index
+            let triple = UInt32(bytes[index]) << 16 | (rest > 1 ? UInt32(bytes[index + 1]) << 8 : 0)
+                | (rest > 2 ? UInt32(bytes[index + 2]) : 0)
+            for position in 0..<Swift.min(4, rest + 1) {
+                out.append(alphabet[Int((triple >> (18 - 6 * UInt32(position))) & 0x3f)])
+            }
+            index += 3
+        }
+    }
+}
 
 /// Tokens whose signature and issuer were verified, by their exact text, with their claims.
 ///
@@ -402,8 +416,8 @@ extension Data {
 /// one before is dropped, so tokens in use stay and old ones age out without a per-entry clock.
 final class VerifiedTokens: Sendable {
     private struct Generations {
-        var current: [String: AccessTokenClaims] = [:]
-        var previous: [String: AccessTokenClaims] = [:]
+        var current: [String: VerifiedToken] = [:]
+        var previous: [String: VerifiedToken] = [:]
     }
     private let capacity: Int
     private let state = Mutex(Generations())
@@ -413,28 +427,53 @@ final class VerifiedTokens: Sendable {
     }
 
     func claims(for token: String, now: Date) -> AccessTokenClaims? {
+        entry(for: token, now: now)?.claims
+    }
+
+    /// The token's entry, when it is remembered and not expired.
+    func entry(for token: String, now: Date) -> VerifiedToken? {
         guard capacity > 0 else { return nil }
-        let found: AccessTokenClaims? = state.withLock { state in
-            if let claims = state.current[token] { return claims }
-            guard let claims = state.previous.removeValue(forKey: token) else { return nil }
-            Self.insert(token, claims, into: &state, capacity: capacity)
-            return claims
+        let found: VerifiedToken? = state.withLock { state in
+            if let entry = state.current[token] { return entry }
+            guard let entry = state.previous.removeValue(forKey: token) else { return nil }
+            Self.insert(token, entry, into: &state, capacity: capacity)
+            return entry
         }
-        guard let found, found.exp.value > now else { return nil }
+        guard let found, found.claims.exp.value > now else { return nil }
         return found
     }
 
     func remember(_ token: String, _ claims: AccessTokenClaims) {
         guard capacity > 0 else { return }
-        state.withLock { Self.insert(token, claims, into: &$0, capacity: capacity) }
+        let entry = VerifiedToken(claims: claims)
+        state.withLock { Self.insert(token, entry, into: &$0, capacity: capacity) }
     }
 
-    private static func insert(_ token: String, _ claims: AccessTokenClaims, into state: inout Generations, capacity: Int) {
+    private static func insert(_ token: String, _ entry: VerifiedToken, into state: inout Generations, capacity: Int) {
         if state.current.count >= capacity {
             state.previous = state.current
             state.current = [:]
             state.current.reserveCapacity(capacity)
         }
-        state.current[token] = claims
+        state.current[token] = entry
+    }
+}
+
+/// A remembered token: its claims, and the gateway's attestations of it made so far, by callee (an
+/// attestation depends only on the token, its claims and the callee, so a token's requests to one
+/// service share one).
+public final class VerifiedToken: Sendable {
+    public let claims: AccessTokenClaims
+    private let attestations = Mutex<[String: String]>([:])
+
+    init(claims: AccessTokenClaims) {
+        self.claims = claims
+    }
+
+    func attestation(to service: String, make: () -> String?) -> String? {
+        if let made = attestations.withLock({ $0[service] }) { return made }
+        guard let made = make() else { return nil }
+        attestations.withLock { $0[service] = made }
+        return made
     }
 }

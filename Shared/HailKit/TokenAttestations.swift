@@ -36,13 +36,14 @@ public struct TokenAttestations: Sendable {
 
     /// As the edge: for each service, a key per key of that service in the JWKS (two during a rotation).
     private let outgoing: [String: [PairKey]]
-    /// As a callee: the edge's pair keys with this service's key, by `<edge kid> <own kid>`.
-    private let incoming: [Substring: HMAC<SHA256>]
+    /// As a callee: the edge's pair keys with this service's key, each with its `<edge kid> <own kid>`
+    /// (one, two during a rotation).
+    private let incoming: [(pair: [UInt8], hmac: HMAC<SHA256>)]
 
     /// No attestations made or accepted.
-    public static let none = TokenAttestations(outgoing: [:], incoming: [:])
+    public static let none = TokenAttestations(outgoing: [:], incoming: [])
 
-    private init(outgoing: [String: [PairKey]], incoming: [Substring: HMAC<SHA256>]) {
+    private init(outgoing: [String: [PairKey]], incoming: [(pair: [UInt8], hmac: HMAC<SHA256>)]) {
         self.outgoing = outgoing
         self.incoming = incoming
     }
@@ -51,11 +52,11 @@ public struct TokenAttestations: Sendable {
     /// the edge's, with the edge's keys otherwise.
     init(privateKey: P256.KeyAgreement.PrivateKey, ownKID: String, document: TokenKeys.Document) throws {
         guard let owner = TokenKeys.owner(of: ownKID) else {
-            self.init(outgoing: [:], incoming: [:])
+            self.init(outgoing: [:], incoming: [])
             return
         }
         var outgoing: [String: [PairKey]] = [:]
-        var incoming: [Substring: HMAC<SHA256>] = [:]
+        var incoming: [(pair: [UInt8], hmac: HMAC<SHA256>)] = []
         for entry in document.keys {
             guard let peerOwner = TokenKeys.owner(of: entry.kid), peerOwner != owner, peerOwner != AccessTokens.userIssuer,
                 owner == Self.edgeIssuer || peerOwner == Self.edgeIssuer
@@ -66,7 +67,7 @@ public struct TokenAttestations: Sendable {
                 outgoing[peerOwner, default: []].append(PairKey(prefix: "\(ownKID) \(entry.kid) ", hmac: HMAC(key: key)))
             } else {
                 let key = try Self.pairKey(privateKey, peer, edgeKID: entry.kid, calleeKID: ownKID)
-                incoming[Substring("\(entry.kid) \(ownKID)")] = HMAC(key: key)
+                incoming.append((Array("\(entry.kid) \(ownKID)".utf8), HMAC(key: key)))
             }
         }
         self.init(outgoing: outgoing, incoming: incoming)
@@ -82,64 +83,131 @@ public struct TokenAttestations: Sendable {
 
     /// The `X-Hailstorm-Verified` value for sending `token`, verified here with `claims`, to `service`; nil
     /// when this is not the edge, `service` has no key, or the token is not a user's.
+    ///
+    /// Made on bytes: the gateway makes one for every request it passes on.
     public func attestation(for token: String, claims: AccessTokenClaims, to service: String) -> String? {
-        guard let pairs = outgoing[service], !pairs.isEmpty, claims.iss.value == AccessTokens.userIssuer, claims.role != .service,
-            let signature = Self.signature(of: token)
+        guard let pairs = outgoing[service], !pairs.isEmpty, claims.iss.value == AccessTokens.userIssuer, claims.role != .service
         else { return nil }
         // Words without spaces or commas, and a session id that cannot be mistaken for "none" (`-`):
         // anything else is left to the service's full check.
-        let fields = [claims.sub.value, claims.jti.value, claims.sid ?? "-"]
-        guard claims.sid != "-", fields.allSatisfy({ !$0.isEmpty && !$0.contains(where: { $0 == " " || $0 == "," }) }) else {
-            return nil
+        let sub = claims.sub.value, jti = claims.jti.value, sid = claims.sid ?? "-"
+        guard claims.sid != "-", Self.isWord(sub), Self.isWord(jti), Self.isWord(sid) else { return nil }
+        var said: [UInt8] = []
+        said.reserveCapacity(32 + sub.utf8.count + jti.utf8.count + sid.utf8.count)
+        said.append(contentsOf: String(Int(saturating: claims.exp.value.timeIntervalSince1970)).utf8)
+        for field in [claims.role.rawValue, sub, jti, sid] {
+            said.append(UInt8(ascii: " "))
+            said.append(contentsOf: field.utf8)
         }
-        let said = "\(Int(saturating: claims.exp.value.timeIntervalSince1970)) \(claims.role.rawValue) \(fields.joined(separator: " "))"
-        var value = ""
-        for pair in pairs {
-            if !value.isEmpty { value += ", " }
-            value += pair.prefix
-            value += Data(Self.mac(said, signature, pair.hmac)).base64URLEncoded
-            value += " "
-            value += said
+        var token = token
+        return token.withUTF8 { token -> String? in
+            guard let signature = Self.signature(of: token) else { return nil }
+            var value: [UInt8] = []
+            value.reserveCapacity(pairs.count * (said.count + 96))
+            for pair in pairs {
+                if !value.isEmpty { value.append(contentsOf: ", ".utf8) }
+                value.append(contentsOf: pair.prefix.utf8)
+                said.withUnsafeBufferPointer { said in
+                    Self.appendMAC(of: said, signature, pair.hmac, to: &value)
+                }
+                value.append(UInt8(ascii: " "))
+                value.append(contentsOf: said)
+            }
+            return String(decoding: value, as: UTF8.self)
         }
-        return value
     }
 
     /// The claims `header` attests for `token` when an attestation in it is for this service and checks
     /// out; nil otherwise (then verify the token). Expiry is the caller's to check.
+    ///
+    /// Read on bytes: a service behind the gateway reads one with nearly every request.
     public func claims(in header: String, for token: String) -> AccessTokenClaims? {
-        guard !incoming.isEmpty, let signature = Self.signature(of: token) else { return nil }
-        for entry in header.split(separator: ",") {
-            let parts = entry.split(separator: " ", maxSplits: 3)
-            guard parts.count == 4, let key = incoming[entry[parts[0].startIndex..<parts[1].endIndex]] else { continue }
-            let said = parts[3]
-            // Compared as text, every byte: the time taken says nothing of where they differ.
-            let expected = Data(Self.mac(said, signature, key)).base64URLEncoded.utf8
-            guard parts[2].utf8.count == expected.count else { return nil }
-            var difference: UInt8 = 0
-            for (a, b) in zip(parts[2].utf8, expected) { difference |= a ^ b }
-            guard difference == 0 else { return nil }
-            let fields = said.split(separator: " ")
-            guard fields.count == 5, let exp = Int(fields[0]), let role = Role(rawValue: String(fields[1])), role != .service else {
+        guard !incoming.isEmpty else { return nil }
+        var header = header
+        var token = token
+        return header.withUTF8 { header in
+            token.withUTF8 { token in
+                guard let signature = Self.signature(of: token) else { return nil }
+                var start = 0
+                while start < header.count {
+                    let end = header[start...].firstIndex(of: UInt8(ascii: ",")) ?? header.count
+                    var entry = UnsafeBufferPointer(rebasing: header[start..<end])
+                    while entry.first == UInt8(ascii: " ") { entry = UnsafeBufferPointer(rebasing: entry.dropFirst()) }
+                    if let checked = check(entry, signature: signature) { return checked }
+                    start = end + 1
+                }
                 return nil
             }
-            let now = Date()
-            return AccessTokenClaims(
-                userID: String(fields[2]), role: role, tokenID: String(fields[3]), issuedAt: now,
-                expiresAt: Date(timeIntervalSince1970: Double(exp)), sessionID: fields[4] == "-" ? nil : String(fields[4]))
         }
-        return nil
     }
 
-    private static func signature(of token: String) -> Substring.UTF8View? {
-        guard let dot = token.utf8.lastIndex(of: UInt8(ascii: ".")) else { return nil }
-        return token.utf8[token.utf8.index(after: dot)...]
+    /// The claims of one attestation, `<edge kid> <callee kid> <mac> <said>`: nil when it is not for this
+    /// service, or for a key it does not hold (the next one may be); nil, too, when its MAC does not match.
+    private func check(_ entry: UnsafeBufferPointer<UInt8>, signature: UnsafeBufferPointer<UInt8>) -> AccessTokenClaims? {
+        let words = Self.words(entry, count: 4)
+        guard words.count == 4 else { return nil }
+        let pair = UnsafeBufferPointer(rebasing: entry[words[0].lowerBound..<words[1].upperBound])
+        guard let key = incoming.first(where: { $0.pair.elementsEqual(pair) })?.hmac else { return nil }
+        let said = UnsafeBufferPointer(rebasing: entry[words[3]])
+        var expected: [UInt8] = []
+        expected.reserveCapacity(44)
+        Self.appendMAC(of: said, signature, key, to: &expected)
+        // Compared every byte: the time taken says nothing of where they differ.
+        let mac = entry[words[2]]
+        guard mac.count == expected.count else { return nil }
+        var difference: UInt8 = 0
+        for (a, b) in zip(mac, expected) { difference |= a ^ b }
+        guard difference == 0 else { return nil }
+        let fields = Self.words(said, count: 6)
+        guard fields.count == 5, let exp = Int(Self.text(said, fields[0])),
+            let role = Role(rawValue: Self.text(said, fields[1])), role != .service
+        else { return nil }
+        let sid = Self.text(said, fields[4])
+        return AccessTokenClaims(
+            userID: Self.text(said, fields[2]), role: role, tokenID: Self.text(said, fields[3]), issuedAt: Date(),
+            expiresAt: Date(timeIntervalSince1970: Double(exp)), sessionID: sid == "-" ? nil : sid)
     }
 
-    private static func mac(_ said: some StringProtocol, _ signature: Substring.UTF8View, _ keyed: HMAC<SHA256>) -> HashedAuthenticationCode<SHA256> {
+    /// The ranges of the space-separated words of `bytes`, at most `count`: the last runs to the end.
+    private static func words(_ bytes: UnsafeBufferPointer<UInt8>, count: Int) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        var start = 0
+        while start <= bytes.count, ranges.count < count {
+            if ranges.count == count - 1 {
+                ranges.append(start..<bytes.count)
+                break
+            }
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: " ")) ?? bytes.count
+            ranges.append(start..<end)
+            start = end + 1
+        }
+        // An empty word (two spaces, a trailing space) is not an attestation.
+        return ranges.contains(where: \.isEmpty) ? [] : ranges
+    }
+
+    private static func text(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> String {
+        String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+    }
+
+    private static func isWord(_ text: String) -> Bool {
+        !text.isEmpty && !text.utf8.contains(where: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: ",") })
+    }
+
+    /// The token's signature: what follows its last dot.
+    private static func signature(of token: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8>? {
+        guard let dot = token.lastIndex(of: UInt8(ascii: ".")) else { return nil }
+        return UnsafeBufferPointer(rebasing: token[(dot + 1)...])
+    }
+
+    /// Appends the base64url MAC of `said`, a space and `signature` under `keyed`.
+    private static func appendMAC(
+        of said: UnsafeBufferPointer<UInt8>, _ signature: UnsafeBufferPointer<UInt8>, _ keyed: HMAC<SHA256>, to out: inout [UInt8]
+    ) {
         var hmac = keyed
-        hmac.update(data: Array(said.utf8))
-        hmac.update(data: [UInt8(ascii: " ")])
-        hmac.update(data: Array(signature))
-        return hmac.finalize()
+        hmac.update(data: UnsafeRawBufferPointer(said))
+        withUnsafeBytes(of: UInt8(ascii: " ")) { hmac.update(data: $0) }
+        hmac.update(data: UnsafeRawBufferPointer(signature))
+        hmac.finalize().withUnsafeBytes { Base64URL.append($0, to: &out) }
     }
 }
+

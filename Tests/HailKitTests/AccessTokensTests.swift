@@ -176,4 +176,38 @@ struct AccessTokensTests {
         #expect(try await verifier("coupon", jwks: rotating).verify(unsigned, attestation: header).sub.value == "u1")
         #expect(try await verifier("coupon", key: next, jwks: rotating).verify(unsigned, attestation: header).sub.value == "u1")
     }
+
+    @Test("a remembered token's attestations are made once per callee and each holds only at its own callee")
+    func rememberedAttestations() async throws {
+        func verifier(_ service: String, cacheSize: Int) async throws -> AccessTokens {
+            try await AccessTokens(service: service, signingKey: TestKeys.privateKey(service), jwks: TestKeys.jwks, cacheSize: cacheSize)
+        }
+        let gateway = try await verifier("gateway", cacheSize: 100)
+        let coupon = try await verifier("coupon", cacheSize: 0)
+        let order = try await verifier("order", cacheSize: 0)
+        let token = try await TestKeys.userToken("u7", role: .rider, session: "s7")
+        #expect(gateway.remembered(token) == nil, "not verified yet")
+        #expect(gateway.attestation(for: token, to: "coupon") == nil, "nothing to attest before verifying")
+        let claims = try await gateway.verify(token)
+        let remembered = try #require(gateway.remembered(token))
+        #expect(remembered.claims == claims)
+
+        let forCoupon = try #require(gateway.attestation(for: token, remembered: remembered, to: "coupon"))
+        let forOrder = try #require(gateway.attestation(for: token, to: "order"))
+        #expect(forCoupon != forOrder)
+        // Asked again, the same words, and the same as one made afresh from the claims.
+        #expect(gateway.attestation(for: token, to: "coupon") == forCoupon)
+        #expect(gateway.attestation(for: token, claims: claims, to: "coupon") == forCoupon)
+        #expect(try await coupon.verify(token, attestation: forCoupon).identity == claims.identity)
+        #expect(try await order.verify(token, attestation: forOrder).identity == claims.identity)
+        // Each attests for its own callee only: shown to the other, the token is checked in full, so a
+        // token with another's signature under it is refused.
+        let other = try await TestKeys.userToken("u8", role: .rider)
+        let unsigned = String(token[..<token.lastIndex(of: ".")!]) + String(other[other.lastIndex(of: ".")!...])
+        let unsignedForCoupon = try #require(gateway.attestation(for: unsigned, claims: claims, to: "coupon"))
+        await #expect(throws: Problem.self) { _ = try await order.verify(unsigned, attestation: unsignedForCoupon) }
+        #expect(try await coupon.verify(unsigned, attestation: unsignedForCoupon).sub.value == "u7")
+        // The entry's attestation is for its own token: the same claims under another token do not match it.
+        await #expect(throws: Problem.self) { _ = try await coupon.verify(unsigned, attestation: forCoupon) }
+    }
 }

@@ -24,6 +24,8 @@ final class Relay: Sendable {
     let timeout: Duration
     let serverName: String
     let logger: Logger
+    /// The request budget's limit, as the header states it.
+    private let limitText: String
     private let metrics = RelayMetrics()
 
     init(
@@ -39,6 +41,7 @@ final class Relay: Sendable {
         self.timeout = min(clients.configuration.timeout, requestTimeout ?? clients.configuration.timeout)
         self.serverName = serverName
         self.logger = logger
+        self.limitText = String(budgets.limit)
     }
 
     /// Whether a request is relayed here.
@@ -77,9 +80,9 @@ final class Relay: Sendable {
             }
         }
         guard let authorization, authorization.hasPrefix("Bearer ") else { return .router }
-        guard let claims = verified ?? tokens.rememberedClaims(String(authorization.dropFirst(7))) else {
-            return .verify(token: String(authorization.dropFirst(7)))
-        }
+        let token = String(authorization.dropFirst(7))
+        let remembered = tokens.remembered(token)
+        guard let claims = verified ?? remembered?.claims else { return .verify(token: token) }
         let identity = claims.identity
         guard route.route.allows(identity.role), revocations.isRevoked(identity) == false else { return .router }
         let client = "user:" + identity.userID
@@ -93,7 +96,7 @@ final class Relay: Sendable {
         metrics.began(head.method)
         return .relay(RelayedRequest(
             head: head, route: route, calleeID: id, client: client, remaining: remaining, authorization: authorization,
-            claims: claims, idempotencyKey: idempotencyKey,
+            token: token, claims: claims, remembered: remembered, idempotencyKey: idempotencyKey,
             requestID: HailRequestContext.requestID(from: requestID),
             trace: traced ? HailRequestContext.trace(of: head.headerFields) : nil, eventLoop: eventLoop))
     }
@@ -126,7 +129,13 @@ final class Relay: Sendable {
     func call(for request: RelayedRequest) -> RelayCall? {
         let route = request.route.route
         var headers: HTTPFields = [.authorization: request.authorization]
-        if let attestation = tokens.attestation(for: String(request.authorization.dropFirst(7)), claims: request.claims, to: route.service) {
+        let attestation =
+            if let remembered = request.remembered {
+                tokens.attestation(for: request.token, remembered: remembered, to: route.service)
+            } else {
+                tokens.attestation(for: request.token, claims: request.claims, to: route.service)
+            }
+        if let attestation {
             headers[HailHeaders.verifiedToken] = attestation
         }
         if let key = request.idempotencyKey { headers[HailHeaders.idempotencyKey] = key }
@@ -198,7 +207,7 @@ final class Relay: Sendable {
         }
         var fields = relayed.headers
         if let body = relayed.body { fields[.contentLength] = String(body.readableBytes) }
-        fields[RateLimitMiddleware.limitHeader] = String(budgets.limit)
+        fields[RateLimitMiddleware.limitHeader] = limitText
         fields[RateLimitMiddleware.remainingHeader] = String(max(0, request.remaining))
         fields[HailHeaders.requestID] = request.requestID
         fields[.date] = HTTPDate.now()
@@ -219,8 +228,11 @@ final class RelayedRequest {
     let remaining: Int
     /// The caller's `Authorization` and `Idempotency-Key`, passed on.
     let authorization: String
-    /// The token's claims, as verified here.
+    /// The token (the `Authorization` less `Bearer `) and its claims, as verified here; its entry among
+    /// the remembered tokens, when it is one.
+    let token: String
     let claims: AccessTokenClaims
+    let remembered: VerifiedToken?
     let idempotencyKey: String?
     let requestID: String
     let trace: TraceContext?
@@ -230,10 +242,13 @@ final class RelayedRequest {
 
     init(
         head: HTTPRequest, route: RelayRoutes.Entry, calleeID: String?, client: String, remaining: Int, authorization: String,
-        claims: AccessTokenClaims, idempotencyKey: String?, requestID: String, trace: TraceContext?, eventLoop: any EventLoop
+        token: String, claims: AccessTokenClaims, remembered: VerifiedToken?, idempotencyKey: String?, requestID: String,
+        trace: TraceContext?, eventLoop: any EventLoop
     ) {
         self.authorization = authorization
+        self.token = token
         self.claims = claims
+        self.remembered = remembered
         self.idempotencyKey = idempotencyKey
         self.head = head
         self.route = route
