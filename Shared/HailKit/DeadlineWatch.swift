@@ -2,16 +2,27 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// Cancels work whose deadline has passed, for every request of the process at once: one sweep every
-/// `interval` on one event loop while anything is watched, instead of a timer per request. (Scheduling a
-/// timer on an event loop from another thread and cancelling it again woke that loop twice per request:
-/// about a fifth of a claim's CPU in the coupon service.) A deadline is acted on up to `interval` late.
+/// Cancels the tasks of requests whose deadline has passed, for every request of the process at once: one
+/// sweep every `interval` on one event loop while anything is watched, instead of a timer per request.
+/// (Scheduling a timer on an event loop from another thread and cancelling it again woke that loop twice
+/// per request: about a fifth of a claim's CPU in the coupon service.) A deadline is acted on up to
+/// `interval` late.
+///
+/// A watched task is the task answering a request (a connection's task: `HailResponder` runs the
+/// handler in it). It is held unretained, so it is cancelled only while it is watched: `unwatch` and the
+/// sweep's cancelling take the same lock, and the task unwatches before its request ends. Cancellation
+/// handlers run in the sweep, under that lock: they must not watch or unwatch.
 final class DeadlineWatch: Sendable {
     static let shared = DeadlineWatch(loop: MultiThreadedEventLoopGroup.singleton.next(), interval: .milliseconds(10))
 
+    /// A task to cancel, held unretained (see above).
+    struct Watched: @unchecked Sendable {
+        let task: UnsafeCurrentTask
+    }
+
     private struct State {
         var nextID: UInt64 = 0
-        var watched: [UInt64: (deadline: NIODeadline, cancel: @Sendable () -> Void)] = [:]
+        var watched: [UInt64: (deadline: NIODeadline, task: Watched)] = [:]
         var sweeping = false
         /// Sweeps in a row that found nothing watched; the sweep stops after a second of them.
         var idleSweeps = 0
@@ -26,11 +37,11 @@ final class DeadlineWatch: Sendable {
         self.interval = interval
     }
 
-    /// Calls `cancel` once `deadline` has passed, unless `unwatch` comes first. Returns the watch's id.
-    func watch(until deadline: NIODeadline, cancel: @escaping @Sendable () -> Void) -> UInt64 {
+    /// Cancels `task` once `deadline` has passed, unless `unwatch` comes first. Returns the watch's id.
+    func watch(until deadline: NIODeadline, task: UnsafeCurrentTask) -> UInt64 {
         let (id, start) = state.withLock { state in
             state.nextID &+= 1
-            state.watched[state.nextID] = (deadline, cancel)
+            state.watched[state.nextID] = (deadline, Watched(task: task))
             state.idleSweeps = 0
             let start = !state.sweeping
             state.sweeping = true
@@ -49,18 +60,19 @@ final class DeadlineWatch: Sendable {
     private func sweep(_ task: RepeatedTask) {
         let now = NIODeadline.now()
         let idleLimit = Int(1_000_000_000 / max(1, interval.nanoseconds))
-        let due: [@Sendable () -> Void] = state.withLock { state in
+        state.withLock { state in
             guard !state.watched.isEmpty else {
                 state.idleSweeps += 1
                 if state.idleSweeps >= idleLimit {
                     state.sweeping = false
                     task.cancel()
                 }
-                return []
+                return
             }
-            let ids = state.watched.compactMap { $0.value.deadline <= now ? $0.key : nil }
-            return ids.compactMap { state.watched.removeValue(forKey: $0)?.cancel }
+            for (id, watched) in state.watched where watched.deadline <= now {
+                state.watched.removeValue(forKey: id)
+                watched.task.task.cancel()
+            }
         }
-        for cancel in due { cancel() }
     }
 }
