@@ -48,15 +48,17 @@ final class Relay: Sendable {
     enum Admission {
         /// Relayed: its body is gathered, then it is sent.
         case relay(RelayedRequest)
+        /// Relayable, but this instance has not verified its token yet: `verify` it, then admit again.
+        case verify(token: String)
         /// The router answers it.
         case router
     }
 
     /// `.relay` when this instance can relay the request itself: a relayed route, no `Expect`,
-    /// `Connection` or deadline of the caller's, a body within the limit, a valid token (remembered, or
-    /// verified now) whose role may call the route and that is known not to be signed out, and the
+    /// `Connection` or deadline of the caller's, a body within the limit, a verified token (`verified`, or
+    /// one remembered) whose role may call the route and that is known not to be signed out, and the
     /// caller's budget known here and not spent (it is counted now).
-    func admit(_ head: HTTPRequest, on eventLoop: any EventLoop) -> Admission {
+    func admit(_ head: HTTPRequest, on eventLoop: any EventLoop, verified: AccessTokenClaims? = nil) -> Admission {
         guard let path = head.path, let (route, parameter) = routes.match(head.method, path) else { return .router }
         // One pass over the header for what matters here.
         var authorization: String? = nil
@@ -79,17 +81,8 @@ final class Relay: Sendable {
         }
         guard let authorization, authorization.hasPrefix("Bearer ") else { return .router }
         let token = String(authorization.dropFirst(7))
-        var remembered = tokens.remembered(token)
-        let claims: AccessTokenClaims
-        if let known = remembered?.claims {
-            claims = known
-        } else {
-            // New to this instance: verified here, on the loop (an ES256 check costs less than a hop to
-            // another thread and back); one that does not verify goes to the router, which says why.
-            guard let verified = try? tokens.verifyNow(token) else { return .router }
-            claims = verified
-            remembered = tokens.remembered(token)
-        }
+        let remembered = tokens.remembered(token)
+        guard let claims = verified ?? remembered?.claims else { return .verify(token: token) }
         let identity = claims.identity
         guard route.route.allows(identity.role), revocations.isRevoked(identity) == false else { return .router }
         let client = "user:" + identity.userID
@@ -106,6 +99,18 @@ final class Relay: Sendable {
             token: token, claims: claims, remembered: remembered, idempotencyKey: idempotencyKey,
             requestID: HailRequestContext.requestID(from: requestID),
             trace: traced ? HailRequestContext.trace(of: head.headerFields) : nil, eventLoop: eventLoop))
+    }
+
+    /// The token's claims, verified on Swift's shared pool (jwt-kit verifies in a task), delivered on
+    /// `eventLoop`; nil when the token is not valid (the router then refuses it, with the reason). A valid
+    /// token is remembered, as the router's verification remembers it.
+    func verify(_ token: String, on eventLoop: any EventLoop) -> EventLoopFuture<AccessTokenClaims?> {
+        let promise = eventLoop.makePromise(of: AccessTokenClaims?.self)
+        let tokens = tokens
+        Task {
+            promise.succeed(try? await tokens.verify(token))
+        }
+        return promise.futureResult
     }
 
     /// The client left before the whole request arrived: it is no longer in flight.

@@ -11,8 +11,8 @@ import NIOHTTPTypes
 /// (`ProxyRoute`), a valid token, a deny-list and a request budget known here, an instance of the service
 /// listed. It is checked, counted, sent on a keep-alive connection of the same loop and answered from the
 /// service's bytes, with no task, no timer and no HTTP type conversions beyond the codec's. A token this
-/// instance has not seen before is verified here, on the loop; one that does not verify goes to the
-/// router, which refuses it with the reason.
+/// instance has not seen before is verified first (jwt-kit's verification is a task, the one hop off the
+/// loop); one that does not verify goes to the router, which refuses it with the reason.
 ///
 /// Everything else goes on to the router untouched, which answers it as it always has (and refuses what
 /// must be refused: a 401, 403, 413 or 429 comes from there). A request relayed here whose body does not
@@ -34,6 +34,8 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case idle
         /// The current request goes to the router: its parts pass through.
         case passing
+        /// The current request's token is being verified; its parts, and the next requests', wait.
+        case verifying(HTTPRequest)
         /// The current request is relayed here: its body is gathered.
         case gathering(RelayedRequest)
         /// Relayed; its answer is awaited.
@@ -71,10 +73,10 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         handle(part, context: context)
     }
 
-    /// Whether arriving parts wait: a relayed answer is awaited.
+    /// Whether arriving parts wait: a token is being verified, or a relayed answer is awaited.
     private var waiting: Bool {
         switch state {
-        case .awaiting: true
+        case .verifying, .awaiting: true
         case .idle, .passing, .gathering: false
         }
     }
@@ -87,6 +89,13 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             switch admission {
             case .relay(let request):
                 state = .gathering(request)
+            case .verify(let token):
+                state = .verifying(head)
+                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                relay.verify(token, on: context.eventLoop).whenSuccess { claims in
+                    let (handler, context) = loopBound.value
+                    handler.verified(head, claims: claims, context: context)
+                }
             case .router:
                 pass(head, context: context)
             }
@@ -112,6 +121,25 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         routerAnswersOwed += 1
         state = .passing
         context.fireChannelRead(wrapInboundOut(.head(head)))
+    }
+
+    /// The token of the request `head` was verified (`claims`) or refused (nil): it is relayed, or handed to
+    /// the router; then the parts that waited are handled.
+    private func verified(_ head: HTTPRequest, claims: AccessTokenClaims?, context: ChannelHandlerContext) {
+        // The client left meanwhile: nothing to answer.
+        guard case .verifying = state, context.channel.isActive else { return }
+        state = .idle
+        if let claims, !quiescing, case .relay(let request) = relay.admit(head, on: context.eventLoop, verified: claims) {
+            state = .gathering(request)
+        } else {
+            pass(head, context: context)
+            // The router answers from here on; a shutdown may close the connection once it has.
+            if let event = quiesceHeld {
+                quiesceHeld = nil
+                context.fireUserInboundEventTriggered(event)
+            }
+        }
+        drain(context: context)
     }
 
     /// Hands a request taken for relaying to the router after all: its head and the body so far (and its
@@ -187,7 +215,7 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         quiescing = true
         switch state {
-        case .gathering, .awaiting:
+        case .verifying, .gathering, .awaiting:
             quiesceHeld = event
         case .idle, .passing:
             context.fireUserInboundEventTriggered(event)
@@ -240,6 +268,8 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch state {
         case .gathering(let request):
             relay.abandoned(request)
+            state = .idle
+        case .verifying:
             state = .idle
         case .idle, .passing, .awaiting:
             break
