@@ -183,27 +183,17 @@ public struct AccessTokens: Sendable {
             issuer: issuer, audience: callee))
     }
 
-    /// The claims of a token verified before and not expired since, without verifying anything: nil
+    /// A token verified before and not expired since, with its claims, without verifying anything: nil
     /// when it is not remembered (then `verify` it). For callers that cannot wait, such as a channel handler.
-    public func rememberedClaims(_ token: String) -> AccessTokenClaims? {
-        verified.claims(for: token, now: Date())
-    }
-
-    /// A token verified before and not expired since, with its claims: nil when it is not remembered.
     public func remembered(_ token: String) -> VerifiedToken? {
         verified.entry(for: token, now: Date())
     }
 
     /// The claims of a valid token; throws a 401 problem naming why a token is not valid. With the
     /// gateway's `attestation` of it (`X-Hailstorm-Verified`, see `TokenAttestations`) that checks out,
-    /// the claims it states (a user's token the gateway verified), their expiry checked here.
+    /// the claims it states (a user's token the gateway verified), their expiry checked here. All on the
+    /// caller's thread: a remembered token is a lookup, an attested one an HMAC, a new one an ES256 check.
     public func verify(_ token: String, attestation: String? = nil) async throws -> AccessTokenClaims {
-        try verifyNow(token, attestation: attestation)
-    }
-
-    /// `verify`, on the caller's thread: a remembered token is a lookup, an attested one an HMAC, a new one
-    /// an ES256 check (tens of microseconds), each cheaper than a hop to another thread and back.
-    public func verifyNow(_ token: String, attestation: String? = nil) throws -> AccessTokenClaims {
         if let attestation, let claims = attestations.claims(in: attestation, for: token) {
             guard claims.exp.value > Date() else { throw Self.expired }
             byAttestation.increment()
@@ -447,7 +437,8 @@ final class HeaderKeyIDs: Sendable {
     func keyID(ofHeader header: Substring) -> String? {
         if let known = known.withLock({ $0[header] }) { return known }
         let kid = Self.read(header)
-        known.withLock { if $0.count < capacity { $0[header] = .some(kid) } }
+        // A copy of the header: a slice would keep its whole token alive.
+        known.withLock { if $0.count < capacity { $0[Substring(String(header))] = .some(kid) } }
         return kid
     }
 

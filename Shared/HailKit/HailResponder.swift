@@ -17,7 +17,6 @@ import W3CTraceContext
 ///   the request's task is cancelled and its connection closed (see `respondWithinDeadline`); a handler
 ///   that notices its deadline passed answers a 504 problem;
 /// - renders every error as `application/problem+json`.
-///
 public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Context == HailRequestContext {
     public typealias Context = HailRequestContext
 
