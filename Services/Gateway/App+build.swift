@@ -22,16 +22,19 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080, defaultConnectionsPerClient: 512)
     let (router, webSockets, relay) = try await buildRouter(kit: &kit, reader: reader)
     return kit.makeApplication(router: router) { responder, http1 in
-        // Relayed requests are answered in front of the router (`RelayHandler`), which then keeps the
+        guard let relay else {
+            return HTTP1WebSocketUpgradeChannel(
+                responder: responder, webSocketResponder: webSockets, configuration: .init(http1: http1, ws: .init()))
+        }
+        // Relayed requests are answered in front of the HTTP decoder (`RelayHandler`), which then keeps the
         // connection's idle timeout: the router does not see every request.
         var http1 = http1
         let idleTimeout = http1.idleTimeout
         http1.idleTimeout = nil
-        if let relay {
-            http1.additionalChannelHandlers = { [RelayHandler(relay: relay, idleTimeout: idleTimeout)] }
-        }
-        return HTTP1WebSocketUpgradeChannel(
-            responder: responder, webSocketResponder: webSockets, configuration: .init(http1: http1, ws: .init()))
+        return RelayingChannel(
+            inner: HTTP1WebSocketUpgradeChannel(
+                responder: responder, webSocketResponder: webSockets, configuration: .init(http1: http1, ws: .init())),
+            relay: relay, idleTimeout: idleTimeout)
     }
 }
 

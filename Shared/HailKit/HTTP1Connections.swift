@@ -3,12 +3,6 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// What another service answered over HTTP/1.1: the head and the whole body.
-public struct HTTP1Answer: Sendable {
-    public var head: HTTPResponseHead
-    public var body: ByteBuffer
-}
-
 /// Why a call over `HTTP1Connections` got no answer.
 public enum HTTP1CallError: Error, Equatable, Sendable {
     /// The deadline passed before the whole answer arrived.
@@ -30,7 +24,10 @@ public enum HTTP1CallError: Error, Equatable, Sendable {
 /// a call takes no lock: the caller's promise is handed to the loop (the caller's own loop when it names
 /// one, so the request and its answer never cross threads), the request goes out on an idle connection
 /// or a new one (at most `maxConnectionsPerLoop` per target; beyond that calls wait in order), and the
-/// answer comes back as the head and the body's bytes, which the gateway relays untouched. Deadlines need
+/// answer comes back as the status, the header block and the body's bytes, which the gateway relays
+/// untouched. Requests go out as one buffer and answers are framed on bytes (`HTTP1Wire`): no request head
+/// or header list is built for NIO's codec, and no header is turned into a string unless a caller asks for
+/// it. Deadlines need
 /// no timer per call: one sweep per loop, every 25 ms while calls are in flight, fails those past their
 /// deadline and closes their connections (a late answer can never be read as the next call's). A
 /// connection idle longer than `idleLimit` (shorter than the servers' keep-alive timeout) is closed
@@ -66,7 +63,9 @@ public final class HTTP1Connections: Sendable {
         host: String, port: Int, head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline,
         eventLoop: (any EventLoop)? = nil
     ) async throws -> HTTP1Answer {
-        let (connections, call) = makeCall(host: host, port: port, head: head, body: body, deadline: deadline, eventLoop: eventLoop)
+        let (connections, call) = makeCall(
+            host: host, port: port, request: HTTP1Wire.request(head, body: body), noBody: head.method == .HEAD, deadline: deadline,
+            eventLoop: eventLoop)
         connections.loop.execute { connections.submit(call) }
         return try await withTaskCancellationHandler {
             try await call.promise.futureResult.get()
@@ -77,11 +76,13 @@ public final class HTTP1Connections: Sendable {
 
     /// `execute` for a caller that is itself a channel handler: no task, and when `eventLoop` belongs to
     /// this client's group the call is submitted and answered on it, in the caller's own turn of the loop.
-    /// The future fails with `HTTP1CallError`.
+    /// `request` is the whole request as it goes on the wire (request line, header, body), written by the
+    /// caller; `noBody`: it is a HEAD, so its answer has no body. The future fails with `HTTP1CallError`.
     public func submit(
-        host: String, port: Int, head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline, eventLoop: any EventLoop
+        host: String, port: Int, request: ByteBuffer, noBody: Bool = false, deadline: NIODeadline, eventLoop: any EventLoop
     ) -> EventLoopFuture<HTTP1Answer> {
-        let (connections, call) = makeCall(host: host, port: port, head: head, body: body, deadline: deadline, eventLoop: eventLoop)
+        let (connections, call) = makeCall(
+            host: host, port: port, request: request, noBody: noBody, deadline: deadline, eventLoop: eventLoop)
         if connections.loop.inEventLoop {
             connections.submit(call)
         } else {
@@ -91,11 +92,11 @@ public final class HTTP1Connections: Sendable {
     }
 
     private func makeCall(
-        host: String, port: Int, head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline, eventLoop: (any EventLoop)?
+        host: String, port: Int, request: ByteBuffer, noBody: Bool, deadline: NIODeadline, eventLoop: (any EventLoop)?
     ) -> (LoopConnections, PendingCall) {
         let connections = eventLoop.flatMap { loops[ObjectIdentifier($0)] } ?? loops[ObjectIdentifier(group.next())]!
         let call = PendingCall(
-            target: Target(host: host, port: port), head: head, body: body, deadline: deadline,
+            target: Target(host: host, port: port), request: request, noBody: noBody, deadline: deadline,
             promise: connections.loop.makePromise(of: HTTP1Answer.self))
         return (connections, call)
     }
@@ -109,8 +110,9 @@ struct Target: Hashable, Sendable {
 /// One call on its way: created by the caller, then touched only on its loop.
 final class PendingCall: @unchecked Sendable {
     let target: Target
-    let head: HTTPRequestHead
-    let body: ByteBuffer?
+    /// The request's bytes, and whether its answer has no body (a HEAD).
+    let request: ByteBuffer
+    let noBody: Bool
     let deadline: NIODeadline
     let promise: EventLoopPromise<HTTP1Answer>
     /// Answered, failed or cancelled: nothing more happens to it.
@@ -118,10 +120,10 @@ final class PendingCall: @unchecked Sendable {
     /// The connection carrying it, once sent.
     var connection: HTTP1ClientConnection?
 
-    init(target: Target, head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline, promise: EventLoopPromise<HTTP1Answer>) {
+    init(target: Target, request: ByteBuffer, noBody: Bool, deadline: NIODeadline, promise: EventLoopPromise<HTTP1Answer>) {
         self.target = target
-        self.head = head
-        self.body = body
+        self.request = request
+        self.noBody = noBody
         self.deadline = deadline
         self.promise = promise
     }
@@ -266,11 +268,6 @@ final class TargetPool: @unchecked Sendable {
             .connectTimeout(limits.connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // Every header sent is this process's own or was parsed from a request already (no
-                    // CR or LF can be in it): checking each again on the way out costs a twentieth of a
-                    // relayed request.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                        leftOverBytesStrategy: .fireError, enableOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(connection)
                 }
             }
@@ -297,17 +294,17 @@ final class TargetPool: @unchecked Sendable {
     }
 }
 
-/// One keep-alive connection: sends one call at a time and gathers its answer.
+/// One keep-alive connection: sends one call at a time and frames its answer (`HTTP1AnswerParser`).
 final class HTTP1ClientConnection: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private unowned let pool: TargetPool
-    private let maxAnswerBytes: Int
+    private var parser: HTTP1AnswerParser
     private var context: ChannelHandlerContext?
     private var current: PendingCall?
-    private var head: HTTPResponseHead?
-    private var body: ByteBuffer?
+    /// Bytes read that do not yet complete what the parser waits for (a head, a chunk's size line).
+    private var unread: ByteBuffer?
     var idleSince = NIODeadline.now()
     /// Closed by this side, or seen closing: it takes no more calls.
     private var closing = false
@@ -318,7 +315,7 @@ final class HTTP1ClientConnection: ChannelInboundHandler, RemovableChannelHandle
 
     init(pool: TargetPool, maxAnswerBytes: Int) {
         self.pool = pool
-        self.maxAnswerBytes = maxAnswerBytes
+        self.parser = HTTP1AnswerParser(maxBodyBytes: maxAnswerBytes)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -332,50 +329,54 @@ final class HTTP1ClientConnection: ChannelInboundHandler, RemovableChannelHandle
         }
         current = call
         call.connection = self
-        context.write(wrapOutboundOut(.head(call.head)), promise: nil)
-        if let body = call.body, body.readableBytes > 0 {
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(call.request), promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let received):
-            head = received
-        case .body(var part):
-            if body == nil {
-                body = part
-            } else {
-                body!.writeBuffer(&part)
-            }
-            if body!.readableBytes > maxAnswerBytes {
-                current?.fail(.answerTooLarge)
-                close()
-            }
-        case .end:
-            guard let call = current, let received = head else {
-                // An answer nobody asked for: the connection is out of step.
-                close()
-                return
-            }
-            let answer = HTTP1Answer(head: received, body: body ?? ByteBuffer())
-            current = nil
-            head = nil
-            body = nil
-            call.connection = nil
-            let reusable = received.isKeepAlive && !call.finished
-            call.succeed(answer)
-            if reusable {
-                pool.release(self)
-            } else {
-                close()
-            }
+        var bytes = unwrapInboundIn(data)
+        if var earlier = unread {
+            unread = nil
+            earlier.writeBuffer(&bytes)
+            bytes = earlier
+        }
+        guard let call = current else {
+            // An answer nobody asked for: the connection is out of step.
+            close()
+            return
+        }
+        let read: (HTTP1Answer, keepAlive: Bool)?
+        do {
+            read = try parser.read(&bytes, noBody: call.noBody)
+        } catch HTTP1AnswerParser.Failure.tooLarge {
+            call.fail(.answerTooLarge)
+            close()
+            return
+        } catch {
+            close()
+            return
+        }
+        guard let (answer, keepAlive) = read else {
+            if bytes.readableBytes > 0 { unread = bytes }
+            return
+        }
+        current = nil
+        call.connection = nil
+        // Bytes after the answer were not asked for either.
+        let reusable = keepAlive && !call.finished && bytes.readableBytes == 0
+        call.succeed(answer)
+        if reusable {
+            pool.release(self)
+        } else {
+            close()
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
+        // An answer whose body runs to the close is whole now.
+        if let call = current, let answer = parser.closed() {
+            call.succeed(answer)
+        }
         current?.fail(.connectionClosed)
         current = nil
         // Only a connection that was active goes inactive; one that never connected was counted out by

@@ -211,12 +211,9 @@ public final class ServiceClient: Sendable {
                 let response = try await connections.execute(
                     host: instance.host, port: instance.port, head: head, body: body,
                     deadline: .now() + .nanoseconds(remaining.nanosecondsValue), eventLoop: context.eventLoop)
-                let status = HTTPResponse.Status(code: Int(response.head.status.code))
-                var fields = HTTPFields()
-                for header in response.head.headers {
-                    if let name = HTTPField.Name(header.name) { fields.append(HTTPField(name: name, value: header.value)) }
-                }
-                let answer = ServiceResponse(status: status, headers: fields, body: response.body, instance: instance, attempts: attempt)
+                let status = HTTPResponse.Status(code: response.status)
+                let answer = ServiceResponse(
+                    status: status, headers: response.fields, body: response.body, instance: instance, attempts: attempt)
                 if [502, 503, 504].contains(status.code) {
                     record(.unavailable, service: service, instance: instance)
                     lastFailure = Self.problem(from: answer, service: service)
@@ -306,9 +303,7 @@ public final class ServiceClient: Sendable {
     ) -> HTTPRequestHead {
         var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method.rawValue), uri: path)
         head.headers.reserveCapacity(headers.count + 7)
-        head.headers.add(
-            name: "host",
-            value: instance.host.contains(":") ? "[\(instance.host)]:\(instance.port)" : "\(instance.host):\(instance.port)")
+        head.headers.add(name: "host", value: instance.hostHeader)
         for field in headers where field.name != HailHeaders.requestID && field.name != HailHeaders.traceParent
             && field.name != HailHeaders.traceState && field.name != HailHeaders.deadline && field.name != .contentLength
         {
@@ -404,5 +399,12 @@ public final class ServiceClient: Sendable {
             return made
         }
         counter.increment()
+    }
+}
+
+extension ServiceInstance {
+    /// The `Host` header of a request to this instance (an IPv6 address in brackets).
+    public var hostHeader: String {
+        host.utf8.contains(UInt8(ascii: ":")) ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 }

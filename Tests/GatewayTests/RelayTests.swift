@@ -97,6 +97,33 @@ struct RelayTests {
         }
     }
 
+    @Test("a request that arrives a few bytes at a time, and a chunked one the relay leaves to the router, are answered in order")
+    func fragmentedAndChunked() async throws {
+        try await withPlatform(gateway: Self.relaying.merging(["gateway.rate.window.seconds": "60"]) { $1 }, withCoupon: true) { base in
+            let access = try #require(try await signedInRider(base)["accessToken"] as? String)
+            let auth = "Authorization: Bearer \(access)\r\n"
+            let connection = try RawConnection(port: try #require(Int(base.split(separator: ":").last ?? "")))
+            try await connection.send("GET /api/v1/me HTTP/1.1\r\nHost: a\r\n\(auth)X-Request-ID: s-1\r\n\r\n")
+            try await Task.sleep(for: .milliseconds(300))
+            // Relayed (the token is known by now), sent seven bytes at a time.
+            let split = Array("GET /api/v1/coupons/campaigns HTTP/1.1\r\nHost: a\r\n\(auth)X-Request-ID: s-2\r\n\r\n".utf8)
+            for start in stride(from: 0, to: split.count, by: 7) {
+                try await connection.send(Array(split[start..<min(split.count, start + 7)]))
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            try await connection.send(
+                "POST /api/v1/coupons/campaigns/no-such-campaign/claim HTTP/1.1\r\nHost: a\r\n\(auth)X-Request-ID: s-3\r\n"
+                    + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                    + "GET /api/v1/me HTTP/1.1\r\nHost: a\r\n\(auth)X-Request-ID: s-4\r\nConnection: close\r\n\r\n")
+            let (bytes, closed) = try await connection.readUntilClosed(timeout: .seconds(10))
+            #expect(closed)
+            let answers = Self.answers(bytes)
+            #expect(answers.map { $0.headers["x-request-id"] ?? "-" } == ["s-1", "s-2", "s-3", "s-4"])
+            #expect(answers.map(\.status) == [200, 200, 404, 200])
+            #expect(answers.count == 4 && answers[1].headers["ratelimit-remaining"] != nil && answers[1].body.contains("\"campaigns\""))
+        }
+    }
+
     @Test("a token the gateway has not seen is verified before its request is relayed; requests pipelined behind it wait their turn")
     func freshTokensInOrder() async throws {
         try await withPlatform(gateway: Self.relaying.merging(["gateway.rate.window.seconds": "60"]) { $1 }, withCoupon: true) { base in

@@ -24,8 +24,9 @@ final class Relay: Sendable {
     let timeout: Duration
     let serverName: String
     let logger: Logger
-    /// The request budget's limit, as the header states it.
+    /// The request budget's limit and the relayed call's deadline in milliseconds, as the headers state them.
     private let limitText: String
+    private let timeoutText: String
     private let metrics = RelayMetrics()
 
     init(
@@ -42,11 +43,12 @@ final class Relay: Sendable {
         self.serverName = serverName
         self.logger = logger
         self.limitText = String(budgets.limit)
+        self.timeoutText = String(max(1, timeout.millisecondsValue))
     }
 
     /// Whether a request is relayed here.
     enum Admission {
-        /// Relayed: its body is gathered, then it is sent.
+        /// Relayed: it is sent to the service.
         case relay(RelayedRequest)
         /// Relayable, but this instance has not verified its token yet: `verify` it, then admit again.
         case verify(token: String)
@@ -55,31 +57,13 @@ final class Relay: Sendable {
     }
 
     /// `.relay` when this instance can relay the request itself: a relayed route, no `Expect`,
-    /// `Connection` or deadline of the caller's, a body within the limit, a verified token (`verified`, or
-    /// one remembered) whose role may call the route and that is known not to be signed out, and the
-    /// caller's budget known here and not spent (it is counted now).
-    func admit(_ head: HTTPRequest, on eventLoop: any EventLoop, verified: AccessTokenClaims? = nil) -> Admission {
-        guard let path = head.path, let (route, parameter) = routes.match(head.method, path) else { return .router }
-        // One pass over the header for what matters here.
-        var authorization: String? = nil
-        var idempotencyKey: String? = nil
-        var requestID: String? = nil
-        var traced = false
-        for field in head.headerFields {
-            switch field.name {
-            case .authorization: authorization = field.value
-            case HailHeaders.idempotencyKey: idempotencyKey = field.value
-            case HailHeaders.requestID: requestID = field.value
-            case HailHeaders.traceParent: traced = true
-            case .contentLength:
-                guard let bytes = Int(field.value), bytes <= bodyLimit else { return .router }
-            case .expect, .connection, HailHeaders.deadline:
-                return .router
-            default:
-                break
-            }
-        }
-        guard let authorization, authorization.hasPrefix("Bearer ") else { return .router }
+    /// `Connection`, `Upgrade` or deadline of the caller's, a body within the limit, a verified token
+    /// (`verified`, or one remembered) whose role may call the route and that is known not to be signed out,
+    /// and the caller's budget known here and not spent (it is counted now).
+    func admit(_ head: WireRequest, on eventLoop: any EventLoop, verified: AccessTokenClaims? = nil) -> Admission {
+        guard !head.forRouter, head.bodyLength <= bodyLimit, let (route, parameter) = routes.match(head.method, head.path),
+            let authorization = head.authorization, authorization.hasPrefix("Bearer ")
+        else { return .router }
         let token = String(authorization.dropFirst(7))
         let remembered = tokens.remembered(token)
         guard let claims = verified ?? remembered?.claims else { return .verify(token: token) }
@@ -93,12 +77,17 @@ final class Relay: Sendable {
             case .caller: identity.userID
             case .none: nil
             }
+        var trace: TraceContext? = nil
+        if let parent = head.traceParent {
+            var fields: HTTPFields = [HailHeaders.traceParent: parent]
+            if let state = head.traceState { fields[HailHeaders.traceState] = state }
+            trace = HailRequestContext.trace(of: fields)
+        }
         metrics.began(head.method)
         return .relay(RelayedRequest(
-            head: head, route: route, calleeID: id, client: client, remaining: remaining, authorization: authorization,
-            token: token, claims: claims, remembered: remembered, idempotencyKey: idempotencyKey,
-            requestID: HailRequestContext.requestID(from: requestID),
-            trace: traced ? HailRequestContext.trace(of: head.headerFields) : nil, eventLoop: eventLoop))
+            method: head.method, path: head.path, route: route, calleeID: id, client: client, remaining: remaining,
+            authorization: authorization, token: token, claims: claims, remembered: remembered, idempotencyKey: head.idempotencyKey,
+            requestID: HailRequestContext.requestID(from: head.requestID), trace: trace, eventLoop: eventLoop))
     }
 
     /// The token's claims, verified in a task on Swift's shared pool (an ES256 check on the one event loop
@@ -114,72 +103,98 @@ final class Relay: Sendable {
         return promise.futureResult
     }
 
-    /// The client left before the whole request arrived: it is no longer in flight.
-    func abandoned(_ request: RelayedRequest) {
-        metrics.ended(request.head.method)
-    }
-
     /// The request goes to the router after all: it counts it again.
     func handedOver(_ request: RelayedRequest) {
         budgets.giveBack(request.client)
-        metrics.ended(request.head.method)
+        metrics.ended(request.method)
     }
 
-    /// The call for a whole request; nil when its body does not match the endpoint or no instance of the
-    /// service is listed (the router then answers, with the reason).
-    func call(for request: RelayedRequest) -> RelayCall? {
+    /// The call for a whole request (`body`: its body, empty when it has none); nil when its body does not
+    /// match the endpoint or no instance of the service is listed (the router then answers, with the
+    /// reason). The request to the service is written straight into one buffer: the request line, the
+    /// caller's token with the gateway's attestation, the Idempotency-Key, request id, trace and deadline,
+    /// then the body.
+    func call(for request: RelayedRequest, body: ByteBuffer, allocator: ByteBufferAllocator) -> RelayCall? {
         let route = request.route.route
-        var headers: HTTPFields = [.authorization: request.authorization]
+        if let checkBody = route.checkBody {
+            do { try checkBody(body) } catch { return nil }
+        }
+        guard let instance = clients.pickListed(route.service) else { return nil }
         let attestation =
             if let remembered = request.remembered {
                 tokens.attestation(for: request.token, remembered: remembered, to: route.service)
             } else {
                 tokens.attestation(for: request.token, claims: request.claims, to: route.service)
             }
+        let sent = route.checkBody == nil ? 0 : body.readableBytes
+        var bytes = allocator.buffer(capacity: 384 + request.authorization.utf8.count + sent)
+        bytes.writeString(route.calleeMethod.rawValue)
+        bytes.writeStaticString(" ")
+        bytes.writeString(route.calleePath(request.calleeID))
+        bytes.writeStaticString(" HTTP/1.1\r\nhost: ")
+        bytes.writeString(instance.hostHeader)
+        bytes.writeStaticString("\r\nauthorization: ")
+        bytes.writeString(request.authorization)
         if let attestation {
-            headers[HailHeaders.verifiedToken] = attestation
+            bytes.writeStaticString("\r\nx-hailstorm-verified: ")
+            bytes.writeString(attestation)
         }
-        if let key = request.idempotencyKey { headers[HailHeaders.idempotencyKey] = key }
-        if let checkBody = route.checkBody {
-            do { try checkBody(request.body ?? ByteBuffer()) } catch { return nil }
-            headers[.contentType] = "application/json"
+        if let key = request.idempotencyKey {
+            bytes.writeStaticString("\r\nidempotency-key: ")
+            bytes.writeString(key)
         }
-        guard let instance = clients.pickListed(route.service) else { return nil }
-        let callContext = CallContext(requestID: request.requestID, trace: request.trace, eventLoop: request.eventLoop)
-        let head = ServiceClient.head(
-            method: route.calleeMethod, path: route.calleePath(request.calleeID), headers: headers, instance: instance,
-            context: callContext, remaining: timeout, bodyLength: route.checkBody == nil ? 0 : request.body?.readableBytes ?? 0)
+        bytes.writeStaticString("\r\nx-request-id: ")
+        bytes.writeString(request.requestID)
+        if let trace = request.trace {
+            bytes.writeStaticString("\r\ntraceparent: ")
+            bytes.writeString(trace.traceParentHeaderValue)
+            if let state = trace.traceStateHeaderValue, !state.isEmpty {
+                bytes.writeStaticString("\r\ntracestate: ")
+                bytes.writeString(state)
+            }
+        }
+        bytes.writeStaticString("\r\nx-hailstorm-deadline-ms: ")
+        bytes.writeString(timeoutText)
+        if sent > 0 { bytes.writeStaticString("\r\ncontent-type: application/json") }
+        bytes.writeStaticString("\r\ncontent-length: ")
+        bytes.writeString(String(sent))
+        bytes.writeStaticString("\r\n\r\n")
+        if sent > 0 {
+            var body = body
+            bytes.writeBuffer(&body)
+        }
         clients.started(instance)
         let answer = clients.connections.submit(
-            host: instance.host, port: instance.port, head: head, body: route.checkBody == nil ? nil : request.body,
+            host: instance.host, port: instance.port, request: bytes,
             deadline: .now() + .nanoseconds(timeout.nanosecondsValue), eventLoop: request.eventLoop)
         return RelayCall(instance: instance, answer: answer)
     }
 
     enum Outcome {
         /// Write this answer.
-        case answer(HTTPResponse, ByteBuffer?)
+        case answer(ByteBuffer)
         /// A retryable call failed: the router tries again, with backoff.
         case retryThroughRouter
     }
 
     /// What to do with a call's result, as `ServiceClient.send` and the router's relay would.
-    func outcome(of request: RelayedRequest, call: RelayCall, result: Result<HTTP1Answer, any Error>) -> Outcome {
+    func outcome(
+        of request: RelayedRequest, call: RelayCall, result: Result<HTTP1Answer, any Error>, allocator: ByteBufferAllocator
+    ) -> Outcome {
         let route = request.route.route
         let retryable = route.isIdempotent || request.idempotencyKey != nil
         let relayed: RelayedAnswer
         do {
             switch result {
             case .success(let answer):
-                let code = Int(answer.head.status.code)
+                let code = answer.status
                 let unavailable = code == 502 || code == 503 || code == 504
                 clients.finished(call.instance, service: route.service, outcome: unavailable ? .unavailable : .ok)
                 if unavailable, retryable {
                     handedOver(request)
                     return .retryThroughRouter
                 }
-                relayed = try RelayedAnswer(
-                    status: code, header: { answer.head.headers.first(name: $0.rawName) }, body: answer.body)
+                relayed = try RelayedAnswer(status: code, header: { answer.header($0.rawName) }, body: answer.body)
             case .failure(let error):
                 if let error = error as? HTTP1CallError, error == .deadlineExceeded {
                     clients.finished(call.instance, service: route.service, outcome: .deadline)
@@ -199,28 +214,55 @@ final class Relay: Sendable {
             logger.error(
                 "request failed",
                 metadata: [
-                    "request_id": "\(request.requestID)", "path": "\(request.head.path ?? "")", "status": "\(problem.status.code)",
+                    "request_id": "\(request.requestID)", "path": "\(request.path)", "status": "\(problem.status.code)",
                     "error": "\(problem)",
                 ])
             var headers = problem.headers
             headers[.contentType] = "application/problem+json"
             relayed = RelayedAnswer(status: problem.status, headers: headers, body: problem.body(requestID: request.requestID))
         }
-        var fields = relayed.headers
-        if let body = relayed.body { fields[.contentLength] = String(body.readableBytes) }
-        fields[RateLimitMiddleware.limitHeader] = limitText
-        fields[RateLimitMiddleware.remainingHeader] = String(max(0, request.remaining))
-        fields[HailHeaders.requestID] = request.requestID
-        fields[.date] = HTTPDate.now()
-        fields[.server] = serverName
         metrics.answered(request, status: relayed.status)
-        return .answer(HTTPResponse(status: relayed.status, headerFields: fields), relayed.body)
+        return .answer(answerBytes(relayed, request: request, allocator: allocator))
+    }
+
+    /// The answer to the client, as bytes: the status line, the relayed headers, the body's length, the
+    /// budget's headers, the request id, `Date` and `Server`, then the body.
+    private func answerBytes(_ relayed: RelayedAnswer, request: RelayedRequest, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var bytes = allocator.buffer(capacity: 320 + (relayed.body?.readableBytes ?? 0))
+        bytes.writeStaticString("HTTP/1.1 ")
+        bytes.writeString(String(relayed.status.code))
+        bytes.writeStaticString(" ")
+        bytes.writeString(relayed.status.reasonPhrase)
+        for field in relayed.headers {
+            bytes.writeStaticString("\r\n")
+            bytes.writeString(field.name.canonicalName)
+            bytes.writeStaticString(": ")
+            bytes.writeString(field.value)
+        }
+        if let body = relayed.body {
+            bytes.writeStaticString("\r\ncontent-length: ")
+            bytes.writeString(String(body.readableBytes))
+        }
+        bytes.writeStaticString("\r\nratelimit-limit: ")
+        bytes.writeString(limitText)
+        bytes.writeStaticString("\r\nratelimit-remaining: ")
+        bytes.writeString(String(max(0, request.remaining)))
+        bytes.writeStaticString("\r\nx-request-id: ")
+        bytes.writeString(request.requestID)
+        bytes.writeStaticString("\r\ndate: ")
+        bytes.writeString(HTTPDate.now())
+        bytes.writeStaticString("\r\nserver: ")
+        bytes.writeString(serverName)
+        bytes.writeStaticString("\r\n\r\n")
+        if var body = relayed.body { bytes.writeBuffer(&body) }
+        return bytes
     }
 }
 
 /// A request taken for relaying.
 final class RelayedRequest {
-    let head: HTTPRequest
+    let method: HTTPRequest.Method
+    let path: String
     let route: RelayRoutes.Entry
     /// The callee's `{id}`.
     let calleeID: String?
@@ -239,19 +281,19 @@ final class RelayedRequest {
     let trace: TraceContext?
     let eventLoop: any EventLoop
     let started = DispatchTime.now().uptimeNanoseconds
-    private(set) var body: ByteBuffer?
 
     init(
-        head: HTTPRequest, route: RelayRoutes.Entry, calleeID: String?, client: String, remaining: Int, authorization: String,
-        token: String, claims: AccessTokenClaims, remembered: VerifiedToken?, idempotencyKey: String?, requestID: String,
-        trace: TraceContext?, eventLoop: any EventLoop
+        method: HTTPRequest.Method, path: String, route: RelayRoutes.Entry, calleeID: String?, client: String, remaining: Int,
+        authorization: String, token: String, claims: AccessTokenClaims, remembered: VerifiedToken?, idempotencyKey: String?,
+        requestID: String, trace: TraceContext?, eventLoop: any EventLoop
     ) {
+        self.method = method
+        self.path = path
         self.authorization = authorization
         self.token = token
         self.claims = claims
         self.remembered = remembered
         self.idempotencyKey = idempotencyKey
-        self.head = head
         self.route = route
         self.calleeID = calleeID
         self.client = client
@@ -259,18 +301,6 @@ final class RelayedRequest {
         self.requestID = requestID
         self.trace = trace
         self.eventLoop = eventLoop
-    }
-
-    /// Adds a part of the body; false (and nothing added) when the body would pass `limit`.
-    func gather(_ part: ByteBuffer, limit: Int) -> Bool {
-        guard (body?.readableBytes ?? 0) + part.readableBytes <= limit else { return false }
-        if body == nil {
-            body = part
-        } else {
-            var part = part
-            body!.writeBuffer(&part)
-        }
-        return true
     }
 }
 
@@ -366,7 +396,7 @@ final class RelayMetrics: Sendable {
     func ended(_ method: HTTPRequest.Method) { meter(method).decrement() }
 
     func answered(_ request: RelayedRequest, status: HTTPResponse.Status) {
-        let key = Key(route: request.route.name, method: request.head.method, status: status.code)
+        let key = Key(route: request.route.name, method: request.method, status: status.code)
         let (counter, timer) = endpoints.withLock { endpoints in
             if let known = endpoints[key] { return known }
             let dimensions = [
@@ -382,7 +412,7 @@ final class RelayMetrics: Sendable {
         }
         counter.increment()
         timer.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - request.started)
-        ended(request.head.method)
+        ended(request.method)
     }
 }
 
