@@ -97,7 +97,7 @@ struct RelayTests {
         }
     }
 
-    @Test("a request that arrives a few bytes at a time, and a chunked one the relay leaves to the router, are answered in order")
+    @Test("a request that arrives a few bytes at a time, one with two tokens and a chunked one that the relay leaves to the router, are answered in order")
     func fragmentedAndChunked() async throws {
         try await withPlatform(gateway: Self.relaying.merging(["gateway.rate.window.seconds": "60"]) { $1 }, withCoupon: true) { base in
             let access = try #require(try await signedInRider(base)["accessToken"] as? String)
@@ -112,15 +112,17 @@ struct RelayTests {
                 try await Task.sleep(for: .milliseconds(5))
             }
             try await connection.send(
-                "POST /api/v1/coupons/campaigns/no-such-campaign/claim HTTP/1.1\r\nHost: a\r\n\(auth)X-Request-ID: s-3\r\n"
+                // Two tokens: not the relay's to choose one; the router refuses the pair.
+                "GET /api/v1/me HTTP/1.1\r\nHost: a\r\n\(auth)\(auth)X-Request-ID: s-2b\r\n\r\n"
+                    + "POST /api/v1/coupons/campaigns/no-such-campaign/claim HTTP/1.1\r\nHost: a\r\n\(auth)X-Request-ID: s-3\r\n"
                     + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
                     + "GET /api/v1/me HTTP/1.1\r\nHost: a\r\n\(auth)X-Request-ID: s-4\r\nConnection: close\r\n\r\n")
             let (bytes, closed) = try await connection.readUntilClosed(timeout: .seconds(10))
             #expect(closed)
             let answers = Self.answers(bytes)
-            #expect(answers.map { $0.headers["x-request-id"] ?? "-" } == ["s-1", "s-2", "s-3", "s-4"])
-            #expect(answers.map(\.status) == [200, 200, 404, 200])
-            #expect(answers.count == 4 && answers[1].headers["ratelimit-remaining"] != nil && answers[1].body.contains("\"campaigns\""))
+            #expect(answers.map { $0.headers["x-request-id"] ?? "-" } == ["s-1", "s-2", "s-2b", "s-3", "s-4"])
+            #expect(answers.map(\.status) == [200, 200, 401, 404, 200])
+            #expect(answers.count == 5 && answers[1].headers["ratelimit-remaining"] != nil && answers[1].body.contains("\"campaigns\""))
         }
     }
 

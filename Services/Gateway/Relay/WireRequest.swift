@@ -15,7 +15,8 @@ struct WireRequest {
     var requestID: String?
     var traceParent: String?
     var traceState: String?
-    /// A header only the router handles: `Expect`, `Connection`, `Upgrade`, the caller's own deadline.
+    /// A header only the router handles: `Expect`, `Connection`, `Upgrade`, the caller's own deadline, a
+    /// second `Authorization` or `Idempotency-Key`.
     var forRouter = false
     /// An `Upgrade` header: after this request the connection may no longer be HTTP.
     var upgrade = false
@@ -79,8 +80,13 @@ struct WireRequest {
                 let value = UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd])
                 guard value.allSatisfy({ $0 >= 0x20 && $0 != 0x7F || $0 == 0x09 }) else { return .unframed }
                 switch Field(name) {
-                case .authorization: request.authorization = String(decoding: value, as: UTF8.self)
-                case .idempotencyKey: request.idempotencyKey = String(decoding: value, as: UTF8.self)
+                case .authorization:
+                    // Two of them: which one counts is the router's call (and its refusal).
+                    if request.authorization != nil { request.forRouter = true }
+                    request.authorization = String(decoding: value, as: UTF8.self)
+                case .idempotencyKey:
+                    if request.idempotencyKey != nil { request.forRouter = true }
+                    request.idempotencyKey = String(decoding: value, as: UTF8.self)
                 case .requestID: request.requestID = String(decoding: value, as: UTF8.self)
                 case .traceParent: request.traceParent = String(decoding: value, as: UTF8.self)
                 case .traceState: request.traceState = String(decoding: value, as: UTF8.self)
