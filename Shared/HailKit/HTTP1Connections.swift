@@ -1,6 +1,5 @@
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// Why a call over `HTTP1Connections` got no answer.
@@ -57,15 +56,15 @@ public final class HTTP1Connections: Sendable {
         self.loops = loops
     }
 
-    /// Sends `head` (and `body`) to `host:port` and returns the answer, or throws `HTTP1CallError`.
-    /// `eventLoop`: the caller's loop (the server channel's), used when it belongs to this client's group.
+    /// Sends `request` (the whole request as it goes on the wire, see `HTTP1Wire.request`) to `host:port`
+    /// and returns the answer, or throws `HTTP1CallError`. `noBody`: it is a HEAD, so its answer has no
+    /// body. `eventLoop`: the caller's loop (the server channel's), used when it belongs to this client's group.
     public func execute(
-        host: String, port: Int, head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline,
+        host: String, port: Int, request: ByteBuffer, noBody: Bool = false, deadline: NIODeadline,
         eventLoop: (any EventLoop)? = nil
     ) async throws -> HTTP1Answer {
         let (connections, call) = makeCall(
-            host: host, port: port, request: HTTP1Wire.request(head, body: body), noBody: head.method == .HEAD, deadline: deadline,
-            eventLoop: eventLoop)
+            host: host, port: port, request: request, noBody: noBody, deadline: deadline, eventLoop: eventLoop)
         connections.loop.execute { connections.submit(call) }
         return try await withTaskCancellationHandler {
             try await call.promise.futureResult.get()
@@ -76,8 +75,7 @@ public final class HTTP1Connections: Sendable {
 
     /// `execute` for a caller that is itself a channel handler: no task, and when `eventLoop` belongs to
     /// this client's group the call is submitted and answered on it, in the caller's own turn of the loop.
-    /// `request` is the whole request as it goes on the wire (request line, header, body), written by the
-    /// caller; `noBody`: it is a HEAD, so its answer has no body. The future fails with `HTTP1CallError`.
+    /// The future fails with `HTTP1CallError`.
     public func submit(
         host: String, port: Int, request: ByteBuffer, noBody: Bool = false, deadline: NIODeadline, eventLoop: any EventLoop
     ) -> EventLoopFuture<HTTP1Answer> {

@@ -1,29 +1,47 @@
 import HTTPTypes
 import NIOCore
-import NIOHTTP1
+import W3CTraceContext
 
 /// HTTP/1.1 as the service client writes and reads it, on bytes: a request is written once into one
 /// buffer, an answer is framed (status line, header block, body by length or chunks) without turning each
 /// header into strings. What a caller reads of the header block it reads on demand (`HTTP1Answer.header`).
 public enum HTTP1Wire {
-    static let crlf: StaticString = "\r\n"
-
-    /// `head` and `body` as one request: the request line, the header lines as given, then the body.
-    public static func request(_ head: HTTPRequestHead, body: ByteBuffer?, allocator: ByteBufferAllocator = .init()) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 256 + (body?.readableBytes ?? 0))
-        buffer.writeString(head.method.rawValue)
-        buffer.writeInteger(UInt8(ascii: " "))
-        buffer.writeString(head.uri)
-        buffer.writeStaticString(" HTTP/1.1\r\n")
-        for (name, value) in head.headers {
-            buffer.writeString(name)
-            buffer.writeStaticString(": ")
-            buffer.writeString(value)
-            buffer.writeStaticString(crlf)
+    /// A request to another service as it goes on the wire, in one buffer: the request line, `Host`, the
+    /// header lines `headers` writes (with `header(_:_:to:)`), the request id, trace and deadline the call
+    /// carries, the body's length, then the body.
+    public static func request(
+        method: HTTPRequest.Method, path: String, host: String, requestID: String?, trace: TraceContext?,
+        deadlineMilliseconds: Int64, body: ByteBuffer?, allocator: ByteBufferAllocator = .init(),
+        headers: (inout ByteBuffer) -> Void
+    ) -> ByteBuffer {
+        var bytes = allocator.buffer(capacity: 512 + (body?.readableBytes ?? 0))
+        bytes.writeString(method.rawValue)
+        bytes.writeStaticString(" ")
+        bytes.writeString(path)
+        bytes.writeStaticString(" HTTP/1.1\r\n")
+        header("host", host, to: &bytes)
+        headers(&bytes)
+        if let requestID { header(HailHeaders.requestID.canonicalName, requestID, to: &bytes) }
+        if let trace {
+            header(HailHeaders.traceParent.canonicalName, trace.traceParentHeaderValue, to: &bytes)
+            if let state = trace.traceStateHeaderValue, !state.isEmpty {
+                header(HailHeaders.traceState.canonicalName, state, to: &bytes)
+            }
         }
-        buffer.writeStaticString(crlf)
-        if var body { buffer.writeBuffer(&body) }
-        return buffer
+        header(HailHeaders.deadline.canonicalName, String(max(1, deadlineMilliseconds)), to: &bytes)
+        header("content-length", String(body?.readableBytes ?? 0), to: &bytes)
+        bytes.writeStaticString("\r\n")
+        if var body { bytes.writeBuffer(&body) }
+        return bytes
+    }
+
+    /// Writes one header line. Every name and value written is this process's own or was read from a
+    /// request already (no CR or LF can be in it).
+    public static func header(_ name: String, _ value: String, to bytes: inout ByteBuffer) {
+        bytes.writeString(name)
+        bytes.writeStaticString(": ")
+        bytes.writeString(value)
+        bytes.writeStaticString("\r\n")
     }
 }
 
@@ -34,12 +52,6 @@ public struct HTTP1Answer: Sendable {
     /// The header lines (`Name: value\r\n` each), as received.
     public var headerBlock: ByteBuffer
     public var body: ByteBuffer
-
-    public init(status: Int, headerBlock: ByteBuffer, body: ByteBuffer) {
-        self.status = status
-        self.headerBlock = headerBlock
-        self.body = body
-    }
 
     /// The value of the first header named `name` (any case), trimmed; nil when there is none.
     public func header(_ name: String) -> String? {

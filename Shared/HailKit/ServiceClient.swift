@@ -8,7 +8,6 @@ import Logging
 import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOHTTP1
 
 /// How calls to other services behave.
 public struct ServiceClientConfiguration: Sendable {
@@ -201,15 +200,15 @@ public final class ServiceClient: Sendable {
             let instance = try await pick(service, avoiding: tried)
             tried.insert(instance.id)
 
-            let head = Self.head(
+            let request = Self.request(
                 method: method, path: path, headers: headers, instance: instance, context: context, remaining: remaining,
-                bodyLength: body?.readableBytes ?? 0)
+                body: body)
 
             started(instance)
             defer { adjustOutstanding(instance.id, by: -1) }
             do {
                 let response = try await connections.execute(
-                    host: instance.host, port: instance.port, head: head, body: body,
+                    host: instance.host, port: instance.port, request: request, noBody: method == .head,
                     deadline: .now() + .nanoseconds(remaining.nanosecondsValue), eventLoop: context.eventLoop)
                 let status = HTTPResponse.Status(code: response.status)
                 let answer = ServiceResponse(
@@ -294,34 +293,26 @@ public final class ServiceClient: Sendable {
 
     // MARK: Calls made elsewhere
 
-    /// The head of a call to `instance`: its `host`, `headers` less the ones this client sets itself, the
-    /// Idempotency-Key, request id and trace of `context`, the time left (`X-Hailstorm-Deadline-Ms`) and
-    /// the body's length.
-    public static func head(
+    /// A call to `instance` as it goes on the wire (`HTTP1Wire.request`): `headers` less the ones this
+    /// client sets itself, the Idempotency-Key, request id and trace of `context`, the time left
+    /// (`X-Hailstorm-Deadline-Ms`), the body's length and the body.
+    static func request(
         method: HTTPRequest.Method, path: String, headers: HTTPFields, instance: ServiceInstance, context: CallContext,
-        remaining: Duration, bodyLength: Int
-    ) -> HTTPRequestHead {
-        var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method.rawValue), uri: path)
-        head.headers.reserveCapacity(headers.count + 7)
-        head.headers.add(name: "host", value: instance.hostHeader)
-        for field in headers where field.name != HailHeaders.requestID && field.name != HailHeaders.traceParent
-            && field.name != HailHeaders.traceState && field.name != HailHeaders.deadline && field.name != .contentLength
-        {
-            head.headers.add(name: field.name.rawName, value: field.value)
-        }
-        if let idempotencyKey = context.idempotencyKey, headers[HailHeaders.idempotencyKey] == nil {
-            head.headers.add(name: HailHeaders.idempotencyKey.rawName, value: idempotencyKey)
-        }
-        if let requestID = context.requestID { head.headers.add(name: HailHeaders.requestID.rawName, value: requestID) }
-        if let trace = context.trace {
-            head.headers.add(name: HailHeaders.traceParent.rawName, value: trace.traceParentHeaderValue)
-            if let state = trace.traceStateHeaderValue, !state.isEmpty {
-                head.headers.add(name: HailHeaders.traceState.rawName, value: state)
+        remaining: Duration, body: ByteBuffer?
+    ) -> ByteBuffer {
+        HTTP1Wire.request(
+            method: method, path: path, host: instance.hostHeader, requestID: context.requestID, trace: context.trace,
+            deadlineMilliseconds: remaining.millisecondsValue, body: body
+        ) { bytes in
+            for field in headers where field.name != HailHeaders.requestID && field.name != HailHeaders.traceParent
+                && field.name != HailHeaders.traceState && field.name != HailHeaders.deadline && field.name != .contentLength
+            {
+                HTTP1Wire.header(field.name.rawName, field.value, to: &bytes)
+            }
+            if let idempotencyKey = context.idempotencyKey, headers[HailHeaders.idempotencyKey] == nil {
+                HTTP1Wire.header(HailHeaders.idempotencyKey.rawName, idempotencyKey, to: &bytes)
             }
         }
-        head.headers.add(name: HailHeaders.deadline.rawName, value: String(max(1, remaining.millisecondsValue)))
-        head.headers.add(name: "content-length", value: String(bodyLength))
-        return head
     }
 
     /// How a call to an instance ended, for its breaker and `hailstorm_client_calls_total`.

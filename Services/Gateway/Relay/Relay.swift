@@ -7,7 +7,6 @@ import HTTPTypes
 import Logging
 import Metrics
 import NIOCore
-import NIOHTTP1
 import Synchronization
 import W3CTraceContext
 
@@ -24,9 +23,8 @@ final class Relay: Sendable {
     let timeout: Duration
     let serverName: String
     let logger: Logger
-    /// The request budget's limit and the relayed call's deadline in milliseconds, as the headers state them.
+    /// The request budget's limit, as the header states it.
     private let limitText: String
-    private let timeoutText: String
     private let metrics = RelayMetrics()
 
     init(
@@ -43,7 +41,6 @@ final class Relay: Sendable {
         self.serverName = serverName
         self.logger = logger
         self.limitText = String(budgets.limit)
-        self.timeoutText = String(max(1, timeout.millisecondsValue))
     }
 
     /// Whether a request is relayed here.
@@ -111,9 +108,9 @@ final class Relay: Sendable {
 
     /// The call for a whole request (`body`: its body, empty when it has none); nil when its body does not
     /// match the endpoint or no instance of the service is listed (the router then answers, with the
-    /// reason). The request to the service is written straight into one buffer: the request line, the
-    /// caller's token with the gateway's attestation, the Idempotency-Key, request id, trace and deadline,
-    /// then the body.
+    /// reason). The request to the service is written straight into one buffer (`HTTP1Wire.request`): the
+    /// caller's token with the gateway's attestation and its Idempotency-Key, with the request id, trace,
+    /// deadline and body.
     func call(for request: RelayedRequest, body: ByteBuffer, allocator: ByteBufferAllocator) -> RelayCall? {
         let route = request.route.route
         if let checkBody = route.checkBody {
@@ -126,42 +123,16 @@ final class Relay: Sendable {
             } else {
                 tokens.attestation(for: request.token, claims: request.claims, to: route.service)
             }
-        let sent = route.checkBody == nil ? 0 : body.readableBytes
-        var bytes = allocator.buffer(capacity: 384 + request.authorization.utf8.count + sent)
-        bytes.writeString(route.calleeMethod.rawValue)
-        bytes.writeStaticString(" ")
-        bytes.writeString(route.calleePath(request.calleeID))
-        bytes.writeStaticString(" HTTP/1.1\r\nhost: ")
-        bytes.writeString(instance.hostHeader)
-        bytes.writeStaticString("\r\nauthorization: ")
-        bytes.writeString(request.authorization)
-        if let attestation {
-            bytes.writeStaticString("\r\nx-hailstorm-verified: ")
-            bytes.writeString(attestation)
-        }
-        if let key = request.idempotencyKey {
-            bytes.writeStaticString("\r\nidempotency-key: ")
-            bytes.writeString(key)
-        }
-        bytes.writeStaticString("\r\nx-request-id: ")
-        bytes.writeString(request.requestID)
-        if let trace = request.trace {
-            bytes.writeStaticString("\r\ntraceparent: ")
-            bytes.writeString(trace.traceParentHeaderValue)
-            if let state = trace.traceStateHeaderValue, !state.isEmpty {
-                bytes.writeStaticString("\r\ntracestate: ")
-                bytes.writeString(state)
-            }
-        }
-        bytes.writeStaticString("\r\nx-hailstorm-deadline-ms: ")
-        bytes.writeString(timeoutText)
-        if sent > 0 { bytes.writeStaticString("\r\ncontent-type: application/json") }
-        bytes.writeStaticString("\r\ncontent-length: ")
-        bytes.writeString(String(sent))
-        bytes.writeStaticString("\r\n\r\n")
-        if sent > 0 {
-            var body = body
-            bytes.writeBuffer(&body)
+        let sent = route.checkBody == nil ? nil : body
+        let bytes = HTTP1Wire.request(
+            method: route.calleeMethod, path: route.calleePath(request.calleeID), host: instance.hostHeader,
+            requestID: request.requestID, trace: request.trace, deadlineMilliseconds: timeout.millisecondsValue, body: sent,
+            allocator: allocator
+        ) { bytes in
+            HTTP1Wire.header("authorization", request.authorization, to: &bytes)
+            if let attestation { HTTP1Wire.header("x-hailstorm-verified", attestation, to: &bytes) }
+            if let key = request.idempotencyKey { HTTP1Wire.header("idempotency-key", key, to: &bytes) }
+            if let sent, sent.readableBytes > 0 { HTTP1Wire.header("content-type", "application/json", to: &bytes) }
         }
         clients.started(instance)
         let answer = clients.connections.submit(
