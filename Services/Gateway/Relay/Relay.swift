@@ -7,7 +7,6 @@ import HTTPTypes
 import Logging
 import Metrics
 import NIOCore
-import NIOHTTP1
 import Synchronization
 import W3CTraceContext
 
@@ -204,8 +203,7 @@ final class Relay: Sendable {
         bytes.writeStaticString("HTTP/1.1 ")
         bytes.writeString(String(relayed.status.code))
         bytes.writeStaticString(" ")
-        // (A status made from a service's code carries no reason phrase of its own.)
-        bytes.writeString(HTTPResponseStatus(statusCode: relayed.status.code).reasonPhrase)
+        bytes.writeString(relayed.status.reasonPhrase)
         for field in relayed.headers {
             bytes.writeStaticString("\r\n")
             bytes.writeString(field.name.canonicalName)
