@@ -70,6 +70,10 @@ struct RelayTests {
             let answers = Self.answers(bytes)
             #expect(answers.map { $0.headers["x-request-id"] ?? "-" } == requests.map(\.id))
             #expect(answers.map(\.status) == [200, 400, 200, 404, 404, 400, 200, 200])
+            // Every status line, relayed or routed, carries its reason phrase.
+            let text = String(decoding: bytes, as: UTF8.self)
+            #expect(text.components(separatedBy: "HTTP/1.1 200 OK\r\n").count - 1 == 4)
+            #expect(text.components(separatedBy: "HTTP/1.1 404 Not Found\r\n").count - 1 == 2)
             guard answers.count == requests.count else { return }
             // A relayed answer carries what a routed one does.
             for index in [0, 2, 3, 6] {

@@ -7,6 +7,7 @@ import HTTPTypes
 import Logging
 import Metrics
 import NIOCore
+import NIOHTTP1
 import Synchronization
 import W3CTraceContext
 
@@ -203,7 +204,8 @@ final class Relay: Sendable {
         bytes.writeStaticString("HTTP/1.1 ")
         bytes.writeString(String(relayed.status.code))
         bytes.writeStaticString(" ")
-        bytes.writeString(relayed.status.reasonPhrase)
+        // (A status made from a service's code carries no reason phrase of its own.)
+        bytes.writeString(HTTPResponseStatus(statusCode: relayed.status.code).reasonPhrase)
         for field in relayed.headers {
             bytes.writeStaticString("\r\n")
             bytes.writeString(field.name.canonicalName)
