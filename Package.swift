@@ -49,6 +49,7 @@ let services = [
     service("OrderGrab", product: "order-grab"),
     service("Payment", product: "payment", [.product(name: "Metrics", package: "swift-metrics")]),
     service("Settlement", product: "settlement", [.product(name: "Metrics", package: "swift-metrics")]),
+    service("Ad", product: "ad", [.product(name: "Crypto", package: "swift-crypto")]),
 ]
 
 /// The tests of a module: `Tests/<Module>Tests`.
@@ -240,6 +241,10 @@ let package = Package(
         ]),
         testTarget("Coupon", ["Coupon", "HailKit", "HailKitTesting", "Contracts", "SQLiteKit", "EventBus", "RedisKit"]),
         testTarget("Payment", ["Payment", "Contracts"]),
+        testTarget("Ad", [
+            "Ad", "Gateway", "Coupon", "HailKit", "HailKitTesting", "Contracts", "EventBus", "RedisKit",
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         testTarget("Runner", ["HailKitTesting", "Load", nioCore]),
         testTarget("Deploy", [.product(name: "Yams", package: "Yams")]),
         testTarget("Ride", [

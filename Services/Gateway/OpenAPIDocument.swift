@@ -1,4 +1,5 @@
 import Foundation
+import Contracts
 
 /// The OpenAPI 3.1 description of Hailstorm's public API, served at `GET /api/v1/openapi.json`.
 ///
@@ -151,7 +152,43 @@ enum OpenAPIDocument {
                 "Settlement batches, newest first", roles: ["admin"], response: "BatchList",
                 parameters: [query("limit", ["type": "integer", "minimum": 1, "maximum": 500])])],
             "/api/v1/admin/reconciliation": ["get": op("Orders, payments, ledger and payouts compared", roles: ["admin"], response: "Reconciliation")],
+
+            // Ads.
+            "/api/v1/ads": ["get": adServe],
+            "/api/v1/ads/impressions": ["post": op(
+                "Count an ad shown (each token once; a repeat answers duplicate)", roles: ["rider", "driver"], body: "AdToken",
+                response: "AdCounted")],
+            "/api/v1/ads/clicks": ["post": op(
+                "Count an ad tapped (each token once)", roles: ["rider", "driver"], body: "AdToken", response: "AdCounted")],
+            "/api/v1/admin/ads/campaigns": [
+                "post": op(
+                    "Create an ad campaign (a draft; resume starts it)", roles: ["admin"], body: "NewAdCampaign", status: 201,
+                    response: "AdCampaign", parameters: [ref(parameter: "IdempotencyKey")]),
+                "get": op("Every ad campaign", roles: ["admin"], response: "AdCampaignList"),
+            ],
+            "/api/v1/admin/ads/campaigns/{id}": ["get": op("One ad campaign with its spend", roles: ["admin"], response: "AdCampaign", id: true)],
+            "/api/v1/admin/ads/campaigns/{id}/pause": ["post": op("Pause a running campaign", roles: ["admin"], response: "AdCampaign", id: true)],
+            "/api/v1/admin/ads/campaigns/{id}/resume": ["post": op(
+                "Start a draft or resume a paused campaign", roles: ["admin"], response: "AdCampaign", id: true)],
+            "/api/v1/admin/ads/campaigns/{id}/end": ["post": op("End a campaign for good", roles: ["admin"], response: "AdCampaign", id: true)],
+            "/api/v1/admin/ads/campaigns/{id}/report": ["get": op(
+                "A campaign's figures per hour", roles: ["admin"], response: "AdReport", id: true)],
         ]
+    }
+
+    /// `GET /api/v1/ads`: an ad, or 204 when none fits (or the ad service does not answer in time).
+    static var adServe: [String: Any] {
+        var operation = op(
+            "An ad for a placement at a position, or 204", roles: ["rider", "driver"], response: "Ad",
+            parameters: [
+                ["name": "placement", "in": "query", "required": true, "schema": ["type": "string", "enum": AdAPI.Placement.allCases.map(\.rawValue)]],
+                ["name": "lat", "in": "query", "required": true, "schema": ["type": "number", "minimum": -90, "maximum": 90]],
+                ["name": "lon", "in": "query", "required": true, "schema": ["type": "number", "minimum": -180, "maximum": 180]],
+            ])
+        var responses = operation["responses"] as? [String: Any] ?? [:]
+        responses["204"] = ["description": "No ad fits, or none came in time: show nothing."]
+        operation["responses"] = responses
+        return operation
     }
 
     // MARK: Schemas (Contracts' types as they travel in JSON; optional fields are left out when empty)
@@ -321,6 +358,78 @@ enum OpenAPIDocument {
                     ],
                 ], required: ["id", "trigger", "startedAt", "entries", "totalCents", "payouts"]),
             "BatchList": object(["batches": ["type": "array", "items": ref("Batch")]], required: ["batches"]),
+            "AdToken": object(["token": ["type": "string", "minLength": 1, "maxLength": 2048]], required: ["token"]),
+            "AdCounted": object(
+                [
+                    "outcome": ["type": "string", "enum": ["counted", "duplicate", "capped", "budget-exhausted"]], "campaignID": text,
+                    "chargedMillicents": ["type": "integer"],
+                ], required: ["outcome", "campaignID", "chargedMillicents"]),
+            "AdCreative": object(
+                [
+                    "title": ["type": "string", "minLength": 1, "maxLength": 100], "text": ["type": "string", "minLength": 1, "maxLength": 500],
+                    "couponCampaignID": text,
+                ], required: ["title", "text"]),
+            "Ad": object(
+                [
+                    "campaignID": text, "placement": text, "creative": ref("AdCreative"), "impressionToken": text, "clickToken": text,
+                    "expiresAt": time,
+                ], required: ["campaignID", "placement", "creative", "impressionToken", "clickToken", "expiresAt"]),
+            "NewAdCampaign": object(
+                [
+                    "name": ["type": "string", "minLength": 1, "maxLength": 200], "advertiser": ["type": "string", "minLength": 1, "maxLength": 200],
+                    "placements": [
+                        "type": "array", "minItems": 1, "uniqueItems": true,
+                        "items": ["type": "string", "enum": AdAPI.Placement.allCases.map(\.rawValue)],
+                    ],
+                    "creative": ref("AdCreative"),
+                    "targeting": object(
+                        [
+                            "city": text,
+                            "area": object(
+                                [
+                                    "lat": ["type": "number", "minimum": -90, "maximum": 90], "lon": ["type": "number", "minimum": -180, "maximum": 180],
+                                    "radiusMeters": ["type": "number", "minimum": 1, "maximum": 500_000],
+                                ], required: ["lat", "lon", "radiusMeters"]),
+                            "hours": ["type": "array", "maxItems": 24, "items": ["type": "integer", "minimum": 0, "maximum": 23]],
+                            "days": ["type": "array", "maxItems": 7, "items": ["type": "integer", "minimum": 1, "maximum": 7]],
+                            "segment": ["type": "string", "enum": ["new", "frequent", "any"]],
+                        ], required: ["city"]),
+                    "pricing": ["type": "string", "enum": ["cpm", "cpc"]],
+                    "bidCents": ["type": "integer", "minimum": 1, "maximum": 10_000_000],
+                    "dailyBudgetCents": ["type": "integer", "minimum": 1, "maximum": 1_000_000_000_000],
+                    "totalBudgetCents": ["type": "integer", "minimum": 1, "maximum": 1_000_000_000_000],
+                    "frequencyCapPerDay": ["type": "integer", "minimum": 1, "maximum": 10_000],
+                    "pacing": ["type": "string", "enum": ["even", "asap"]],
+                    "startsAt": ["type": "number", "minimum": 0, "maximum": 4_102_444_800],
+                    "endsAt": ["type": "number", "minimum": 0, "maximum": 4_102_444_800],
+                ],
+                required: [
+                    "name", "advertiser", "placements", "creative", "targeting", "pricing", "bidCents", "dailyBudgetCents",
+                    "totalBudgetCents", "frequencyCapPerDay", "startsAt", "endsAt",
+                ]),
+            "AdCampaign": object(
+                [
+                    "id": text, "state": ["type": "string", "enum": ["draft", "active", "paused", "ended", "exhausted"]],
+                    "settings": ref("NewAdCampaign"), "createdAt": time, "spentMillicents": ["type": "integer"],
+                    "spentTodayMillicents": ["type": "integer"], "passRate": ["type": "number"],
+                ], required: ["id", "state", "settings", "createdAt"]),
+            "AdCampaignList": object(["campaigns": ["type": "array", "items": ref("AdCampaign")]], required: ["campaigns"]),
+            "AdReportHour": object(
+                [
+                    "hour": time, "requests": ["type": "integer"], "eligible": ["type": "integer"], "throttled": ["type": "integer"],
+                    "capped": ["type": "integer"], "served": ["type": "integer"], "impressions": ["type": "integer"],
+                    "clicks": ["type": "integer"], "clickRate": ["type": "number"], "conversions": ["type": "integer"],
+                    "spentMillicents": ["type": "integer"], "duplicates": ["type": "integer"], "pacingIndex": ["type": "number"],
+                ],
+                required: [
+                    "hour", "requests", "eligible", "throttled", "capped", "served", "impressions", "clicks", "clickRate", "conversions",
+                    "spentMillicents", "duplicates",
+                ]),
+            "AdReport": object(
+                [
+                    "campaign": ref("AdCampaign"), "hours": ["type": "array", "items": ref("AdReportHour")], "totals": ref("AdReportHour"),
+                    "pendingOnStream": ["type": "integer"],
+                ], required: ["campaign", "hours", "totals", "pendingOnStream"]),
             "Reconciliation": object(
                 [
                     "generatedAt": time, "completedOrders": ["type": "integer"], "payments": ["type": "integer"],

@@ -376,7 +376,7 @@ public enum TokenKeys {
 
 extension Data {
     /// Decodes base64url (RFC 4648 §5, padding optional); nil for anything else.
-    init?(base64URL text: some StringProtocol) {
+    public init?(base64URL text: some StringProtocol) {
         var base64 = Array(text.utf8)
         for index in base64.indices {
             if base64[index] == UInt8(ascii: "-") {
@@ -390,7 +390,7 @@ extension Data {
     }
 
     /// base64url without padding (RFC 4648 §5).
-    var base64URLEncoded: String {
+    public var base64URLEncoded: String {
         var text: [UInt8] = []
         withUnsafeBytes { Base64URL.append($0, to: &text) }
         return String(decoding: text, as: UTF8.self)

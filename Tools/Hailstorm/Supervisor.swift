@@ -340,6 +340,7 @@ enum ServiceCatalog {
         Entry(name: "coupon", stateless: false),
         Entry(name: "payment", stateless: false),
         Entry(name: "settlement", stateless: false),
+        Entry(name: "ad", stateless: false),
         Entry(name: "gateway", stateless: true),
     ]
 }

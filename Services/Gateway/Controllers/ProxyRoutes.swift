@@ -37,11 +37,14 @@ struct ProxyRoute: Sendable {
     /// Checks a body against the endpoint's request type (throws its 400 problem); nil: the endpoint takes
     /// no body.
     let checkBody: (@Sendable (ByteBuffer) throws -> Void)?
+    /// For what an app shows only when it can (an ad): the longest the service may take, after which —
+    /// or when it fails — the app gets a 204 and nothing else. Nil: the service's answer, whatever it is.
+    var optionalWithin: Duration? = nil
 
     /// `method path` relayed to `endpoint`, for `roles`.
     static func relay<Req, Res>(
         _ method: HTTPRequest.Method, _ path: String, to endpoint: Endpoint<Req, Res>, roles: [Role], id: ID? = nil,
-        query: [String] = []
+        query: [String] = [], optionalWithin: Duration? = nil
     ) -> ProxyRoute {
         let id = id ?? (path.contains("{id}") ? .path : .none)
         precondition(endpoint.parameterNames.count == (id == .none ? 0 : 1), "\(path): one {id} in, one out")
@@ -56,7 +59,8 @@ struct ProxyRoute: Sendable {
         }
         return ProxyRoute(
             method: method, path: path, roles: roles, id: id, query: query, service: endpoint.service,
-            calleeMethod: endpoint.method, isIdempotent: endpoint.isIdempotent, calleePath: calleePath, checkBody: checkBody)
+            calleeMethod: endpoint.method, isIdempotent: endpoint.isIdempotent, calleePath: calleePath, checkBody: checkBody,
+            optionalWithin: optionalWithin)
     }
 
     /// The caller's identity when its role may call this route; a 401 or 403 problem otherwise.
@@ -103,7 +107,21 @@ struct ProxyRoute: Sendable {
         relay(.get, "admin/ledger", to: PaymentAPI.ledger, roles: [.admin], query: ["account"]),
         relay(.get, "admin/settlements", to: SettlementAPI.batches, roles: [.admin], query: ["limit"]),
         relay(.get, "admin/reconciliation", to: SettlementAPI.reconciliation, roles: [.admin]),
+        // Ads: the app shows one when it comes quickly, and nothing otherwise.
+        relay(.get, "ads", to: AdAPI.serve, roles: [.rider, .driver], query: ["placement", "lat", "lon"], optionalWithin: adDeadline),
+        relay(.post, "ads/impressions", to: AdAPI.impression, roles: [.rider, .driver]),
+        relay(.post, "ads/clicks", to: AdAPI.click, roles: [.rider, .driver]),
+        relay(.post, "admin/ads/campaigns", to: AdAPI.createCampaign, roles: [.admin]),
+        relay(.get, "admin/ads/campaigns", to: AdAPI.campaigns, roles: [.admin]),
+        relay(.get, "admin/ads/campaigns/{id}", to: AdAPI.campaign, roles: [.admin]),
+        relay(.post, "admin/ads/campaigns/{id}/pause", to: AdAPI.pause, roles: [.admin]),
+        relay(.post, "admin/ads/campaigns/{id}/resume", to: AdAPI.resume, roles: [.admin]),
+        relay(.post, "admin/ads/campaigns/{id}/end", to: AdAPI.end, roles: [.admin]),
+        relay(.get, "admin/ads/campaigns/{id}/report", to: AdAPI.report, roles: [.admin]),
     ]
+
+    /// How long an app waits for an ad before it is shown none.
+    static let adDeadline: Duration = .milliseconds(250)
 
     /// Puts `routes` on the router's `/api/v1` group (which authenticates and counts).
     static func register(
@@ -120,7 +138,19 @@ struct ProxyRoute: Sendable {
                     }
                 var query: [String: String] = [:]
                 for name in route.query { query[name] = request.uri.queryParameters.get(name) }
-                return try await clients.relay(route, id: id, query: query, request, context, tokens: tokens)
+                guard let within = route.optionalWithin else {
+                    return try await clients.relay(route, id: id, query: query, request, context, tokens: tokens)
+                }
+                var bounded = context
+                bounded.deadline = min(context.deadline ?? .now + within, .now + within)
+                do {
+                    let response = try await clients.relay(route, id: id, query: query, request, bounded, tokens: tokens)
+                    if response.status.code < 500 { return response }
+                    context.logger.notice("optional answer replaced by 204", metadata: ["status": "\(response.status.code)"])
+                } catch {
+                    context.logger.notice("optional answer replaced by 204", metadata: ["error": "\(error)"])
+                }
+                return Response(status: .noContent)
             }
         }
     }

@@ -306,7 +306,8 @@ struct RelayRoutes: Sendable {
 
     init(_ routes: [ProxyRoute]) {
         var entries: [HTTPRequest.Method: [Entry]] = [:]
-        for route in routes {
+        // An optional route's failures become a 204, which is the router's to give.
+        for route in routes where route.optionalWithin == nil {
             let segments: [String?] = route.path.split(separator: "/").map { $0 == "{id}" ? nil : String($0) }
             entries[route.method, default: []].append(Entry(route: route, segments: segments, name: Self.prefix + route.path))
         }

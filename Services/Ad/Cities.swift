@@ -1,0 +1,113 @@
+import Contracts
+import Foundation
+import HailKit
+
+/// The cities ads are sold in: a name, a circle on the map, and the time zone that hours, days and
+/// daily budgets are counted in. From `ad.cities`: `Name@lat,lon,radiusMeters,TimeZone` entries separated
+/// by `;` (default `Berlin@52.52,13.405,30000,Europe/Berlin`).
+struct Cities: Sendable {
+    struct City: Sendable {
+        var name: String
+        var centre: GeoPoint
+        var radiusMeters: Double
+        var timeZone: TimeZone
+        var calendar: Calendar
+
+        init(name: String, centre: GeoPoint, radiusMeters: Double, timeZone: TimeZone) {
+            self.name = name
+            self.centre = centre
+            self.radiusMeters = radiusMeters
+            self.timeZone = timeZone
+            var calendar = Calendar(identifier: .gregorian)
+            calendar.timeZone = timeZone
+            self.calendar = calendar
+        }
+
+        /// The local day that `time` falls in: its start and end (seconds since 1970) and its key
+        /// (`20261205`), which names that day's budget and cap counters.
+        func day(of time: Double) -> (start: Double, end: Double, key: String) {
+            let date = Date(timeIntervalSince1970: time)
+            let start = calendar.startOfDay(for: date)
+            let end = calendar.date(byAdding: .day, value: 1, to: start) ?? start.addingTimeInterval(86_400)
+            let parts = calendar.dateComponents([.year, .month, .day], from: date)
+            let key = String(format: "%04d%02d%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0)
+            return (start.timeIntervalSince1970, end.timeIntervalSince1970, key)
+        }
+
+        /// The local hour (0–23) and weekday (1 = Monday … 7 = Sunday) of `time`.
+        func clock(at time: Double) -> (hour: Int, weekday: Int) {
+            let parts = calendar.dateComponents([.hour, .weekday], from: Date(timeIntervalSince1970: time))
+            // Foundation counts Sunday as 1.
+            let weekday = ((parts.weekday ?? 1) + 5) % 7 + 1
+            return (parts.hour ?? 0, weekday)
+        }
+    }
+
+    let all: [City]
+
+    static let defaultSpecification = "Berlin@52.52,13.405,30000,Europe/Berlin"
+
+    init(specification: String) throws {
+        var cities: [City] = []
+        for entry in specification.split(separator: ";") where !entry.trimmingCharacters(in: .whitespaces).isEmpty {
+            let parts = entry.split(separator: "@", maxSplits: 1)
+            let fields = parts.count == 2 ? parts[1].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } : []
+            guard parts.count == 2, fields.count == 4, let lat = Double(fields[0]), let lon = Double(fields[1]),
+                let radius = Double(fields[2]), Bounds.latitude.contains(lat), Bounds.longitude.contains(lon), radius > 0, radius <= 500_000,
+                let zone = TimeZone(identifier: fields[3])
+            else {
+                throw ConfigurationError("ad.cities: '\(entry)' is not Name@lat,lon,radiusMeters,TimeZone (a known IANA zone)")
+            }
+            cities.append(City(
+                name: parts[0].trimmingCharacters(in: .whitespaces), centre: GeoPoint(lat: lat, lon: lon), radiusMeters: radius,
+                timeZone: zone))
+        }
+        guard !cities.isEmpty else { throw ConfigurationError("ad.cities names no city") }
+        all = cities
+    }
+
+    func named(_ name: String) -> City? { all.first { $0.name == name } }
+
+    /// The city a point lies in (the nearest centre, when circles overlap).
+    func city(at point: GeoPoint) -> City? {
+        all.filter { Geo.meters(from: $0.centre, to: point) <= $0.radiusMeters }
+            .min { Geo.meters(from: $0.centre, to: point) < Geo.meters(from: $1.centre, to: point) }
+    }
+}
+
+/// Distances on the map.
+enum Geo {
+    /// Great-circle distance in meters (haversine).
+    static func meters(from a: GeoPoint, to b: GeoPoint) -> Double {
+        let radians = Double.pi / 180
+        let dLat = (b.lat - a.lat) * radians
+        let dLon = (b.lon - a.lon) * radians
+        let h = sin(dLat / 2) * sin(dLat / 2) + cos(a.lat * radians) * cos(b.lat * radians) * sin(dLon / 2) * sin(dLon / 2)
+        return 2 * 6_371_000 * asin(min(1, sqrt(h)))
+    }
+}
+
+extension AdAPI.Targeting {
+    /// Whether a request at `point`, at `time`, from a user with `completedTrips` (nil: not a rider)
+    /// matches, in `city`. The segment thresholds are the service's.
+    func matches(
+        point: GeoPoint, time: Double, in city: Cities.City, completedTrips: () -> Int?, newBelow: Int, frequentFrom: Int
+    ) -> Bool {
+        guard city.name == self.city else { return false }
+        if let area, Geo.meters(from: GeoPoint(lat: area.lat, lon: area.lon), to: point) > area.radiusMeters { return false }
+        if hours?.isEmpty == false || days?.isEmpty == false {
+            let clock = city.clock(at: time)
+            if let hours, !hours.isEmpty, !hours.contains(clock.hour) { return false }
+            if let days, !days.isEmpty, !days.contains(clock.weekday) { return false }
+        }
+        switch segment ?? .any {
+        case .any: return true
+        case .new:
+            guard let trips = completedTrips() else { return false }
+            return trips < newBelow
+        case .frequent:
+            guard let trips = completedTrips() else { return false }
+            return trips >= frequentFrom
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import Contracts
+import EventBus
+import Logging
+import RedisKit
+
+/// Stores counted impressions and clicks from the `ad` stream, at the database's pace (as coupon's
+/// claims are): Redis counted and charged them; the stream makes sure each is stored once. A read of
+/// the stream is stored in one transaction, and each event's id with it.
+enum AdRecorder {
+    static let group = "ad-store"
+
+    static func consumer(
+        store: AdStore, redis: RedisClient, stream: String, instance: String, configuration: EventConsumerConfiguration, logger: Logger
+    ) -> EventConsumer {
+        EventConsumer.batching(
+            stream: stream, group: group, consumer: instance, redis: redis, configuration: configuration, logger: logger
+        ) { envelopes in
+            try await ProcessedEvents.each(envelopes, consumer: group, store: store.db) { envelope, db in
+                try store.record(try envelope.decode(AdEvents.Counted.self), isClick: envelope.type == AdEvents.Counted.clickType, in: db)
+            }
+        }
+    }
+}
+
+/// What the ad service learns from the other services' streams: riders' completed trips (for the `new`
+/// and `frequent` segments) and the actions a click can lead to — a ride ordered (`order.created`) and
+/// a coupon claimed — which become conversions of the click before them.
+enum AdFollower {
+    static let group = "ad"
+
+    static func orders(store: AdStore, redis: RedisClient, stream: String, instance: String, logger: Logger) -> EventConsumer {
+        EventConsumer.batching(
+            stream: stream, group: group, consumer: instance, redis: redis,
+            configuration: EventConsumerConfiguration(), logger: logger
+        ) { envelopes in
+            try await ProcessedEvents.each(envelopes, consumer: "ad-orders", store: store.db) { envelope, db in
+                switch envelope.type {
+                case OrderEvents.Created.type:
+                    let order = try envelope.decode(OrderEvents.Created.self)
+                    try store.recordAction(eventID: envelope.id, user: order.riderID, kind: "ride", at: order.createdAt, in: db)
+                case "order.completed":
+                    try store.addCompletedTrip(user: try envelope.decode(OrderEvents.Moved.self).riderID, in: db)
+                default:
+                    break
+                }
+            }
+        }
+    }
+
+    static func couponClaims(store: AdStore, redis: RedisClient, stream: String, instance: String, logger: Logger) -> EventConsumer {
+        EventConsumer.batching(
+            stream: stream, group: group, consumer: instance, redis: redis, configuration: EventConsumerConfiguration(), logger: logger
+        ) { envelopes in
+            try await ProcessedEvents.each(envelopes, consumer: "ad-coupons", store: store.db) { envelope, db in
+                guard envelope.type == CouponEvents.Claimed.type else { return }
+                let claim = try envelope.decode(CouponEvents.Claimed.self)
+                try store.recordAction(eventID: envelope.id, user: claim.userID, kind: "coupon", at: claim.claimedAt, in: db)
+            }
+        }
+    }
+}

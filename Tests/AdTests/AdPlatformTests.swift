@@ -1,0 +1,329 @@
+@testable import Ad
+import Contracts
+@testable import Coupon
+import EventBus
+import Foundation
+@testable import Gateway
+import HailKit
+import HailKitTesting
+import NIOHTTP1
+import RedisKit
+import Testing
+
+/// The ad service behind a real gateway (and coupon, for conversions), found through the test run's
+/// etcd; riders and admins with tokens signed as login signs them.
+struct AdPlatform: Sendable {
+    /// The key the ad service signs its tokens with here, so a test can make one it would have made.
+    static let tokenKey = "ad-token-key-for-tests-only-0123456789"
+
+    let gateway: String
+    let orderStream: String
+    let adminToken: String
+
+    static func run<T: Sendable>(withCoupon: Bool = false, _ body: @Sendable (AdPlatform) async throws -> T) async throws -> T {
+        let prefix = "/" + TestEnvironment.unique("ads") + "/"
+        let claims = TestEnvironment.unique("claims")
+        let orders = TestEnvironment.unique("orders")
+        let ad = try await Ad.buildApplication(reader: try .testing([
+            "discovery.prefix": prefix, "ad.redis.prefix": TestEnvironment.unique("ad"), "ad.events.stream": TestEnvironment.unique("adev"),
+            "ad.coupon.stream": claims, "ad.order.stream": orders, "ad.refresh.ms": "100", "ad.counts.flush.ms": "100",
+            "ad.token.key": tokenKey,
+        ], service: "ad"))
+        let gateway = try await Gateway.buildApplication(reader: try .testing(
+            ["discovery.prefix": prefix, "client.discovery.cache.ms": "0", "gateway.rate.prefix": TestEnvironment.unique("rl"), "gateway.rate.limit": "100000"],
+            service: "gateway"))
+        let admin = try await TestKeys.userToken("admin-\(UUID().uuidString.prefix(8))", role: .admin)
+        @Sendable func platform() async throws -> T {
+            try await withRunningService(ad) { _ in
+                try await withRunningService(gateway) { base in
+                    let platform = AdPlatform(gateway: base, orderStream: orders, adminToken: admin)
+                    // The gateway finds the ad service once its registration is in etcd.
+                    for _ in 0..<100 {
+                        if try await platform.admin(.GET, "/admin/ads/campaigns").status == 200 { break }
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                    return try await body(platform)
+                }
+            }
+        }
+        guard withCoupon else { return try await platform() }
+        let coupon = try await Coupon.buildApplication(reader: try .testing([
+            "discovery.prefix": prefix, "coupon.redis.prefix": TestEnvironment.unique("coupon"), "coupon.claims.stream": claims,
+        ], service: "coupon"))
+        return try await withRunningService(coupon) { _ in try await platform() }
+    }
+
+    func call(_ method: HTTPMethod, _ path: String, token: String, json: Any? = nil, headers: [String: String] = [:]) async throws -> TestResponse {
+        var all = headers
+        all["Authorization"] = "Bearer \(token)"
+        return try await testRequest(method, gateway + "/api/v1" + path, json: json, headers: all)
+    }
+
+    func admin(_ method: HTTPMethod, _ path: String, json: Any? = nil) async throws -> TestResponse {
+        try await call(method, path, token: adminToken, json: json, headers: ["Idempotency-Key": UUID().uuidString])
+    }
+
+    /// Creates a campaign from `overrides` over sensible settings and starts it; its id.
+    func campaign(_ overrides: [String: Any] = [:], start: Bool = true) async throws -> String {
+        let now = Date().timeIntervalSince1970
+        var body: [String: Any] = [
+            "name": "Ride more", "advertiser": "Kiosk 24", "placements": ["rider.waiting"],
+            "creative": ["title": "Cold drinks", "text": "At the next corner"],
+            "targeting": ["city": "Berlin"], "pricing": "cpm", "bidCents": 1000, "dailyBudgetCents": 100_000,
+            "totalBudgetCents": 100_000, "frequencyCapPerDay": 1000, "pacing": "asap", "startsAt": now - 60, "endsAt": now + 3600,
+        ]
+        for (key, value) in overrides { body[key] = value }
+        let created = try await admin(.POST, "/admin/ads/campaigns", json: body)
+        #expect(created.status == 201, "\(created.text)")
+        let id = try #require(created.json["id"] as? String)
+        #expect(created.json["state"] as? String == "draft")
+        if start {
+            let resumed = try await admin(.POST, "/admin/ads/campaigns/\(id)/resume")
+            #expect(resumed.json["state"] as? String == "active")
+        }
+        return id
+    }
+
+    func ad(_ token: String, lat: Double = 52.52, lon: Double = 13.405, placement: String = "rider.waiting") async throws -> TestResponse {
+        try await call(.GET, "/ads?placement=\(placement)&lat=\(lat)&lon=\(lon)", token: token)
+    }
+
+    /// The campaign's report once everything counted is stored.
+    func report(_ id: String, until done: @Sendable ([String: Any]) -> Bool = { _ in true }) async throws -> [String: Any] {
+        var report: [String: Any] = [:]
+        for _ in 0..<100 {
+            report = try await admin(.GET, "/admin/ads/campaigns/\(id)/report").json
+            if report["pendingOnStream"] as? Int == 0, done(report) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return report
+    }
+}
+
+func rider(_ name: String = "rider") async throws -> (id: String, token: String) {
+    let id = "\(name)-\(UUID().uuidString.prefix(8))"
+    return (id, try await TestKeys.userToken(id, role: .rider))
+}
+
+@Suite("ads through the gateway", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .timeLimit(.minutes(3)))
+struct AdPlatformTests {
+    @Test("an ad for an area is served inside it and not outside; a paused campaign is served nowhere within a second; at the cap a rider gets another campaign's ad or none")
+    func targetingPauseAndCap() async throws {
+        try await AdPlatform.run { platform in
+            let local = try await platform.campaign([
+                "name": "Corner shop", "frequencyCapPerDay": 2, "bidCents": 5000,
+                "targeting": ["city": "Berlin", "area": ["lat": 52.52, "lon": 13.405, "radiusMeters": 1000]],
+            ])
+            let (_, token) = try await rider()
+            // About 120 m from the centre, and 4.4 km.
+            let inside = try await platform.ad(token, lat: 52.521, lon: 13.406)
+            #expect(inside.status == 200)
+            #expect(inside.json["campaignID"] as? String == local)
+            #expect((inside.json["creative"] as? [String: Any])?["title"] as? String == "Cold drinks")
+            #expect(try await platform.ad(token, lat: 52.56, lon: 13.405).status == 204)
+            // Outside every city the service knows.
+            #expect(try await platform.ad(token, lat: 48.13, lon: 11.58).status == 204)
+            // A driver's placement is not a rider's; numbers out of range are named.
+            let wrong = try await platform.ad(token, placement: "driver.idle")
+            #expect(wrong.status == 400 && wrong.json["field"] as? String == "placement")
+            #expect(try await platform.ad(token, lat: 91).json["field"] as? String == "lat")
+
+            // Seen twice today: the cap of two is reached.
+            for _ in 0..<2 {
+                let ad = try await platform.ad(token, lat: 52.521, lon: 13.406)
+                let shown = try await platform.call(.POST, "/ads/impressions", token: token, json: ["token": ad.json["impressionToken"] as? String ?? ""])
+                #expect(shown.json["outcome"] as? String == "counted")
+            }
+            #expect(try await platform.ad(token, lat: 52.521, lon: 13.406).status == 204)
+            // A city-wide campaign bidding less is what the capped rider sees now; a fresh rider still
+            // sees the corner shop.
+            let citywide = try await platform.campaign(["name": "City bank", "bidCents": 100])
+            let other = try await platform.ad(token, lat: 52.521, lon: 13.406)
+            #expect(other.json["campaignID"] as? String == citywide)
+            let (_, fresh) = try await rider()
+            var corner = 0
+            for _ in 0..<10 where try await platform.ad(fresh, lat: 52.521, lon: 13.406).json["campaignID"] as? String == local { corner += 1 }
+            #expect(corner >= 6, "the higher bid wins but for exploration")
+
+            // Paused: within a second nobody is served it.
+            let paused = try await platform.admin(.POST, "/admin/ads/campaigns/\(local)/pause")
+            #expect(paused.json["state"] as? String == "paused")
+            let pausedAt = ContinuousClock.now
+            var served = 0
+            while ContinuousClock.now - pausedAt < .seconds(1) {
+                if try await platform.ad(fresh, lat: 52.521, lon: 13.406).json["campaignID"] as? String == local { served += 1 }
+            }
+            #expect(served == 0)
+            // Paused twice is still paused; a draft cannot be paused; resumed, it is served again.
+            #expect(try await platform.admin(.POST, "/admin/ads/campaigns/\(local)/pause").status == 200)
+            let draft = try await platform.campaign(start: false)
+            #expect(try await platform.admin(.POST, "/admin/ads/campaigns/\(draft)/pause").status == 409)
+            _ = try await platform.admin(.POST, "/admin/ads/campaigns/\(local)/resume")
+            var back = false
+            for _ in 0..<20 where !back { back = try await platform.ad(fresh, lat: 52.521, lon: 13.406).json["campaignID"] as? String == local }
+            #expect(back)
+        }
+    }
+
+    @Test("a CPM budget worth 100 impressions, 1,000 impressions sent at once by 50 riders with every token sent twice: exactly the budget spent, each token counted once")
+    func budgetNeverOverspent() async throws {
+        try await AdPlatform.run { platform in
+            // 1,000 cents per thousand: one cent an impression; a budget of 100 cents.
+            let id = try await platform.campaign(["bidCents": 1000, "dailyBudgetCents": 100, "totalBudgetCents": 100])
+            var riders: [(id: String, token: String)] = []
+            for _ in 0..<50 { riders.append(try await rider()) }
+            let riderList = riders
+            // Twenty ads for each rider, asked for before any impression is counted.
+            let served = try await withThrowingTaskGroup(of: [(String, String)].self) { group in
+                for rider in riderList {
+                    group.addTask {
+                        var tokens: [(String, String)] = []
+                        for _ in 0..<20 {
+                            let ad = try await platform.ad(rider.token)
+                            if let token = ad.json["impressionToken"] as? String { tokens.append((rider.token, token)) }
+                        }
+                        return tokens
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(served.count == 1000)
+            // Every token twice, all at once (50 at a time in flight).
+            let sends = (served + served).shuffled()
+            let outcomes = try await withThrowingTaskGroup(of: (String, String).self) { group in
+                var results: [(String, String)] = []
+                for (index, (rider, token)) in sends.enumerated() {
+                    if index >= 50, let result = try await group.next() { results.append(result) }
+                    group.addTask {
+                        let answer = try await platform.call(.POST, "/ads/impressions", token: rider, json: ["token": token])
+                        return (token, answer.json["outcome"] as? String ?? "status \(answer.status)")
+                    }
+                }
+                return try await group.reduce(into: results) { $0.append($1) }
+            }
+            let counted = outcomes.filter { $0.1 == "counted" }
+            #expect(counted.count == 100)
+            #expect(Set(counted.map(\.0)).count == 100, "no token counted twice")
+            #expect(outcomes.filter { $0.1 == "duplicate" }.count == 1000, "every second send of a token is a duplicate")
+            #expect(outcomes.filter { $0.1 == "budget-exhausted" }.count == 900)
+
+            let report = try await platform.report(id) { (($0["totals"] as? [String: Any])?["impressions"] as? Int) == 100 }
+            let totals = try #require(report["totals"] as? [String: Any])
+            #expect(totals["impressions"] as? Int == 100)
+            #expect(totals["spentMillicents"] as? Int == 100_000, "exactly the budget, in SQLite")
+            #expect(totals["duplicates"] as? Int == 1000)
+            #expect((report["campaign"] as? [String: Any])?["spentMillicents"] as? Int == 100_000, "exactly the budget, in Redis")
+            // Out of budget, the campaign is no longer served.
+            var exhausted = ""
+            for _ in 0..<30 where exhausted != "exhausted" {
+                exhausted = try await platform.admin(.GET, "/admin/ads/campaigns/\(id)").json["state"] as? String ?? ""
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(exhausted == "exhausted")
+            #expect(try await platform.ad(riderList[0].token).status == 204)
+        }
+    }
+
+    @Test("forged, expired, another user's and the wrong kind of token are refused with the reason; the ad's figures are in the report")
+    func tokensAndReport() async throws {
+        try await AdPlatform.run { platform in
+            let id = try await platform.campaign(["pricing": "cpc", "bidCents": 25])
+            let (_, token) = try await rider()
+            let (_, other) = try await rider()
+            let ad = try await platform.ad(token)
+            let impression = try #require(ad.json["impressionToken"] as? String)
+            let click = try #require(ad.json["clickToken"] as? String)
+            let forged = String(impression.dropLast(3)) + (impression.hasSuffix("AAA") ? "BBB" : "AAA")
+            let (riderID, _) = try await rider()
+            let riderToken = try await TestKeys.userToken(riderID, role: .rider)
+            let expired = AdTokens(key: Array(AdPlatform.tokenKey.utf8)).sign(.init(
+                kind: .impression, id: UUID().uuidString, campaignID: id, userID: riderID, placement: .riderWaiting,
+                expiresAt: Date().timeIntervalSince1970 - 1))
+            for (sent, by, path, slug) in [
+                (expired, riderToken, "/ads/impressions", "ad-token-expired"),
+                (forged, token, "/ads/impressions", "invalid-ad-token"), (impression, other, "/ads/impressions", "invalid-ad-token"),
+                (click, token, "/ads/impressions", "invalid-ad-token"), ("", token, "/ads/clicks", "invalid-ad-token"),
+            ] {
+                let refused = try await platform.call(.POST, path, token: by, json: ["token": sent])
+                #expect(refused.status == 400)
+                #expect(refused.json["type"] as? String == ProblemDocument.typePrefix + slug, "\(refused.text)")
+                #expect(refused.json["field"] as? String == "token")
+            }
+            #expect(try await platform.call(.POST, "/ads/impressions", token: token, json: ["token": impression]).json["chargedMillicents"] as? Int == 0, "CPC: an impression is free")
+            let clicked = try await platform.call(.POST, "/ads/clicks", token: token, json: ["token": click])
+            #expect(clicked.json["outcome"] as? String == "counted")
+            #expect(clicked.json["chargedMillicents"] as? Int == 25_000)
+            // (Serving figures are stored every 100 ms here.)
+            let report = try await platform.report(id) {
+                let totals = $0["totals"] as? [String: Any]
+                return totals?["clicks"] as? Int == 1 && totals?["served"] as? Int == 1
+            }
+            let totals = try #require(report["totals"] as? [String: Any])
+            #expect(totals["requests"] as? Int == 1)
+            #expect(totals["served"] as? Int == 1)
+            #expect(totals["impressions"] as? Int == 1)
+            #expect(totals["clicks"] as? Int == 1)
+            #expect(totals["clickRate"] as? Double == 1)
+            #expect(totals["spentMillicents"] as? Int == 25_000)
+        }
+    }
+
+    @Test("with the ad service down, the app gets no ad (204), not an error; counting an impression is refused with a problem")
+    func adServiceDown() async throws {
+        let gateway = try await Gateway.buildApplication(reader: try .testing(
+            ["discovery.prefix": "/" + TestEnvironment.unique("noads") + "/", "client.discovery.cache.ms": "0", "gateway.rate.prefix": TestEnvironment.unique("rl")],
+            service: "gateway"))
+        try await withRunningService(gateway) { base in
+            let (_, token) = try await rider()
+            let ad = try await testRequest(.GET, base + "/api/v1/ads?placement=rider.waiting&lat=52.52&lon=13.405", headers: ["Authorization": "Bearer \(token)"])
+            #expect(ad.status == 204)
+            #expect(ad.body.isEmpty)
+            // Still the gateway's to refuse: no token, or a driver's placement asked without one.
+            #expect(try await testRequest(.GET, base + "/api/v1/ads?placement=rider.waiting&lat=52.52&lon=13.405").status == 401)
+            let counted = try await testRequest(
+                .POST, base + "/api/v1/ads/impressions", json: ["token": "x"], headers: ["Authorization": "Bearer \(token)"])
+            #expect(counted.status >= 500 && counted.header("Content-Type") == "application/problem+json")
+        }
+    }
+
+    @Test("a click, then a coupon claim and a ride within 30 minutes, is one conversion; a claim without a click is none")
+    func conversion() async throws {
+        try await AdPlatform.run(withCoupon: true) { platform in
+            let now = Date().timeIntervalSince1970
+            let sale = try await platform.admin(.POST, "/admin/coupons/campaigns", json: [
+                "name": "Spring", "city": "Berlin", "kind": "amount", "amountOffCents": 300, "minimumFareCents": 0, "stock": 10,
+                "perUserLimit": 1, "startsAt": now - 60, "endsAt": now + 3600,
+            ])
+            let coupon = try #require(sale.json["id"] as? String)
+            let id = try await platform.campaign([
+                "creative": ["title": "3 € off", "text": "Your next ride", "couponCampaignID": coupon], "pricing": "cpc", "bidCents": 10,
+            ])
+            let (riderID, token) = try await rider()
+            let ad = try await platform.ad(token)
+            #expect((ad.json["creative"] as? [String: Any])?["couponCampaignID"] as? String == coupon)
+            _ = try await platform.call(.POST, "/ads/impressions", token: token, json: ["token": ad.json["impressionToken"] as? String ?? ""])
+            _ = try await platform.call(.POST, "/ads/clicks", token: token, json: ["token": ad.json["clickToken"] as? String ?? ""])
+            #expect(try await platform.call(.POST, "/coupons/campaigns/\(coupon)/claim", token: token).status == 201)
+            // The rider orders a ride: order's event on its stream, as order's outbox writes it.
+            let created = OrderEvents.Created(
+                orderID: UUID().uuidString, riderID: riderID, pickup: GeoPoint(lat: 52.52, lon: 13.405),
+                dropoff: GeoPoint(lat: 52.5, lon: 13.4), fareCents: 1200, createdAt: Date().timeIntervalSince1970)
+            let envelope = try EventEnvelope(created, source: "order")
+            let redis = RedisClient(configuration: .init(port: TestEnvironment.redisPort))
+            _ = try await redis.send(RedisCommand(
+                "XADD", EventEnvelope.streamKey(platform.orderStream), "*", "id", envelope.id, "type", envelope.type, "source",
+                envelope.source, "at", String(envelope.occurredAt), "payload", envelope.payload))
+            // Another rider claims without having clicked.
+            let (_, stranger) = try await rider()
+            #expect(try await platform.call(.POST, "/coupons/campaigns/\(coupon)/claim", token: stranger).status == 201)
+
+            let report = try await platform.report(id) { (($0["totals"] as? [String: Any])?["conversions"] as? Int ?? 0) >= 1 }
+            let totals = try #require(report["totals"] as? [String: Any])
+            #expect(totals["clicks"] as? Int == 1)
+            // Give the ride time to arrive too: it must not make a second conversion.
+            try await Task.sleep(for: .milliseconds(1500))
+            let later = try #require(try await platform.report(id)["totals"] as? [String: Any])
+            #expect(later["conversions"] as? Int == 1)
+        }
+    }
+}
