@@ -8,8 +8,9 @@ import Synchronization
 
 /// `hailstorm demo`: a small simulated city against the running system, through the gateway like any
 /// app — drivers going online and moving, a coupon flash sale opening at a set time, riders ordering rides
-/// (half assigned by the matching engine, half offered for drivers to grab), trips driven to the end and
-/// paid with the coupons — then a settlement batch and the reconciliation report.
+/// (half assigned by the matching engine, half offered for drivers to grab) and seeing ads while they wait
+/// and on the receipt (and tapping some), trips driven to the end and paid with the coupons — then a
+/// settlement batch, the reconciliation report and the ads' figures.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a simulated city against the running Hailstorm.")
 
@@ -90,6 +91,7 @@ struct Demo: AsyncParsableCommand {
         let driverAccounts = try await city.signUp(count: drivers, role: "driver")
         let riderAccounts = try await city.signUp(count: riders, role: "rider")
         print("Signed up \(drivers) drivers and \(riders) riders")
+        let adCampaigns = try await city.adCampaigns(admin: admin)
 
         let progress = Task {
             while !Task.isCancelled {
@@ -129,6 +131,16 @@ struct Demo: AsyncParsableCommand {
         let report = try await city.gateway.send(.GET, "/admin/reconciliation", token: admin.token)
         let mismatches = (report.json["mismatches"] as? [[String: Any]]) ?? []
         print("  reconciliation: \(mismatches.isEmpty ? "no mismatch" : "\(mismatches.count) mismatches: \(mismatches.prefix(5))")")
+        print("\nAds:")
+        // Serving figures reach the report every two seconds.
+        try await Task.sleep(for: .milliseconds(2500))
+        for id in adCampaigns {
+            let ad = try await city.gateway.send(.GET, "/admin/ads/campaigns/\(id)/report", token: admin.token)
+            let totals = ad.json["totals"] as? [String: Any] ?? [:]
+            let name = ((ad.json["campaign"] as? [String: Any])?["settings"] as? [String: Any])?["name"] as? String ?? id
+            print("  \(name): \(totals["served"] ?? 0) served, \(totals["impressions"] ?? 0) impressions, \(totals["clicks"] ?? 0) clicks, "
+                + "\(totals["conversions"] ?? 0) conversions, \((totals["spentMillicents"] as? Int ?? 0) / 1000) cents spent")
+        }
         print("\nSummary (\((ContinuousClock.now - started).components.seconds) s):\n" + city.tally.summary)
         let healthy = city.tally.completed > 0 && total == 0 && mismatches.isEmpty
         print(healthy ? "Demo completed." : "Demo finished with problems (see above).")
@@ -143,6 +155,7 @@ final class Tally: Sendable {
         var requested = 0, assignMode = 0, offerMode = 0, assigned = 0, grabsWon = 0, grabsLost = 0
         var completed = 0, paid = 0, paidCents = 0, discountCents = 0, expired = 0, cancelled = 0, unfinished = 0
         var declined = 0, errors = 0
+        var adsServed = 0, adsNone = 0, adClicks = 0
     }
     private let counts = Mutex(Counts())
 
@@ -163,6 +176,7 @@ final class Tally: Sendable {
               rides: \(c.requested) ordered (\(c.assignMode) assign mode, \(c.offerMode) offer mode), \(c.assigned) matched (\(c.grabsWon) by a won grab; \(c.grabsLost) grabs lost the race)
               trips: \(c.completed) completed, \(c.expired) expired, \(c.cancelled) cancelled, \(c.unfinished) unfinished at the time limit
               payments: \(c.paid) paid, \(c.paidCents) cents charged, \(c.discountCents) cents of coupons, \(c.declined) declined
+              ads: \(c.adsServed) shown to riders, \(c.adClicks) tapped, \(c.adsNone) slots with none
               errors: \(c.errors)
             """
         }
@@ -254,6 +268,49 @@ struct City: Sendable {
                     }
                 }
             }
+        }
+    }
+
+    /// Two advertisers: a kiosk paying per thousand impressions while riders wait, and a bank paying per
+    /// click on the waiting screen and the receipt. Both run at once (the demo is too short for pacing).
+    func adCampaigns(admin: Account) async throws -> [String] {
+        let now = Date().timeIntervalSince1970
+        var ids: [String] = []
+        for (name, placements, pricing, bid, title) in [
+            ("Kiosk 24", ["rider.waiting"], "cpm", 800, "Cold drinks at the corner"),
+            ("Spree Bank", ["rider.waiting", "rider.receipt"], "cpc", 40, "A card that pays your rides back"),
+        ] {
+            let created = try await gateway.send(.POST, "/admin/ads/campaigns", token: admin.token, json: [
+                "name": name, "advertiser": name, "placements": placements, "creative": ["title": title, "text": "Tap to see more"],
+                "targeting": ["city": "Berlin"], "pricing": pricing, "bidCents": bid, "dailyBudgetCents": 5000, "totalBudgetCents": 5000,
+                "frequencyCapPerDay": 5, "pacing": "asap", "startsAt": now - 60, "endsAt": now + 86_400,
+            ], idempotencyKey: UUID().uuidString)
+            guard created.status == 201, let id = created.json["id"] as? String else {
+                throw RunnerError("ad campaign not created: \(created.status) \(String(decoding: created.body, as: UTF8.self))")
+            }
+            _ = try await gateway.send(.POST, "/admin/ads/campaigns/\(id)/resume", token: admin.token)
+            ids.append(id)
+        }
+        return ids
+    }
+
+    /// A rider's ad slot: shown (counted), and tapped one time in five.
+    private func showAd(_ placement: String, to rider: Account, at point: [String: Double]) async {
+        guard let ad = try? await gateway.send(
+            .GET, "/ads?placement=\(placement)&lat=\(point["lat"] ?? 0)&lon=\(point["lon"] ?? 0)", token: rider.token)
+        else {
+            tally.update { $0.errors += 1 }
+            return
+        }
+        guard ad.status == 200, let impression = ad.json["impressionToken"] as? String, let click = ad.json["clickToken"] as? String else {
+            tally.update { $0.adsNone += 1 }
+            return
+        }
+        tally.update { $0.adsServed += 1 }
+        _ = try? await gateway.send(.POST, "/ads/impressions", token: rider.token, json: ["token": impression])
+        if Int.random(in: 0..<5) == 0 {
+            _ = try? await gateway.send(.POST, "/ads/clicks", token: rider.token, json: ["token": click])
+            tally.update { $0.adClicks += 1 }
         }
     }
 
@@ -360,6 +417,8 @@ struct City: Sendable {
             $0.requested += 1
             if dispatch == .assign { $0.assignMode += 1 } else { $0.offerMode += 1 }
         }
+        // The waiting screen's ad.
+        await showAd("rider.waiting", to: rider, at: pickup)
         var matched = false
         var current = order
         while ContinuousClock.now < deadline {
@@ -380,6 +439,7 @@ struct City: Sendable {
         }
         tally.update { $0.completed += 1 }
         await pay(current, rider: rider)
+        await showAd("rider.receipt", to: rider, at: dropoff)
     }
 
     private func pay(_ order: OrderAPI.Order, rider: Account) async {

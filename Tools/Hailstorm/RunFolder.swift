@@ -65,6 +65,17 @@ struct RunFolder: Sendable {
         return admin
     }
 
+    /// The key the ad service signs impression and click tokens with, made once per run folder, so that
+    /// an ad shown before the service restarts can still be counted after.
+    func adTokenKey() throws -> String {
+        struct AdKey: Codable { var key: String }
+        let file = path + "/ad-token-key.json"
+        if let existing = try? read(AdKey.self, from: file) { return existing.key }
+        let key = AdKey(key: Self.randomToken(48))
+        try write(key, to: file, private: true)
+        return key.key
+    }
+
     static func randomToken(_ length: Int) -> String {
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
         var generator = SystemRandomNumberGenerator()

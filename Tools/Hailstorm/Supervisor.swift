@@ -162,6 +162,7 @@ final class Supervisor: Service, @unchecked Sendable {
                 // rush hour 7–10 % more CPU in thread switches (docs/benchmarks.md). In Kubernetes a pod's CPU
                 // limit decides, as NIO reads it from the cgroup.
                 environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] = ProcessInfo.processInfo.environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] ?? "1"
+                if service.name == "ad" { environment["AD_TOKEN_KEY"] = try folder.adTokenKey() }
                 if service.name == "login" {
                     environment["AUTH_ADMIN_PHONE"] = admin.phone
                     environment["AUTH_ADMIN_PASSWORD"] = admin.password
