@@ -23,6 +23,8 @@ ensure_packages() {
     [ -f /usr/include/sqlite3.h ] || missing+=(libsqlite3-dev)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    # The ad service counts hours, days and daily budgets in each city's time zone.
+    [ -d /usr/share/zoneinfo ] || missing+=(tzdata)
     install_packages "${missing[@]}"
     # Debian's packages start system services; Hailstorm runs its own on free ports instead.
     if command -v swift >/dev/null 2>&1; then :; else

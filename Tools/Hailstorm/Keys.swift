@@ -50,15 +50,19 @@ struct Keys: ParsableCommand {
             for (issuer, key) in keys.privateKeys {
                 values["HAILSTORM_\(issuer.uppercased().replacingOccurrences(of: "-", with: "_"))_SIGNING_KEY"] = key
             }
+            // The ad service's token key is made once and kept through key rotations.
+            if Self.value(of: "HAILSTORM_AD_TOKEN_KEY", in: env) == nil { values["HAILSTORM_AD_TOKEN_KEY"] = RunFolder.randomToken(48) }
             try Self.setLines(values, in: env)
-            print("\(env): HAILSTORM_JWKS and \(keys.privateKeys.count) signing keys")
+            print("\(env): HAILSTORM_JWKS, \(keys.privateKeys.count) signing keys and the ad token key")
         }
         if let kustomize {
             try keys.jwks.write(toFile: kustomize + "/jwks.json", atomically: true, encoding: .utf8)
             var values: [String: String] = [:]
             for (issuer, key) in keys.privateKeys { values["\(issuer)-signing-key"] = key }
-            try Self.setLines(values, in: kustomize + "/secrets.env")
-            print("\(kustomize): jwks.json and \(keys.privateKeys.count) signing keys in secrets.env")
+            let secrets = kustomize + "/secrets.env"
+            if Self.value(of: "ad-token-key", in: secrets).map({ $0.count >= 32 }) != true { values["ad-token-key"] = RunFolder.randomToken(48) }
+            try Self.setLines(values, in: secrets)
+            print("\(kustomize): jwks.json, \(keys.privateKeys.count) signing keys and the ad token key in secrets.env")
         }
         let kids = try TokenKeys.parse(jwks: keys.jwks).keys.map(\.kid)
         print("\(folder.jwksFile): \(kids.joined(separator: ", "))")
@@ -67,6 +71,16 @@ struct Keys: ParsableCommand {
 }
 
 extension Keys {
+    /// The non-empty value of `name` in an env file, if the file has one.
+    static func value(of name: String, in file: String) -> String? {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(name + "=") {
+            let value = line.dropFirst(name.count + 1)
+            if !value.isEmpty { return String(value) }
+        }
+        return nil
+    }
+
     /// Sets `NAME=value` lines in an env file (made when missing, owner-only): replaces the lines of the
     /// names given, keeps every other line, adds the new ones at the end.
     static func setLines(_ values: [String: String], in file: String) throws {
