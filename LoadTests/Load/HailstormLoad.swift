@@ -18,10 +18,10 @@ struct HailstormLoad: AsyncParsableCommand {
         abstract: "Open-loop load against a running Hailstorm, with an audit of correctness and a report.")
 
     enum ScenarioName: String, ExpressibleByArgument, CaseIterable {
-        case flashSale = "flash-sale", rushHour = "rush-hour", grabStorm = "grab-storm", mixed, chaos, bareHTTP = "bare-http"
+        case flashSale = "flash-sale", rushHour = "rush-hour", grabStorm = "grab-storm", adStorm = "ad-storm", mixed, chaos, bareHTTP = "bare-http"
     }
 
-    @Argument(help: "flash-sale, rush-hour, grab-storm, mixed, chaos (mixed while Redis, etcd and every service are SIGKILLed in turn), or bare-http (the reference: --target a hailstorm-bare-endpoint).")
+    @Argument(help: "flash-sale, rush-hour, grab-storm, ad-storm (riders asking for ads and counting them), mixed, chaos (mixed while Redis, etcd and every service are SIGKILLed in turn), or bare-http (the reference: --target a hailstorm-bare-endpoint).")
     var scenario: ScenarioName
 
     @Option(help: "Offered requests per second (the schedule's rate; see --profile).")
@@ -42,7 +42,7 @@ struct HailstormLoad: AsyncParsableCommand {
     @Option(help: "flash-sale: coupons in the campaign.")
     var coupons: Int = 1000
 
-    @Option(help: "flash-sale: riders pressing the button.")
+    @Option(help: "flash-sale: riders pressing the button; ad-storm: riders asking for ads.")
     var riders: Int = 5000
 
     @Option(help: "rush-hour / grab-storm: simulated drivers (rush-hour 1000, grab-storm 100 when not given).")
@@ -161,6 +161,7 @@ struct HailstormLoad: AsyncParsableCommand {
         case .flashSale: flashSale()
         case .rushHour: rushHour()
         case .grabStorm: grabStorm()
+        case .adStorm: AdStormScenario(context: context, riders: riders)
         case .mixed: MixedScenario([flashSale(), rushHour(), grabStorm()])
         case .chaos: ChaosScenario(MixedScenario([flashSale(), rushHour(), grabStorm()]), context: context, runDir: runFolder, duration: duration)
         case .bareHTTP: throw ValidationError("bare-http runs without a Hailstorm")

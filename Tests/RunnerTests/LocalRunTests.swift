@@ -40,7 +40,7 @@ struct LocalRunTests {
         ])
         try #require(up.status == 0, "up: \(up.output)")
         var instances = try await status()
-        #expect(instances.count == 11, "redis, etcd, 7 services and 2 gateways: \(instances.map { $0["instance"] ?? "" })")
+        #expect(instances.count == 12, "redis, etcd, 8 services and 2 gateways: \(instances.map { $0["instance"] ?? "" })")
         #expect(instances.allSatisfy { $0["health"] as? String == "ready" && $0["pid"] as? Int != nil })
         #expect(try await tool("hailstorm", ["up", "--run-dir", runDir, "--bin-dir", bin]).output.contains("already running"))
 
@@ -49,6 +49,7 @@ struct LocalRunTests {
             ("flash-sale", ["--coupons", "50", "--riders", "200", "--profile", "burst"]),
             ("rush-hour", ["--drivers", "60", "--profile", "ramp"]),
             ("grab-storm", ["--drivers", "20"]),
+            ("ad-storm", ["--riders", "100"]),
             ("mixed", ["--coupons", "30", "--riders", "100", "--drivers", "40"]),
         ] {
             let out = runDir + "/load-\(scenario)"
