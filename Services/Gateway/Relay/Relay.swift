@@ -59,7 +59,7 @@ final class Relay: Sendable {
     /// (`verified`, or one remembered) whose role may call the route and that is known not to be signed out,
     /// and the caller's budget known here and not spent (it is counted now).
     func admit(_ head: WireRequest, on eventLoop: any EventLoop, verified: AccessTokenClaims? = nil) -> Admission {
-        guard !head.forRouter, head.bodyLength <= bodyLimit, let (route, parameter) = routes.match(head.method, head.path),
+        guard !head.forRouter, head.bodyLength <= bodyLimit, let (route, parameter, query) = routes.match(head.method, head.path),
             let authorization = head.authorization, authorization.hasPrefix("Bearer ")
         else { return .router }
         let token = String(authorization.dropFirst(7))
@@ -83,8 +83,8 @@ final class Relay: Sendable {
         }
         metrics.began(head.method)
         return .relay(RelayedRequest(
-            method: head.method, path: head.path, route: route, calleeID: id, client: client, remaining: remaining,
-            authorization: authorization, token: token, claims: claims, remembered: remembered, idempotencyKey: head.idempotencyKey,
+            method: head.method, path: head.path, route: route, calleeID: id, query: query.map(String.init), client: client,
+            remaining: remaining, authorization: authorization, token: token, claims: claims, remembered: remembered, idempotencyKey: head.idempotencyKey,
             requestID: HailRequestContext.requestID(from: head.requestID), trace: trace, eventLoop: eventLoop))
     }
 
@@ -125,8 +125,12 @@ final class Relay: Sendable {
                 tokens.attestation(for: request.token, claims: request.claims, to: route.service)
             }
         let sent = route.checkBody == nil ? nil : body
+        // What an app shows only when it comes quickly (an ad) has that long.
+        let timeout = route.optionalWithin.map { min($0, self.timeout) } ?? self.timeout
+        var path = route.calleePath(request.calleeID)
+        if let query = request.query { path += "?" + query }
         let bytes = HTTP1Wire.request(
-            method: route.calleeMethod, path: route.calleePath(request.calleeID), host: instance.hostHeader,
+            method: route.calleeMethod, path: path, host: instance.hostHeader,
             requestID: request.requestID, trace: request.trace, deadlineMilliseconds: timeout.millisecondsValue, body: sent,
             allocator: allocator
         ) { bytes in
@@ -156,6 +160,22 @@ final class Relay: Sendable {
         let route = request.route.route
         let retryable = route.isIdempotent || request.idempotencyKey != nil
         let relayed: RelayedAnswer
+        if route.optionalWithin != nil {
+            // No answer, a late one or a failure: the app shows nothing (as the router's relay answers).
+            var failed: ServiceClient.CallOutcome? = nil
+            switch result {
+            case .success(let answer) where answer.status >= 500: failed = .unavailable
+            case .success: break
+            case .failure(let error): failed = (error as? HTTP1CallError) == .deadlineExceeded ? .deadline : .unreachable
+            }
+            if let failed {
+                clients.finished(call.instance, service: route.service, outcome: failed)
+                logger.notice("optional answer replaced by 204", metadata: ["request_id": "\(request.requestID)", "path": "\(request.path)"])
+                let empty = RelayedAnswer(status: .noContent, headers: [:], body: nil)
+                metrics.answered(request, status: empty.status)
+                return .answer(answerBytes(empty, request: request, allocator: allocator))
+            }
+        }
         do {
             switch result {
             case .success(let answer):
@@ -239,6 +259,8 @@ final class RelayedRequest {
     let route: RelayRoutes.Entry
     /// The callee's `{id}`.
     let calleeID: String?
+    /// The query passed on as it came (names the route takes, see `RelayRoutes.passes`).
+    let query: String?
     /// The budget it was counted against, and what that budget has left.
     let client: String
     let remaining: Int
@@ -256,8 +278,8 @@ final class RelayedRequest {
     let started = DispatchTime.now().uptimeNanoseconds
 
     init(
-        method: HTTPRequest.Method, path: String, route: RelayRoutes.Entry, calleeID: String?, client: String, remaining: Int,
-        authorization: String, token: String, claims: AccessTokenClaims, remembered: VerifiedToken?, idempotencyKey: String?,
+        method: HTTPRequest.Method, path: String, route: RelayRoutes.Entry, calleeID: String?, query: String?, client: String,
+        remaining: Int, authorization: String, token: String, claims: AccessTokenClaims, remembered: VerifiedToken?, idempotencyKey: String?,
         requestID: String, trace: TraceContext?, eventLoop: any EventLoop
     ) {
         self.method = method
@@ -269,6 +291,7 @@ final class RelayedRequest {
         self.idempotencyKey = idempotencyKey
         self.route = route
         self.calleeID = calleeID
+        self.query = query
         self.client = client
         self.remaining = remaining
         self.requestID = requestID
@@ -306,8 +329,7 @@ struct RelayRoutes: Sendable {
 
     init(_ routes: [ProxyRoute]) {
         var entries: [HTTPRequest.Method: [Entry]] = [:]
-        // An optional route's failures become a 204, which is the router's to give.
-        for route in routes where route.optionalWithin == nil {
+        for route in routes {
             let segments: [String?] = route.path.split(separator: "/").map { $0 == "{id}" ? nil : String($0) }
             entries[route.method, default: []].append(Entry(route: route, segments: segments, name: Self.prefix + route.path))
         }
@@ -316,7 +338,14 @@ struct RelayRoutes: Sendable {
 
     /// The route `path` takes, and its `{id}`; nil when none does (a query, a trailing slash or an `{id}`
     /// that is not a plain segment of unreserved characters, which the router decodes, match none).
-    func match(_ method: HTTPRequest.Method, _ path: String) -> (Entry, Substring?)? {
+    func match(_ method: HTTPRequest.Method, _ target: String) -> (Entry, Substring?, query: Substring?)? {
+        // A query only for a route that passes one on, and only when it names nothing else.
+        var path = target[...]
+        var query: Substring? = nil
+        if let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) {
+            path = target[..<mark]
+            query = target[target.utf8.index(after: mark)...]
+        }
         let bytes = path.utf8
         guard let candidates = entries[method], bytes.starts(with: Self.prefix.utf8) else { return nil }
         let start = bytes.index(bytes.startIndex, offsetBy: Self.prefix.utf8.count)
@@ -339,9 +368,36 @@ struct RelayRoutes: Sendable {
                     index = bytes.index(after: end)
                 }
             }
-            return (entry, parameter.map { path[$0] })
+            if let query, !Self.passes(query, entry.route.query) { continue candidates }
+            return (entry, parameter.map { path[$0] }, query)
         }
         return nil
+    }
+
+    /// Whether a query string is one `route` passes on as it came: `name=value` pairs of names it takes,
+    /// written in unreserved characters and percent escapes (the service decodes them). Anything else
+    /// (another name, a `+`, a bare `%`) goes to the router, which reads each parameter it takes.
+    static func passes(_ query: Substring, _ names: [String]) -> Bool {
+        guard !names.isEmpty, !query.isEmpty, query.utf8.count <= 1024 else { return false }
+        for pair in query.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: false) {
+            guard let equals = pair.firstIndex(of: UInt8(ascii: "=")),
+                names.contains(where: { $0.utf8.elementsEqual(pair[pair.startIndex..<equals]) })
+            else { return false }
+            let value = pair[pair.index(after: equals)...]
+            var index = value.startIndex
+            while index < value.endIndex {
+                let byte = value[index]
+                if byte == UInt8(ascii: "%") {
+                    let digits = value[value.index(after: index)...].prefix(2)
+                    guard digits.count == 2, digits.allSatisfy({ UInt8(ascii: "0")...UInt8(ascii: "9") ~= $0 || UInt8(ascii: "A")...UInt8(ascii: "F") ~= $0 || UInt8(ascii: "a")...UInt8(ascii: "f") ~= $0 }) else { return false }
+                    index = value.index(index, offsetBy: 3)
+                } else {
+                    guard byte.isUnreservedInURI else { return false }
+                    index = value.index(after: index)
+                }
+            }
+        }
+        return true
     }
 }
 
