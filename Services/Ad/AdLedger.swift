@@ -2,6 +2,7 @@ import Contracts
 import EventBus
 import Foundation
 import HailKit
+import NIOCore
 import RedisKit
 
 /// The ad service's books in Redis: what each campaign has spent (in all and per local day), each
@@ -52,7 +53,9 @@ struct AdLedger: Sendable {
         let event = AdEvents.Counted(
             tokenID: token.id, campaignID: token.campaignID, userID: token.userID, placement: token.placement.rawValue,
             chargedMillicents: charge, at: now)
-        let envelope = try EventEnvelope(event, source: source, type: isClick ? AdEvents.Counted.clickType : AdEvents.Counted.type)
+        let envelope = EventEnvelope(
+            id: RandomID.uuid(), type: isClick ? AdEvents.Counted.clickType : AdEvents.Counted.type, stream: AdEvents.Counted.stream,
+            source: source, occurredAt: now, payload: Self.payload(of: event))
         let reply = try await redis.run(
             Self.countScript,
             keys: [
@@ -68,6 +71,27 @@ struct AdLedger: Sendable {
             throw RedisError.unexpectedReply("ad count script answered \(reply)")
         }
         return outcome
+    }
+
+    /// `event` as JSON, the keys sorted as `EventEnvelope` encodes them: written straight, since every
+    /// impression counted makes one (the encoder was a fiftieth of the service's work).
+    static func payload(of event: AdEvents.Counted) -> [UInt8] {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(200 + event.campaignID.utf8.count + event.userID.utf8.count)
+        buffer.writeStaticString("{\"at\":")
+        buffer.writeString(String(event.at))
+        buffer.writeStaticString(",\"campaignID\":")
+        JSONText.appendString(event.campaignID, to: &buffer)
+        buffer.writeStaticString(",\"chargedMillicents\":")
+        buffer.writeString(String(event.chargedMillicents))
+        buffer.writeStaticString(",\"placement\":")
+        JSONText.appendString(event.placement, to: &buffer)
+        buffer.writeStaticString(",\"tokenID\":")
+        JSONText.appendString(event.tokenID, to: &buffer)
+        buffer.writeStaticString(",\"userID\":")
+        JSONText.appendString(event.userID, to: &buffer)
+        buffer.writeStaticString("}")
+        return Array(buffer.readableBytesView)
     }
 
     /// The books of `campaigns` for their current local days, in one round trip.

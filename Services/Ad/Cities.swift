@@ -1,17 +1,22 @@
 import Contracts
 import Foundation
 import HailKit
+import Synchronization
 
 /// The cities ads are sold in: a name, a circle on the map, and the time zone that hours, days and
 /// daily budgets are counted in. From `ad.cities`: `Name@lat,lon,radiusMeters,TimeZone` entries separated
 /// by `;` (default `Berlin@52.52,13.405,30000,Europe/Berlin`).
 struct Cities: Sendable {
-    struct City: Sendable {
-        var name: String
-        var centre: GeoPoint
-        var radiusMeters: Double
-        var timeZone: TimeZone
-        var calendar: Calendar
+    final class City: Sendable {
+        let name: String
+        let centre: GeoPoint
+        let radiusMeters: Double
+        let timeZone: TimeZone
+        let calendar: Calendar
+
+        /// The day last asked for: every impression counted asks, and the calendar's arithmetic costs a
+        /// few microseconds of time zone rules each time.
+        private let lastDay = Mutex<(start: Double, end: Double, key: String)?>(nil)
 
         init(name: String, centre: GeoPoint, radiusMeters: Double, timeZone: TimeZone) {
             self.name = name
@@ -26,6 +31,13 @@ struct Cities: Sendable {
         /// The local day that `time` falls in: its start and end (seconds since 1970) and its key
         /// (`20261205`), which names that day's budget and cap counters.
         func day(of time: Double) -> (start: Double, end: Double, key: String) {
+            if let last = lastDay.withLock({ $0 }), last.start <= time, time < last.end { return last }
+            let day = Self.day(of: time, in: calendar)
+            lastDay.withLock { $0 = day }
+            return day
+        }
+
+        private static func day(of time: Double, in calendar: Calendar) -> (start: Double, end: Double, key: String) {
             let date = Date(timeIntervalSince1970: time)
             let start = calendar.startOfDay(for: date)
             let end = calendar.date(byAdding: .day, value: 1, to: start) ?? start.addingTimeInterval(86_400)

@@ -1,4 +1,5 @@
 @testable import Ad
+import Contracts
 import Foundation
 import Testing
 
@@ -77,5 +78,21 @@ struct PacerTests {
         var spent = Pacer()
         spent.update(now: 0, spent: 1000, budget: 1000, start: 0, end: 86_400, horizon: 900)
         #expect(spent.passRate == 0)
+    }
+}
+
+/// An impression's event is written by hand (`AdLedger.payload`), not encoded: what the recorder decodes
+/// from it must be the event, whatever its strings hold.
+@Suite("ads: the counted event as written")
+struct AdPayloadTests {
+    @Test("decodes to the event, with quotes, backslashes, control characters and non-ASCII in its strings")
+    func decodesToTheEvent() throws {
+        for event in [
+            AdEvents.Counted(tokenID: "t1", campaignID: "c1", userID: "u1", placement: "rider.waiting", chargedMillicents: 100, at: 1_796_455_750.411),
+            AdEvents.Counted(
+                tokenID: "t\"2\\", campaignID: "c/2\n\t\u{01}", userID: "rider é 乘车 🚕", placement: "driver.idle", chargedMillicents: 0, at: 0),
+        ] {
+            #expect(try JSONDecoder().decode(AdEvents.Counted.self, from: Data(AdLedger.payload(of: event))) == event)
+        }
     }
 }
