@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import NIOCore
 import Synchronization
 
 /// Riders at the waiting screen asking for ads: each scheduled request is one rider's ad request; an ad
@@ -66,57 +67,104 @@ final class AdStormScenario: Scenario {
         state.withLock { $0 = (riders, campaigns) }
     }
 
-    func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
+    /// The rider and the request for one ad, at a point around the centre.
+    private func adRequest() -> (rider: (id: String, token: String), path: String) {
         let rider = state.withLock { $0.riders[Int.random(in: 0..<$0.riders.count)] }
         let lat = 52.52 + Double.random(in: -0.05...0.05)
         let lon = 13.405 + Double.random(in: -0.08...0.08)
-        let reply = await context.call(.GET, "/ads?placement=rider.waiting&lat=\(lat)&lon=\(lon)", token: rider.token)
-        guard let reply, reply.status == 200 else {
-            return ("GET /ads", LoadContext.outcome(reply, expected: [204], label: "none"))
-        }
+        return (rider, "/ads?placement=rider.waiting&lat=\(lat)&lon=\(lon)")
+    }
+
+    /// What the app does with an ad served: the impression counted (one in ten sent twice, an app
+    /// retrying), and one in ten tapped.
+    private func counts(for reply: LoadContext.Reply?) -> (campaign: String, sends: [(path: String, token: String)])? {
+        guard let reply, reply.status == 200 else { return nil }
         let ad = reply.json
         guard let campaign = ad["campaignID"] as? String, let impression = ad["impressionToken"] as? String,
             let click = ad["clickToken"] as? String
-        else { return ("GET /ads", .error("an ad without its tokens")) }
-        // Shown, then (the app's work, off the schedule) counted, sometimes twice, sometimes tapped.
-        Task {
-            await self.count("/ads/impressions", impression, campaign: campaign, rider: rider, second: second)
-            if Int.random(in: 0..<10) == 0 { await self.count("/ads/impressions", impression, campaign: campaign, rider: rider, second: second) }
-            if Int.random(in: 0..<10) == 0 { await self.count("/ads/clicks", click, campaign: campaign, rider: rider, second: second) }
-        }
-        return ("GET /ads", .ok("served"))
+        else { return nil }
+        var sends = [("/ads/impressions", impression)]
+        if Int.random(in: 0..<10) == 0 { sends.append(("/ads/impressions", impression)) }
+        if Int.random(in: 0..<10) == 0 { sends.append(("/ads/clicks", click)) }
+        return (campaign, sends)
     }
 
-    private func count(_ path: String, _ token: String, campaign: String, rider: (id: String, token: String), second: Int) async {
-        await context.recorded("POST \(path)", second: second) {
-            let body = try? JSONSerialization.data(withJSONObject: ["token": token])
-            let reply = await context.call(.POST, path, token: rider.token, json: body)
-            guard let reply, reply.status == 200, let outcome = reply.json["outcome"] as? String else {
-                return LoadContext.outcome(reply, expected: [], label: "counted")
-            }
-            let charged = reply.json["chargedMillicents"] as? Int ?? 0
-            state.withLock { state in
-                guard var books = state.campaigns[campaign] else { return }
-                switch outcome {
-                case "counted":
-                    books.charged += charged
-                    if path.hasSuffix("clicks") {
-                        books.clicks += 1
-                    } else {
-                        books.counted += 1
-                        books.seen[rider.id, default: 0] += 1
-                    }
-                case "duplicate": books.duplicates += 1
-                default: break
-                }
-                state.campaigns[campaign] = books
-            }
-            return .ok(outcome)
+    private func served(_ reply: LoadContext.Reply?) -> (endpoint: String, outcome: Outcome) {
+        guard let reply, reply.status == 200 else {
+            return ("GET /ads", LoadContext.outcome(reply, expected: [204], label: "none"))
         }
+        return ("GET /ads", counts(for: reply) == nil ? .error("an ad without its tokens") : .ok("served"))
+    }
+
+    func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
+        let (rider, path) = adRequest()
+        let reply = await context.call(.GET, path, token: rider.token)
+        if let (campaign, sends) = counts(for: reply) {
+            for (path, token) in sends {
+                await context.recorded("POST \(path)", second: second) {
+                    let body = try? JSONSerialization.data(withJSONObject: ["token": token])
+                    return self.counted(await context.call(.POST, path, token: rider.token, json: body), path: path, campaign: campaign, rider: rider.id)
+                }
+            }
+        }
+        return served(reply)
+    }
+
+    /// On the gateway lane's loop, without a task: the ad, then its counts one after another.
+    func submit(_ index: Int, second: Int, on loop: any EventLoop, _ done: @escaping @Sendable (OpenLoop.Answer) -> Void) -> Bool {
+        guard let lane = context.lane else { return false }
+        let (rider, path) = adRequest()
+        return context.send(lane.request(.GET, "/api/v1" + path, token: rider.token), on: loop) { reply in
+            done(self.served(reply))
+            guard let (campaign, sends) = self.counts(for: reply) else { return }
+            self.send(sends[...], campaign: campaign, rider: rider, second: second, on: loop, lane: lane)
+        }
+    }
+
+    private func send(
+        _ sends: ArraySlice<(path: String, token: String)>, campaign: String, rider: (id: String, token: String), second: Int,
+        on loop: any EventLoop, lane: GatewayLane
+    ) {
+        guard let (path, token) = sends.first else { return }
+        // (A token is base64url and a dot: nothing in it needs escaping in JSON.)
+        let body = Data((#"{"token":""# + token + #""}"#).utf8)
+        let started = ContinuousClock.now
+        _ = context.send(lane.request(.POST, "/api/v1" + path, token: rider.token, json: body), on: loop) { reply in
+            let outcome = self.counted(reply, path: path, campaign: campaign, rider: rider.id)
+            self.context.recorder.record(
+                endpoint: "POST \(path)", second: second, latencyMicros: UInt64((ContinuousClock.now - started).secondsValue * 1e6),
+                outcome: outcome, lateness: 0)
+            self.send(sends.dropFirst(), campaign: campaign, rider: rider, second: second, on: loop, lane: lane)
+        }
+    }
+
+    /// What the rider was told, kept for the audit.
+    private func counted(_ reply: LoadContext.Reply?, path: String, campaign: String, rider: String) -> Outcome {
+        guard let reply, reply.status == 200, let outcome = reply.json["outcome"] as? String else {
+            return LoadContext.outcome(reply, expected: [], label: "counted")
+        }
+        let charged = reply.json["chargedMillicents"] as? Int ?? 0
+        state.withLock { state in
+            guard var books = state.campaigns[campaign] else { return }
+            switch outcome {
+            case "counted":
+                books.charged += charged
+                if path.hasSuffix("clicks") {
+                    books.clicks += 1
+                } else {
+                    books.counted += 1
+                    books.seen[rider, default: 0] += 1
+                }
+            case "duplicate": books.duplicates += 1
+            default: break
+            }
+            state.campaigns[campaign] = books
+        }
+        return .ok(outcome)
     }
 
     func finish() async {
-        // The last impressions and clicks are counted off the schedule: let them land.
+        // The last impressions and clicks are counted after their ad: let them land.
         try? await Task.sleep(for: .seconds(2))
     }
 
