@@ -140,6 +140,8 @@ struct Demo: AsyncParsableCommand {
             let name = ((ad.json["campaign"] as? [String: Any])?["settings"] as? [String: Any])?["name"] as? String ?? id
             print("  \(name): \(totals["served"] ?? 0) served, \(totals["impressions"] ?? 0) impressions, \(totals["clicks"] ?? 0) clicks, "
                 + "\(totals["conversions"] ?? 0) conversions, \((totals["spentMillicents"] as? Int ?? 0) / 1000) cents spent")
+            // The demo's advertisers leave with it, as its drivers sign off: the next demo's riders see its own.
+            _ = try? await city.gateway.send(.POST, "/admin/ads/campaigns/\(id)/end", token: admin.token)
         }
         print("\nSummary (\((ContinuousClock.now - started).components.seconds) s):\n" + city.tally.summary)
         let healthy = city.tally.completed > 0 && total == 0 && mismatches.isEmpty
