@@ -228,7 +228,7 @@ let package = Package(
         ),
         .target(name: "BenchSupport", dependencies: ["Contracts", "RedisKit"], path: "LoadTests/BenchSupport"),
         .executableTarget(name: "BareEndpoint", dependencies: [hummingbird], path: "LoadTests/BareEndpoint"),
-        testTarget("MatchingEngine", ["MatchingEngine"]),
+        testTarget("MatchingEngine", ["MatchingEngine", "HailKitTesting"]),
         testTarget("RedisKit", ["RedisKit", "HailKitTesting"]),
         testTarget("SQLiteKit", ["SQLiteKit", "HailKitTesting"]),
         testTarget("Discovery", ["Discovery", "HailKitTesting"]),

@@ -1,24 +1,13 @@
 @testable import Ad
 import Contracts
 import Foundation
+import HailKitTesting
 import Testing
 
 /// A day's budget spent along the even line, the day driven by a test clock, one pacing run a minute as
 /// the service runs it, with traffic that rises and falls through the day.
 @Suite("ad pacing over a simulated day")
 struct PacerTests {
-    /// Deterministic randomness, so a run is the same every time.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// Spend (millicents) at the end of each hour of one day in Berlin: a CPM campaign bidding 100 cents
     /// (100 millicents an impression) with a daily budget of 10,000 impressions' worth, requests from
     /// 2,000 a minute at night to 8,000 at the evening peak.
@@ -28,7 +17,7 @@ struct PacerTests {
         let budget = 1_000_000
         let charge = 100
         var pacer = Pacer()
-        var random = SplitMix(state: 42)
+        var random = SeededGenerator(42)
         var spent = 0
         var hours: [Int] = []
         var spentOut: Int?

@@ -1,3 +1,4 @@
+import HailKitTesting
 import Testing
 @testable import MatchingEngine
 

@@ -1,4 +1,5 @@
 import Foundation
+import HailKitTesting
 import Testing
 @testable import MatchingEngine
 

@@ -1,18 +1,6 @@
+import HailKitTesting
 import Testing
 @testable import MatchingEngine
-
-/// Deterministic randomness for reproducible instances.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// The minimum total over every way to give each of the n rows a distinct column (n ≤ m ≤ 8).
 func bruteForceMinimum(_ cost: [[Double]]) -> Double {
