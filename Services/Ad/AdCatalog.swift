@@ -209,6 +209,7 @@ final class AdCatalog: Sendable {
         guard let entry else { throw Problem.notFound("No ad campaign \(claims.campaignID)") }
         let charge = kind == .impression ? entry.impressionCharge : entry.clickCharge
         let outcome = try await ledger.count(claims, charge: charge, campaign: entry.settings, day: entry.city.day(of: now).key, now: now)
+        if outcome == .duplicate { counts.add(.init(campaign: claims.campaignID, at: now)) { $0.duplicates += 1 } }
         return AdAPI.Counted(outcome: outcome.rawValue, campaignID: claims.campaignID, chargedMillicents: outcome == .counted ? charge : 0)
     }
 }

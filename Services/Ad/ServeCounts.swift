@@ -1,6 +1,7 @@
 import Synchronization
 
-/// Serving figures per campaign and hour (requests, eligible, throttled, capped, served), counted in
+/// Serving figures per campaign and hour (requests, eligible, throttled, capped, served, and tokens sent
+/// again), counted in
 /// memory as ads are served and added to SQLite every couple of seconds (`AdStore.add`): a counter in
 /// Redis per request and campaign would cost a round trip each. A crash loses at most the figures of the
 /// last flush interval; impressions, clicks and spend are not among them (Redis counts those).
@@ -22,6 +23,8 @@ final class ServeCounts: Sendable {
         var throttled = 0
         var capped = 0
         var served = 0
+        /// Impressions and clicks sent again (counted once, refused after).
+        var duplicates = 0
 
         mutating func add(_ other: Figures) {
             requests += other.requests
@@ -29,6 +32,7 @@ final class ServeCounts: Sendable {
             throttled += other.throttled
             capped += other.capped
             served += other.served
+            duplicates += other.duplicates
         }
     }
 

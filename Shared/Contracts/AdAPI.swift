@@ -238,7 +238,8 @@ public enum AdAPI {
         /// Clicks followed within 30 minutes by a coupon claim or a ride by the same user (once per click).
         public var conversions: Int
         public var spentMillicents: Int
-        /// Tokens sent again, counted and charged nothing.
+        /// Tokens sent again, counted and charged nothing (in the totals, Redis's count; per hour, the
+        /// service's, stored every couple of seconds).
         public var duplicates: Int
         /// (share of the daily budget spent) ÷ (share of the day elapsed), at the hour's last pacing run.
         public var pacingIndex: Double?

@@ -214,6 +214,15 @@ struct AdPlatformTests {
             #expect(totals["impressions"] as? Int == 100)
             #expect(totals["spentMillicents"] as? Int == 100_000, "exactly the budget, in SQLite")
             #expect(totals["duplicates"] as? Int == 1000)
+            let hours = report["hours"] as? [[String: Any]] ?? []
+            var perHour = hours.reduce(0) { $0 + ($1["duplicates"] as? Int ?? 0) }
+            // (The hours' figures are stored every 100 ms here: let the last ones land.)
+            for _ in 0..<20 where perHour < 1000 {
+                try await Task.sleep(for: .milliseconds(100))
+                let later = try await platform.admin(.GET, "/admin/ads/campaigns/\(id)/report").json["hours"] as? [[String: Any]] ?? []
+                perHour = later.reduce(0) { $0 + ($1["duplicates"] as? Int ?? 0) }
+            }
+            #expect(perHour == 1000, "the hours add up to the duplicates refused")
             #expect((report["campaign"] as? [String: Any])?["spentMillicents"] as? Int == 100_000, "exactly the budget, in Redis")
             // Out of budget, the campaign is no longer served.
             var exhausted = ""

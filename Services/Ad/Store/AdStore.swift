@@ -68,6 +68,9 @@ struct AdStore: Sendable {
                 """)
         }
         ProcessedEvents.addMigrations(to: &migrations)
+        migrations.add("v2-duplicates-per-hour") { db in
+            try db.execute(sql: "ALTER TABLE serve_hours ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0")
+        }
         return migrations
     }
 
@@ -203,14 +206,17 @@ struct AdStore: Sendable {
         guard !counts.isEmpty || !pacing.isEmpty else { return }
         try await db.write { db in
             let add = try db.cachedStatement(sql: """
-                INSERT INTO serve_hours (campaign_id, hour, requests, eligible, throttled, capped, served) VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO serve_hours (campaign_id, hour, requests, eligible, throttled, capped, served, duplicates)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(campaign_id, hour) DO UPDATE SET requests = requests + excluded.requests,
                     eligible = eligible + excluded.eligible, throttled = throttled + excluded.throttled,
-                    capped = capped + excluded.capped, served = served + excluded.served
+                    capped = capped + excluded.capped, served = served + excluded.served,
+                    duplicates = duplicates + excluded.duplicates
                 """)
             for (key, figures) in counts {
                 try add.execute(arguments: [
                     key.campaign, key.hour, figures.requests, figures.eligible, figures.throttled, figures.capped, figures.served,
+                    figures.duplicates,
                 ])
             }
             let index = try db.cachedStatement(sql: """
@@ -235,6 +241,7 @@ struct AdStore: Sendable {
                 figures.throttled = row["throttled"]
                 figures.capped = row["capped"]
                 figures.served = row["served"]
+                figures.duplicates = row["duplicates"]
                 figures.pacingIndex = row["pacing_index"]
                 hours[figures.hour] = figures
             }
