@@ -39,10 +39,12 @@ final class AdCatalog: Sendable {
         var impressionCharge: Int { settings.pricing == .cpm ? settings.bidCents : 0 }
         var clickCharge: Int { settings.pricing == .cpc ? settings.bidCents * 1000 : 0 }
 
+        /// Whether the total budget has no room left for what it charges for.
+        var isExhausted: Bool { books.spent + max(impressionCharge, clickCharge) > settings.totalBudgetCents * 1000 }
+
         /// Whether the budgets still have room for what it charges for.
         var hasBudget: Bool {
-            let next = max(impressionCharge, clickCharge)
-            return books.spent + next <= settings.totalBudgetCents * 1000 && books.spentToday + next <= settings.dailyBudgetCents * 1000
+            !isExhausted && books.spentToday + max(impressionCharge, clickCharge) <= settings.dailyBudgetCents * 1000
         }
 
         /// The expected value of showing it, per thousand impressions, in cents: the bid for CPM; for
@@ -108,7 +110,7 @@ final class AdCatalog: Sendable {
                 entry.day = day
                 if now >= entry.settings.endsAt {
                     finished.append((id, .ended))
-                } else if entry.books.spent + max(entry.impressionCharge, entry.clickCharge) > entry.settings.totalBudgetCents * 1000 {
+                } else if entry.isExhausted {
                     finished.append((id, .exhausted))
                 }
                 if entry.settings.pacing ?? .even == .even, now - entry.pacedAt >= settings.pacingInterval {
@@ -145,15 +147,15 @@ final class AdCatalog: Sendable {
         for entry in running { counts.add(.init(campaign: entry.campaign.id, at: now)) { $0.requests += 1 } }
 
         // Targeting and budget; the rider's trips are read only when a campaign asks for a segment.
-        var trips: Int?? = nil
+        var trips: Int? = nil
         if identity.role == .rider, running.contains(where: { ($0.settings.targeting.segment ?? .any) != .any }) {
-            trips = .some(try await store.completedTrips(user: identity.userID))
+            trips = try await store.completedTrips(user: identity.userID)
         }
         let targeted = running.filter { entry in
             entry.hasBudget
                 && entry.settings.targeting.matches(
-                    point: point, time: now, in: city, completedTrips: { identity.role == .rider ? trips ?? nil : nil },
-                    newBelow: settings.newBelow, frequentFrom: settings.frequentFrom)
+                    point: point, time: now, in: city, completedTrips: trips, newBelow: settings.newBelow,
+                    frequentFrom: settings.frequentFrom)
         }
         guard !targeted.isEmpty else { return nil }
         // The user's caps, in one round trip.

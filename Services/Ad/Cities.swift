@@ -82,31 +82,18 @@ struct Cities: Sendable {
 
     /// The city a point lies in (the nearest centre, when circles overlap).
     func city(at point: GeoPoint) -> City? {
-        all.filter { Geo.meters(from: $0.centre, to: point) <= $0.radiusMeters }
-            .min { Geo.meters(from: $0.centre, to: point) < Geo.meters(from: $1.centre, to: point) }
-    }
-}
-
-/// Distances on the map.
-enum Geo {
-    /// Great-circle distance in meters (haversine).
-    static func meters(from a: GeoPoint, to b: GeoPoint) -> Double {
-        let radians = Double.pi / 180
-        let dLat = (b.lat - a.lat) * radians
-        let dLon = (b.lon - a.lon) * radians
-        let h = sin(dLat / 2) * sin(dLat / 2) + cos(a.lat * radians) * cos(b.lat * radians) * sin(dLon / 2) * sin(dLon / 2)
-        return 2 * 6_371_000 * asin(min(1, sqrt(h)))
+        all.map { ($0, $0.centre.distanceKm(to: point) * 1000) }.filter { $0.1 <= $0.0.radiusMeters }.min { $0.1 < $1.1 }?.0
     }
 }
 
 extension AdAPI.Targeting {
-    /// Whether a request at `point`, at `time`, from a user with `completedTrips` (nil: not a rider)
-    /// matches, in `city`. The segment thresholds are the service's.
+    /// Whether a request at `point`, at `time`, from a user with `completedTrips` (nil: not a rider, or
+    /// no campaign asked) matches, in `city`. The segment thresholds are the service's.
     func matches(
-        point: GeoPoint, time: Double, in city: Cities.City, completedTrips: () -> Int?, newBelow: Int, frequentFrom: Int
+        point: GeoPoint, time: Double, in city: Cities.City, completedTrips: Int?, newBelow: Int, frequentFrom: Int
     ) -> Bool {
         guard city.name == self.city else { return false }
-        if let area, Geo.meters(from: GeoPoint(lat: area.lat, lon: area.lon), to: point) > area.radiusMeters { return false }
+        if let area, GeoPoint(lat: area.lat, lon: area.lon).distanceKm(to: point) * 1000 > area.radiusMeters { return false }
         if hours?.isEmpty == false || days?.isEmpty == false {
             let clock = city.clock(at: time)
             if let hours, !hours.isEmpty, !hours.contains(clock.hour) { return false }
@@ -115,10 +102,10 @@ extension AdAPI.Targeting {
         switch segment ?? .any {
         case .any: return true
         case .new:
-            guard let trips = completedTrips() else { return false }
+            guard let trips = completedTrips else { return false }
             return trips < newBelow
         case .frequent:
-            guard let trips = completedTrips() else { return false }
+            guard let trips = completedTrips else { return false }
             return trips >= frequentFrom
         }
     }

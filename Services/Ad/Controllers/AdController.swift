@@ -45,7 +45,7 @@ struct AdController: Sendable {
         }
         router.on(AdAPI.report) { _, _, context in
             _ = try context.requireRole(.admin)
-            let campaign = try await withBooks(try await campaign(context))
+            let (campaign, books) = try await booked(try await campaign(context))
             let hours = try await store.report(campaign: campaign.id)
             var totals = AdAPI.ReportHour(hour: hours.first?.hour ?? 0)
             for hour in hours {
@@ -60,7 +60,6 @@ struct AdController: Sendable {
                 totals.spentMillicents += hour.spentMillicents
             }
             totals.clickRate = totals.impressions > 0 ? Double(totals.clicks) / Double(totals.impressions) : 0
-            let books = try await catalog.ledger.books([(id: campaign.id, day: "-")]).first ?? AdLedger.Books()
             totals.duplicates = books.duplicates
             totals.pacingIndex = hours.last?.pacingIndex
             let pending = max(0, books.impressions + books.clicks - totals.impressions - totals.clicks)
@@ -105,6 +104,11 @@ struct AdController: Sendable {
 
     /// The campaign with what Redis says it spent, and the pass rate pacing gives it when it is in service.
     private func withBooks(_ campaign: AdAPI.Campaign) async throws -> AdAPI.Campaign {
+        try await booked(campaign).campaign
+    }
+
+    /// `withBooks`, and the books it read.
+    private func booked(_ campaign: AdAPI.Campaign) async throws -> (campaign: AdAPI.Campaign, books: AdLedger.Books) {
         var campaign = campaign
         let day = cities.named(campaign.settings.targeting.city)?.day(of: Date().timeIntervalSince1970).key ?? "-"
         let books = try await catalog.ledger.books([(id: campaign.id, day: day)]).first ?? AdLedger.Books()
@@ -113,7 +117,7 @@ struct AdController: Sendable {
         if let live = catalog.current(campaign.id) {
             campaign.passRate = campaign.settings.pacing ?? .even == .even ? live.pacer.passRate : 1
         }
-        return campaign
+        return (campaign, books)
     }
 
     /// Pause, resume or end: stored, then served accordingly at once.
