@@ -50,6 +50,7 @@ let services = [
     service("Payment", product: "payment", [.product(name: "Metrics", package: "swift-metrics")]),
     service("Settlement", product: "settlement", [.product(name: "Metrics", package: "swift-metrics")]),
     service("Ad", product: "ad", [.product(name: "Crypto", package: "swift-crypto")]),
+    service("Analytics", product: "analytics", ["MatchingEngine", .product(name: "Metrics", package: "swift-metrics")]),
 ]
 
 /// The tests of a module: `Tests/<Module>Tests`.
@@ -243,6 +244,10 @@ let package = Package(
         testTarget("Payment", ["Payment", "Contracts"]),
         testTarget("Ad", [
             "Ad", "Gateway", "Coupon", "HailKit", "HailKitTesting", "Contracts", "EventBus", "RedisKit",
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        testTarget("Analytics", [
+            "Analytics", "Gateway", "HailKit", "HailKitTesting", "Contracts", "EventBus", "RedisKit", "MatchingEngine",
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         testTarget("Runner", ["HailKitTesting", "Load", nioCore]),

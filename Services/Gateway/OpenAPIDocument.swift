@@ -173,7 +173,40 @@ enum OpenAPIDocument {
             "/api/v1/admin/ads/campaigns/{id}/end": ["post": op("End a campaign for good", roles: ["admin"], response: "AdCampaign", id: true)],
             "/api/v1/admin/ads/campaigns/{id}/report": ["get": op(
                 "A campaign's figures per hour", roles: ["admin"], response: "AdReport", id: true)],
+
+            // Analytics.
+            "/api/v1/admin/analytics/kpis": ["get": op(
+                "The platform's figures over a range and per minute or hour, for the platform, a city or a cell", roles: ["admin"],
+                response: "AnalyticsKPIs", parameters: range + [
+                    query("step", ["type": "string", "enum": ["minute", "hour"]]), query("city", ["type": "string"]),
+                    query("cell", ["type": "string", "description": "A cell id as the heatmap names it (City:q:r)."]),
+                ])],
+            "/api/v1/admin/analytics/funnel": ["get": op(
+                "Quotes, then the orders created in the range step by step through the state machine", roles: ["admin"],
+                response: "AnalyticsFunnel", parameters: range + [query("city", ["type": "string"])])],
+            "/api/v1/admin/analytics/heatmap": ["get": op(
+                "Hexagonal cells with their value, as a GeoJSON FeatureCollection", roles: ["admin"], response: "AnalyticsHeatmap",
+                parameters: [
+                    ["name": "kind", "in": "query", "required": true, "schema": ["type": "string", "enum": ["pickups", "dropoffs", "supply", "demand"]]],
+                    query("city", ["type": "string"]),
+                ] + range)],
+            "/api/v1/admin/analytics/trips/{id}/path": ["get": op(
+                "A trip's driven and simplified path (GeoJSON), its metrics and flags", roles: ["admin"], response: "AnalyticsTripPath", id: true,
+                parameters: [query("tolerance", ["type": "number", "minimum": 0.1, "maximum": 10_000, "description": "Metres (25)."])])],
+            "/api/v1/admin/analytics/anomalies": ["get": op(
+                "Flagged trips completed in the range", roles: ["admin"], response: "AnalyticsAnomalies", parameters: range)],
+            "/api/v1/admin/analytics/od": ["get": op(
+                "The busiest pickup → drop-off cell pairs", roles: ["admin"], response: "AnalyticsFlows",
+                parameters: range + [query("top", ["type": "integer", "minimum": 1, "maximum": 1000])])],
+            "/api/v1/admin/analytics/rebuild": ["post": op(
+                "Empty analytics and read every stream again from its start", roles: ["admin"], response: "AnalyticsRebuilt")],
         ]
+    }
+
+    /// `from` and `to` of an analytics query (seconds since 1970; by default the last hour).
+    static var range: [[String: Any]] {
+        let time: [String: Any] = ["type": "number", "minimum": 0, "maximum": 4_102_444_800, "description": "Seconds since 1970."]
+        return [query("from", time), query("to", time)]
     }
 
     /// `GET /api/v1/ads`: an ad, or 204 when none fits (or the ad service does not answer in time).
@@ -359,6 +392,31 @@ enum OpenAPIDocument {
                 ], required: ["id", "trigger", "startedAt", "entries", "totalCents", "payouts"]),
             "BatchList": object(["batches": ["type": "array", "items": ref("Batch")]], required: ["batches"]),
             "AdToken": object(["token": ["type": "string", "minLength": 1, "maxLength": 2048]], required: ["token"]),
+            "AnalyticsKPIs": object(
+                [
+                    "from": time, "to": time, "step": ["type": "string", "enum": ["minute", "hour"]], "city": text, "cell": text,
+                    "total": ["type": "object"],
+                    "steps": ["type": "array", "items": object(["start": time, "figures": ["type": "object"]], required: ["start", "figures"])],
+                ], required: ["from", "to", "step", "total", "steps"]),
+            "AnalyticsFunnel": object(
+                [
+                    "from": time, "to": time, "city": text,
+                    "steps": ["type": "array", "items": object(
+                        ["step": text, "count": ["type": "integer"], "dropOff": ["type": "number"]], required: ["step", "count"])],
+                ], required: ["from", "to", "steps"]),
+            "AnalyticsHeatmap": object(
+                [
+                    "type": ["const": "FeatureCollection"], "kind": text, "from": time, "to": time, "edgeMeters": ["type": "number"],
+                    "features": ["type": "array", "items": ["type": "object"]],
+                ], required: ["type", "kind", "from", "to", "edgeMeters", "features"]),
+            "AnalyticsTripPath": object(
+                ["type": ["const": "FeatureCollection"], "trip": ["type": "object"], "features": ["type": "array", "items": ["type": "object"]]],
+                required: ["type", "trip", "features"]),
+            "AnalyticsAnomalies": object(
+                ["from": time, "to": time, "trips": ["type": "array", "items": ["type": "object"]]], required: ["from", "to", "trips"]),
+            "AnalyticsFlows": object(
+                ["from": time, "to": time, "flows": ["type": "array", "items": ["type": "object"]]], required: ["from", "to", "flows"]),
+            "AnalyticsRebuilt": object(["events": ["type": "integer"], "seconds": ["type": "number"]], required: ["events", "seconds"]),
             "AdCounted": object(
                 [
                     "outcome": ["type": "string", "enum": ["counted", "duplicate", "capped", "budget-exhausted"]], "campaignID": text,

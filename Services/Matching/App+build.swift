@@ -18,7 +18,9 @@ import SQLiteKit
 /// plane is projected around; 52.52, 13.405), `matching.city.radius.km` (40) and `matching.cell.km` (0.4);
 /// `matching.redis.prefix` (`matching`: the GEO set and the online/busy sets); `matching.events.reclaim.seconds` (30);
 /// `matching.driver.stale.seconds` (120: an available driver without a fix for this long goes offline);
-/// `matching.fix.copy.ms` (100: how often the fixes received are copied to Redis, for a restart's rebuild).
+/// `matching.fix.copy.ms` (100: how often the fixes received are copied to Redis, for a restart's rebuild);
+/// `matching.location.publish.ms` (250: how often accepted fixes go to the `driver.location` stream; 0 turns
+/// the stream off) and `matching.location.stream.max` (200,000 entries of up to 1,000 fixes each).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "matching", reader: reader, defaultPort: 9003)
     let tokens = try await kit.accessTokens()
@@ -83,8 +85,18 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         try await store.pruneLeft(olderThan: retention)
     })
 
+    let publishEvery = try reader.int(forKey: "matching.location.publish.ms", default: 250, in: 0...60_000)
+    var fixStream: FixStream?
+    if publishEvery > 0 {
+        let stream = FixStream.fixes(
+            redis: kit.redis, source: kit.name,
+            maxLength: try reader.int(forKey: "matching.location.stream.max", default: 200_000, in: 100...100_000_000))
+        kit.addService(stream.periodic(every: .milliseconds(publishEvery), logger: kit.logger))
+        fixStream = stream
+    }
+
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)
-    DriverController(fleet: fleet, store: store, counters: counters, style: style).register(on: api)
+    DriverController(fleet: fleet, store: store, counters: counters, style: style, fixStream: fixStream).register(on: api)
     return kit.makeApplication(router: router)
 }

@@ -37,7 +37,11 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         defaultFactor: reader.double(forKey: "order.surge.default", default: 1.0))
 
     kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: wakeups, logger: kit.logger))
-    kit.trimStreams([OrderEvents.Created.stream])
+    // `order.quotes.publish.ms` (1000): how often the quotes given are published to `order.quotes`.
+    let quotes = QuoteTally.quotes(redis: kit.redis, source: kit.name)
+    kit.addService(quotes.periodic(
+        every: .milliseconds(try reader.int(forKey: "order.quotes.publish.ms", default: 1000, in: 10...60_000)), logger: kit.logger))
+    kit.trimStreams([OrderEvents.Created.stream, QuoteEvents.Given.stream])
     kit.addService(PaymentsConsumer.consumer(
         store: store, cache: cache, wakeups: wakeups, redis: kit.redis, instance: kit.configuration.instanceID,
         logger: kit.logger))
@@ -48,6 +52,6 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
 
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)
-    OrderController(store: store, cache: cache, fares: fares, surge: surge, wakeups: wakeups).register(on: api)
+    OrderController(store: store, cache: cache, fares: fares, surge: surge, wakeups: wakeups, quotes: quotes).register(on: api)
     return kit.makeApplication(router: router)
 }

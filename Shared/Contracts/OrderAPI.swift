@@ -337,12 +337,15 @@ public enum OrderEvents {
         public var fareCents: Int
         public var createdAt: Double
         public var dispatch: OrderAPI.Dispatch?
+        /// The surge factor the fare was quoted with (absent in events from before it was carried).
+        public var surge: Double?
 
         public init(
             orderID: String, riderID: String, pickup: GeoPoint, dropoff: GeoPoint, fareCents: Int, createdAt: Double,
-            dispatch: OrderAPI.Dispatch? = nil
+            dispatch: OrderAPI.Dispatch? = nil, surge: Double? = nil
         ) {
             self.dispatch = dispatch
+            self.surge = surge
             self.orderID = orderID
             self.riderID = riderID
             self.pickup = pickup
@@ -368,11 +371,14 @@ public enum OrderEvents {
         public var at: Double
         public var reason: String?
         public var fareCents: Int
+        /// Who made the move: a rider's or driver's account, an admin's, or a service's name.
+        public var actor: String?
 
         public init(
             orderID: String, riderID: String, driverID: String?, offeredTo: [String]? = nil, from: OrderState,
-            to: OrderState, at: Double, reason: String? = nil, fareCents: Int
+            to: OrderState, at: Double, reason: String? = nil, fareCents: Int, actor: String? = nil
         ) {
+            self.actor = actor
             self.orderID = orderID
             self.riderID = riderID
             self.driverID = driverID

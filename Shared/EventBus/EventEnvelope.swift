@@ -52,7 +52,8 @@ public struct EventEnvelope: Sendable, Hashable {
         [("id", id), ("type", type), ("source", source), ("at", String(occurredAt)), ("payload", payload)]
     }
 
-    init?(entry: StreamEntry, stream: String) {
+    /// The envelope a stream entry carries, or nil when the entry is not one.
+    public init?(entry: StreamEntry, stream: String) {
         guard let id = entry.string("id"), let type = entry.string("type"), let payload = entry.fields["payload"] else {
             return nil
         }

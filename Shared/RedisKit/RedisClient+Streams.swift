@@ -167,6 +167,13 @@ extension RedisClient {
         }
     }
 
+    /// `XRANGE stream start end COUNT n`: entries in id order; a start of `(id` excludes `id`.
+    public func xrange(_ stream: String, from start: String = "-", to end: String = "+", count: Int) async throws -> [StreamEntry] {
+        let reply = try await send(RedisCommand("XRANGE", stream, start, end, "COUNT", count))
+        guard let items = reply.array else { throw RedisError.unexpectedReply("XRANGE reply is not an array") }
+        return try items.compactMap(StreamEntry.parse)
+    }
+
     public func xlen(_ stream: String) async throws -> Int {
         try await send(RedisCommand("XLEN", stream)).int ?? 0
     }

@@ -22,10 +22,12 @@ final class Platform: @unchecked Sendable {
     let login, order, matching, grab, gateway: ServiceProcess
     /// With `money`.
     let coupon, payment, settlement: ServiceProcess?
+    /// With `analytics`.
+    let analytics: ServiceProcess?
 
     init(
         matching matchingOptions: [String: String] = [:], order orderOptions: [String: String] = [:], money: Bool = false,
-        payment paymentOptions: [String: String] = [:]
+        payment paymentOptions: [String: String] = [:], analytics analyticsOptions: [String: String]? = nil
     ) throws {
         let redis = try RedisServerProcess()
         self.redis = redis
@@ -43,10 +45,11 @@ final class Platform: @unchecked Sendable {
         coupon = money ? try make("coupon") : nil
         payment = money ? try make("payment", paymentOptions) : nil
         settlement = money ? try make("settlement", ["settlement-schedule-seconds": "0", "settlement-grace-seconds": "0"]) : nil
+        analytics = try analyticsOptions.map { try make("analytics", $0) }
     }
 
     private var services: [ServiceProcess] {
-        [login, order, matching, grab] + [coupon, payment, settlement].compactMap { $0 } + [gateway]
+        [login, order, matching, grab] + [coupon, payment, settlement, analytics].compactMap { $0 } + [gateway]
     }
 
     var api: String { gateway.baseURL + "/api/v1" }

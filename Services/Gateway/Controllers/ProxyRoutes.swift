@@ -118,6 +118,14 @@ struct ProxyRoute: Sendable {
         relay(.post, "admin/ads/campaigns/{id}/resume", to: AdAPI.resume, roles: [.admin]),
         relay(.post, "admin/ads/campaigns/{id}/end", to: AdAPI.end, roles: [.admin]),
         relay(.get, "admin/ads/campaigns/{id}/report", to: AdAPI.report, roles: [.admin]),
+        // Analytics.
+        relay(.get, "admin/analytics/kpis", to: AnalyticsAPI.kpis, roles: [.admin], query: ["from", "to", "step", "city", "cell"]),
+        relay(.get, "admin/analytics/funnel", to: AnalyticsAPI.funnel, roles: [.admin], query: ["from", "to", "city"]),
+        relay(.get, "admin/analytics/heatmap", to: AnalyticsAPI.heatmap, roles: [.admin], query: ["kind", "from", "to", "city"]),
+        relay(.get, "admin/analytics/trips/{id}/path", to: AnalyticsAPI.tripPath, roles: [.admin], query: ["tolerance"]),
+        relay(.get, "admin/analytics/anomalies", to: AnalyticsAPI.anomalies, roles: [.admin], query: ["from", "to"]),
+        relay(.get, "admin/analytics/od", to: AnalyticsAPI.od, roles: [.admin], query: ["from", "to", "top"]),
+        relay(.post, "admin/analytics/rebuild", to: AnalyticsAPI.rebuild, roles: [.admin]),
     ]
 
     /// How long an app waits for an ad before it is shown none.

@@ -10,6 +10,7 @@ struct DriverController: Sendable {
     let store: DispatchStore
     let counters: DispatchCounters
     let style: DispatchStyle
+    let fixStream: FixStream?
 
     func register(on router: some RouterMethods<HailRequestContext>) {
         router.on(MatchingAPI.locations) { body, _, context in
@@ -30,6 +31,13 @@ struct DriverController: Sendable {
                 (a.element.at ?? Double(a.offset)) < (b.element.at ?? Double(b.offset))
             }!.element
             try await fleet.locate(driver, at: GeoPoint(lat: latest.lat, lon: latest.lon))
+            if let fixStream {
+                let now = Date().timeIntervalSince1970
+                let state = fleet.status(driver).state
+                fixStream.add(body.points.map {
+                    LocationEvents.Fix(driverID: driver, lat: $0.lat, lon: $0.lon, at: $0.at ?? now, state: state)
+                })
+            }
             return MatchingAPI.LocationsAccepted(accepted: body.points.count)
         }
         router.on(MatchingAPI.online) { body, _, context in
@@ -44,6 +52,9 @@ struct DriverController: Sendable {
                 throw Problem.conflict("no-position", "Send your location (lat and lon) to go online", field: "lat")
             }
             try await fleet.goOnline(driver)
+            if let lat = body.lat, let lon = body.lon {
+                fixStream?.add(LocationEvents.Fix(driverID: driver, lat: lat, lon: lon, at: Date().timeIntervalSince1970, state: "available"))
+            }
             context.logger.info("driver online", metadata: ["driver": "\(driver)"])
             return fleet.status(driver)
         }

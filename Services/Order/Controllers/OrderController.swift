@@ -13,11 +13,15 @@ struct OrderController: Sendable {
     let fares: FareRules
     let surge: SurgeTable
     let wakeups: OutboxWakeups
+    let quotes: QuoteTally
 
     func register(on router: some RouterMethods<HailRequestContext>) {
         router.on(OrderAPI.quote) { body, _, context in
-            _ = try context.requireRole(.rider, .admin)
-            return try fares.quote(body, surge: try await surge.factor(at: body.pickup))
+            let caller = try context.requireRole(.rider, .admin)
+            let quote = try fares.quote(body, surge: try await surge.factor(at: body.pickup))
+            quotes.add(QuoteEvents.Quote(
+                riderID: caller.userID, lat: body.pickup.lat, lon: body.pickup.lon, at: Date().timeIntervalSince1970, surge: quote.surge))
+            return quote
         }
         router.on(OrderAPI.create) { body, request, context in
             let rider = try context.requireRole(.rider)

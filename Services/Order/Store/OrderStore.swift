@@ -95,7 +95,7 @@ struct OrderStore: Sendable {
             try Outbox.enqueue(
                 OrderEvents.Created(
                     orderID: order.id, riderID: order.riderID, pickup: order.pickup, dropoff: order.dropoff,
-                    fareCents: order.fareCents, createdAt: order.createdAt, dispatch: order.dispatch),
+                    fareCents: order.fareCents, createdAt: order.createdAt, dispatch: order.dispatch, surge: order.surge),
                 source: source, in: db)
             return (try Self.fetch(order.id, in: db) ?? order, true)
         }
@@ -189,7 +189,7 @@ struct OrderStore: Sendable {
                 try Outbox.enqueue(
                     OrderEvents.Moved(
                         orderID: id, riderID: order.riderID, driverID: next == .offered ? nil : driver, offeredTo: offeredTo,
-                        from: state, to: next, at: now, reason: move.reason, fareCents: order.fareCents),
+                        from: state, to: next, at: now, reason: move.reason, fareCents: order.fareCents, actor: move.actor),
                     source: source, type: next.eventType, in: db)
                 state = next
             }
@@ -213,7 +213,7 @@ struct OrderStore: Sendable {
         try Outbox.enqueue(
             OrderEvents.Moved(
                 orderID: order.id, riderID: order.riderID, driverID: nil, offeredTo: fresh, from: .offered, to: .offered, at: now,
-                reason: "offered to \(fresh.count) more drivers", fareCents: order.fareCents),
+                reason: "offered to \(fresh.count) more drivers", fareCents: order.fareCents, actor: actor),
             source: source, type: OrderState.offered.eventType, in: db)
         try db.cachedStatement(sql: "UPDATE orders SET updated_at = ? WHERE id = ?").execute(arguments: [now, order.id])
         return (try fetch(order.id, in: db) ?? order, true)

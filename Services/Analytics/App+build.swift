@@ -1,0 +1,87 @@
+import Configuration
+import Contracts
+import EventBus
+import Foundation
+import HailKit
+import Hummingbird
+import Logging
+import SQLiteKit
+
+/// What the analytics service is made of, for the server and for `hailstorm-analytics rebuild`.
+///
+/// Keys beyond the kit's: `auth.jwks` and `auth.signing.key` (the kit's token keys); `analytics.cities`
+/// (see `CityGrids`), `analytics.cell.edge.m` (the hexagons' edge, 460); the streams read,
+/// `analytics.order.stream` (`order`), `analytics.payment.stream` (`payment`), `analytics.coupon.stream`
+/// (`coupon.claims`), `analytics.ad.stream` (`ad`), `analytics.location.stream` (`driver.location`),
+/// `analytics.quotes.stream` (`order.quotes`); `analytics.batch.size` (events per read, 512);
+/// `analytics.path.delay.seconds` (how long after a trip's completion its path is analysed, 15),
+/// `analytics.path.tolerance.m` (Douglas–Peucker's tolerance for the stored analysis, 25), and the
+/// rules of `PathRules`.
+struct AnalyticsKit {
+    let store: AnalyticsStore
+    let ingest: AnalyticsIngest
+    let analyser: PathAnalyser
+    let grids: CityGrids
+    let analysis: PathAnalysis
+
+    static func serviceKit(reader: ConfigReader) throws -> ServiceKit {
+        try ServiceKit(name: "analytics", reader: reader, defaultPort: 9009)
+    }
+
+    init(kit: inout ServiceKit, reader: ConfigReader) async throws {
+        let edge = Double(try reader.int(forKey: "analytics.cell.edge.m", default: 460, in: 20...20_000))
+        grids = try CityGrids(
+            specification: reader.string(forKey: "analytics.cities", default: CityGrids.defaultSpecification), edgeMeters: edge)
+        let database = try await kit.openDatabase(migrations: AnalyticsStore.migrations)
+        store = AnalyticsStore(db: database, grids: grids)
+        var streams = AnalyticsIngest.Streams()
+        streams.order = reader.string(forKey: "analytics.order.stream", default: streams.order)
+        streams.payment = reader.string(forKey: "analytics.payment.stream", default: streams.payment)
+        streams.coupon = reader.string(forKey: "analytics.coupon.stream", default: streams.coupon)
+        streams.ad = reader.string(forKey: "analytics.ad.stream", default: streams.ad)
+        streams.location = reader.string(forKey: "analytics.location.stream", default: streams.location)
+        streams.quotes = reader.string(forKey: "analytics.quotes.stream", default: streams.quotes)
+        ingest = AnalyticsIngest(store: store, streams: streams, gate: IngestGate())
+
+        func number(_ key: String, _ fallback: Double, _ range: ClosedRange<Double>) throws -> Double {
+            let value = reader.double(forKey: ConfigKey(key), default: fallback)
+            guard value.isFinite, range.contains(value) else {
+                throw ConfigurationError("\(key) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
+            }
+            return value
+        }
+        var rules = PathRules()
+        rules.detourRatio = try number("analytics.detour.ratio", rules.detourRatio, 1...100)
+        rules.corridorKm = try number("analytics.corridor.km", rules.corridorKm, 0.01...1000)
+        rules.stayRadiusKm = try number("analytics.stay.radius.m", rules.stayRadiusKm * 1000, 1...10_000) / 1000
+        rules.staySeconds = try number("analytics.stay.seconds", rules.staySeconds, 1...86_400)
+        rules.longStopSeconds = try number("analytics.long.stop.seconds", rules.longStopSeconds, 1...86_400)
+        rules.dropoffKm = try number("analytics.dropoff.km", rules.dropoffKm, 0.01...1000)
+        rules.earlyShare = try number("analytics.early.share", rules.earlyShare, 0...1)
+        analysis = PathAnalysis(rules: rules)
+        analyser = PathAnalyser(
+            store: store, analysis: analysis, delay: try number("analytics.path.delay.seconds", 15, 0...86_400),
+            toleranceMeters: try number("analytics.path.tolerance.m", 25, 0.1...10_000))
+    }
+}
+
+/// Builds the analytics service from configuration (keys: `AnalyticsKit`).
+func buildApplication(reader: ConfigReader) async throws -> HailApplication {
+    var kit = try AnalyticsKit.serviceKit(reader: reader)
+    let tokens = try await kit.accessTokens()
+    let parts = try await AnalyticsKit(kit: &kit, reader: reader)
+    let batch = try reader.int(forKey: "analytics.batch.size", default: 512, in: 1...10_000)
+    for consumer in parts.ingest.consumers(redis: kit.redis, instance: kit.configuration.instanceID, batchSize: batch, logger: kit.logger) {
+        kit.addService(consumer)
+    }
+    let analyser = parts.analyser
+    kit.addService(PeriodicWork("trip-paths", every: .seconds(1), logger: kit.logger) {
+        try await analyser.analyseDue()
+    })
+    kit.pruneProcessedEvents(in: parts.store.db)
+
+    let router = kit.makeRouter()
+    let api = kit.authenticated(router, tokens: tokens)
+    AnalyticsController(parts: parts, redis: kit.redis, logger: kit.logger).register(on: api)
+    return kit.makeApplication(router: router)
+}
