@@ -14,7 +14,7 @@ import SQLiteKit
 /// `analytics.order.stream` (`order`), `analytics.payment.stream` (`payment`), `analytics.coupon.stream`
 /// (`coupon.claims`), `analytics.ad.stream` (`ad`), `analytics.location.stream` (`driver.location`),
 /// `analytics.quotes.stream` (`order.quotes`); `analytics.batch.size` (events per read, 512);
-/// `analytics.path.delay.seconds` (how long after a trip's completion its path is analysed, 15),
+/// `analytics.path.delay.seconds` (how long after a trip's completion its path is analysed, 5),
 /// `analytics.path.tolerance.m` (Douglas–Peucker's tolerance for the stored analysis, 25), and the
 /// rules of `PathRules`.
 struct AnalyticsKit {
@@ -60,7 +60,7 @@ struct AnalyticsKit {
         rules.earlyShare = try number("analytics.early.share", rules.earlyShare, 0...1)
         analysis = PathAnalysis(rules: rules)
         analyser = PathAnalyser(
-            store: store, analysis: analysis, delay: try number("analytics.path.delay.seconds", 15, 0...86_400),
+            store: store, analysis: analysis, delay: try number("analytics.path.delay.seconds", 5, 0...86_400),
             toleranceMeters: try number("analytics.path.tolerance.m", 25, 0.1...10_000))
     }
 }

@@ -117,8 +117,14 @@ struct PathAnalysis {
         let pickup = plane(trip.pickup), dropoff = plane(trip.dropoff)
         let kept = PathShape.simplify(points, tolerance: toleranceMeters / 1000)
 
-        // The trip proper: from the start (in_trip) on; the whole path when it never started.
-        let legStart = trip.startedAt.flatMap { start in times.firstIndex { $0 >= start } } ?? (trip.startedAt == nil ? 0 : points.count)
+        // The trip proper: from the last fix at or before the start (in_trip) on; the whole path when it
+        // never started.
+        let legStart: Int
+        if let start = trip.startedAt {
+            legStart = times.lastIndex { $0 <= start } ?? times.firstIndex { $0 > start } ?? points.count
+        } else {
+            legStart = 0
+        }
         let leg = Array(points[legStart...])
         let drivenKm = PathShape.length(leg)
         let directKm = pickup.distance(to: dropoff)

@@ -86,6 +86,7 @@ struct Demo: AsyncParsableCommand {
 
     private func play(_ city: City, admin credentials: AdminCredentials, gateway: String) async throws -> Bool {
         let started = ContinuousClock.now
+        let demoStart = Date().timeIntervalSince1970 - 5
         print("Demo city against \(gateway): \(drivers) drivers, \(riders) riders, a flash sale in \(saleIn) s")
         let admin = try await city.signIn(phone: credentials.phone, password: credentials.password)
         let driverAccounts = try await city.signUp(count: drivers, role: "driver")
@@ -143,10 +144,51 @@ struct Demo: AsyncParsableCommand {
             // The demo's advertisers leave with it, as its drivers sign off: the next demo's riders see its own.
             _ = try? await city.gateway.send(.POST, "/admin/ads/campaigns/\(id)/end", token: admin.token)
         }
+        try await printAnalytics(city, admin: admin, since: demoStart)
         print("\nSummary (\((ContinuousClock.now - started).components.seconds) s):\n" + city.tally.summary)
         let healthy = city.tally.completed > 0 && total == 0 && mismatches.isEmpty
         print(healthy ? "Demo completed." : "Demo finished with problems (see above).")
         return healthy
+    }
+
+    /// What analytics made of the demo: its figures, the funnel's drop-offs, flagged trips and the
+    /// busiest pickup cell, once it has counted the demo's completed trips.
+    private func printAnalytics(_ city: City, admin: Account, since start: Double) async throws {
+        print("\nAnalytics:")
+        let range = "from=\(Int(start))&to=\(Int(Date().timeIntervalSince1970) + 60)"
+        var total: [String: Any] = [:]
+        // Trips' paths are read five seconds after they end; the figures come within a second.
+        for _ in 0..<30 {
+            let kpis = try await city.gateway.send(.GET, "/admin/analytics/kpis?\(range)&step=hour", token: admin.token)
+            guard kpis.status == 200 else {
+                print("  not available (\(kpis.status))")
+                return
+            }
+            total = kpis.json["total"] as? [String: Any] ?? [:]
+            if total["completed"] as? Int ?? 0 >= city.tally.completed { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        try await Task.sleep(for: .seconds(6))
+        func percent(_ key: String) -> String { (total[key] as? Double).map { String(format: "%.0f %%", $0 * 100) } ?? "–" }
+        let assign = total["timeToAssign"] as? [String: Any]
+        print("  \(total["quotes"] ?? 0) quotes → \(total["orders"] ?? 0) orders (\(percent("quoteConversion"))), match rate \(percent("matchRate")), "
+            + "time to assign p50 \(assign?["p50"] ?? "–") s p90 \(assign?["p90"] ?? "–") s")
+        print("  \(total["completed"] ?? 0) completed, \(total["paid"] ?? 0) paid, GMV \(total["gmvCents"] ?? 0) cents, "
+            + "coupons took \(total["couponSubsidyCents"] ?? 0), commission \(total["commissionCents"] ?? 0); "
+            + "\(total["activeRiders"] ?? 0) riders and \(total["activeDrivers"] ?? 0) drivers active")
+        let flagged = try await city.gateway.send(.GET, "/admin/analytics/anomalies?\(range)", token: admin.token)
+        let trips = flagged.json["trips"] as? [[String: Any]] ?? []
+        var kinds: [String: Int] = [:]
+        for trip in trips { for flag in trip["flags"] as? [String] ?? [] { kinds[flag, default: 0] += 1 } }
+        print("  flagged trips: \(trips.count)" + (kinds.isEmpty ? "" : " (" + kinds.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ") + ")"))
+        if let first = trips.first?["orderID"] as? String {
+            print("  one of them, as GeoJSON: GET /api/v1/admin/analytics/trips/\(first)/path")
+        }
+        let heat = try await city.gateway.send(.GET, "/admin/analytics/heatmap?kind=pickups&\(range)", token: admin.token)
+        let cells = (heat.json["features"] as? [[String: Any]] ?? []).compactMap { $0["properties"] as? [String: Any] }
+        if let busiest = cells.max(by: { ($0["value"] as? Double ?? 0) < ($1["value"] as? Double ?? 0) }) {
+            print("  pickups in \(cells.count) cells; the busiest, \(busiest["cell"] ?? "?"), had \(busiest["value"] ?? 0)")
+        }
     }
 }
 
@@ -341,7 +383,7 @@ struct City: Sendable {
                 for order in page.orders where order.driverID == driver.id && order.state.holdsDriver && !driven.contains(order.id) {
                     driven.insert(order.id)
                     _ = busy.claim()
-                    await trip(order, driver: driver)
+                    if let end = await trip(order, driver: driver, from: GeoPoint(lat: position.lat, lon: position.lon)) { position = (end.lat, end.lon) }
                     busy.release()
                 }
             }
@@ -357,20 +399,48 @@ struct City: Sendable {
         await offline.value
     }
 
-    private func trip(_ order: OrderAPI.Order, driver: Account) async {
-        let steps: [(OrderState, String, Duration)] = [(.arriving, "arrive", .seconds(1)), (.inTrip, "start", .seconds(1)), (.completed, "complete", .seconds(2))]
+    /// Drives an assigned order: from `start` to the pickup, then along the way to the drop-off, the phone
+    /// sending a fix every few hundred metres. One trip in eight takes a wide detour, for analytics' route
+    /// checks to find. Returns where the trip ended, when it did.
+    private func trip(_ order: OrderAPI.Order, driver: Account, from start: GeoPoint) async -> GeoPoint? {
+        let detour = Int.random(in: 0..<8) == 0
+        var route: [GeoPoint] = []
+        let (a, b) = (order.pickup, order.dropoff)
+        // Three kilometres to the side of the halfway point.
+        let kmPerDegree = 111.2, squeeze = cos(a.lat * .pi / 180)
+        let dx = (b.lon - a.lon) * kmPerDegree * squeeze, dy = (b.lat - a.lat) * kmPerDegree, length = max(0.1, hypot(dx, dy))
+        let bend = GeoPoint(
+            lat: (a.lat + b.lat) / 2 + dx / length * 3 / kmPerDegree, lon: (a.lon + b.lon) / 2 - dy / length * 3 / (kmPerDegree * squeeze))
+        for (from, to) in detour ? [(a, bend), (bend, b)] : [(a, b)] {
+            for i in 1...6 {
+                let s = Double(i) / 6
+                route.append(GeoPoint(lat: from.lat + (to.lat - from.lat) * s, lon: from.lon + (to.lon - from.lon) * s))
+            }
+        }
+        let steps: [(OrderState, String, Duration)] = [(.arriving, "arrive", .seconds(1)), (.inTrip, "start", .seconds(1)), (.completed, "complete", .zero)]
+        let toPickup = (1...3).map { i in
+            GeoPoint(lat: start.lat + (a.lat - start.lat) * Double(i) / 3, lon: start.lon + (a.lon - start.lon) * Double(i) / 3)
+        }
         for (state, verb, pause) in steps {
             try? await Task.sleep(for: pause)
+            if state == .arriving || state == .completed {
+                for point in state == .arriving ? toPickup : route {
+                    _ = try? await gateway.send(
+                        .POST, "/driver/locations", token: driver.token, json: ["points": [["lat": point.lat, "lon": point.lon]]])
+                    try? await Task.sleep(for: .milliseconds(300))
+                }
+            }
             guard let answer = try? await gateway.send(.POST, "/driver/rides/\(order.id)/\(verb)", token: driver.token) else {
                 tally.update { $0.errors += 1 }
-                return
+                return nil
             }
             // A 409 after a retry can mean the move was made by the first attempt; read the order then.
             if answer.status != 200 {
                 let now = try? await gateway.send(.GET, "/rides/\(order.id)", token: driver.token).decode(OrderAPI.Order.self)
-                guard let now, now.history.contains(where: { $0.to == state }) else { return }
+                guard let now, now.history.contains(where: { $0.to == state }) else { return nil }
             }
         }
+        return b
     }
 
     /// Grabs an order offered to this driver in offer mode when it is free, over the gateway's WebSocket
@@ -407,6 +477,8 @@ struct City: Sendable {
     func ride(_ rider: Account, dispatch: OrderAPI.Dispatch, until deadline: ContinuousClock.Instant) async {
         let pickup = ["lat": Self.centre.lat + Double.random(in: -0.015...0.015), "lon": Self.centre.lon + Double.random(in: -0.02...0.02)]
         let dropoff = ["lat": Self.centre.lat + Double.random(in: -0.04...0.04), "lon": Self.centre.lon + Double.random(in: -0.06...0.06)]
+        // The app shows the fare first.
+        _ = try? await gateway.send(.POST, "/rides/quote", token: rider.token, json: ["pickup": pickup, "dropoff": dropoff])
         guard let created = try? await gateway.send(
             .POST, "/rides", token: rider.token, json: ["pickup": pickup, "dropoff": dropoff, "dispatch": dispatch.rawValue],
             idempotencyKey: UUID().uuidString),

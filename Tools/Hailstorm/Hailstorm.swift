@@ -97,7 +97,8 @@ struct Up: AsyncParsableCommand {
         print("""
 
             Gateway:   \(state.gateway)  (API under /api/v1, metrics at /metrics)
-            Dashboard: not built yet
+            Analytics: \(state.gateway)/api/v1/admin/analytics/kpis (admin; KPIs, funnel, heatmap, trip paths)
+            Dashboard: not built yet (the command centre)
             Admin:     \(folder.adminFile) (phone and password of the admin account)
             Next:      hailstorm demo · hailstorm status · hailstorm logs NAME · hailstorm down
             """)

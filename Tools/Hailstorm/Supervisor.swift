@@ -342,6 +342,7 @@ enum ServiceCatalog {
         Entry(name: "payment", stateless: false),
         Entry(name: "settlement", stateless: false),
         Entry(name: "ad", stateless: false),
+        Entry(name: "analytics", stateless: false),
         Entry(name: "gateway", stateless: true),
     ]
 }
