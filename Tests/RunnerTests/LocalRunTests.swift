@@ -40,7 +40,7 @@ struct LocalRunTests {
         ])
         try #require(up.status == 0, "up: \(up.output)")
         var instances = try await status()
-        #expect(instances.count == 12, "redis, etcd, 8 services and 2 gateways: \(instances.map { $0["instance"] ?? "" })")
+        #expect(instances.count == 13, "redis, etcd, 9 services and 2 gateways: \(instances.map { $0["instance"] ?? "" })")
         #expect(instances.allSatisfy { $0["health"] as? String == "ready" && $0["pid"] as? Int != nil })
         #expect(try await tool("hailstorm", ["up", "--run-dir", runDir, "--bin-dir", bin]).output.contains("already running"))
 
