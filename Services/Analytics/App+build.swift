@@ -13,7 +13,9 @@ import SQLiteKit
 /// (see `CityGrids`), `analytics.cell.edge.m` (the hexagons' edge, 460); the streams read,
 /// `analytics.order.stream` (`order`), `analytics.payment.stream` (`payment`), `analytics.coupon.stream`
 /// (`coupon.claims`), `analytics.ad.stream` (`ad`), `analytics.location.stream` (`driver.location`),
-/// `analytics.quotes.stream` (`order.quotes`); `analytics.batch.size` (events per read, 512);
+/// `analytics.quotes.stream` (`order.quotes`); `analytics.batch.size` (events per read, 1000);
+/// `analytics.gather.ms` (250: after a read that was not full, the wait before the next, so that each
+/// stream is stored a few transactions a second rather than one per trickle of events);
 /// `analytics.path.delay.seconds` (how long after a trip's completion its path is analysed, 5),
 /// `analytics.path.tolerance.m` (Douglas–Peucker's tolerance for the stored analysis, 25), and the
 /// rules of `PathRules`.
@@ -70,8 +72,11 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try AnalyticsKit.serviceKit(reader: reader)
     let tokens = try await kit.accessTokens()
     let parts = try await AnalyticsKit(kit: &kit, reader: reader)
-    let batch = try reader.int(forKey: "analytics.batch.size", default: 512, in: 1...10_000)
-    for consumer in parts.ingest.consumers(redis: kit.redis, instance: kit.configuration.instanceID, batchSize: batch, logger: kit.logger) {
+    let batch = try reader.int(forKey: "analytics.batch.size", default: 1000, in: 1...10_000)
+    let gather = try reader.int(forKey: "analytics.gather.ms", default: 250, in: 0...10_000)
+    for consumer in parts.ingest.consumers(
+        redis: kit.redis, instance: kit.configuration.instanceID, batchSize: batch, gather: .milliseconds(gather), logger: kit.logger)
+    {
         kit.addService(consumer)
     }
     let analyser = parts.analyser

@@ -21,6 +21,10 @@ public struct EventConsumerConfiguration: Sendable {
     /// for state that must see them all), or only at entries added from now on (for notifications, where
     /// an old event is noise). An existing group keeps its place either way.
     public var startsAtNewest: Bool
+    /// After a read that did not fill a batch, how long to wait before the next: a consumer that stores
+    /// each read in one transaction then commits a few times a second instead of once per trickle of
+    /// events, at the cost of that much more lag. Zero (the default) reads again at once.
+    public var gather: Duration
 
     public init(
         batchSize: Int = 64,
@@ -28,8 +32,10 @@ public struct EventConsumerConfiguration: Sendable {
         reclaimAfter: Duration = .seconds(30),
         reclaimInterval: Duration = .seconds(5),
         maxDeliveries: Int = 5,
-        startsAtNewest: Bool = false
+        startsAtNewest: Bool = false,
+        gather: Duration = .zero
     ) {
+        self.gather = gather
         self.batchSize = batchSize
         self.block = block
         self.reclaimAfter = reclaimAfter
@@ -126,6 +132,9 @@ public struct EventConsumer: Service {
                     count: configuration.batchSize, block: configuration.block)
                 try await handleBatch(entries)
                 failures = 0
+                if configuration.gather > .zero, !entries.isEmpty, entries.count < configuration.batchSize {
+                    try await Task.sleep(for: configuration.gather)
+                }
             } catch is CancellationError {
                 break
             } catch {

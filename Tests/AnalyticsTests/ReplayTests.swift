@@ -125,7 +125,7 @@ struct ReplayTests {
             // One city, one cell: the platform-wide claims and ads are not in the city's figures.
             let cell = try #require(CityGrids(specification: CityGrids.defaultSpecification, edgeMeters: 460).place(Self.pickup).cell)
             let inCell = try await kpis("&cell=\(cell)").total
-            #expect(inCell.orders == 3 && inCell.couponClaims == 0 && inCell.gmvCents == 1000)
+            #expect(inCell.orders == 3 && inCell.couponClaims == 0 && inCell.gmvCents == 1000 && inCell.supply == 0.4)
 
             let funnelAnswer = try await get("/v1/funnel?\(range)")
             let funnel = try JSONDecoder().decode(AnalyticsAPI.Funnel.self, from: Data(funnelAnswer.text.utf8))

@@ -60,13 +60,13 @@ struct AnalyticsIngest: Sendable {
         }
     }
 
-    func consumers(redis: RedisClient, instance: String, batchSize: Int, logger: Logger) -> [EventConsumer] {
+    func consumers(redis: RedisClient, instance: String, batchSize: Int, gather: Duration, logger: Logger) -> [EventConsumer] {
         streams.all.map { stream in
             let lag = Gauge(label: "hailstorm_analytics_lag_seconds", dimensions: [("stream", stream)])
             let handled = Counter(label: "hailstorm_analytics_events_total", dimensions: [("stream", stream)])
             return EventConsumer.batching(
                 stream: stream, group: Self.group, consumer: instance, redis: redis,
-                configuration: EventConsumerConfiguration(batchSize: batchSize), logger: logger
+                configuration: EventConsumerConfiguration(batchSize: batchSize, gather: gather), logger: logger
             ) { envelopes in
                 try await gate.pass {
                     try await store(envelopes, stream: stream)

@@ -68,14 +68,19 @@ extension AnalyticsStore {
                 let minutes = min(stepMinutes, end - slot)
                 steps.append(AnalyticsAPI.KPIStep(
                     start: Double(slot * 60),
-                    figures: Self.figures(sums[slot] ?? [:], spans: spans[slot] ?? [:], active: active[slot] ?? [:], minutes: minutes)))
+                    figures: Self.figures(
+                        sums[slot] ?? [:], spans: spans[slot] ?? [:], active: active[slot] ?? [:], minutes: minutes, inCell: cell != nil)))
                 slot += stepMinutes
             }
-            return (Self.figures(total, spans: spanTotal, active: activeTotal, minutes: range.minutes), steps)
+            return (Self.figures(total, spans: spanTotal, active: activeTotal, minutes: range.minutes, inCell: cell != nil), steps)
         }
     }
 
-    static func figures(_ sums: [String: Int], spans: [String: [Int: Int]], active: [String: Int], minutes: Int) -> AnalyticsAPI.Figures {
+    /// `inCell`: the figures of one cell, whose supply is its own driver-minutes; a city's counts each
+    /// driver once a minute wherever in the city it was.
+    static func figures(
+        _ sums: [String: Int], spans: [String: [Int: Int]], active: [String: Int], minutes: Int, inCell: Bool
+    ) -> AnalyticsAPI.Figures {
         func value(_ metric: Metric) -> Int { sums[metric.rawValue] ?? 0 }
         var figures = AnalyticsAPI.Figures()
         figures.quotes = value(.quotes)
@@ -102,7 +107,7 @@ extension AnalyticsStore {
         figures.commissionCents = value(.commission)
         figures.activeRiders = active["rider"] ?? 0
         figures.activeDrivers = active["driver"] ?? 0
-        figures.supply = (Double(value(.supply)) / Double(max(1, minutes)) * 100).rounded() / 100
+        figures.supply = (Double(value(inCell ? .supply : .supplyCity)) / Double(max(1, minutes)) * 100).rounded() / 100
         figures.demand = value(.orders)
         figures.ordersUnderSurge = value(.surgeOrders)
         figures.surgeShare = figures.orders > 0 ? Double(figures.ordersUnderSurge) / Double(figures.orders) : nil

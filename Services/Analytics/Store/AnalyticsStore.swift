@@ -28,8 +28,11 @@ struct AnalyticsStore: Sendable {
         case gmv, subsidy, commission
         /// In-trip starts at their pickup cell; completions at their drop-off cell.
         case pickups, dropoffs
-        /// Driver-minutes seen available.
+        /// Driver-minutes seen available in a cell (for the heatmap: a driver crossing cells within a
+        /// minute counts in each).
         case supply
+        /// Driver-minutes seen available in the city (each driver once a minute).
+        case supplyCity = "supply_city"
         case couponClaims = "coupon_claims"
         case adImpressions = "ad_impressions"
         case adClicks = "ad_clicks"
@@ -263,8 +266,12 @@ struct AnalyticsStore: Sendable {
             guard db.changesCount == 1 else { continue }
             let place = grids.place(point)
             try Self.see("driver", fix.driverID, at: fix.at, city: place.city, cell: place.cell, in: db)
-            if fix.state == "available", try Self.see("available", fix.driverID, at: fix.at, city: place.city, cell: place.cell, in: db) {
+            guard fix.state == "available" else { continue }
+            if try Self.see("available", fix.driverID, at: fix.at, city: place.city, cell: place.cell, in: db) {
                 try Self.add(.supply, at: fix.at, city: place.city, cell: place.cell, in: db)
+            }
+            if try Self.see("available-city", fix.driverID, at: fix.at, city: place.city, cell: nil, in: db) {
+                try Self.add(.supplyCity, at: fix.at, city: place.city, cell: nil, in: db)
             }
         }
     }
