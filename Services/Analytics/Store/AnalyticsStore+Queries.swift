@@ -17,6 +17,9 @@ extension AnalyticsStore {
         let stepMinutes = step / 60
         let first = range.first, end = range.end
         let place = (city == nil ? "" : " AND city = ?") + (cell == nil ? "" : " AND cell = ?")
+        // A cell's active people are counted from its own rows; a city's (or the platform's) from the rows
+        // kept once per person, city and minute.
+        let kinds = cell == nil ? "'rider-city', 'driver-city'" : "'rider', 'driver'"
         let placeValues = [first.databaseValue, end.databaseValue] + [city, cell].compactMap { $0?.databaseValue }
         return try await db.read { db in
             var sums: [Int: [String: Int]] = [:]
@@ -47,20 +50,20 @@ extension AnalyticsStore {
                 db,
                 sql: """
                     SELECT kind, (minute - ?) / ? AS slot, COUNT(DISTINCT id) AS n FROM seen
-                    WHERE kind IN ('rider', 'driver') AND minute >= ? AND minute < ?\(place) GROUP BY kind, slot
+                    WHERE kind IN (\(kinds)) AND minute >= ? AND minute < ?\(place) GROUP BY kind, slot
                     """,
                 arguments: Self.arguments([first.databaseValue, stepMinutes.databaseValue] + placeValues))
             {
                 let slot = first + (row["slot"] as Int) * stepMinutes
-                active[slot, default: [:]][row["kind"] as String] = row["n"]
+                active[slot, default: [:]][Self.person(row["kind"])] = row["n"]
             }
             var activeTotal: [String: Int] = [:]
             for row in try Row.fetchAll(
                 db,
-                sql: "SELECT kind, COUNT(DISTINCT id) AS n FROM seen WHERE kind IN ('rider', 'driver') AND minute >= ? AND minute < ?\(place) GROUP BY kind",
+                sql: "SELECT kind, COUNT(DISTINCT id) AS n FROM seen WHERE kind IN (\(kinds)) AND minute >= ? AND minute < ?\(place) GROUP BY kind",
                 arguments: Self.arguments(placeValues))
             {
-                activeTotal[row["kind"] as String] = row["n"]
+                activeTotal[Self.person(row["kind"])] = row["n"]
             }
             var steps: [AnalyticsAPI.KPIStep] = []
             var slot = first
@@ -122,6 +125,9 @@ extension AnalyticsStore {
     static func arguments(_ values: [DatabaseValue?]) -> StatementArguments {
         StatementArguments(values.compactMap { $0 }.map { $0 as (any DatabaseValueConvertible)? })
     }
+
+    /// `rider` for `rider` and `rider-city`.
+    static func person(_ kind: String) -> String { kind.hasPrefix("rider") ? "rider" : "driver" }
 
     static let funnelSteps = ["offered", "assigned", "arriving", "in_trip", "completed", "paid"]
 

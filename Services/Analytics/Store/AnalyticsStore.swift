@@ -162,6 +162,13 @@ struct AnalyticsStore: Sendable {
         return db.changesCount == 1
     }
 
+    /// A rider or driver active in a minute: once in the cell, and once in the city (`<kind>-city`, no
+    /// cell), so that a city's distinct count reads one row per person and minute however far they moved.
+    static func seeActive(_ kind: String, _ id: String, at: Double, city: String, cell: String?, in db: Database) throws {
+        try see(kind, id, at: at, city: city, cell: cell, in: db)
+        try see("\(kind)-city", id, at: at, city: city, cell: nil, in: db)
+    }
+
     func orderCreated(_ order: OrderEvents.Created, in db: Database) throws {
         let pickup = grids.place(order.pickup), dropoff = grids.place(order.dropoff)
         try db.cachedStatement(sql: """
@@ -177,7 +184,7 @@ struct AnalyticsStore: Sendable {
             .execute(arguments: [order.orderID, order.createdAt])
         try Self.add(.orders, at: order.createdAt, city: pickup.city, cell: pickup.cell, in: db)
         if (order.surge ?? 1) > 1 { try Self.add(.surgeOrders, at: order.createdAt, city: pickup.city, cell: pickup.cell, in: db) }
-        try Self.see("rider", order.riderID, at: order.createdAt, city: pickup.city, cell: pickup.cell, in: db)
+        try Self.seeActive("rider", order.riderID, at: order.createdAt, city: pickup.city, cell: pickup.cell, in: db)
         // A payment that arrived before its order is counted now, at the payment's time.
         if let payment = try Row.fetchOne(
             db.cachedStatement(sql: "SELECT * FROM payments WHERE order_id = ? AND counted = 0"), arguments: [order.orderID])
@@ -265,7 +272,7 @@ struct AnalyticsStore: Sendable {
                 .execute(arguments: [fix.driverID, fix.at, fix.lat, fix.lon])
             guard db.changesCount == 1 else { continue }
             let place = grids.place(point)
-            try Self.see("driver", fix.driverID, at: fix.at, city: place.city, cell: place.cell, in: db)
+            try Self.seeActive("driver", fix.driverID, at: fix.at, city: place.city, cell: place.cell, in: db)
             guard fix.state == "available" else { continue }
             if try Self.see("available", fix.driverID, at: fix.at, city: place.city, cell: place.cell, in: db) {
                 try Self.add(.supply, at: fix.at, city: place.city, cell: place.cell, in: db)
@@ -280,7 +287,7 @@ struct AnalyticsStore: Sendable {
         for quote in quotes where Bounds.isEpochSeconds(quote.at) {
             let place = grids.place(GeoPoint(lat: quote.lat, lon: quote.lon))
             try Self.add(.quotes, at: quote.at, city: place.city, cell: place.cell, in: db)
-            try Self.see("rider", quote.riderID, at: quote.at, city: place.city, cell: place.cell, in: db)
+            try Self.seeActive("rider", quote.riderID, at: quote.at, city: place.city, cell: place.cell, in: db)
         }
     }
 
