@@ -34,7 +34,9 @@ struct AnalyticsKit {
         let edge = Double(try reader.int(forKey: "analytics.cell.edge.m", default: 460, in: 20...20_000))
         grids = try CityGrids(
             specification: reader.string(forKey: "analytics.cities", default: CityGrids.defaultSpecification), edgeMeters: edge)
-        let database = try await kit.openDatabase(migrations: AnalyticsStore.migrations)
+        // 32 MiB of pages per connection (a writer and up to four readers): the recent rollups and fixes stay
+        // in memory instead of being read back from the kernel in every transaction.
+        let database = try await kit.openDatabase(migrations: AnalyticsStore.migrations, cacheKiB: 32_768)
         store = AnalyticsStore(db: database, grids: grids)
         var streams = AnalyticsIngest.Streams()
         streams.order = reader.string(forKey: "analytics.order.stream", default: streams.order)
@@ -84,6 +86,20 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         try await analyser.analyseDue()
     })
     kit.pruneProcessedEvents(in: parts.store.db)
+    // `analytics.fixes.retention.hours` (48): drivers' fixes are kept this long (a trip's path can be
+    // drawn and analysed again while they are); `analytics.seen.retention.days` (31, at least as long as
+    // the fixes): who was active where, which the active riders and drivers of a range are counted from.
+    // Rollups, orders and trips' analyses are kept.
+    let fixesHours = try reader.int(forKey: "analytics.fixes.retention.hours", default: 48, in: 1...87_600)
+    let seenDays = try reader.int(forKey: "analytics.seen.retention.days", default: 31, in: 1...3650)
+    guard Double(seenDays * 24) >= Double(fixesHours) else {
+        throw ConfigurationError("analytics.seen.retention.days must cover analytics.fixes.retention.hours")
+    }
+    let store = parts.store
+    kit.addService(PeriodicWork("analytics-prune", every: .seconds(600), logger: kit.logger) {
+        let now = Date().timeIntervalSince1970
+        _ = try await store.prune(fixesBefore: now - Double(fixesHours) * 3600, seenBefore: now - Double(seenDays) * 86_400)
+    })
 
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)

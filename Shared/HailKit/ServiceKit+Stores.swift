@@ -15,16 +15,19 @@ extension ServiceKit {
     /// then checks it can be read, and it is closed at shutdown after the server has drained.
     /// `sqlite.durability`: `normal` (a commit does not wait for the disk; a power loss can lose the last
     /// whole transactions, a crash of the process nothing) or `full` (every commit synced); the default
-    /// is the service's own (`normal`, `full` for the money services).
+    /// is the service's own (`normal`, `full` for the money services). `sqlite.cache.kib`: the pages each
+    /// connection keeps in memory (the service's own default; SQLite's 2 MiB when it has none).
     public mutating func openDatabase(
-        migrations: SQLiteMigrations, durability defaultDurability: SQLiteConfiguration.Durability = .normal
+        migrations: SQLiteMigrations, durability defaultDurability: SQLiteConfiguration.Durability = .normal, cacheKiB: Int? = nil
     ) async throws -> SQLiteStore {
         let durabilityName = reader.string(forKey: "sqlite.durability", default: defaultDurability.rawValue)
         guard let durability = SQLiteConfiguration.Durability(rawValue: durabilityName) else {
             throw ConfigurationError("sqlite.durability must be normal or full, not \(durabilityName)")
         }
+        let cache = try reader.int(forKey: "sqlite.cache.kib", default: cacheKiB ?? 0, in: 0...16_777_216)
         let database = try await SQLiteStore.open(
-            configuration: SQLiteConfiguration(path: configuration.sqlitePath, durability: durability), migrations: migrations, logger: logger)
+            configuration: SQLiteConfiguration(path: configuration.sqlitePath, durability: durability, cacheKiB: cache > 0 ? cache : nil),
+            migrations: migrations, logger: logger)
         addReadinessCheck("sqlite") { try await database.ping() }
         onShutdown { try await database.close() }
         return database

@@ -15,6 +15,10 @@ public struct SQLiteConfiguration: Sendable {
     public var busyTimeout: Duration
     /// When a commit reaches the disk.
     public var durability: Durability
+    /// Pages each connection keeps in memory, in KiB (`PRAGMA cache_size`); nil keeps SQLite's 2 MiB. A
+    /// store whose working set is larger (analytics' rollups and fixes) reads the same pages back from
+    /// the kernel on every transaction without it.
+    public var cacheKiB: Int?
 
     /// `PRAGMA synchronous` under WAL.
     public enum Durability: String, Sendable {
@@ -26,7 +30,10 @@ public struct SQLiteConfiguration: Sendable {
         case normal
     }
 
-    public init(path: String, maximumReaders: Int = 4, busyTimeout: Duration = .seconds(5), durability: Durability = .full) {
+    public init(
+        path: String, maximumReaders: Int = 4, busyTimeout: Duration = .seconds(5), durability: Durability = .full, cacheKiB: Int? = nil
+    ) {
+        self.cacheKiB = cacheKiB
         self.path = path
         self.maximumReaders = maximumReaders
         self.busyTimeout = busyTimeout
@@ -67,7 +74,11 @@ public final class SQLiteStore: Sendable {
         config.foreignKeysEnabled = true
         config.label = URL(fileURLWithPath: configuration.path).lastPathComponent
         let synchronous = configuration.durability == .full ? "FULL" : "NORMAL"
-        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
+        let cache = configuration.cacheKiB.map { max(64, $0) }
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+            if let cache { try db.execute(sql: "PRAGMA cache_size = -\(cache)") }
+        }
         self.pool = try DatabasePool(path: configuration.path, configuration: config)
         self.path = configuration.path
         self.writes = GroupedWrites(pool: pool, database: URL(fileURLWithPath: configuration.path).lastPathComponent)

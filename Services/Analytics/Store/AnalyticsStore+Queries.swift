@@ -205,6 +205,26 @@ extension AnalyticsStore {
         return try texts.map { try decoder.decode(AnalyticsAPI.TripAnalysis.self, from: Data($0.utf8)) }
     }
 
+    /// Forgets drivers' fixes from before `fixesBefore` (trips analysed by then keep their analysis) and
+    /// who was seen where before `seenBefore`, which must not be later than `fixesBefore` (the drivers
+    /// whose fixes go are found from the minutes they were seen in). Returns the rows removed.
+    func prune(fixesBefore: Double, seenBefore: Double) async throws -> Int {
+        try await db.write { db in
+            var removed = 0
+            let drivers = try String.fetchAll(
+                db, sql: "SELECT DISTINCT id FROM seen WHERE kind = 'driver-city' AND minute < ?", arguments: [Self.minute(fixesBefore)])
+            for driver in drivers {
+                try db.cachedStatement(sql: "DELETE FROM fixes WHERE driver_id = ? AND at < ?").execute(arguments: [driver, fixesBefore])
+                removed += db.changesCount
+            }
+            for kind in ["rider", "driver", "available", "rider-city", "driver-city", "available-city"] {
+                try db.execute(sql: "DELETE FROM seen WHERE kind = ? AND minute < ?", arguments: [kind, Self.minute(seenBefore)])
+                removed += db.changesCount
+            }
+            return removed
+        }
+    }
+
     /// Empties every table of facts and rollups (for `rebuild`).
     func wipe() async throws {
         try await db.write { db in
