@@ -125,3 +125,46 @@ struct LocalRunTests {
         #expect(after.status == 3, "status after down says it is not running: \(after.output)")
     }
 }
+
+/// `hailstorm logs --trace ID` on a run folder's logs, without a running stack.
+@Suite("hailstorm logs --trace")
+struct TraceLogTests {
+    @Test("one request's lines from every service's log, in time order; other requests', and lines that are not JSON, left out")
+    func trace() async throws {
+        let folder = try TestEnvironment.temporaryDirectory("trace-logs")
+        try FileManager.default.createDirectory(atPath: folder + "/logs", withIntermediateDirectories: true)
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        func line(_ ts: String, _ instance: String, _ msg: String, trace: String, extra: String = "") -> String {
+            #"{"ts":"\#(ts)","instance":"\#(instance)","level":"info","msg":"\#(msg)","trace_id":"\#(trace)"\#(extra)}"#
+        }
+        try [
+            line("2026-12-05T10:00:00.300Z", "gateway-1", "relayed", trace: id),
+            line("2026-12-05T10:00:00.100Z", "gateway-1", "other request", trace: "0af7651916cd43dd8448eb211c80319c"),
+            "not json but it names \(id)",
+        ].joined(separator: "\n").write(toFile: folder + "/logs/gateway-1.log", atomically: true, encoding: .utf8)
+        try [
+            line("2026-12-05T10:00:00.200Z", "coupon-1", "claim granted", trace: id, extra: #","claim":"c-1""#),
+            line("2026-12-05T10:00:00.250Z", "coupon-1", "claim stored", trace: "x", extra: #","request_id":"\#(id)""#),
+        ].joined(separator: "\n").write(toFile: folder + "/logs/coupon-1.log", atomically: true, encoding: .utf8)
+
+        func logs(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+            let process = try TestProcess(
+                executable: TestEnvironment.executablesDirectory.path + "/hailstorm", arguments: ["logs", "--run-dir", folder] + arguments,
+                name: "logs")
+            for _ in 0..<300 where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+            return (process.terminate(), process.output())
+        }
+        let run = try await logs(["--trace", id])
+        #expect(run.status == 0, "\(run.output)")
+        let shown = run.output.split(separator: "\n").map(String.init)
+        #expect(shown.count == 3, "\(shown)")
+        #expect(shown.map { $0.split(separator: " ").first.map(String.init) ?? "" }
+            == ["2026-12-05T10:00:00.200Z", "2026-12-05T10:00:00.250Z", "2026-12-05T10:00:00.300Z"])
+        #expect(shown.first?.contains("coupon-1  info  claim granted  claim=c-1") == true, "\(shown)")
+        #expect(shown.last?.contains("gateway-1  info  relayed") == true)
+
+        let none = try await logs(["--trace", "nobody"])
+        #expect(none.status != 0)
+        #expect(none.output.contains("no line of any service's log"), "\(none.output)")
+    }
+}

@@ -125,7 +125,14 @@ struct Demo: AsyncParsableCommand {
 
         print("\nSettlement and books:")
         let batch = try await city.gateway.send(.POST, "/admin/settlements/run", token: admin.token)
-        print("  settlement batch: \(batch.status) \(String(decoding: batch.body, as: UTF8.self))")
+        if batch.status == 201 {
+            let payouts = batch.json["payouts"] as? [[String: Any]] ?? []
+            let cents = batch.json["totalCents"] as? Int ?? 0
+            print("  settlement batch: \(payouts.count) drivers paid \(cents / 100).\(String(format: "%02d", cents % 100)) for "
+                + "\(batch.json["entries"] as? Int ?? 0) ledger entries")
+        } else {
+            print("  settlement batch: refused (\(batch.status)): \(batch.json["title"] ?? String(decoding: batch.body, as: UTF8.self))")
+        }
         let ledger = try await city.gateway.send(.GET, "/admin/ledger", token: admin.token)
         let total = ledger.json["totalCents"] as? Int
         print("  ledger: \(ledger.json["payments"] ?? 0) payments, \(ledger.json["entries"] ?? 0) entries, total \(total.map(String.init) ?? "?") cents")

@@ -235,18 +235,34 @@ struct Down: AsyncParsableCommand {
 }
 
 struct Logs: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The log of a service (every instance), redis, etcd or the supervisor.")
+    static let configuration = CommandConfiguration(
+        abstract: "The log of a service (every instance), redis, etcd or the supervisor; or one request's lines from every service.")
 
     @OptionGroup var run: RunFolderOption
 
     @Argument(help: "A service (gateway), an instance (gateway-2), redis, etcd or supervisor.")
-    var name: String
+    var name: String?
 
     @Option(name: .shortAndLong, help: "Lines from the end of each log.")
     var lines: Int = 100
 
+    @Option(help: "A request id (X-Request-ID) or a W3C trace id: its lines from every service's log, in time order.")
+    var trace: String?
+
+    func validate() throws {
+        if let trace, trace.isEmpty || trace.count > 200 { throw ValidationError("--trace takes an id of 1 to 200 characters") }
+        if trace == nil, name == nil { throw ValidationError("name a service, an instance, redis, etcd or supervisor (or give --trace ID)") }
+    }
+
     func run() async throws {
         let folder = run.folder
+        if let trace {
+            let found = Self.traced(trace, in: folder.logs)
+            guard !found.isEmpty else { throw ValidationError("no line of any service's log in \(folder.logs) carries \(trace)") }
+            for line in found { print(line) }
+            return
+        }
+        let name = name ?? ""
         let files = ((try? FileManager.default.contentsOfDirectory(atPath: folder.logs)) ?? []).filter { file in
             file == "\(name).log" || (file.hasPrefix("\(name)-") && file.dropFirst(name.count + 1).dropLast(4).allSatisfy(\.isNumber))
         }.sorted()
@@ -255,6 +271,29 @@ struct Logs: AsyncParsableCommand {
             if files.count > 1 { print("==> \(file) <==") }
             print(Self.tail(folder.logs + "/" + file, lines: lines), terminator: "")
         }
+    }
+
+    /// The fields a service's JSON log line names its request and trace by.
+    static let traceFields = ["request_id", "trace_id", "hb.request.id"]
+
+    /// Every JSON line of the folder's logs whose request id or trace id is `id`, oldest first, as
+    /// `time  instance  level  message  field=value…`.
+    static func traced(_ id: String, in folder: String) -> [String] {
+        var found: [(time: String, text: String)] = []
+        for file in ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted() where file.hasSuffix(".log") {
+            guard let text = try? String(contentsOfFile: folder + "/" + file, encoding: .utf8), text.contains(id) else { continue }
+            for line in text.split(separator: "\n") where line.contains(id) {
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                    traceFields.contains(where: { object[$0] as? String == id })
+                else { continue }
+                let time = object["ts"] as? String ?? ""
+                let shown: Set = ["ts", "instance", "level", "msg", "service", "logger"]
+                let rest = object.keys.filter { !shown.contains($0) }.sorted().map { "\($0)=\(object[$0].map { "\($0)" } ?? "")" }
+                let instance = object["instance"] as? String ?? String(file.dropLast(4))
+                found.append((time, ([time, instance, object["level"] as? String ?? "", object["msg"] as? String ?? ""] + rest).joined(separator: "  ")))
+            }
+        }
+        return found.sorted { $0.time < $1.time }.map(\.text)
     }
 
     static func tail(_ path: String, lines: Int) -> String {
