@@ -128,8 +128,7 @@ struct Demo: AsyncParsableCommand {
         if batch.status == 201 {
             let payouts = batch.json["payouts"] as? [[String: Any]] ?? []
             let cents = batch.json["totalCents"] as? Int ?? 0
-            print("  settlement batch: \(payouts.count) drivers paid \(cents / 100).\(String(format: "%02d", cents % 100)) for "
-                + "\(batch.json["entries"] as? Int ?? 0) ledger entries")
+            print("  settlement batch: \(payouts.count) drivers paid \(cents) cents for \(batch.json["entries"] as? Int ?? 0) ledger entries")
         } else {
             print("  settlement batch: refused (\(batch.status)): \(batch.json["title"] ?? String(decoding: batch.body, as: UTF8.self))")
         }
