@@ -74,6 +74,10 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try AnalyticsKit.serviceKit(reader: reader)
     let tokens = try await kit.accessTokens()
     let parts = try await AnalyticsKit(kit: &kit, reader: reader)
+    if try await parts.store.isRebuilding() {
+        kit.logger.notice("a rebuild was interrupted; running it again before reading the streams")
+        _ = try await parts.ingest.rebuild(redis: kit.redis, analyser: parts.analyser, logger: kit.logger)
+    }
     let batch = try reader.int(forKey: "analytics.batch.size", default: 1000, in: 1...10_000)
     let gather = try reader.int(forKey: "analytics.gather.ms", default: 250, in: 0...10_000)
     for consumer in parts.ingest.consumers(

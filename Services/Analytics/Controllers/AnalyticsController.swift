@@ -108,7 +108,12 @@ struct AnalyticsController: Sendable {
         router.on(AnalyticsAPI.rebuild) { _, _, context in
             _ = try context.requireRole(.admin)
             let started = Date()
-            let events = try await parts.ingest.rebuild(redis: redis, analyser: parts.analyser, logger: logger)
+            // The rebuild runs to its end even when the caller stops waiting (its deadline passes, its
+            // connection closes): a rebuild cut short would leave the figures half read until the next
+            // start. `Task` (not a child task) does not inherit the request's cancellation.
+            let ingest = parts.ingest, analyser = parts.analyser, logger = logger, redis = redis
+            let job = Task { try await ingest.rebuild(redis: redis, analyser: analyser, logger: logger) }
+            let events = try await job.value
             context.logger.notice("analytics rebuilt", metadata: ["events": "\(events)"])
             return AnalyticsAPI.Rebuilt(events: events, seconds: Date().timeIntervalSince(started))
         }

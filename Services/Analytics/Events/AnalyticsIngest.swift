@@ -81,7 +81,8 @@ struct AnalyticsIngest: Sendable {
 
     /// Empties analytics' tables and reads every stream again from its first entry, then analyses
     /// every completed trip: the same figures as reading them live. The consumers wait meanwhile; what
-    /// they then read that the rebuild already applied is recognised by its event id.
+    /// they then read that the rebuild already applied is recognised by its event id. A rebuild that
+    /// stops halfway (the process ends) leaves its mark, and the next start runs it again.
     func rebuild(redis: RedisClient, analyser: PathAnalyser, logger: Logger) async throws -> Int {
         try await gate.exclusive {
             try await store.wipe()
@@ -100,6 +101,7 @@ struct AnalyticsIngest: Sendable {
                 logger.info("analytics stream replayed", metadata: ["stream": "\(stream)", "events": "\(total)"])
             }
             while try await analyser.analyseDue(before: .greatestFiniteMagnitude) == .more {}
+            try await store.rebuilt()
             return total
         }
     }

@@ -226,9 +226,23 @@ extension AnalyticsStore {
     }
 
     /// Empties every table of facts and rollups (for `rebuild`).
+    /// Empties every table of facts and rollups (for `rebuild`) and marks the rebuild as under way, in
+    /// one transaction.
     func wipe() async throws {
         try await db.write { db in
             for table in Self.derivedTables { try db.execute(sql: "DELETE FROM \(table)") }
+            try db.execute(sql: "DELETE FROM rebuilding")
+            try db.execute(sql: "INSERT INTO rebuilding (started_at) VALUES (?)", arguments: [Date().timeIntervalSince1970])
         }
+    }
+
+    /// The rebuild is done: its mark goes.
+    func rebuilt() async throws {
+        try await db.write { db in try db.execute(sql: "DELETE FROM rebuilding") }
+    }
+
+    /// Whether a rebuild began and never finished.
+    func isRebuilding() async throws -> Bool {
+        try await db.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM rebuilding)") ?? false }
     }
 }

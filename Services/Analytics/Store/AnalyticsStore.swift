@@ -125,6 +125,11 @@ struct AnalyticsStore: Sendable {
                 """)
         }
         ProcessedEvents.addMigrations(to: &migrations)
+        migrations.add("v2-rebuild-marker") { db in
+            // A row while a rebuild is under way: one that was interrupted (the process stopped) is run
+            // again at the next start, before anything is read from the streams.
+            try db.execute(sql: "CREATE TABLE rebuilding (started_at REAL NOT NULL)")
+        }
         return migrations
     }
 
