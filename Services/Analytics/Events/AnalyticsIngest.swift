@@ -37,7 +37,7 @@ struct AnalyticsIngest: Sendable {
         case OrderEvents.Created.type:
             try store.orderCreated(try envelope.decode(OrderEvents.Created.self), in: db)
         case _ where envelope.stream == streams.order && envelope.type.hasPrefix("order."):
-            try store.orderMoved(try envelope.decode(OrderEvents.Moved.self), type: envelope.type, in: db)
+            try store.orderMoved(try envelope.decode(OrderEvents.Moved.self), in: db)
         case PaymentEvents.Succeeded.type:
             try store.paymentSucceeded(try envelope.decode(PaymentEvents.Succeeded.self), in: db)
         case CouponEvents.Claimed.type:

@@ -198,7 +198,7 @@ struct AnalyticsStore: Sendable {
         }
     }
 
-    func orderMoved(_ move: OrderEvents.Moved, type: String, in db: Database) throws {
+    func orderMoved(_ move: OrderEvents.Moved, in db: Database) throws {
         let to = move.to.rawValue
         guard let order = try Row.fetchOne(
             db.cachedStatement(sql: "SELECT rider_id, driver_id, city, cell, dropoff_city, dropoff_cell, created_at FROM orders WHERE id = ?"),
