@@ -45,6 +45,9 @@ struct HailstormLoad: AsyncParsableCommand {
     @Option(help: "flash-sale: riders pressing the button; ad-storm: riders asking for ads.")
     var riders: Int = 5000
 
+    @Option(help: "flash-sale: seconds between the campaign's announcement and its opening, in which every rider opens its page once (through the gateway, not measured), as riders waiting for a sale do. 0: the sale opens as the run starts, to riders the platform has not seen yet.")
+    var waitingRoom: Double = 0
+
     @Option(help: "rush-hour / grab-storm: simulated drivers (rush-hour 1000, grab-storm 100 when not given).")
     var drivers: Int?
 
@@ -77,6 +80,7 @@ struct HailstormLoad: AsyncParsableCommand {
         guard coupons > 0, riders > 0, (drivers ?? 1) > 0, fixSeconds > 0, connections > 0, maxInFlight > 0 else {
             throw ValidationError("counts must be positive")
         }
+        guard waitingRoom >= 0, waitingRoom <= 600 else { throw ValidationError("--waiting-room must be in [0, 600] seconds") }
     }
 
     func run() async throws {
@@ -150,7 +154,7 @@ struct HailstormLoad: AsyncParsableCommand {
             admin: signIn, redis: redis,
             runLabel: label, recorder: recorder, maxInFlight: maxInFlight)
         let modes: [OrderAPI.Dispatch] = dispatch == "both" ? [.assign, .offer] : [OrderAPI.Dispatch(rawValue: dispatch)!]
-        func flashSale() -> any Scenario { FlashSaleScenario(context: context, coupons: coupons, riders: riders) }
+        func flashSale() -> any Scenario { FlashSaleScenario(context: context, coupons: coupons, riders: riders, waitingRoom: waitingRoom) }
         func rushHour() -> any Scenario {
             RideScenario(name: "rush-hour", context: context, drivers: drivers ?? 1000, spread: 0.06, pickupSpread: 0.05, dispatch: modes, fixSeconds: fixSeconds)
         }

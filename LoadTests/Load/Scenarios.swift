@@ -34,27 +34,36 @@ extension Scenario {
 
 /// A campaign of `coupons` coupons opening as the run starts; each scheduled request is a claim by one
 /// of `riders` riders (a rider may press again: the limit of one answers it).
+///
+/// With a waiting room of W seconds the campaign is announced W seconds before it opens, and in them every
+/// rider opens its page once (`GET /coupons/campaigns/{id}` through the gateway, not measured), as riders
+/// of a real sale sit on the countdown: the platform has seen their tokens and holds their connections
+/// when the button goes live. Without one (the default), the sale opens as the run starts to riders the
+/// platform has never seen, every first claim paying for its token's signature check.
 final class FlashSaleScenario: Scenario {
     let name = "flash-sale"
     let context: LoadContext
     let coupons: Int
     let riderCount: Int
+    let waitingRoom: Double
     /// The campaign, the riders, each rider's claim as the bytes of its request (made once, before the
     /// sale opens), and the claims granted.
     private let state = Mutex<(campaign: String, riders: [(id: String, token: String)], claims: [ByteBuffer], granted: Int)>(("", [], [], 0))
 
-    init(context: LoadContext, coupons: Int, riders: Int) {
+    init(context: LoadContext, coupons: Int, riders: Int, waitingRoom: Double = 0) {
         self.context = context
         self.coupons = coupons
         self.riderCount = riders
+        self.waitingRoom = waitingRoom
     }
 
     func prepare() async throws {
         let riders = try await context.accounts(riderCount, role: .rider, prefix: "load-rider")
         let now = Date().timeIntervalSince1970
+        let opensAt = waitingRoom > 0 ? now + waitingRoom : now - 1
         let body = try JSONSerialization.data(withJSONObject: [
             "name": "Load flash sale \(context.runLabel)", "city": "Berlin", "kind": "amount", "amountOffCents": 300,
-            "minimumFareCents": 0, "stock": coupons, "perUserLimit": 1, "startsAt": now - 1, "endsAt": now + 3 * 3600,
+            "minimumFareCents": 0, "stock": coupons, "perUserLimit": 1, "startsAt": opensAt, "endsAt": now + 3 * 3600,
         ])
         guard let reply = await context.call(.POST, "/admin/coupons/campaigns", token: context.admin, json: body, idempotencyKey: context.runLabel),
             reply.status == 201, let id = reply.json["id"] as? String
@@ -63,6 +72,44 @@ final class FlashSaleScenario: Scenario {
             riders.map { lane.request(.POST, "/api/v1/coupons/campaigns/\(id)/claim", token: $0.token) }
         } ?? []
         state.withLock { $0 = (id, riders, claims, 0) }
+        if waitingRoom > 0 { try await wait(riders, campaign: id, opensAt: opensAt) }
+    }
+
+    /// Every rider opens the campaign's page once, the riders arriving evenly over the first nine tenths of
+    /// the wait (at most `parallel` pages loading at once), then the sale waits for its opening time. A
+    /// page that does not load stops the run: the sale would not be the one described.
+    private func wait(_ riders: [(id: String, token: String)], campaign: String, opensAt: Double, parallel: Int = 256) async throws {
+        let started = ContinuousClock.now
+        let spread = max(0, opensAt - Date().timeIntervalSince1970) * 0.9
+        // The last riders all come at once, as a countdown's last seconds bring everyone back to the page.
+        let paced = riders.count - min(riders.count / 10, 2 * parallel)
+        let failed = await withTaskGroup(of: Int.self) { group in
+            var failed = 0
+            var loading = 0
+            for (index, rider) in riders.enumerated() {
+                let due = started + .milliseconds(Int(spread * 1000 * Double(min(index, paced)) / Double(max(paced, 1))))
+                if due > .now { try? await Task.sleep(until: due) }
+                if loading == parallel, let outcome = await group.next() {
+                    failed += outcome
+                    loading -= 1
+                }
+                loading += 1
+                group.addTask {
+                    let reply = await self.context.call(.GET, "/coupons/campaigns/\(campaign)", token: rider.token)
+                    return reply?.status == 200 ? 0 : 1
+                }
+            }
+            for await outcome in group { failed += outcome }
+            return failed
+        }
+        guard failed == 0 else { throw LoadError("\(failed) of \(riders.count) riders could not open the campaign's page") }
+        let took = (ContinuousClock.now - started).secondsValue
+        let left = opensAt - Date().timeIntervalSince1970
+        FileHandle.standardError.write(Data(String(
+            format: "waiting room: %d riders opened the campaign's page over %.1f s; %@\n", riders.count, took,
+            left > 0 ? String(format: "the sale opens in %.1f s", left) : String(format: "the sale opened %.1f s before they were all in", -left)
+        ).utf8))
+        if left > 0 { try await Task.sleep(for: .milliseconds(Int(left * 1000) + 20)) }
     }
 
     func request(_ index: Int, second: Int) async -> (endpoint: String, outcome: Outcome) {
