@@ -109,7 +109,7 @@ build_images() {
         podman build -q --format docker -f compose/Dockerfile --build-arg BINARIES=prebuilt --build-arg SERVICE="$name" \
             -t "hailstorm/$name:$tag" . >/dev/null
     done
-    # The staging layer of the prebuilt binaries, now in every image: no need to keep it twice.
+    # The staging layers of the prebuilt binaries, now in the images: no need to keep them twice.
     podman image prune -f >/dev/null
 }
 
