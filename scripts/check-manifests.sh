@@ -2,7 +2,8 @@
 # Checks the deployment files without a cluster: the compose files with docker-compose's `config`,
 # the kustomize overlays rendered with kubectl, each render against the Kubernetes schemas
 # (kubernetes-validate --strict) and against checkov's policies, where the only failures allowed are
-# the ones docs/deploy.md lists with a reason for that overlay. Renders land in
+# the ones docs/deploy.md lists with a reason for that overlay; Prometheus's rules with promtool (their
+# syntax and their unit tests). Renders land in
 # .build-containers/manifests/. Installs docker-compose (apt) and the Python checkers (in a virtual
 # environment under .build-containers/) when missing.
 set -euo pipefail
@@ -46,6 +47,11 @@ if [ ! -f k8s/overlays/dev/secrets.env ]; then
     } >k8s/overlays/dev/secrets.env
 fi
 [ -f k8s/overlays/dev/jwks.json ] || echo '{"keys":[]}' >k8s/overlays/dev/jwks.json
+
+say "Prometheus rules (promtool: syntax, then the rules' own tests)"
+command -v promtool >/dev/null 2>&1 || install_packages prometheus
+promtool check rules k8s/components/prometheus/hailstorm-rules.yml
+(cd k8s/components/prometheus && promtool test rules hailstorm-rules.test.yml)
 
 failed=0
 for overlay in dev prod; do

@@ -50,7 +50,7 @@ trap stop EXIT
 
 say "Starting Hailstorm for the fuzzer (gateway on 127.0.0.1:$port, $bin_dir)"
 # Limits high enough that the fuzzer is measured, not throttled (throttling answers are documented too).
-"$bin_dir/hailstorm" up --run-dir "$run_dir" --gateway-port "$port" --bin-dir "$bin_dir" \
+"$bin_dir/hailstorm" up --run-dir "$run_dir" --gateway-port "$port" --bin-dir "$bin_dir" --no-prometheus \
     --option login:auth-bcrypt-cost=4 --option gateway:gateway-rate-limit=100000 \
     --option gateway:gateway-rate-auth-limit=100000 --option gateway:gateway-signin-failures=100000 \
     --option login:auth-signin-failures=100000 >"$run_dir/up.log" 2>&1 || { cat "$run_dir/up.log" >&2; exit 1; }

@@ -25,6 +25,8 @@ ensure_packages() {
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     # The ad service counts hours, days and daily budgets in each city's time zone.
     [ -d /usr/share/zoneinfo ] || missing+=(tzdata)
+    # `hailstorm up` runs Prometheus beside the services, scraping every instance (promtool checks its rules).
+    command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
     install_packages "${missing[@]}"
     # Debian's packages start system services; Hailstorm runs its own on free ports instead.
     if command -v swift >/dev/null 2>&1; then :; else

@@ -22,6 +22,32 @@ struct LocalRunTests {
         return (process.terminate(), process.output())
     }
 
+    /// Waits (up to 30 s) until Prometheus's targets API shows every instance but Redis and Prometheus up,
+    /// each scraped at the port `hailstorm status` gives it.
+    func expectScraped(_ instances: [[String: Any]], prometheus: Int) async throws {
+        let expected = instances.filter { !["redis", "prometheus"].contains($0["service"] as? String ?? "") }
+            .compactMap { entry -> (String, Int)? in
+                guard let name = entry["instance"] as? String, let port = entry["port"] as? Int else { return nil }
+                return (name, port)
+            }
+        #expect(expected.count == 12, "etcd, 9 services and 2 gateways: \(expected)")
+        var missing: [String] = []
+        let deadline = ContinuousClock.now + .seconds(30)
+        repeat {
+            let answer = try await testRequest(.GET, "http://127.0.0.1:\(prometheus)/api/v1/targets?state=active")
+            let targets = ((answer.json["data"] as? [String: Any])?["activeTargets"] as? [[String: Any]]) ?? []
+            missing = expected.filter { name, port in
+                !targets.contains { target in
+                    (target["labels"] as? [String: String])?["instance"] == name && target["health"] as? String == "up"
+                        && (target["scrapeUrl"] as? String)?.contains("127.0.0.1:\(port)/metrics") == true
+                }
+            }.map { "\($0.0) at \($0.1)" }
+            if missing.isEmpty { return }
+            try await Task.sleep(for: .seconds(1))
+        } while ContinuousClock.now < deadline
+        Issue.record("not scraped up at their ports after 30 s: \(missing)")
+    }
+
     func status() async throws -> [[String: Any]] {
         let (code, output) = try await tool("hailstorm", ["status", "--json", "--run-dir", runDir])
         try #require(code == 0, "status: \(output)")
@@ -40,23 +66,63 @@ struct LocalRunTests {
         ])
         try #require(up.status == 0, "up: \(up.output)")
         var instances = try await status()
-        #expect(instances.count == 13, "redis, etcd, 9 services and 2 gateways: \(instances.map { $0["instance"] ?? "" })")
+        #expect(instances.count == 14, "redis, etcd, 9 services, 2 gateways and Prometheus: \(instances.map { $0["instance"] ?? "" })")
         #expect(instances.allSatisfy { $0["health"] as? String == "ready" && $0["pid"] as? Int != nil })
+        // Prometheus scrapes every instance where it listens (both gateways among them) and has Hailstorm's rules.
+        let prometheus = try #require(instances.first { $0["service"] as? String == "prometheus" }?["port"] as? Int)
+        #expect(up.output.contains("Prometheus: http://127.0.0.1:\(prometheus)"), "\(up.output)")
+        try await expectScraped(instances, prometheus: prometheus)
+        let rules = try await testRequest(.GET, "http://127.0.0.1:\(prometheus)/api/v1/rules")
+        let groups = ((rules.json["data"] as? [String: Any])?["groups"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(groups.sorted() == ["hailstorm-alerts", "hailstorm-platform", "hailstorm-red"], "\(rules.text.prefix(500))")
+        // A hung instance (stopped, not dead: the supervisor leaves it be) fires its alert; going on resolves it.
+        let settlement = try #require(instances.first { $0["instance"] as? String == "settlement-1" }?["pid"] as? Int)
+        func settlementAlert() async throws -> String? {
+            let answer = try await testRequest(.GET, "http://127.0.0.1:\(prometheus)/api/v1/alerts")
+            let alerts = ((answer.json["data"] as? [String: Any])?["alerts"] as? [[String: Any]]) ?? []
+            return alerts.first {
+                let labels = $0["labels"] as? [String: String]
+                return labels?["alertname"] == "HailstormInstanceDown" && labels?["instance"] == "settlement-1"
+            }?["state"] as? String
+        }
+        kill(pid_t(settlement), SIGSTOP)
+        var alert: String?
+        var alertDeadline = ContinuousClock.now + .seconds(60)
+        repeat {
+            try await Task.sleep(for: .seconds(1))
+            alert = try await settlementAlert()
+        } while alert != "firing" && ContinuousClock.now < alertDeadline
+        kill(pid_t(settlement), SIGCONT)
+        #expect(alert == "firing", "HailstormInstanceDown for a stopped settlement-1: \(alert ?? "none")")
+        alertDeadline = ContinuousClock.now + .seconds(60)
+        repeat {
+            try await Task.sleep(for: .seconds(1))
+            alert = try await settlementAlert()
+        } while alert != nil && ContinuousClock.now < alertDeadline
+        #expect(alert == nil, "settlement-1's alert still \(alert ?? "") a minute after it went on")
         #expect(try await tool("hailstorm", ["up", "--run-dir", runDir, "--bin-dir", bin]).output.contains("already running"))
 
         // Every scenario at a CI-sized rate; each must pass its audit.
-        for (scenario, extra) in [
+        for (run, (scenario, extra)) in [
             ("flash-sale", ["--coupons", "50", "--riders", "200", "--profile", "burst"]),
+            // Riders on the countdown first: the sale opens two seconds after it is announced.
+            ("flash-sale", ["--coupons", "50", "--riders", "200", "--waiting-room", "2"]),
             ("rush-hour", ["--drivers", "60", "--profile", "ramp"]),
             ("grab-storm", ["--drivers", "20"]),
             ("ad-storm", ["--riders", "100"]),
             ("mixed", ["--coupons", "30", "--riders", "100", "--drivers", "40"]),
-        ] {
-            let out = runDir + "/load-\(scenario)"
+        ].enumerated() {
+            let out = runDir + "/load-\(run)-\(scenario)"
             let load = try await tool("hailstorm-load", [scenario, "--rate", "20", "--duration", "3", "--out", out, "--run-dir", runDir] + extra)
             #expect(load.status == 0, "\(scenario): \(load.output.suffix(3000))")
             let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/report.json"))) as? [String: Any]
             #expect(report?["passed"] as? Bool == true)
+            if extra.contains("--waiting-room") {
+                #expect(load.output.contains("waiting room: 200 riders opened the campaign's page"), "\(load.output.suffix(2000))")
+                // A claim sent before the opening would be refused `not-started`, an error of the run.
+                #expect((report?["errors"] as? [String: Int]) == [:], "claims before the sale opened: \(report?["errors"] ?? "")")
+                #expect(((report?["outcomes"] as? [String: Int])?["granted 201"] ?? 0) > 0, "claims granted: \(report?["outcomes"] ?? "")")
+            }
             #expect(((report?["audit"] as? [[String: Any]]) ?? []).count >= 4, "\(scenario) audits its checks")
             let html = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
             // Both charts drawn inline (per-second bars and p50/p99 lines, the percentile curve), no script.
@@ -90,6 +156,8 @@ struct LocalRunTests {
         #expect(restarted["restarts"] as? Int == 1, "\(restarted)")
         #expect(restarted["health"] as? String == "ready")
         #expect(restarted["pid"] as? Int != pid)
+        // Back on a new port, and scraped there.
+        try await expectScraped(instances, prometheus: prometheus)
         let (demoStatus, demoOutput) = try await demo.value
         #expect(demoStatus == 0, "demo: \(demoOutput.suffix(3000))")
         #expect(demoOutput.contains("Demo completed."))

@@ -42,6 +42,12 @@ struct Up: AsyncParsableCommand {
     @Flag(help: "Stay attached: supervise in this process until Ctrl-C.")
     var foreground = false
 
+    @Flag(help: "Run without Prometheus (by default it scrapes every instance every 5 s and evaluates Hailstorm's rules).")
+    var noPrometheus = false
+
+    @Option(help: "Prometheus's recording and alert rules (default: \(PrometheusPlan.rulesInCheckout) of the checkout the binaries were built in).")
+    var prometheusRules: String?
+
     @Option(help: "Seconds to wait for every instance to be ready.")
     var timeout: Int = 180
 
@@ -94,14 +100,36 @@ struct Up: AsyncParsableCommand {
             throw RunnerError("not ready after \(timeout) s: \(waiting); `hailstorm logs NAME` shows why")
         }
         Status.printTable(state)
+        let prometheus = state.instances.first { $0.service == "prometheus" }.flatMap(\.port).map {
+            "http://127.0.0.1:\($0)  (every instance scraped every 5 s; targets at /targets, alerts at /alerts)"
+        } ?? (plan.prometheus == nil ? "not running (\(noPrometheus ? "--no-prometheus" : "not installed: apt-get install prometheus"))" : "not ready")
         print("""
 
-            Gateway:   \(state.gateway)  (API under /api/v1, metrics at /metrics)
-            Analytics: \(state.gateway)/api/v1/admin/analytics/kpis (admin; KPIs, funnel, heatmap, trip paths)
-            Dashboard: not built yet (the command centre)
-            Admin:     \(folder.adminFile) (phone and password of the admin account)
-            Next:      hailstorm demo · hailstorm status · hailstorm logs NAME · hailstorm down
+            Gateway:    \(state.gateway)  (API under /api/v1, metrics at /metrics)
+            Prometheus: \(prometheus)
+            Analytics:  \(state.gateway)/api/v1/admin/analytics/kpis (admin; KPIs, funnel, heatmap, trip paths)
+            Dashboard:  not built yet (the command centre)
+            Admin:      \(folder.adminFile) (phone and password of the admin account)
+            Next:       hailstorm demo · hailstorm status · hailstorm logs NAME · hailstorm down
             """)
+    }
+
+    /// Prometheus when it is installed and not turned off; says so when it runs without rules.
+    func prometheusPlan(bin: String) throws -> PrometheusPlan? {
+        guard !noPrometheus else { return nil }
+        guard let executable = try? Supervisor.find("prometheus") else {
+            print("Prometheus is not installed (apt-get install prometheus): running without it.")
+            return nil
+        }
+        if let prometheusRules {
+            guard FileManager.default.isReadableFile(atPath: prometheusRules) else {
+                throw ValidationError("--prometheus-rules: cannot read \(prometheusRules)")
+            }
+            return PrometheusPlan(executable: executable, rules: URL(fileURLWithPath: prometheusRules).standardizedFileURL.path)
+        }
+        let rules = PrometheusPlan.findRules(from: bin)
+        if rules == nil { print("No \(PrometheusPlan.rulesInCheckout) above \(bin): Prometheus runs without Hailstorm's rules.") }
+        return PrometheusPlan(executable: executable, rules: rules)
     }
 
     func makePlan() throws -> RunPlan {
@@ -138,7 +166,8 @@ struct Up: AsyncParsableCommand {
         if LoopbackPorts.isListening(gatewayPort) {
             throw ValidationError("something already listens on 127.0.0.1:\(gatewayPort); choose another with --gateway-port")
         }
-        return RunPlan(binDirectory: bin, gatewayPort: gatewayPort, replicas: counts, options: serviceOptions)
+        return RunPlan(
+            binDirectory: bin, gatewayPort: gatewayPort, replicas: counts, options: serviceOptions, prometheus: try prometheusPlan(bin: bin))
     }
 
     static var executablePath: String {

@@ -95,6 +95,8 @@ struct RunPlan: Codable, Sendable {
     var replicas: [String: Int]
     /// Extra `--key value` options per service (`matching` → `["matching-dispatch-mode": "offer"]`).
     var options: [String: [String: String]]
+    /// Prometheus beside the services, or nil (`--no-prometheus`, or not installed).
+    var prometheus: PrometheusPlan?
 }
 
 /// What the supervisor sees, rewritten every second (`hailstorm status` reads it).

@@ -111,6 +111,8 @@ final class Supervisor: Service, @unchecked Sendable {
     private let gateway: String
     private let logger: Logger
     private let startedAt = Date()
+    /// Prometheus's discovery file, when the run has Prometheus.
+    private let targets: ScrapeTargets?
 
     init(folder: RunFolder, plan: RunPlan, logger: Logger) throws {
         self.folder = folder
@@ -175,8 +177,33 @@ final class Supervisor: Service, @unchecked Sendable {
                     environment: environment, log: folder.log(instance), readiness: .http("/readyz"))))
             }
         }
+        if let prometheus = plan.prometheus {
+            guard let port = LoopbackPorts.free() else { throw RunnerError("no free loopback port for Prometheus") }
+            let setup = PrometheusSetup(run: folder)
+            services.append(Child(ChildSpec(
+                service: "prometheus", instance: "prometheus", port: port, executable: prometheus.executable,
+                arguments: try setup.prepare(port: port, rules: prometheus.rules), log: folder.log("prometheus"),
+                readiness: .http("/-/ready"))))
+            targets = ScrapeTargets(file: setup.targetsFile)
+        } else {
+            targets = nil
+        }
         self.services = services
         gateway = "http://127.0.0.1:\(plan.gatewayPort)"
+        updateTargets()
+    }
+
+    /// Tells Prometheus where every instance listens now (etcd and the services; Redis speaks no HTTP).
+    private func updateTargets() {
+        guard let targets else { return }
+        for child in backends + services where child.spec.service != "redis" && child.spec.service != "prometheus" {
+            targets.note(job: child.spec.service, instance: child.spec.instance, port: child.port)
+        }
+        do {
+            if try targets.write() { logger.debug("scrape targets written") }
+        } catch {
+            logger.error("scrape targets not written", metadata: ["error": "\(error)"])
+        }
     }
 
     func run() async throws {
@@ -226,6 +253,7 @@ final class Supervisor: Service, @unchecked Sendable {
             if now - lastProbe >= .seconds(1) {
                 lastProbe = now
                 await probe()
+                updateTargets()
                 writeState(phase: "running")
             }
             try? await Task.sleep(for: .milliseconds(200))
