@@ -1,8 +1,9 @@
-# Redis and etcd for the compose stack (and Redis for Kubernetes), from Debian's packages — the same
-# servers the local run uses — running as the same non-root user (10001) as the services.
+# Redis, etcd and Prometheus for the compose stack (and Redis for Kubernetes), from Debian's packages —
+# the same servers the local run uses — running as the same non-root user (10001) as the services.
 #
 #   podman build -f compose/backends.Dockerfile --target redis -t hailstorm/redis .
 #   podman build -f compose/backends.Dockerfile --target etcd -t hailstorm/etcd .
+#   podman build -f compose/backends.Dockerfile --target prometheus -t hailstorm/prometheus .
 ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
 
 FROM ${RUNTIME_IMAGE} AS redis
@@ -40,3 +41,21 @@ CMD ["etcd-start", "--name", "etcd", "--data-dir", "/data/etcd", \
      "--listen-client-urls", "http://0.0.0.0:2379", "--advertise-client-urls", "http://etcd:2379", \
      "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380", \
      "--initial-cluster", "etcd=http://127.0.0.1:2380"]
+
+FROM ${RUNTIME_IMAGE} AS prometheus
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /usr/share/prometheus/consoles* \
+ && groupadd --gid 10001 hailstorm \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hailstorm \
+ && mkdir -p /data /etc/hailstorm && chown 10001:10001 /data
+COPY compose/prometheus.yml /etc/hailstorm/prometheus.yml
+# The rules every way of running shares.
+COPY k8s/components/prometheus/hailstorm-rules.yml /etc/hailstorm/hailstorm-rules.yml
+COPY --chmod=0755 compose/prometheus-health.sh /usr/local/bin/prometheus-health
+USER 10001:10001
+VOLUME ["/data"]
+EXPOSE 9090
+HEALTHCHECK --interval=5s --timeout=3s --retries=5 CMD ["prometheus-health"]
+CMD ["prometheus", "--config.file=/etc/hailstorm/prometheus.yml", "--storage.tsdb.path=/data", \
+     "--storage.tsdb.retention.time=2d", "--web.listen-address=0.0.0.0:9090"]

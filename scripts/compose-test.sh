@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The compose check: builds every image (services from static release binaries, Redis and etcd from
-# Debian's packages, on a base image made locally when no registry answers), starts the stack of
-# compose/docker-compose.yml with podman-compose, waits until every container is healthy, plays a small
+# The compose check: builds every image (services from static release binaries, Redis, etcd and
+# Prometheus from Debian's packages, on a base image made locally when no registry answers), starts the
+# stack of compose/docker-compose.yml with podman-compose, waits until every container is healthy and
+# Prometheus scrapes every service container and etcd, plays a small
 # city through the composed gateway (rides in both dispatch modes, a flash sale, payments, a settlement
 # batch, the reconciliation), kills a service container with SIGKILL and waits until it is back and the
-# stack healthy again, then tears it all down. Installs what is missing (podman, podman-compose,
+# stack healthy (and scraped) again, then tears it all down. Installs what is missing (podman, podman-compose,
 # debootstrap). Exit 0 only when every step held.
 #
 #   scripts/compose-test.sh [--keep]     (--keep leaves the stack running for a look, failed or not)
@@ -40,8 +41,9 @@ HAILSTORM_ETCD_PASSWORD=$(random_hex 16)
 export HAILSTORM_ADMIN_PHONE="+19990000001"
 export HAILSTORM_ADMIN_PASSWORD
 HAILSTORM_ADMIN_PASSWORD=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export HAILSTORM_GATEWAY_PORT
+export HAILSTORM_GATEWAY_PORT HAILSTORM_PROMETHEUS_PORT
 HAILSTORM_GATEWAY_PORT=$(free_port)
+HAILSTORM_PROMETHEUS_PORT=$(free_port)
 printf '{"phone": "%s", "password": "%s"}\n' "$HAILSTORM_ADMIN_PHONE" "$HAILSTORM_ADMIN_PASSWORD" >"$work/admin.json"
 
 teardown() {
@@ -91,6 +93,28 @@ wait_healthy() {
     done
 }
 
+# Waits until Prometheus scrapes every service container and etcd, each up.
+wait_scraped() {
+    local deadline=$((SECONDS + $1)) want=$(( $(hailstorm_services | wc -l) + 1 )) seen
+    while :; do
+        seen=$(curl -s "http://127.0.0.1:$HAILSTORM_PROMETHEUS_PORT/api/v1/targets?state=active" | python3 -c '
+import json, sys
+targets = json.load(sys.stdin)["data"]["activeTargets"]
+print(sum(t["health"] == "up" for t in targets), len(targets), " ".join(sorted({t["labels"]["job"] for t in targets if t["health"] == "up"})))
+' 2>/dev/null || echo "0 0")
+        read -r up total jobs <<<"$seen"
+        if [ "$up" -ge "$want" ] && [ "$up" -eq "$total" ]; then
+            echo "  Prometheus scrapes $up targets, all up: $jobs"
+            return 0
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            echo "Prometheus: $up of $total targets up after $1 s, $want expected (up: $jobs)" >&2
+            return 1
+        fi
+        sleep 2
+    done
+}
+
 say "Starting the compose stack ($project; gateway on 127.0.0.1:$HAILSTORM_GATEWAY_PORT)"
 "${compose[@]}" up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; exit 1; }
 expected=$(( ${#backend_images[@]} + $(hailstorm_services | wc -l) ))
@@ -99,6 +123,7 @@ running=$(containers | wc -l)
 wait_healthy 240
 say "All $expected containers healthy"
 podman ps --filter "label=io.podman.compose.project=$project" --format '  {{.Names}}\t{{.Status}}'
+wait_scraped 60
 
 say "A small city through the composed gateway: rides, a flash sale, payments, settlement"
 "$release_bin/hailstorm" demo --gateway "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT" --admin-file "$work/admin.json" \
@@ -117,6 +142,7 @@ until [ "$(podman inspect -f '{{.RestartCount}}' "$victim")" -gt "$restarts" ] \
 done
 say "$victim restarted (restarts: $(podman inspect -f '{{.RestartCount}}' "$victim"), pid $(podman inspect -f '{{.State.Pid}}' "$victim"))"
 wait_healthy 120
+wait_scraped 60
 say "The stack is healthy again; a ride after the restart"
 "$release_bin/hailstorm" demo --gateway "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT" --admin-file "$work/admin.json" \
     --drivers 2 --riders 2 --coupons 1 --sale-in 1 --timeout 120

@@ -3,8 +3,8 @@
 
 # Everything podman keeps for Hailstorm (settings, image storage, the base image's tree) lives here.
 containers_dir="$PWD/.build-containers"
-# Every image the compose stack and the Kubernetes manifests use, besides the services' own.
-backend_images=(redis etcd)
+# Every image the compose stack uses besides the services' own (Redis's also in the Kubernetes manifests).
+backend_images=(redis etcd prometheus)
 
 # The Hailstorm services on main: one folder under Services/ each, named in kebab case (OrderGrab → order-grab).
 hailstorm_services() {

@@ -63,15 +63,33 @@ import Yams
         }
         let gatewayPorts = (composed["gateway"] as? [String: Any])?["ports"] as? [String] ?? []
         #expect(gatewayPorts.contains { $0.hasPrefix("127.0.0.1:") && $0.hasSuffix(":8080") }, "the gateway is not published")
-        // Nothing else is reachable from outside the compose network, and nothing is published beyond loopback.
-        for (name, definition) in composed where name != "gateway" {
+        // Nothing else is reachable from outside the compose network but Prometheus's UI, and nothing is
+        // published beyond loopback.
+        for (name, definition) in composed where name != "gateway" && name != "prometheus" {
             #expect((definition as? [String: Any])?["ports"] == nil, "\(name) publishes a port")
         }
+        let prometheusPorts = (composed["prometheus"] as? [String: Any])?["ports"] as? [String] ?? []
+        #expect(!prometheusPorts.isEmpty && prometheusPorts.allSatisfy { $0.hasPrefix("127.0.0.1:") }, "Prometheus: \(prometheusPorts)")
         // Redis and etcd require credentials; every service brings them.
         let environment = (composed["order"] as? [String: Any])?["environment"] as? [String: Any] ?? [:]
         for key in ["REDIS_PASSWORD", "DISCOVERY_ETCD_USER", "DISCOVERY_ETCD_PASSWORD", "AUTH_JWKS", "AUTH_SIGNING_KEY"] {
             #expect(environment[key] != nil, "order has no \(key)")
         }
+    }
+
+    /// Compose's Prometheus finds every service (and etcd) by name and evaluates the rules the local run uses.
+    @Test func composePrometheusScrapesEveryService() throws {
+        let text = try String(contentsOf: Self.root.appendingPathComponent("compose/prometheus.yml"), encoding: .utf8)
+        let config = try #require(try Yams.load(yaml: text) as? [String: Any])
+        let scrapes = config["scrape_configs"] as? [[String: Any]] ?? []
+        let names = Set(scrapes.flatMap { ($0["dns_sd_configs"] as? [[String: Any]] ?? []).flatMap { $0["names"] as? [String] ?? [] } })
+        for service in try Self.services() {
+            #expect(names.contains(service.name), "compose/prometheus.yml does not scrape \(service.name)")
+        }
+        #expect(names.contains("etcd"))
+        #expect(config["rule_files"] as? [String] == ["/etc/hailstorm/hailstorm-rules.yml"])
+        let dockerfile = try String(contentsOf: Self.root.appendingPathComponent("compose/backends.Dockerfile"), encoding: .utf8)
+        #expect(dockerfile.contains("COPY k8s/components/prometheus/hailstorm-rules.yml /etc/hailstorm/hailstorm-rules.yml"))
     }
 
     @Test(arguments: ["dev", "prod"])
