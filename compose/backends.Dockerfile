@@ -52,7 +52,9 @@ RUN apt-get update \
 COPY compose/prometheus.yml /etc/hailstorm/prometheus.yml
 # The rules every way of running shares.
 COPY k8s/components/prometheus/hailstorm-rules.yml /etc/hailstorm/hailstorm-rules.yml
-COPY --chmod=0755 compose/prometheus-health.sh /usr/local/bin/prometheus-health
+# The services' health check, pointed at Prometheus's readiness.
+COPY --chmod=0755 compose/healthcheck.sh /usr/local/bin/prometheus-health
+ENV HTTP_PORT=9090 HEALTH_PATH=/-/ready
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 9090

@@ -125,11 +125,31 @@ struct Up: AsyncParsableCommand {
             guard FileManager.default.isReadableFile(atPath: prometheusRules) else {
                 throw ValidationError("--prometheus-rules: cannot read \(prometheusRules)")
             }
-            return PrometheusPlan(executable: executable, rules: URL(fileURLWithPath: prometheusRules).standardizedFileURL.path)
+            let rules = URL(fileURLWithPath: prometheusRules).standardizedFileURL.path
+            try Self.checkRules(rules)
+            return PrometheusPlan(executable: executable, rules: rules)
         }
         let rules = PrometheusPlan.findRules(from: bin)
         if rules == nil { print("No \(PrometheusPlan.rulesInCheckout) above \(bin): Prometheus runs without Hailstorm's rules.") }
         return PrometheusPlan(executable: executable, rules: rules)
+    }
+
+    /// Refuses a rules file Prometheus would not load (it would restart for ever and `up` wait its whole
+    /// timeout): `promtool check rules`, from the same package, says why.
+    static func checkRules(_ file: String) throws {
+        guard let promtool = try? Supervisor.find("promtool") else { return }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: promtool)
+        process.arguments = ["check", "rules", file]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw ValidationError("--prometheus-rules: Prometheus cannot load \(file):\n\(text.suffix(2000))")
+        }
     }
 
     func makePlan() throws -> RunPlan {

@@ -79,7 +79,6 @@ final class ScrapeTargets {
 
     private let file: String
     private var ports: [String: Target] = [:]
-    private var order: [String] = []
     private var written: [Target]?
 
     init(file: String) {
@@ -88,16 +87,14 @@ final class ScrapeTargets {
 
     /// Notes where `instance` listens now (nil: not known yet, the last known port stays).
     func note(job: String, instance: String, port: Int?) {
-        if ports[instance] == nil { order.append(instance) }
-        if let port {
-            ports[instance] = Target(job: job, instance: instance, port: port)
-        }
+        guard let port else { return }
+        ports[instance] = Target(job: job, instance: instance, port: port)
     }
 
-    /// Rewrites the file (atomically) when a target changed; true when it did.
+    /// Rewrites the file (atomically) when a target changed; true when it did. Targets in instance order.
     @discardableResult
     func write() throws -> Bool {
-        let targets = order.compactMap { ports[$0] }
+        let targets = ports.values.sorted { $0.instance < $1.instance }
         guard targets != written else { return false }
         let groups = targets.map { target -> [String: Any] in
             ["targets": ["127.0.0.1:\(target.port)"], "labels": ["job": target.job, "instance": target.instance]]
