@@ -86,9 +86,12 @@ func buildRouter(
     let authBudgets = RequestBudgets(
         limit: try reader.int(forKey: "gateway.rate.auth.limit", default: 30, in: 1...10_000_000), window: window,
         keyPrefix: ratePrefix + ":auth")
+    // `gateway.rate.sync.after` (a sixteenth of the limit): API requests of a client counted here in a
+    // window before they are carried to Redis; sign-in budgets are always carried from the first.
+    let apiLimit = try reader.int(forKey: "gateway.rate.limit", default: 300, in: 1...10_000_000)
     let apiBudgets = RequestBudgets(
-        limit: try reader.int(forKey: "gateway.rate.limit", default: 300, in: 1...10_000_000), window: window,
-        keyPrefix: ratePrefix + ":api")
+        limit: apiLimit, window: window, keyPrefix: ratePrefix + ":api",
+        syncAfter: try reader.int(forKey: "gateway.rate.sync.after", default: max(1, apiLimit / 16), in: 1...apiLimit))
     kit.addService(authBudgets.periodicSync(redis: kit.redis, every: syncInterval, logger: kit.logger))
     kit.addService(apiBudgets.periodicSync(redis: kit.redis, every: syncInterval, logger: kit.logger))
 

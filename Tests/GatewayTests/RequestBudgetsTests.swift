@@ -44,6 +44,40 @@ struct RequestBudgetsTests {
         #expect(isAllowed(a.take("driver")))
     }
 
+    @Test("a client below `syncAfter` in a window costs Redis nothing; past it, its counts are carried each sync and bound it across instances")
+    func syncAfter() async throws {
+        let prefix = TestEnvironment.unique("after")
+        let a = RequestBudgets(limit: 20, window: .seconds(3600), keyPrefix: prefix, syncAfter: 4)
+        let b = RequestBudgets(limit: 20, window: .seconds(3600), keyPrefix: prefix, syncAfter: 4)
+        try await a.sync(redis: redis)
+        try await b.sync(redis: redis)
+        let key = a.key("rider", at: RequestBudgets.nowMilliseconds())
+
+        for _ in 0..<3 { #expect(isAllowed(a.take("rider"))) }
+        try await a.sync(redis: redis)
+        #expect(try await redis.send("EXISTS", key).int == 0, "three requests stay in the instance")
+
+        #expect(isAllowed(a.take("rider")))
+        try await a.sync(redis: redis)
+        #expect(try await redis.send("GET", key).string == "4", "the fourth carries all four")
+        let ttl = try await redis.send("PTTL", key).int ?? -1
+        #expect(ttl > 3_600_000 && ttl <= 7_200_000, "the window's counter expires after two windows, set with its first write")
+
+        for _ in 0..<4 { #expect(isAllowed(b.take("rider"))) }
+        try await b.sync(redis: redis)
+        #expect(try await redis.send("GET", key).string == "8")
+        // B knows of A's four: it lets the rider reach exactly 20.
+        var allowedOnB = 0
+        while isAllowed(b.take("rider")) { allowedOnB += 1 }
+        #expect(allowedOnB == 12)
+        try await b.sync(redis: redis)
+        // Past its syncAfter, A's next request is carried with the next sync, which brings B's total.
+        #expect(isAllowed(a.take("rider")))
+        try await a.sync(redis: redis)
+        #expect(!isAllowed(a.take("rider")))
+        #expect(try await redis.send("GET", key).string == "21", "20 plus the one A let through before its sync")
+    }
+
     @Test("counts that cannot be synced go stale: requests are then counted in Redis, and nothing counted is lost")
     func staleCounts() async throws {
         let prefix = TestEnvironment.unique("stale")

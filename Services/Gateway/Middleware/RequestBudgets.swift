@@ -13,9 +13,15 @@ import Synchronization
 /// window's counter in Redis (`INCRBY`, one pipeline for all clients) and learns the total, its own and
 /// the other instances' together. A request is allowed while total + counted here since < limit.
 ///
-/// What that costs in accuracy: an instance sees the others' requests up to one sync interval late, so
-/// a client spread over R instances can get up to (R − 1) × (its rate × the sync interval) requests past
-/// the limit in a window — with one instance, none. A refusal is as exact as before.
+/// A client's requests reach Redis only once `syncAfter` of them are counted here in a window: most
+/// clients (a rider sends a few requests a second, the limit is hundreds) then never cost Redis a command,
+/// and a client that presses on its budget is synced every interval. Counts below `syncAfter` are
+/// forgotten with their window.
+///
+/// What that costs in accuracy: an instance sees the others' requests up to one sync interval late, and
+/// never their last `syncAfter − 1`, so a client spread over R instances can get up to (R − 1) × (its rate ×
+/// the sync interval + `syncAfter` − 1) requests past the limit in a window — with one instance, none.
+/// A refusal is as exact as before.
 ///
 /// `current` is false when the last successful sync is older than `staleAfter` (Redis down or hung):
 /// the caller then counts each request in Redis itself, as before, and fails closed with it.
@@ -28,6 +34,10 @@ final class RequestBudgets: Sendable {
         var unsent: Int
         /// Sent in the sync under way.
         var sending: Int
+        /// Whether this window's counter was written from here (its expiry is set with the first write).
+        var synced = false
+        /// Counted here in this window, synced or not.
+        var counted = 0
     }
 
     enum Decision {
@@ -42,6 +52,8 @@ final class RequestBudgets: Sendable {
     /// `<prefix>:<scope>`; a window's key is `<prefix>:<scope>:<client>:<window index>`.
     let keyPrefix: String
     let staleAfter: Duration
+    /// Requests of a client counted here in a window before they are carried to Redis (1: every one).
+    let syncAfter: Int
     struct State {
         var entries: [String: Entry] = [:]
         /// Clients with requests not yet sent.
@@ -53,8 +65,9 @@ final class RequestBudgets: Sendable {
 
     private let state = Mutex(State())
 
-    init(limit: Int, window: Duration, keyPrefix: String, staleAfter: Duration = .seconds(1)) {
+    init(limit: Int, window: Duration, keyPrefix: String, staleAfter: Duration = .seconds(1), syncAfter: Int = 1) {
         self.limit = limit
+        self.syncAfter = max(1, syncAfter)
         self.windowMilliseconds = max(1, Int64(window.components.seconds) * 1000 + window.components.attoseconds / 1_000_000_000_000_000)
         self.keyPrefix = keyPrefix
         self.staleAfter = staleAfter
@@ -85,8 +98,10 @@ final class RequestBudgets: Sendable {
                 state.entries[client] = entry
                 return .refused(retryAfterSeconds: retryAfter(at: milliseconds))
             }
-            if entry.unsent == 0 { state.dirty.append(client) }
             entry.unsent += 1
+            entry.counted += 1
+            // Dirty from its `syncAfter`th request in the window; afterwards from each first unsent one.
+            if entry.counted >= syncAfter && (entry.unsent == 1 || entry.counted == syncAfter) { state.dirty.append(client) }
             state.entries[client] = entry
             return .allowed(remaining: limit - count)
         }
@@ -98,6 +113,7 @@ final class RequestBudgets: Sendable {
         state.withLock { state in
             guard var entry = state.entries[client], entry.window == window, entry.unsent > 0 else { return }
             entry.unsent -= 1
+            entry.counted -= 1
             state.entries[client] = entry
         }
     }
@@ -117,16 +133,16 @@ final class RequestBudgets: Sendable {
     /// Sends what was counted since the last sync and learns the totals; forgets past windows.
     func sync(redis: RedisClient, at milliseconds: Int64 = nowMilliseconds()) async throws {
         let window = milliseconds / windowMilliseconds
-        let batch: [(client: String, window: Int64, count: Int)] = state.withLock { state in
+        let batch: [(client: String, window: Int64, count: Int, first: Bool)] = state.withLock { state in
             if state.prunedWindow < window - 1 {
                 state.entries = state.entries.filter { $0.value.window >= window - 1 || $0.value.unsent > 0 }
                 state.prunedWindow = window - 1
             }
-            var batch: [(String, Int64, Int)] = []
+            var batch: [(String, Int64, Int, Bool)] = []
             batch.reserveCapacity(state.dirty.count)
             for client in state.dirty {
                 guard var entry = state.entries[client], entry.unsent > 0 else { continue }
-                batch.append((client, entry.window, entry.unsent))
+                batch.append((client, entry.window, entry.unsent, !entry.synced))
                 entry.sending = entry.unsent
                 entry.unsent = 0
                 state.entries[client] = entry
@@ -142,10 +158,14 @@ final class RequestBudgets: Sendable {
         let expiry = String(2 * windowMilliseconds)
         var commands: [RedisCommand] = []
         commands.reserveCapacity(batch.count * 2)
+        // Where each client's INCRBY reply is: its window's first write from here also sets the expiry.
+        var replyIndex: [Int] = []
+        replyIndex.reserveCapacity(batch.count)
         for item in batch {
             let key = "\(keyPrefix):\(item.client):\(item.window)"
+            replyIndex.append(commands.count)
             commands.append(RedisCommand("INCRBY", key, String(item.count)))
-            commands.append(RedisCommand("PEXPIRE", key, expiry))
+            if item.first { commands.append(RedisCommand("PEXPIRE", key, expiry)) }
         }
         let replies: [RESPValue]
         do {
@@ -166,8 +186,9 @@ final class RequestBudgets: Sendable {
         state.withLock { state in
             for (index, item) in batch.enumerated() {
                 guard var entry = state.entries[item.client], entry.window == item.window else { continue }
-                entry.total = replies[index * 2].int ?? entry.total + entry.sending
+                entry.total = replies[replyIndex[index]].int ?? entry.total + entry.sending
                 entry.sending = 0
+                entry.synced = true
                 state.entries[item.client] = entry
             }
             state.lastSync = ContinuousClock.now
