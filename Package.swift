@@ -51,6 +51,7 @@ let services = [
     service("Settlement", product: "settlement", [.product(name: "Metrics", package: "swift-metrics")]),
     service("Ad", product: "ad", [.product(name: "Crypto", package: "swift-crypto")]),
     service("Analytics", product: "analytics", ["MatchingEngine", .product(name: "Metrics", package: "swift-metrics")]),
+    service("Command", product: "command", [httpClient]),
 ]
 
 /// The tests of a module: `Tests/<Module>Tests`.
@@ -248,6 +249,10 @@ let package = Package(
         ]),
         testTarget("Analytics", [
             "Analytics", "Gateway", "HailKit", "HailKitTesting", "Contracts", "EventBus", "RedisKit", "MatchingEngine",
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        testTarget("Command", [
+            "Command", "Ad", "Order", "Settlement", "Gateway", "HailKit", "HailKitTesting", "Contracts", "RedisKit",
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         testTarget("Runner", ["HailKitTesting", "Load", nioCore]),

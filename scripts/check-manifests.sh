@@ -26,7 +26,7 @@ say "Compose files (docker-compose config)"
 # Placeholders for every value compose requires: enough for `config`, not to run.
 check_env=(HAILSTORM_JWKS=check HAILSTORM_REDIS_PASSWORD=check HAILSTORM_ETCD_ROOT_PASSWORD=check
     HAILSTORM_ETCD_PASSWORD=check HAILSTORM_ADMIN_PASSWORD=check HAILSTORM_AD_TOKEN_KEY=check)
-for service in login order order_grab matching coupon payment settlement ad analytics gateway; do
+for service in login order order_grab matching coupon payment settlement ad analytics command gateway; do
     check_env+=("HAILSTORM_${service^^}_SIGNING_KEY=check")
 done
 env "${check_env[@]}" docker-compose -f compose/docker-compose.yml config -q
@@ -40,7 +40,7 @@ if [ ! -f k8s/overlays/dev/secrets.env ]; then
         echo "# placeholder keys: scripts/kube-play-test.sh replaces them with real ones"
         echo "admin-password=$(random_hex 12)"
         echo "redis-password=$(random_hex 24)"
-        for service in login order matching order-grab coupon payment settlement ad analytics gateway; do
+        for service in login order matching order-grab coupon payment settlement ad analytics command gateway; do
             echo "$service-signing-key=placeholder"
         done
         echo "ad-token-key=placeholder-placeholder-placeholder-0"

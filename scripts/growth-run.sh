@@ -47,7 +47,7 @@ port=$(free_port)
 trap '"$bin/hailstorm" down --run-dir "$run_dir" >/dev/null 2>&1 || true' EXIT
 
 options=()
-for service in login order matching order-grab coupon payment settlement ad analytics gateway; do
+for service in login order matching order-grab coupon payment settlement ad analytics command gateway; do
     options+=(--option "$service:events-stream-max-length=$bound"
         --option "$service:events-processed-max-rows=$bound"
         --option "$service:events-retention-interval-seconds=5")

@@ -200,6 +200,34 @@ enum OpenAPIDocument {
                 parameters: range + [query("top", ["type": "integer", "minimum": 1, "maximum": 1000])])],
             "/api/v1/admin/analytics/rebuild": ["post": op(
                 "Empty analytics and read every stream again from its start", roles: ["admin"], response: "AnalyticsRebuilt")],
+
+            // The command centre.
+            "/api/v1/admin/command/board": ["get": op(
+                "Every scraped instance with its health, requests, errors, p99 and restarts, from Prometheus", roles: ["admin"],
+                response: "CommandBoard")],
+            "/api/v1/admin/command/alerts": ["get": op(
+                "The alerts book: firing alerts first, then the newest", roles: ["admin"], response: "CommandAlertList",
+                parameters: [
+                    query("state", ["type": "string", "enum": ["firing", "resolved", "all"]]),
+                    query("limit", ["type": "integer", "minimum": 1, "maximum": 1000]),
+                ])],
+            "/api/v1/admin/command/alerts/{id}/acknowledge": ["post": op(
+                "Acknowledge an alert (written to the audit log)", roles: ["admin"], response: "CommandAlert", id: true)],
+            "/api/v1/admin/command/audit": ["get": op(
+                "The operators' actions, newest first, with the state before and after each", roles: ["admin"], response: "CommandAuditLog",
+                parameters: [query("limit", ["type": "integer", "minimum": 1, "maximum": 1000])])],
+            "/api/v1/admin/command/levers/ad-campaigns/{id}/pause": ["post": op(
+                "Pause an ad campaign (audited)", roles: ["admin"], response: "CommandAuditEntry", id: true,
+                parameters: [ref(parameter: "IdempotencyKey")])],
+            "/api/v1/admin/command/levers/ad-campaigns/{id}/resume": ["post": op(
+                "Resume an ad campaign (audited)", roles: ["admin"], response: "CommandAuditEntry", id: true,
+                parameters: [ref(parameter: "IdempotencyKey")])],
+            "/api/v1/admin/command/levers/surge": ["put": op(
+                "Set the surge factor of the cell holding a point (audited)", roles: ["admin"], body: "CommandSurgeLever",
+                response: "CommandAuditEntry", parameters: [ref(parameter: "IdempotencyKey")])],
+            "/api/v1/admin/command/levers/settlement-batches": ["post": op(
+                "Run a settlement batch now (audited)", roles: ["admin"], status: 201, response: "CommandAuditEntry",
+                parameters: [ref(parameter: "IdempotencyKey")])],
         ]
     }
 
@@ -297,7 +325,8 @@ enum OpenAPIDocument {
             "LocationsAccepted": object(["accepted": ["type": "integer"]], required: ["accepted"]),
             "Won": object(["orderID": text, "driverID": text, "at": time], required: ["orderID", "driverID", "at"]),
             "SurgeSetting": object(
-                ["at": ref("GeoPoint"), "factor": ["type": "number", "minimum": 1, "maximum": 10], "cell": text], required: ["at", "factor"]),
+                ["at": ref("GeoPoint"), "factor": ["type": "number", "minimum": 1, "maximum": 10], "cell": text, "previous": ["type": "number"]],
+                required: ["at", "factor"]),
             "DispatchStats": object(
                 [
                     "mode": text, "driversKnown": ["type": "integer"], "driversAvailable": ["type": "integer"],
@@ -417,6 +446,35 @@ enum OpenAPIDocument {
             "AnalyticsFlows": object(
                 ["from": time, "to": time, "flows": ["type": "array", "items": ["type": "object"]]], required: ["from", "to", "flows"]),
             "AnalyticsRebuilt": object(["events": ["type": "integer"], "seconds": ["type": "number"]], required: ["events", "seconds"]),
+            "CommandAuditEntry": object(
+                [
+                    "id": ["type": "integer"], "at": time, "actor": text, "action": text, "target": text,
+                    "before": ["type": "object", "additionalProperties": text], "after": ["type": "object", "additionalProperties": text],
+                    "requestID": text,
+                ], required: ["id", "at", "actor", "action", "target", "before", "after", "requestID"]),
+            "CommandAuditLog": object(["entries": ["type": "array", "items": ref("CommandAuditEntry")]], required: ["entries"]),
+            "CommandAlert": object(
+                [
+                    "id": text, "name": text, "source": text, "severity": text, "summary": text,
+                    "labels": ["type": "object", "additionalProperties": text], "state": ["type": "string", "enum": ["firing", "resolved"]],
+                    "firedAt": time, "resolvedAt": time, "acknowledgedAt": time, "acknowledgedBy": text,
+                ], required: ["id", "name", "source", "severity", "summary", "labels", "state", "firedAt"]),
+            "CommandAlertList": object(["alerts": ["type": "array", "items": ref("CommandAlert")], "checkedAt": time], required: ["alerts"]),
+            "CommandBoard": object(
+                [
+                    "at": time, "prometheus": text,
+                    "instances": [
+                        "type": "array",
+                        "items": object(
+                            [
+                                "service": text, "instance": text, "health": ["type": "string", "enum": ["up", "down"]], "lastScrape": time,
+                                "lastError": text, "requestsPerSecond": ["type": "number"], "errorsPerSecond": ["type": "number"],
+                                "p99Seconds": ["type": "number"], "restarts": ["type": "integer"],
+                            ], required: ["service", "instance", "health"]),
+                    ],
+                ], required: ["at", "prometheus", "instances"]),
+            "CommandSurgeLever": object(
+                ["at": ref("GeoPoint"), "factor": ["type": "number", "minimum": 1, "maximum": 10]], required: ["at", "factor"]),
             "AdCounted": object(
                 [
                     "outcome": ["type": "string", "enum": ["counted", "duplicate", "capped", "budget-exhausted"]], "campaignID": text,

@@ -259,6 +259,22 @@ final class DriverFleet: Sendable {
         return MatchingAPI.DriverStatus(driverID: account, state: state, lat: position?.latitude, lon: position?.longitude)
     }
 
+    /// Every driver online now, with their state and last position (none before their first fix), in
+    /// account order.
+    func onlineDrivers() -> [MatchingAPI.DriverStatus] {
+        let online = names.withLock { names in names.online.compactMap { id in names.accounts.indices.contains(Int(id.rawValue)) ? (id, names.accounts[Int(id.rawValue)]) : nil } }
+        return online.map { id, account in
+            let state: String
+            switch live.read({ $0.availability(of: id) }) {
+            case .available: state = "available"
+            case .busy: state = "busy"
+            case .offline, nil: state = "offline"
+            }
+            let position = live.read({ $0.position(of: id) }).map { projection.unproject($0) }
+            return MatchingAPI.DriverStatus(driverID: account, state: state, lat: position?.latitude, lon: position?.longitude)
+        }.sorted { $0.driverID < $1.driverID }
+    }
+
     func hasPosition(_ account: String) -> Bool {
         let id = number(of: account)
         return live.read { $0.position(of: id) } != nil

@@ -48,11 +48,20 @@ struct SurgeTable: Sendable {
         return stored
     }
 
-    func set(_ factor: Double, at point: GeoPoint) async throws -> String {
+    /// Sets the cell's factor; answers the cell and the factor it had (the default when it had none), read
+    /// and replaced in one step so that two operators setting one cell each see what the other left.
+    func set(_ factor: Double, at point: GeoPoint) async throws -> (cell: String, previous: Double) {
         let cell = cell(of: point)
-        _ = try await redis.send(RedisCommand("HSET", key, cell, String(factor)))
-        return cell
+        let previous = try await redis.run(Self.swapScript, keys: [key], arguments: [cell, String(factor)]).double
+        guard let previous, previous.isFinite, (1...10).contains(previous) else { return (cell, defaultFactor) }
+        return (cell, previous)
     }
+
+    static let swapScript = RedisScript("""
+        local previous = redis.call('HGET', KEYS[1], ARGV[1])
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        return previous
+        """)
 }
 
 /// Orders in Redis in front of SQLite (cache-aside): reads try Redis first and fill it on a miss; every

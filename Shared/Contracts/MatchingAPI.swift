@@ -60,6 +60,14 @@ public enum MatchingAPI {
         }
     }
 
+    public struct DriverList: Codable, Sendable {
+        public var drivers: [DriverStatus]
+
+        public init(drivers: [DriverStatus]) {
+            self.drivers = drivers
+        }
+    }
+
     /// What dispatch has done since this instance started.
     public struct DispatchStats: Codable, Sendable, Hashable {
         /// `assign` or `offer`.
@@ -95,6 +103,8 @@ public enum MatchingAPI {
     public static let offline = Endpoint<NoContent, DriverStatus>(service: service, .post, "/v1/drivers/{id}/offline", isIdempotent: true)
     public static let driver = Endpoint<NoContent, DriverStatus>(service: service, .get, "/v1/drivers/{id}")
     public static let stats = Endpoint<NoContent, DispatchStats>(service: service, .get, "/v1/stats")
+    /// Every driver online now (admins and services): the command centre's map.
+    public static let drivers = Endpoint<NoContent, DriverList>(service: service, .get, "/v1/drivers")
 }
 
 /// The order-grab service: drivers racing for an offered order.

@@ -298,11 +298,14 @@ public enum OrderAPI {
         public var factor: Double
         /// The cell it applies to, as the order service names it (in answers).
         public var cell: String?
+        /// The cell's factor before this setting (in answers).
+        public var previous: Double?
 
-        public init(at: GeoPoint, factor: Double, cell: String? = nil) {
+        public init(at: GeoPoint, factor: Double, cell: String? = nil, previous: Double? = nil) {
             self.at = at
             self.factor = factor
             self.cell = cell
+            self.previous = previous
         }
     }
 

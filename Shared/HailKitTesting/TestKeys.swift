@@ -6,7 +6,7 @@ import HailKit
 /// users' tokens) and the JWKS of them all, made once per test process, as `hailstorm up` makes a run's.
 public enum TestKeys {
     public static let issuers = [
-        "login", "gateway", "order", "matching", "order-grab", "coupon", "payment", "settlement", "test-service",
+        "login", "gateway", "order", "matching", "order-grab", "coupon", "payment", "settlement", "command", "test-service",
     ]
 
     public static let shared: (privateKeys: [String: String], jwks: String) = {

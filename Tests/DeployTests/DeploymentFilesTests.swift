@@ -161,7 +161,7 @@ import Yams
         let secrets = overlayFolder.appendingPathComponent("secrets.env")
         if overlay == "dev", !FileManager.default.fileExists(atPath: secrets.path) {
             let random = { (count: Int) in (0..<count).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined() }
-            let keys = ["login", "order", "matching", "order-grab", "coupon", "payment", "settlement", "ad", "analytics", "gateway"]
+            let keys = ["login", "order", "matching", "order-grab", "coupon", "payment", "settlement", "ad", "analytics", "command", "gateway"]
                 .map { "\($0)-signing-key=placeholder\n" }.joined() + "ad-token-key=placeholder-placeholder-placeholder-0\n"
             try "# placeholder keys\nadmin-password=\(random(12))\nredis-password=\(random(24))\n\(keys)"
                 .write(to: secrets, atomically: true, encoding: .utf8)

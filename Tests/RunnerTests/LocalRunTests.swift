@@ -30,7 +30,7 @@ struct LocalRunTests {
                 guard let name = entry["instance"] as? String, let port = entry["port"] as? Int else { return nil }
                 return (name, port)
             }
-        #expect(expected.count == 12, "etcd, 9 services and 2 gateways: \(expected)")
+        #expect(expected.count == 13, "etcd, 10 services and 2 gateways: \(expected)")
         var missing: [String] = []
         let deadline = ContinuousClock.now + .seconds(30)
         repeat {
@@ -66,7 +66,7 @@ struct LocalRunTests {
         ])
         try #require(up.status == 0, "up: \(up.output)")
         var instances = try await status()
-        #expect(instances.count == 14, "redis, etcd, 9 services, 2 gateways and Prometheus: \(instances.map { $0["instance"] ?? "" })")
+        #expect(instances.count == 15, "redis, etcd, 10 services, 2 gateways and Prometheus: \(instances.map { $0["instance"] ?? "" })")
         #expect(instances.allSatisfy { $0["health"] as? String == "ready" && $0["pid"] as? Int != nil })
         // Prometheus scrapes every instance where it listens (both gateways among them) and has Hailstorm's rules.
         let prometheus = try #require(instances.first { $0["service"] as? String == "prometheus" }?["port"] as? Int)
@@ -75,6 +75,26 @@ struct LocalRunTests {
         let rules = try await testRequest(.GET, "http://127.0.0.1:\(prometheus)/api/v1/rules")
         let groups = ((rules.json["data"] as? [String: Any])?["groups"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
         #expect(groups.sorted() == ["hailstorm-alerts", "hailstorm-platform", "hailstorm-red"], "\(rules.text.prefix(500))")
+        #expect(up.output.contains("Command:    http://127.0.0.1:\(port)/api/v1/admin/command/board"), "\(up.output)")
+
+        // The command centre's board: every scraped instance, as Prometheus sees it, through the gateway.
+        let admin = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: runDir + "/admin.json"))) as? [String: String])
+        let base = "http://127.0.0.1:\(port)/api/v1"
+        let signIn = try await testRequest(.POST, base + "/auth/login", json: ["phone": admin["phone"] ?? "", "password": admin["password"] ?? ""])
+        let token = try #require(signIn.json["accessToken"] as? String, "admin sign-in: \(signIn.status)")
+        let asAdmin = ["Authorization": "Bearer \(token)"]
+        let board = try await testRequest(.GET, base + "/admin/command/board", headers: asAdmin)
+        let boarded = (board.json["instances"] as? [[String: Any]] ?? []).filter { $0["health"] as? String == "up" }.compactMap { $0["instance"] as? String }
+        #expect(board.json["prometheus"] as? String == "http://127.0.0.1:\(prometheus)", "\(board.text.prefix(300))")
+        #expect(Set(boarded) == Set(instances.compactMap { $0["instance"] as? String }).subtracting(["redis", "prometheus"]), "board: \(board.text.prefix(2000))")
+        /// The command centre's book entry for settlement-1's HailstormInstanceDown, the newest.
+        func bookedAlert() async throws -> [String: Any]? {
+            let answer = try await testRequest(.GET, base + "/admin/command/alerts", headers: asAdmin)
+            return (answer.json["alerts"] as? [[String: Any]] ?? []).first {
+                $0["name"] as? String == "HailstormInstanceDown" && ($0["labels"] as? [String: String])?["instance"] == "settlement-1"
+            }
+        }
         // A hung instance (stopped, not dead: the supervisor leaves it be) fires its alert; going on resolves it.
         let settlement = try #require(instances.first { $0["instance"] as? String == "settlement-1" }?["pid"] as? Int)
         func settlementAlert() async throws -> String? {
@@ -92,14 +112,40 @@ struct LocalRunTests {
             try await Task.sleep(for: .seconds(1))
             alert = try await settlementAlert()
         } while alert != "firing" && ContinuousClock.now < alertDeadline
+        // The command centre reads Prometheus's alerts every 2 s into its book.
+        var booked: [String: Any]? = nil
+        let bookDeadline = ContinuousClock.now + .seconds(15)
+        repeat {
+            booked = try await bookedAlert()
+            if booked?["state"] as? String == "firing" { break }
+            try await Task.sleep(for: .milliseconds(500))
+        } while ContinuousClock.now < bookDeadline
         kill(pid_t(settlement), SIGCONT)
         #expect(alert == "firing", "HailstormInstanceDown for a stopped settlement-1: \(alert ?? "none")")
+        #expect(booked?["state"] as? String == "firing", "the command centre's book: \(booked ?? [:])")
         alertDeadline = ContinuousClock.now + .seconds(60)
         repeat {
             try await Task.sleep(for: .seconds(1))
             alert = try await settlementAlert()
         } while alert != nil && ContinuousClock.now < alertDeadline
         #expect(alert == nil, "settlement-1's alert still \(alert ?? "") a minute after it went on")
+        let resolveDeadline = ContinuousClock.now + .seconds(15)
+        repeat {
+            booked = try await bookedAlert()
+            if booked?["state"] as? String == "resolved" { break }
+            try await Task.sleep(for: .milliseconds(500))
+        } while ContinuousClock.now < resolveDeadline
+        #expect(booked?["state"] as? String == "resolved", "the command centre's book: \(booked ?? [:])")
+        let firedAt = try #require(booked?["firedAt"] as? Double), resolvedAt = try #require(booked?["resolvedAt"] as? Double)
+        #expect(firedAt < resolvedAt)
+        // Acknowledged from the command centre: the book and the audit log both say who.
+        let alertID = try #require(booked?["id"] as? String)
+        let acknowledged = try await testRequest(.POST, base + "/admin/command/alerts/\(alertID)/acknowledge", headers: asAdmin)
+        #expect(acknowledged.json["acknowledgedBy"] as? String != nil, "\(acknowledged.text)")
+        let audit = try await testRequest(.GET, base + "/admin/command/audit", headers: asAdmin)
+        let entry = (audit.json["entries"] as? [[String: Any]] ?? []).first
+        #expect(entry?["action"] as? String == "alert.acknowledge", "\(audit.text.prefix(500))")
+        #expect(entry?["before"] as? [String: String] == ["acknowledged": "no", "state": "resolved"])
         #expect(try await tool("hailstorm", ["up", "--run-dir", runDir, "--bin-dir", bin]).output.contains("already running"))
 
         // Every scenario at a CI-sized rate; each must pass its audit.
@@ -164,11 +210,6 @@ struct LocalRunTests {
 
         // The demo's drivers signed off when it ended (as the load scenarios' did): nobody is left
         // available in matching to be given the next rider's order and never drive it.
-        let admin = try #require(
-            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: runDir + "/admin.json"))) as? [String: String])
-        let base = "http://127.0.0.1:\(port)/api/v1"
-        let signIn = try await testRequest(.POST, base + "/auth/login", json: ["phone": admin["phone"] ?? "", "password": admin["password"] ?? ""])
-        let token = try #require(signIn.json["accessToken"] as? String, "admin sign-in: \(signIn.status)")
         let stats = try await testRequest(.GET, base + "/admin/dispatch/stats", headers: ["Authorization": "Bearer \(token)"])
         #expect(stats.status == 200)
         #expect(stats.json["driversAvailable"] as? Int == 0, "drivers still available after every run ended: \(stats.json)")

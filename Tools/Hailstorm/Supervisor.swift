@@ -141,6 +141,12 @@ final class Supervisor: Service, @unchecked Sendable {
                 log: folder.log("etcd"), readiness: .http("/health"))),
         ]
         try FileManager.default.createDirectory(atPath: folder.ports, withIntermediateDirectories: true)
+        // Prometheus's port is chosen first: the command centre reads the board and the alerts from it.
+        var prometheusPort: Int? = nil
+        if plan.prometheus != nil {
+            guard let port = LoopbackPorts.free() else { throw RunnerError("no free loopback port for Prometheus") }
+            prometheusPort = port
+        }
         let keys = try folder.tokenKeys(services: ServiceCatalog.all.map(\.name))
         let admin = try folder.admin()
         var services: [Child] = []
@@ -156,6 +162,7 @@ final class Supervisor: Service, @unchecked Sendable {
                     "data-dir": folder.data + "/\(instance)", "instance-id": instance,
                 ]
                 if let portFile { options["http-port-file"] = portFile }
+                if service.name == "command", let prometheusPort { options["command-prometheus-url"] = "http://127.0.0.1:\(prometheusPort)" }
                 for (key, value) in plan.options[service.name] ?? [:] { options[key] = value }
                 // Each service gets its own private key and every public key; only login's signs users' tokens.
                 var environment = ["AUTH_JWKS": keys.jwks, "AUTH_SIGNING_KEY": keys.privateKeys[service.name] ?? ""]
@@ -177,8 +184,7 @@ final class Supervisor: Service, @unchecked Sendable {
                     environment: environment, log: folder.log(instance), readiness: .http("/readyz"))))
             }
         }
-        if let prometheus = plan.prometheus {
-            guard let port = LoopbackPorts.free() else { throw RunnerError("no free loopback port for Prometheus") }
+        if let prometheus = plan.prometheus, let port = prometheusPort {
             let setup = PrometheusSetup(run: folder)
             services.append(Child(ChildSpec(
                 service: "prometheus", instance: "prometheus", port: port, executable: prometheus.executable,
@@ -371,6 +377,7 @@ enum ServiceCatalog {
         Entry(name: "settlement", stateless: false),
         Entry(name: "ad", stateless: false),
         Entry(name: "analytics", stateless: false),
+        Entry(name: "command", stateless: false),
         Entry(name: "gateway", stateless: true),
     ]
 }

@@ -6,7 +6,8 @@ import Hummingbird
 import Logging
 import RedisKit
 
-/// The analytics service's HTTP API (`AnalyticsAPI`): admin only.
+/// The analytics service's HTTP API (`AnalyticsAPI`): admins (through the gateway) and services (the
+/// command centre); the rebuild admins only.
 struct AnalyticsController: Sendable {
     let parts: AnalyticsKit
     let redis: RedisClient
@@ -119,13 +120,13 @@ struct AnalyticsController: Sendable {
         }
     }
 
-    /// A GET route of the API, admin only, answered as JSON.
+    /// A GET route of the API, for admins and services (the command centre's page), answered as JSON.
     private func get<Response: Encodable & Sendable>(
         _ router: some RouterMethods<HailRequestContext>, _ endpoint: Endpoint<NoContent, Response>,
         _ handler: @escaping @Sendable (Request, HailRequestContext) async throws -> Response
     ) {
         router.on(RouterPath(endpoint.path), method: endpoint.method) { request, context in
-            _ = try context.requireRole(.admin)
+            _ = try context.requireRole(.admin, .service)
             return try JSONBody.response(try await handler(request, context), status: .ok)
         }
     }

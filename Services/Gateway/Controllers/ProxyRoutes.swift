@@ -126,6 +126,15 @@ struct ProxyRoute: Sendable {
         relay(.get, "admin/analytics/anomalies", to: AnalyticsAPI.anomalies, roles: [.admin], query: ["from", "to"]),
         relay(.get, "admin/analytics/od", to: AnalyticsAPI.od, roles: [.admin], query: ["from", "to", "top"]),
         relay(.post, "admin/analytics/rebuild", to: AnalyticsAPI.rebuild, roles: [.admin]),
+        // The command centre.
+        relay(.get, "admin/command/board", to: CommandAPI.board, roles: [.admin]),
+        relay(.get, "admin/command/alerts", to: CommandAPI.alerts, roles: [.admin], query: ["state", "limit"]),
+        relay(.post, "admin/command/alerts/{id}/acknowledge", to: CommandAPI.acknowledge, roles: [.admin]),
+        relay(.get, "admin/command/audit", to: CommandAPI.audit, roles: [.admin], query: ["limit"]),
+        relay(.post, "admin/command/levers/ad-campaigns/{id}/pause", to: CommandAPI.pauseAdCampaign, roles: [.admin]),
+        relay(.post, "admin/command/levers/ad-campaigns/{id}/resume", to: CommandAPI.resumeAdCampaign, roles: [.admin]),
+        relay(.put, "admin/command/levers/surge", to: CommandAPI.setSurge, roles: [.admin]),
+        relay(.post, "admin/command/levers/settlement-batches", to: CommandAPI.runSettlement, roles: [.admin]),
     ]
 
     /// How long an app waits for an ad before it is shown none.

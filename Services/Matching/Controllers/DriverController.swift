@@ -67,6 +67,10 @@ struct DriverController: Sendable {
         router.on(MatchingAPI.driver) { _, _, context in
             fleet.status(try driver(context))
         }
+        router.on(MatchingAPI.drivers) { _, _, context in
+            _ = try context.requireRole(.admin, .service)
+            return MatchingAPI.DriverList(drivers: fleet.onlineDrivers())
+        }
         router.on(MatchingAPI.stats) { _, _, context in
             _ = try context.requireRole(.admin, .service)
             let counts = fleet.counts

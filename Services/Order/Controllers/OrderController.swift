@@ -136,9 +136,9 @@ struct OrderController: Sendable {
             guard body.factor.isFinite, (1...10).contains(body.factor) else {
                 throw Problem.invalidField("factor", "must be from 1 to 10")
             }
-            let cell = try await surge.set(body.factor, at: body.at)
-            context.logger.info("surge set", metadata: ["cell": "\(cell)", "factor": "\(body.factor)"])
-            return OrderAPI.SurgeSetting(at: body.at, factor: body.factor, cell: cell)
+            let (cell, previous) = try await surge.set(body.factor, at: body.at)
+            context.logger.info("surge set", metadata: ["cell": "\(cell)", "factor": "\(body.factor)", "previous": "\(previous)"])
+            return OrderAPI.SurgeSetting(at: body.at, factor: body.factor, cell: cell, previous: previous)
         }
     }
 

@@ -1,0 +1,99 @@
+import Contracts
+import Foundation
+import HailKit
+import Logging
+import RedisKit
+import Synchronization
+
+/// Pushes a `CommandAPI.Snapshot` to every operator whose page asked for one (`POST …/live`, a lease of
+/// `lease`), every `interval`: published on the operator's push channel (`push:user:<id>`), which every
+/// gateway instance writes to that operator's WebSocket. The board comes from Prometheus, alerts and
+/// audit from the command centre's own file, drivers from matching and the last hour's figures from
+/// analytics (asked with the command centre's own service credentials). Nothing is read while nobody watches.
+final class LiveFeed: Sendable {
+    let store: CommandStore
+    let prometheus: PrometheusReader?
+    let clients: ServiceClient
+    let credentials: ServiceCredentials
+    let redis: RedisClient
+    let interval: Duration
+    let lease: Duration
+    private let watchers = Mutex<[String: ContinuousClock.Instant]>([:])
+
+    init(
+        store: CommandStore, prometheus: PrometheusReader?, clients: ServiceClient, credentials: ServiceCredentials, redis: RedisClient,
+        interval: Duration, lease: Duration = .seconds(30)
+    ) {
+        self.store = store
+        self.prometheus = prometheus
+        self.clients = clients
+        self.credentials = credentials
+        self.redis = redis
+        self.interval = interval
+        self.lease = lease
+    }
+
+    /// Starts or renews `user`'s lease.
+    func watch(_ user: String, now: Double = Date().timeIntervalSince1970) -> CommandAPI.LiveLease {
+        watchers.withLock { $0[user] = .now + lease }
+        return CommandAPI.LiveLease(everyMs: Int(interval.millisecondsValue), until: now + lease.secondsValue)
+    }
+
+    /// The operators whose lease runs; expired leases are forgotten.
+    func current() -> [String] {
+        watchers.withLock { watchers in
+            let now = ContinuousClock.now
+            watchers = watchers.filter { $0.value > now }
+            return watchers.keys.sorted()
+        }
+    }
+
+    func snapshot(now: Double = Date().timeIntervalSince1970) async -> CommandAPI.Snapshot {
+        var unavailable: [String: String] = [:]
+        var board: CommandAPI.Board? = nil
+        if let prometheus {
+            do { board = try await prometheus.board(now: now) } catch { unavailable["board"] = "\(error)" }
+        } else {
+            board = CommandAPI.Board(at: now, prometheus: "not configured", instances: [])
+        }
+        let alerts = (try? await store.alerts(state: nil, limit: 30)) ?? []
+        let audit = (try? await store.audit(limit: 15)) ?? []
+        var drivers: [MatchingAPI.DriverStatus]? = nil
+        do {
+            drivers = try await clients.call(
+                MatchingAPI.drivers, NoContent(), headers: try await credentials.headers(for: MatchingAPI.service), context: .none
+            ).drivers
+        } catch {
+            unavailable["drivers"] = "\(error)"
+        }
+        var kpis: AnalyticsAPI.KPIs? = nil
+        do {
+            let minute = (now / 60).rounded(.down) * 60
+            kpis = try await clients.call(
+                AnalyticsAPI.kpis, NoContent(), query: ["from": String(Int(minute - 3540)), "to": String(Int(minute + 60)), "step": "minute"],
+                headers: try await credentials.headers(for: AnalyticsAPI.service), context: .none)
+        } catch {
+            unavailable["kpis"] = "\(error)"
+        }
+        return CommandAPI.Snapshot(
+            at: now, board: board, alerts: alerts, audit: audit, drivers: drivers, kpis: kpis, unavailable: unavailable)
+    }
+
+    /// One push to every watcher; how many were sent to.
+    @discardableResult
+    func push() async throws -> Int {
+        let users = current()
+        guard !users.isEmpty else { return 0 }
+        let text = String(decoding: try JSONBody.encoder.encode(await snapshot()), as: UTF8.self)
+        for user in users {
+            try await redis.send("PUBLISH", PushMessage.channel(user: user), text)
+        }
+        return users.count
+    }
+
+    func periodic(logger: Logger) -> PeriodicWork {
+        PeriodicWork("live-feed", every: interval, maxBackoff: .seconds(5), logger: logger) {
+            try await self.push()
+        }
+    }
+}
