@@ -23,10 +23,10 @@ let serviceBase: [Target.Dependency] = [
 
 /// One service: an executable `hailstorm-<name>` built from `Services/<Folder>`.
 /// Adding a service to Hailstorm is one call of this helper in `services` below.
-func service(_ folder: String, product: String, _ extra: [Target.Dependency] = []) -> (Product, Target) {
+func service(_ folder: String, product: String, _ extra: [Target.Dependency] = [], resources: [Resource]? = nil) -> (Product, Target) {
     (
         .executable(name: "hailstorm-\(product)", targets: [folder]),
-        .executableTarget(name: folder, dependencies: serviceBase + extra, path: "Services/\(folder)")
+        .executableTarget(name: folder, dependencies: serviceBase + extra, path: "Services/\(folder)", resources: resources)
     )
 }
 
@@ -51,7 +51,10 @@ let services = [
     service("Settlement", product: "settlement", [.product(name: "Metrics", package: "swift-metrics")]),
     service("Ad", product: "ad", [.product(name: "Crypto", package: "swift-crypto")]),
     service("Analytics", product: "analytics", ["MatchingEngine", .product(name: "Metrics", package: "swift-metrics")]),
-    service("Command", product: "command", [httpClient]),
+    // The command centre's page, compiled into the binary: nothing to copy beside it in an image.
+    service("Command", product: "command", [httpClient], resources: [
+        .embedInCode("Page/index.html"), .embedInCode("Page/app.js"), .embedInCode("Page/app.css"),
+    ]),
 ]
 
 /// The tests of a module: `Tests/<Module>Tests`.

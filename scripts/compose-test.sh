@@ -125,6 +125,15 @@ say "All $expected containers healthy"
 podman ps --filter "label=io.podman.compose.project=$project" --format '  {{.Names}}\t{{.Status}}'
 wait_scraped 60
 
+say "The command centre's page through the composed gateway, with Debian's Leaflet and Chart.js from its image"
+for file in "" lib/leaflet.js lib/leaflet.css lib/chart.js app.js; do
+    curl -sf "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT/command/$file" -o "$work/page" || {
+        echo "compose-test: /command/$file is not served" >&2; exit 1; }
+    echo "  /command/$file: $(wc -c <"$work/page") bytes"
+done
+curl -sf "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT/command/" | grep -q "<title>Hailstorm command centre</title>" || {
+    echo "compose-test: /command/ is not the command centre's page" >&2; exit 1; }
+
 say "A small city through the composed gateway: rides, a flash sale, payments, settlement"
 "$release_bin/hailstorm" demo --gateway "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT" --admin-file "$work/admin.json" \
     --drivers 4 --riders 6 --coupons 3 --sale-in 2 --timeout 150

@@ -27,6 +27,9 @@ ensure_packages() {
     [ -d /usr/share/zoneinfo ] || missing+=(tzdata)
     # `hailstorm up` runs Prometheus beside the services, scraping every instance (promtool checks its rules).
     command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+    # The command centre's page serves Debian's Leaflet and Chart.js (no CDN).
+    [ -f /usr/share/javascript/leaflet/leaflet.js ] || missing+=(libjs-leaflet)
+    [ -f /usr/share/javascript/chart.js/chart.min.js ] || missing+=(libjs-chart.js)
     install_packages "${missing[@]}"
     # Debian's packages start system services; Hailstorm runs its own on free ports instead.
     if command -v swift >/dev/null 2>&1; then :; else

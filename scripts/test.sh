@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Hailstorm's tests: installs what is missing (apt: redis-server, etcd-server, libhiredis-dev,
-# libsqlite3-dev), starts Redis and etcd on free loopback ports, builds and runs `swift test`, stops them;
+# libsqlite3-dev, prometheus, libjs-leaflet, libjs-chart.js; chromium and chromium-driver for the command
+# centre's page), starts Redis and etcd on free loopback ports, builds and runs `swift test`, stops them;
 # before that it checks the deployment files (scripts/check-manifests.sh: docker-compose, kubectl
 # kustomize, kubernetes-validate, checkov), after it runs the compose stack from freshly built images
 # (scripts/compose-test.sh: podman, podman-compose, debootstrap) and plays the Kubernetes dev overlay's
@@ -44,6 +45,8 @@ report_stages() {
 trap report_stages EXIT
 
 ensure_packages
+# The command centre's page is tested as a person uses it: headless Chromium, driven through chromedriver.
+command -v chromedriver >/dev/null 2>&1 || install_packages chromium chromium-driver
 ensure_kubectl
 stage "manifests"
 say "Checking the compose files and the Kubernetes manifests"

@@ -46,6 +46,9 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     kit.addService(live.periodic(logger: kit.logger))
 
     let router = kit.makeRouter()
+    // `command.javascript.dir` (/usr/share/javascript): where Debian's libjs-leaflet and libjs-chart.js are.
+    PageController(javascriptDirectory: reader.string(forKey: "command.javascript.dir", default: "/usr/share/javascript"), logger: kit.logger)
+        .register(on: router)
     let api = kit.authenticated(router, tokens: tokens)
     CommandController(store: store, clients: kit.clients, prometheus: prometheus, alerts: alerts, live: live).register(on: api)
     return kit.makeApplication(router: router)

@@ -104,6 +104,7 @@ func buildRouter(
         .add(middleware: RateLimitMiddleware(redis: kit.redis, budgets: apiBudgets, checksRevocation: true, revocations: revocations))
     proxy.registerSecured(on: secured)
     sockets.register(on: router, secured: secured)
+    PageProxyController(clients: kit.clients).register(on: router)
     ProxyRoute.register(ProxyRoute.all, on: secured, clients: kit.clients, tokens: tokens)
     MoneyProxyController(clients: kit.clients, tokens: tokens).register(on: secured)
     // Every other API path is authenticated first, then answered: nothing else is served yet.

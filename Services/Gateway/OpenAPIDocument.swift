@@ -122,6 +122,7 @@ enum OpenAPIDocument {
             "/api/v1/driver/rides/{id}/complete": ["post": op("The trip ends", roles: ["driver"], response: "Order", id: true)],
             "/api/v1/admin/surge": ["put": op(
                 "Set the surge factor of a pickup cell", roles: ["admin"], body: "SurgeSetting", response: "SurgeSetting")],
+            "/api/v1/admin/dispatch/drivers": ["get": op("Every driver online, with their state and last position", roles: ["admin"], response: "DriverList")],
             "/api/v1/admin/dispatch/stats": ["get": op("Dispatch figures", roles: ["admin"], response: "DispatchStats")],
             "/api/v1/admin/grabs/{id}": ["get": op("Every grab attempt on an order", roles: ["admin"], response: "GrabAudit", id: true)],
 
@@ -205,6 +206,9 @@ enum OpenAPIDocument {
             "/api/v1/admin/command/board": ["get": op(
                 "Every scraped instance with its health, requests, errors, p99 and restarts, from Prometheus", roles: ["admin"],
                 response: "CommandBoard")],
+            "/api/v1/admin/command/live": ["post": op(
+                "Snapshots of the board, alerts, audit log, drivers and the last hour on the caller's WebSocket (/ws) every 2 s for 30 s",
+                roles: ["admin"], response: "CommandLiveLease")],
             "/api/v1/admin/command/alerts": ["get": op(
                 "The alerts book: firing alerts first, then the newest", roles: ["admin"], response: "CommandAlertList",
                 parameters: [
@@ -327,6 +331,15 @@ enum OpenAPIDocument {
             "SurgeSetting": object(
                 ["at": ref("GeoPoint"), "factor": ["type": "number", "minimum": 1, "maximum": 10], "cell": text, "previous": ["type": "number"]],
                 required: ["at", "factor"]),
+            "DriverList": object(
+                [
+                    "drivers": [
+                        "type": "array",
+                        "items": object(
+                            ["driverID": text, "state": ["type": "string", "enum": ["available", "busy", "offline"]], "lat": ["type": "number"], "lon": ["type": "number"]],
+                            required: ["driverID", "state"]),
+                    ],
+                ], required: ["drivers"]),
             "DispatchStats": object(
                 [
                     "mode": text, "driversKnown": ["type": "integer"], "driversAvailable": ["type": "integer"],
@@ -452,6 +465,7 @@ enum OpenAPIDocument {
                     "before": ["type": "object", "additionalProperties": text], "after": ["type": "object", "additionalProperties": text],
                     "requestID": text,
                 ], required: ["id", "at", "actor", "action", "target", "before", "after", "requestID"]),
+            "CommandLiveLease": object(["everyMs": ["type": "integer"], "until": time], required: ["everyMs", "until"]),
             "CommandAuditLog": object(["entries": ["type": "array", "items": ref("CommandAuditEntry")]], required: ["entries"]),
             "CommandAlert": object(
                 [

@@ -75,7 +75,7 @@ struct LocalRunTests {
         let rules = try await testRequest(.GET, "http://127.0.0.1:\(prometheus)/api/v1/rules")
         let groups = ((rules.json["data"] as? [String: Any])?["groups"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
         #expect(groups.sorted() == ["hailstorm-alerts", "hailstorm-platform", "hailstorm-red"], "\(rules.text.prefix(500))")
-        #expect(up.output.contains("Command:    http://127.0.0.1:\(port)/api/v1/admin/command/board"), "\(up.output)")
+        #expect(up.output.contains("Command:    http://127.0.0.1:\(port)/command/"), "\(up.output)")
 
         // The command centre's board: every scraped instance, as Prometheus sees it, through the gateway.
         let admin = try #require(
@@ -88,6 +88,21 @@ struct LocalRunTests {
         let boarded = (board.json["instances"] as? [[String: Any]] ?? []).filter { $0["health"] as? String == "up" }.compactMap { $0["instance"] as? String }
         #expect(board.json["prometheus"] as? String == "http://127.0.0.1:\(prometheus)", "\(board.text.prefix(300))")
         #expect(Set(boarded) == Set(instances.compactMap { $0["instance"] as? String }).subtracting(["redis", "prometheus"]), "board: \(board.text.prefix(2000))")
+        // The command centre's page in headless Chromium, signed in as a person signs in.
+        try #require(WebDriver.isAvailable, "the page is tested in Chromium: apt-get install chromium chromium-driver")
+        let browser = try await WebDriver(width: 1600, height: 2000)
+        let shots = URL(fileURLWithPath: bin).deletingLastPathComponent().deletingLastPathComponent().path + "/command-page-screenshots"
+        try await browser.open("http://127.0.0.1:\(port)/command")
+        try await browser.type(admin["phone"] ?? "", into: "#signin-phone")
+        try await browser.type(admin["password"] ?? "", into: "#signin-password")
+        try await browser.click("#signin-submit")
+        let everyInstance = Set(instances.compactMap { $0["instance"] as? String }).subtracting(["redis", "prometheus"]).sorted()
+        try await browser.wait(
+            "every instance up on the service board",
+            "return [...document.querySelectorAll('#board tbody tr[data-health=up]')].map(r => r.dataset.instance).sort().join(',') === arguments[0]",
+            [everyInstance.joined(separator: ",")])
+        #expect(try await browser.run("return document.querySelector('#live').textContent") as? String ?? "" != "", "the live indicator")
+        try await browser.screenshot(to: shots + "/1-board.png")
         /// The command centre's book entry for settlement-1's HailstormInstanceDown, the newest.
         func bookedAlert() async throws -> [String: Any]? {
             let answer = try await testRequest(.GET, base + "/admin/command/alerts", headers: asAdmin)
@@ -120,7 +135,16 @@ struct LocalRunTests {
             if booked?["state"] as? String == "firing" { break }
             try await Task.sleep(for: .milliseconds(500))
         } while ContinuousClock.now < bookDeadline
+        let alertRow = "#alerts tr[data-name=HailstormInstanceDown][data-instance='settlement-1']"
+        var pageSawFiring = true
+        do {
+            try await browser.wait("settlement-1's alert firing", timeout: .seconds(10), "return !!document.querySelector(arguments[0])", [alertRow + "[data-state=firing]"])
+            try await browser.screenshot(to: shots + "/2-alert-firing.png")
+        } catch {
+            pageSawFiring = false
+        }
         kill(pid_t(settlement), SIGCONT)
+        #expect(pageSawFiring, "the page shows settlement-1's alert firing")
         #expect(alert == "firing", "HailstormInstanceDown for a stopped settlement-1: \(alert ?? "none")")
         #expect(booked?["state"] as? String == "firing", "the command centre's book: \(booked ?? [:])")
         alertDeadline = ContinuousClock.now + .seconds(60)
@@ -138,10 +162,15 @@ struct LocalRunTests {
         #expect(booked?["state"] as? String == "resolved", "the command centre's book: \(booked ?? [:])")
         let firedAt = try #require(booked?["firedAt"] as? Double), resolvedAt = try #require(booked?["resolvedAt"] as? Double)
         #expect(firedAt < resolvedAt)
-        // Acknowledged from the command centre: the book and the audit log both say who.
+        // Resolved on the page too, and acknowledged there: the book and the audit log both say who.
+        try await browser.wait("settlement-1's alert resolved", timeout: .seconds(10), "return !!document.querySelector(arguments[0])", [alertRow + "[data-state=resolved]"])
+        try await browser.click(alertRow + "[data-state=resolved] button.acknowledge")
+        try await browser.wait("the acknowledgement", timeout: .seconds(10), "return (document.querySelector(arguments[0]) || {}).textContent.includes('acknowledged by')", [alertRow + "[data-state=resolved]"])
+        try await browser.screenshot(to: shots + "/3-alert-resolved.png")
         let alertID = try #require(booked?["id"] as? String)
-        let acknowledged = try await testRequest(.POST, base + "/admin/command/alerts/\(alertID)/acknowledge", headers: asAdmin)
-        #expect(acknowledged.json["acknowledgedBy"] as? String != nil, "\(acknowledged.text)")
+        let book = try await testRequest(.GET, base + "/admin/command/alerts?state=resolved", headers: asAdmin)
+        let acknowledged = (book.json["alerts"] as? [[String: Any]] ?? []).first { $0["id"] as? String == alertID }
+        #expect(acknowledged?["acknowledgedBy"] as? String != nil, "\(book.text.prefix(500))")
         let audit = try await testRequest(.GET, base + "/admin/command/audit", headers: asAdmin)
         let entry = (audit.json["entries"] as? [[String: Any]] ?? []).first
         #expect(entry?["action"] as? String == "alert.acknowledge", "\(audit.text.prefix(500))")
@@ -213,6 +242,90 @@ struct LocalRunTests {
         let stats = try await testRequest(.GET, base + "/admin/dispatch/stats", headers: ["Authorization": "Bearer \(token)"])
         #expect(stats.status == 200)
         #expect(stats.json["driversAvailable"] as? Int == 0, "drivers still available after every run ended: \(stats.json)")
+
+        // The city on the page: three drivers go online; the map shows a marker for each driver matching has online.
+        var drivers: [String] = []
+        for index in 0..<3 {
+            let phone = "+49151\(Int.random(in: 1_000_000...9_999_999))"
+            let up = try await testRequest(.POST, base + "/auth/signup", json: ["role": "driver", "phone": phone, "password": "driver-pass-\(index)", "name": "Page driver \(index)"])
+            #expect(up.status == 201, "\(up.text)")
+            let signedIn = try await testRequest(.POST, base + "/auth/login", json: ["phone": phone, "password": "driver-pass-\(index)"])
+            let driverToken = try #require(signedIn.json["accessToken"] as? String)
+            let at: [String: Double] = ["lat": 52.51 + Double(index) * 0.01, "lon": 13.39 + Double(index) * 0.01]
+            #expect(try await testRequest(.POST, base + "/driver/online", json: at, headers: ["Authorization": "Bearer \(driverToken)"]).status == 200)
+            #expect(try await testRequest(.POST, base + "/driver/locations", json: ["points": [at]], headers: ["Authorization": "Bearer \(driverToken)"]).status == 200)
+            drivers.append(driverToken)
+        }
+        let online = try await testRequest(.GET, base + "/admin/dispatch/drivers", headers: asAdmin)
+        let onlineCount = (online.json["drivers"] as? [[String: Any]] ?? []).filter { $0["lat"] != nil }.count
+        #expect(onlineCount == 3, "\(online.text.prefix(500))")
+        try await browser.wait(
+            "a marker for each driver online", "return document.querySelectorAll('#map path.driver-marker').length === arguments[0] && document.querySelector('#drivers-count').dataset.count === String(arguments[0])",
+            [onlineCount])
+
+        // The KPI tiles say what analytics' API says for the same hour (the snapshot's own range).
+        var tilesMatch = false
+        var lastSeen = ""
+        let tilesDeadline = ContinuousClock.now + .seconds(40)
+        repeat {
+            let previous = try await browser.run("return document.body.dataset.snapshotAt") as? String ?? ""
+            try await browser.wait("a new snapshot", timeout: .seconds(10), "return document.body.dataset.snapshotAt !== arguments[0]", [previous])
+            let tiles = try await browser.run(
+                "const v = n => document.querySelector('[data-kpi=' + n + ']').dataset.value; return [document.body.dataset.snapshotAt, v('orders'), v('couponClaims'), v('gmv'), v('cancellations')].join(' ')") as? String ?? ""
+            let parts = tiles.split(separator: " ").map(String.init)
+            guard parts.count == 5, let at = Double(parts[0]) else { continue }
+            let minute = Int((at / 60).rounded(.down)) * 60
+            let kpis = try await testRequest(.GET, base + "/admin/analytics/kpis?from=\(minute - 3540)&to=\(minute + 60)&step=minute", headers: asAdmin)
+            let total = kpis.json["total"] as? [String: Any] ?? [:]
+            let expected = [total["orders"], total["couponClaims"], total["gmvCents"], (total["cancellations"] as? [String: Any])?["total"]].map { "\($0 as? Int ?? -1)" }
+            lastSeen = "page \(parts.dropFirst()) api \(expected)"
+            tilesMatch = Array(parts.dropFirst()) == expected && (Int(parts[1]) ?? 0) > 0
+        } while !tilesMatch && ContinuousClock.now < tilesDeadline
+        #expect(tilesMatch, "KPI tiles against analytics: \(lastSeen)")
+
+        // An ad campaign paused from the page: the ad API stops serving it.
+        let now = Date().timeIntervalSince1970
+        let campaign = try await testRequest(.POST, base + "/admin/ads/campaigns", json: [
+            "name": "Page lever", "advertiser": "Kiosk 24", "placements": ["rider.waiting"],
+            "creative": ["title": "Cold drinks", "text": "At the next corner"], "targeting": ["city": "Berlin"],
+            "pricing": "cpm", "bidCents": 5000, "dailyBudgetCents": 1_000_000, "totalBudgetCents": 1_000_000,
+            "frequencyCapPerDay": 1000, "pacing": "asap", "startsAt": now - 60, "endsAt": now + 3600,
+        ] as [String: Any], headers: asAdmin.merging(["Idempotency-Key": UUID().uuidString]) { $1 })
+        let campaignID = try #require(campaign.json["id"] as? String, "\(campaign.text)")
+        #expect(try await testRequest(.POST, base + "/admin/ads/campaigns/\(campaignID)/resume", headers: asAdmin).json["state"] as? String == "active")
+        let riderPhone = "+49152\(Int.random(in: 1_000_000...9_999_999))"
+        _ = try await testRequest(.POST, base + "/auth/signup", json: ["role": "rider", "phone": riderPhone, "password": "rider-pass-word", "name": "Page rider"])
+        let rider = try #require(try await testRequest(.POST, base + "/auth/login", json: ["phone": riderPhone, "password": "rider-pass-word"]).json["accessToken"] as? String)
+        func servedOurs() async throws -> Bool {
+            let ad = try await testRequest(.GET, base + "/ads?placement=rider.waiting&lat=52.52&lon=13.405", headers: ["Authorization": "Bearer \(rider)"])
+            return ad.json["campaignID"] as? String == campaignID
+        }
+        var served = false
+        for _ in 0..<60 where !served {
+            served = try await servedOurs()
+            if !served { try await Task.sleep(for: .milliseconds(250)) }
+        }
+        #expect(served, "the running campaign is served before the pause")
+        let campaignRow = "#campaigns tr[data-campaign='\(campaignID)']"
+        try await browser.wait("the campaign on the page", timeout: .seconds(20), "return !!document.querySelector(arguments[0])", [campaignRow + "[data-state=active]"])
+        try await browser.click(campaignRow + " button.pause")
+        try await browser.wait("the campaign paused", timeout: .seconds(10), "return !!document.querySelector(arguments[0])", [campaignRow + "[data-state=paused]"])
+        #expect(try await testRequest(.GET, base + "/admin/ads/campaigns/\(campaignID)", headers: asAdmin).json["state"] as? String == "paused")
+        var servedAfter = false
+        try await Task.sleep(for: .seconds(2))
+        for _ in 0..<20 where !servedAfter { servedAfter = try await servedOurs() }
+        #expect(!servedAfter, "a campaign paused from the page is not served")
+        try await browser.wait("the pause in the audit log", timeout: .seconds(10), "return !!document.querySelector(arguments[0])", ["#audit tr[data-action='ad-campaign.pause'][data-target='\(campaignID)']"])
+        try await browser.screenshot(to: shots + "/4-city.png")
+        let paused = (try await testRequest(.GET, base + "/admin/command/audit", headers: asAdmin).json["entries"] as? [[String: Any]] ?? []).first
+        #expect(paused?["action"] as? String == "ad-campaign.pause")
+        #expect(paused?["before"] as? [String: String] == ["state": "active"])
+        #expect(paused?["after"] as? [String: String] == ["state": "paused"])
+        await browser.quit()
+        print("command centre screenshots: \(shots)")
+        for driverToken in drivers {
+            #expect(try await testRequest(.POST, base + "/driver/offline", headers: ["Authorization": "Bearer \(driverToken)"]).status == 200)
+        }
 
         // Every process SIGKILLed once, one after another, under a small mixed load: everything comes back
         // and the audits still pass (nothing lost, nothing doubled).

@@ -108,7 +108,7 @@ struct Up: AsyncParsableCommand {
             Gateway:    \(state.gateway)  (API under /api/v1, metrics at /metrics)
             Prometheus: \(prometheus)
             Analytics:  \(state.gateway)/api/v1/admin/analytics/kpis (admin; KPIs, funnel, heatmap, trip paths)
-            Command:    \(state.gateway)/api/v1/admin/command/board (admin; service board, alerts, levers, audit log; its page is not built yet)
+            Command:    \(state.gateway)/command/ (admin; the city, the last hour, the service board, alerts, levers, audit log)
             Admin:      \(folder.adminFile) (phone and password of the admin account)
             Next:       hailstorm demo · hailstorm status · hailstorm logs NAME · hailstorm down
             """)

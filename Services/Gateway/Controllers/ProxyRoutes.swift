@@ -99,6 +99,7 @@ struct ProxyRoute: Sendable {
         // Operators' dispatch.
         relay(.put, "admin/surge", to: OrderAPI.setSurge, roles: [.admin]),
         relay(.get, "admin/dispatch/stats", to: MatchingAPI.stats, roles: [.admin]),
+        relay(.get, "admin/dispatch/drivers", to: MatchingAPI.drivers, roles: [.admin]),
         relay(.get, "admin/grabs/{id}", to: GrabAPI.audit, roles: [.admin]),
         // Money.
         relay(.post, "payments", to: PaymentAPI.pay, roles: [.rider]),
@@ -128,6 +129,7 @@ struct ProxyRoute: Sendable {
         relay(.post, "admin/analytics/rebuild", to: AnalyticsAPI.rebuild, roles: [.admin]),
         // The command centre.
         relay(.get, "admin/command/board", to: CommandAPI.board, roles: [.admin]),
+        relay(.post, "admin/command/live", to: CommandAPI.live, roles: [.admin]),
         relay(.get, "admin/command/alerts", to: CommandAPI.alerts, roles: [.admin], query: ["state", "limit"]),
         relay(.post, "admin/command/alerts/{id}/acknowledge", to: CommandAPI.acknowledge, roles: [.admin]),
         relay(.get, "admin/command/audit", to: CommandAPI.audit, roles: [.admin], query: ["limit"]),
