@@ -40,16 +40,35 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
 
     // `command.live.push.ms` (2000): how often a watching page gets a snapshot.
     let push = try reader.int(forKey: "command.live.push.ms", default: 2000, in: 250...60_000)
+    let credentials = try ServiceCredentials(tokens: tokens)
     let live = LiveFeed(
-        store: store, prometheus: prometheus, clients: kit.clients, credentials: try ServiceCredentials(tokens: tokens), redis: kit.redis,
+        store: store, prometheus: prometheus, clients: kit.clients, credentials: credentials, redis: kit.redis,
         interval: .milliseconds(push))
     kit.addService(live.periodic(logger: kit.logger))
+
+    // The command centre's own rules (`DomainRules`): `command.rules.check.ms` (10,000) how often,
+    // `command.rules.window.seconds` (600), `command.rules.match.rate` (0.5) below which with at least
+    // `command.rules.match.orders` (10) orders the match rate alerts, `command.rules.lag.entries` (10,000)
+    // entries a consumer group may be behind.
+    var rules = DomainRules.Settings()
+    rules.window = Double(try reader.int(forKey: "command.rules.window.seconds", default: 600, in: 60...86_400))
+    rules.minimumOrders = try reader.int(forKey: "command.rules.match.orders", default: 10, in: 1...1_000_000)
+    let matchRate = reader.double(forKey: "command.rules.match.rate", default: 0.5)
+    guard matchRate.isFinite, (0...1).contains(matchRate) else { throw ConfigurationError("command.rules.match.rate must be from 0 to 1") }
+    rules.matchRate = matchRate
+    rules.lagEntries = try reader.int(forKey: "command.rules.lag.entries", default: 10_000, in: 1...100_000_000)
+    // `command.rules.streams`: the event streams whose consumer groups are watched (comma-separated).
+    rules.streams = reader.string(forKey: "command.rules.streams", default: rules.streams.joined(separator: ","))
+        .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    let domain = DomainRules(store: store, clients: kit.clients, credentials: credentials, redis: kit.redis, settings: rules)
+    let every = try reader.int(forKey: "command.rules.check.ms", default: 10_000, in: 500...3_600_000)
+    kit.addService(domain.periodic(every: .milliseconds(every), logger: kit.logger))
 
     let router = kit.makeRouter()
     // `command.javascript.dir` (/usr/share/javascript): where Debian's libjs-leaflet and libjs-chart.js are.
     PageController(javascriptDirectory: reader.string(forKey: "command.javascript.dir", default: "/usr/share/javascript"), logger: kit.logger)
         .register(on: router)
     let api = kit.authenticated(router, tokens: tokens)
-    CommandController(store: store, clients: kit.clients, prometheus: prometheus, alerts: alerts, live: live).register(on: api)
+    CommandController(store: store, clients: kit.clients, prometheus: prometheus, alerts: alerts, live: live, redis: kit.redis).register(on: api)
     return kit.makeApplication(router: router)
 }

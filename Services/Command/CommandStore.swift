@@ -122,13 +122,15 @@ struct CommandStore: Sendable {
     }
 
     /// Brings the book in line with the alerts of `source` firing now: a new one is opened at `now`, one
-    /// no longer firing is resolved at `now`. Alerts of other sources are left alone.
-    func observe(_ firing: [Observed], source: String, now: Double) async throws -> Transitions {
+    /// no longer firing is resolved at `now`. Alerts of other sources (or, with `names`, of other rules)
+    /// are left alone.
+    func observe(_ firing: [Observed], source: String, names: [String]? = nil, now: Double) async throws -> Transitions {
         let rows = try firing.map { ($0, try Self.text($0.labels)) }
         return try await db.write { db in
             var transitions = Transitions()
             let open = try Row.fetchAll(
-                db, sql: "SELECT id, fingerprint, name FROM alerts WHERE resolved_at IS NULL AND source = ?", arguments: [source])
+                db, sql: "SELECT id, fingerprint, name FROM alerts WHERE resolved_at IS NULL AND source = ?", arguments: [source]
+            ).filter { row in names.map { $0.contains(row["name"] as String) } ?? true }
             let firingNow = Set(firing.map(\.fingerprint))
             for row in open where !firingNow.contains(row["fingerprint"] as String) {
                 try db.execute(sql: "UPDATE alerts SET resolved_at = ? WHERE id = ?", arguments: [now, row["id"] as Int64])

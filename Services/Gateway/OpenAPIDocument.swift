@@ -217,6 +217,9 @@ enum OpenAPIDocument {
                 ])],
             "/api/v1/admin/command/alerts/{id}/acknowledge": ["post": op(
                 "Acknowledge an alert (written to the audit log)", roles: ["admin"], response: "CommandAlert", id: true)],
+            "/api/v1/admin/command/traces/{id}": ["get": op(
+                "The lines every service kept for a sampled request (a traceparent with flags 01), by trace id or request id, in time order",
+                roles: ["admin"], response: "CommandTrace", id: true)],
             "/api/v1/admin/command/audit": ["get": op(
                 "The operators' actions, newest first, with the state before and after each", roles: ["admin"], response: "CommandAuditLog",
                 parameters: [query("limit", ["type": "integer", "minimum": 1, "maximum": 1000])])],
@@ -465,6 +468,18 @@ enum OpenAPIDocument {
                     "before": ["type": "object", "additionalProperties": text], "after": ["type": "object", "additionalProperties": text],
                     "requestID": text,
                 ], required: ["id", "at", "actor", "action", "target", "before", "after", "requestID"]),
+            "CommandTrace": object(
+                [
+                    "id": text,
+                    "lines": [
+                        "type": "array",
+                        "items": object(
+                            [
+                                "at": time, "service": text, "instance": text, "traceID": text, "requestID": text, "method": text, "path": text,
+                                "status": ["type": "integer"], "milliseconds": ["type": "number"],
+                            ], required: ["at", "service", "instance", "traceID", "requestID", "method", "path", "status", "milliseconds"]),
+                    ],
+                ], required: ["id", "lines"]),
             "CommandLiveLease": object(["everyMs": ["type": "integer"], "until": time], required: ["everyMs", "until"]),
             "CommandAuditLog": object(["entries": ["type": "array", "items": ref("CommandAuditEntry")]], required: ["entries"]),
             "CommandAlert": object(

@@ -142,6 +142,18 @@ public enum CommandAPI {
         }
     }
 
+    /// The lines of one trace or request, in the order the services received it.
+    public struct Trace: Codable, Sendable {
+        /// The trace id or request id asked for.
+        public var id: String
+        public var lines: [TraceLine]
+
+        public init(id: String, lines: [TraceLine]) {
+            self.id = id
+            self.lines = lines
+        }
+    }
+
     /// A surge factor for the cell holding `at` (the order service's cells).
     public struct SurgeLever: Codable, Sendable, Hashable {
         public var at: GeoPoint
@@ -200,6 +212,8 @@ public enum CommandAPI {
 
     /// Asks for snapshots on the caller's WebSocket for the next 30 s.
     public static let live = Endpoint<NoContent, LiveLease>(service: service, .post, "/v1/live", isIdempotent: true)
+    /// A trace id (32 hex digits) or request id: the lines every service kept for it (sampled requests only).
+    public static let trace = Endpoint<NoContent, Trace>(service: service, .get, "/v1/traces/{id}")
     public static let board = Endpoint<NoContent, Board>(service: service, .get, "/v1/board")
     /// `?state=firing|resolved|all` (all).
     public static let alerts = Endpoint<NoContent, AlertList>(service: service, .get, "/v1/alerts")
@@ -214,4 +228,33 @@ public enum CommandAPI {
     /// A settlement batch now; send an `Idempotency-Key` to make a retry safe.
     public static let runSettlement = Endpoint<NoContent, AuditEntry>(
         service: service, .post, "/v1/levers/settlement-batches", successStatus: .created)
+}
+
+/// One service's answer to one request of a sampled trace, as the command centre's trace view shows it.
+public struct TraceLine: Codable, Sendable, Hashable {
+    /// When the service received the request (seconds since 1970).
+    public var at: Double
+    public var service: String
+    public var instance: String
+    public var traceID: String
+    public var requestID: String
+    public var method: String
+    public var path: String
+    public var status: Int
+    public var milliseconds: Double
+
+    public init(
+        at: Double, service: String, instance: String, traceID: String, requestID: String, method: String, path: String, status: Int,
+        milliseconds: Double
+    ) {
+        self.at = at
+        self.service = service
+        self.instance = instance
+        self.traceID = traceID
+        self.requestID = requestID
+        self.method = method
+        self.path = path
+        self.status = status
+        self.milliseconds = milliseconds
+    }
 }

@@ -48,7 +48,9 @@ public struct HailRequestContext: RequestContext {
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.requestID = ""
-        self.trace = TraceContext(traceID: .random(), spanID: .random(), flags: .sampled, state: .init())
+        // A trace of its own, not sampled: only a caller's sampled `traceparent` asks every service for its
+        // "request answered" line (`TraceLines`).
+        self.trace = TraceContext(traceID: .random(), spanID: .random(), flags: [], state: .init())
         self.deadline = nil
         self.identity = nil
         self.maxUploadSize = 1 << 20

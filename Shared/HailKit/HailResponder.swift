@@ -23,17 +23,34 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
     let inner: Inner
     let bodyLimit: Int
     let defaultTimeout: Duration?
+    /// Where the answers to sampled requests are written (nil: nowhere).
+    let traceLines: TraceLines?
 
-    public init(inner: Inner, bodyLimit: Int, defaultTimeout: Duration?) {
+    public init(inner: Inner, bodyLimit: Int, defaultTimeout: Duration?, traceLines: TraceLines? = nil) {
         self.inner = inner
         self.bodyLimit = bodyLimit
         self.defaultTimeout = defaultTimeout
+        self.traceLines = traceLines
     }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
         var context = context
         context.requestID = HailRequestContext.requestID(of: request.headers)
         if let trace = HailRequestContext.trace(of: request.headers) { context.trace = trace }
+        // Only a sampled request's times are taken. Past the instance's budget of sampled requests a
+        // second, the flag is dropped here (and in every call this request makes), so a caller sampling
+        // everything cannot make every service write a line per request.
+        var sampled = false
+        if let traceLines, context.trace.flags.contains(.sampled) {
+            sampled = traceLines.admit()
+            if !sampled {
+                let trace = context.trace
+                context.trace = TraceContext(
+                    traceID: trace.traceID, spanID: trace.spanID, flags: TraceFlags(rawValue: trace.flags.rawValue & ~1), state: trace.state)
+            }
+        }
+        let started = sampled ? ContinuousClock.now : nil
+        let receivedAt = sampled ? Date().timeIntervalSince1970 : 0
         context.logger[metadataKey: "request_id"] = .string(context.requestID)
         context.logger[metadataKey: "trace_id"] = .string(context.trace.traceID.description)
         context.maxUploadSize = bodyLimit
@@ -58,6 +75,19 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
             response = problem.makeResponse(requestID: context.requestID, allocator: ByteBufferAllocator())
         }
         response.headers[HailHeaders.requestID] = context.requestID
+        // A request its caller sampled (`traceparent` flags 01) leaves a line in this service's log and in
+        // the trace lines every service shares; the others leave nothing.
+        if let started, let traceLines {
+            let milliseconds = Double((ContinuousClock.now - started).nanosecondsValue) / 1_000_000
+            let line = TraceLine(
+                at: receivedAt, service: traceLines.service, instance: traceLines.instance, traceID: context.trace.traceID.description,
+                requestID: context.requestID, method: request.method.rawValue, path: request.uri.path, status: Int(response.status.code),
+                milliseconds: milliseconds)
+            context.logger.info(
+                "request answered",
+                metadata: ["method": "\(line.method)", "path": "\(line.path)", "status": "\(line.status)", "ms": "\(milliseconds)"])
+            traceLines.record(line, logger: context.logger)
+        }
         return response
     }
 

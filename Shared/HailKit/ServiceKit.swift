@@ -113,7 +113,10 @@ public struct ServiceKit: Sendable {
             http1: HTTP1Channel.Configuration(idleTimeout: idleTimeout), headerTimeout: configuration.idleTimeout,
             connectionsPerClient: configuration.connectionsPerClient, answersMalformedRequests: true, makeChannel: channel)
         let responder = HailResponder(
-            inner: router.buildResponder(), bodyLimit: configuration.bodyLimit, defaultTimeout: configuration.requestTimeout)
+            inner: router.buildResponder(), bodyLimit: configuration.bodyLimit, defaultTimeout: configuration.requestTimeout,
+            traceLines: TraceLines(
+                redis: redis, service: configuration.name, instance: configuration.instanceID,
+                perSecond: (try? reader.int(forKey: "trace.sampled.per.second", default: 50, in: 0...1_000_000)) ?? 50))
         let bound = BoundAddress()
         let portFile = configuration.portFile
         let logger = self.logger

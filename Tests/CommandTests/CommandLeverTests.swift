@@ -27,6 +27,9 @@ struct CommandLeverTests {
         }
     }
 
+    /// The stream whose consumer group the command centre's lag rule watches here.
+    static let lagStream = TestEnvironment.unique("lagging")
+
     static func run(_ body: @Sendable (Stack) async throws -> Void) async throws {
         let prefix = "/" + TestEnvironment.unique("command") + "/"
         let ad = try await Ad.buildApplication(reader: try .testing([
@@ -40,7 +43,9 @@ struct CommandLeverTests {
         let settlement = try await Settlement.buildApplication(reader: try .testing([
             "discovery.prefix": prefix, "settlement.schedule.seconds": "0",
         ], service: "settlement"))
-        let command = try await Command.buildApplication(reader: try .testing(["discovery.prefix": prefix], service: "command"))
+        let command = try await Command.buildApplication(reader: try .testing([
+            "discovery.prefix": prefix, "command.rules.check.ms": "500", "command.rules.lag.entries": "3", "command.rules.streams": lagStream,
+        ], service: "command"))
         let gateway = try await Gateway.buildApplication(reader: try .testing(
             ["discovery.prefix": prefix, "client.discovery.cache.ms": "0", "gateway.rate.prefix": TestEnvironment.unique("rl"), "gateway.rate.limit": "100000"],
             service: "gateway"))
@@ -134,6 +139,39 @@ struct CommandLeverTests {
         }
     }
 
+    @Test("a consumer group falling behind its stream fires the command centre's own ConsumerLagging alert; catching up resolves it")
+    func consumerLag() async throws {
+        try await Self.run { stack in
+            let redis = RedisClient(configuration: .init(port: TestEnvironment.redisPort))
+            let key = "events:\(Self.lagStream)"
+            _ = try await redis.send("XGROUP", "CREATE", key, "readers", "$", "MKSTREAM")
+            func booked() async throws -> [String: Any]? {
+                let alerts = try await stack.call(.GET, "/admin/command/alerts").json["alerts"] as? [[String: Any]] ?? []
+                return alerts.first { $0["name"] as? String == "ConsumerLagging" && ($0["labels"] as? [String: String])?["stream"] == Self.lagStream }
+            }
+            for index in 0..<3 { _ = try await redis.send("XADD", key, "*", "n", String(index)) }
+            try await Task.sleep(for: .seconds(1.5))
+            #expect(try await booked() == nil, "three entries behind is within the limit of three")
+            _ = try await redis.send("XADD", key, "*", "n", "3")
+            var alert: [String: Any]? = nil
+            for _ in 0..<40 where alert?["state"] as? String != "firing" {
+                try await Task.sleep(for: .milliseconds(100))
+                alert = try await booked()
+            }
+            #expect(alert?["state"] as? String == "firing", "\(alert ?? [:])")
+            #expect(alert?["source"] as? String == "domain")
+            #expect((alert?["labels"] as? [String: String])?["group"] == "readers")
+            _ = try await redis.send("XGROUP", "SETID", key, "readers", "$")
+            for _ in 0..<40 where alert?["state"] as? String != "resolved" {
+                try await Task.sleep(for: .milliseconds(100))
+                alert = try await booked()
+            }
+            #expect(alert?["state"] as? String == "resolved", "\(alert ?? [:])")
+            _ = try await redis.send("DEL", key)
+            await redis.shutdown()
+        }
+    }
+
     @Test("surge and settlement levers: before and after as the owning service answered; a retried settlement run pays nothing twice")
     func surgeAndSettlement() async throws {
         try await Self.run { stack in
@@ -161,6 +199,28 @@ struct CommandLeverTests {
             #expect(batches.count == 1, "one batch for one lever, retried: \(batches.count)")
             let next = try await stack.call(.POST, "/admin/command/levers/settlement-batches")
             #expect((next.json["before"] as? [String: String])?["lastBatch"] == batch)
+
+            // A sampled request leaves a line in every service it passed through; an unsampled one in none.
+            let traceID = (0..<32).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
+            let rider = try await TestKeys.userToken("rider-\(UUID().uuidString.prefix(8))", role: .rider)
+            let quoteBody: [String: Any] = ["pickup": point, "dropoff": ["lat": 52.53, "lon": 13.42]]
+            for (flags, id) in [("01", traceID), ("00", String(traceID.reversed()))] {
+                let quoted = try await testRequest(
+                    .POST, stack.gateway + "/api/v1/rides/quote", json: quoteBody,
+                    headers: ["Authorization": "Bearer \(rider)", "traceparent": "00-\(id)-00f067aa0ba902b7-\(flags)"])
+                #expect(quoted.status == 200, "\(quoted.text)")
+            }
+            var traced: [[String: Any]] = []
+            for _ in 0..<40 where traced.count < 2 {
+                try await Task.sleep(for: .milliseconds(50))
+                traced = try await stack.call(.GET, "/admin/command/traces/\(traceID)").json["lines"] as? [[String: Any]] ?? []
+            }
+            #expect(traced.map { $0["service"] as? String } == ["gateway", "order"], "in the order they received it: \(traced)")
+            #expect(traced.first?["path"] as? String == "/api/v1/rides/quote")
+            #expect(traced.last?["path"] as? String == "/v1/quotes")
+            let unsampled = try await stack.call(.GET, "/admin/command/traces/\(String(traceID.reversed()))")
+            #expect((unsampled.json["lines"] as? [Any])?.isEmpty == true, "\(unsampled.text)")
+            #expect(try await stack.call(.GET, "/admin/command/traces/not%20an%20id").status == 400)
 
             // No Prometheus configured here: the board says so rather than showing an empty platform.
             let board = try await stack.call(.GET, "/admin/command/board")

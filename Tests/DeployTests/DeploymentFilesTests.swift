@@ -123,10 +123,11 @@ import Yams
         }
         #expect(object("CronJob", "settlement-run") != nil, "\(overlay): no CronJob for settlement")
         #expect(object("Ingress", "gateway") != nil, "\(overlay): no Ingress for the gateway")
-        // The Ingress routes the API and the push socket only: /metrics, /healthz and /readyz stay inside.
+        // The Ingress routes the API, the push socket and the command centre's page only: /metrics, /healthz and
+        // /readyz stay inside.
         let rules = ((object("Ingress", "gateway")?["spec"] as? [String: Any])?["rules"] as? [[String: Any]]) ?? []
         let paths = rules.flatMap { (($0["http"] as? [String: Any])?["paths"] as? [[String: Any]]) ?? [] }.compactMap { $0["path"] as? String }
-        #expect(Set(paths) == ["/api/", "/ws"], "\(overlay): the Ingress routes \(paths)")
+        #expect(Set(paths) == ["/api/", "/ws", "/command"], "\(overlay): the Ingress routes \(paths)")
         #expect(object("NetworkPolicy", "default-deny") != nil, "\(overlay): no default-deny NetworkPolicy")
 
         // Every container of every Deployment and StatefulSet: probes, resources, non-root, read-only root.

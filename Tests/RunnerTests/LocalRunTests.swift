@@ -317,6 +317,36 @@ struct LocalRunTests {
         #expect(!servedAfter, "a campaign paused from the page is not served")
         try await browser.wait("the pause in the audit log", timeout: .seconds(10), "return !!document.querySelector(arguments[0])", ["#audit tr[data-action='ad-campaign.pause'][data-target='\(campaignID)']"])
         try await browser.screenshot(to: shots + "/4-city.png")
+
+        // One claim followed through the services from the page: a sampled traceparent leaves a line in the
+        // gateway and in coupon, shown in the order they received it.
+        let sale = try await testRequest(.POST, base + "/admin/coupons/campaigns", json: [
+            "name": "Trace sale", "city": "Berlin", "kind": "amount", "amountOffCents": 100, "minimumFareCents": 0, "stock": 5,
+            "perUserLimit": 1, "startsAt": now - 1, "endsAt": now + 3600,
+        ] as [String: Any], headers: asAdmin)
+        let saleID = try #require(sale.json["id"] as? String, "\(sale.text)")
+        let traceID = (0..<32).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
+        let claim = try await testRequest(.POST, base + "/coupons/campaigns/\(saleID)/claim", headers: [
+            "Authorization": "Bearer \(rider)", "traceparent": "00-\(traceID)-00f067aa0ba902b7-01",
+        ])
+        #expect(claim.status == 201, "\(claim.text)")
+        let claimRequest = try #require(claim.header("X-Request-ID"))
+        var traced = ""
+        let traceDeadline = ContinuousClock.now + .seconds(15)
+        repeat {
+            try await Task.sleep(for: .milliseconds(500))
+            _ = try await browser.run("document.querySelector('#trace-id').value = ''")
+            try await browser.type(traceID, into: "#trace-id")
+            try await browser.click("#trace-show")
+            try await Task.sleep(for: .milliseconds(300))
+            traced = try await browser.run("return [...document.querySelectorAll('#trace tbody tr')].map(r => r.dataset.service).join(',')") as? String ?? ""
+        } while traced != "gateway,coupon" && ContinuousClock.now < traceDeadline
+        #expect(traced == "gateway,coupon", "the trace view shows the gateway's line, then coupon's: \(traced)")
+        try await browser.screenshot(to: shots + "/5-trace.png")
+        let byRequest = try await testRequest(.GET, base + "/admin/command/traces/\(claimRequest)", headers: asAdmin)
+        let lines = byRequest.json["lines"] as? [[String: Any]] ?? []
+        #expect(lines.map { $0["service"] as? String } == ["gateway", "coupon"], "by request id: \(byRequest.text.prefix(800))")
+        #expect(lines.allSatisfy { $0["traceID"] as? String == traceID && $0["status"] as? Int == 201 })
         let paused = (try await testRequest(.GET, base + "/admin/command/audit", headers: asAdmin).json["entries"] as? [[String: Any]] ?? []).first
         #expect(paused?["action"] as? String == "ad-campaign.pause")
         #expect(paused?["before"] as? [String: String] == ["state": "active"])

@@ -25,7 +25,8 @@ struct AdController: Sendable {
             return campaign
         }
         router.on(AdAPI.campaigns) { _, _, context in
-            _ = try context.requireRole(.admin)
+            // Admins, and services (the command centre's budget alerts).
+            _ = try context.requireRole(.admin, .service)
             var campaigns: [AdAPI.Campaign] = []
             for campaign in try await store.all() { campaigns.append(try await withBooks(campaign)) }
             return AdAPI.CampaignList(campaigns: campaigns)

@@ -4,6 +4,7 @@ import HailKit
 import HTTPTypes
 import Hummingbird
 import Logging
+import RedisKit
 
 /// The command centre's HTTP API (`CommandAPI`): admin only.
 ///
@@ -18,6 +19,7 @@ struct CommandController: Sendable {
     let prometheus: PrometheusReader?
     let alerts: AlertWatch
     let live: LiveFeed
+    let redis: RedisClient
 
     func register(on router: some RouterMethods<HailRequestContext>) {
         router.on(CommandAPI.live) { _, _, context in
@@ -59,6 +61,15 @@ struct CommandController: Sendable {
                     after: ["acknowledged": "yes", "state": after.state], requestID: context.requestID, idempotencyKey: nil)
             }
             return after
+        }
+        router.on(CommandAPI.trace) { _, _, context in
+            _ = try context.requireRole(.admin)
+            guard let id = context.parameters.get("id"), (1...128).contains(id.count),
+                id.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0) })
+            else {
+                throw Problem.invalidField("id", "must be a trace id or a request id (1 to 128 letters, digits, '-', '_' or '.')")
+            }
+            return CommandAPI.Trace(id: id, lines: try await TraceLines.lines(for: id, redis: redis))
         }
         router.on(CommandAPI.audit) { _, request, context in
             _ = try context.requireRole(.admin)

@@ -237,7 +237,8 @@ function renderBoard(board, problem) {
 
 function renderAlerts(alerts) {
   $("#alerts tbody").replaceChildren(...alerts.map((a) => el("tr", { class: a.state, "data-alert": a.id, "data-name": a.name, "data-instance": a.labels.instance || "", "data-state": a.state },
-    el("td", { class: "state" }, a.state), el("td", { title: a.summary }, a.name), el("td", {}, a.labels.instance || a.labels.job || ""),
+    el("td", { class: "state" }, a.state), el("td", { title: a.summary }, a.name, el("br"), el("small", {}, a.summary)),
+    el("td", {}, a.labels.instance || a.labels.stream || a.labels.campaign || a.labels.job || a.source),
     el("td", {}, time(a.firedAt)), el("td", {}, time(a.resolvedAt)),
     el("td", {}, a.acknowledgedAt ? "acknowledged by " + a.acknowledgedBy
       : el("button", { class: "acknowledge", onclick: () => lever("POST", "/admin/command/alerts/" + a.id + "/acknowledge") }, "Acknowledge")))));
@@ -248,6 +249,23 @@ function renderAudit(entries) {
     .map((key) => key + ": " + (before[key] ?? "–") + " → " + (after[key] ?? "–")).join("; ");
   $("#audit tbody").replaceChildren(...entries.map((e) => el("tr", { "data-action": e.action, "data-target": e.target },
     el("td", {}, time(e.at)), el("td", {}, e.actor), el("td", {}, e.action), el("td", {}, e.target), el("td", {}, changes(e.before, e.after)))));
+}
+
+// Following one request through the services.
+
+async function showTrace(event) {
+  event.preventDefault();
+  const id = $("#trace-id").value.trim();
+  try {
+    const trace = await call("GET", "/admin/command/traces/" + encodeURIComponent(id));
+    const precise = (seconds) => new Date(seconds * 1000).toISOString().slice(11, 23);
+    $("#trace tbody").replaceChildren(...trace.lines.map((line) => el("tr", { "data-service": line.service },
+      el("td", {}, precise(line.at)), el("td", {}, line.service), el("td", {}, line.instance),
+      el("td", {}, line.method + " " + line.path), el("td", {}, line.status), el("td", {}, line.milliseconds.toFixed(1) + " ms"))));
+    $("#trace-result").textContent = trace.lines.length ? trace.lines.length + " lines" : "No lines kept for " + id + " (only sampled requests leave them, for an hour).";
+  } catch (error) {
+    $("#trace-result").textContent = "Refused: " + error.message;
+  }
 }
 
 // The levers.
@@ -284,4 +302,5 @@ $("#surge-form").addEventListener("submit", (event) => {
   });
 });
 $("#settle").addEventListener("click", () => lever("POST", "/admin/command/levers/settlement-batches"));
+$("#trace-form").addEventListener("submit", showTrace);
 if (token && role(token) === "admin") start(); else signOut();

@@ -133,6 +133,7 @@ struct ProxyRoute: Sendable {
         relay(.get, "admin/command/alerts", to: CommandAPI.alerts, roles: [.admin], query: ["state", "limit"]),
         relay(.post, "admin/command/alerts/{id}/acknowledge", to: CommandAPI.acknowledge, roles: [.admin]),
         relay(.get, "admin/command/audit", to: CommandAPI.audit, roles: [.admin], query: ["limit"]),
+        relay(.get, "admin/command/traces/{id}", to: CommandAPI.trace, roles: [.admin]),
         relay(.post, "admin/command/levers/ad-campaigns/{id}/pause", to: CommandAPI.pauseAdCampaign, roles: [.admin]),
         relay(.post, "admin/command/levers/ad-campaigns/{id}/resume", to: CommandAPI.resumeAdCampaign, roles: [.admin]),
         relay(.put, "admin/command/levers/surge", to: CommandAPI.setSurge, roles: [.admin]),

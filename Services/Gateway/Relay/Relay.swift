@@ -55,13 +55,15 @@ final class Relay: Sendable {
     }
 
     /// `.relay` when this instance can relay the request itself: a relayed route, no `Expect`,
-    /// `Connection`, `Upgrade` or deadline of the caller's, a body within the limit, a verified token
+    /// `Connection`, `Upgrade` or deadline of the caller's, no sampled trace, a body within the limit, a verified token
     /// (`verified`, or one remembered) whose role may call the route and that is known not to be signed out,
     /// and the caller's budget known here and not spent (it is counted now).
     func admit(_ head: WireRequest, on eventLoop: any EventLoop, verified: AccessTokenClaims? = nil) -> Admission {
         guard !head.forRouter, head.bodyLength <= bodyLimit, let (route, parameter, query) = routes.match(head.method, head.path),
             let authorization = head.authorization, authorization.hasPrefix("Bearer ")
         else { return .router }
+        // A sampled request takes the router's path, which writes its trace line (`TraceLines`).
+        if let parent = head.traceParent, Self.isSampled(parent) { return .router }
         let token = String(authorization.dropFirst(7))
         let remembered = tokens.remembered(token)
         guard let claims = verified ?? remembered?.claims else { return .verify(token: token) }
@@ -86,6 +88,12 @@ final class Relay: Sendable {
             method: head.method, path: head.path, route: route, calleeID: id, query: query.map(String.init), client: client,
             remaining: remaining, authorization: authorization, token: token, claims: claims, remembered: remembered, idempotencyKey: head.idempotencyKey,
             requestID: HailRequestContext.requestID(from: head.requestID), trace: trace, eventLoop: eventLoop))
+    }
+
+    /// Whether a `traceparent` (`00-<trace id>-<span id>-<flags>`) has the sampled flag.
+    static func isSampled(_ traceParent: String) -> Bool {
+        guard let flags = traceParent.split(separator: "-").last, flags.count == 2, let value = UInt8(flags, radix: 16) else { return false }
+        return value & 1 == 1
     }
 
     /// The token's claims, verified in a task on Swift's shared pool (an ES256 check on the one event loop
