@@ -263,6 +263,18 @@ struct LocalRunTests {
             "a marker for each driver online", "return document.querySelectorAll('#map path.driver-marker').length === arguments[0] && document.querySelector('#drivers-count').dataset.count === String(arguments[0])",
             [onlineCount])
 
+        // The demand cells: a hexagon on the map for each cell analytics' heatmap lists for the last hour.
+        var cellsShown = -1, cellsListed = -2
+        let cellsDeadline = ContinuousClock.now + .seconds(40)
+        repeat {
+            let heatmap = try await testRequest(.GET, base + "/admin/analytics/heatmap?kind=demand", headers: asAdmin)
+            cellsListed = (heatmap.json["features"] as? [Any])?.count ?? -2
+            cellsShown = try await browser.run(
+                "return document.querySelectorAll('#map path.hex-cell').length === Number(document.body.dataset.hexes || -1) ? Number(document.body.dataset.hexes) : -1") as? Int ?? -1
+            if cellsShown != cellsListed || cellsShown <= 0 { try await Task.sleep(for: .seconds(1)) }
+        } while (cellsShown != cellsListed || cellsShown <= 0) && ContinuousClock.now < cellsDeadline
+        #expect(cellsShown > 0 && cellsShown == cellsListed, "demand cells on the map \(cellsShown), in the heatmap \(cellsListed)")
+
         // The KPI tiles say what analytics' API says for the same hour (the snapshot's own range).
         var tilesMatch = false
         var lastSeen = ""

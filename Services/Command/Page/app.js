@@ -11,6 +11,8 @@ let leaseTimer = null;
 let campaignTimer = null;
 let map = null;
 let driversLayer = null;
+let hexLayer = null;
+let hexTimer = null;
 let framed = false;
 const charts = {};
 
@@ -85,6 +87,7 @@ function signOut(message) {
   if (socket) { socket.onclose = null; socket.close(); socket = null; }
   clearInterval(leaseTimer);
   clearInterval(campaignTimer);
+  clearInterval(hexTimer);
   $("#centre").hidden = true;
   $("#signout").hidden = true;
   $("#signin").hidden = false;
@@ -135,6 +138,8 @@ function start() {
   leaseTimer = setInterval(renewLease, 10000);
   loadCampaigns();
   campaignTimer = setInterval(loadCampaigns, 10000);
+  loadHexes();
+  hexTimer = setInterval(loadHexes, 15000);
 }
 
 // Rendering a snapshot.
@@ -200,7 +205,34 @@ function setupMap() {
   if (map || typeof L === "undefined") return;
   // No tiles (nothing is fetched from outside): the drivers on a blank plane, in their real coordinates.
   map = L.map("map", { attributionControl: false, zoomSnap: 0.25 }).setView([52.52, 13.405], 12);
+  hexLayer = L.layerGroup().addTo(map);
   driversLayer = L.layerGroup().addTo(map);
+}
+
+// Analytics' hexagonal cells of the last hour, shaded by their value (the busiest cell darkest).
+async function loadHexes() {
+  if (!hexLayer) return;
+  const kind = $("#hex-kind").value;
+  if (!kind) { hexLayer.clearLayers(); document.body.dataset.hexes = "0"; return; }
+  try {
+    const cells = await call("GET", "/admin/analytics/heatmap?kind=" + encodeURIComponent(kind));
+    const highest = Math.max(1e-9, ...cells.features.map((f) => f.properties.value));
+    hexLayer.clearLayers();
+    L.geoJSON(cells, {
+      style: (feature) => ({
+        className: "hex-cell", color: "#58a6ff", weight: 1, opacity: 0.5,
+        fillColor: kind === "supply" ? "#3fb950" : "#f0883e", fillOpacity: 0.15 + 0.6 * (feature.properties.value / highest),
+      }),
+      onEachFeature: (feature, layer) => layer.bindTooltip(feature.properties.cell + ": " + feature.properties.value),
+    }).addTo(hexLayer);
+    document.body.dataset.hexes = String(cells.features.length);
+    if (!framed && cells.features.length) {
+      map.fitBounds(L.geoJSON(cells).getBounds().pad(0.2), { maxZoom: 15 });
+      framed = true;
+    }
+  } catch (error) {
+    // The cells keep what they showed; the next refresh tries again.
+  }
 }
 
 function renderDrivers(drivers) {
@@ -303,4 +335,5 @@ $("#surge-form").addEventListener("submit", (event) => {
 });
 $("#settle").addEventListener("click", () => lever("POST", "/admin/command/levers/settlement-batches"));
 $("#trace-form").addEventListener("submit", showTrace);
+$("#hex-kind").addEventListener("change", loadHexes);
 if (token && role(token) === "admin") start(); else signOut();
