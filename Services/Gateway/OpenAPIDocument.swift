@@ -232,6 +232,9 @@ enum OpenAPIDocument {
             "/api/v1/admin/command/levers/surge": ["put": op(
                 "Set the surge factor of the cell holding a point (audited)", roles: ["admin"], body: "CommandSurgeLever",
                 response: "CommandAuditEntry", parameters: [ref(parameter: "IdempotencyKey")])],
+            "/api/v1/admin/command/levers/broadcasts": ["post": op(
+                "Push a message to every driver online within radiusKm of a point (audited)", roles: ["admin"], body: "CommandBroadcast",
+                status: 201, response: "CommandAuditEntry", parameters: [ref(parameter: "IdempotencyKey")])],
             "/api/v1/admin/command/levers/settlement-batches": ["post": op(
                 "Run a settlement batch now (audited)", roles: ["admin"], status: 201, response: "CommandAuditEntry",
                 parameters: [ref(parameter: "IdempotencyKey")])],
@@ -502,6 +505,11 @@ enum OpenAPIDocument {
                             ], required: ["service", "instance", "health"]),
                     ],
                 ], required: ["at", "prometheus", "instances"]),
+            "CommandBroadcast": object(
+                [
+                    "at": ref("GeoPoint"), "radiusKm": ["type": "number", "minimum": 0.1, "maximum": 50],
+                    "text": ["type": "string", "minLength": 1, "maxLength": 500],
+                ], required: ["at", "radiusKm", "text"]),
             "CommandSurgeLever": object(
                 ["at": ref("GeoPoint"), "factor": ["type": "number", "minimum": 1, "maximum": 10]], required: ["at", "factor"]),
             "AdCounted": object(

@@ -142,6 +142,34 @@ public enum CommandAPI {
         }
     }
 
+    /// A message to every driver online within `radiusKm` of `at`, pushed over the gateway's WebSocket as
+    /// `BroadcastMessage`.
+    public struct Broadcast: Codable, Sendable, Hashable {
+        public var at: GeoPoint
+        public var radiusKm: Double
+        public var text: String
+
+        public init(at: GeoPoint, radiusKm: Double, text: String) {
+            self.at = at
+            self.radiusKm = radiusKm
+            self.text = text
+        }
+    }
+
+    /// What a driver's WebSocket receives for a broadcast.
+    public struct BroadcastMessage: Codable, Sendable, Hashable {
+        /// `command.broadcast`.
+        public var type: String
+        public var text: String
+        public var at: Double
+
+        public init(text: String, at: Double) {
+            self.type = "command.broadcast"
+            self.text = text
+            self.at = at
+        }
+    }
+
     /// The lines of one trace or request, in the order the services received it.
     public struct Trace: Codable, Sendable {
         /// The trace id or request id asked for.
@@ -225,6 +253,8 @@ public enum CommandAPI {
     public static let resumeAdCampaign = Endpoint<NoContent, AuditEntry>(
         service: service, .post, "/v1/levers/ad-campaigns/{id}/resume", isIdempotent: true)
     public static let setSurge = Endpoint<SurgeLever, AuditEntry>(service: service, .put, "/v1/levers/surge")
+    /// A message to the drivers online in an area; send an `Idempotency-Key` to make a retry safe.
+    public static let broadcast = Endpoint<Broadcast, AuditEntry>(service: service, .post, "/v1/levers/broadcasts", successStatus: .created)
     /// A settlement batch now; send an `Idempotency-Key` to make a retry safe.
     public static let runSettlement = Endpoint<NoContent, AuditEntry>(
         service: service, .post, "/v1/levers/settlement-batches", successStatus: .created)

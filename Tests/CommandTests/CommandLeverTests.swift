@@ -200,6 +200,16 @@ struct CommandLeverTests {
             let next = try await stack.call(.POST, "/admin/command/levers/settlement-batches")
             #expect((next.json["before"] as? [String: String])?["lastBatch"] == batch)
 
+            // A broadcast is checked before anyone is asked for drivers.
+            for (body, field) in [
+                (["at": point, "radiusKm": 0, "text": "hello"] as [String: Any], "radiusKm"),
+                (["at": point, "radiusKm": 2, "text": "  "] as [String: Any], "text"),
+                (["at": ["lat": 95, "lon": 0], "radiusKm": 2, "text": "hello"] as [String: Any], "at.lat"),
+            ] {
+                let refused = try await stack.call(.POST, "/admin/command/levers/broadcasts", json: body)
+                #expect(refused.status == 400 && refused.json["field"] as? String == field, "\(field): \(refused.text)")
+            }
+
             // A sampled request leaves a line in every service it passed through; an unsampled one in none.
             let traceID = (0..<32).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
             let rider = try await TestKeys.userToken("rider-\(UUID().uuidString.prefix(8))", role: .rider)

@@ -263,6 +263,25 @@ struct LocalRunTests {
             "a marker for each driver online", "return document.querySelectorAll('#map path.driver-marker').length === arguments[0] && document.querySelector('#drivers-count').dataset.count === String(arguments[0])",
             [onlineCount])
 
+        // A broadcast from the page reaches the drivers online in its area, on their WebSocket: the first
+        // driver's socket is opened in the page itself (the gateway's own origin).
+        _ = try await browser.run(
+            "window.heard = []; window.heardOpen = false; fetch('/api/v1/ws/ticket', {method: 'POST', headers: {Authorization: 'Bearer ' + arguments[0]}})"
+                + ".then(r => r.json()).then(t => { const ws = new WebSocket('ws://' + location.host + '/ws?ticket=' + t.ticket);"
+                + " ws.onopen = () => { window.heardOpen = true; }; ws.onmessage = m => window.heard.push(m.data); })",
+            [drivers[0]])
+        try await browser.wait("the driver's socket open", timeout: .seconds(10), "return window.heardOpen === true")
+        try await browser.type("52.52", into: "#broadcast-lat")
+        try await browser.type("13.40", into: "#broadcast-lon")
+        try await browser.type("Road closed at the station: pick up on the north side", into: "#broadcast-text")
+        try await browser.click("#broadcast-send")
+        try await browser.wait(
+            "the broadcast on the driver's socket", timeout: .seconds(10),
+            "return window.heard.map(m => JSON.parse(m)).some(m => m.type === 'command.broadcast' && m.text.startsWith('Road closed'))")
+        let broadcast = (try await testRequest(.GET, base + "/admin/command/audit", headers: asAdmin).json["entries"] as? [[String: Any]] ?? []).first
+        #expect(broadcast?["action"] as? String == "drivers.broadcast")
+        #expect((broadcast?["after"] as? [String: String])?["reached"] == "3", "the three drivers within 2 km: \(broadcast ?? [:])")
+
         // The demand cells: a hexagon on the map for each cell analytics' heatmap lists for the last hour.
         var cellsShown = -1, cellsListed = -2
         let cellsDeadline = ContinuousClock.now + .seconds(40)

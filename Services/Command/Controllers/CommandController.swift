@@ -93,6 +93,33 @@ struct CommandController: Sendable {
                 before: ["factor": Self.factor(set.previous)], after: ["factor": Self.factor(set.factor)],
                 requestID: context.requestID, idempotencyKey: key)
         }
+        router.on(CommandAPI.broadcast) { body, request, context in
+            let (operator_, headers, key) = try operatorCall(request, context)
+            if let key, let done = try await store.entry(idempotencyKey: key) { return done }
+            guard body.at.isValid else { throw Problem.invalidField("at", "needs lat in -90…90 and lon in -180…180") }
+            guard body.radiusKm.isFinite, (0.1...50).contains(body.radiusKm) else {
+                throw Problem.invalidField("radiusKm", "must be from 0.1 to 50 km")
+            }
+            let text = body.text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard (1...500).contains(text.count), !text.unicodeScalars.contains(where: { CharacterSet.controlCharacters.contains($0) }) else {
+                throw Problem.invalidField("text", "must be 1 to 500 characters without control characters")
+            }
+            let online = try await clients.call(MatchingAPI.drivers, NoContent(), headers: headers, context: context.callContext).drivers
+            let reached = online.filter { driver in
+                guard driver.state != "offline", let lat = driver.lat, let lon = driver.lon else { return false }
+                return body.at.distanceKm(to: GeoPoint(lat: lat, lon: lon)) <= body.radiusKm
+            }
+            let message = String(
+                decoding: try JSONBody.encoder.encode(CommandAPI.BroadcastMessage(text: text, at: Date().timeIntervalSince1970)), as: UTF8.self)
+            for driver in reached {
+                try await redis.send("PUBLISH", PushMessage.channel(user: driver.driverID), message)
+            }
+            return try await store.record(
+                actor: operator_.userID, action: "drivers.broadcast",
+                target: String(format: "%.4f,%.4f within %.1f km", body.at.lat, body.at.lon, body.radiusKm),
+                before: ["driversOnline": String(online.count)], after: ["reached": String(reached.count), "text": text],
+                requestID: context.requestID, idempotencyKey: key)
+        }
         router.on(CommandAPI.runSettlement) { _, request, context in
             let (operator_, headers, key) = try operatorCall(request, context)
             if let key, let done = try await store.entry(idempotencyKey: key) { return done }

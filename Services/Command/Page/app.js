@@ -333,6 +333,13 @@ $("#surge-form").addEventListener("submit", (event) => {
     at: { lat: Number($("#surge-lat").value), lon: Number($("#surge-lon").value) }, factor: Number($("#surge-factor").value),
   });
 });
+$("#broadcast-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  lever("POST", "/admin/command/levers/broadcasts", {
+    at: { lat: Number($("#broadcast-lat").value), lon: Number($("#broadcast-lon").value) },
+    radiusKm: Number($("#broadcast-radius").value), text: $("#broadcast-text").value,
+  });
+});
 $("#settle").addEventListener("click", () => lever("POST", "/admin/command/levers/settlement-batches"));
 $("#trace-form").addEventListener("submit", showTrace);
 $("#hex-kind").addEventListener("change", loadHexes);

@@ -138,6 +138,7 @@ struct ProxyRoute: Sendable {
         relay(.post, "admin/command/levers/ad-campaigns/{id}/resume", to: CommandAPI.resumeAdCampaign, roles: [.admin]),
         relay(.put, "admin/command/levers/surge", to: CommandAPI.setSurge, roles: [.admin]),
         relay(.post, "admin/command/levers/settlement-batches", to: CommandAPI.runSettlement, roles: [.admin]),
+        relay(.post, "admin/command/levers/broadcasts", to: CommandAPI.broadcast, roles: [.admin]),
     ]
 
     /// How long an app waits for an ad before it is shown none.
