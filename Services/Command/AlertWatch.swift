@@ -25,8 +25,7 @@ final class AlertWatch: Sendable {
         let firing = try await prometheus.firingAlerts()
         let transitions = try await store.observe(firing, source: "prometheus", now: now)
         checked.withLock { $0 = now }
-        for name in transitions.fired { logger.warning("alert firing", metadata: ["alert": "\(name)"]) }
-        for name in transitions.resolved { logger.notice("alert resolved", metadata: ["alert": "\(name)"]) }
+        transitions.log(source: "prometheus", to: logger)
         return transitions
     }
 

@@ -1,6 +1,7 @@
 import Contracts
 import Foundation
 import HailKit
+import Logging
 import SQLiteKit
 
 /// The command centre's own SQLite file: the audit log of operator actions and the alerts book.
@@ -119,6 +120,12 @@ struct CommandStore: Sendable {
     struct Transitions: Sendable, Equatable {
         var fired: [String] = []
         var resolved: [String] = []
+
+        /// A line per alert that fired or resolved.
+        func log(source: String, to logger: Logger) {
+            for name in fired { logger.warning("alert firing", metadata: ["alert": "\(name)", "source": "\(source)"]) }
+            for name in resolved { logger.notice("alert resolved", metadata: ["alert": "\(name)", "source": "\(source)"]) }
+        }
     }
 
     /// Brings the book in line with the alerts of `source` firing now: a new one is opened at `now`, one

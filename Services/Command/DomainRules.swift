@@ -58,8 +58,7 @@ struct DomainRules: Sendable {
             do {
                 let firing = try await evaluate()
                 let transitions = try await store.observe(firing, source: "domain", names: [name], now: now)
-                for fired in transitions.fired { logger.warning("alert firing", metadata: ["alert": "\(fired)", "source": "domain"]) }
-                for resolved in transitions.resolved { logger.notice("alert resolved", metadata: ["alert": "\(resolved)", "source": "domain"]) }
+                transitions.log(source: "domain", to: logger)
                 all.fired += transitions.fired
                 all.resolved += transitions.resolved
             } catch {

@@ -248,7 +248,10 @@ final class DriverFleet: Sendable {
     }
 
     func status(_ account: String) -> MatchingAPI.DriverStatus {
-        let id = number(of: account)
+        status(of: number(of: account), account: account)
+    }
+
+    private func status(of id: DriverID, account: String) -> MatchingAPI.DriverStatus {
         let state: String
         switch live.read({ $0.availability(of: id) }) {
         case .available: state = "available"
@@ -262,17 +265,8 @@ final class DriverFleet: Sendable {
     /// Every driver online now, with their state and last position (none before their first fix), in
     /// account order.
     func onlineDrivers() -> [MatchingAPI.DriverStatus] {
-        let online = names.withLock { names in names.online.compactMap { id in names.accounts.indices.contains(Int(id.rawValue)) ? (id, names.accounts[Int(id.rawValue)]) : nil } }
-        return online.map { id, account in
-            let state: String
-            switch live.read({ $0.availability(of: id) }) {
-            case .available: state = "available"
-            case .busy: state = "busy"
-            case .offline, nil: state = "offline"
-            }
-            let position = live.read({ $0.position(of: id) }).map { projection.unproject($0) }
-            return MatchingAPI.DriverStatus(driverID: account, state: state, lat: position?.latitude, lon: position?.longitude)
-        }.sorted { $0.driverID < $1.driverID }
+        names.withLock { $0.online }.compactMap { id in account(of: id).map { status(of: id, account: $0) } }
+            .sorted { $0.driverID < $1.driverID }
     }
 
     func hasPosition(_ account: String) -> Bool {

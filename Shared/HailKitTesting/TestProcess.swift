@@ -44,6 +44,12 @@ public final class TestProcess: @unchecked Sendable {
         _ = Foundation.kill(process.processIdentifier, signal)
     }
 
+    /// Waits for the process to end on its own and returns its exit status.
+    public func waitForExit() -> Int32 {
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
     /// Sends `signal` and returns the exit status once the process has ended.
     public func terminate(_ signal: Int32 = SIGTERM) -> Int32 {
         if process.isRunning {

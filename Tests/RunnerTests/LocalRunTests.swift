@@ -58,7 +58,8 @@ struct LocalRunTests {
     @Test("up, a load smoke of every scenario, kill -9 of a service mid-demo, demo, down")
     func localRun() async throws {
         let port = try TestEnvironment.freePort()
-        defer { _ = try? TestProcess(executable: bin + "/hailstorm", arguments: ["down", "--run-dir", runDir], name: "down").terminate() }
+        // Whatever happens, the stack goes down (`down` is waited for, not signalled).
+        defer { _ = try? TestProcess(executable: bin + "/hailstorm", arguments: ["down", "--run-dir", runDir], name: "down").waitForExit() }
         let up = try await tool("hailstorm", [
             "up", "--run-dir", runDir, "--gateway-port", String(port), "--bin-dir", bin, "--replicas", "gateway=2",
             "--option", "login:auth-bcrypt-cost=4", "--option", "matching:matching-window-ms=500",

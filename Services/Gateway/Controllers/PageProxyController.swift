@@ -19,7 +19,9 @@ struct PageProxyController: Sendable {
                     return Response(status: .movedPermanently, headers: [.location: "/command/"])
                 }
                 let name = String(request.uri.path.dropFirst("/command/".count))
-                guard Self.isPageName(name) else { throw Problem.notFound("The command centre's page has no \(name)") }
+                guard Self.isPageName(name) else {
+                    throw Problem.notFound("The command centre's page has no such file (its names are up to 64 letters, digits, '.', '-', '_' and '/')")
+                }
                 let answer = try await clients.send(
                     service: CommandAPI.service, method: .get, path: "/page/" + name, idempotent: true, context: context.callContext)
                 var headers: HTTPFields = [:]
