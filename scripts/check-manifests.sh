@@ -3,7 +3,7 @@
 # the kustomize overlays rendered with kubectl, each render against the Kubernetes schemas
 # (kubernetes-validate --strict) and against checkov's policies, where the only failures allowed are
 # the ones docs/deploy.md lists with a reason for that overlay; Prometheus's rules with promtool (their
-# syntax and their unit tests). Renders land in
+# syntax and their unit tests) and its two configurations with promtool. Renders land in
 # .build-containers/manifests/. Installs docker-compose (apt) and the Python checkers (in a virtual
 # environment under .build-containers/) when missing.
 set -euo pipefail
@@ -52,6 +52,13 @@ say "Prometheus rules (promtool: syntax, then the rules' own tests)"
 command -v promtool >/dev/null 2>&1 || install_packages prometheus
 promtool check rules k8s/components/prometheus/hailstorm-rules.yml
 (cd k8s/components/prometheus && promtool test rules hailstorm-rules.test.yml)
+say "Prometheus configurations (promtool check config: compose's and Kubernetes')"
+for config in compose/prometheus.yml k8s/components/prometheus/prometheus-k8s.yml; do
+    # The rules sit at /etc/hailstorm in the image: pointed at the repository's copy for the check.
+    sed "s|/etc/hailstorm/hailstorm-rules.yml|$(pwd)/k8s/components/prometheus/hailstorm-rules.yml|" "$config" >"$out/$(basename "$config")"
+    promtool check config "$out/$(basename "$config")" >/dev/null || { echo "promtool: $config is not a valid configuration" >&2; exit 1; }
+    echo "  $config: valid"
+done
 
 failed=0
 for overlay in dev prod; do

@@ -130,6 +130,23 @@ import Yams
         #expect(Set(paths) == ["/api/", "/ws", "/command"], "\(overlay): the Ingress routes \(paths)")
         #expect(object("NetworkPolicy", "default-deny") != nil, "\(overlay): no default-deny NetworkPolicy")
 
+        // Prometheus (the component): it runs, the command centre reads it, and it finds every service's pods by DNS.
+        #expect(object("StatefulSet", "prometheus") != nil, "\(overlay): no Prometheus")
+        #expect(object("Service", "gateway-pods") != nil, "\(overlay): the gateway's replicas cannot be found one by one")
+        let settings = objects.first {
+            $0["kind"] as? String == "ConfigMap" && (($0["metadata"] as? [String: Any])?["name"] as? String)?.hasPrefix("hailstorm-config") == true
+        }
+        #expect((settings?["data"] as? [String: Any])?["COMMAND_PROMETHEUS_URL"] as? String == "http://prometheus:9090")
+        let scrapeText = try String(contentsOf: Self.root.appendingPathComponent("k8s/components/prometheus/prometheus-k8s.yml"), encoding: .utf8)
+        let scrapes = ((try Yams.load(yaml: scrapeText) as? [String: Any])?["scrape_configs"] as? [[String: Any]]) ?? []
+        let names = Set(scrapes.flatMap { ($0["dns_sd_configs"] as? [[String: Any]] ?? []).flatMap { $0["names"] as? [String] ?? [] } })
+        for service in try Self.services() {
+            let name = service.ownsSQLite ? service.name : service.name + "-pods"
+            #expect(names.contains(name), "\(overlay): Prometheus does not look up \(name)")
+            #expect(object("Service", name).flatMap { ($0["spec"] as? [String: Any])?["clusterIP"] as? String } == "None",
+                "\(overlay): \(name) must be headless for Prometheus to find each pod")
+        }
+
         // Every container of every Deployment and StatefulSet: probes, resources, non-root, read-only root.
         for workload in objects where ["Deployment", "StatefulSet"].contains(workload["kind"] as? String) {
             let name = (workload["metadata"] as? [String: Any])?["name"] as? String ?? "?"
