@@ -255,7 +255,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         testTarget("Command", [
-            "Command", "Ad", "Order", "Settlement", "Gateway", "HailKit", "HailKitTesting", "Contracts", "RedisKit",
+            "Command", "Ad", "Coupon", "Order", "Settlement", "Gateway", "HailKit", "HailKitTesting", "Contracts", "RedisKit",
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         testTarget("Runner", ["HailKitTesting", "Load", nioCore]),

@@ -8,8 +8,9 @@ import Synchronization
 /// Pushes a `CommandAPI.Snapshot` to every operator whose page asked for one (`POST …/live`, a lease of
 /// `lease`), every `interval`: published on the operator's push channel (`push:user:<id>`), which every
 /// gateway instance writes to that operator's WebSocket. The board comes from Prometheus, alerts and
-/// audit from the command centre's own file, drivers from matching and the last hour's figures from
-/// analytics (asked with the command centre's own service credentials). Nothing is read while nobody watches.
+/// audit from the command centre's own file, drivers and waiting orders from matching, surge cells from
+/// order, the last hour's figures and flagged trips from analytics (asked with the command centre's own
+/// service credentials). Nothing is read while nobody watches.
 final class LiveFeed: Sendable {
     let store: CommandStore
     let prometheus: PrometheusReader?
@@ -19,6 +20,10 @@ final class LiveFeed: Sendable {
     let interval: Duration
     let lease: Duration
     private let watchers = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// Flagged trips' paths, by order: a completed trip's path does not change once analysed.
+    private let paths = Mutex<[String: [[Double]]]>([:])
+    /// How many flagged trips a snapshot draws (the newest).
+    static let flaggedShown = 20
 
     init(
         store: CommandStore, prometheus: PrometheusReader?, clients: ServiceClient, credentials: ServiceCredentials, redis: RedisClient,
@@ -75,8 +80,57 @@ final class LiveFeed: Sendable {
         } catch {
             unavailable["kpis"] = "\(error)"
         }
+        var surge: OrderAPI.SurgeMap? = nil
+        do {
+            surge = try await clients.call(
+                OrderAPI.surgeMap, NoContent(), headers: try await credentials.headers(for: OrderAPI.service), context: .none)
+        } catch {
+            unavailable["surge"] = "\(error)"
+        }
+        var waiting: MatchingAPI.WaitingOrders? = nil
+        do {
+            waiting = try await clients.call(
+                MatchingAPI.waiting, NoContent(), query: ["limit": "500"],
+                headers: try await credentials.headers(for: MatchingAPI.service), context: .none)
+        } catch {
+            unavailable["waiting"] = "\(error)"
+        }
+        var flagged: [CommandAPI.FlaggedTrip]? = nil
+        do {
+            flagged = try await flaggedTrips(since: now - 3600, until: now)
+        } catch {
+            unavailable["flagged"] = "\(error)"
+        }
         return CommandAPI.Snapshot(
-            at: now, board: board, alerts: alerts, audit: audit, drivers: drivers, kpis: kpis, unavailable: unavailable)
+            at: now, board: board, alerts: alerts, audit: audit, drivers: drivers, kpis: kpis, surge: surge, waiting: waiting,
+            flagged: flagged, unavailable: unavailable)
+    }
+
+    /// The newest trips analytics flagged in the range, each with its simplified path (read once per trip).
+    func flaggedTrips(since from: Double, until to: Double) async throws -> [CommandAPI.FlaggedTrip] {
+        let headers = try await credentials.headers(for: AnalyticsAPI.service)
+        let list = try await clients.call(
+            AnalyticsAPI.anomalies, NoContent(), query: ["from": String(Int(from)), "to": String(Int(to) + 1)], headers: headers, context: .none)
+        let newest = list.trips.sorted { ($0.completedAt ?? 0) > ($1.completedAt ?? 0) }.prefix(Self.flaggedShown)
+        var trips: [CommandAPI.FlaggedTrip] = []
+        for trip in newest {
+            var path = paths.withLock { $0[trip.orderID] }
+            if path == nil {
+                let drawn = try await clients.call(
+                    AnalyticsAPI.tripPath, NoContent(), parameters: ["id": trip.orderID], headers: headers, context: .none)
+                let line = drawn.features.first { $0.properties.part == "simplified" } ?? drawn.features.first { $0.properties.part == "driven" }
+                var points: [[Double]] = []
+                if case .lineString(let line)? = line?.geometry { points = line.map { [$0.lat, $0.lon] } }
+                path = points
+                paths.withLock { cache in
+                    if cache.count >= 500 { cache.removeAll() }
+                    cache[trip.orderID] = points
+                }
+            }
+            trips.append(CommandAPI.FlaggedTrip(
+                orderID: trip.orderID, driverID: trip.driverID, flags: trip.flags, completedAt: trip.completedAt, path: path ?? []))
+        }
+        return trips
     }
 
     /// One push to every watcher; how many were sent to.

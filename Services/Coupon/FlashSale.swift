@@ -23,6 +23,7 @@ struct FlashSale: Sendable {
         case limitReached
         case notStarted(startsAt: Double)
         case ended
+        case paused
         case unknownCampaign
     }
 
@@ -45,8 +46,20 @@ struct FlashSale: Sendable {
         RedisCommand(
             "HSET", metaKey(campaign.id),
             "start_ms", Int(saturating: campaign.startsAt * 1000), "end_ms", Int(saturating: campaign.endsAt * 1000),
-            "limit", campaign.perUserLimit)
+            "limit", campaign.perUserLimit, "paused", campaign.paused ? 1 : 0)
     }
+
+    /// Carries a campaign's pause to Redis (only its meta's `paused`: the stock and counts stay); false
+    /// when Redis does not hold the sale (the next claim restores it, pause included, from SQLite).
+    func setPaused(_ campaign: CouponAPI.Campaign) async throws -> Bool {
+        try await redis.run(Self.pauseScript, keys: [metaKey(campaign.id)], arguments: [campaign.paused ? "1" : "0"]).int == 1
+    }
+
+    static let pauseScript = RedisScript("""
+        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        redis.call('HSET', KEYS[1], 'paused', ARGV[1])
+        return 1
+        """)
 
     func restoreLockKey(_ campaign: String) -> String { "\(keyPrefix):\(campaign):restoring" }
 
@@ -145,6 +158,7 @@ struct FlashSale: Sendable {
         case "limit_reached": return .limitReached
         case "not_started": return .notStarted(startsAt: (parts.count > 1 ? parts[1].double ?? 0 : 0) / 1000)
         case "ended": return .ended
+        case "paused": return .paused
         case "unknown": return .unknownCampaign
         default: throw RedisError.unexpectedReply("flash-sale script answered \(status)")
         }

@@ -120,8 +120,19 @@ enum OpenAPIDocument {
             "/api/v1/driver/rides/{id}/arrive": ["post": op("At the pickup", roles: ["driver"], response: "Order", id: true)],
             "/api/v1/driver/rides/{id}/start": ["post": op("The trip starts", roles: ["driver"], response: "Order", id: true)],
             "/api/v1/driver/rides/{id}/complete": ["post": op("The trip ends", roles: ["driver"], response: "Order", id: true)],
-            "/api/v1/admin/surge": ["put": op(
-                "Set the surge factor of a pickup cell", roles: ["admin"], body: "SurgeSetting", response: "SurgeSetting")],
+            "/api/v1/admin/surge": [
+                "put": op("Set the surge factor of a pickup cell", roles: ["admin"], body: "SurgeSetting", response: "SurgeSetting"),
+                "get": op("Every cell with a surge factor of its own, with its bounds", roles: ["admin"], response: "SurgeMap"),
+            ],
+            "/api/v1/admin/dispatch/drivers/{id}": ["get": op("One driver's state and position", roles: ["admin"], response: "DriverStatus", id: true)],
+            "/api/v1/admin/dispatch/drivers/{id}/suspend": ["post": op(
+                "Take a driver out of dispatch until restored (standing offers withdrawn, going online refused)", roles: ["admin"],
+                response: "DriverStatus", id: true)],
+            "/api/v1/admin/dispatch/drivers/{id}/restore": ["post": op(
+                "Put a suspended driver back in dispatch", roles: ["admin"], response: "DriverStatus", id: true)],
+            "/api/v1/admin/dispatch/waiting": ["get": op(
+                "Orders waiting for a driver, the oldest first", roles: ["admin"], response: "WaitingOrders",
+                parameters: [query("limit", ["type": "integer", "minimum": 1, "maximum": 5000])])],
             "/api/v1/admin/dispatch/drivers": ["get": op("Every driver online, with their state and last position", roles: ["admin"], response: "DriverList")],
             "/api/v1/admin/dispatch/stats": ["get": op("Dispatch figures", roles: ["admin"], response: "DispatchStats")],
             "/api/v1/admin/grabs/{id}": ["get": op("Every grab attempt on an order", roles: ["admin"], response: "GrabAudit", id: true)],
@@ -136,6 +147,10 @@ enum OpenAPIDocument {
             "/api/v1/admin/coupons/campaigns": ["post": op(
                 "Create a campaign", roles: ["admin"], body: "NewCampaign", status: 201, response: "Campaign",
                 parameters: [ref(parameter: "IdempotencyKey")])],
+            "/api/v1/admin/coupons/campaigns/{id}/pause": ["post": op(
+                "Pause a campaign's claims (409 campaign-paused until resumed)", roles: ["admin"], response: "Campaign", id: true)],
+            "/api/v1/admin/coupons/campaigns/{id}/resume": ["post": op(
+                "Resume a paused campaign's claims", roles: ["admin"], response: "Campaign", id: true)],
             "/api/v1/admin/coupons/campaigns/{id}/audit": ["get": op(
                 "What Redis granted against what SQLite holds", roles: ["admin"], response: "CouponAudit", id: true)],
 
@@ -228,6 +243,18 @@ enum OpenAPIDocument {
                 parameters: [ref(parameter: "IdempotencyKey")])],
             "/api/v1/admin/command/levers/ad-campaigns/{id}/resume": ["post": op(
                 "Resume an ad campaign (audited)", roles: ["admin"], response: "CommandAuditEntry", id: true,
+                parameters: [ref(parameter: "IdempotencyKey")])],
+            "/api/v1/admin/command/levers/coupon-campaigns/{id}/pause": ["post": op(
+                "Pause a coupon campaign's claims (audited)", roles: ["admin"], response: "CommandAuditEntry", id: true,
+                parameters: [ref(parameter: "IdempotencyKey")])],
+            "/api/v1/admin/command/levers/coupon-campaigns/{id}/resume": ["post": op(
+                "Resume a coupon campaign's claims (audited)", roles: ["admin"], response: "CommandAuditEntry", id: true,
+                parameters: [ref(parameter: "IdempotencyKey")])],
+            "/api/v1/admin/command/levers/drivers/{id}/suspend": ["post": op(
+                "Suspend a driver from dispatch (audited)", roles: ["admin"], response: "CommandAuditEntry", id: true,
+                parameters: [ref(parameter: "IdempotencyKey")])],
+            "/api/v1/admin/command/levers/drivers/{id}/restore": ["post": op(
+                "Restore a suspended driver to dispatch (audited)", roles: ["admin"], response: "CommandAuditEntry", id: true,
                 parameters: [ref(parameter: "IdempotencyKey")])],
             "/api/v1/admin/command/levers/surge": ["put": op(
                 "Set the surge factor of the cell holding a point (audited)", roles: ["admin"], body: "CommandSurgeLever",
@@ -334,6 +361,28 @@ enum OpenAPIDocument {
                 ["points": ["type": "array", "items": ref("LocationPoint"), "minItems": 1, "maxItems": 1000]], required: ["points"]),
             "LocationsAccepted": object(["accepted": ["type": "integer"]], required: ["accepted"]),
             "Won": object(["orderID": text, "driverID": text, "at": time], required: ["orderID", "driverID", "at"]),
+            "SurgeMap": object(
+                [
+                    "cellDegrees": ["type": "number"], "defaultFactor": ["type": "number"],
+                    "cells": [
+                        "type": "array",
+                        "items": object(
+                            [
+                                "cell": text, "factor": ["type": "number"], "south": ["type": "number"], "west": ["type": "number"],
+                                "north": ["type": "number"], "east": ["type": "number"],
+                            ], required: ["cell", "factor", "south", "west", "north", "east"]),
+                    ],
+                ], required: ["cellDegrees", "defaultFactor", "cells"]),
+            "WaitingOrders": object(
+                [
+                    "orders": [
+                        "type": "array",
+                        "items": object(
+                            ["orderID": text, "pickup": ref("GeoPoint"), "createdAt": time, "state": ["type": "string", "enum": ["waiting", "offered"]]],
+                            required: ["orderID", "pickup", "createdAt", "state"]),
+                    ],
+                    "total": ["type": "integer"],
+                ], required: ["orders", "total"]),
             "SurgeSetting": object(
                 ["at": ref("GeoPoint"), "factor": ["type": "number", "minimum": 1, "maximum": 10], "cell": text, "previous": ["type": "number"]],
                 required: ["at", "factor"]),
@@ -342,7 +391,7 @@ enum OpenAPIDocument {
                     "drivers": [
                         "type": "array",
                         "items": object(
-                            ["driverID": text, "state": ["type": "string", "enum": ["available", "busy", "offline"]], "lat": ["type": "number"], "lon": ["type": "number"]],
+                            ["driverID": text, "state": ["type": "string", "enum": ["available", "busy", "offline", "suspended"]], "lat": ["type": "number"], "lon": ["type": "number"]],
                             required: ["driverID", "state"]),
                     ],
                 ], required: ["drivers"]),
@@ -378,9 +427,9 @@ enum OpenAPIDocument {
                     "id": text, "name": text, "city": text, "kind": ["type": "string", "enum": ["amount", "percent"]],
                     "amountOffCents": cents, "percentOff": ["type": "integer"], "minimumFareCents": cents, "stock": ["type": "integer"],
                     "perUserLimit": ["type": "integer"], "startsAt": time, "endsAt": time, "createdAt": time,
-                    "remaining": ["type": "integer"],
+                    "remaining": ["type": "integer"], "paused": ["type": "boolean"],
                 ],
-                required: ["id", "name", "city", "kind", "minimumFareCents", "stock", "perUserLimit", "startsAt", "endsAt", "createdAt"]),
+                required: ["id", "name", "city", "kind", "minimumFareCents", "stock", "perUserLimit", "startsAt", "endsAt", "createdAt", "paused"]),
             "CampaignList": object(["campaigns": ["type": "array", "items": ref("Campaign")]], required: ["campaigns"]),
             "Claim": object(
                 ["claimID": text, "campaignID": text, "userID": text, "claimedAt": time],

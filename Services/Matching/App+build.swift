@@ -97,6 +97,6 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
 
     let router = kit.makeRouter()
     let api = kit.authenticated(router, tokens: tokens)
-    DriverController(fleet: fleet, store: store, counters: counters, style: style, fixStream: fixStream).register(on: api)
+    DriverController(fleet: fleet, store: store, counters: counters, style: style, fixStream: fixStream, dispatch: dispatch).register(on: api)
     return kit.makeApplication(router: router)
 }

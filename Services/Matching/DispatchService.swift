@@ -79,6 +79,20 @@ struct DispatchService: Service {
         }.run()
     }
 
+    /// A suspended driver's standing offers are taken back: from this file (an order nobody else was
+    /// offered waits for the next window) and from order-grab's race, so the driver cannot grab them.
+    /// Returns the orders withdrawn.
+    func withdrawOffers(from driver: String, context: CallContext) async throws -> [String] {
+        let orders = try await store.withdrawAllOffers(to: driver)
+        guard !orders.isEmpty else { return [] }
+        let headers = try await credentials.headers(for: GrabAPI.service)
+        for order in orders {
+            _ = try await clients.call(
+                GrabAPI.withdraw, .init(driverIDs: [driver]), parameters: ["id": order], headers: headers, context: context)
+        }
+        return orders
+    }
+
     /// An order left dispatch (assigned, cancelled, completed): its claim on a driver is dropped.
     func release(order: String) {
         _ = claims.release(order: OrderID(Self.number(order)))

@@ -10,8 +10,8 @@ import Synchronization
 /// driver's next fix.
 ///
 /// Redis keys (prefix `matching` by default): `<prefix>:geo` (GEO set of last positions), `<prefix>:seen`
-/// (sorted set: the time of each driver's last fix), `<prefix>:online` and `<prefix>:busy` (sets of
-/// account ids).
+/// (sorted set: the time of each driver's last fix), `<prefix>:online`, `<prefix>:busy` and
+/// `<prefix>:suspended` (sets of account ids; a suspended driver is out of dispatch until restored).
 ///
 /// A driver whose app stopped sending (a dead phone, a crashed app) must not be dispatched forever: an
 /// available driver without a fix for `staleAfter` seconds is taken offline, here and in Redis.
@@ -26,6 +26,8 @@ final class DriverFleet: Sendable {
         var accounts: [String] = [""]  // index 0 unused: driver numbers start at 1
         var online: Set<DriverID> = []
         var busy: Set<DriverID> = []
+        /// Taken out of dispatch by an operator.
+        var suspended: Set<DriverID> = []
         /// The order a busy driver is on, when known: only that order's end frees the driver.
         var trips: [DriverID: String] = [:]
         var lastSeen: [DriverID: Double] = [:]
@@ -54,6 +56,7 @@ final class DriverFleet: Sendable {
     var seenKey: String { "\(prefix):seen" }
     var onlineKey: String { "\(prefix):online" }
     var busyKey: String { "\(prefix):busy" }
+    var suspendedKey: String { "\(prefix):suspended" }
     /// Hash: busy driver → the order they are on.
     var tripsKey: String { "\(prefix):busy:trips" }
 
@@ -71,7 +74,7 @@ final class DriverFleet: Sendable {
 
     private func availability(_ id: DriverID) -> DriverAvailability {
         names.withLock { names in
-            names.busy.contains(id) ? .busy : names.online.contains(id) ? .available : .offline
+            names.busy.contains(id) ? .busy : names.online.contains(id) && !names.suspended.contains(id) ? .available : .offline
         }
     }
 
@@ -163,6 +166,24 @@ final class DriverFleet: Sendable {
         }
     }
 
+    func isSuspended(_ account: String) -> Bool {
+        let id = number(of: account)
+        return names.withLock { $0.suspended.contains(id) }
+    }
+
+    /// Takes a driver out of dispatch (or back in): kept in Redis first, so a restart keeps it. A trip
+    /// under way goes on; its end leaves the driver out. False when it was so already.
+    @discardableResult
+    func setSuspended(_ suspended: Bool, _ account: String) async throws -> Bool {
+        let id = number(of: account)
+        _ = try await redis.send(RedisCommand(suspended ? "SADD" : "SREM", suspendedKey, account))
+        let changed = names.withLock { names in
+            suspended ? names.suspended.insert(id).inserted : names.suspended.remove(id) != nil
+        }
+        _ = live.setAvailability(id, availability(id))
+        return changed
+    }
+
     /// Takes offline the available drivers whose last fix is older than `staleAfter`; returns them.
     func sweepStale(now: Double = Date().timeIntervalSince1970) async throws -> [String] {
         let cutoff = now - staleAfter
@@ -252,12 +273,13 @@ final class DriverFleet: Sendable {
     }
 
     private func status(of id: DriverID, account: String) -> MatchingAPI.DriverStatus {
-        let state: String
+        var state: String
         switch live.read({ $0.availability(of: id) }) {
         case .available: state = "available"
         case .busy: state = "busy"
         case .offline, nil: state = "offline"
         }
+        if names.withLock({ $0.suspended.contains(id) }) { state = "suspended" }
         let position = live.read({ $0.position(of: id) }).map { projection.unproject($0) }
         return MatchingAPI.DriverStatus(driverID: account, state: state, lat: position?.latitude, lon: position?.longitude)
     }
@@ -282,6 +304,7 @@ final class DriverFleet: Sendable {
     func restore() async throws -> Int {
         let online = Set((try await redis.send(RedisCommand("SMEMBERS", onlineKey)).array ?? []).compactMap(\.string))
         let busy = Set((try await redis.send(RedisCommand("SMEMBERS", busyKey)).array ?? []).compactMap(\.string))
+        let suspended = (try await redis.send(RedisCommand("SMEMBERS", suspendedKey)).array ?? []).compactMap(\.string)
         let tripsReply = try await redis.send(RedisCommand("HGETALL", tripsKey)).array ?? []
         var trips: [String: String] = [:]
         for pair in stride(from: 0, to: tripsReply.count - 1, by: 2) {
@@ -294,6 +317,7 @@ final class DriverFleet: Sendable {
             if let account = seenReply[pair].string, let at = seenReply[pair + 1].double { seen[account] = at }
         }
         names.withLock { names in
+            for account in suspended { names.suspended.insert(names.number(of: account)) }
             for account in members {
                 let id = names.number(of: account)
                 if online.contains(account) { names.online.insert(id) }

@@ -57,6 +57,24 @@ struct SurgeTable: Sendable {
         return (cell, previous)
     }
 
+    /// Every cell with a factor of its own (within 1…10 and not the default), with its bounds.
+    func map() async throws -> OrderAPI.SurgeMap {
+        let reply = try await redis.send(RedisCommand("HGETALL", key)).array ?? []
+        var cells: [OrderAPI.SurgeCell] = []
+        for pair in stride(from: 0, to: reply.count - 1, by: 2) {
+            guard let cell = reply[pair].string, let factor = reply[pair + 1].double, factor.isFinite, (1...10).contains(factor),
+                factor != defaultFactor
+            else { continue }
+            let parts = cell.split(separator: "_", omittingEmptySubsequences: false)
+            guard parts.count == 2, let row = Int(parts[0]), let column = Int(parts[1]) else { continue }
+            let south = Double(row) * cellDegrees
+            let west = Double(column) * cellDegrees
+            cells.append(OrderAPI.SurgeCell(
+                cell: cell, factor: factor, south: south, west: west, north: south + cellDegrees, east: west + cellDegrees))
+        }
+        return OrderAPI.SurgeMap(cellDegrees: cellDegrees, defaultFactor: defaultFactor, cells: cells.sorted { $0.cell < $1.cell })
+    }
+
     static let swapScript = RedisScript("""
         local previous = redis.call('HGET', KEYS[1], ARGV[1])
         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])

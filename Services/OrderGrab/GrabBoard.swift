@@ -33,6 +33,11 @@ struct GrabBoard: Sendable {
         ])
     }
 
+    /// Takes drivers off an offer: their grabs answer `not-offered` from now on. A grab already won stays won.
+    func withdraw(order: String, drivers: [String]) async throws {
+        _ = try await redis.send(RedisCommand("SREM", [offeredKey(order)] + drivers))
+    }
+
     func grab(order: String, driver: String) async throws -> Outcome {
         let reply = try await redis.run(
             Self.grabScript, keys: [offeredKey(order), winnerKey(order)],

@@ -220,12 +220,19 @@ public enum CommandAPI {
         public var drivers: [MatchingAPI.DriverStatus]?
         /// The platform's figures over the last hour, per minute.
         public var kpis: AnalyticsAPI.KPIs?
-        /// Why a part is missing, by part (`board`, `drivers`, `kpis`).
+        /// The cells with a surge factor of their own (order's).
+        public var surge: OrderAPI.SurgeMap?
+        /// Orders waiting for a driver (matching's), the oldest first.
+        public var waiting: MatchingAPI.WaitingOrders?
+        /// Trips analytics flagged in the last hour, each with its driven path.
+        public var flagged: [FlaggedTrip]?
+        /// Why a part is missing, by part (`board`, `drivers`, `kpis`, `surge`, `waiting`, `flagged`).
         public var unavailable: [String: String]
 
         public init(
             at: Double, board: Board?, alerts: [Alert], audit: [AuditEntry], drivers: [MatchingAPI.DriverStatus]?,
-            kpis: AnalyticsAPI.KPIs?, unavailable: [String: String]
+            kpis: AnalyticsAPI.KPIs?, surge: OrderAPI.SurgeMap? = nil, waiting: MatchingAPI.WaitingOrders? = nil,
+            flagged: [FlaggedTrip]? = nil, unavailable: [String: String]
         ) {
             self.type = "command.snapshot"
             self.at = at
@@ -234,7 +241,27 @@ public enum CommandAPI {
             self.audit = audit
             self.drivers = drivers
             self.kpis = kpis
+            self.surge = surge
+            self.waiting = waiting
+            self.flagged = flagged
             self.unavailable = unavailable
+        }
+    }
+
+    /// A trip analytics flagged, with the line its driver drove (`[lat, lon]` pairs, simplified).
+    public struct FlaggedTrip: Codable, Sendable, Hashable {
+        public var orderID: String
+        public var driverID: String?
+        public var flags: [String]
+        public var completedAt: Double?
+        public var path: [[Double]]
+
+        public init(orderID: String, driverID: String?, flags: [String], completedAt: Double?, path: [[Double]]) {
+            self.orderID = orderID
+            self.driverID = driverID
+            self.flags = flags
+            self.completedAt = completedAt
+            self.path = path
         }
     }
 
@@ -252,6 +279,15 @@ public enum CommandAPI {
         service: service, .post, "/v1/levers/ad-campaigns/{id}/pause", isIdempotent: true)
     public static let resumeAdCampaign = Endpoint<NoContent, AuditEntry>(
         service: service, .post, "/v1/levers/ad-campaigns/{id}/resume", isIdempotent: true)
+    public static let pauseCouponCampaign = Endpoint<NoContent, AuditEntry>(
+        service: service, .post, "/v1/levers/coupon-campaigns/{id}/pause", isIdempotent: true)
+    public static let resumeCouponCampaign = Endpoint<NoContent, AuditEntry>(
+        service: service, .post, "/v1/levers/coupon-campaigns/{id}/resume", isIdempotent: true)
+    /// Takes a driver out of dispatch until restored (matching's suspension).
+    public static let suspendDriver = Endpoint<NoContent, AuditEntry>(
+        service: service, .post, "/v1/levers/drivers/{id}/suspend", isIdempotent: true)
+    public static let restoreDriver = Endpoint<NoContent, AuditEntry>(
+        service: service, .post, "/v1/levers/drivers/{id}/restore", isIdempotent: true)
     public static let setSurge = Endpoint<SurgeLever, AuditEntry>(service: service, .put, "/v1/levers/surge")
     /// A message to the drivers online in an area; send an `Idempotency-Key` to make a retry safe.
     public static let broadcast = Endpoint<Broadcast, AuditEntry>(service: service, .post, "/v1/levers/broadcasts", successStatus: .created)

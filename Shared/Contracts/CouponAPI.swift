@@ -59,8 +59,11 @@ public enum CouponAPI {
         public var createdAt: Double
         /// Coupons not yet claimed, as the flash sale's counter says right now.
         public var remaining: Int?
+        /// Paused by an operator: claims are refused (409 `campaign-paused`) until it is resumed; coupons
+        /// already claimed stay usable.
+        public var paused: Bool
 
-        public init(id: String, name: String, city: String, kind: DiscountKind, amountOffCents: Int? = nil, percentOff: Int? = nil, minimumFareCents: Int, stock: Int, perUserLimit: Int, startsAt: Double, endsAt: Double, createdAt: Double, remaining: Int? = nil) {
+        public init(id: String, name: String, city: String, kind: DiscountKind, amountOffCents: Int? = nil, percentOff: Int? = nil, minimumFareCents: Int, stock: Int, perUserLimit: Int, startsAt: Double, endsAt: Double, createdAt: Double, remaining: Int? = nil, paused: Bool = false) {
             self.id = id
             self.name = name
             self.city = city
@@ -74,6 +77,7 @@ public enum CouponAPI {
             self.endsAt = endsAt
             self.createdAt = createdAt
             self.remaining = remaining
+            self.paused = paused
         }
     }
 
@@ -201,6 +205,9 @@ public enum CouponAPI {
     public static let campaign = Endpoint<NoContent, Campaign>(service: service, .get, "/v1/campaigns/{id}")
     public static let claim = Endpoint<NoContent, Claim>(
         service: service, .post, "/v1/campaigns/{id}/claim", successStatus: .created)
+    /// Pause or resume a campaign's claims (admin); repeating either changes nothing.
+    public static let pause = Endpoint<NoContent, Campaign>(service: service, .post, "/v1/campaigns/{id}/pause", isIdempotent: true)
+    public static let resume = Endpoint<NoContent, Campaign>(service: service, .post, "/v1/campaigns/{id}/resume", isIdempotent: true)
     public static let wallet = Endpoint<NoContent, Wallet>(service: service, .get, "/v1/wallet")
     public static let audit = Endpoint<NoContent, Audit>(service: service, .get, "/v1/campaigns/{id}/audit")
     public static let redeem = Endpoint<RedeemRequest, Redemption>(

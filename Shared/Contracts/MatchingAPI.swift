@@ -47,7 +47,8 @@ public enum MatchingAPI {
 
     public struct DriverStatus: Codable, Sendable, Hashable {
         public var driverID: String
-        /// `available`, `busy` or `offline`.
+        /// `available`, `busy`, `offline` or `suspended` (by an operator: not dispatched until restored;
+        /// a trip already under way goes on).
         public var state: String
         public var lat: Double?
         public var lon: Double?
@@ -97,6 +98,34 @@ public enum MatchingAPI {
         }
     }
 
+    /// An order waiting for a driver (or offered, waiting for a grab), as dispatch holds it.
+    public struct WaitingOrder: Codable, Sendable, Hashable {
+        public var orderID: String
+        public var pickup: GeoPoint
+        public var createdAt: Double
+        /// `waiting` or `offered`.
+        public var state: String
+
+        public init(orderID: String, pickup: GeoPoint, createdAt: Double, state: String) {
+            self.orderID = orderID
+            self.pickup = pickup
+            self.createdAt = createdAt
+            self.state = state
+        }
+    }
+
+    public struct WaitingOrders: Codable, Sendable {
+        /// The oldest first, at most `limit` (500).
+        public var orders: [WaitingOrder]
+        /// How many there are in all.
+        public var total: Int
+
+        public init(orders: [WaitingOrder], total: Int) {
+            self.orders = orders
+            self.total = total
+        }
+    }
+
     public static let locations = Endpoint<Locations, LocationsAccepted>(
         service: service, .post, "/v1/drivers/{id}/locations", isIdempotent: true)
     public static let online = Endpoint<GoOnline, DriverStatus>(service: service, .post, "/v1/drivers/{id}/online", isIdempotent: true)
@@ -105,6 +134,12 @@ public enum MatchingAPI {
     public static let stats = Endpoint<NoContent, DispatchStats>(service: service, .get, "/v1/stats")
     /// Every driver online now (admins and services): the command centre's map.
     public static let drivers = Endpoint<NoContent, DriverList>(service: service, .get, "/v1/drivers")
+    /// Takes a driver out of dispatch (admin): not offered nor assigned anything, offers standing to them
+    /// withdrawn, refused going online, until restored. Repeating it changes nothing.
+    public static let suspend = Endpoint<NoContent, DriverStatus>(service: service, .post, "/v1/drivers/{id}/suspend", isIdempotent: true)
+    public static let restore = Endpoint<NoContent, DriverStatus>(service: service, .post, "/v1/drivers/{id}/restore", isIdempotent: true)
+    /// Orders waiting for dispatch (admin, service); `?limit=` (500, at most 5000).
+    public static let waiting = Endpoint<NoContent, WaitingOrders>(service: service, .get, "/v1/orders/waiting")
 }
 
 /// The order-grab service: drivers racing for an offered order.
@@ -121,6 +156,15 @@ public enum GrabAPI {
             self.orderID = orderID
             self.driverIDs = driverIDs
             self.expiresAt = expiresAt
+        }
+    }
+
+    /// Drivers who may no longer grab an offer (a suspended driver's).
+    public struct Withdrawal: Codable, Sendable, Hashable {
+        public var driverIDs: [String]
+
+        public init(driverIDs: [String]) {
+            self.driverIDs = driverIDs
         }
     }
 
@@ -165,6 +209,9 @@ public enum GrabAPI {
     /// 200 won (also when the same driver asks again); 409 `taken` to every other driver.
     public static let grab = Endpoint<NoContent, Won>(service: service, .post, "/v1/offers/{id}/grab")
     public static let audit = Endpoint<NoContent, Audit>(service: service, .get, "/v1/offers/{id}/audit")
+    /// Takes drivers off an open offer (service role); an offer that has ended is left alone.
+    public static let withdraw = Endpoint<Withdrawal, NoContent>(
+        service: service, .post, "/v1/offers/{id}/withdraw", successStatus: .noContent, isIdempotent: true)
 }
 
 /// What the gateway pushes to a rider's or driver's WebSocket: an order event, in words an app shows.

@@ -309,6 +309,38 @@ public enum OrderAPI {
         }
     }
 
+    /// One cell with a surge factor of its own: a box of `OrderAPI.SurgeMap.cellDegrees` on each side.
+    public struct SurgeCell: Codable, Sendable, Hashable {
+        public var cell: String
+        public var factor: Double
+        public var south: Double
+        public var west: Double
+        public var north: Double
+        public var east: Double
+
+        public init(cell: String, factor: Double, south: Double, west: Double, north: Double, east: Double) {
+            self.cell = cell
+            self.factor = factor
+            self.south = south
+            self.west = west
+            self.north = north
+            self.east = east
+        }
+    }
+
+    /// Every cell whose surge factor differs from the default.
+    public struct SurgeMap: Codable, Sendable {
+        public var cellDegrees: Double
+        public var defaultFactor: Double
+        public var cells: [SurgeCell]
+
+        public init(cellDegrees: Double, defaultFactor: Double, cells: [SurgeCell]) {
+            self.cellDegrees = cellDegrees
+            self.defaultFactor = defaultFactor
+            self.cells = cells
+        }
+    }
+
     public static let quote = Endpoint<QuoteRequest, Quote>(service: service, .post, "/v1/quotes", isIdempotent: true)
     /// Send an Idempotency-Key: a repeat answers the first order instead of creating another.
     public static let create = Endpoint<NewOrder, Order>(service: service, .post, "/v1/orders", successStatus: .created)
@@ -326,6 +358,8 @@ public enum OrderAPI {
     public static let assignBatch = Endpoint<AssignmentBatch, AssignmentResults>(
         service: service, .post, "/v1/assignments", isIdempotent: true)
     public static let setSurge = Endpoint<SurgeSetting, SurgeSetting>(service: service, .put, "/v1/surge")
+    /// The cells with a surge factor of their own (admin, service).
+    public static let surgeMap = Endpoint<NoContent, SurgeMap>(service: service, .get, "/v1/surge")
 }
 
 public enum OrderEvents {

@@ -1,6 +1,7 @@
 @testable import Ad
 @testable import Command
 import Contracts
+@testable import Coupon
 import Foundation
 @testable import Gateway
 import HailKit
@@ -40,6 +41,10 @@ struct CommandLeverTests {
         let order = try await Order.buildApplication(reader: try .testing([
             "discovery.prefix": prefix, "order.surge.key": TestEnvironment.unique("surge"),
         ], service: "order"))
+        let couponPrefix = TestEnvironment.unique("coupon")
+        let coupon = try await Coupon.buildApplication(reader: try .testing([
+            "discovery.prefix": prefix, "coupon.redis.prefix": couponPrefix, "coupon.claims.stream": "\(couponPrefix).claims",
+        ], service: "coupon"))
         let settlement = try await Settlement.buildApplication(reader: try .testing([
             "discovery.prefix": prefix, "settlement.schedule.seconds": "0",
         ], service: "settlement"))
@@ -52,6 +57,7 @@ struct CommandLeverTests {
         let admin = try await TestKeys.userToken("admin-\(UUID().uuidString.prefix(8))", role: .admin)
         let other = try await TestKeys.userToken("admin-\(UUID().uuidString.prefix(8))", role: .admin)
         try await withRunningService(ad) { _ in
+          try await withRunningService(coupon) { _ in
             try await withRunningService(order) { _ in
                 try await withRunningService(settlement) { _ in
                     try await withRunningService(command) { _ in
@@ -63,6 +69,8 @@ struct CommandLeverTests {
                                     try await stack.call(.GET, "/admin/command/audit").status,
                                     try await stack.call(.GET, "/admin/ads/campaigns").status,
                                     try await stack.call(.GET, "/admin/settlements").status,
+                                    try await stack.call(.GET, "/coupons/campaigns").status,
+                                    try await stack.call(.GET, "/admin/surge").status,
                                 ]
                                 if probes.allSatisfy({ $0 == 200 }) { break }
                                 try await Task.sleep(for: .milliseconds(50))
@@ -72,6 +80,48 @@ struct CommandLeverTests {
                     }
                 }
             }
+          }
+        }
+    }
+
+    @Test("pausing a coupon campaign from the command centre refuses its claims until it is resumed; both audited with before and after")
+    func couponCampaignLever() async throws {
+        try await Self.run { stack in
+            let now = Date().timeIntervalSince1970
+            let created = try await stack.call(.POST, "/admin/coupons/campaigns", json: [
+                "name": "Rush hour 3 off", "city": "Berlin", "kind": "amount", "amountOffCents": 300, "minimumFareCents": 0,
+                "stock": 50, "perUserLimit": 1, "startsAt": now - 5, "endsAt": now + 3600,
+            ] as [String: Any])
+            #expect(created.status == 201, "\(created.text)")
+            let id = try #require(created.json["id"] as? String)
+            let riders = [
+                try await TestKeys.userToken("rider-\(UUID().uuidString.prefix(8))", role: .rider),
+                try await TestKeys.userToken("rider-\(UUID().uuidString.prefix(8))", role: .rider),
+            ]
+            #expect(try await stack.call(.POST, "/coupons/campaigns/\(id)/claim", token: riders[0]).status == 201)
+
+            let key = UUID().uuidString
+            let paused = try await stack.call(.POST, "/admin/command/levers/coupon-campaigns/\(id)/pause", key: key)
+            #expect(paused.status == 200, "\(paused.text)")
+            #expect(paused.json["action"] as? String == "coupon-campaign.pause")
+            #expect(paused.json["target"] as? String == "Rush hour 3 off (\(id))")
+            #expect(paused.json["before"] as? [String: String] == ["claims": "open"])
+            #expect(paused.json["after"] as? [String: String] == ["claims": "paused", "remaining": "49"])
+            let refused = try await stack.call(.POST, "/coupons/campaigns/\(id)/claim", token: riders[1])
+            #expect(refused.status == 409 && refused.json["type"] as? String == "urn:hailstorm:problem:campaign-paused", "\(refused.text)")
+            let again = try await stack.call(.POST, "/admin/command/levers/coupon-campaigns/\(id)/pause", key: key)
+            #expect(again.json["id"] as? Int == paused.json["id"] as? Int, "a retry answers the first entry")
+
+            let resumed = try await stack.call(.POST, "/admin/command/levers/coupon-campaigns/\(id)/resume", token: stack.otherAdmin)
+            #expect(resumed.json["before"] as? [String: String] == ["claims": "paused"])
+            #expect(resumed.json["after"] as? [String: String] == ["claims": "open", "remaining": "49"])
+            #expect(try await stack.call(.POST, "/coupons/campaigns/\(id)/claim", token: riders[1]).status == 201)
+
+            let missing = try await stack.call(.POST, "/admin/command/levers/coupon-campaigns/no-such-campaign/pause")
+            #expect(missing.status == 404, "\(missing.text)")
+            #expect(try await stack.call(.POST, "/admin/command/levers/coupon-campaigns/\(id)/pause", token: riders[0]).status == 403)
+            let entries = try await stack.call(.GET, "/admin/command/audit").json["entries"] as? [[String: Any]] ?? []
+            #expect(entries.map { $0["action"] as? String } == ["coupon-campaign.resume", "coupon-campaign.pause"])
         }
     }
 
@@ -183,6 +233,15 @@ struct CommandLeverTests {
             let second = try await stack.call(.PUT, "/admin/command/levers/surge", json: ["at": point, "factor": 2.5] as [String: Any])
             #expect(second.json["before"] as? [String: String] == ["factor": "1.80"], "what the first lever left")
             #expect(second.json["target"] as? String == first.json["target"] as? String, "the same cell")
+            // The map's surge layer: order lists the cell with its factor and bounds around the point.
+            let cells = try await stack.call(.GET, "/admin/surge").json["cells"] as? [[String: Any]] ?? []
+            let cell = cells.first { $0["cell"] as? String == second.json["target"] as? String }
+            #expect(cell?["factor"] as? Double == 2.5, "\(cells)")
+            if let cell, let south = cell["south"] as? Double, let north = cell["north"] as? Double,
+                let west = cell["west"] as? Double, let east = cell["east"] as? Double
+            {
+                #expect(south <= 52.52 && 52.52 < north && west <= 13.405 && 13.405 < east, "\(cell)")
+            }
             let bad = try await stack.call(.PUT, "/admin/command/levers/surge", json: ["at": point, "factor": 40] as [String: Any])
             #expect(bad.status == 400)
             #expect(bad.json["field"] as? String == "factor", "\(bad.text)")

@@ -342,6 +342,65 @@ struct RideFlowTests {
         #expect(all.allSatisfy { $0["state"] as? String != "created" })
     }
 
+    @Test("an operator suspends a driver: their standing offer can no longer be grabbed, new orders go to others, going online is refused; restored, they are dispatched again")
+    func suspendedDriver() async throws {
+        let platform = try Platform(matching: [
+            "matching-dispatch-mode": "offer", "matching-offer-drivers": "2", "matching-offer-seconds": "120",
+            "matching-window-ms": "200",
+        ])
+        defer { platform.stopAll() }
+        try await platform.start()
+        var drivers: [(id: String, token: String, pushes: PushInbox)] = []
+        for (index, spot) in [1, 9].enumerated() {
+            let driver = try await platform.account("driver", name: "Driver \(index)")
+            let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(spot))
+            try #require(online.status == 200, "\(online.text)")
+            drivers.append((driver.id, driver.token, try await PushInbox.connect(platform, token: driver.token)))
+        }
+        defer { for driver in drivers { driver.pushes.close() } }
+        let (a, b) = (drivers[0], drivers[1])
+        let admin = try await platform.admin()
+        func order() async throws -> String {
+            let rider = try await platform.account("rider")
+            let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+            return try #require(created.json["id"] as? String, "\(created.text)")
+        }
+        func offered(_ order: String, to driver: (id: String, token: String, pushes: PushInbox)) async throws {
+            _ = try await driver.pushes.waitFor(timeout: .seconds(20)) {
+                $0["type"] as? String == "order.offered" && $0["orderID"] as? String == order
+            }
+        }
+
+        let first = try await order()
+        try await offered(first, to: a)
+        try await offered(first, to: b)
+        let suspended = try await platform.send(.POST, "/admin/dispatch/drivers/\(a.id)/suspend", token: admin.token)
+        #expect(suspended.status == 200, "\(suspended.text)")
+        #expect(suspended.json["state"] as? String == "suspended")
+        #expect(try await platform.send(.POST, "/admin/dispatch/drivers/\(a.id)/suspend", token: admin.token).json["state"] as? String == "suspended",
+            "suspending again changes nothing")
+        // The offer A held is withdrawn in order-grab too: A cannot grab it, B still can.
+        let grabbed = try await platform.send(.POST, "/driver/offers/\(first)/grab", token: a.token)
+        #expect(grabbed.status == 403, "\(grabbed.text)")
+        let online = try await platform.send(.POST, "/driver/online", token: a.token, body: near(1))
+        #expect(online.status == 409 && online.json["type"] as? String == "urn:hailstorm:problem:driver-suspended", "\(online.text)")
+        #expect(try await platform.send(.GET, "/driver/status", token: a.token).json["state"] as? String == "suspended")
+        // A new order, nearest to A, is offered to B alone.
+        let second = try await order()
+        try await offered(second, to: b)
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(!a.pushes.messages.contains { $0["orderID"] as? String == second && $0["type"] as? String == "order.offered" })
+        #expect(try await platform.send(.POST, "/driver/offers/\(second)/grab", token: a.token).status == 403)
+
+        let restored = try await platform.send(.POST, "/admin/dispatch/drivers/\(a.id)/restore", token: admin.token)
+        #expect(restored.json["state"] as? String == "available", "\(restored.text)")
+        let third = try await order()
+        try await offered(third, to: a)
+        #expect(try await platform.send(.POST, "/driver/offers/\(third)/grab", token: a.token).status == 200)
+        // Refused: a driver suspending anyone, themselves included.
+        #expect(try await platform.send(.POST, "/admin/dispatch/drivers/\(b.id)/suspend", token: a.token).status == 403)
+    }
+
     @Test("a driver whose app stops sending fixes is taken offline and not dispatched")
     func staleDriver() async throws {
         let platform = try Platform(matching: ["matching-driver-stale-seconds": "2"])

@@ -383,11 +383,62 @@ struct LocalRunTests {
         #expect(paused?["action"] as? String == "ad-campaign.pause")
         #expect(paused?["before"] as? [String: String] == ["state": "active"])
         #expect(paused?["after"] as? [String: String] == ["state": "paused"])
-        await browser.quit()
-        print("command centre screenshots: \(shots)")
+
+        // The trace sale paused from the page: the same rider's next claim is refused as paused.
+        let saleRow = "#coupon-campaigns tr[data-coupon-campaign='\(saleID)']"
+        try await browser.wait("the sale on the page", timeout: .seconds(20), "return !!document.querySelector(arguments[0])", [saleRow + "[data-paused=false]"])
+        try await browser.click(saleRow + " button.pause")
+        try await browser.wait("the sale paused", timeout: .seconds(10), "return !!document.querySelector(arguments[0])", [saleRow + "[data-paused=true]"])
+        let pausedClaim = try await testRequest(.POST, base + "/coupons/campaigns/\(saleID)/claim", headers: ["Authorization": "Bearer \(rider)"])
+        #expect(pausedClaim.status == 409 && pausedClaim.json["type"] as? String == "urn:hailstorm:problem:campaign-paused", "\(pausedClaim.text)")
+
+        // A driver suspended from the page: matching says so, the map greys their marker; restored, available again.
+        let pageDrivers = try await testRequest(.GET, base + "/admin/dispatch/drivers", headers: asAdmin).json["drivers"] as? [[String: Any]] ?? []
+        let suspendee = try #require(pageDrivers.first { $0["state"] as? String == "available" }?["driverID"] as? String)
+        try await browser.type(suspendee, into: "#driver-id")
+        try await browser.click("#driver-suspend")
+        try await browser.wait("the driver greyed on the map", timeout: .seconds(10), "return document.querySelectorAll('#map path.driver-suspended').length === 1")
+        #expect(try await testRequest(.GET, base + "/admin/dispatch/drivers/\(suspendee)", headers: asAdmin).json["state"] as? String == "suspended")
+        let suspension = (try await testRequest(.GET, base + "/admin/command/audit", headers: asAdmin).json["entries"] as? [[String: Any]] ?? []).first
+        #expect(suspension?["action"] as? String == "driver.suspend" && suspension?["target"] as? String == suspendee)
+        #expect(suspension?["before"] as? [String: String] == ["state": "available"])
+        #expect(suspension?["after"] as? [String: String] == ["state": "suspended"])
+        // The surge lever from the page: its cell drawn on the map, as many boxes as order lists.
+        try await browser.type("52.515", into: "#surge-lat")
+        try await browser.type("13.395", into: "#surge-lon")
+        _ = try await browser.run("document.querySelector('#surge-factor').value = '2.2'")
+        try await browser.click("#surge-form button[type=submit]")
+        let surgeCells = try await testRequest(.GET, base + "/admin/surge", headers: asAdmin)
+        let surgeCount = (surgeCells.json["cells"] as? [Any])?.count ?? -1
+        #expect(surgeCount >= 1, "\(surgeCells.text)")
+        try await browser.wait(
+            "a box for each surge cell", timeout: .seconds(10),
+            "return document.querySelectorAll('#map path.surge-cell').length === arguments[0] && document.body.dataset.surgeCells === String(arguments[0])", [surgeCount])
+        try await browser.screenshot(to: shots + "/6-levers.png")
+        try await browser.click("#driver-restore")
+        try await browser.wait("the driver back on the map", timeout: .seconds(10), "return document.querySelectorAll('#map path.driver-suspended').length === 0")
+        #expect(try await testRequest(.GET, base + "/admin/dispatch/drivers/\(suspendee)", headers: asAdmin).json["state"] as? String == "available")
+        // Waiting orders and flagged trips: the page counts what matching and analytics list. With the page's
+        // drivers gone offline, a ride waits, and is drawn at its pickup.
         for driverToken in drivers {
             #expect(try await testRequest(.POST, base + "/driver/offline", headers: ["Authorization": "Bearer \(driverToken)"]).status == 200)
         }
+        let far = try await testRequest(.POST, base + "/rides", json: [
+            "pickup": ["lat": 52.62, "lon": 13.22], "dropoff": ["lat": 52.60, "lon": 13.25],
+        ] as [String: Any], headers: ["Authorization": "Bearer \(rider)", "Idempotency-Key": UUID().uuidString])
+        let farRide = try #require(far.json["id"] as? String, "\(far.text)")
+        try await browser.wait(
+            "the waiting ride on the map", timeout: .seconds(15), "return Number(document.body.dataset.waiting || 0) >= 1")
+        let waitingTotal = try await testRequest(.GET, base + "/admin/dispatch/waiting", headers: asAdmin).json["total"] as? Int ?? -1
+        #expect(waitingTotal >= 1)
+        let flaggedTotal = min(20, (try await testRequest(.GET, base + "/admin/analytics/anomalies", headers: asAdmin).json["trips"] as? [Any])?.count ?? -1)
+        try await browser.wait(
+            "the waiting orders and flagged trips counted", timeout: .seconds(10),
+            "return document.body.dataset.waiting === String(arguments[0]) && document.body.dataset.flagged === String(arguments[1]) && document.querySelectorAll('#map path.waiting-order').length === arguments[0]",
+            [waitingTotal, flaggedTotal])
+        #expect(try await testRequest(.POST, base + "/rides/\(farRide)/cancel", json: ["reason": "test over"], headers: ["Authorization": "Bearer \(rider)"]).status == 200)
+        await browser.quit()
+        print("command centre screenshots: \(shots)")
 
         // Every process SIGKILLed once, one after another, under a small mixed load: everything comes back
         // and the audits still pass (nothing lost, nothing doubled).

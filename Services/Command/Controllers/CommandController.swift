@@ -81,6 +81,18 @@ struct CommandController: Sendable {
         router.on(CommandAPI.resumeAdCampaign) { _, request, context in
             try await adLever(AdAPI.resume, action: "ad-campaign.resume", request: request, context: context)
         }
+        router.on(CommandAPI.pauseCouponCampaign) { _, request, context in
+            try await couponLever(CouponAPI.pause, action: "coupon-campaign.pause", request: request, context: context)
+        }
+        router.on(CommandAPI.resumeCouponCampaign) { _, request, context in
+            try await couponLever(CouponAPI.resume, action: "coupon-campaign.resume", request: request, context: context)
+        }
+        router.on(CommandAPI.suspendDriver) { _, request, context in
+            try await driverLever(MatchingAPI.suspend, action: "driver.suspend", request: request, context: context)
+        }
+        router.on(CommandAPI.restoreDriver) { _, request, context in
+            try await driverLever(MatchingAPI.restore, action: "driver.restore", request: request, context: context)
+        }
         router.on(CommandAPI.setSurge) { body, request, context in
             let (operator_, headers, key) = try operatorCall(request, context)
             if let key, let done = try await store.entry(idempotencyKey: key) { return done }
@@ -145,14 +157,52 @@ struct CommandController: Sendable {
     ) async throws -> CommandAPI.AuditEntry {
         let (operator_, headers, key) = try operatorCall(request, context)
         if let key, let done = try await store.entry(idempotencyKey: key) { return done }
-        guard let id = context.parameters.get("id"), (1...128).contains(id.count) else {
-            throw Problem.invalidField("id", "must be an ad campaign id (1 to 128 characters)")
-        }
+        let id = try Self.target(context, "an ad campaign id")
         let before = try await clients.call(AdAPI.campaign, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
         let after = try await clients.call(endpoint, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
         return try await store.record(
             actor: operator_.userID, action: action, target: id, before: ["state": before.state.rawValue],
             after: ["state": after.state.rawValue], requestID: context.requestID, idempotencyKey: key)
+    }
+
+    /// Pauses or resumes a coupon campaign's claims in the coupon service.
+    private func couponLever(
+        _ endpoint: Endpoint<NoContent, CouponAPI.Campaign>, action: String, request: Request, context: HailRequestContext
+    ) async throws -> CommandAPI.AuditEntry {
+        let (operator_, headers, key) = try operatorCall(request, context)
+        if let key, let done = try await store.entry(idempotencyKey: key) { return done }
+        let id = try Self.target(context, "a coupon campaign id")
+        let before = try await clients.call(CouponAPI.campaign, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
+        let after = try await clients.call(endpoint, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
+        let state = { (campaign: CouponAPI.Campaign) in campaign.paused ? "paused" : "open" }
+        return try await store.record(
+            actor: operator_.userID, action: action, target: "\(after.name) (\(id))", before: ["claims": state(before)],
+            after: ["claims": state(after), "remaining": after.remaining.map(String.init) ?? "unknown"],
+            requestID: context.requestID, idempotencyKey: key)
+    }
+
+    /// Suspends a driver from dispatch, or restores them, in matching.
+    private func driverLever(
+        _ endpoint: Endpoint<NoContent, MatchingAPI.DriverStatus>, action: String, request: Request, context: HailRequestContext
+    ) async throws -> CommandAPI.AuditEntry {
+        let (operator_, headers, key) = try operatorCall(request, context)
+        if let key, let done = try await store.entry(idempotencyKey: key) { return done }
+        let id = try Self.target(context, "a driver id", maximum: 100)
+        let before = try await clients.call(MatchingAPI.driver, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
+        let after = try await clients.call(endpoint, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
+        return try await store.record(
+            actor: operator_.userID, action: action, target: id, before: ["state": before.state], after: ["state": after.state],
+            requestID: context.requestID, idempotencyKey: key)
+    }
+
+    /// The path's `id`, checked before it is sent on.
+    static func target(_ context: HailRequestContext, _ what: String, maximum: Int = 128) throws -> String {
+        guard let id = context.parameters.get("id"), (1...maximum).contains(id.count),
+            !id.unicodeScalars.contains(where: { CharacterSet.controlCharacters.contains($0) })
+        else {
+            throw Problem.invalidField("id", "must be \(what) (1 to \(maximum) characters)")
+        }
+        return id
     }
 
     /// The operator (an admin), the header that makes a call as them (their own token), and the request's

@@ -12,6 +12,9 @@ let campaignTimer = null;
 let map = null;
 let driversLayer = null;
 let hexLayer = null;
+let surgeLayer = null;
+let waitingLayer = null;
+let flaggedLayer = null;
 let hexTimer = null;
 let framed = false;
 const charts = {};
@@ -137,7 +140,8 @@ function start() {
   connect();
   leaseTimer = setInterval(renewLease, 10000);
   loadCampaigns();
-  campaignTimer = setInterval(loadCampaigns, 10000);
+  loadCouponCampaigns();
+  campaignTimer = setInterval(() => { loadCampaigns(); loadCouponCampaigns(); }, 10000);
   loadHexes();
   hexTimer = setInterval(loadHexes, 15000);
 }
@@ -147,6 +151,9 @@ function start() {
 function render(snapshot) {
   renderKPIs(snapshot.kpis);
   renderDrivers(snapshot.drivers);
+  renderSurge(snapshot.surge);
+  renderWaiting(snapshot.waiting);
+  renderFlagged(snapshot.flagged);
   renderBoard(snapshot.board, snapshot.unavailable.board);
   renderAlerts(snapshot.alerts);
   renderAudit(snapshot.audit);
@@ -206,6 +213,9 @@ function setupMap() {
   // No tiles (nothing is fetched from outside): the drivers on a blank plane, in their real coordinates.
   map = L.map("map", { attributionControl: false, zoomSnap: 0.25 }).setView([52.52, 13.405], 12);
   hexLayer = L.layerGroup().addTo(map);
+  surgeLayer = L.layerGroup().addTo(map);
+  flaggedLayer = L.layerGroup().addTo(map);
+  waitingLayer = L.layerGroup().addTo(map);
   driversLayer = L.layerGroup().addTo(map);
 }
 
@@ -245,7 +255,7 @@ function renderDrivers(drivers) {
   for (const driver of placed) {
     L.circleMarker([driver.lat, driver.lon], {
       radius: 6, weight: 1, color: "#0b1016", fillOpacity: 0.9,
-      fillColor: driver.state === "busy" ? "#d29922" : "#3fb950",
+      fillColor: driver.state === "busy" ? "#d29922" : driver.state === "suspended" ? "#8b98a5" : "#3fb950",
       className: "driver-marker driver-" + driver.state,
     }).bindTooltip(driver.driverID + " · " + driver.state).addTo(driversLayer);
   }
@@ -253,6 +263,51 @@ function renderDrivers(drivers) {
     map.fitBounds(L.latLngBounds(placed.map((d) => [d.lat, d.lon])).pad(0.3), { maxZoom: 15 });
     framed = true;
   }
+}
+
+function mapCount(name, count) {
+  document.body.dataset[name] = String(count);
+  const counts = ["waiting", "surgeCells", "flagged"].map((key) => document.body.dataset[key]);
+  $("#map-counts").textContent = (counts[0] || 0) + " waiting · " + (counts[1] || 0) + " surge cells · " + (counts[2] || 0) + " flagged trips";
+}
+
+// Cells with a surge factor of their own (order's), as boxes labelled with the factor.
+function renderSurge(surge) {
+  if (!surge || !surgeLayer) return;
+  surgeLayer.clearLayers();
+  for (const cell of surge.cells) {
+    L.rectangle([[cell.south, cell.west], [cell.north, cell.east]], {
+      className: "surge-cell", color: "#f85149", weight: 1, fillColor: "#f85149", fillOpacity: Math.min(0.6, 0.1 * cell.factor),
+    }).bindTooltip("surge ×" + cell.factor.toFixed(2) + " · cell " + cell.cell).addTo(surgeLayer);
+  }
+  mapCount("surgeCells", surge.cells.length);
+}
+
+// Orders waiting for a driver (matching's), at their pickups.
+function renderWaiting(waiting) {
+  if (!waiting || !waitingLayer) return;
+  waitingLayer.clearLayers();
+  const now = Date.now() / 1000;
+  for (const order of waiting.orders) {
+    L.circleMarker([order.pickup.lat, order.pickup.lon], {
+      radius: 4, weight: 2, color: "#f0f6fc", fillColor: order.state === "offered" ? "#a371f7" : "#f0f6fc", fillOpacity: 0.9,
+      className: "waiting-order",
+    }).bindTooltip("order " + order.orderID + " · " + order.state + " · waiting " + Math.round(now - order.createdAt) + " s").addTo(waitingLayer);
+  }
+  mapCount("waiting", waiting.total);
+}
+
+// Trips analytics flagged in the last hour, along the line their driver drove.
+function renderFlagged(trips) {
+  if (!trips || !flaggedLayer) return;
+  flaggedLayer.clearLayers();
+  for (const trip of trips) {
+    if (trip.path.length < 2) continue;
+    L.polyline(trip.path, { className: "flagged-trip", color: "#db61a2", weight: 3, dashArray: "6 4", opacity: 0.9 })
+      .bindTooltip("trip " + trip.orderID + " · " + trip.flags.join(", ") + (trip.driverID ? " · driver " + trip.driverID : ""))
+      .addTo(flaggedLayer);
+  }
+  mapCount("flagged", trips.length);
 }
 
 function renderBoard(board, problem) {
@@ -307,6 +362,7 @@ async function lever(method, path, body) {
     const entry = await call(method, path, body, crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
     $("#lever-result").textContent = entry.action ? "Done: " + entry.action + " on " + entry.target : "Done.";
     loadCampaigns();
+    loadCouponCampaigns();
   } catch (error) {
     $("#lever-result").textContent = "Refused: " + error.message;
   }
@@ -325,7 +381,29 @@ async function loadCampaigns() {
   }
 }
 
+async function loadCouponCampaigns() {
+  try {
+    const list = await call("GET", "/coupons/campaigns");
+    $("#coupon-campaigns tbody").replaceChildren(...list.campaigns.map((c) => el("tr", { "data-coupon-campaign": c.id, "data-paused": String(c.paused) },
+      el("td", {}, c.name, el("br"), el("small", {}, c.city)), el("td", {}, c.remaining == null ? "–" : c.remaining + " of " + c.stock),
+      el("td", { class: "state" }, c.paused ? "paused" : "open"),
+      el("td", {}, el("button", { class: c.paused ? "resume" : "pause",
+        onclick: () => lever("POST", "/admin/command/levers/coupon-campaigns/" + encodeURIComponent(c.id) + (c.paused ? "/resume" : "/pause")) },
+        c.paused ? "Resume" : "Pause")))));
+  } catch (error) {
+    // The table keeps what it showed; the next refresh tries again.
+  }
+}
+
+function driverLever(action) {
+  const id = $("#driver-id").value.trim();
+  if (!id) { $("#lever-result").textContent = "Refused: give a driver id"; return; }
+  lever("POST", "/admin/command/levers/drivers/" + encodeURIComponent(id) + "/" + action);
+}
+
 $("#signin-form").addEventListener("submit", signIn);
+$("#driver-form").addEventListener("submit", (event) => { event.preventDefault(); driverLever("suspend"); });
+$("#driver-restore").addEventListener("click", () => driverLever("restore"));
 $("#signout").addEventListener("click", () => signOut());
 $("#surge-form").addEventListener("submit", (event) => {
   event.preventDefault();

@@ -73,9 +73,17 @@ struct CouponController: Sendable {
                     "not-started", "The sale opens at \(Date(timeIntervalSince1970: startsAt).ISO8601Format())")
             case .ended:
                 throw Problem.conflict("ended", "The sale has ended")
+            case .paused:
+                throw Problem.conflict("campaign-paused", "The sale is paused; try again later")
             case .unknownCampaign:
                 throw Problem.notFound("No campaign \(id)")
             }
+        }
+        router.on(CouponAPI.pause) { _, _, context in
+            try await setPaused(true, context)
+        }
+        router.on(CouponAPI.resume) { _, _, context in
+            try await setPaused(false, context)
         }
         router.on(CouponAPI.wallet) { _, _, context in
             let rider = try context.requireRole(.rider)
@@ -114,6 +122,29 @@ struct CouponController: Sendable {
             guard let coupon = try await store.coupon(claim: claim) else { throw Problem.notFound("No coupon \(claim)") }
             return coupon
         }
+    }
+
+    /// Pauses or resumes claims: SQLite first (what a restored sale is rebuilt from), then the sale's meta
+    /// in Redis, which the claim script reads. Repeating either changes nothing.
+    private func setPaused(_ paused: Bool, _ context: HailRequestContext) async throws -> CouponAPI.Campaign {
+        _ = try context.requireRole(.admin)
+        let id = try context.parameters.require("id")
+        guard id.count <= 128 else { throw Problem.invalidField("id", "is not a campaign id") }
+        guard let result = try await store.setPaused(paused, campaign: id) else { throw Problem.notFound("No campaign \(id)") }
+        var stored = result.campaign
+        // A pause and a resume racing may reach Redis in the other order than SQLite: what Redis got is
+        // checked against SQLite, the record, until they agree.
+        for _ in 0..<5 {
+            _ = try await sale.setPaused(stored)
+            guard let now = try await store.campaign(id: id), now.paused != stored.paused else { break }
+            stored = now
+        }
+        if result.changed {
+            context.logger.notice(paused ? "campaign paused" : "campaign resumed", metadata: ["campaign": "\(id)"])
+        }
+        var campaign = stored
+        campaign.remaining = try await sale.remaining(campaign.id)
+        return campaign
     }
 
     private func campaign(_ context: HailRequestContext) async throws -> CouponAPI.Campaign {

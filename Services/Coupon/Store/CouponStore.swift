@@ -50,6 +50,9 @@ struct CouponStore: Sendable {
         migrations.add("v3-claim-idempotency-key") { db in
             try db.execute(sql: "ALTER TABLE claims ADD COLUMN idempotency_key TEXT")
         }
+        migrations.add("v4-campaign-paused") { db in
+            try db.execute(sql: "ALTER TABLE campaigns ADD COLUMN paused INTEGER NOT NULL DEFAULT 0")
+        }
         return migrations
     }
 
@@ -92,6 +95,16 @@ struct CouponStore: Sendable {
     func campaign(id: String) async throws -> CouponAPI.Campaign? {
         try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM campaigns WHERE id = ?", arguments: [id]).map(Self.campaign)
+        }
+    }
+
+    /// Pauses or resumes a campaign; answers it as it is now, and whether this changed it (nil: no such
+    /// campaign).
+    func setPaused(_ paused: Bool, campaign id: String) async throws -> (campaign: CouponAPI.Campaign, changed: Bool)? {
+        try await db.write { db in
+            try db.execute(sql: "UPDATE campaigns SET paused = ? WHERE id = ? AND paused <> ?", arguments: [paused, id, paused])
+            let changed = db.changesCount > 0
+            return try Row.fetchOne(db, sql: "SELECT * FROM campaigns WHERE id = ?", arguments: [id]).map { (Self.campaign($0), changed) }
         }
     }
 
@@ -253,6 +266,7 @@ struct CouponStore: Sendable {
             kind: CouponAPI.DiscountKind(rawValue: row["kind"]) ?? .amount,
             amountOffCents: row["amount_off_cents"], percentOff: row["percent_off"],
             minimumFareCents: row["minimum_fare_cents"], stock: row["stock"], perUserLimit: row["per_user_limit"],
-            startsAt: row["starts_at"], endsAt: row["ends_at"], createdAt: row["created_at"], remaining: nil)
+            startsAt: row["starts_at"], endsAt: row["ends_at"], createdAt: row["created_at"], remaining: nil,
+            paused: (row["paused"] as Int?) == 1)
     }
 }

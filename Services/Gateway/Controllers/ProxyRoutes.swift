@@ -81,6 +81,8 @@ struct ProxyRoute: Sendable {
         relay(.get, "coupons/wallet", to: CouponAPI.wallet, roles: [.rider]),
         relay(.post, "admin/coupons/campaigns", to: CouponAPI.createCampaign, roles: [.admin]),
         relay(.get, "admin/coupons/campaigns/{id}/audit", to: CouponAPI.audit, roles: [.admin]),
+        relay(.post, "admin/coupons/campaigns/{id}/pause", to: CouponAPI.pause, roles: [.admin]),
+        relay(.post, "admin/coupons/campaigns/{id}/resume", to: CouponAPI.resume, roles: [.admin]),
         // Riders' rides.
         relay(.post, "rides/quote", to: OrderAPI.quote, roles: [.rider]),
         relay(.post, "rides", to: OrderAPI.create, roles: [.rider]),
@@ -98,8 +100,13 @@ struct ProxyRoute: Sendable {
         relay(.post, "driver/rides/{id}/complete", to: OrderAPI.complete, roles: [.driver]),
         // Operators' dispatch.
         relay(.put, "admin/surge", to: OrderAPI.setSurge, roles: [.admin]),
+        relay(.get, "admin/surge", to: OrderAPI.surgeMap, roles: [.admin]),
         relay(.get, "admin/dispatch/stats", to: MatchingAPI.stats, roles: [.admin]),
         relay(.get, "admin/dispatch/drivers", to: MatchingAPI.drivers, roles: [.admin]),
+        relay(.get, "admin/dispatch/drivers/{id}", to: MatchingAPI.driver, roles: [.admin]),
+        relay(.post, "admin/dispatch/drivers/{id}/suspend", to: MatchingAPI.suspend, roles: [.admin]),
+        relay(.post, "admin/dispatch/drivers/{id}/restore", to: MatchingAPI.restore, roles: [.admin]),
+        relay(.get, "admin/dispatch/waiting", to: MatchingAPI.waiting, roles: [.admin], query: ["limit"]),
         relay(.get, "admin/grabs/{id}", to: GrabAPI.audit, roles: [.admin]),
         // Money.
         relay(.post, "payments", to: PaymentAPI.pay, roles: [.rider]),
@@ -137,6 +144,10 @@ struct ProxyRoute: Sendable {
         relay(.post, "admin/command/levers/ad-campaigns/{id}/pause", to: CommandAPI.pauseAdCampaign, roles: [.admin]),
         relay(.post, "admin/command/levers/ad-campaigns/{id}/resume", to: CommandAPI.resumeAdCampaign, roles: [.admin]),
         relay(.put, "admin/command/levers/surge", to: CommandAPI.setSurge, roles: [.admin]),
+        relay(.post, "admin/command/levers/coupon-campaigns/{id}/pause", to: CommandAPI.pauseCouponCampaign, roles: [.admin]),
+        relay(.post, "admin/command/levers/coupon-campaigns/{id}/resume", to: CommandAPI.resumeCouponCampaign, roles: [.admin]),
+        relay(.post, "admin/command/levers/drivers/{id}/suspend", to: CommandAPI.suspendDriver, roles: [.admin]),
+        relay(.post, "admin/command/levers/drivers/{id}/restore", to: CommandAPI.restoreDriver, roles: [.admin]),
         relay(.post, "admin/command/levers/settlement-batches", to: CommandAPI.runSettlement, roles: [.admin]),
         relay(.post, "admin/command/levers/broadcasts", to: CommandAPI.broadcast, roles: [.admin]),
     ]

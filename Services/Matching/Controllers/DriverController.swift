@@ -11,6 +11,7 @@ struct DriverController: Sendable {
     let counters: DispatchCounters
     let style: DispatchStyle
     let fixStream: FixStream?
+    let dispatch: DispatchService
 
     func register(on router: some RouterMethods<HailRequestContext>) {
         router.on(MatchingAPI.locations) { body, _, context in
@@ -51,6 +52,9 @@ struct DriverController: Sendable {
             } else if !fleet.hasPosition(driver) {
                 throw Problem.conflict("no-position", "Send your location (lat and lon) to go online", field: "lat")
             }
+            if fleet.isSuspended(driver) {
+                throw Problem.conflict("driver-suspended", "An operator suspended this account from dispatch; contact support")
+            }
             try await fleet.goOnline(driver)
             if let lat = body.lat, let lon = body.lon {
                 fixStream?.add(LocationEvents.Fix(driverID: driver, lat: lat, lon: lon, at: Date().timeIntervalSince1970, state: "available"))
@@ -70,6 +74,35 @@ struct DriverController: Sendable {
         router.on(MatchingAPI.drivers) { _, _, context in
             _ = try context.requireRole(.admin, .service)
             return MatchingAPI.DriverList(drivers: fleet.onlineDrivers())
+        }
+        router.on(MatchingAPI.suspend) { _, _, context in
+            _ = try context.requireRole(.admin)
+            let driver = try driver(context)
+            let changed = try await fleet.setSuspended(true, driver)
+            // Withdrawn also when already suspended: a retry after a failed withdrawal finishes it.
+            let withdrawn = try await dispatch.withdrawOffers(from: driver, context: context.callContext)
+            if changed || !withdrawn.isEmpty {
+                context.logger.notice("driver suspended", metadata: ["driver": "\(driver)", "offersWithdrawn": "\(withdrawn.count)"])
+            }
+            return fleet.status(driver)
+        }
+        router.on(MatchingAPI.restore) { _, _, context in
+            _ = try context.requireRole(.admin)
+            let driver = try driver(context)
+            if try await fleet.setSuspended(false, driver) {
+                context.logger.notice("driver restored", metadata: ["driver": "\(driver)"])
+            }
+            return fleet.status(driver)
+        }
+        router.on(MatchingAPI.waiting) { _, request, context in
+            _ = try context.requireRole(.admin, .service)
+            let limit = try request.uri.queryParameters.get("limit").map { text -> Int in
+                guard let value = Int(text), (1...5000).contains(value) else {
+                    throw Problem.invalidField("limit", "must be a whole number from 1 to 5000")
+                }
+                return value
+            } ?? 500
+            return try await store.waitingOrders(limit: limit)
         }
         router.on(MatchingAPI.stats) { _, _, context in
             _ = try context.requireRole(.admin, .service)

@@ -173,6 +173,31 @@ struct DispatchStore: Sendable {
         }
     }
 
+    /// Every offer standing to `driver`, withdrawn (as `withdrawOffers(to:in:)` does); returns their orders.
+    func withdrawAllOffers(to driver: String) async throws -> [String] {
+        try await db.write { db in
+            let orders = try String.fetchAll(
+                db.cachedStatement(sql: "SELECT order_id FROM offers WHERE driver_id = ?"), arguments: [driver])
+            _ = try withdrawOffers(to: driver, in: db)
+            return orders
+        }
+    }
+
+    /// Orders waiting for dispatch, the oldest first, and how many in all.
+    func waitingOrders(limit: Int) async throws -> MatchingAPI.WaitingOrders {
+        try await db.read { db in
+            let orders = try Row.fetchAll(
+                db, sql: "SELECT order_id, pickup_lat, pickup_lon, created_at, state FROM pending_orders ORDER BY created_at LIMIT ?",
+                arguments: [limit]
+            ).map {
+                MatchingAPI.WaitingOrder(
+                    orderID: $0["order_id"], pickup: GeoPoint(lat: $0["pickup_lat"], lon: $0["pickup_lon"]), createdAt: $0["created_at"],
+                    state: $0["state"])
+            }
+            return MatchingAPI.WaitingOrders(orders: orders, total: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pending_orders") ?? 0)
+        }
+    }
+
     /// `driver` took a trip: the offers standing to them are withdrawn, and an offered order none of
     /// whose drivers is left goes back to waiting, for the next window to offer it to whoever is free
     /// (rather than lapsing after the offer's time with nobody able to grab it). Returns those orders.

@@ -140,6 +140,10 @@ struct OrderController: Sendable {
             context.logger.info("surge set", metadata: ["cell": "\(cell)", "factor": "\(body.factor)", "previous": "\(previous)"])
             return OrderAPI.SurgeSetting(at: body.at, factor: body.factor, cell: cell, previous: previous)
         }
+        router.on(OrderAPI.surgeMap) { _, _, context in
+            _ = try context.requireRole(.admin, .service)
+            return try await surge.map()
+        }
     }
 
     /// Riders see their orders, drivers the orders they drive or were offered, admins and services all.

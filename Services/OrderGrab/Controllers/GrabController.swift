@@ -42,6 +42,16 @@ struct GrabController: Sendable {
             case .orderClosed: throw Problem.conflict("order-closed", "The order was cancelled or expired")
             }
         }
+        router.on(GrabAPI.withdraw) { body, _, context in
+            _ = try context.requireRole(.service, .admin)
+            let order = try context.parameters.require("id")
+            guard order.count <= 100 else { throw Problem.invalidField("id", "is not an order id") }
+            guard (1...100).contains(body.driverIDs.count), body.driverIDs.allSatisfy({ (1...100).contains($0.count) }) else {
+                throw Problem.invalidField("driverIDs", "withdraw 1 to 100 drivers")
+            }
+            try await board.withdraw(order: order, drivers: body.driverIDs)
+            return NoContent()
+        }
         router.on(GrabAPI.audit) { _, _, context in
             _ = try context.requireRole(.admin, .service)
             let order = try context.parameters.require("id")
