@@ -135,9 +135,11 @@ while :; do
     waiting=()
     for container in $(workload_containers); do
         [ "$(podman inspect -f '{{.State.Running}}' "$container")" = true ] || { waiting+=("$container (not running)"); continue; }
-        # Redis has no HTTP endpoint; its pod is ready when it answers PING.
+        # Redis has no HTTP endpoint; its pod is ready when it answers PING. Prometheus's image asks its /-/ready.
         if podman exec "$container" test -x /usr/local/bin/hailstorm-healthcheck 2>/dev/null; then
             podman exec "$container" /usr/local/bin/hailstorm-healthcheck >/dev/null 2>&1 || waiting+=("$container (not ready)")
+        elif podman exec "$container" test -x /usr/local/bin/prometheus-health 2>/dev/null; then
+            podman exec "$container" prometheus-health >/dev/null 2>&1 || waiting+=("$container (Prometheus not ready)")
         else
             podman exec "$container" redis-health >/dev/null 2>&1 || waiting+=("$container (no PONG)")
         fi
@@ -166,6 +168,27 @@ answer=$(podman exec -e PHONE="$phone" -e PASSWORD="$password" "$gateway" bash -
     head -1 <&3')
 echo "  admin sign-in through the gateway: ${answer%$'\r'}"
 case "$answer" in
-    *" 200 "*) say "kube play check passed" ;;
+    *" 200 "*) ;;
     *) echo "the admin could not sign in through the gateway" >&2; exit 1 ;;
 esac
+
+# Prometheus finds the services by the names their pods answer to and scrapes them (the gateway's
+# replicas it looks up as gateway-pods, a name only a cluster's DNS gives: not here).
+prometheus=$(workload_containers | grep -- '-prometheus$' | head -1)
+expected="ad analytics command coupon login matching order order-grab payment settlement"
+scraped=""
+for _ in $(seq 1 20); do
+    scraped=$(podman exec "$prometheus" bash -c '
+        exec 3<>/dev/tcp/127.0.0.1/9090
+        printf "GET /api/v1/targets?state=active HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n" >&3
+        cat <&3' | tr '{' '\n' | grep '"job":' | grep -o '"job":"[a-z-]*"' | cut -d'"' -f4 | sort -u | paste -sd' ' -)
+    up=$(podman exec "$prometheus" bash -c '
+        exec 3<>/dev/tcp/127.0.0.1/9090
+        printf "GET /api/v1/targets?state=active HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n" >&3
+        cat <&3' | grep -o '"health":"up"' | wc -l)
+    [ "$scraped" = "$expected" ] && [ "$up" -ge 10 ] && break
+    sleep 3
+done
+echo "  Prometheus scrapes: $scraped ($up targets up)"
+[ "$scraped" = "$expected" ] && [ "$up" -ge 10 ] || { echo "Prometheus does not scrape every service (expected $expected)" >&2; exit 1; }
+say "kube play check passed"

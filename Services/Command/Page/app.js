@@ -179,6 +179,10 @@ function renderKPIs(kpis) {
   setKPI("cancellations", total.cancellations.total, total.cancellations.total);
   setKPI("gmv", money(total.gmvCents), total.gmvCents);
   setKPI("couponClaims", total.couponClaims, total.couponClaims);
+  // Over the last complete minute (the newest step is the minute under way).
+  const full = kpis.steps.length > 1 ? kpis.steps[kpis.steps.length - 2].figures : null;
+  const claimsPerSecond = full ? full.couponClaims / 60 : 0;
+  setKPI("claimsPerSecond", claimsPerSecond.toFixed(claimsPerSecond < 10 ? 1 : 0), claimsPerSecond);
   setKPI("adSpend", money(total.adSpendMillicents / 1000), total.adSpendMillicents);
   const labels = kpis.steps.map((step) => new Date(step.start * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
   chart("orders", labels, [
@@ -373,6 +377,10 @@ async function loadCampaigns() {
     const list = await call("GET", "/admin/ads/campaigns");
     $("#campaigns tbody").replaceChildren(...list.campaigns.map((c) => el("tr", { "data-campaign": c.id, "data-state": c.state },
       el("td", {}, c.settings.name), el("td", {}, c.settings.advertiser), el("td", { class: "state" }, c.state),
+      el("td", { class: "spent" }, c.spentTodayMillicents == null ? "–"
+        : money(c.spentTodayMillicents / 1000) + " of " + money(c.settings.dailyBudgetCents)
+          + " (" + Math.round(100 * c.spentTodayMillicents / 1000 / Math.max(1, c.settings.dailyBudgetCents)) + " %)"),
+      el("td", { class: "pass-rate" }, c.passRate == null ? "–" : Math.round(c.passRate * 100) + " %"),
       el("td", {}, c.state === "active" ? el("button", { class: "pause", onclick: () => lever("POST", "/admin/command/levers/ad-campaigns/" + c.id + "/pause") }, "Pause")
         : c.state === "paused" ? el("button", { class: "resume", onclick: () => lever("POST", "/admin/command/levers/ad-campaigns/" + c.id + "/resume") }, "Resume")
         : ""))));
