@@ -221,6 +221,7 @@ struct LocalRunTests {
         while ordersCreated() == before, ContinuousClock.now < demoDeadline { try await Task.sleep(for: .milliseconds(200)) }
         #expect(ordersCreated() > before, "the demo ordered no ride within a minute")
         let pid = try #require(order["pid"] as? Int)
+        let killedAt = Date().timeIntervalSince1970
         kill(pid_t(pid), SIGKILL)
         let deadline = ContinuousClock.now + .seconds(60)
         var restarted: [String: Any] = [:]
@@ -349,6 +350,18 @@ struct LocalRunTests {
         #expect(!servedAfter, "a campaign paused from the page is not served")
         try await browser.wait("the pause in the audit log", timeout: .seconds(10), "return !!document.querySelector(arguments[0])", ["#audit tr[data-action='ad-campaign.pause'][data-target='\(campaignID)']"])
         try await browser.screenshot(to: shots + "/4-city.png")
+
+        // order-1, killed with SIGKILL mid-demo and restarted by the supervisor: Prometheus's
+        // HailstormInstanceRestarted fired after the kill and resolved a minute later, on the page.
+        let restartRow = "#alerts tr[data-name=HailstormInstanceRestarted][data-instance=order-1][data-state=resolved]"
+        try await browser.wait("order-1's restart alert resolved on the page", timeout: .seconds(150), "return !!document.querySelector(arguments[0])", [restartRow])
+        let restartCells = try await browser.run(
+            "return [...document.querySelector(arguments[0]).querySelectorAll('td')].slice(3, 5).map(c => c.textContent).join('|')", [restartRow]) as? String ?? ""
+        #expect(restartCells.split(separator: "|").count == 2, "fired and resolved times on the page: \(restartCells)")
+        let restartAlert = (try await testRequest(.GET, base + "/admin/command/alerts?state=resolved", headers: asAdmin).json["alerts"] as? [[String: Any]] ?? [])
+            .first { $0["name"] as? String == "HailstormInstanceRestarted" && ($0["labels"] as? [String: String])?["instance"] == "order-1" }
+        let restartFired = restartAlert?["firedAt"] as? Double ?? 0, restartResolved = restartAlert?["resolvedAt"] as? Double ?? 0
+        #expect(restartFired > killedAt && restartResolved > restartFired, "fired after the kill (\(killedAt)), then resolved: \(restartAlert ?? [:])")
 
         // One claim followed through the services from the page: a sampled traceparent leaves a line in the
         // gateway and in coupon, shown in the order they received it.
