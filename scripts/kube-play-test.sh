@@ -19,7 +19,10 @@ ensure_podman
 # Real token keys for the dev overlay (check-manifests.sh makes placeholders, enough to render only):
 # every service's private key in secrets.env, their public keys in jwks.json.
 dev=k8s/overlays/dev
-if [ ! -f "$dev/secrets.env" ] || grep -q '^# placeholder keys' "$dev/secrets.env"; then
+# A secrets.env without the signing keys (a run stopped between writing the passwords and making the keys)
+# is made again too.
+if [ ! -f "$dev/secrets.env" ] || grep -q '^# placeholder keys' "$dev/secrets.env" \
+    || ! grep -q '^gateway-signing-key=' "$dev/secrets.env"; then
     say "Making token keys for the dev overlay"
     random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
     printf 'admin-password=%s\nredis-password=%s\n' "$(random_hex 12)" "$(random_hex 24)" >"$dev/secrets.env"
