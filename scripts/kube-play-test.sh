@@ -181,14 +181,12 @@ prometheus=$(workload_containers | grep -- '-prometheus$' | head -1)
 expected="ad analytics command coupon login matching order order-grab payment settlement"
 scraped=""
 for _ in $(seq 1 20); do
-    scraped=$(podman exec "$prometheus" bash -c '
+    targets=$(podman exec "$prometheus" bash -c '
         exec 3<>/dev/tcp/127.0.0.1/9090
         printf "GET /api/v1/targets?state=active HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n" >&3
-        cat <&3' | tr '{' '\n' | grep '"job":' | grep -o '"job":"[a-z-]*"' | cut -d'"' -f4 | sort -u | paste -sd' ' -)
-    up=$(podman exec "$prometheus" bash -c '
-        exec 3<>/dev/tcp/127.0.0.1/9090
-        printf "GET /api/v1/targets?state=active HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n" >&3
-        cat <&3' | grep -o '"health":"up"' | wc -l)
+        cat <&3')
+    scraped=$(printf '%s' "$targets" | grep -o '"job":"[a-z-]*"' | cut -d'"' -f4 | sort -u | paste -sd' ' -)
+    up=$(printf '%s' "$targets" | grep -o '"health":"up"' | wc -l)
     [ "$scraped" = "$expected" ] && [ "$up" -ge 10 ] && break
     sleep 3
 done

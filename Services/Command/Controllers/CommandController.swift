@@ -155,43 +155,46 @@ struct CommandController: Sendable {
     private func adLever(
         _ endpoint: Endpoint<NoContent, AdAPI.Campaign>, action: String, request: Request, context: HailRequestContext
     ) async throws -> CommandAPI.AuditEntry {
-        let (operator_, headers, key) = try operatorCall(request, context)
-        if let key, let done = try await store.entry(idempotencyKey: key) { return done }
-        let id = try Self.target(context, "an ad campaign id")
-        let before = try await clients.call(AdAPI.campaign, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
-        let after = try await clients.call(endpoint, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
-        return try await store.record(
-            actor: operator_.userID, action: action, target: id, before: ["state": before.state.rawValue],
-            after: ["state": after.state.rawValue], requestID: context.requestID, idempotencyKey: key)
+        try await ownedLever(request, context, action: action, what: "an ad campaign id", read: AdAPI.campaign, act: endpoint) { id, before, after in
+            (id, ["state": before.state.rawValue], ["state": after.state.rawValue])
+        }
     }
 
     /// Pauses or resumes a coupon campaign's claims in the coupon service.
     private func couponLever(
         _ endpoint: Endpoint<NoContent, CouponAPI.Campaign>, action: String, request: Request, context: HailRequestContext
     ) async throws -> CommandAPI.AuditEntry {
-        let (operator_, headers, key) = try operatorCall(request, context)
-        if let key, let done = try await store.entry(idempotencyKey: key) { return done }
-        let id = try Self.target(context, "a coupon campaign id")
-        let before = try await clients.call(CouponAPI.campaign, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
-        let after = try await clients.call(endpoint, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
-        let state = { (campaign: CouponAPI.Campaign) in campaign.paused ? "paused" : "open" }
-        return try await store.record(
-            actor: operator_.userID, action: action, target: "\(after.name) (\(id))", before: ["claims": state(before)],
-            after: ["claims": state(after), "remaining": after.remaining.map(String.init) ?? "unknown"],
-            requestID: context.requestID, idempotencyKey: key)
+        try await ownedLever(request, context, action: action, what: "a coupon campaign id", read: CouponAPI.campaign, act: endpoint) {
+            id, before, after in
+            let state = { (campaign: CouponAPI.Campaign) in campaign.paused ? "paused" : "open" }
+            return ("\(after.name) (\(id))", ["claims": state(before)], ["claims": state(after), "remaining": after.remaining.map(String.init) ?? "unknown"])
+        }
     }
 
     /// Suspends a driver from dispatch, or restores them, in matching.
     private func driverLever(
         _ endpoint: Endpoint<NoContent, MatchingAPI.DriverStatus>, action: String, request: Request, context: HailRequestContext
     ) async throws -> CommandAPI.AuditEntry {
+        try await ownedLever(request, context, action: action, what: "a driver id", maximum: 100, read: MatchingAPI.driver, act: endpoint) {
+            id, before, after in (id, ["state": before.state], ["state": after.state])
+        }
+    }
+
+    /// A lever on the thing the path's `{id}` names, in the service that owns it: read, acted on with the
+    /// operator's token, and written to the audit log as `entry` describes the answers before and after.
+    private func ownedLever<Owned>(
+        _ request: Request, _ context: HailRequestContext, action: String, what: String, maximum: Int = 128,
+        read: Endpoint<NoContent, Owned>, act: Endpoint<NoContent, Owned>,
+        entry: (_ id: String, _ before: Owned, _ after: Owned) -> (target: String, before: [String: String], after: [String: String])
+    ) async throws -> CommandAPI.AuditEntry {
         let (operator_, headers, key) = try operatorCall(request, context)
         if let key, let done = try await store.entry(idempotencyKey: key) { return done }
-        let id = try Self.target(context, "a driver id", maximum: 100)
-        let before = try await clients.call(MatchingAPI.driver, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
-        let after = try await clients.call(endpoint, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
+        let id = try Self.target(context, what, maximum: maximum)
+        let before = try await clients.call(read, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
+        let after = try await clients.call(act, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
+        let described = entry(id, before, after)
         return try await store.record(
-            actor: operator_.userID, action: action, target: id, before: ["state": before.state], after: ["state": after.state],
+            actor: operator_.userID, action: action, target: described.target, before: described.before, after: described.after,
             requestID: context.requestID, idempotencyKey: key)
     }
 

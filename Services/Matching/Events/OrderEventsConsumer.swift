@@ -57,7 +57,7 @@ enum OrderEventsConsumer {
                         try store.done(moved.orderID, in: db)
                         if let driver = moved.driverID, try !store.hasEnded(moved.orderID, in: db) {
                             trips.append(.took(driver: driver, order: moved.orderID))
-                            reopened += try store.withdrawOffers(to: driver, in: db).count
+                            reopened += try store.withdrawOffers(to: driver, in: db).reopened.count
                         }
                         released.append(moved.orderID)
                     case .completed, .cancelled:

@@ -175,12 +175,7 @@ struct DispatchStore: Sendable {
 
     /// Every offer standing to `driver`, withdrawn (as `withdrawOffers(to:in:)` does); returns their orders.
     func withdrawAllOffers(to driver: String) async throws -> [String] {
-        try await db.write { db in
-            let orders = try String.fetchAll(
-                db.cachedStatement(sql: "SELECT order_id FROM offers WHERE driver_id = ?"), arguments: [driver])
-            _ = try withdrawOffers(to: driver, in: db)
-            return orders
-        }
+        try await db.write { db in try withdrawOffers(to: driver, in: db).withdrawn }
     }
 
     /// Orders waiting for dispatch, the oldest first, and how many in all.
@@ -200,11 +195,12 @@ struct DispatchStore: Sendable {
 
     /// `driver` took a trip: the offers standing to them are withdrawn, and an offered order none of
     /// whose drivers is left goes back to waiting, for the next window to offer it to whoever is free
-    /// (rather than lapsing after the offer's time with nobody able to grab it). Returns those orders.
-    func withdrawOffers(to driver: String, in db: Database) throws -> [String] {
+    /// (rather than lapsing after the offer's time with nobody able to grab it).
+    /// Returns the orders whose offers to `driver` were withdrawn, and those of them that went back to waiting.
+    func withdrawOffers(to driver: String, in db: Database) throws -> (withdrawn: [String], reopened: [String]) {
         let orders = try String.fetchAll(
             db.cachedStatement(sql: "SELECT order_id FROM offers WHERE driver_id = ?"), arguments: [driver])
-        guard !orders.isEmpty else { return [] }
+        guard !orders.isEmpty else { return ([], []) }
         try db.cachedStatement(sql: "DELETE FROM offers WHERE driver_id = ?").execute(arguments: [driver])
         var reopened: [String] = []
         for order in orders {
@@ -216,6 +212,6 @@ struct DispatchStore: Sendable {
             ).execute(arguments: [order, order])
             if db.changesCount > 0 { reopened.append(order) }
         }
-        return reopened
+        return (orders, reopened)
     }
 }
