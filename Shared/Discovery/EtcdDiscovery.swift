@@ -18,7 +18,7 @@ public struct EtcdDiscovery: ServiceDiscovery {
     public let prefix: String
     public let ttl: Duration
     private let http: HTTPClient
-    private let logger: Logger
+    let logger: Logger
     private let credentials: (user: String, password: String)?
     private let token: EtcdToken
 
@@ -140,8 +140,9 @@ public struct EtcdDiscovery: ServiceDiscovery {
 
     // MARK: Lease operations
 
-    func keepAliveOnce(leaseID: String) async throws -> Int {
-        let response = try await call("/v3/lease/keepalive", ["ID": leaseID])
+    /// Renews the lease once; `timeout` bounds the call (a renewal that answers after the lease ended is no use).
+    func keepAliveOnce(leaseID: String, timeout: Duration = .seconds(5)) async throws -> Int {
+        let response = try await call("/v3/lease/keepalive", ["ID": leaseID], timeout: timeout)
         let result = response["result"] as? [String: Any] ?? response
         // A lease that no longer exists answers with no TTL (zero values are omitted).
         guard let ttl = Self.string(result["TTL"]).flatMap({ Int($0) }), ttl > 0 else {
@@ -160,12 +161,12 @@ public struct EtcdDiscovery: ServiceDiscovery {
 
     // MARK: Plumbing
 
-    private func call(_ path: String, _ body: [String: Any]) async throws -> [String: Any] {
+    private func call(_ path: String, _ body: [String: Any], timeout: Duration = .seconds(5)) async throws -> [String: Any] {
         do {
-            return try await call(path, body, token: try await authToken(renew: false))
+            return try await call(path, body, token: try await authToken(renew: false), timeout: timeout)
         } catch let error as DiscoveryError where credentials != nil && error.isAuthentication {
             // The token expired, or etcd restarted and forgot it: sign in again, once.
-            return try await call(path, body, token: try await authToken(renew: true))
+            return try await call(path, body, token: try await authToken(renew: true), timeout: timeout)
         }
     }
 
@@ -179,7 +180,9 @@ public struct EtcdDiscovery: ServiceDiscovery {
         return fresh
     }
 
-    private func call(_ path: String, _ body: [String: Any], token: String?) async throws -> [String: Any] {
+    private func call(
+        _ path: String, _ body: [String: Any], token: String?, timeout: Duration = .seconds(5)
+    ) async throws -> [String: Any] {
         var request = HTTPClientRequest(url: endpoint + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -187,7 +190,8 @@ public struct EtcdDiscovery: ServiceDiscovery {
         request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
         let response: HTTPClientResponse
         do {
-            response = try await http.execute(request, timeout: .seconds(5))
+            let (seconds, attoseconds) = timeout.components
+            response = try await http.execute(request, timeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
         } catch {
             throw DiscoveryError.backend("etcd at \(endpoint) unreachable: \(error)")
         }
@@ -255,11 +259,28 @@ public struct EtcdRegistration: ServiceRegistration {
     public let leaseID: String
     let discovery: EtcdDiscovery
 
+    /// Renews the lease every third of the TTL, each call bounded by that third. A failed or late renewal
+    /// is tried again a quarter of that later, for as long as the lease can still be alive: a single slow
+    /// answer from etcd must not let the instance vanish from discovery. Throws when the lease is gone, or
+    /// when no renewal got through within a whole TTL.
     public func keepAlive() async throws {
         let interval = discovery.ttl / 3
+        var renewed = ContinuousClock.now
+        var pause = interval
         while true {
-            try await Task.sleep(for: interval)
-            _ = try await discovery.keepAliveOnce(leaseID: leaseID)
+            try await Task.sleep(for: pause)
+            do {
+                _ = try await discovery.keepAliveOnce(leaseID: leaseID, timeout: interval)
+                renewed = .now
+                pause = interval
+            } catch let error as DiscoveryError where error.isLeaseExpired {
+                throw error
+            } catch {
+                guard ContinuousClock.now - renewed < discovery.ttl else { throw error }
+                discovery.logger.warning(
+                    "lease renewal failed; trying again", metadata: ["lease": "\(leaseID)", "error": "\(error)"])
+                pause = interval / 4
+            }
         }
     }
 
