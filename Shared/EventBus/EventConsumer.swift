@@ -117,7 +117,7 @@ public struct EventConsumer: Service {
             do {
                 if connection == nil || connection?.isActive == false {
                     try await redis.xgroupCreate(key, group: group, startAt: configuration.startsAtNewest ? "$" : "0")
-                    connection = try await redis.dedicatedConnection()
+                    connection = try await redis.dedicatedConnection(forKey: key)
                 }
                 if !resumed {
                     try await resumeOwnPending()
@@ -139,6 +139,9 @@ public struct EventConsumer: Service {
                 break
             } catch {
                 failures += 1
+                // A new connection next time, to whichever server holds the stream then (in a cluster,
+                // a slot can move).
+                await connection?.close()
                 connection = nil
                 logger.warning("consumer read failed; retrying", metadata: ["stream": "\(key)", "error": "\(error)"])
                 try? await Task.sleep(for: .milliseconds(min(100 * failures, 2000)))

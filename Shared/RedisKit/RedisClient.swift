@@ -3,7 +3,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// A pool of pipelined connections to one Redis server.
+/// A pool of pipelined connections to one Redis server — or, with `configuration.cluster`, to each master
+/// of a Redis Cluster, every command sent to the master of its key's slot (`ClusterRouter`).
 ///
 /// Commands from any number of tasks share the pool's connections: each command is written at once and
 /// its reply matched in order, so no caller waits for a free connection. A connection that dropped
@@ -15,6 +16,7 @@ public final class RedisClient: Sendable {
     public let configuration: RedisConfiguration
     let group: any EventLoopGroup
     private let slots: [ConnectionSlot]
+    private let cluster: ClusterRouter?
     private let next = NIOLockedValueBox(0)
     private let logger: Logger
 
@@ -26,9 +28,26 @@ public final class RedisClient: Sendable {
         self.configuration = configuration
         self.group = eventLoopGroup
         self.logger = logger
-        self.slots = (0..<configuration.poolSize).map { _ in
-            ConnectionSlot(configuration: configuration, group: eventLoopGroup)
+        if configuration.cluster {
+            let seeds = [RedisNode(host: configuration.host, port: configuration.port)] + configuration.clusterNodes
+            self.cluster = ClusterRouter(configuration: configuration, seeds: seeds, group: eventLoopGroup, logger: logger)
+            self.slots = []
+        } else {
+            self.cluster = nil
+            self.slots = (0..<configuration.poolSize).map { _ in
+                ConnectionSlot(configuration: configuration, group: eventLoopGroup)
+            }
         }
+    }
+
+    /// In a cluster, the redirections followed (`MOVED`, `ASK`) and slot-map refreshes made so far; nil
+    /// for one server.
+    public var clusterRedirections: (moved: Int, ask: Int, refreshes: Int)? { cluster?.redirections }
+
+    /// In a cluster, the masters serving slots now; one server alone is its own master.
+    public func masters() async throws -> [RedisNode] {
+        guard let cluster else { return [RedisNode(host: configuration.host, port: configuration.port)] }
+        return try await cluster.masters()
     }
 
     private func slot() -> ConnectionSlot {
@@ -41,6 +60,7 @@ public final class RedisClient: Sendable {
 
     /// Sends commands in one write on one connection; replies come back in order, error replies as values.
     public func pipeline(_ commands: [RedisCommand]) async throws -> [RESPValue] {
+        if let cluster { return try await cluster.pipeline(commands) }
         let slot = self.slot()
         let deadline = ContinuousClock.now + configuration.reconnectWindow
         var backoff = Duration.milliseconds(20)
@@ -88,8 +108,16 @@ public final class RedisClient: Sendable {
         try await RedisConnection.connect(to: configuration, on: group)
     }
 
+    /// A connection of its own to the server that holds `key` (in a cluster, its slot's master): for
+    /// blocking reads of a stream.
+    public func dedicatedConnection(forKey key: String) async throws -> RedisConnection {
+        guard let cluster else { return try await dedicatedConnection() }
+        return try await RedisConnection.connect(to: cluster.configuration(for: try await cluster.node(forKey: key)), on: group)
+    }
+
     /// Closes every pooled connection.
     public func shutdown() async {
+        await cluster?.shutdown()
         for slot in slots {
             await slot.close()
         }

@@ -23,6 +23,11 @@ public struct RedisConfiguration: Sendable {
     public var commandTimeout: Duration?
     /// Command batches that may wait for replies on one connection; more fail at once, unsent.
     public var maxPending: Int
+    /// Talk to a Redis Cluster: `host:port` and `clusterNodes` are the nodes first asked for the slot map,
+    /// and every command goes to the master of its key's slot (`ClusterRouter`).
+    public var cluster: Bool
+    /// Further nodes to ask for the slot map when `host:port` does not answer.
+    public var clusterNodes: [RedisNode]
 
     public init(
         host: String = "127.0.0.1",
@@ -33,7 +38,9 @@ public struct RedisConfiguration: Sendable {
         password: String? = nil,
         username: String? = nil,
         commandTimeout: Duration? = .seconds(3),
-        maxPending: Int = 10_000
+        maxPending: Int = 10_000,
+        cluster: Bool = false,
+        clusterNodes: [RedisNode] = []
     ) {
         self.host = host
         self.port = port
@@ -44,6 +51,8 @@ public struct RedisConfiguration: Sendable {
         self.username = username.flatMap { $0.isEmpty ? nil : $0 }
         self.commandTimeout = commandTimeout.flatMap { $0 > .zero ? $0 : nil }
         self.maxPending = max(1, maxPending)
+        self.cluster = cluster
+        self.clusterNodes = clusterNodes
     }
 }
 

@@ -421,7 +421,13 @@ struct LocalRunTests {
         try await browser.type("13.395", into: "#surge-lon")
         _ = try await browser.run("document.querySelector('#surge-factor').value = '2.2'")
         try await browser.click("#surge-form button[type=submit]")
-        let surgeCells = try await testRequest(.GET, base + "/admin/surge", headers: asAdmin)
+        // The page sends the lever in the background: order has it once it answers.
+        var surgeCells = try await testRequest(.GET, base + "/admin/surge", headers: asAdmin)
+        let surgeDeadline = ContinuousClock.now + .seconds(10)
+        while (surgeCells.json["cells"] as? [Any])?.isEmpty != false, ContinuousClock.now < surgeDeadline {
+            try await Task.sleep(for: .milliseconds(200))
+            surgeCells = try await testRequest(.GET, base + "/admin/surge", headers: asAdmin)
+        }
         let surgeCount = (surgeCells.json["cells"] as? [Any])?.count ?? -1
         #expect(surgeCount >= 1, "\(surgeCells.text)")
         try await browser.wait(
