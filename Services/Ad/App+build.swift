@@ -22,6 +22,9 @@ import SQLiteKit
 /// books are read from Redis, 1000) and `ad.counts.flush.ms` (how often serving figures are stored, 2000).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "ad", reader: reader, defaultPort: 9008)
+    guard !kit.configuration.redis.cluster else {
+        throw ConfigurationError("ad cannot run on a Redis Cluster yet (redis.cluster): its count script appends to the ad events stream beside the campaign's counters, and they do not share a slot yet")
+    }
     let tokens = try await kit.accessTokens()
     let database = try await kit.openDatabase(migrations: AdStore.migrations)
     let store = AdStore(db: database)

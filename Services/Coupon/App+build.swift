@@ -16,6 +16,9 @@ import SQLiteKit
 /// unstored before another instance takes it over, 30) and `coupon.claims.max.deliveries` (10).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "coupon", reader: reader, defaultPort: 9005)
+    guard !kit.configuration.redis.cluster else {
+        throw ConfigurationError("coupon cannot run on a Redis Cluster yet (redis.cluster): its claim script appends to the claims stream beside the campaign's counters, and they do not share a slot yet")
+    }
     let tokens = try await kit.accessTokens()
     let database = try await kit.openDatabase(migrations: CouponStore.migrations)
     let store = CouponStore(db: database)

@@ -22,8 +22,9 @@ struct GrabBoard: Sendable {
         case orderClosed = "order-closed"
     }
 
-    func offeredKey(_ order: String) -> String { "\(prefix):\(order):offered" }
-    func winnerKey(_ order: String) -> String { "\(prefix):\(order):winner" }
+    // The order id is the keys' hash tag: the grab script reads both, so in a Redis Cluster they share a slot.
+    func offeredKey(_ order: String) -> String { "\(prefix):{\(order)}:offered" }
+    func winnerKey(_ order: String) -> String { "\(prefix):{\(order)}:winner" }
 
     /// Opens (or widens) an offer until `expiresAt`.
     func open(order: String, drivers: [String], expiresAt: Double) async throws {

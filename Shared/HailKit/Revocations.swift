@@ -55,23 +55,17 @@ public final class Revocations: Sendable {
 
     /// Reads the deny-list in Redis (call once subscribed) and marks the set current.
     public func reload(redis: RedisClient) async throws {
-        var cursor = "0"
         var tokens: [String] = []
         var sessions: [String] = []
         let sessionPrefix = AccessTokens.sessionDenyListKey(sessionID: "")
         let tokenPrefix = AccessTokens.denyListKey(tokenID: "")
-        repeat {
-            let reply = try await redis.send("SCAN", cursor, "MATCH", tokenPrefix + "*", "COUNT", "1000").array ?? []
-            guard reply.count == 2, let next = reply[0].string else { break }
-            cursor = next
-            for key in (reply[1].array ?? []).compactMap(\.string) {
-                if key.hasPrefix(sessionPrefix) {
-                    sessions.append(String(key.dropFirst(sessionPrefix.count)))
-                } else {
-                    tokens.append(String(key.dropFirst(tokenPrefix.count)))
-                }
+        for key in try await redis.keys(matching: tokenPrefix + "*") {
+            if key.hasPrefix(sessionPrefix) {
+                sessions.append(String(key.dropFirst(sessionPrefix.count)))
+            } else {
+                tokens.append(String(key.dropFirst(tokenPrefix.count)))
             }
-        } while cursor != "0"
+        }
         let until = ContinuousClock.now + keep
         state.withLock { state in
             for token in tokens { state.tokens[token] = until }

@@ -167,7 +167,12 @@ public struct ServiceConfiguration: Sendable {
             // its commands fail (503); 0 waits for ever. A request's own deadline cuts the wait shorter.
             commandTimeout: .milliseconds(try reader.int(forKey: "redis.command.timeout.ms", default: 3000, in: 0...600_000)),
             // `redis.max.pending`: command batches waiting for replies per connection before more are refused.
-            maxPending: try reader.int(forKey: "redis.max.pending", default: 10_000, in: 1...10_000_000)
+            maxPending: try reader.int(forKey: "redis.max.pending", default: 10_000, in: 1...10_000_000),
+            // `redis.cluster`: true when `redis.host:port` is a node of a Redis Cluster (every command goes to
+            // its slot's master); `redis.cluster.nodes`: further nodes (`host:port,host:port`) to ask for the
+            // slot map when that one does not answer.
+            cluster: reader.bool(forKey: "redis.cluster", default: false),
+            clusterNodes: try Self.redisNodes(reader.string(forKey: "redis.cluster.nodes", default: ""))
         )
         // `discovery.backend`: etcd (local and VM runs) | static (compose, Kubernetes).
         self.discoveryBackend = reader.string(forKey: "discovery.backend", default: "etcd")
@@ -191,4 +196,14 @@ public struct ServiceConfiguration: Sendable {
 
     /// This service's own database file.
     public var sqlitePath: String { dataDirectory + "/" + name + ".sqlite" }
+
+    /// `host:port,host:port` as nodes; a part that is not one stops the service with an error naming it.
+    static func redisNodes(_ list: String) throws -> [RedisNode] {
+        try list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { part in
+            guard let node = RedisNode(part) else {
+                throw ConfigurationError("redis.cluster.nodes: \(part) is not host:port")
+            }
+            return node
+        }
+    }
 }

@@ -120,6 +120,11 @@ public final class RedisClusterProcess: @unchecked Sendable {
         throw TestProcessError("the replicas did not catch up within \(timeout)")
     }
 
+    /// Stops every node.
+    public func stopAll() {
+        for port in Array(servers.keys) { kill(port) }
+    }
+
     /// A crash of one node (SIGKILL).
     public func kill(_ port: Int) {
         servers[port]?.kill(SIGKILL)

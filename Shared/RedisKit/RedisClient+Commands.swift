@@ -51,6 +51,27 @@ extension RedisClient {
     }
 
     @discardableResult
+    /// Every key matching `pattern` (a `SCAN` pattern), `batch` at a time; in a cluster, from every master
+    /// (a `SCAN` cursor belongs to one node). Keys written meanwhile may or may not be listed.
+    public func keys(matching pattern: String, batch: Int = 1000) async throws -> [String] {
+        let nodes: [RedisNode?] = isCluster ? try await masters().map { $0 } : [nil]
+        var found: [String] = []
+        for node in nodes {
+            var cursor = "0"
+            repeat {
+                let command = RedisCommand("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
+                let reply: RESPValue
+                if let node { reply = try await send(command, to: node) } else { reply = try await send(command) }
+                guard let parts = reply.array, parts.count == 2, let next = parts[0].string else {
+                    throw RedisError.unexpectedReply("SCAN answered \(reply)")
+                }
+                cursor = next
+                found.append(contentsOf: (parts[1].array ?? []).compactMap(\.string))
+            } while cursor != "0"
+        }
+        return found
+    }
+
     public func publish(_ channel: String, _ message: some RESPArgumentConvertible) async throws -> Int {
         try await send(RedisCommand("PUBLISH", channel, message)).int ?? 0
     }

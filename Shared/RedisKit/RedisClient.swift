@@ -44,6 +44,19 @@ public final class RedisClient: Sendable {
     /// for one server.
     public var clusterRedirections: (moved: Int, ask: Int, refreshes: Int)? { cluster?.redirections }
 
+    /// Whether this client talks to a Redis Cluster.
+    public var isCluster: Bool { cluster != nil }
+
+    /// Sends one command to one node of the cluster as it is (no routing, no redirection); an error reply
+    /// throws. For one server, `node` is ignored.
+    @discardableResult
+    public func send(_ command: RedisCommand, to node: RedisNode) async throws -> RESPValue {
+        guard let cluster else { return try await send(command) }
+        let reply = try await cluster.pipeline([command], to: node)[0]
+        if case .error(let message) = reply { throw RedisError.server(message) }
+        return reply
+    }
+
     /// In a cluster, the masters serving slots now; one server alone is its own master.
     public func masters() async throws -> [RedisNode] {
         guard let cluster else { return [RedisNode(host: configuration.host, port: configuration.port)] }

@@ -412,8 +412,8 @@ final class ClusterRouter: Sendable {
         }
     }
 
-    /// One pipeline to one node on its pooled connections.
-    private func pipeline(_ commands: [RedisCommand], to node: RedisNode) async throws -> [RESPValue] {
+    /// One pipeline to one node on its pooled connections (no redirections followed).
+    func pipeline(_ commands: [RedisCommand], to node: RedisNode) async throws -> [RESPValue] {
         let slot: ConnectionSlot = pools.withLockedValue { pools in
             if pools[node] == nil {
                 let configuration = self.configuration(for: node)

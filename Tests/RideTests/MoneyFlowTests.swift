@@ -289,7 +289,7 @@ extension Platform {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
         process.arguments = [
-            "-p", String(redis.port), "XADD", "events:\(E.stream)", "*", "id", UUID().uuidString.lowercased(), "type", type,
+            "-p", String(redisPort), "-c", "XADD", "events:\(E.stream)", "*", "id", UUID().uuidString.lowercased(), "type", type,
             "source", "injected", "at", String(Date().timeIntervalSince1970), "payload", payload,
         ]
         process.standardOutput = FileHandle.nullDevice

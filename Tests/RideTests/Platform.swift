@@ -15,7 +15,11 @@ import Testing
 /// own, so its streams start empty.
 final class Platform: @unchecked Sendable {
     // Safe: used by one test task at a time.
-    let redis: RedisServerProcess
+    /// The platform's Redis: one server, or with `redisCluster` a cluster of six nodes.
+    let redis: RedisServerProcess?
+    let cluster: RedisClusterProcess?
+    /// The port of the Redis (one node of the cluster).
+    let redisPort: Int
     let prefix = "/" + TestEnvironment.unique("ride") + "/"
     let adminPhone = "+4915100000000"
     let adminPassword = "admin-pass-word"
@@ -27,13 +31,25 @@ final class Platform: @unchecked Sendable {
 
     init(
         matching matchingOptions: [String: String] = [:], order orderOptions: [String: String] = [:], money: Bool = false,
-        payment paymentOptions: [String: String] = [:], analytics analyticsOptions: [String: String]? = nil
+        payment paymentOptions: [String: String] = [:], analytics analyticsOptions: [String: String]? = nil,
+        redisCluster: Bool = false
     ) throws {
-        let redis = try RedisServerProcess()
-        self.redis = redis
+        var redisOptions: [String: String] = [:]
+        if redisCluster {
+            let cluster = try RedisClusterProcess()
+            (self.cluster, self.redis, redisPort) = (cluster, nil, cluster.ports[0])
+            redisOptions = [
+                "redis-cluster": "true",
+                "redis-cluster-nodes": cluster.ports.dropFirst().map { "127.0.0.1:\($0)" }.joined(separator: ","),
+            ]
+        } else {
+            let redis = try RedisServerProcess()
+            (self.cluster, self.redis, redisPort) = (nil, redis, redis.port)
+        }
         let prefix = self.prefix
+        let redisPort = self.redisPort
         func make(_ name: String, _ options: [String: String] = [:]) throws -> ServiceProcess {
-            try ServiceProcess(name, redisPort: redis.port, discoveryPrefix: prefix, options: options)
+            try ServiceProcess(name, redisPort: redisPort, discoveryPrefix: prefix, options: redisOptions.merging(options) { $1 })
         }
         login = try make("login", ["auth-bcrypt-cost": "4", "auth-admin-phone": "+4915100000000", "auth-admin-password": "admin-pass-word"])
         order = try make("order", orderOptions)
@@ -113,7 +129,8 @@ final class Platform: @unchecked Sendable {
 
     func stopAll() {
         for service in services.reversed() { service.stop() }
-        redis.kill()
+        redis?.kill()
+        cluster?.stopAll()
     }
 }
 

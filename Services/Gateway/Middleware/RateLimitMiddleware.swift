@@ -25,17 +25,13 @@ struct RateLimitMiddleware: RouterMiddleware {
     /// The deny-list as this instance knows it (with `checksRevocation`); nil: ask Redis every time.
     var revocations: Revocations? = nil
 
-    /// One atomic step: refuse a revoked token (any of KEYS[2…]: the token, its session), else count the
-    /// request, start the window on the first one, report count and time left.
+    /// One atomic step: count the request, start the window on the first one, report count and time left.
     static let script = RedisScript("""
-        for i = 2, #KEYS do
-          if redis.call('EXISTS', KEYS[i]) == 1 then return {0, 0, 1} end
-        end
         local count = redis.call('INCR', KEYS[1])
         if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
         local ttl = redis.call('PTTL', KEYS[1])
         if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
-        return {count, ttl, 0}
+        return {count, ttl}
         """)
 
     func handle(
@@ -58,14 +54,19 @@ struct RateLimitMiddleware: RouterMiddleware {
                 break
             }
         }
-        var keys = [budgets.key(client, at: now)]
+        var denyKeys: [String] = []
         if checksRevocation {
             guard let identity = context.identity else { throw Problem.unauthorized("Sign in first") }
-            keys.append(contentsOf: AccessTokens.denyListKeys(for: identity))
+            denyKeys = AccessTokens.denyListKeys(for: identity)
         }
+        // The count and the deny-list side by side: separate commands, since in a Redis Cluster the
+        // client's window and the token's and session's entries lie in different slots.
         let reply: RESPValue
+        let denied: Int
         do {
-            reply = try await redis.run(Self.script, keys: keys, arguments: [Int(2 * budgets.windowMilliseconds)])
+            async let counted = redis.run(Self.script, keys: [budgets.key(client, at: now)], arguments: [Int(2 * budgets.windowMilliseconds)])
+            async let listed = Self.denyListHits(denyKeys, on: redis)
+            (reply, denied) = try await (counted, listed)
         } catch {
             // Fail closed: without Redis neither the budget nor (after sign-in) the deny-list can be
             // checked, and a limit that lets everything through when it is down protects nothing.
@@ -73,7 +74,7 @@ struct RateLimitMiddleware: RouterMiddleware {
             throw Problem.unavailable("Requests cannot be counted right now", retryAfterSeconds: 1)
         }
         let values = reply.array ?? []
-        if values.count > 2, values[2].int == 1 { throw AuthenticationMiddleware.revokedToken }
+        if denied > 0 { throw AuthenticationMiddleware.revokedToken }
         let count = values.first?.int ?? 0
         budgets.observe(client, total: count, at: now)
         if count > budgets.limit {
@@ -92,5 +93,13 @@ struct RateLimitMiddleware: RouterMiddleware {
         response.headers[Self.limitHeader] = String(budgets.limit)
         response.headers[Self.remainingHeader] = String(max(0, remaining))
         return response
+    }
+}
+
+extension RateLimitMiddleware {
+    /// How many of `keys` (a token's and its session's deny-list entries) exist; 0 without keys.
+    static func denyListHits(_ keys: [String], on redis: RedisClient) async throws -> Int {
+        guard !keys.isEmpty else { return 0 }
+        return try await redis.send(RedisCommand("EXISTS", keys)).int ?? 0
     }
 }
