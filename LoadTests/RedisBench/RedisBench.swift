@@ -33,7 +33,11 @@ struct RedisBench: AsyncParsableCommand {
     @Option(help: "Path of redis-benchmark.")
     var redisBenchmark: String = "/usr/bin/redis-benchmark"
 
+    @Option(help: "A node of a running Redis Cluster: compare RedisKit's pooled client on the cluster with the same client on one server (keys spread over every slot), each next to redis-benchmark (-r, and --cluster on the cluster).")
+    var clusterPort: Int?
+
     func run() async throws {
+        if let clusterPort { return try await compareCluster(clusterPort) }
         var server: Process? = nil
         let redisPort: Int
         if let port {
@@ -164,13 +168,13 @@ struct RedisBench: AsyncParsableCommand {
         return Double(perConnection * pipeline * connections) / seconds(elapsed)
     }
 
-    func runRedisBenchmark(port: Int) throws -> [String: Double] {
+    func runRedisBenchmark(port: Int, randomKeys: Bool = false, cluster: Bool = false) throws -> [String: Double] {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: redisBenchmark)
         process.arguments = [
             "-h", "127.0.0.1", "-p", String(port), "-c", String(connections), "-n", String(requests),
             "-P", String(pipeline), "-d", String(size), "-t", "set,get", "--csv",
-        ]
+        ] + (randomKeys ? ["-r", "100000"] : []) + (cluster ? ["--cluster"] : [])
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
@@ -188,6 +192,87 @@ struct RedisBench: AsyncParsableCommand {
             throw ValidationError("redis-benchmark printed no SET/GET figures: \(String(decoding: output, as: UTF8.self))")
         }
         return rates
+    }
+
+    /// The pooled client (`RedisClient.pipeline`, as the services use it) against one server and against
+    /// the cluster: `connections` tasks each sending batches of `pipeline` commands with random keys, so a
+    /// cluster batch is split over the masters. redis-benchmark beside each, with random keys (`-r`).
+    /// CPU per command is this process's (the client's) user + system time over the commands it sent.
+    func compareCluster(_ clusterPort: Int) async throws {
+        let (server, serverPort) = try startRedis()
+        defer {
+            kill(server.processIdentifier, SIGTERM)
+            for _ in 0..<100 where server.isRunning { usleep(20_000) }
+        }
+        let single = RedisConfiguration(port: serverPort, poolSize: 4)
+        let cluster = RedisConfiguration(port: clusterPort, poolSize: 4, cluster: true)
+        var figures: [String: [String: [Double]]] = [:]
+        for round in 1...rounds {
+            for test in ["SET", "GET"] {
+                for (name, configuration) in [("one_server", single), ("cluster", cluster)] {
+                    let (rate, cpu) = try await measureClient(test: test, configuration: configuration)
+                    figures[name + "." + test, default: [:]]["redis_kit_ops_per_s", default: []].append(rate)
+                    figures[name + "." + test, default: [:]]["redis_kit_client_cpu_us_per_op", default: []].append(cpu)
+                }
+            }
+            for (name, port, clustered) in [("one_server", serverPort, false), ("cluster", clusterPort, true)] {
+                for (test, rate) in try runRedisBenchmark(port: port, randomKeys: true, cluster: clustered) {
+                    figures[name + "." + test, default: [:]]["redis_benchmark_ops_per_s", default: []].append(rate)
+                }
+            }
+            FileHandle.standardError.write(Data("round \(round): \(figures)\n".utf8))
+        }
+        func median(_ values: [Double]) -> Double {
+            let sorted = values.sorted()
+            return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+        }
+        var result: [String: Any] = [
+            "connections": connections, "pipeline": pipeline, "requests": requests, "value_bytes": size, "rounds": rounds,
+            "statistic": "median of rounds",
+        ]
+        for (name, values) in figures {
+            result[name] = values.mapValues { (median($0) * 10).rounded() / 10 }
+        }
+        let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
+    }
+
+    func measureClient(test: String, configuration: RedisConfiguration) async throws -> (opsPerSecond: Double, cpuMicroseconds: Double) {
+        let client = RedisClient(configuration: configuration)
+        let value = [UInt8](repeating: UInt8(ascii: "x"), count: size)
+        let batches = (0..<64).map { _ in
+            (0..<pipeline).map { _ in
+                let key = "key:\(Int.random(in: 0..<100_000))"
+                return test == "SET" ? RedisCommand("SET", key, value) : RedisCommand("GET", key)
+            }
+        }
+        _ = try await client.pipeline(batches[0])  // connections and the slot map, before the clock starts
+        let perConnection = requests / connections / pipeline
+        let cpuBefore = Self.cpuTime()
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<connections {
+                group.addTask {
+                    for index in 0..<perConnection {
+                        let replies = try await client.pipeline(batches[(worker + index) % batches.count])
+                        if case .error(let message) = replies[0] { throw RedisError.server(message) }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = ContinuousClock.now - start
+        let cpu = Self.cpuTime() - cpuBefore
+        await client.shutdown()
+        let sent = Double(perConnection * pipeline * connections)
+        return (sent / seconds(elapsed), cpu * 1e6 / sent)
+    }
+
+    /// This process's user + system CPU time so far, in seconds.
+    static func cpuTime() -> Double {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
 
     func startRedis() throws -> (Process, Int) {

@@ -31,15 +31,16 @@ public struct RedisNode: Sendable, Hashable, CustomStringConvertible {
 public enum HashSlot {
     public static let count = 16_384
 
-    public static func of(_ key: some Collection<UInt8>) -> Int {
-        let bytes = Array(key)
-        if let open = bytes.firstIndex(of: UInt8(ascii: "{")),
-            let close = bytes[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1
+    public static func of(_ key: ArraySlice<UInt8>) -> Int {
+        if let open = key.firstIndex(of: UInt8(ascii: "{")),
+            let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1
         {
-            return Int(crc16(bytes[(open + 1)..<close]) & 0x3FFF)
+            return Int(crc16(key[(open + 1)..<close]) & 0x3FFF)
         }
-        return Int(crc16(bytes[...]) & 0x3FFF)
+        return Int(crc16(key) & 0x3FFF)
     }
+
+    public static func of(_ key: [UInt8]) -> Int { of(key[...]) }
 
     public static func of(_ key: String) -> Int { of(Array(key.utf8)) }
 
@@ -58,7 +59,10 @@ public enum HashSlot {
 
 extension RedisCommand {
     /// The command's arguments (name first), read back from its RESP encoding.
-    var arguments: [ArraySlice<UInt8>] {
+    var arguments: [ArraySlice<UInt8>] { arguments(upTo: .max) }
+
+    /// The command's first `limit` arguments at most.
+    func arguments(upTo limit: Int) -> [ArraySlice<UInt8>] {
         var result: [ArraySlice<UInt8>] = []
         let bytes = encoded
         var index = bytes.startIndex
@@ -74,7 +78,7 @@ extension RedisCommand {
             return value
         }
         guard index < bytes.endIndex, bytes[index] == UInt8(ascii: "*"), let count = number() else { return [] }
-        for _ in 0..<count {
+        for _ in 0..<min(count, limit) {
             guard index < bytes.endIndex, bytes[index] == UInt8(ascii: "$"), let length = number(),
                 index + length <= bytes.endIndex
             else { return result }
@@ -105,19 +109,22 @@ extension RedisCommand {
     /// The slot the command's first key hashes to; nil for a command that names no key.
     var slot: Int? {
         if Self.keyless.contains(name) || Self.everyMaster.contains(name) { return nil }
-        let arguments = self.arguments
         switch name {
         case "EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO":
+            let arguments = self.arguments(upTo: 4)
             guard arguments.count > 3, let keys = Int(String(decoding: arguments[2], as: UTF8.self)), keys > 0 else { return nil }
             return HashSlot.of(arguments[3])
         case "XREAD", "XREADGROUP":
+            let arguments = self.arguments
             guard let streams = arguments.firstIndex(where: { String(decoding: $0, as: UTF8.self).uppercased() == "STREAMS" }),
                 streams + 1 < arguments.count
             else { return nil }
             return HashSlot.of(arguments[streams + 1])
         case "XGROUP", "XINFO", "OBJECT":
+            let arguments = self.arguments(upTo: 3)
             return arguments.count > 2 ? HashSlot.of(arguments[2]) : nil
         default:
+            let arguments = self.arguments(upTo: 2)
             return arguments.count > 1 ? HashSlot.of(arguments[1]) : nil
         }
     }
@@ -324,24 +331,36 @@ final class ClusterRouter: Sendable {
             var again: [Int] = unserved
             var unreachable = false
             var busy = false
-            let outcomes = try await withThrowingTaskGroup(of: (RedisNode, [Int], Result<[RESPValue], RedisError>).self) { group in
-                for (node, indices) in byNode {
-                    var wire: [RedisCommand] = []
-                    for index in indices {
-                        if case .node(_, asking: true) = parts[index].target { wire.append(Self.asking) }
-                        wire.append(parts[index].command)
-                    }
-                    group.addTask {
-                        do {
-                            return (node, indices, .success(try await self.pipeline(wire, to: node)))
-                        } catch let error as RedisError where error.commandNotSent {
-                            return (node, indices, .failure(error))
-                        }
-                    }
+            // One node's batch is sent from this task; only the others get child tasks of their own.
+            let batches = byNode.map { node, indices in
+                var wire: [RedisCommand] = []
+                wire.reserveCapacity(indices.count)
+                for index in indices {
+                    if case .node(_, asking: true) = parts[index].target { wire.append(Self.asking) }
+                    wire.append(parts[index].command)
                 }
-                var outcomes: [(RedisNode, [Int], Result<[RESPValue], RedisError>)] = []
-                for try await outcome in group { outcomes.append(outcome) }
-                return outcomes
+                return (node, indices, wire)
+            }
+            @Sendable func attempt(_ node: RedisNode, _ wire: [RedisCommand]) async throws -> Result<[RESPValue], RedisError> {
+                do {
+                    return .success(try await self.pipeline(wire, to: node))
+                } catch let error as RedisError where error.commandNotSent {
+                    return .failure(error)
+                }
+            }
+            var outcomes: [(RedisNode, [Int], Result<[RESPValue], RedisError>)] = []
+            if batches.count == 1, let (node, indices, wire) = batches.first {
+                outcomes.append((node, indices, try await attempt(node, wire)))
+            } else {
+                outcomes = try await withThrowingTaskGroup(of: (RedisNode, [Int], Result<[RESPValue], RedisError>).self) { group in
+                    for (node, indices, wire) in batches.dropFirst() {
+                        group.addTask { (node, indices, try await attempt(node, wire)) }
+                    }
+                    var outcomes: [(RedisNode, [Int], Result<[RESPValue], RedisError>)] = []
+                    if let (node, indices, wire) = batches.first { outcomes.append((node, indices, try await attempt(node, wire))) }
+                    for try await outcome in group { outcomes.append(outcome) }
+                    return outcomes
+                }
             }
             for (node, indices, result) in outcomes {
                 switch result {
