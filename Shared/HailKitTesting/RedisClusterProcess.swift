@@ -44,7 +44,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
         let created = try Self.cli(
             ["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", String(replicas), "--cluster-yes"])
         guard created.status == 0 else { throw TestProcessError("redis-cli --cluster create failed: \(created.output)") }
-        try waitUntilServing(ports)
+        try waitUntilServing(ports, masters: nodes / (replicas + 1))
     }
 
     /// The client configuration for this cluster: every node a seed.
@@ -131,13 +131,24 @@ public final class RedisClusterProcess: @unchecked Sendable {
         servers[port] = nil
     }
 
-    /// Waits until every node still running says the cluster is `ok` and sees every slot served.
-    public func waitUntilServing(_ nodes: [Int]? = nil, timeout: Duration = .seconds(30)) throws {
+    /// Waits until every node still running says the cluster is `ok`, sees every slot served and, with
+    /// `masters`, sees that many masters and every other node as a replica (the roles `--cluster create`
+    /// hands out reach each node by gossip, a moment later).
+    public func waitUntilServing(_ nodes: [Int]? = nil, masters: Int? = nil, timeout: Duration = .seconds(30)) throws {
         let deadline = ContinuousClock.now + timeout
         let watched = nodes ?? Array(servers.keys)
         while ContinuousClock.now < deadline {
             let states = watched.map { port in (try? cli(port, "CLUSTER", "INFO")) ?? "" }
-            if states.allSatisfy({ $0.contains("cluster_state:ok") && $0.contains("cluster_slots_ok:16384") }) { return }
+            let served = states.allSatisfy { $0.contains("cluster_state:ok") && $0.contains("cluster_slots_ok:16384") }
+            let settled = masters.map { count in
+                watched.allSatisfy { port in
+                    let lines = ((try? cli(port, "CLUSTER", "NODES")) ?? "").split(separator: "\n")
+                    let roles = lines.map { $0.split(separator: " ").dropFirst(2).first ?? "" }
+                    return roles.filter { $0.contains("master") }.count == count
+                        && roles.filter { $0.contains("slave") }.count == watched.count - count
+                }
+            } ?? true
+            if served && settled { return }
             usleep(100_000)
         }
         throw TestProcessError("the cluster did not reach cluster_state:ok within \(timeout)")

@@ -118,7 +118,22 @@ public final class RedisClient: Sendable {
     /// A connection of its own, outside the pool, for blocking commands (`XREADGROUP BLOCK`, `BLPOP`)
     /// that would otherwise hold up everyone pipelined behind them.
     public func dedicatedConnection() async throws -> RedisConnection {
-        try await RedisConnection.connect(to: configuration, on: group)
+        try await connectAnywhere()
+    }
+
+    /// A connection for no key in particular: to the server, or in a cluster to a master that serves
+    /// slots now, so a subscriber reconnecting after its node died finds a live one (classic pub/sub
+    /// reaches every node of a cluster). A master that cannot be reached has the slot map read again.
+    func connectAnywhere(onPush: (@Sendable (RESPValue) -> Void)? = nil) async throws -> RedisConnection {
+        guard let cluster, let master = try await cluster.masters().randomElement() else {
+            return try await RedisConnection.connect(to: configuration, on: group, onPush: onPush)
+        }
+        do {
+            return try await RedisConnection.connect(to: cluster.configuration(for: master), on: group, onPush: onPush)
+        } catch let error as RedisError where error.isConnectFailure {
+            cluster.refreshSoon()
+            throw error
+        }
     }
 
     /// A connection of its own to the server that holds `key` (in a cluster, its slot's master): for

@@ -493,7 +493,7 @@ final class ClusterRouter: Sendable {
     }
 
     /// Starts a refresh unless one runs; refreshes at most every 100 ms.
-    private func refreshSoon() {
+    func refreshSoon() {
         refreshing.withLockedValue { state in
             if state.running { return }
             if let last = map.withLockedValue({ $0.refreshed }), ContinuousClock.now - last < .milliseconds(100) { return }
@@ -541,6 +541,8 @@ final class ClusterRouter: Sendable {
         for shard in shards {
             let fields = pairs(shard)
             guard let ranges = fields["slots"]?.array, let nodes = fields["nodes"]?.array else { return nil }
+            // A shard without slots serves nothing (a node that has not yet taken up its role says so).
+            guard ranges.count >= 2 else { continue }
             let master = nodes.lazy.map(pairs).first { $0["role"]?.string == "master" && $0["health"]?.string == "online" }
             guard let master, let host = master["ip"]?.string ?? master["endpoint"]?.string, let port = master["port"]?.int else { continue }
             let node = RedisNode(host: host, port: port)

@@ -30,7 +30,7 @@ extension RedisClient {
     public func subscribe(channels: [String], patterns: [String] = []) async throws -> RedisSubscription {
         let (messages, continuation) = AsyncThrowingStream<PubSubMessage, any Error>.makeStream()
         let (confirmations, confirmed) = AsyncStream<Void>.makeStream()
-        let connection = try await RedisConnection.connect(to: configuration, on: group) { push in
+        let connection = try await connectAnywhere { push in
             guard let parts = push.array, let kind = parts.first?.string else { return }
             switch kind {
             case "message" where parts.count == 3:

@@ -155,12 +155,14 @@ struct RedisClusterTests {
         try cluster.waitUntilReplicated()
         let victim = try #require(try cluster.master(ofSlot: HashSlot.of(keys[0])))
 
+        let before = try cluster.cli(victim, "INFO", "replication")
         cluster.kill(victim)
         try await Task.sleep(for: .milliseconds(200))
         // Reads of the dead master's keys wait for its replica to take over, then answer.
         let started = ContinuousClock.now
         let gets = try await client.pipeline(keys.map { RedisCommand("GET", $0) })
-        #expect(gets.map(\.string) == keys)
+        let nodesAfter = (try? cluster.cli(survivorsPort(cluster, victim), "CLUSTER", "NODES")) ?? ""
+        #expect(gets.map(\.string) == keys, "victim \(victim) before the kill: \(before); nodes after: \(nodesAfter)")
         #expect(ContinuousClock.now - started < .seconds(20))
         let survivors = try cluster.masterPorts()
         #expect(survivors.count == 3 && !survivors.contains(victim), "a replica was promoted: \(survivors)")
@@ -168,6 +170,13 @@ struct RedisClusterTests {
         // And writes go to the new master.
         try await client.set(keys[0], to: Array("after".utf8))
         #expect(try await client.get(keys[0]) == Array("after".utf8))
+        // A subscriber connecting now finds a live node, and a message published reaches it.
+        let subscription = try await client.subscribe(channels: ["after-failover"])
+        // (PUBLISH counts the receivers of the node it reached; the cluster carries it to the others.)
+        try await client.publish("after-failover", "still here")
+        var messages = subscription.messages.makeAsyncIterator()
+        #expect(try await messages.next()?.text == "still here")
+        await subscription.close()
         await client.shutdown()
     }
 }
@@ -179,3 +188,5 @@ final class SharedFlag: @unchecked Sendable {
     var isSet: Bool { lock.withLock { value } }
     func set() { lock.withLock { value = true } }
 }
+
+func survivorsPort(_ cluster: RedisClusterProcess, _ victim: Int) -> Int { cluster.ports.first { $0 != victim }! }
