@@ -101,6 +101,21 @@ struct RelayTests {
         }
     }
 
+    @Test("a path id written with percent escapes reaches the service as the client wrote it, routed or relayed")
+    func percentEncodedID() async throws {
+        try await withPlatform(gateway: Self.relaying, withCoupon: true) { base in
+            let tokens = try await signedInRider(base)
+            let access = try #require(tokens["accessToken"] as? String)
+            // The first request verifies the token (the router's path); the second is relayed.
+            for path in ["router", "relay"] {
+                let answer = try await testRequest(
+                    .GET, base + "/api/v1/coupons/campaigns/no%20such%2Fcampaign", headers: ["Authorization": "Bearer \(access)"])
+                #expect(answer.status == 404, "\(path): \(answer.text)")
+                #expect(answer.json["detail"] as? String == "No campaign no%20such%2Fcampaign", "\(path): \(answer.text)")
+            }
+        }
+    }
+
     @Test("a request that arrives a few bytes at a time, one with two tokens and a chunked one that the relay leaves to the router, are answered in order")
     func fragmentedAndChunked() async throws {
         try await withPlatform(gateway: Self.relaying.merging(["gateway.rate.window.seconds": "60"]) { $1 }, withCoupon: true) { base in

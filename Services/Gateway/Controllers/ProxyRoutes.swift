@@ -49,9 +49,11 @@ struct ProxyRoute: Sendable {
         let id = id ?? (path.contains("{id}") ? .path : .none)
         precondition(endpoint.parameterNames.count == (id == .none ? 0 : 1), "\(path): one {id} in, one out")
         let name = endpoint.parameterNames.first
+        // A path id arrives as the client wrote it, percent-encoded (the router's parameter and the
+        // relay's segment are both the raw path); the service gets it encoded once, not twice.
         let calleePath: @Sendable (String?) -> String = { value in
             guard let name, let value else { return endpoint.path() }
-            return endpoint.path([name: value])
+            return endpoint.path([name: value.removingPercentEncoding ?? value])
         }
         var checkBody: (@Sendable (ByteBuffer) throws -> Void)? = nil
         if Req.self != NoContent.self {
