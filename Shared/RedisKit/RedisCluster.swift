@@ -14,7 +14,7 @@ public struct RedisNode: Sendable, Hashable, CustomStringConvertible {
 
     /// `host:port`, as Redis writes a node in `MOVED` and `ASK` (the host may be an IPv6 address).
     public init?(_ text: some StringProtocol) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), port > 0 else {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port) else {
             return nil
         }
         let host = text[..<colon]

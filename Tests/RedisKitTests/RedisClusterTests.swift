@@ -23,6 +23,9 @@ struct RedisClusterTests {
             #expect(HashSlot.of(key) == expected, "key \(key.debugDescription)")
         }
         #expect(HashSlot.of("{sale:7}:stock") == HashSlot.of("{sale:7}:claims"))
+        // Node addresses as MOVED and configuration write them; a port out of range is no address.
+        #expect(RedisNode("::1:7000") == RedisNode(host: "::1", port: 7000))
+        #expect(RedisNode("127.0.0.1:99999") == nil && RedisNode("127.0.0.1:0") == nil && RedisNode(":7000") == nil)
     }
 
     @Test("a pipeline over three masters answers in order, as one server would: multi-key reads joined, scripts on tagged keys, a transaction in one slot, FLUSHALL everywhere")
