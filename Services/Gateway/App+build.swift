@@ -16,7 +16,9 @@ import Logging
 /// that send no Origin), `gateway.relay.direct` (true: the relayed routes' common case is answered in front
 /// of the router, see `RelayHandler`; false: the router answers everything), `gateway.token.attestations`
 /// (true: each token passed on carries the gateway's attestation that it verified it, so the service
-/// checks an HMAC, not the signature, see `TokenAttestations`; false: services verify signatures). The gateway also relays order events to the riders' and drivers' WebSockets
+/// checks an HMAC, not the signature, see `TokenAttestations`; false: services verify signatures),
+/// `gateway.fix.batch.ms` and `gateway.fix.batch.max` (drivers' fixes gathered into one call to matching,
+/// see `FixBatches`). The gateway also relays order events to the riders' and drivers' WebSockets
 /// (`/ws`), from whichever instance holds the connection, and closes them when their session ends.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080, defaultConnectionsPerClient: 512)
@@ -113,13 +115,24 @@ func buildRouter(
             throw Problem.notFound("No route for \(request.method) \(request.uri.path)")
         }
     }
+    // `gateway.fix.batch.ms` (20; 0: off): how long the relay gathers drivers' fixes for one call to
+    // matching, `gateway.fix.batch.max` (500) the most drivers in one.
+    let fixWindow = try reader.int(forKey: "gateway.fix.batch.ms", default: 20, in: 0...1000)
+    var fixBatches: FixBatches? = nil
+    if fixWindow > 0 {
+        fixBatches = FixBatches(
+            clients: kit.clients, credentials: try ServiceCredentials(tokens: tokens), window: .milliseconds(fixWindow),
+            limit: try reader.int(forKey: "gateway.fix.batch.max", default: 500, in: 1...MatchingAPI.locationBatchLimit),
+            timeout: min(kit.clients.configuration.timeout, kit.configuration.requestTimeout ?? kit.clients.configuration.timeout),
+            logger: kit.logger)
+    }
     // `gateway.relay.direct` (true): relay the common request in front of the router.
     let relay =
         reader.bool(forKey: "gateway.relay.direct", default: true)
         ? Relay(
             routes: ProxyRoute.all, tokens: tokens, revocations: revocations, budgets: apiBudgets, clients: kit.clients,
             bodyLimit: kit.configuration.bodyLimit, requestTimeout: kit.configuration.requestTimeout,
-            serverName: "hailstorm-gateway", logger: kit.logger)
+            serverName: "hailstorm-gateway", fixBatches: fixBatches, logger: kit.logger)
         : nil
     return (router, sockets.webSocketRouter().buildResponder(), relay)
 }

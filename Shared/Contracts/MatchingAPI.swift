@@ -34,6 +34,49 @@ public enum MatchingAPI {
         }
     }
 
+    /// Many drivers' fixes in one call (services only): the gateway gathers the `POST /driver/locations`
+    /// that reach it within a few milliseconds and hands them over together, so that a fleet's fixes,
+    /// the platform's most frequent request, cost matching one request per batch instead of one each.
+    public struct LocationBatch: Codable, Sendable, Hashable {
+        public struct Entry: Codable, Sendable, Hashable {
+            public var driverID: String
+            public var points: [LocationPoint]
+
+            public init(driverID: String, points: [LocationPoint]) {
+                self.driverID = driverID
+                self.points = points
+            }
+        }
+
+        public var drivers: [Entry]
+
+        public init(drivers: [Entry]) {
+            self.drivers = drivers
+        }
+    }
+
+    /// What each entry of a `LocationBatch` got, in the batch's order: `accepted` (status 200), or the
+    /// problem the driver's own call would have been answered with.
+    public struct LocationBatchResult: Codable, Sendable, Hashable {
+        public struct Outcome: Codable, Sendable, Hashable {
+            public var status: Int
+            public var accepted: Int?
+            public var problem: ProblemDocument?
+
+            public init(status: Int, accepted: Int? = nil, problem: ProblemDocument? = nil) {
+                self.status = status
+                self.accepted = accepted
+                self.problem = problem
+            }
+        }
+
+        public var results: [Outcome]
+
+        public init(results: [Outcome]) {
+            self.results = results
+        }
+    }
+
     /// Going online; the position may come with it or from the last fix.
     public struct GoOnline: Codable, Sendable, Hashable {
         public var lat: Double?
@@ -128,6 +171,10 @@ public enum MatchingAPI {
 
     public static let locations = Endpoint<Locations, LocationsAccepted>(
         service: service, .post, "/v1/drivers/{id}/locations", isIdempotent: true)
+    /// At most `locationBatchLimit` drivers a call.
+    public static let locationBatch = Endpoint<LocationBatch, LocationBatchResult>(
+        service: service, .post, "/v1/locations/batch", isIdempotent: true)
+    public static let locationBatchLimit = 2000
     public static let online = Endpoint<GoOnline, DriverStatus>(service: service, .post, "/v1/drivers/{id}/online", isIdempotent: true)
     public static let offline = Endpoint<NoContent, DriverStatus>(service: service, .post, "/v1/drivers/{id}/offline", isIdempotent: true)
     public static let driver = Endpoint<NoContent, DriverStatus>(service: service, .get, "/v1/drivers/{id}")

@@ -53,6 +53,12 @@ public struct HTTP1Answer: Sendable {
     public var headerBlock: ByteBuffer
     public var body: ByteBuffer
 
+    public init(status: Int, headerBlock: ByteBuffer, body: ByteBuffer) {
+        self.status = status
+        self.headerBlock = headerBlock
+        self.body = body
+    }
+
     /// The value of the first header named `name` (any case), trimmed; nil when there is none.
     public func header(_ name: String) -> String? {
         var found: String? = nil

@@ -401,6 +401,62 @@ struct RideFlowTests {
         #expect(try await platform.send(.POST, "/admin/dispatch/drivers/\(b.id)/suspend", token: a.token).status == 403)
     }
 
+    @Test("drivers' fixes sent at once are gathered by the gateway into few calls to matching; each driver gets its own answer, a bad fix its own 400, and matching has every driver where their latest fix puts them")
+    func gatheredFixes() async throws {
+        let platform = try Platform()
+        defer { platform.stopAll() }
+        try await platform.start()
+        var drivers: [(id: String, token: String)] = []
+        for _ in 0..<30 { drivers.append(try await platform.account("driver")) }
+        let stray = try await platform.account("driver")
+        // Three rounds of every driver at once, each fix two points, the later one the latest; the stray
+        // driver's first point is off the globe.
+        for round in 0..<3 {
+            let answers = try await withThrowingTaskGroup(of: (Int, TestResponse).self) { group in
+                for (index, driver) in drivers.enumerated() {
+                    let latest = near(index + round)
+                    group.addTask {
+                        (index, try await platform.send(.POST, "/driver/locations", token: driver.token, body: [
+                            "points": [["lat": latest["lat"]!, "lon": latest["lon"]!, "at": 1_800_000_000 + round], near(50)],
+                        ]))
+                    }
+                }
+                group.addTask {
+                    (-1, try await platform.send(.POST, "/driver/locations", token: stray.token, body: ["points": [["lat": 95.0, "lon": 13.4], near(0)]]))
+                }
+                var answers: [Int: TestResponse] = [:]
+                for try await (index, answer) in group { answers[index] = answer }
+                return answers
+            }
+            for index in drivers.indices {
+                #expect(answers[index]?.status == 200, "\(answers[index]?.text ?? "no answer")")
+                #expect(answers[index]?.json["accepted"] as? Int == 2)
+            }
+            let refused = try #require(answers[-1])
+            #expect(refused.status == 400, "\(refused.text)")
+            #expect(refused.json["field"] as? String == "points[0]", "\(refused.text)")
+            #expect(refused.json["requestId"] as? String != nil, "the problem names the driver's own request: \(refused.text)")
+        }
+        // Matching has each driver at its latest fix (the one with a time, not the one sent last).
+        for (index, driver) in drivers.enumerated() {
+            let status = try await platform.send(.GET, "/driver/status", token: driver.token)
+            let latest = near(index + 2)
+            let lat = try #require(status.json["lat"] as? Double, "\(status.text)")
+            let lon = try #require(status.json["lon"] as? Double)
+            #expect(abs(lat - (latest["lat"] as! Double)) < 1e-4 && abs(lon - (latest["lon"] as! Double)) < 1e-4, "\(status.text)")
+        }
+        #expect(try await platform.send(.GET, "/driver/status", token: stray.token).json["lat"] == nil, "a refused fix moves nobody")
+        // The fixes on connections the gateway had seen before went to matching together.
+        let metrics = try await testRequest(.GET, platform.gateway.baseURL + "/metrics").text
+        func value(_ name: String) -> Double {
+            metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) } ?? 0
+        }
+        let gathered = value("hailstorm_gateway_fixes_gathered_total")
+        let batches = value("hailstorm_gateway_fix_batches_total")
+        #expect(gathered >= 31, "the later rounds' fixes are gathered: \(gathered)")
+        #expect(batches > 0 && batches * 3 <= gathered, "\(gathered) fixes in \(batches) calls")
+    }
+
     @Test("a driver whose app stops sending fixes is taken offline and not dispatched")
     func staleDriver() async throws {
         let platform = try Platform(matching: ["matching-driver-stale-seconds": "2"])

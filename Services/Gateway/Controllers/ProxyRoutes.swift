@@ -37,6 +37,12 @@ struct ProxyRoute: Sendable {
     /// Checks a body against the endpoint's request type (throws its 400 problem); nil: the endpoint takes
     /// no body.
     let checkBody: (@Sendable (ByteBuffer) throws -> Void)?
+    /// Requests of this route that the relay gathers into one call (nil: each is relayed on its own).
+    enum Gathered: Sendable {
+        /// Drivers' fixes, handed to matching in batches (`FixBatches`).
+        case driverLocations
+    }
+    var gathered: Gathered? = nil
     /// For what an app shows only when it can (an ad): the longest the service may take, after which —
     /// or when it fails — the app gets a 204 and nothing else. Nil: the service's answer, whatever it is.
     var optionalWithin: Duration? = nil
@@ -44,7 +50,7 @@ struct ProxyRoute: Sendable {
     /// `method path` relayed to `endpoint`, for `roles`.
     static func relay<Req, Res>(
         _ method: HTTPRequest.Method, _ path: String, to endpoint: Endpoint<Req, Res>, roles: [Role], id: ID? = nil,
-        query: [String] = [], optionalWithin: Duration? = nil
+        query: [String] = [], optionalWithin: Duration? = nil, gathered: Gathered? = nil
     ) -> ProxyRoute {
         let id = id ?? (path.contains("{id}") ? .path : .none)
         precondition(endpoint.parameterNames.count == (id == .none ? 0 : 1), "\(path): one {id} in, one out")
@@ -62,7 +68,7 @@ struct ProxyRoute: Sendable {
         return ProxyRoute(
             method: method, path: path, roles: roles, id: id, query: query, service: endpoint.service,
             calleeMethod: endpoint.method, isIdempotent: endpoint.isIdempotent, calleePath: calleePath, checkBody: checkBody,
-            optionalWithin: optionalWithin)
+            gathered: gathered, optionalWithin: optionalWithin)
     }
 
     /// The caller's identity when its role may call this route; a 401 or 403 problem otherwise.
@@ -94,7 +100,7 @@ struct ProxyRoute: Sendable {
         // Drivers.
         relay(.post, "driver/online", to: MatchingAPI.online, roles: [.driver], id: .caller),
         relay(.post, "driver/offline", to: MatchingAPI.offline, roles: [.driver], id: .caller),
-        relay(.post, "driver/locations", to: MatchingAPI.locations, roles: [.driver], id: .caller),
+        relay(.post, "driver/locations", to: MatchingAPI.locations, roles: [.driver], id: .caller, gathered: .driverLocations),
         relay(.get, "driver/status", to: MatchingAPI.driver, roles: [.driver], id: .caller),
         relay(.post, "driver/offers/{id}/grab", to: GrabAPI.grab, roles: [.driver]),
         relay(.post, "driver/rides/{id}/arrive", to: OrderAPI.arrive, roles: [.driver]),

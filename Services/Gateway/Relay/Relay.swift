@@ -24,14 +24,17 @@ final class Relay: Sendable {
     let timeout: Duration
     let serverName: String
     let logger: Logger
+    /// Where drivers' fixes are gathered for matching; nil: each is relayed on its own.
+    let fixBatches: FixBatches?
     /// The request budget's limit, as the header states it.
     private let limitText: String
     private let metrics = RelayMetrics()
 
     init(
         routes: [ProxyRoute], tokens: AccessTokens, revocations: Revocations, budgets: RequestBudgets, clients: ServiceClient,
-        bodyLimit: Int, requestTimeout: Duration?, serverName: String, logger: Logger
+        bodyLimit: Int, requestTimeout: Duration?, serverName: String, fixBatches: FixBatches? = nil, logger: Logger
     ) {
+        self.fixBatches = fixBatches
         self.routes = RelayRoutes(routes)
         self.tokens = tokens
         self.revocations = revocations
@@ -122,6 +125,12 @@ final class Relay: Sendable {
     /// deadline and body.
     func call(for request: RelayedRequest, body: ByteBuffer, allocator: ByteBufferAllocator) -> RelayCall? {
         let route = request.route.route
+        if route.gathered == .driverLocations, let fixBatches, let driver = request.calleeID {
+            guard let locations = try? JSONBody.decode(MatchingAPI.Locations.self, from: JSONBody.requireBody(body)) else { return nil }
+            return RelayCall(
+                instance: nil,
+                answer: fixBatches.add(driver: driver, points: locations.points, requestID: request.requestID, on: request.eventLoop))
+        }
         if let checkBody = route.checkBody {
             do { try checkBody(body) } catch { return nil }
         }
@@ -177,7 +186,7 @@ final class Relay: Sendable {
             case .failure(let error): failed = (error as? HTTP1CallError) == .deadlineExceeded ? .deadline : .unreachable
             }
             if let failed {
-                clients.finished(call.instance, service: route.service, outcome: failed)
+                call.finished(clients, service: route.service, outcome: failed)
                 logger.notice("optional answer replaced by 204", metadata: ["request_id": "\(request.requestID)", "path": "\(request.path)"])
                 let empty = RelayedAnswer(status: .noContent, headers: [:], body: nil)
                 metrics.answered(request, status: empty.status)
@@ -189,7 +198,7 @@ final class Relay: Sendable {
             case .success(let answer):
                 let code = answer.status
                 let unavailable = code == 502 || code == 503 || code == 504
-                clients.finished(call.instance, service: route.service, outcome: unavailable ? .unavailable : .ok)
+                call.finished(clients, service: route.service, outcome: unavailable ? .unavailable : .ok)
                 if unavailable, retryable {
                     handedOver(request)
                     return .retryThroughRouter
@@ -197,10 +206,10 @@ final class Relay: Sendable {
                 relayed = try RelayedAnswer(status: code, header: { answer.header($0.rawName) }, body: answer.body)
             case .failure(let error):
                 if let error = error as? HTTP1CallError, error == .deadlineExceeded {
-                    clients.finished(call.instance, service: route.service, outcome: .deadline)
+                    call.finished(clients, service: route.service, outcome: .deadline)
                     throw Problem.deadlineExceeded("A service behind this one did not answer within the deadline")
                 }
-                clients.finished(call.instance, service: route.service, outcome: .unreachable)
+                call.finished(clients, service: route.service, outcome: .unreachable)
                 if retryable {
                     handedOver(request)
                     return .retryThroughRouter
@@ -310,8 +319,14 @@ final class RelayedRequest {
 
 /// A relayed call on its way.
 struct RelayCall {
-    let instance: ServiceInstance
+    /// The instance called; nil for a request gathered into a batch (`FixBatches`), whose call counts for
+    /// the instance it reached.
+    let instance: ServiceInstance?
     let answer: EventLoopFuture<HTTP1Answer>
+
+    func finished(_ clients: ServiceClient, service: String, outcome: ServiceClient.CallOutcome) {
+        if let instance { clients.finished(instance, service: service, outcome: outcome) }
+    }
 }
 
 extension RelayedAnswer {

@@ -15,31 +15,25 @@ struct DriverController: Sendable {
 
     func register(on router: some RouterMethods<HailRequestContext>) {
         router.on(MatchingAPI.locations) { body, _, context in
-            let driver = try driver(context)
-            guard (1...1000).contains(body.points.count) else {
-                throw Problem.invalidField("points", "send 1 to 1000 points")
+            try await accept(body.points, from: try driver(context))
+        }
+        router.on(MatchingAPI.locationBatch) { body, _, context in
+            _ = try context.requireRole(.service)
+            guard (1...MatchingAPI.locationBatchLimit).contains(body.drivers.count) else {
+                throw Problem.invalidField("drivers", "send 1 to \(MatchingAPI.locationBatchLimit) drivers")
             }
-            for (i, point) in body.points.enumerated() {
-                guard GeoPoint(lat: point.lat, lon: point.lon).isValid else {
-                    throw Problem.invalidField("points[\(i)]", "needs lat in -90…90 and lon in -180…180")
+            var results: [MatchingAPI.LocationBatchResult.Outcome] = []
+            results.reserveCapacity(body.drivers.count)
+            for entry in body.drivers {
+                do {
+                    guard Self.isDriverID(entry.driverID) else { throw Problem.invalidField("id", "is not a driver id") }
+                    let accepted = try await accept(entry.points, from: entry.driverID)
+                    results.append(.init(status: 200, accepted: accepted.accepted))
+                } catch let problem as Problem {
+                    results.append(.init(status: problem.status.code, problem: problem.document(requestID: nil)))
                 }
-                if let at = point.at, !Bounds.isEpochSeconds(at) {
-                    throw Problem.invalidField("points[\(i)].at", "must be a time in seconds since 1970, before 2100")
-                }
             }
-            // The latest fix counts; without times, the last one sent.
-            let latest = body.points.enumerated().max { a, b in
-                (a.element.at ?? Double(a.offset)) < (b.element.at ?? Double(b.offset))
-            }!.element
-            try await fleet.locate(driver, at: GeoPoint(lat: latest.lat, lon: latest.lon))
-            if let fixStream {
-                let now = Date().timeIntervalSince1970
-                let state = fleet.status(driver).state
-                fixStream.add(body.points.map {
-                    LocationEvents.Fix(driverID: driver, lat: $0.lat, lon: $0.lon, at: $0.at ?? now, state: state)
-                })
-            }
-            return MatchingAPI.LocationsAccepted(accepted: body.points.count)
+            return MatchingAPI.LocationBatchResult(results: results)
         }
         router.on(MatchingAPI.online) { body, _, context in
             let driver = try driver(context)
@@ -115,11 +109,42 @@ struct DriverController: Sendable {
         }
     }
 
+    /// Takes a driver's fixes (`MatchingAPI.locations`, one entry of `locationBatch`): the latest moves the
+    /// driver in the index, and every one goes to `driver.location`.
+    private func accept(_ points: [MatchingAPI.LocationPoint], from driver: String) async throws -> MatchingAPI.LocationsAccepted {
+        guard (1...1000).contains(points.count) else {
+            throw Problem.invalidField("points", "send 1 to 1000 points")
+        }
+        for (i, point) in points.enumerated() {
+            guard GeoPoint(lat: point.lat, lon: point.lon).isValid else {
+                throw Problem.invalidField("points[\(i)]", "needs lat in -90…90 and lon in -180…180")
+            }
+            if let at = point.at, !Bounds.isEpochSeconds(at) {
+                throw Problem.invalidField("points[\(i)].at", "must be a time in seconds since 1970, before 2100")
+            }
+        }
+        // The latest fix counts; without times, the last one sent.
+        let latest = points.enumerated().max { a, b in
+            (a.element.at ?? Double(a.offset)) < (b.element.at ?? Double(b.offset))
+        }!.element
+        try await fleet.locate(driver, at: GeoPoint(lat: latest.lat, lon: latest.lon))
+        if let fixStream {
+            let now = Date().timeIntervalSince1970
+            let state = fleet.status(driver).state
+            fixStream.add(points.map {
+                LocationEvents.Fix(driverID: driver, lat: $0.lat, lon: $0.lon, at: $0.at ?? now, state: state)
+            })
+        }
+        return MatchingAPI.LocationsAccepted(accepted: points.count)
+    }
+
+    static func isDriverID(_ id: String) -> Bool { !id.isEmpty && id.count <= 100 }
+
     /// The driver a request is about: the path's id, which must be the caller unless an admin or a service calls.
     private func driver(_ context: HailRequestContext) throws -> String {
         let identity = try context.requireRole(.driver, .admin, .service)
         let id = try context.parameters.require("id")
-        guard id.count <= 100, !id.isEmpty else { throw Problem.invalidField("id", "is not a driver id") }
+        guard Self.isDriverID(id) else { throw Problem.invalidField("id", "is not a driver id") }
         if identity.role == .driver, identity.userID != id {
             throw Problem.forbidden("A driver can only report and change its own status")
         }
