@@ -118,10 +118,11 @@ func buildRouter(
     // `gateway.fix.batch.ms` (20; 0: off): how long the relay gathers drivers' fixes for one call to
     // matching, `gateway.fix.batch.max` (500) the most drivers in one.
     let fixWindow = try reader.int(forKey: "gateway.fix.batch.ms", default: 20, in: 0...1000)
+    // (They go to matching on the gateway's own behalf: a gateway holding no signing key relays each.)
     var fixBatches: FixBatches? = nil
-    if fixWindow > 0 {
+    if fixWindow > 0, let credentials = try? ServiceCredentials(tokens: tokens) {
         fixBatches = FixBatches(
-            clients: kit.clients, credentials: try ServiceCredentials(tokens: tokens), window: .milliseconds(fixWindow),
+            clients: kit.clients, credentials: credentials, window: .milliseconds(fixWindow),
             limit: try reader.int(forKey: "gateway.fix.batch.max", default: 500, in: 1...MatchingAPI.locationBatchLimit),
             timeout: min(kit.clients.configuration.timeout, kit.configuration.requestTimeout ?? kit.clients.configuration.timeout),
             logger: kit.logger)

@@ -1,7 +1,5 @@
 import Configuration
 import Foundation
-import NIOCore
-import NIOPosix
 
 /// The whole of a service's `main`: read configuration, build, run until SIGTERM/SIGINT.
 ///
@@ -9,9 +7,6 @@ import NIOPosix
 /// open) says why on stderr and exits with status 1, instead of dying with a backtrace.
 public enum ServiceMain {
     public static func run(_ build: (ConfigReader) async throws -> HailApplication) async {
-        if ProcessInfo.processInfo.environment["HAILSTORM_TASKS_ON_LOOPS"] == "1" {
-            NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-        }
         do {
             let reader = try await ConfigReader.loadHailstorm()
             let application = try await build(reader)

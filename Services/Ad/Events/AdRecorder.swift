@@ -27,11 +27,14 @@ enum AdRecorder {
 /// a coupon claimed — which become conversions of the click before them.
 enum AdFollower {
     static let group = "ad"
+    /// What a read gathers: a conversion or a segment may be a quarter of a second late, and a busy order
+    /// stream costs a few reads a second instead of one per trickle of events.
+    static let gathering = EventConsumerConfiguration(batchSize: 500, gather: .milliseconds(250))
 
     static func orders(store: AdStore, redis: RedisClient, stream: String, instance: String, logger: Logger) -> EventConsumer {
         EventConsumer.batching(
             stream: stream, group: group, consumer: instance, redis: redis,
-            configuration: EventConsumerConfiguration(), logger: logger
+            configuration: gathering, logger: logger
         ) { envelopes in
             try await ProcessedEvents.each(envelopes, consumer: "ad-orders", store: store.db) { envelope, db in
                 switch envelope.type {
@@ -49,7 +52,7 @@ enum AdFollower {
 
     static func couponClaims(store: AdStore, redis: RedisClient, stream: String, instance: String, logger: Logger) -> EventConsumer {
         EventConsumer.batching(
-            stream: stream, group: group, consumer: instance, redis: redis, configuration: EventConsumerConfiguration(), logger: logger
+            stream: stream, group: group, consumer: instance, redis: redis, configuration: gathering, logger: logger
         ) { envelopes in
             try await ProcessedEvents.each(envelopes, consumer: "ad-coupons", store: store.db) { envelope, db in
                 guard envelope.type == CouponEvents.Claimed.type else { return }
