@@ -54,8 +54,9 @@ func buildRouter(
 
     let hops = try reader.int(forKey: "gateway.proxy.hops", default: 0, in: 0...10)
     let hub = PushHub()
+    let subscriptions = PushSubscriptions()
     let revocations = Revocations()
-    kit.addService(PushListener(redis: kit.redis, hub: hub, revocations: revocations, logger: kit.logger))
+    kit.addService(PushListener(redis: kit.redis, hub: hub, subscriptions: subscriptions, revocations: revocations, logger: kit.logger))
     kit.addService(PushRelay.consumer(redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
     // The WebSocket checks a token's signature and the deny-list itself; the API's authentication only
     // verifies the signature, its rate limiter asks the deny-list in the same Redis round trip.
@@ -64,6 +65,7 @@ func buildRouter(
     }.filter { !$0.isEmpty })
     let sockets = PushSocketController(
         authentication: AuthenticationMiddleware(tokens: tokens, redis: kit.redis, revocations: revocations), hub: hub,
+        subscriptions: subscriptions,
         tickets: PushTickets(redis: kit.redis, keyPrefix: ratePrefix + ":ws-ticket", lifetime: .seconds(60)), origins: origins)
 
     let router = kit.makeRouter()

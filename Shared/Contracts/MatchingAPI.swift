@@ -283,8 +283,7 @@ public struct PushMessage: Codable, Sendable, Hashable {
         self.reason = reason
     }
 
-    /// The Redis pub/sub channel of one user's pushes; every gateway instance listens to `push:user:*`
-    /// and writes to the sockets it holds.
+    /// The Redis pub/sub channel of one user's pushes; a gateway instance subscribes to it while the user
+    /// has a socket there, and writes what comes to those sockets.
     public static func channel(user: String) -> String { "push:user:\(user)" }
-    public static let channelPattern = "push:user:*"
 }

@@ -1,6 +1,9 @@
 import Foundation
 import HailKitTesting
+import HummingbirdWSClient
 import Logging
+import RedisKit
+import Synchronization
 import Testing
 
 /// The push WebSocket's door: a one-use ticket (no token in the URL), the Origin check, and refusals a
@@ -57,6 +60,53 @@ struct PushSocketTests {
             #expect(plain.header("Content-Type") == "application/problem+json")
             let ticketless = try await testRequest(.POST, base + "/api/v1/ws/ticket")
             #expect(ticketless.status == 401)
+        }
+    }
+    @Test("a gateway hears a user's pushes only while that user has a socket there, from the hello on: one published right after the hello arrives; none is subscribed for a user without a socket, nor after the socket closed")
+    func subscribedWhileConnected() async throws {
+        try await withPlatform { base in
+            let redis = RedisClient(configuration: .init(port: TestEnvironment.redisPort))
+            defer { Task { await redis.shutdown() } }
+            let rider = try await signedInRider(base)
+            let token = try #require(rider["accessToken"] as? String)
+            let user = try #require((rider["user"] as? [String: Any])?["id"] as? String)
+            let channel = "push:user:\(user)"
+            func subscribers() async throws -> Int {
+                let reply = try await redis.send(RedisCommand("PUBSUB", "NUMSUB", channel)).array ?? []
+                return reply.count == 2 ? (reply[1].int ?? -1) : -1
+            }
+            #expect(try await subscribers() == 0, "nobody listens for a user without a socket")
+            #expect(try await redis.send(RedisCommand("PUBLISH", channel, "lost")).int == 0)
+
+            let ticket = try await testRequest(.POST, base + "/api/v1/ws/ticket", headers: ["Authorization": "Bearer \(token)"])
+            let port = try #require(Int(base.split(separator: ":").last ?? ""))
+            let url = "ws://127.0.0.1:\(port)/ws?ticket=\(try #require(ticket.json["ticket"] as? String))"
+            let received = Mutex<[String]>([])
+            let socket = Task {
+                _ = try await WebSocketClient.connect(url: url, logger: Logger(label: "push-test")) { inbound, _, _ in
+                    for try await message in inbound.messages(maxSize: 1 << 16) {
+                        guard case .text(let text) = message else { continue }
+                        received.withLock { $0.append(text) }
+                        // Published the moment the hello is read: the gateway must already be listening.
+                        if text.contains(#""type":"hello""#) {
+                            _ = try await redis.send(RedisCommand("PUBLISH", channel, #"{"type":"right-after-hello"}"#))
+                        }
+                    }
+                }
+            }
+            defer { socket.cancel() }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !received.withLock({ $0.contains { $0.contains("right-after-hello") } }), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(received.withLock { $0.contains { $0.contains("right-after-hello") } }, "\(received.withLock { $0 })")
+            #expect(try await subscribers() == 1)
+            #expect(try await redis.send(RedisCommand("PUBLISH", "push:user:someone-else", "x")).int == 0)
+
+            socket.cancel()
+            let closedBy = ContinuousClock.now + .seconds(10)
+            while try await subscribers() != 0, ContinuousClock.now < closedBy { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(try await subscribers() == 0, "the channel is dropped once the user's last socket closed")
         }
     }
 }

@@ -41,6 +41,7 @@ struct PushSocketController: Sendable {
     /// The same check as every `/api/v1` route, deny-list included.
     let authentication: AuthenticationMiddleware
     let hub: PushHub
+    let subscriptions: PushSubscriptions
     let tickets: PushTickets
     /// Allowed web origins; empty: the gateway's own.
     let origins: Set<String>
@@ -62,7 +63,13 @@ struct PushSocketController: Sendable {
                 identity = admitted
             }
             let (id, pushes) = hub.connect(user: identity.userID, session: identity.sessionID, token: identity.tokenID)
-            defer { hub.disconnect(user: identity.userID, id: id) }
+            // The user's channel is subscribed before the hello: a push published after it is not missed.
+            await subscriptions.join(identity.userID)
+            defer {
+                hub.disconnect(user: identity.userID, id: id)
+                let user = identity.userID
+                Task { await subscriptions.leave(user) }
+            }
             try await outbound.write(.text(#"{"type":"hello","userID":"\#(identity.userID)","role":"\#(identity.role.rawValue)"}"#))
             let ended = try await withThrowingTaskGroup(of: Bool.self) { group in
                 group.addTask {

@@ -6,13 +6,15 @@ import Metrics
 import RedisKit
 import ServiceLifecycle
 
-/// Listens on Redis pub/sub for every user's pushes (`push:user:*`) and writes those of the users
-/// connected here to their sockets, and for ended sessions (`auth:revoked`), whose sockets it closes.
-/// Every gateway instance runs one, so a push reaches the user on whichever instance holds the
-/// connection. Resubscribes after Redis drops the connection.
+/// Listens on Redis pub/sub for the pushes of the users connected here (`push:user:<id>`, one channel
+/// each, subscribed while the user has a socket here: `PushSubscriptions`) and writes them to their
+/// sockets, and for ended sessions (`auth:revoked`), whose sockets it closes. Every gateway instance runs
+/// one, so a push reaches the user on whichever instance holds the connection, and an instance hears
+/// only of its own users. Resubscribes after Redis drops the connection.
 struct PushListener: Service {
     let redis: RedisClient
     let hub: PushHub
+    let subscriptions: PushSubscriptions
     /// Fed with every revocation, and told when the subscription is lost (it may miss some then).
     let revocations: Revocations
     let logger: Logger
@@ -22,13 +24,15 @@ struct PushListener: Service {
         var failures = 0
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
-                let subscription = try await redis.subscribe(
-                    channels: [SessionRevocation.channel], patterns: [PushMessage.channelPattern])
+                let subscription = try await redis.subscribe(channels: [SessionRevocation.channel])
                 failures = 0
-                // Subscribed first, then the deny-list read: nothing revoked in between is missed.
+                // Subscribed first, then the deny-list read: nothing revoked in between is missed. The
+                // users with a socket here are subscribed again on the new connection.
                 do {
                     try await revocations.reload(redis: redis)
+                    try await subscriptions.attach(subscription)
                 } catch {
+                    await subscriptions.detach(subscription)
                     await subscription.close()
                     throw error
                 }
@@ -50,6 +54,7 @@ struct PushListener: Service {
                     }
                 }
                 revocations.lost()
+                await subscriptions.detach(subscription)
                 await subscription.close()
             } catch is CancellationError {
                 revocations.lost()
@@ -63,4 +68,51 @@ struct PushListener: Service {
             }
         }
     }
+}
+
+/// The push channels this instance subscribes to: a user's while they have a socket here. A socket joins
+/// before its hello and waits until Redis has confirmed the user's channel, so every push published after
+/// the hello reaches it; the user's last socket leaving drops the channel. Duplicate subscriptions (a
+/// second socket of the same user) are harmless: Redis confirms them and delivers each message once.
+actor PushSubscriptions {
+    private var subscription: RedisSubscription?
+    private var sockets: [String: Int] = [:]
+
+    /// A socket of `user` opened: their channel is subscribed (and confirmed, waiting at most `patience`
+    /// for a Redis that does not answer) when a subscription is up; otherwise it will be when the next one
+    /// is attached.
+    func join(_ user: String, patience: Duration = .seconds(2)) async {
+        sockets[user, default: 0] += 1
+        guard let subscription else { return }
+        try? await subscription.subscribe(channels: [PushMessage.channel(user: user)], timeout: patience)
+    }
+
+    /// A socket of `user` closed; the last one drops their channel.
+    func leave(_ user: String) async {
+        guard let count = sockets[user] else { return }
+        guard count <= 1 else {
+            sockets[user] = count - 1
+            return
+        }
+        sockets[user] = nil
+        try? await subscription?.unsubscribe(channels: [PushMessage.channel(user: user)])
+    }
+
+    /// A new subscription connection: every user with a socket here is subscribed on it.
+    func attach(_ subscription: RedisSubscription) async throws {
+        self.subscription = subscription
+        let channels = sockets.keys.map { PushMessage.channel(user: $0) }
+        var start = 0
+        while start < channels.count {
+            let chunk = Array(channels[start..<min(start + 1000, channels.count)])
+            try await subscription.subscribe(channels: chunk)
+            start += chunk.count
+        }
+    }
+
+    func detach(_ subscription: RedisSubscription) {
+        if self.subscription === subscription { self.subscription = nil }
+    }
+
+    var channelCount: Int { sockets.count }
 }

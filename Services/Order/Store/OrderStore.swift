@@ -176,6 +176,7 @@ struct OrderStore: Sendable {
                 driver = candidate
             }
             state = order.state
+            var moved = order
             for next in steps {
                 let offeredTo = next == .offered ? (move.offeredTo ?? move.driverID.map { [$0] }) : nil
                 try db.cachedStatement(sql: "UPDATE orders SET state = ?, driver_id = ?, updated_at = ? WHERE id = ?")
@@ -184,16 +185,21 @@ struct OrderStore: Sendable {
                     try db.cachedStatement(sql: "INSERT OR IGNORE INTO order_offers (order_id, driver_id, offered_at) VALUES (?, ?, ?)")
                         .execute(arguments: [id, driverID, now])
                 }
-                try Self.recordHistory(
-                    OrderAPI.Transition(from: state, to: next, at: now, actor: move.actor, reason: move.reason), order: id, in: db)
+                let transition = OrderAPI.Transition(from: state, to: next, at: now, actor: move.actor, reason: move.reason)
+                try Self.recordHistory(transition, order: id, in: db)
+                moved.history.append(transition)
                 try Outbox.enqueue(
                     OrderEvents.Moved(
                         orderID: id, riderID: order.riderID, driverID: next == .offered ? nil : driver, offeredTo: offeredTo,
                         from: state, to: next, at: now, reason: move.reason, fareCents: order.fareCents, actor: move.actor),
                     source: source, type: next.eventType, in: db)
                 state = next
+                moved.state = next
+                moved.driverID = next == .offered ? nil : driver
             }
-            return (try Self.fetch(id, in: db) ?? order, true)
+            // The order as the rows now hold it, without reading them back.
+            moved.updatedAt = now
+            return (moved, true)
         }
     }
 

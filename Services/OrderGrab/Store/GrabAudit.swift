@@ -26,9 +26,8 @@ struct GrabAudit: Sendable {
 
     func record(order: String, driver: String, outcome: String, at: Double) async throws {
         try await db.write { db in
-            try db.execute(
-                sql: "INSERT INTO grabs (order_id, driver_id, outcome, at) VALUES (?, ?, ?, ?)",
-                arguments: [order, driver, outcome, at])
+            try db.cachedStatement(sql: "INSERT INTO grabs (order_id, driver_id, outcome, at) VALUES (?, ?, ?, ?)")
+                .execute(arguments: [order, driver, outcome, at])
         }
     }
 
