@@ -236,16 +236,14 @@ struct DispatchService: Service {
                 .compactMap { fleet.account(of: $0.driver) }
             if drivers.isEmpty { deferred += 1 } else { offers.append((order, drivers)) }
         }
-        // Offers go out side by side, a bounded number at a time, so a rush of orders is not offered
-        // one round trip after another.
-        let offered = await withTaskGroup(of: Bool.self) { group in
-            var made = 0
-            for (index, (order, drivers)) in offers.enumerated() {
-                if index >= Self.concurrentOffers, let done = await group.next(), done { made += 1 }
-                group.addTask { await makeOffer(order, to: drivers, headers: headers, grabHeaders: grabHeaders) }
-            }
-            for await done in group where done { made += 1 }
-            return made
+        // A window's offers go out in calls of up to `handOverBatch`: one to order-grab opening their
+        // races, one to order marking them offered, instead of two calls per order.
+        var offered = 0
+        var start = 0
+        while start < offers.count {
+            let chunk = Array(offers[start..<min(start + Self.handOverBatch, offers.count)])
+            start += chunk.count
+            offered += await makeOffers(chunk, headers: headers, grabHeaders: grabHeaders)
         }
         counters.window(assigned: 0, offered: offered, deferred: deferred, pickupKm: 0)
         Counter(label: "hailstorm_dispatch_offered_total").increment(by: offered)
@@ -253,29 +251,58 @@ struct DispatchService: Service {
         Recorder(label: "hailstorm_dispatch_window_orders").record(waiting.count)
     }
 
-    static let concurrentOffers = 32
-    /// Assignments per call to order (its batch endpoint takes up to 500).
+    /// Assignments or offers per call to order (its batch endpoints take up to 500).
     static let handOverBatch = 250
 
-    /// Opens the race in order-grab, then marks the order offered (which pushes it to the drivers): in
-    /// that order, so no driver hears of an offer it cannot grab yet. True when the offer stands.
-    private func makeOffer(_ order: DispatchStore.Waiting, to drivers: [String], headers: HTTPFields, grabHeaders: HTTPFields) async -> Bool {
+    /// Opens the races in order-grab, then marks the orders offered (which pushes them to the drivers):
+    /// in that order, so no driver hears of an offer it cannot grab yet. Returns how many offers stand.
+    /// An order the order service refuses (cancelled, expired, taken meanwhile) leaves dispatch; when a
+    /// call fails, the orders wait for the next window (both calls are safe to repeat).
+    private func makeOffers(_ offers: [(DispatchStore.Waiting, [String])], headers: HTTPFields, grabHeaders: HTTPFields) async -> Int {
+        let expiresAt = Date().timeIntervalSince1970 + settings.offerSeconds
+        let results: [OrderAPI.OfferResults.Result]
         do {
             _ = try await clients.call(
-                GrabAPI.open,
-                .init(orderID: order.orderID, driverIDs: drivers, expiresAt: Date().timeIntervalSince1970 + settings.offerSeconds),
+                GrabAPI.openBatch,
+                .init(offers: offers.map { .init(orderID: $0.0.orderID, driverIDs: $0.1, expiresAt: expiresAt) }),
                 headers: grabHeaders, context: .none)
-            _ = try await clients.call(
-                OrderAPI.offer, .init(driverIDs: drivers), parameters: ["id": order.orderID], headers: headers, context: .none)
-            try await store.offered(order.orderID, drivers: drivers)
-            return true
-        } catch let problem as Problem where problem.status == .conflict || problem.status == .notFound {
-            logger.info("order left dispatch", metadata: ["order": "\(order.orderID)", "reason": "\(problem.detail ?? problem.title)"])
-            try? await store.done(order.orderID)
+            results = try await clients.call(
+                OrderAPI.offerBatch, .init(offers: offers.map { .init(orderID: $0.0.orderID, driverIDs: $0.1) }),
+                headers: headers, context: .none
+            ).results
         } catch {
-            logger.warning("offer not made; the order waits", metadata: ["order": "\(order.orderID)", "error": "\(error)"])
+            logger.warning("offers not made; the orders wait", metadata: ["orders": "\(offers.count)", "error": "\(error)"])
+            return 0
         }
-        return false
+        let byOrder = Dictionary(results.map { ($0.orderID, $0) }, uniquingKeysWith: { first, _ in first })
+        // Booked here side by side, so this service's writes share commits.
+        return await withTaskGroup(of: Bool.self) { group in
+            for (order, drivers) in offers {
+                guard let result = byOrder[order.orderID] else { continue }
+                group.addTask {
+                    if result.offered {
+                        do {
+                            try await store.offered(order.orderID, drivers: drivers)
+                            return true
+                        } catch {
+                            logger.warning("offer not booked; the order waits", metadata: ["order": "\(order.orderID)", "error": "\(error)"])
+                            return false
+                        }
+                    }
+                    if result.status == 409 || result.status == 404 {
+                        logger.info("order left dispatch", metadata: ["order": "\(order.orderID)", "reason": "\(result.detail ?? result.problem ?? "")"])
+                        try? await store.done(order.orderID)
+                    } else {
+                        logger.warning(
+                            "offer not made; the order waits", metadata: ["order": "\(order.orderID)", "status": "\(result.status ?? 0)"])
+                    }
+                    return false
+                }
+            }
+            var made = 0
+            for await stands in group where stands { made += 1 }
+            return made
+        }
     }
 
     /// The engine's number of an order: a stable hash of its id (FNV-1a), so a window and the events

@@ -34,6 +34,17 @@ struct GrabBoard: Sendable {
         ])
     }
 
+    /// Opens several races in one pipeline.
+    func open(_ offers: [GrabAPI.OpenOffer]) async throws {
+        var commands: [RedisCommand] = []
+        commands.reserveCapacity(offers.count * 2)
+        for offer in offers {
+            commands.append(RedisCommand("SADD", [offeredKey(offer.orderID)] + offer.driverIDs))
+            commands.append(RedisCommand("PEXPIREAT", offeredKey(offer.orderID), Int(saturating: offer.expiresAt * 1000)))
+        }
+        _ = try await redis.pipeline(commands)
+    }
+
     /// Takes drivers off an offer: their grabs answer `not-offered` from now on. A grab already won stays won.
     func withdraw(order: String, drivers: [String]) async throws {
         _ = try await redis.send(RedisCommand("SREM", [offeredKey(order)] + drivers))

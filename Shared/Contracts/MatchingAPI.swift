@@ -206,6 +206,15 @@ public enum GrabAPI {
         }
     }
 
+    /// A dispatch window's offers, opened together.
+    public struct OpenOffers: Codable, Sendable, Hashable {
+        public var offers: [OpenOffer]
+
+        public init(offers: [OpenOffer]) {
+            self.offers = offers
+        }
+    }
+
     /// Drivers who may no longer grab an offer (a suspended driver's).
     public struct Withdrawal: Codable, Sendable, Hashable {
         public var driverIDs: [String]
@@ -253,6 +262,9 @@ public enum GrabAPI {
     }
 
     public static let open = Endpoint<OpenOffer, NoContent>(service: service, .post, "/v1/offers", successStatus: .noContent, isIdempotent: true)
+    /// A dispatch window's races opened in one call (service role): up to 500, all or none.
+    public static let openBatch = Endpoint<OpenOffers, NoContent>(
+        service: service, .post, "/v1/offers/batch", successStatus: .noContent, isIdempotent: true)
     /// 200 won (also when the same driver asks again); 409 `taken` to every other driver.
     public static let grab = Endpoint<NoContent, Won>(service: service, .post, "/v1/offers/{id}/grab")
     public static let audit = Endpoint<NoContent, Audit>(service: service, .get, "/v1/offers/{id}/audit")

@@ -224,6 +224,54 @@ public enum OrderAPI {
         }
     }
 
+    /// A dispatch window's offers in one call (service role): each made as `offer` makes it, in its own
+    /// savepoint of a shared transaction.
+    public struct OfferBatch: Codable, Sendable, Hashable {
+        public struct Item: Codable, Sendable, Hashable {
+            public var orderID: String
+            public var driverIDs: [String]
+
+            public init(orderID: String, driverIDs: [String]) {
+                self.orderID = orderID
+                self.driverIDs = driverIDs
+            }
+        }
+
+        public var offers: [Item]
+
+        public init(offers: [Item]) {
+            self.offers = offers
+        }
+    }
+
+    /// What became of each offer of a batch, in the batch's order.
+    public struct OfferResults: Codable, Sendable, Hashable {
+        public struct Result: Codable, Sendable, Hashable {
+            public var orderID: String
+            /// True when the order is now offered to those drivers (made now, or already so).
+            public var offered: Bool
+            /// For a refusal: the status and problem type `offer` would have answered (`409`
+            /// `illegal-transition` for an order no longer waiting, `404`…), and its detail.
+            public var status: Int?
+            public var problem: String?
+            public var detail: String?
+
+            public init(orderID: String, offered: Bool, status: Int? = nil, problem: String? = nil, detail: String? = nil) {
+                self.orderID = orderID
+                self.offered = offered
+                self.status = status
+                self.problem = problem
+                self.detail = detail
+            }
+        }
+
+        public var results: [Result]
+
+        public init(results: [Result]) {
+            self.results = results
+        }
+    }
+
     /// An order given to a driver (service role): by matching's assignment, or by a won grab.
     public struct AssignRequest: Codable, Sendable, Hashable {
         public var driverID: String
@@ -354,6 +402,8 @@ public enum OrderAPI {
     /// Repeating the same offer or assignment answers the order as it is, so these are safe to retry.
     public static let offer = Endpoint<OfferRequest, Order>(service: service, .post, "/v1/orders/{id}/offer", isIdempotent: true)
     public static let assign = Endpoint<AssignRequest, Order>(service: service, .post, "/v1/orders/{id}/assign", isIdempotent: true)
+    /// Up to 500 offers in one call; a repeat answers each as it stands, so it is safe to retry.
+    public static let offerBatch = Endpoint<OfferBatch, OfferResults>(service: service, .post, "/v1/offers", isIdempotent: true)
     /// Up to 500 assignments in one call; a repeat answers each as it stands, so it is safe to retry.
     public static let assignBatch = Endpoint<AssignmentBatch, AssignmentResults>(
         service: service, .post, "/v1/assignments", isIdempotent: true)

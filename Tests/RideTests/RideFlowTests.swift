@@ -84,7 +84,7 @@ struct RideFlowTests {
         #expect(bad.header("Content-Type")?.hasPrefix("application/problem+json") == true)
     }
 
-    @Test("a dispatch window's assignments in one call to order: each stands or is refused on its own, with the reason a single assignment gets; the same batch again changes nothing")
+    @Test("a dispatch window's assignments, and its offers, in one call to order: each stands or is refused on its own, with the reason a single one gets; the same batch again changes nothing; order-grab opens a window's races together or refuses the batch")
     func assignmentBatch() async throws {
         let platform = try Platform()
         defer { platform.stopAll() }
@@ -153,6 +153,44 @@ struct RideFlowTests {
             .POST, platform.order.baseURL + "/v1/assignments", json: batch, headers: ["Authorization": "Bearer \(rider.token)"])
         #expect(byRider.status == 403)
         #expect(try await platform.send(.GET, "/rides/\(orders[1])", token: rider.token).json["state"] as? String == "created")
+
+        // Offers: a waiting order is offered, a cancelled one and an unknown one are refused, each with
+        // its reason; sent again, nothing changes.
+        let offers: [String: Any] = [
+            "offers": [
+                ["orderID": orders[1], "driverIDs": [b.id, c.id]],
+                ["orderID": orders[3], "driverIDs": [c.id]],
+                ["orderID": "no-such-order", "driverIDs": [a.id]],
+            ]
+        ]
+        for round in ["first", "repeated"] {
+            let answer = try await testRequest(.POST, platform.order.baseURL + "/v1/offers", json: offers, headers: direct)
+            #expect(answer.status == 200, "\(answer.text)")
+            let results = try #require(answer.json["results"] as? [[String: Any]])
+            #expect(results.map { $0["offered"] as? Bool } == [true, false, false], "\(round): \(results)")
+            #expect(results.map { $0["problem"] as? String } == [nil, "illegal-transition", "not-found"], "\(round): \(results)")
+            let offered = try await platform.send(.GET, "/rides/\(orders[1])", token: rider.token)
+            #expect(offered.json.states == ["created", "offered"], "\(round): one offer, however often it is sent")
+        }
+        let noDrivers = try await testRequest(
+            .POST, platform.order.baseURL + "/v1/offers", json: ["offers": [["orderID": orders[1], "driverIDs": []]]], headers: direct)
+        #expect(noDrivers.status == 400)
+        #expect(noDrivers.json["field"] as? String == "offers[0].driverIDs")
+
+        // order-grab: a batch with one offer already over opens none of its races.
+        let now = Date().timeIntervalSince1970
+        let races: [String: Any] = [
+            "offers": [
+                ["orderID": orders[1], "driverIDs": [b.id], "expiresAt": now + 30],
+                ["orderID": orders[2], "driverIDs": [c.id], "expiresAt": now - 1],
+            ]
+        ]
+        let refused = try await testRequest(.POST, platform.grab.baseURL + "/v1/offers/batch", json: races, headers: direct)
+        #expect(refused.status == 400, "\(refused.text)")
+        #expect(refused.json["field"] as? String == "offers[1].expiresAt")
+        let notOpen = try await platform.send(.POST, "/driver/offers/\(orders[1])/grab", token: b.token)
+        #expect(notOpen.status == 409, "a race the refused batch named was not opened: \(notOpen.text)")
+        #expect(notOpen.json["type"] as? String == "urn:hailstorm:problem:offer-ended", "\(notOpen.text)")
     }
 
     @Test("offer mode: 50 drivers grab the same order at once; exactly one wins, 49 are told it is taken")

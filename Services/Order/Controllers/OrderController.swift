@@ -91,6 +91,41 @@ struct OrderController: Sendable {
             return try await move(
                 context, .init(to: .offered, actor: caller.userID, reason: "offered to \(body.driverIDs.count) drivers", offeredTo: body.driverIDs))
         }
+        router.on(OrderAPI.offerBatch) { body, _, context in
+            let caller = try context.requireRole(.service, .admin)
+            guard (1...500).contains(body.offers.count) else { throw Problem.invalidField("offers", "send 1 to 500 offers") }
+            for (index, item) in body.offers.enumerated() {
+                guard !item.orderID.isEmpty else { throw Problem.invalidField("offers[\(index)].orderID", "must name an order") }
+                guard (1...100).contains(item.driverIDs.count) else {
+                    throw Problem.invalidField("offers[\(index)].driverIDs", "offer an order to 1 to 100 drivers")
+                }
+            }
+            let logger = context.logger
+            // Side by side: the store's group commit gives them one transaction, each in its own savepoint.
+            let results = try await withThrowingTaskGroup(of: (Int, OrderAPI.OfferResults.Result).self) { group in
+                for (index, item) in body.offers.enumerated() {
+                    group.addTask {
+                        let offer = OrderStore.Move(
+                            to: .offered, actor: caller.userID, reason: "offered to \(item.driverIDs.count) drivers", offeredTo: item.driverIDs)
+                        do {
+                            _ = try await move(item.orderID, offer, logger: logger)
+                            return (index, .init(orderID: item.orderID, offered: true))
+                        } catch let problem as Problem where problem.status.code < 500 {
+                            return (
+                                index,
+                                .init(
+                                    orderID: item.orderID, offered: false, status: problem.status.code, problem: problem.slug,
+                                    detail: problem.detail ?? problem.title)
+                            )
+                        }
+                    }
+                }
+                var results = [OrderAPI.OfferResults.Result?](repeating: nil, count: body.offers.count)
+                for try await (index, result) in group { results[index] = result }
+                return results.compactMap { $0 }
+            }
+            return OrderAPI.OfferResults(results: results)
+        }
         router.on(OrderAPI.assign) { body, _, context in
             let caller = try context.requireRole(.service, .admin)
             let assignment = try Self.assignment(driverID: body.driverID, via: body.via, pickupKm: body.pickupKm, by: caller.userID)

@@ -13,12 +13,15 @@ struct GrabController: Sendable {
     func register(on router: some RouterMethods<HailRequestContext>) {
         router.on(GrabAPI.open) { body, _, context in
             _ = try context.requireRole(.service, .admin)
-            guard !body.orderID.isEmpty, body.orderID.count <= 100 else { throw Problem.invalidField("orderID", "is not an order id") }
-            guard (1...100).contains(body.driverIDs.count) else { throw Problem.invalidField("driverIDs", "offer to 1 to 100 drivers") }
-            guard Bounds.isEpochSeconds(body.expiresAt), body.expiresAt > Date().timeIntervalSince1970 else {
-                throw Problem.invalidField("expiresAt", "must be in the future")
-            }
+            try Self.check(body)
             try await board.open(order: body.orderID, drivers: body.driverIDs, expiresAt: body.expiresAt)
+            return NoContent()
+        }
+        router.on(GrabAPI.openBatch) { body, _, context in
+            _ = try context.requireRole(.service, .admin)
+            guard (1...500).contains(body.offers.count) else { throw Problem.invalidField("offers", "open 1 to 500 offers") }
+            for (index, offer) in body.offers.enumerated() { try Self.check(offer, field: "offers[\(index)].") }
+            try await board.open(body.offers)
             return NoContent()
         }
         router.on(GrabAPI.grab) { _, _, context in
@@ -56,6 +59,16 @@ struct GrabController: Sendable {
             _ = try context.requireRole(.admin, .service)
             let order = try context.parameters.require("id")
             return GrabAPI.Audit(orderID: order, attempts: try await audit.attempts(order: order))
+        }
+    }
+
+    /// Refuses an offer that names no order, no driver or more than 100, or has ended already (`field`
+    /// prefixes the fields' names in the problem).
+    static func check(_ offer: GrabAPI.OpenOffer, field: String = "") throws {
+        guard !offer.orderID.isEmpty, offer.orderID.count <= 100 else { throw Problem.invalidField(field + "orderID", "is not an order id") }
+        guard (1...100).contains(offer.driverIDs.count) else { throw Problem.invalidField(field + "driverIDs", "offer to 1 to 100 drivers") }
+        guard Bounds.isEpochSeconds(offer.expiresAt), offer.expiresAt > Date().timeIntervalSince1970 else {
+            throw Problem.invalidField(field + "expiresAt", "must be in the future")
         }
     }
 
