@@ -12,12 +12,9 @@ enum LedgerFeed {
 
     static func consumers(store: SettlementStore, redis: RedisClient, instance: String, logger: Logger) -> [EventConsumer] {
         // Each read in one transaction (settlement's file syncs every commit): the events it keeps, in order.
-        // A read gathers what came within `gathering` (settlement pays in batches, minutes apart): a busy
-        // order stream then costs a few reads a second, not one per trickle of events.
-        let gathering = EventConsumerConfiguration(batchSize: 500, gather: .milliseconds(250))
         let orders = EventConsumer.batching(
             stream: OrderEvents.Moved.stream, group: group, consumer: instance, redis: redis,
-            configuration: gathering, logger: logger
+            configuration: EventConsumerConfiguration(), logger: logger
         ) { envelopes in
             let kept = envelopes.filter { $0.type == OrderState.completed.eventType || $0.type == OrderState.paid.eventType }
             try await ProcessedEvents.each(kept, consumer: group, store: store.db) { envelope, db in
@@ -31,7 +28,7 @@ enum LedgerFeed {
         }
         let payments = EventConsumer.batching(
             stream: PaymentEvents.Succeeded.stream, group: group, consumer: instance, redis: redis,
-            configuration: gathering, logger: logger
+            configuration: EventConsumerConfiguration(), logger: logger
         ) { envelopes in
             let kept = envelopes.filter { $0.type == PaymentEvents.Succeeded.type || $0.type == PaymentEvents.Refunded.type }
             try await ProcessedEvents.each(kept, consumer: group, store: store.db) { envelope, db in
