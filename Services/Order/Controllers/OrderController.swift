@@ -100,29 +100,17 @@ struct OrderController: Sendable {
                     throw Problem.invalidField("offers[\(index)].driverIDs", "offer an order to 1 to 100 drivers")
                 }
             }
-            let logger = context.logger
-            // Side by side: the store's group commit gives them one transaction, each in its own savepoint.
-            let results = try await withThrowingTaskGroup(of: (Int, OrderAPI.OfferResults.Result).self) { group in
-                for (index, item) in body.offers.enumerated() {
-                    group.addTask {
-                        let offer = OrderStore.Move(
-                            to: .offered, actor: caller.userID, reason: "offered to \(item.driverIDs.count) drivers", offeredTo: item.driverIDs)
-                        do {
-                            _ = try await move(item.orderID, offer, logger: logger)
-                            return (index, .init(orderID: item.orderID, offered: true))
-                        } catch let problem as Problem where problem.status.code < 500 {
-                            return (
-                                index,
-                                .init(
-                                    orderID: item.orderID, offered: false, status: problem.status.code, problem: problem.slug,
-                                    detail: problem.detail ?? problem.title)
-                            )
-                        }
-                    }
+            let outcomes = try await moveAll(
+                body.offers.map {
+                    ($0.orderID, OrderStore.Move(
+                        to: .offered, actor: caller.userID, reason: "offered to \($0.driverIDs.count) drivers", offeredTo: $0.driverIDs))
+                }, logger: context.logger)
+            let results = zip(body.offers, outcomes).map { item, outcome -> OrderAPI.OfferResults.Result in
+                switch outcome {
+                case .success: .init(orderID: item.orderID, offered: true)
+                case .failure(let problem):
+                    .init(orderID: item.orderID, offered: false, status: problem.status.code, problem: problem.slug, detail: problem.detail ?? problem.title)
                 }
-                var results = [OrderAPI.OfferResults.Result?](repeating: nil, count: body.offers.count)
-                for try await (index, result) in group { results[index] = result }
-                return results.compactMap { $0 }
             }
             return OrderAPI.OfferResults(results: results)
         }
@@ -141,27 +129,14 @@ struct OrderController: Sendable {
                 return try Self.assignment(
                     driverID: item.driverID, via: item.via, pickupKm: item.pickupKm, by: caller.userID, field: "assignments[\(index)].")
             }
-            let logger = context.logger
-            // Side by side: the store's group commit gives them one transaction, each in its own savepoint.
-            let results = try await withThrowingTaskGroup(of: (Int, OrderAPI.AssignmentResults.Result).self) { group in
-                for (index, (item, assignment)) in zip(body.assignments, moves).enumerated() {
-                    group.addTask {
-                        do {
-                            let order = try await move(item.orderID, assignment, logger: logger)
-                            return (index, .init(orderID: item.orderID, assigned: order.state == .assigned && order.driverID == item.driverID))
-                        } catch let problem as Problem where problem.status.code < 500 {
-                            return (
-                                index,
-                                .init(
-                                    orderID: item.orderID, assigned: false, status: problem.status.code, problem: problem.slug,
-                                    detail: problem.detail ?? problem.title)
-                            )
-                        }
-                    }
+            let outcomes = try await moveAll(zip(body.assignments, moves).map { ($0.orderID, $1) }, logger: context.logger)
+            let results = zip(body.assignments, outcomes).map { item, outcome -> OrderAPI.AssignmentResults.Result in
+                switch outcome {
+                case .success(let order):
+                    .init(orderID: item.orderID, assigned: order.state == .assigned && order.driverID == item.driverID)
+                case .failure(let problem):
+                    .init(orderID: item.orderID, assigned: false, status: problem.status.code, problem: problem.slug, detail: problem.detail ?? problem.title)
                 }
-                var results = [OrderAPI.AssignmentResults.Result?](repeating: nil, count: body.assignments.count)
-                for try await (index, result) in group { results[index] = result }
-                return results.compactMap { $0 }
             }
             return OrderAPI.AssignmentResults(results: results)
         }
@@ -211,6 +186,25 @@ struct OrderController: Sendable {
         }
         let reason = pickupKm.map { "\(via), pickup \(String(format: "%.2f", $0)) km" } ?? via
         return .init(to: .assigned, actor: actor, reason: reason, driverID: driverID)
+    }
+
+    /// A batch's moves side by side (the store's group commit gives them one transaction, each in its own
+    /// savepoint); for each, in order, the order it left or the problem below 500 that refused it alone.
+    private func moveAll(_ moves: [(id: String, move: OrderStore.Move)], logger: Logger) async throws -> [Result<OrderAPI.Order, Problem>] {
+        try await withThrowingTaskGroup(of: (Int, Result<OrderAPI.Order, Problem>).self) { group in
+            for (index, item) in moves.enumerated() {
+                group.addTask {
+                    do {
+                        return (index, .success(try await move(item.id, item.move, logger: logger)))
+                    } catch let problem as Problem where problem.status.code < 500 {
+                        return (index, .failure(problem))
+                    }
+                }
+            }
+            var outcomes = [Result<OrderAPI.Order, Problem>?](repeating: nil, count: moves.count)
+            for try await (index, outcome) in group { outcomes[index] = outcome }
+            return outcomes.compactMap { $0 }
+        }
     }
 
     private func move(_ context: HailRequestContext, _ move: OrderStore.Move) async throws -> OrderAPI.Order {
