@@ -57,7 +57,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         logger: kit.logger))
     kit.addService(PaymentFailures.consumer(
         store: store, redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
-    kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: OutboxWakeups(), logger: kit.logger))
+    kit.relayOutbox(of: database, wakeups: OutboxWakeups())
     kit.trimStreams([stream])
     kit.pruneProcessedEvents(in: database)
 

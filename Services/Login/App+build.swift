@@ -55,7 +55,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     }
 
     kit.addReadinessCheck("sqlite") { try await database.ping() }
-    kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: wakeups, logger: kit.logger))
+    kit.relayOutbox(of: database, wakeups: wakeups)
     kit.trimStreams([UserEvents.SignedUp.stream])
     kit.onShutdown { try await database.close() }
 

@@ -36,7 +36,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         cellDegrees: reader.double(forKey: "order.surge.cell.degrees", default: 0.02),
         defaultFactor: reader.double(forKey: "order.surge.default", default: 1.0))
 
-    kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: wakeups, logger: kit.logger))
+    kit.relayOutbox(of: database, wakeups: wakeups)
     // `order.quotes.publish.ms` (1000): how often the quotes given are published to `order.quotes`.
     let quotes = QuoteTally.quotes(redis: kit.redis, source: kit.name)
     kit.addService(quotes.periodic(

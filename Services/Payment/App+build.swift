@@ -35,7 +35,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         waitLimit: .seconds(max(1, reader.int(forKey: "payment.wait.seconds", default: 10))), logger: kit.logger)
     kit.logger.notice("payments go to the sandbox provider: no money moves", metadata: ["failure_rate": "\(failureRate)"])
 
-    kit.addService(OutboxRelay(store: database, redis: kit.redis, wakeups: wakeups, logger: kit.logger))
+    kit.relayOutbox(of: database, wakeups: wakeups)
     kit.trimStreams([PaymentEvents.Succeeded.stream])
     let recoverAfter = max(5, reader.int(forKey: "payment.recovery.after.seconds", default: 60))
     kit.addService(PaymentRecoveryService(desk: desk, after: .seconds(recoverAfter), logger: kit.logger)

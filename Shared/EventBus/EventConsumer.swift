@@ -113,6 +113,8 @@ public struct EventConsumer: Service {
         var lastReclaim = ContinuousClock.now - configuration.reclaimInterval
         var failures = 0
         var resumed = false
+        // Handled by the last read, acknowledged with the next (or at the end): one round trip per read.
+        var handled: [String] = []
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
                 if connection == nil || connection?.isActive == false {
@@ -129,8 +131,9 @@ public struct EventConsumer: Service {
                 }
                 let entries = try await RedisClient.xreadgroup(
                     on: connection!, stream: key, group: group, consumer: consumer,
-                    count: configuration.batchSize, block: configuration.block)
-                try await handleBatch(entries)
+                    count: configuration.batchSize, block: configuration.block, acknowledging: handled)
+                acknowledged(handled.count)
+                handled = await handle(entries)
                 failures = 0
                 if configuration.gather > .zero, !entries.isEmpty, entries.count < configuration.batchSize {
                     try await Task.sleep(for: configuration.gather)
@@ -148,6 +151,7 @@ public struct EventConsumer: Service {
             }
         }
         await connection?.close()
+        if !handled.isEmpty, (try? await redis.xack(key, group: group, ids: handled)) != nil { acknowledged(handled.count) }
     }
 
     /// Handles what this consumer name was given before and never acknowledged: a process restarted
@@ -188,6 +192,20 @@ public struct EventConsumer: Service {
     /// Handles entries in order and acknowledges the handled ones with one `XACK`. A crash before that
     /// acknowledgement delivers them again, which handlers tolerate by contract.
     private func handleBatch(_ entries: [StreamEntry]) async throws {
+        let handled = await handle(entries)
+        guard !handled.isEmpty else { return }
+        try await redis.xack(key, group: group, ids: handled)
+        acknowledged(handled.count)
+    }
+
+    private func acknowledged(_ count: Int) {
+        guard count > 0 else { return }
+        Counter(label: "hailstorm_events_consumed_total", dimensions: [("stream", stream), ("group", group)]).increment(by: count)
+    }
+
+    /// Handles entries in order (as one batch when the consumer has a batch handler); returns the ids of
+    /// those handled, to be acknowledged. Cancellation leaves the whole read unacknowledged.
+    private func handle(_ entries: [StreamEntry]) async -> [String] {
         var handled: [String] = []
         if entries.count > 1, let batchHandler {
             let envelopes = entries.compactMap { EventEnvelope(entry: $0, stream: stream) }
@@ -197,7 +215,7 @@ public struct EventConsumer: Service {
                     try await batchHandler(envelopes)
                     handled = entries.map(\.id)
                 } catch is CancellationError {
-                    throw CancellationError()
+                    return []
                 } catch {
                     logger.debug(
                         "batch failed; handling its events one by one",
@@ -208,10 +226,7 @@ public struct EventConsumer: Service {
         if handled.isEmpty {
             for entry in entries where await handle(entry) { handled.append(entry.id) }
         }
-        guard !handled.isEmpty else { return }
-        try await redis.xack(key, group: group, ids: handled)
-        Counter(label: "hailstorm_events_consumed_total", dimensions: [("stream", stream), ("group", group)])
-            .increment(by: handled.count)
+        return handled
     }
 
     /// Runs the handler; true when the entry is done with and may be acknowledged. Malformed entries are

@@ -67,6 +67,7 @@ public struct OutboxRelay: Service {
     let redis: RedisClient
     let wakeups: OutboxWakeups
     let pollInterval: Duration
+    let linger: Duration
     let batchSize: Int
     /// `MAXLEN ~` on each `XADD`: nil (the default) leaves trimming to `StreamTrimmer`, which never drops
     /// what a consumer group has not read.
@@ -78,6 +79,7 @@ public struct OutboxRelay: Service {
         redis: RedisClient,
         wakeups: OutboxWakeups = OutboxWakeups(),
         pollInterval: Duration = .milliseconds(200),
+        linger: Duration = .zero,
         batchSize: Int = 200,
         maxStreamLength: Int? = nil,
         logger: Logger
@@ -86,19 +88,22 @@ public struct OutboxRelay: Service {
         self.redis = redis
         self.wakeups = wakeups
         self.pollInterval = pollInterval
+        self.linger = linger
         self.batchSize = batchSize
         self.maxStreamLength = maxStreamLength
         self.logger = logger
     }
 
-    /// Relays as `PeriodicWork` ("outbox-relay"): at every writer's wake-up or every `pollInterval`, at
-    /// once again after a full batch, backing off up to 2 s while Redis fails, and once more at shutdown
-    /// to publish what committed before it.
+    /// Relays as `PeriodicWork` ("outbox-relay"): at every writer's wake-up (`linger` after it, so that
+    /// the commits right behind it go in the same pipeline) or every `pollInterval`, at once again after
+    /// a full batch, backing off up to 2 s while Redis fails, and once more at shutdown to publish what
+    /// committed before it.
     public func run() async throws {
         let wakeups = self.wakeups
+        let linger = self.linger
         try await PeriodicWork(
             "outbox-relay", every: pollInterval, maxBackoff: max(pollInterval, .seconds(2)), finalRun: true,
-            wait: { await wakeups.wait(upTo: $0) }, logger: logger
+            wait: { await wakeups.wait(upTo: $0, linger: linger) }, logger: logger
         ) {
             try await relayOnce() == batchSize ? .more : .done
         }.run()
@@ -161,8 +166,15 @@ public final class OutboxWakeups: Sendable {
         waiter?.resume()
     }
 
+    /// Returns `linger` after a `notify` (or after one that came since the last wait), after `timeout`,
+    /// or when the task is cancelled. One relay waits on a wakeups object; a second waiter releases the first.
+    func wait(upTo timeout: Duration, linger: Duration) async {
+        await wait(upTo: timeout)
+        if linger > .zero { try? await Task.sleep(for: linger) }
+    }
+
     /// Returns at a `notify` (or at once if one came since the last wait), after `timeout`, or when the
-    /// task is cancelled. One relay waits on a wakeups object; a second waiter releases the first.
+    /// task is cancelled.
     func wait(upTo timeout: Duration) async {
         let id: UInt64? = state.withLockedValue { state in
             if state.pending {

@@ -2,6 +2,12 @@ import HailKit
 import SQLiteKit
 
 extension ServiceKit {
+    /// Publishes what `store`'s outbox holds to Redis (`OutboxRelay`), woken by `wakeups` and lingering
+    /// `events.outbox.linger.ms` after each wake-up for the commits right behind it.
+    public mutating func relayOutbox(of store: SQLiteStore, wakeups: OutboxWakeups) {
+        addService(OutboxRelay(store: store, redis: redis, wakeups: wakeups, linger: configuration.outboxLinger, logger: logger))
+    }
+
     /// Keeps the streams this service writes within the configured retention (`events.stream.max.length`,
     /// `events.stream.max.age.hours`), every `events.retention.interval.seconds`, never trimming what a
     /// consumer group has not read.

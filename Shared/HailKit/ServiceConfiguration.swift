@@ -110,6 +110,8 @@ public struct ServiceConfiguration: Sendable {
     public var processedEventsMaxRows: Int
     /// How often streams are trimmed and handled-event records pruned to the bounds above.
     public var retentionInterval: Duration
+    /// How long the outbox relay waits, once woken by a commit, for further commits to publish with it.
+    public var outboxLinger: Duration
 
     public init(name: String, reader: ConfigReader, defaultPort: Int, defaultConnectionsPerClient: Int = 0) throws {
         self.name = name
@@ -157,6 +159,10 @@ public struct ServiceConfiguration: Sendable {
         // `events.retention.interval.seconds` (60): how often the streams are trimmed and `processed_events`
         // pruned to those bounds; between two runs they may grow by what arrives in the meantime.
         self.retentionInterval = .seconds(try reader.int(forKey: "events.retention.interval.seconds", default: 60, in: 1...86_400))
+        // `events.outbox.linger.ms` (5): once a commit wakes the outbox relay, it waits this long for the
+        // commits behind it, so that a busy service publishes its events in one pipeline per few
+        // milliseconds, not one per commit, and its followers wake once per such batch (0: at once).
+        self.outboxLinger = .milliseconds(try reader.int(forKey: "events.outbox.linger.ms", default: 5, in: 0...1000))
         self.redis = RedisConfiguration(
             host: reader.string(forKey: "redis.host", default: "127.0.0.1"),
             port: try reader.int(forKey: "redis.port", default: 6379, in: 1...65535),

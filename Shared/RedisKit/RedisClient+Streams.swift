@@ -78,7 +78,8 @@ extension RedisClient {
         }
     }
 
-    /// `XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS s >` on `connection` (blocking reads need their own).
+    /// `XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS s >` on `connection` (blocking reads need their own),
+    /// preceded in the same write by `XACK` of `handled` when there are any (an error reply to either throws).
     public static func xreadgroup(
         on connection: RedisConnection,
         stream: String,
@@ -86,12 +87,20 @@ extension RedisClient {
         consumer: String,
         count: Int,
         block: Duration?,
-        id: String = ">"
+        id: String = ">",
+        acknowledging handled: [String] = []
     ) async throws -> [StreamEntry] {
         var arguments: [any RESPArgumentConvertible] = ["GROUP", group, consumer, "COUNT", count]
         if let block { arguments += ["BLOCK", max(1, Int(block.milliseconds))] }
         arguments += ["STREAMS", stream, id]
-        return try parseRead(try await connection.send(RedisCommand("XREADGROUP", arguments), allowance: block ?? .zero))
+        let read = RedisCommand("XREADGROUP", arguments)
+        guard !handled.isEmpty else { return try parseRead(try await connection.send(read, allowance: block ?? .zero)) }
+        // The last read's acknowledgement goes in the same write as the next read: one round trip.
+        let replies = try await connection.pipeline([RedisCommand("XACK", [stream, group] + handled), read], allowance: block ?? .zero)
+        for reply in replies {
+            if case .error(let message) = reply { throw RedisError.server(message) }
+        }
+        return try parseRead(replies[1])
     }
 
     /// Non-blocking `XREADGROUP` through the pool.

@@ -93,6 +93,8 @@ struct Demo: AsyncParsableCommand {
         let riderAccounts = try await city.signUp(count: riders, role: "rider")
         print("Signed up \(drivers) drivers and \(riders) riders")
         let adCampaigns = try await city.adCampaigns(admin: admin)
+        // What settlement had heard before this demo: the books are read once it has heard this demo's trips too.
+        let booksBefore = try await settlementHeard(city, admin: admin)
 
         let progress = Task {
             while !Task.isCancelled {
@@ -124,6 +126,7 @@ struct Demo: AsyncParsableCommand {
         FileHandle.standardError.write(Data("\n".utf8))
 
         print("\nSettlement and books:")
+        try await waitForSettlement(city, admin: admin, before: booksBefore)
         let batch = try await city.gateway.send(.POST, "/admin/settlements/run", token: admin.token)
         if batch.status == 201 {
             let payouts = batch.json["payouts"] as? [[String: Any]] ?? []
@@ -155,6 +158,35 @@ struct Demo: AsyncParsableCommand {
         let healthy = city.tally.completed > 0 && total == 0 && mismatches.isEmpty
         print(healthy ? "Demo completed." : "Demo finished with problems (see above).")
         return healthy
+    }
+
+    /// How many completed orders and succeeded payments settlement has heard of, from its reconciliation
+    /// report (nil when the report is not available).
+    private func settlementHeard(_ city: City, admin: Account) async throws -> (completed: Int, payments: Int)? {
+        let report = try await city.gateway.send(.GET, "/admin/reconciliation", token: admin.token)
+        guard report.status == 200, let completed = report.json["completedOrders"] as? Int,
+            let payments = report.json["payments"] as? Int
+        else { return nil }
+        return (completed, payments)
+    }
+
+    /// Settlement hears of completions and payments from two streams, a moment after the rider saw them:
+    /// the batch and the reconciliation wait (at most 30 s) until it has heard of every trip this demo
+    /// completed and paid, so that a mismatch they report is one that stays.
+    private func waitForSettlement(_ city: City, admin: Account, before: (completed: Int, payments: Int)?) async throws {
+        guard let before else { return }
+        let counts = city.tally.snapshot
+        let (completed, paid) = (counts.completed, counts.paid)
+        let waitStarted = ContinuousClock.now
+        var heard = before
+        while ContinuousClock.now - waitStarted < .seconds(30) {
+            guard let now = try await settlementHeard(city, admin: admin) else { return }
+            heard = now
+            if now.completed >= before.completed + completed, now.payments >= before.payments + paid { return }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        print("  settlement had heard of \(heard.completed - before.completed) of \(completed) completed trips and "
+            + "\(heard.payments - before.payments) of \(paid) payments after 30 s")
     }
 
     /// What analytics made of the demo: its figures, the funnel's drop-offs, flagged trips and the
@@ -211,6 +243,7 @@ final class Tally: Sendable {
 
     func update(_ change: (inout Counts) -> Void) { counts.withLock { change(&$0) } }
     var completed: Int { counts.withLock { $0.completed } }
+    var snapshot: Counts { counts.withLock { $0 } }
 
     var line: String {
         counts.withLock { c in
@@ -223,7 +256,7 @@ final class Tally: Sendable {
         counts.withLock { c in
             """
               flash sale: \(c.granted) coupons granted; refused: \(c.soldOut) sold out, \(c.limitReached) limit reached, \(c.notStarted) not started, \(c.ended) ended
-              rides: \(c.requested) ordered (\(c.assignMode) assign mode, \(c.offerMode) offer mode), \(c.assigned) matched (\(c.grabsWon) by a won grab; \(c.grabsLost) grabs lost the race)
+              rides: \(c.requested) ordered (\(c.assignMode) assign mode, \(c.offerMode) offer mode), \(c.assigned) matched (\(c.grabsWon) by a won grab; \(c.grabsLost) grabs refused: the order taken by another driver or no longer offered)
               trips: \(c.completed) completed, \(c.expired) expired, \(c.cancelled) cancelled, \(c.unfinished) unfinished at the time limit
               payments: \(c.paid) paid, \(c.paidCents) cents charged, \(c.discountCents) cents of coupons, \(c.declined) declined
               ads: \(c.adsServed) shown to riders, \(c.adClicks) tapped, \(c.adsNone) slots with none
@@ -240,6 +273,15 @@ final class BusyFlag: Sendable {
     /// Takes the driver when free; false when already taken.
     func claim() -> Bool { taken.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged }
     func release() { taken.store(false, ordering: .relaxed) }
+}
+
+/// Offers a simulated driver was pushed while busy: its app keeps them listed, and the driver tries them,
+/// newest first, once free (an offer that ended meanwhile is answered 409 and dropped).
+final class StandingOffers: Sendable {
+    private let orders = Mutex<[String]>([])
+
+    func keep(_ order: String) { orders.withLock { $0.append(order) } }
+    func takeNewest() -> String? { orders.withLock { $0.popLast() } }
 }
 
 struct Account: Sendable {
@@ -375,8 +417,8 @@ struct City: Sendable {
             return
         }
         tally.update { $0.online += 1 }
-        let busy = BusyFlag()
-        let offers = Task { await listenForOffers(driver, busy: busy) }
+        let busy = BusyFlag(), standing = StandingOffers()
+        let offers = Task { await listenForOffers(driver, busy: busy, standing: standing) }
         var driven: Set<String> = []
         while !Task.isCancelled {
             position.lat += Double.random(in: -0.0005...0.0005)
@@ -391,6 +433,7 @@ struct City: Sendable {
                     _ = busy.claim()
                     if let end = await trip(order, driver: driver, from: GeoPoint(lat: position.lat, lon: position.lon)) { position = (end.lat, end.lon) }
                     busy.release()
+                    await grabStanding(driver, busy: busy, standing: standing)
                 }
             }
             try? await Task.sleep(for: .seconds(1))
@@ -451,7 +494,7 @@ struct City: Sendable {
 
     /// Grabs an order offered to this driver in offer mode when it is free, over the gateway's WebSocket
     /// (reconnecting when the gateway restarts). One grab at a time, as a person would.
-    private func listenForOffers(_ driver: Account, busy: BusyFlag) async {
+    private func listenForOffers(_ driver: Account, busy: BusyFlag, standing: StandingOffers) async {
         let socket = gateway.base.replacingOccurrences(of: "http://", with: "ws://") + "/ws?ticket="
         while !Task.isCancelled {
             // A ticket opens one socket within a minute; every (re)connection asks for one.
@@ -465,17 +508,38 @@ struct City: Sendable {
                         let push = try? JSONDecoder().decode(PushMessage.self, from: Data(text.utf8)),
                         push.type == "order.offered", push.reason?.hasPrefix("offered to") == true
                     else { continue }
-                    guard busy.claim() else { continue }
+                    guard busy.claim() else {
+                        standing.keep(push.orderID)
+                        continue
+                    }
                     Task {
                         try? await Task.sleep(for: .milliseconds(Int.random(in: 50...400)))
-                        let grab = try? await gateway.send(.POST, "/driver/offers/\(push.orderID)/grab", token: driver.token)
-                        tally.update { if grab?.status == 200 { $0.grabsWon += 1 } else { $0.grabsLost += 1 } }
-                        // A won grab keeps the driver busy until the trip loop has driven it.
-                        if grab?.status != 200 { busy.release() }
+                        if await grab(push.orderID, driver: driver) { return }
+                        busy.release()
+                        await grabStanding(driver, busy: busy, standing: standing)
                     }
                 }
             }
             try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    /// One grab; true when won (a won grab keeps the driver busy until the trip loop has driven it).
+    private func grab(_ order: String, driver: Account) async -> Bool {
+        let grab = try? await gateway.send(.POST, "/driver/offers/\(order)/grab", token: driver.token)
+        tally.update { if grab?.status == 200 { $0.grabsWon += 1 } else { $0.grabsLost += 1 } }
+        return grab?.status == 200
+    }
+
+    /// A driver free again tries the offers it was pushed while busy, newest first, until one is won.
+    private func grabStanding(_ driver: Account, busy: BusyFlag, standing: StandingOffers) async {
+        while let order = standing.takeNewest() {
+            guard busy.claim() else {
+                standing.keep(order)
+                return
+            }
+            if await grab(order, driver: driver) { return }
+            busy.release()
         }
     }
 
