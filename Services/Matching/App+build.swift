@@ -13,7 +13,8 @@ import SQLiteKit
 /// Keys beyond the kit's: `auth.jwks` and `auth.signing.key` (the kit's token keys), `auth.denylist.check` (true);
 /// `matching.dispatch.mode` (`assign` — batched optimal assignment — or `offer` — offered to the nearest
 /// drivers for grabbing), `matching.engine.mode` (`exact` or `fast`, for assign), `matching.window.ms`
-/// (2000), `matching.max.pickup.km` (5), `matching.offer.drivers` (5), `matching.offer.seconds` (30),
+/// (250: a window's batch of assignments and offers is what the drivers then act on at once; shorter windows
+/// spread that over the second), `matching.max.pickup.km` (5), `matching.offer.drivers` (5), `matching.offer.seconds` (30),
 /// `matching.window.max.orders` (5000); the city `matching.city.lat` / `matching.city.lon` (the centre the
 /// plane is projected around; 52.52, 13.405), `matching.city.radius.km` (40) and `matching.cell.km` (0.4);
 /// `matching.redis.prefix` (`matching`: the GEO set and the online/busy sets); `matching.events.reclaim.seconds` (30);
@@ -57,7 +58,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let counters = DispatchCounters()
     let dispatch = DispatchService(
         settings: DispatchSettings(
-            style: style, window: .milliseconds(max(50, reader.int(forKey: "matching.window.ms", default: 2000))),
+            style: style, window: .milliseconds(max(50, reader.int(forKey: "matching.window.ms", default: 250))),
             engine: DispatchConfiguration(mode: engineMode, maxPickupKm: maxPickupKm),
             offerDrivers: max(1, reader.int(forKey: "matching.offer.drivers", default: 5)),
             offerSeconds: Double(max(1, reader.int(forKey: "matching.offer.seconds", default: 30))),
