@@ -54,10 +54,13 @@ func buildRouter(
 
     let hops = try reader.int(forKey: "gateway.proxy.hops", default: 0, in: 0...10)
     let hub = PushHub()
-    let subscriptions = PushSubscriptions()
+    // On a Redis Cluster, users' pushes are sharded pub/sub: each through its channel's master only.
+    let sharded = kit.redis.isCluster ? kit.redis.shardedSubscription() : nil
+    let subscriptions = PushSubscriptions(sharded: sharded)
+    if let sharded { kit.addService(ShardedPushListener(subscription: sharded, hub: hub)) }
     let revocations = Revocations()
     kit.addService(PushListener(redis: kit.redis, hub: hub, subscriptions: subscriptions, revocations: revocations, logger: kit.logger))
-    kit.addService(PushRelay.consumer(redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
+    kit.addService(PushRelay.consumer(redis: kit.redis, instance: kit.configuration.instanceID, sharded: sharded != nil, logger: kit.logger))
     // The WebSocket checks a token's signature and the deny-list itself; the API's authentication only
     // verifies the signature, its rate limiter asks the deny-list in the same Redis round trip.
     let origins = Set(reader.string(forKey: "gateway.ws.origins", default: "").split(separator: ",").map {

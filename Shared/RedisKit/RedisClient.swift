@@ -16,7 +16,7 @@ public final class RedisClient: Sendable {
     public let configuration: RedisConfiguration
     let group: any EventLoopGroup
     private let slots: [ConnectionSlot]
-    private let cluster: ClusterRouter?
+    let cluster: ClusterRouter?
     private let next = NIOLockedValueBox(0)
     private let logger: Logger
 

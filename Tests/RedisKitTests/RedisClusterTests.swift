@@ -1,6 +1,7 @@
 import Foundation
 import HailKitTesting
-import RedisKit
+@testable import RedisKit
+import Synchronization
 import Testing
 
 /// RedisKit against a real Redis Cluster of six Debian redis-servers (three masters, three replicas).
@@ -182,6 +183,81 @@ struct RedisClusterTests {
         await subscription.close()
         await client.shutdown()
     }
+
+    @Test("sharded pub/sub: channels over three masters, each message through its own master; a channel dropped stops; a master killed, its channels are subscribed again on the promoted replica")
+    func shardedPubSub() async throws {
+        let cluster = try RedisClusterProcess()
+        let client = RedisClient(configuration: cluster.configuration(reconnectWindow: .seconds(20)))
+        let channels = (0..<60).map { "push:user:u\($0)" }
+        let owners = try Set(channels.map { try #require(try cluster.master(ofSlot: HashSlot.of($0))) })
+        #expect(owners.count == 3, "the channels lie on every master: \(owners)")
+
+        let subscription = client.shardedSubscription()
+        try await subscription.subscribe(channels: channels, timeout: .seconds(5))
+        let received = Mutex<[String: [String]]>([:])
+        let reader = Task {
+            for try await message in subscription.messages {
+                received.withLock { $0[message.channel, default: []].append(message.text) }
+            }
+        }
+        // SPUBLISH answers how many subscribers the channel's master has: one each, so every channel is
+        // subscribed where it is served (a subscription elsewhere would not be counted).
+        func publish(_ text: String, to channels: [String]) async throws -> [Int] {
+            try await client.pipeline(channels.map { RedisCommand("SPUBLISH", $0, text) }).map { $0.int ?? -1 }
+        }
+        #expect(try await publish("one", to: channels) == Array(repeating: 1, count: channels.count))
+        #expect(try await polled { received.withLock { $0 }.filter { $0.value == ["one"] }.count == channels.count })
+
+        let dropped = Array(channels.prefix(10)), kept = Array(channels.dropFirst(10))
+        await subscription.unsubscribe(channels: dropped)
+        #expect(try await polled { try await publish("ignored", to: dropped).allSatisfy { $0 == 0 } })
+        #expect(await subscription.channels == Set(kept))
+
+        // A slot handed to another master (no keys in it to migrate): Redis drops its channels' subscribers
+        // there, and they are subscribed again at the new owner.
+        let slot = HashSlot.of(kept[1])
+        let source = try #require(try cluster.master(ofSlot: slot))
+        let masters = try cluster.masterPorts()
+        let target = try #require(masters.first { $0 != source })
+        let targetID = try cluster.nodeID(target)
+        try cluster.cli(target, "CLUSTER", "SETSLOT", String(slot), "IMPORTING", try cluster.nodeID(source))
+        try cluster.cli(source, "CLUSTER", "SETSLOT", String(slot), "MIGRATING", targetID)
+        for port in [target, source] + masters.filter({ $0 != target && $0 != source }) {
+            try cluster.cli(port, "CLUSTER", "SETSLOT", String(slot), "NODE", targetID)
+        }
+        #expect(try await polled { try await publish("moved", to: [kept[1]]) == [1] }, "subscribed again where the slot went")
+        #expect(await subscription.placement.placed[kept[1]]?.port == target)
+
+        let victim = try #require(try cluster.master(ofSlot: HashSlot.of(kept[0])))
+        let moved = kept.filter { (try? cluster.master(ofSlot: HashSlot.of($0))) == victim }
+        cluster.kill(victim)
+        // Once the replica is promoted, every kept channel is subscribed again (on it, for the victim's).
+        #expect(try await polled(.seconds(30)) {
+            (try? await publish("probe", to: kept))?.allSatisfy { $0 == 1 } == true
+        }, "the \(moved.count) channels of the killed master \(victim) are served again")
+        let two = try await publish("two", to: kept)
+        #expect(two == Array(repeating: 1, count: kept.count))
+        if two != Array(repeating: 1, count: kept.count) {
+            let placement = await subscription.placement
+            print("sharded pub/sub after the failover: victim \(victim) replies \(two) masters \(try cluster.masterPorts()) links \(placement.links) repairing \(placement.repairing) placed \(placement.placed.mapValues(\.port)) map \(try await client.masters())")
+        }
+        #expect(try await polled { received.withLock { $0 }.filter { $0.value.last == "two" }.count == kept.count })
+        #expect(received.withLock { $0 }.filter { dropped.contains($0.key) }.allSatisfy { !$0.value.contains("two") })
+
+        await subscription.close()
+        _ = try? await reader.value
+        await client.shutdown()
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; whether it held.
+func polled(_ timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
 }
 
 /// A flag one task sets and another polls.

@@ -1,6 +1,7 @@
 import Contracts
 import Foundation
 import HailKitTesting
+import RedisKit
 import Testing
 
 /// The ride flow with every service on a Redis Cluster instead of one Redis.
@@ -59,6 +60,18 @@ struct ClusterRideTests {
         #expect(statuses.values.filter { $0 == 409 }.count == 9, "\(statuses)")
         let won = try await platform.waitForOrder(second, token: rider.token) { $0["state"] as? String == "assigned" }
         #expect(won["driverID"] as? String == winners.first)
+
+        // The pushes rode sharded pub/sub: each user's channel subscribed on its slot's master (and only
+        // there), none as a classic channel that every node would carry.
+        for user in [rider.id, drivers[9].id] {
+            let channel = PushMessage.channel(user: user)
+            let owner = try #require(try cluster.master(ofSlot: HashSlot.of(channel)))
+            for port in try cluster.masterPorts() {
+                let sharded = try cluster.cli(port, "PUBSUB", "SHARDCHANNELS", channel)
+                #expect(sharded.isEmpty == (port != owner), "\(channel) on master \(port) (its slot's master: \(owner)): \(sharded)")
+                #expect(try cluster.cli(port, "PUBSUB", "CHANNELS", "push:user:*").isEmpty)
+            }
+        }
 
         // Nothing lives on one node only: each master holds a share of the platform's keys.
         for port in try cluster.masterPorts() {

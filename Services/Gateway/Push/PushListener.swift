@@ -70,19 +70,51 @@ struct PushListener: Service {
     }
 }
 
+/// Writes the pushes that come through the sharded subscription (a Redis Cluster) to their users'
+/// sockets, as `PushListener` does for the classic one.
+struct ShardedPushListener: Service {
+    let subscription: RedisShardedSubscription
+    let hub: PushHub
+
+    func run() async throws {
+        let prefix = PushMessage.channel(user: "")
+        try? await cancelWhenGracefulShutdown {
+            for try await message in subscription.messages where message.channel.hasPrefix(prefix) {
+                if hub.deliver(message.text, to: String(message.channel.dropFirst(prefix.count))) > 0 {
+                    Counter(label: "hailstorm_push_delivered_total").increment()
+                }
+            }
+        }
+        await subscription.close()
+    }
+}
+
 /// The push channels this instance subscribes to: a user's while they have a socket here. A socket joins
 /// before its hello and waits until Redis has confirmed the user's channel, so every push published after
 /// the hello reaches it; the user's last socket leaving drops the channel. Duplicate subscriptions (a
 /// second socket of the same user) are harmless: Redis confirms them and delivers each message once.
+///
+/// On a Redis Cluster the channels are sharded (`sharded`: `SSUBSCRIBE` on the master of each channel's
+/// slot, which follows the slot when it moves), so a push travels through one master rather than every
+/// node; on one server they ride the listener's classic subscription.
 actor PushSubscriptions {
     private var subscription: RedisSubscription?
     private var sockets: [String: Int] = [:]
+    let sharded: RedisShardedSubscription?
+
+    init(sharded: RedisShardedSubscription? = nil) {
+        self.sharded = sharded
+    }
 
     /// A socket of `user` opened: their channel is subscribed (and confirmed, waiting at most `patience`
     /// for a Redis that does not answer) when a subscription is up; otherwise it will be when the next one
-    /// is attached.
+    /// is attached (or, sharded, as soon as its master answers).
     func join(_ user: String, patience: Duration = .seconds(2)) async {
         sockets[user, default: 0] += 1
+        if let sharded {
+            try? await sharded.subscribe(channels: [PushMessage.channel(user: user)], timeout: patience)
+            return
+        }
         guard let subscription else { return }
         try? await subscription.subscribe(channels: [PushMessage.channel(user: user)], timeout: patience)
     }
@@ -95,12 +127,18 @@ actor PushSubscriptions {
             return
         }
         sockets[user] = nil
+        if let sharded {
+            await sharded.unsubscribe(channels: [PushMessage.channel(user: user)])
+            return
+        }
         try? await subscription?.unsubscribe(channels: [PushMessage.channel(user: user)])
     }
 
-    /// A new subscription connection: every user with a socket here is subscribed on it.
+    /// A new subscription connection: every user with a socket here is subscribed on it (unless the
+    /// users' channels are sharded, which keep their own connections).
     func attach(_ subscription: RedisSubscription) async throws {
         self.subscription = subscription
+        guard sharded == nil else { return }
         let channels = sockets.keys.map { PushMessage.channel(user: $0) }
         var start = 0
         while start < channels.count {

@@ -11,10 +11,12 @@ import RedisKit
 enum PushRelay {
     static let group = "gateway-push"
 
-    static func consumer(redis: RedisClient, instance: String, logger: Logger) -> EventConsumer {
+    /// `sharded`: publishes with `SPUBLISH` (a Redis Cluster's gateways subscribe with `SSUBSCRIBE`).
+    static func consumer(redis: RedisClient, instance: String, sharded: Bool = false, logger: Logger) -> EventConsumer {
+        let publish = sharded ? "SPUBLISH" : "PUBLISH"
         // Each read's pushes go to Redis in one pipeline: a rush hour's order stream is over a thousand
         // events a second, and a round trip each was most of what relaying them cost.
-        EventConsumer.batching(
+        return EventConsumer.batching(
             stream: OrderEvents.Moved.stream, group: group, consumer: instance, redis: redis,
             // A push about a ride long over is noise: a group made now starts with the events to come.
             configuration: EventConsumerConfiguration(batchSize: 256, reclaimAfter: .seconds(10), reclaimInterval: .seconds(5), startsAtNewest: true),
@@ -29,7 +31,7 @@ enum PushRelay {
                     type: envelope.type, orderID: moved.orderID, state: moved.to, riderID: moved.riderID,
                     driverID: moved.driverID, at: moved.at, reason: moved.reason)
                 let text = String(decoding: try JSONBody.encoder.encode(message), as: UTF8.self)
-                commands.append(contentsOf: recipients.map { RedisCommand("PUBLISH", PushMessage.channel(user: $0), text) })
+                commands.append(contentsOf: recipients.map { RedisCommand(publish, PushMessage.channel(user: $0), text) })
             }
             if !commands.isEmpty { _ = try await redis.pipeline(commands) }
         }
