@@ -77,8 +77,7 @@ public actor RedisShardedSubscription {
         }
         for (node, channels) in byNode {
             guard let link = links[node] else { continue }
-            // One command per slot: a sharded command's channels must share one.
-            let commands = Dictionary(grouping: channels) { HashSlot.of($0) }.values.map { RedisCommand("SUNSUBSCRIBE", $0) }
+            let commands = Self.perSlot("SUNSUBSCRIBE", channels)
             try? await link.connection.sendWithoutReply(commands)
         }
     }
@@ -94,6 +93,11 @@ public actor RedisShardedSubscription {
 
     // MARK: Placing channels
 
+    /// `command` for `channels`, one per slot: a sharded command's channels must all lie in one.
+    private static func perSlot(_ command: String, _ channels: [String]) -> [RedisCommand] {
+        Dictionary(grouping: channels) { HashSlot.of($0) }.values.map { RedisCommand(command, $0) }
+    }
+
     /// Subscribes `channels` on the masters serving them now, grouped by node and slot.
     private func place(_ channels: [String], timeout: Duration?) async throws {
         var byNode: [RedisNode: [String]] = [:]
@@ -104,11 +108,17 @@ public actor RedisShardedSubscription {
         for (node, channels) in byNode {
             do {
                 let link = try await link(to: node)
-                let commands = Dictionary(grouping: channels) { HashSlot.of($0) }.values.map { RedisCommand("SSUBSCRIBE", $0) }
+                let commands = Self.perSlot("SSUBSCRIBE", channels)
                 try await link.confirmations.awaiting(channels.map { .channel($0) }, on: link.connection.eventLoop, timeout: timeout) {
                     try await link.connection.sendWithoutReply(commands)
                 }
                 for channel in channels where wanted.contains(channel) { placed[channel] = node }
+                // Dropped while their subscription was on its way: dropped there too.
+                let unwanted = channels.filter { !wanted.contains($0) }
+                if !unwanted.isEmpty {
+                    let commands = Self.perSlot("SUNSUBSCRIBE", unwanted)
+                    try? await link.connection.sendWithoutReply(commands)
+                }
             } catch {
                 firstError = firstError ?? error
             }
@@ -208,7 +218,7 @@ public actor RedisShardedSubscription {
             guard !stale.isEmpty else { continue }
             for (node, channels) in stale {
                 guard let link = links[node] else { continue }
-                let commands = Dictionary(grouping: channels) { HashSlot.of($0) }.values.map { RedisCommand("SUNSUBSCRIBE", $0) }
+                let commands = Self.perSlot("SUNSUBSCRIBE", channels)
                 try? await link.connection.sendWithoutReply(commands)
             }
             repairSoon()
