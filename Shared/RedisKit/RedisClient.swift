@@ -128,12 +128,7 @@ public final class RedisClient: Sendable {
         guard let cluster, let master = try await cluster.masters().randomElement() else {
             return try await RedisConnection.connect(to: configuration, on: group, onPush: onPush)
         }
-        do {
-            return try await RedisConnection.connect(to: cluster.configuration(for: master), on: group, onPush: onPush)
-        } catch let error as RedisError where error.isConnectFailure {
-            cluster.refreshSoon()
-            throw error
-        }
+        return try await connect(to: master, onPush: onPush)
     }
 
     /// A connection of its own to the server that holds `key` (in a cluster, its slot's master): for

@@ -75,11 +75,14 @@ public actor RedisShardedSubscription {
         for channel in channels where wanted.remove(channel) != nil {
             if let node = placed.removeValue(forKey: channel) { byNode[node, default: []].append(channel) }
         }
-        for (node, channels) in byNode {
-            guard let link = links[node] else { continue }
-            let commands = Self.perSlot("SUNSUBSCRIBE", channels)
-            try? await link.connection.sendWithoutReply(commands)
-        }
+        for (node, channels) in byNode { await drop(channels, on: node) }
+    }
+
+    /// `SUNSUBSCRIBE`s `channels` on the connection to `node`, if there is one (best effort: a connection
+    /// that fails takes its subscriptions with it).
+    private func drop(_ channels: [String], on node: RedisNode) async {
+        guard !channels.isEmpty, let link = links[node] else { return }
+        try? await link.connection.sendWithoutReply(Self.perSlot("SUNSUBSCRIBE", channels))
     }
 
     /// Closes every connection and ends `messages`.
@@ -114,11 +117,7 @@ public actor RedisShardedSubscription {
                 }
                 for channel in channels where wanted.contains(channel) { placed[channel] = node }
                 // Dropped while their subscription was on its way: dropped there too.
-                let unwanted = channels.filter { !wanted.contains($0) }
-                if !unwanted.isEmpty {
-                    let commands = Self.perSlot("SUNSUBSCRIBE", unwanted)
-                    try? await link.connection.sendWithoutReply(commands)
-                }
+                await drop(channels.filter { !wanted.contains($0) }, on: node)
             } catch {
                 firstError = firstError ?? error
             }
@@ -216,11 +215,7 @@ public actor RedisShardedSubscription {
                 }
             }
             guard !stale.isEmpty else { continue }
-            for (node, channels) in stale {
-                guard let link = links[node] else { continue }
-                let commands = Self.perSlot("SUNSUBSCRIBE", channels)
-                try? await link.connection.sendWithoutReply(commands)
-            }
+            for (node, channels) in stale { await drop(channels, on: node) }
             repairSoon()
         }
     }
@@ -264,8 +259,9 @@ extension RedisClient {
         return try await cluster.node(forKey: key)
     }
 
-    /// A connection of its own to `node`, its pushes to `onPush`.
-    func connect(to node: RedisNode, onPush: @escaping @Sendable (RESPValue) -> Void) async throws -> RedisConnection {
+    /// A connection of its own to `node` (the server, on one), its pushes to `onPush`; a node that cannot
+    /// be reached has the slot map read again.
+    func connect(to node: RedisNode, onPush: (@Sendable (RESPValue) -> Void)? = nil) async throws -> RedisConnection {
         guard let cluster else { return try await RedisConnection.connect(to: configuration, on: group, onPush: onPush) }
         do {
             return try await RedisConnection.connect(to: cluster.configuration(for: node), on: group, onPush: onPush)

@@ -20,7 +20,6 @@ struct PushListener: Service {
     let logger: Logger
 
     func run() async throws {
-        let prefix = PushMessage.channel(user: "")
         var failures = 0
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
@@ -46,11 +45,7 @@ struct PushListener: Service {
                             }
                             continue
                         }
-                        guard message.channel.hasPrefix(prefix) else { continue }
-                        let user = String(message.channel.dropFirst(prefix.count))
-                        if hub.deliver(message.text, to: user) > 0 {
-                            Counter(label: "hailstorm_push_delivered_total").increment()
-                        }
+                        hub.deliver(push: message)
                     }
                 }
                 revocations.lost()
@@ -77,15 +72,21 @@ struct ShardedPushListener: Service {
     let hub: PushHub
 
     func run() async throws {
-        let prefix = PushMessage.channel(user: "")
         try? await cancelWhenGracefulShutdown {
-            for try await message in subscription.messages where message.channel.hasPrefix(prefix) {
-                if hub.deliver(message.text, to: String(message.channel.dropFirst(prefix.count))) > 0 {
-                    Counter(label: "hailstorm_push_delivered_total").increment()
-                }
-            }
+            for try await message in subscription.messages { hub.deliver(push: message) }
         }
         await subscription.close()
+    }
+}
+
+extension PushHub {
+    /// Writes a message of a user's push channel (`push:user:<id>`) to that user's sockets here.
+    func deliver(push message: PubSubMessage) {
+        let prefix = PushMessage.channel(user: "")
+        guard message.channel.hasPrefix(prefix) else { return }
+        if deliver(message.text, to: String(message.channel.dropFirst(prefix.count))) > 0 {
+            Counter(label: "hailstorm_push_delivered_total").increment()
+        }
     }
 }
 
