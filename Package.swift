@@ -43,7 +43,7 @@ let services = [
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Metrics", package: "swift-metrics"),
     ]),
-    service("Coupon", product: "coupon"),
+    service("Coupon", product: "coupon", [.product(name: "Metrics", package: "swift-metrics")]),
     service("Order", product: "order"),
     service("Matching", product: "matching", ["MatchingEngine", .product(name: "Metrics", package: "swift-metrics")]),
     service("OrderGrab", product: "order-grab"),

@@ -11,21 +11,35 @@ import SQLiteKit
 /// Builds the coupon service from configuration.
 ///
 /// Keys beyond the kit's: `auth.jwks` and `auth.signing.key` (the kit's token keys), `auth.denylist.check` (true),
-/// `coupon.redis.prefix` (Redis key prefix of the sale's counters, `coupon`), and for the claims stream
-/// `coupon.claims.stream` (its name, `coupon.claims`), `coupon.claims.batch` (64), `coupon.claims.reclaim.seconds` (how long a claim may sit delivered but
-/// unstored before another instance takes it over, 30) and `coupon.claims.max.deliveries` (10).
+/// `coupon.redis.prefix` (Redis key prefix of the sale's counters, `coupon`), `coupon.stock.buckets` (how
+/// many buckets a campaign's stock is split into, each on a slot of its own: 1 on one Redis, 3 on a
+/// Redis Cluster; 1 to 64), `coupon.redis.wait.replicas` (replicas of a bucket's master that must have a
+/// claim before it is answered, Redis's `WAIT` on a connection of its own: 0) and `coupon.redis.wait.ms` (how long to wait for them, 100), and for the
+/// claims streams `coupon.claims.stream` (the public stream's name, `coupon.claims`; each bucket's is
+/// named after it), `coupon.claims.batch` (64), `coupon.claims.reclaim.seconds` (how long a claim may sit
+/// delivered but unstored before another instance takes it over, 30) and `coupon.claims.max.deliveries` (10).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "coupon", reader: reader, defaultPort: 9005)
-    guard !kit.configuration.redis.cluster else {
-        throw ConfigurationError("coupon cannot run on a Redis Cluster yet (redis.cluster): its claim script appends to the claims stream beside the campaign's counters, and they do not share a slot yet")
-    }
     let tokens = try await kit.accessTokens()
     let database = try await kit.openDatabase(migrations: CouponStore.migrations)
     let store = CouponStore(db: database)
     let stream = reader.string(forKey: "coupon.claims.stream", default: CouponEvents.Claimed.stream)
-    let sale = FlashSale(
-        redis: kit.redis, keyPrefix: reader.string(forKey: "coupon.redis.prefix", default: "coupon"), source: kit.name,
-        stream: stream)
+    let keyPrefix = reader.string(forKey: "coupon.redis.prefix", default: "coupon")
+    for (key, value) in [("coupon.claims.stream", stream), ("coupon.redis.prefix", keyPrefix)]
+    where value.isEmpty || value.contains(where: { "{}".contains($0) }) {
+        throw ConfigurationError("\(key) must be a name without braces (the sale's hash tags go inside them)")
+    }
+    let buckets = reader.int(forKey: "coupon.stock.buckets", default: kit.configuration.redis.cluster ? 3 : 1)
+    guard (1...64).contains(buckets) else { throw ConfigurationError("coupon.stock.buckets must be 1 to 64") }
+    let replicas = reader.int(forKey: "coupon.redis.wait.replicas", default: 0)
+    guard (0...16).contains(replicas) else { throw ConfigurationError("coupon.redis.wait.replicas must be 0 to 16") }
+    let waitMilliseconds = reader.int(forKey: "coupon.redis.wait.ms", default: 100)
+    guard (1...10_000).contains(waitMilliseconds) else { throw ConfigurationError("coupon.redis.wait.ms must be 1 to 10000") }
+    var sale = FlashSale(
+        redis: kit.redis, keyPrefix: keyPrefix, source: kit.name, stream: stream,
+        buckets: SaleBuckets(count: buckets, keyPrefix: keyPrefix)
+    ).withReplicas(replicas, timeout: .milliseconds(waitMilliseconds))
+    sale.logger = kit.logger
 
     // Campaigns still running are opened again: a no-op when Redis kept them, a rebuild of the stock,
     // each rider's count and the idempotency answers from the stored claims when Redis lost them.
@@ -51,14 +65,17 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         reclaimAfter: .seconds(reader.int(forKey: "coupon.claims.reclaim.seconds", default: 30)),
         reclaimInterval: .seconds(max(1, reader.int(forKey: "coupon.claims.reclaim.seconds", default: 30) / 2)),
         maxDeliveries: reader.int(forKey: "coupon.claims.max.deliveries", default: 10))
-    kit.addService(ClaimRecorder.consumer(
-        store: store, redis: kit.redis, stream: stream, instance: kit.configuration.instanceID,
-        configuration: consumerConfiguration,
-        logger: kit.logger))
+    let wakeups = OutboxWakeups()
+    for consumer in ClaimRecorder.consumers(
+        store: store, sale: sale, instance: kit.configuration.instanceID, wakeups: wakeups,
+        configuration: consumerConfiguration, logger: kit.logger)
+    {
+        kit.addService(consumer)
+    }
     kit.addService(PaymentFailures.consumer(
         store: store, redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
-    kit.relayOutbox(of: database, wakeups: OutboxWakeups())
-    kit.trimStreams([stream])
+    kit.relayOutbox(of: database, wakeups: wakeups)
+    kit.trimStreams([stream] + sale.claimsStreams)
     kit.pruneProcessedEvents(in: database)
 
     let router = kit.makeRouter()

@@ -35,11 +35,17 @@ public enum Outbox {
         _ event: E, source: String, type: String? = nil, in db: Database
     ) throws -> EventEnvelope {
         let envelope = try EventEnvelope(event, source: source, type: type)
+        try enqueue(envelope, in: db)
+        return envelope
+    }
+
+    /// Records an envelope for publishing on its `stream` as it is (its id kept, so a follower that saw
+    /// it elsewhere deduplicates it); call inside the write transaction that makes the change.
+    public static func enqueue(_ envelope: EventEnvelope, in db: Database) throws {
         try db.cachedStatement(
             sql: "INSERT INTO outbox (event_id, stream, type, source, occurred_at, payload) VALUES (?, ?, ?, ?, ?, ?)"
         ).execute(
             arguments: [envelope.id, envelope.stream, envelope.type, envelope.source, envelope.occurredAt, Data(envelope.payload)])
-        return envelope
     }
 
     /// Events not yet published, oldest first.

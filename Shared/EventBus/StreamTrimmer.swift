@@ -75,10 +75,7 @@ public struct StreamTrimmer: Sendable {
         } catch let error as RedisError where error.message.contains("no such key") {
             return (0, 0)
         }
-        var fields: [String: RESPValue] = [:]
-        for pair in stride(from: 0, to: info.count - 1, by: 2) {
-            if let name = info[pair].string { fields[name] = info[pair + 1] }
-        }
+        let fields = StreamBacklog.fields(of: info)
         guard let length = fields["length"]?.int, length > 0,
             let first = fields["first-entry"]?.array?.first?.string.flatMap(StreamID.init),
             let last = fields["last-entry"]?.array?.first?.string.flatMap(StreamID.init)
@@ -115,11 +112,7 @@ public struct StreamTrimmer: Sendable {
         }
         var oldest: StreamID? = nil
         for group in groups {
-            let values = group.array ?? []
-            var fields: [String: RESPValue] = [:]
-            for pair in stride(from: 0, to: values.count - 1, by: 2) {
-                if let name = values[pair].string { fields[name] = values[pair + 1] }
-            }
+            let fields = StreamBacklog.fields(of: group.array ?? [])
             guard let name = fields["name"]?.string else { continue }
             var needed: StreamID
             if (fields["pending"]?.int ?? 0) > 0,
@@ -139,6 +132,40 @@ public struct StreamTrimmer: Sendable {
 }
 
 /// A stream entry id: milliseconds and a sequence number.
+/// What a consumer group still has to do on a stream.
+public enum StreamBacklog {
+    /// Whether `group` has read and acknowledged every entry `stream` holds: true for a stream that is
+    /// empty or does not exist, false for entries the group was never created to read.
+    public static func isDrained(_ stream: String, group: String, redis: RedisClient) async throws -> Bool {
+        let key = EventEnvelope.streamKey(stream)
+        let info: [RESPValue]
+        do {
+            info = try await redis.send("XINFO", "STREAM", key).array ?? []
+        } catch let error as RedisError where error.message.contains("no such key") {
+            return true
+        }
+        let stream = fields(of: info)
+        guard (stream["length"]?.int ?? 0) > 0, let last = stream["last-entry"]?.array?.first?.string.flatMap(StreamID.init) else {
+            return true
+        }
+        let groups = try await redis.send("XINFO", "GROUPS", key).array ?? []
+        guard let state = groups.map({ fields(of: $0.array ?? []) }).first(where: { $0["name"]?.string == group }) else { return false }
+        guard (state["pending"]?.int ?? 0) == 0, let delivered = state["last-delivered-id"]?.string.flatMap(StreamID.init) else {
+            return false
+        }
+        return delivered >= last
+    }
+
+    /// An `XINFO` reply's flat name-value list as a dictionary.
+    static func fields(of values: [RESPValue]) -> [String: RESPValue] {
+        var fields: [String: RESPValue] = [:]
+        for pair in stride(from: 0, to: values.count - 1, by: 2) {
+            if let name = values[pair].string { fields[name] = values[pair + 1] }
+        }
+        return fields
+    }
+}
+
 struct StreamID: Comparable, CustomStringConvertible, Sendable {
     var milliseconds: UInt64
     var sequence: UInt64

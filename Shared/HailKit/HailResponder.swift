@@ -164,6 +164,14 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
         case let error as RedisError where error.isTimeout:
             // Redis stopped answering; whether the command ran is unknown, and retried writes are idempotent.
             return .unavailable("Redis did not answer in time", retryAfterSeconds: 1)
+        case let error as RedisError where error.isConnectionError:
+            // The connection closed under the command (a Redis restarted, a cluster master failed over):
+            // it may have run, and a write repeated with the same Idempotency-Key is safe.
+            return .unavailable(
+                "Redis closed the connection before it answered; repeat the request (with the same Idempotency-Key)",
+                retryAfterSeconds: 1)
+        case let error as RedisError where ["CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING"].contains(error.serverErrorPrefix ?? ""):
+            return .unavailable("Redis is failing over or loading its data: \(error.message)", retryAfterSeconds: 1)
         case is CancellationError:
             if let deadline = context.deadline, deadline <= .now {
                 return .deadlineExceeded("The caller's deadline passed")

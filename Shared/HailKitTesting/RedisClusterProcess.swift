@@ -30,6 +30,9 @@ public final class RedisClusterProcess: @unchecked Sendable {
                     "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                     "--dir", directory, "--cluster-enabled", "yes", "--cluster-config-file", "nodes-\(port).conf",
                     "--cluster-node-timeout", String(Self.nodeTimeoutMilliseconds), "--cluster-port", String(busPorts[port]!),
+                    // A replica's first sync at once, not after Redis's default 5 s of waiting for more
+                    // replicas to share it: until that sync a replica cannot take over.
+                    "--repl-diskless-sync-delay", "0",
                 ],
                 name: "redis-cluster-\(port)")
         }

@@ -77,6 +77,10 @@ struct CouponController: Sendable {
                 throw Problem.conflict("campaign-paused", "The sale is paused; try again later")
             case .unknownCampaign:
                 throw Problem.notFound("No campaign \(id)")
+            case .restoring:
+                throw Problem.unavailable(
+                    "Part of the sale is being restored; repeat the claim with the same Idempotency-Key in a moment",
+                    retryAfterSeconds: 1)
             }
         }
         router.on(CouponAPI.pause) { _, _, context in
