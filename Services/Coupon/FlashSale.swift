@@ -254,7 +254,7 @@ struct FlashSale: Sendable {
     /// it fell over to other buckets.
     func claim(campaign: String, user: String, idempotencyKey: String?) async throws -> Outcome {
         let home = buckets.home(of: user)
-        let idempotency = idempotencyKey.map { self.idempotencyKey(campaign, user: user, key: $0) } ?? ""
+        let idempotency = idempotencyKey.map { self.idempotencyKey(campaign, user: user, key: $0) }
         let now = Date().timeIntervalSince1970
         let claimID = RandomID.uuid()
         let envelope = Self.envelope(claimID: claimID, campaign: campaign, user: user, idempotencyKey: idempotencyKey, at: now, source: source)
@@ -262,8 +262,8 @@ struct FlashSale: Sendable {
             FlashSale.claimScript,
             keys: [
                 stockKey(campaign, bucket: home), usersKey(campaign, bucket: home), metaKey(campaign, bucket: home),
-                EventEnvelope.streamKey(claimsStream(bucket: home)), idempotency,
-            ],
+                EventEnvelope.streamKey(claimsStream(bucket: home)),
+            ] + (idempotency.map { [$0] } ?? []),
             arguments: [
                 user, claimID, envelope.id, envelope.type, envelope.source, String(envelope.occurredAt), envelope.payload,
                 buckets.count > 1 ? "1" : "0",
@@ -298,7 +298,7 @@ struct FlashSale: Sendable {
     /// The home bucket is empty and has counted the claim: a coupon from the first other bucket that has
     /// one; none left anywhere gives the count back and marks the home bucket drained.
     private func fallOver(
-        campaign: String, user: String, home: Int, idempotency: String, claimID: String, envelope: EventEnvelope
+        campaign: String, user: String, home: Int, idempotency: String?, claimID: String, envelope: EventEnvelope
     ) async throws -> Outcome {
         for bucket in buckets.others(after: home) {
             let parts = try await run(
@@ -311,7 +311,7 @@ struct FlashSale: Sendable {
             switch parts[0].string {
             case "granted", "repeat":
                 try await replicated(bucket)
-                if !idempotency.isEmpty { try await redis.run(FlashSale.confirmScript, keys: [idempotency], arguments: [claimID]) }
+                if let idempotency { try await redis.run(FlashSale.confirmScript, keys: [idempotency], arguments: [claimID]) }
                 return .granted(claimID: claimID, claimedAt: envelope.occurredAt)
             case "empty":
                 continue
@@ -322,7 +322,8 @@ struct FlashSale: Sendable {
             }
         }
         try await redis.run(
-            FlashSale.releaseScript, keys: [usersKey(campaign, bucket: home), metaKey(campaign, bucket: home), idempotency],
+            FlashSale.releaseScript,
+            keys: [usersKey(campaign, bucket: home), metaKey(campaign, bucket: home)] + (idempotency.map { [$0] } ?? []),
             arguments: [user, claimID, "1"])
         return .soldOut
     }

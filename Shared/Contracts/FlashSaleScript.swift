@@ -10,7 +10,8 @@
 /// as the idempotency answer. The sale window is judged by Redis's clock, the same for every instance.
 public enum FlashSaleScript {
     /// KEYS: stock, users (hash user → claims), meta (start_ms, end_ms, limit, paused, drained), the
-    /// bucket's claims stream, idempotency key or "". ARGV: user, claim id, event id, event type, source,
+    /// bucket's claims stream, and the idempotency key when there is one (left out, or "" on one Redis;
+    /// on a cluster "" would hash to another slot). ARGV: user, claim id, event id, event type, source,
     /// time, payload, and "1" when the sale has other buckets to fall over to. Answers `{status, …}` with
     /// status granted | repeat (claim id of the first grant) | pending (claim id of a fall-over under way)
     /// | reserved (home bucket empty: counted, now take from another) | paused | sold_out | limit_reached
@@ -18,14 +19,16 @@ public enum FlashSaleScript {
     /// answers its grant. `drained` is set once a fall-over found every bucket empty: stock never grows
     /// back, so from then on an empty home bucket means sold out without asking the others.
     public static let claim = """
+        local idem = KEYS[5]
+        if idem == '' then idem = nil end
         local meta = redis.call('HMGET', KEYS[3], 'start_ms', 'end_ms', 'limit', 'paused', 'drained')
         if not meta[1] then return {'unknown'} end
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         if now < tonumber(meta[1]) then return {'not_started', meta[1]} end
         if now >= tonumber(meta[2]) then return {'ended'} end
-        if KEYS[5] ~= '' then
-            local prior = redis.call('GET', KEYS[5])
+        if idem then
+            local prior = redis.call('GET', idem)
             if prior then
                 if string.sub(prior, 1, 8) == 'pending:' then return {'pending', string.sub(prior, 9)} end
                 return {'repeat', prior}
@@ -38,13 +41,13 @@ public enum FlashSaleScript {
         if left <= 0 then
             if ARGV[8] ~= '1' or meta[5] == '1' then return {'sold_out'} end
             redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-            if KEYS[5] ~= '' then redis.call('SET', KEYS[5], 'pending:' .. ARGV[2], 'EX', 86400) end
+            if idem then redis.call('SET', idem, 'pending:' .. ARGV[2], 'EX', 86400) end
             return {'reserved'}
         end
         redis.call('DECR', KEYS[1])
         redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
         redis.call('XADD', KEYS[4], '*', 'id', ARGV[3], 'type', ARGV[4], 'source', ARGV[5], 'at', ARGV[6], 'payload', ARGV[7])
-        if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[2], 'EX', 86400) end
+        if idem then redis.call('SET', idem, ARGV[2], 'EX', 86400) end
         return {'granted', ARGV[2]}
         """
 
@@ -73,10 +76,10 @@ public enum FlashSaleScript {
         """
 
     /// Every bucket was empty: the reservation is given back, once (with an idempotency key, only while
-    /// it is still this claim's pending one). KEYS: users, meta, idempotency key or "". ARGV: user, claim
+    /// it is still this claim's pending one). KEYS: users, meta, and the idempotency key when there is one. ARGV: user, claim
     /// id, "1" to mark the home bucket drained. Answers 1 when given back, 0 when already settled.
     public static let release = """
-        if KEYS[3] ~= '' then
+        if KEYS[3] and KEYS[3] ~= '' then
             if redis.call('GET', KEYS[3]) ~= 'pending:' .. ARGV[2] then return 0 end
             redis.call('DEL', KEYS[3])
         end

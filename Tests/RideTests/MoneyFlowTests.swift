@@ -37,7 +37,7 @@ extension Platform {
         try #require(campaign.status == 201, "\(campaign.text)")
         let campaignID = try #require(campaign.json["id"] as? String)
         let claim = try await send(.POST, "/coupons/campaigns/\(campaignID)/claim", token: rider.token)
-        try #require(claim.status == 201, "\(claim.text)")
+        try #require(claim.status == 201, "\(claim.text)\ncoupon's log:\n\(self.coupon?.output().suffix(3000) ?? "")")
         let couponID = try #require(claim.json["claimID"] as? String)
         _ = try await waitForCoupon(couponID, of: rider) { _ in true }
         return couponID
@@ -91,10 +91,13 @@ extension [String: Any] {
 
 @Suite("money: paying rides with coupons, the ledger, refunds, settlement and reconciliation", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .serialized, .timeLimit(.minutes(5)))
 struct MoneyFlowTests {
-    @Test("payment: a declined charge leaves the ride unpaid and the coupon in the wallet; 50 requests with one key charge once; the ledger balances; a refund reverses it")
-    func payment() async throws {
+    @Test(
+        "payment: a declined charge leaves the ride unpaid and the coupon in the wallet; 50 requests with one key charge once; the ledger balances; a refund reverses it — on one Redis and on a six-node Redis Cluster",
+        arguments: [false, true])
+    func payment(onCluster: Bool) async throws {
         // The sandbox takes 300 ms per charge, so the 50 requests overlap the one in flight.
-        let platform = try Platform(money: true, payment: ["payment-sandbox-latency-ms": "300", "payment-commission-percent": "20"])
+        let platform = try Platform(
+            money: true, payment: ["payment-sandbox-latency-ms": "300", "payment-commission-percent": "20"], redisCluster: onCluster)
         defer { platform.stopAll() }
         try await platform.start()
         let admin = try await platform.admin().token
@@ -221,9 +224,11 @@ struct MoneyFlowTests {
         #expect(order.json["state"] as? String == "completed")
     }
 
-    @Test("settlement: two batches at once pay each entry once, a third pays nothing, the report is clean, then lists an unpaid ride and an injected bad payment")
-    func settlement() async throws {
-        let platform = try Platform(money: true, payment: ["payment-sandbox-latency-ms": "10"])
+    @Test(
+        "settlement: two batches at once pay each entry once, a third pays nothing, the report is clean, then lists an unpaid ride and an injected bad payment — on one Redis and on a six-node Redis Cluster",
+        arguments: [false, true])
+    func settlement(onCluster: Bool) async throws {
+        let platform = try Platform(money: true, payment: ["payment-sandbox-latency-ms": "10"], redisCluster: onCluster)
         defer { platform.stopAll() }
         try await platform.start()
         let admin = try await platform.admin().token
