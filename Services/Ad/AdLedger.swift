@@ -10,23 +10,47 @@ import RedisKit
 /// impression or a click — the token seen once, the cap, the budget, the charge, the event on the
 /// stream — all or nothing, so concurrent impressions can never push a campaign past its budget and a
 /// token sent twice is charged once. The stream carries every counted one to SQLite (`AdRecorder`).
+///
+/// On a Redis Cluster (or with `ad.redis.shards` above 1) the books are split into shards by campaign,
+/// each under a hash tag of its own (`HashSlot.spreadTags`) with its own stream beside it, so that the
+/// script's keys share a slot and the campaigns spread over the masters; `AdRecorder` stores each
+/// shard's stream and republishes it onto `stream`, which analytics follows.
 struct AdLedger: Sendable {
     let redis: RedisClient
     let prefix: String
     let source: String
     /// The stream counted impressions and clicks travel on (`ad`).
     let stream: String
+    /// The shards' hash tags; nil: one Redis's plain keys, counted straight onto `stream`.
+    var tags: [String]? = nil
+
+    /// The shard holding `campaign`'s books.
+    func shard(of campaign: String) -> Int {
+        guard let tags, tags.count > 1 else { return 0 }
+        return HashSlot.of(campaign) % tags.count
+    }
+
+    /// The streams the count script appends to: `stream` itself, or one per shard (`ad.{tag}`).
+    var countStreams: [String] { tags.map { $0.map { "\(stream).{\($0)}" } } ?? [stream] }
+
+    /// Whether `AdRecorder` republishes what it stores onto `stream` (the books are sharded).
+    var republishes: Bool { tags != nil }
+
+    private func scope(_ campaign: String) -> String {
+        guard let tags else { return prefix }
+        return "\(prefix):{\(tags[shard(of: campaign)])}"
+    }
 
     /// How long a token's id is remembered: longer than any token lives.
     static let seenSeconds = 7 * 86_400
     /// How long a day's counters are kept after it.
     static let dayCounterSeconds = 3 * 86_400
 
-    func campaignKey(_ campaign: String) -> String { "\(prefix):c:\(campaign)" }
-    func dayKey(_ campaign: String, day: String) -> String { "\(prefix):c:\(campaign):day:\(day)" }
-    func capKey(_ campaign: String, user: String, day: String) -> String { "\(prefix):cap:\(campaign):\(day):\(user)" }
-    func seenKey(_ token: String) -> String { "\(prefix):seen:\(token)" }
-    var streamKey: String { EventEnvelope.streamKey(stream) }
+    func campaignKey(_ campaign: String) -> String { "\(scope(campaign)):c:\(campaign)" }
+    func dayKey(_ campaign: String, day: String) -> String { "\(scope(campaign)):c:\(campaign):day:\(day)" }
+    func capKey(_ campaign: String, user: String, day: String) -> String { "\(scope(campaign)):cap:\(campaign):\(day):\(user)" }
+    func seenKey(_ token: String, campaign: String) -> String { "\(scope(campaign)):seen:\(token)" }
+    func streamKey(_ campaign: String) -> String { EventEnvelope.streamKey(countStreams[shard(of: campaign)]) }
 
     enum Outcome: String, Sendable {
         case counted
@@ -59,8 +83,8 @@ struct AdLedger: Sendable {
         let reply = try await redis.run(
             Self.countScript,
             keys: [
-                seenKey(token.id), capKey(token.campaignID, user: token.userID, day: day), campaignKey(token.campaignID),
-                dayKey(token.campaignID, day: day), streamKey,
+                seenKey(token.id, campaign: token.campaignID), capKey(token.campaignID, user: token.userID, day: day),
+                campaignKey(token.campaignID), dayKey(token.campaignID, day: day), streamKey(token.campaignID),
             ],
             arguments: [
                 isClick ? "c" : "i", charge, campaign.totalBudgetCents * 1000, campaign.dailyBudgetCents * 1000,

@@ -15,6 +15,8 @@ import SQLiteKit
 /// `Cities`), `ad.token.key` (secret: the key impression and click tokens are signed with, 32 bytes or
 /// more; without it a random key is made at start, and tokens handed out before a restart are then
 /// refused — production refuses to start without one), `ad.token.seconds` (600), `ad.redis.prefix` (`ad`),
+/// `ad.redis.shards` (the campaigns' books split by campaign over this many hash tags, each with its own
+/// stream: 1 on one Redis, where the keys stay plain, 3 on a Redis Cluster; 1 to 64),
 /// `ad.events.stream` (`ad`), `ad.coupon.stream` and `ad.order.stream` (the streams of coupon claims and of orders it
 /// follows, `coupon.claims` and `order`),
 /// `ad.segment.new.trips` (3), `ad.segment.frequent.trips` (10), `ad.exploration.percent` (10),
@@ -22,9 +24,6 @@ import SQLiteKit
 /// books are read from Redis, 1000) and `ad.counts.flush.ms` (how often serving figures are stored, 2000).
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "ad", reader: reader, defaultPort: 9008)
-    guard !kit.configuration.redis.cluster else {
-        throw ConfigurationError("ad cannot run on a Redis Cluster yet (redis.cluster): its count script appends to the ad events stream beside the campaign's counters, and they do not share a slot yet")
-    }
     let tokens = try await kit.accessTokens()
     let database = try await kit.openDatabase(migrations: AdStore.migrations)
     let store = AdStore(db: database)
@@ -53,8 +52,14 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let refresh = try reader.int(forKey: "ad.refresh.ms", default: 1000, in: 50...60_000)
     let flush = try reader.int(forKey: "ad.counts.flush.ms", default: 2000, in: 50...60_000)
 
-    let ledger = AdLedger(
-        redis: kit.redis, prefix: reader.string(forKey: "ad.redis.prefix", default: "ad"), source: kit.name, stream: stream)
+    let prefix = reader.string(forKey: "ad.redis.prefix", default: "ad")
+    for (name, value) in [("ad.events.stream", stream), ("ad.redis.prefix", prefix)]
+    where value.isEmpty || value.contains(where: { "{}".contains($0) }) {
+        throw ConfigurationError("\(name) must be a name without braces (the books' hash tags go inside them)")
+    }
+    let shards = try reader.int(forKey: "ad.redis.shards", default: kit.configuration.redis.cluster ? 3 : 1, in: 1...64)
+    var ledger = AdLedger(redis: kit.redis, prefix: prefix, source: kit.name, stream: stream)
+    if kit.configuration.redis.cluster || shards > 1 { ledger.tags = HashSlot.spreadTags(shards, named: prefix) }
     let counts = ServeCounts()
     let catalog = AdCatalog(
         store: store, ledger: ledger, cities: cities, tokens: AdTokens(key: key), counts: counts, settings: settings, logger: kit.logger)
@@ -74,16 +79,21 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         }
         return .done
     })
-    kit.addService(AdRecorder.consumer(
-        store: store, redis: kit.redis, stream: stream, instance: kit.configuration.instanceID,
-        configuration: EventConsumerConfiguration(batchSize: 256), logger: kit.logger))
+    let wakeups = OutboxWakeups()
+    for consumer in AdRecorder.consumers(
+        store: store, ledger: ledger, instance: kit.configuration.instanceID, wakeups: wakeups,
+        configuration: EventConsumerConfiguration(batchSize: 256), logger: kit.logger)
+    {
+        kit.addService(consumer)
+    }
+    if ledger.republishes { kit.relayOutbox(of: database, wakeups: wakeups) }
     kit.addService(AdFollower.orders(
         store: store, redis: kit.redis, stream: reader.string(forKey: "ad.order.stream", default: OrderEvents.Created.stream),
         instance: kit.configuration.instanceID, logger: kit.logger))
     kit.addService(AdFollower.couponClaims(
         store: store, redis: kit.redis, stream: reader.string(forKey: "ad.coupon.stream", default: CouponEvents.Claimed.stream),
         instance: kit.configuration.instanceID, logger: kit.logger))
-    kit.trimStreams([stream])
+    kit.trimStreams(ledger.republishes ? [stream] + ledger.countStreams : [stream])
     kit.pruneProcessedEvents(in: database)
 
     let router = kit.makeRouter()

@@ -8,27 +8,16 @@ import NIOCore
 import RedisKit
 
 /// Where a sale lives in Redis: its stock split over `count` buckets, each bucket's keys under a hash
-/// tag of its own, so that on a Redis Cluster one campaign is not one hot key on one master.
-///
-/// Bucket `b`'s tag hashes into the `b`-th of `count` equal ranges of the 16,384 slots: with the slots
-/// spread evenly over the masters, as `redis-cli --cluster create` spreads them, `count` buckets land on
-/// `count` different masters while there are that many. The tags name the count, so a service started
-/// with another count finds none of the sale's keys and rebuilds the sale from the stored claims.
+/// tag of its own (`HashSlot.spreadTags`), so that on a Redis Cluster one campaign is not one hot key on
+/// one master. A service started with another count finds none of the sale's keys and rebuilds the
+/// sale from the stored claims.
 struct SaleBuckets: Sendable {
     let tags: [String]
 
     var count: Int { tags.count }
 
     init(count: Int, keyPrefix: String) {
-        tags = (0..<max(count, 1)).map { bucket in
-            let slots = (bucket * HashSlot.count / max(count, 1))..<((bucket + 1) * HashSlot.count / max(count, 1))
-            var attempt = 0
-            while true {
-                let tag = "\(keyPrefix).\(count).\(bucket).\(attempt)"
-                if slots.contains(HashSlot.of(tag)) { return tag }
-                attempt += 1
-            }
-        }
+        tags = HashSlot.spreadTags(count, named: keyPrefix)
     }
 
     /// The rider's home bucket: where their count and idempotency answers are kept.

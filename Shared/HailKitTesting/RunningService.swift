@@ -26,9 +26,15 @@ extension ConfigReader {
         for (key, value) in overrides { values[key] = value }
         var defaults: [String: ConfigValue] = [:]
         for (key, value) in values {
-            // Typed like the keys are read: numbers as integers, everything else as text.
+            // Typed like the keys are read: numbers as integers, true and false as flags, everything else as text.
             let isNumber = !value.isEmpty && value.allSatisfy(\.isNumber)
-            defaults[key] = isNumber ? ConfigValue(.int(Int(value)!), isSecret: false) : ConfigValue(.string(value), isSecret: false)
+            if isNumber {
+                defaults[key] = ConfigValue(.int(Int(value)!), isSecret: false)
+            } else if let flag = Bool(value) {
+                defaults[key] = ConfigValue(.bool(flag), isSecret: false)
+            } else {
+                defaults[key] = ConfigValue(.string(value), isSecret: false)
+            }
         }
         return .hailstorm(arguments: ["test"], environment: [:], defaults: defaults)
     }

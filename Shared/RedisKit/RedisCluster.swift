@@ -44,6 +44,23 @@ public enum HashSlot {
 
     public static func of(_ key: String) -> Int { of(Array(key.utf8)) }
 
+    /// `count` hash tags named after `name`, tag `i` hashing into the `i`-th of `count` equal ranges of
+    /// the slots: with the slots spread evenly over the masters (as `redis-cli --cluster create` spreads
+    /// them), `count` shards of data under these tags land on `count` different masters while there are
+    /// that many. The tags name the count, so another count gives other keys.
+    public static func spreadTags(_ count: Int, named name: String) -> [String] {
+        let count = max(count, 1)
+        return (0..<count).map { index in
+            let slots = (index * Self.count / count)..<((index + 1) * Self.count / count)
+            var attempt = 0
+            while true {
+                let tag = "\(name).\(count).\(index).\(attempt)"
+                if slots.contains(of(tag)) { return tag }
+                attempt += 1
+            }
+        }
+    }
+
     private static let table: [UInt16] = (0..<256).map { byte in
         var crc = UInt16(byte) << 8
         for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }

@@ -20,15 +20,28 @@ struct AdPlatform: Sendable {
     let orderStream: String
     let adminToken: String
 
-    static func run<T: Sendable>(withCoupon: Bool = false, _ body: @Sendable (AdPlatform) async throws -> T) async throws -> T {
+    /// The stream counted impressions and clicks are published on.
+    let adStream: String
+
+    /// With `cluster`, the ad service's Redis is that cluster (the gateway's stays the test run's).
+    static func run<T: Sendable>(
+        withCoupon: Bool = false, cluster: RedisClusterProcess? = nil, _ body: @Sendable (AdPlatform) async throws -> T
+    ) async throws -> T {
         let prefix = "/" + TestEnvironment.unique("ads") + "/"
         let claims = TestEnvironment.unique("claims")
         let orders = TestEnvironment.unique("orders")
-        let ad = try await Ad.buildApplication(reader: try .testing([
-            "discovery.prefix": prefix, "ad.redis.prefix": TestEnvironment.unique("ad"), "ad.events.stream": TestEnvironment.unique("adev"),
+        let adStream = TestEnvironment.unique("adev")
+        var settings = [
+            "discovery.prefix": prefix, "ad.redis.prefix": TestEnvironment.unique("ad"), "ad.events.stream": adStream,
             "ad.coupon.stream": claims, "ad.order.stream": orders, "ad.refresh.ms": "100", "ad.counts.flush.ms": "100",
             "ad.token.key": tokenKey,
-        ], service: "ad"))
+        ]
+        if let cluster {
+            settings["redis.port"] = String(cluster.ports[0])
+            settings["redis.cluster"] = "true"
+            settings["redis.cluster.nodes"] = cluster.ports.dropFirst().map { "127.0.0.1:\($0)" }.joined(separator: ",")
+        }
+        let ad = try await Ad.buildApplication(reader: try .testing(settings, service: "ad"))
         // Discovery cached for a second: what the gateway relays on bytes it sends only to instances it
         // has listed, as in production.
         let gateway = try await Gateway.buildApplication(reader: try .testing(
@@ -38,7 +51,7 @@ struct AdPlatform: Sendable {
         @Sendable func platform() async throws -> T {
             try await withRunningService(ad) { _ in
                 try await withRunningService(gateway) { base in
-                    let platform = AdPlatform(gateway: base, orderStream: orders, adminToken: admin)
+                    let platform = AdPlatform(gateway: base, orderStream: orders, adminToken: admin, adStream: adStream)
                     // The gateway finds the ad service once its registration is in etcd.
                     for _ in 0..<100 {
                         if try await platform.admin(.GET, "/admin/ads/campaigns").status == 200 { break }
@@ -167,9 +180,13 @@ struct AdPlatformTests {
         }
     }
 
-    @Test("a CPM budget worth 100 impressions, 1,000 impressions sent at once by 50 riders with every token sent twice: exactly the budget spent, each token counted once")
-    func budgetNeverOverspent() async throws {
-        try await AdPlatform.run { platform in
+    @Test(
+        "a CPM budget worth 100 impressions, 1,000 impressions sent at once by 50 riders with every token sent twice: exactly the budget spent, each token counted once — on one Redis and on a six-node Redis Cluster",
+        arguments: [false, true])
+    func budgetNeverOverspent(onCluster: Bool) async throws {
+        let cluster = onCluster ? try RedisClusterProcess() : nil
+        defer { cluster?.stopAll() }
+        try await AdPlatform.run(cluster: cluster) { platform in
             // 1,000 cents per thousand: one cent an impression; a budget of 100 cents.
             let id = try await platform.campaign(["bidCents": 1000, "dailyBudgetCents": 100, "totalBudgetCents": 100])
             var riders: [(id: String, token: String)] = []
@@ -232,6 +249,25 @@ struct AdPlatformTests {
             }
             #expect(exhausted == "exhausted")
             #expect(try await platform.ad(riderList[0].token).status == 204)
+
+            // Analytics' view: each counted impression once on the ad stream (republished from the books'
+            // shard on a cluster).
+            let redis = RedisClient(configuration: cluster?.configuration() ?? .init(port: TestEnvironment.redisPort, poolSize: 1))
+            defer { Task { await redis.shutdown() } }
+            var published: [String] = []
+            for _ in 0..<50 where published.count < 100 {
+                let entries = try await redis.xrange(EventEnvelope.streamKey(platform.adStream), from: "-", to: "+", count: 1000)
+                published = entries.compactMap { entry in
+                    entry.fields["payload"].flatMap { try? JSONDecoder().decode(AdEvents.Counted.self, from: Data($0)) }?.tokenID
+                }
+                if published.count < 100 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(published.count == 100 && Set(published).count == 100, "\(published.count) counted impressions on the stream")
+            if let cluster {
+                // The campaign's books sit under their shard's hash tag on one master.
+                let holders = try cluster.masterPorts().filter { !(try cluster.cli($0, "KEYS", "*}:c:\(id)")).isEmpty }
+                #expect(holders.count == 1, "the campaign's books on masters \(holders)")
+            }
         }
     }
 

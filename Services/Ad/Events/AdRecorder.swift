@@ -5,18 +5,30 @@ import RedisKit
 
 /// Stores counted impressions and clicks from the `ad` stream, at the database's pace (as coupon's
 /// claims are): Redis counted and charged them; the stream makes sure each is stored once. A read of
-/// the stream is stored in one transaction, and each event's id with it.
+/// the stream is stored in one transaction, and each event's id with it. With the books in shards, it
+/// reads each shard's stream and, in the same transaction, puts each event in the outbox for `ad` with
+/// the same id, so analytics follows one stream however the books are split.
 enum AdRecorder {
     static let group = "ad-store"
 
-    static func consumer(
-        store: AdStore, redis: RedisClient, stream: String, instance: String, configuration: EventConsumerConfiguration, logger: Logger
-    ) -> EventConsumer {
-        EventConsumer.batching(
-            stream: stream, group: group, consumer: instance, redis: redis, configuration: configuration, logger: logger
-        ) { envelopes in
-            try await ProcessedEvents.each(envelopes, consumer: group, store: store.db) { envelope, db in
-                try store.record(try envelope.decode(AdEvents.Counted.self), isClick: envelope.type == AdEvents.Counted.clickType, in: db)
+    static func consumers(
+        store: AdStore, ledger: AdLedger, instance: String, wakeups: OutboxWakeups, configuration: EventConsumerConfiguration,
+        logger: Logger
+    ) -> [EventConsumer] {
+        ledger.countStreams.map { stream in
+            EventConsumer.batching(
+                stream: stream, group: group, consumer: instance, redis: ledger.redis, configuration: configuration, logger: logger
+            ) { envelopes in
+                try await ProcessedEvents.each(envelopes, consumer: group, store: store.db) { envelope, db in
+                    try store.record(try envelope.decode(AdEvents.Counted.self), isClick: envelope.type == AdEvents.Counted.clickType, in: db)
+                    if ledger.republishes {
+                        var published = envelope
+                        published.stream = ledger.stream
+                        published.entryID = nil
+                        try Outbox.enqueue(published, in: db)
+                    }
+                }
+                if ledger.republishes { wakeups.notify() }
             }
         }
     }

@@ -71,6 +71,8 @@ struct AdStore: Sendable {
         migrations.add("v2-duplicates-per-hour") { db in
             try db.execute(sql: "ALTER TABLE serve_hours ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0")
         }
+        // What a sharded ledger's recorder republishes onto the `ad` stream.
+        Outbox.addMigrations(to: &migrations)
         return migrations
     }
 
