@@ -5,7 +5,9 @@
 # simulated city (drivers, riders, a flash sale, rides in both dispatch modes, payments, settlement).
 # Hailstorm keeps running afterwards: `hailstorm status`, `hailstorm logs NAME`, `hailstorm down`.
 #
-#   scripts/run.sh [--no-demo] [--debug] [--gateway-port 8080] [--run-dir .hailstorm/run]
+#   scripts/run.sh [--no-demo] [--debug] [--gateway-port 8080] [--run-dir .hailstorm/run] [--redis-cluster 6]
+#
+# --redis-cluster N runs Redis as a Redis Cluster of N nodes (6: three masters, each with a replica).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -14,13 +16,15 @@ demo=1
 configuration=release
 gateway_port=8080
 run_dir=.hailstorm/run
+redis_cluster=
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-demo) demo=0 ;;
         --debug) configuration=debug ;;
         --gateway-port) gateway_port=$2; shift ;;
         --run-dir) run_dir=$2; shift ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        --redis-cluster) redis_cluster=$2; shift ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -36,7 +40,8 @@ hailstorm="$bin/hailstorm"
 extra=()
 # Unoptimised bcrypt at the production cost takes seconds per sign-in; a --debug run uses a cheaper one.
 [ "$configuration" = debug ] && extra=(--option login:auth-bcrypt-cost=6)
-say "Starting Hailstorm: $hailstorm up --run-dir $run_dir --gateway-port $gateway_port"
+[ -n "$redis_cluster" ] && extra+=(--redis-cluster "$redis_cluster")
+say "Starting Hailstorm: $hailstorm up --run-dir $run_dir --gateway-port $gateway_port ${extra[*]}"
 "$hailstorm" up --run-dir "$run_dir" --gateway-port "$gateway_port" "${extra[@]}"
 
 if [ "$demo" = 1 ]; then

@@ -51,6 +51,9 @@ struct Up: AsyncParsableCommand {
     @Option(help: "Seconds to wait for every instance to be ready.")
     var timeout: Int = 180
 
+    @Option(help: "Run Redis as a Redis Cluster of N nodes on loopback: 3 (three masters) or an even N from 6 to 16 (half masters, each with a replica that takes over when it dies).")
+    var redisCluster: Int?
+
     func run() async throws {
         let folder = run.folder
         try folder.prepare()
@@ -186,8 +189,12 @@ struct Up: AsyncParsableCommand {
         if LoopbackPorts.isListening(gatewayPort) {
             throw ValidationError("something already listens on 127.0.0.1:\(gatewayPort); choose another with --gateway-port")
         }
+        if let redisCluster, RunPlan.clusterShape(nodes: redisCluster) == nil {
+            throw ValidationError("--redis-cluster takes 3 (three masters) or an even number from 6 to 16 (half masters, each with a replica), not \(redisCluster)")
+        }
         return RunPlan(
-            binDirectory: bin, gatewayPort: gatewayPort, replicas: counts, options: serviceOptions, prometheus: try prometheusPlan(bin: bin))
+            binDirectory: bin, gatewayPort: gatewayPort, replicas: counts, options: serviceOptions, prometheus: try prometheusPlan(bin: bin),
+            redisCluster: redisCluster)
     }
 
     static var executablePath: String {

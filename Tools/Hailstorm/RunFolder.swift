@@ -97,6 +97,16 @@ struct RunPlan: Codable, Sendable {
     var options: [String: [String: String]]
     /// Prometheus beside the services, or nil (`--no-prometheus`, or not installed).
     var prometheus: PrometheusPlan?
+    /// Redis as a cluster of this many nodes (`--redis-cluster`), or nil for one redis-server.
+    var redisCluster: Int? = nil
+
+    /// A cluster's masters and replicas per master: 3 nodes are three masters; an even number from 6 is
+    /// half masters, each with a replica.
+    static func clusterShape(nodes: Int) -> (masters: Int, replicas: Int)? {
+        if nodes == 3 { return (3, 0) }
+        if nodes >= 6, nodes <= 16, nodes % 2 == 0 { return (nodes / 2, 1) }
+        return nil
+    }
 }
 
 /// What the supervisor sees, rewritten every second (`hailstorm status` reads it).

@@ -113,22 +113,23 @@ final class Supervisor: Service, @unchecked Sendable {
     private let startedAt = Date()
     /// Prometheus's discovery file, when the run has Prometheus.
     private let targets: ScrapeTargets?
+    private let redis: RedisPlan
 
     init(folder: RunFolder, plan: RunPlan, logger: Logger) throws {
         self.folder = folder
         self.logger = logger
-        guard let redisPort = LoopbackPorts.free(), let etcdPort = LoopbackPorts.free(), let peerPort = LoopbackPorts.free() else {
+        guard let etcdPort = LoopbackPorts.free(), let peerPort = LoopbackPorts.free() else {
             throw RunnerError("no free loopback ports")
         }
         let etcd = "http://127.0.0.1:\(etcdPort)"
-        backends = [
+        let redis = try RedisPlan(nodes: plan.redisCluster, data: folder.data)
+        self.redis = redis
+        let redisServer = try Self.find("redis-server")
+        backends = redis.ports.indices.map { index in
             Child(ChildSpec(
-                service: "redis", instance: "redis", port: redisPort, executable: try Self.find("redis-server"),
-                arguments: [
-                    "--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                    "--dir", folder.data, "--daemonize", "no",
-                ],
-                log: folder.log("redis"), readiness: .listening)),
+                service: "redis", instance: redis.instance(index), port: redis.ports[index], executable: redisServer,
+                arguments: redis.arguments(index), log: folder.log(redis.instance(index)), readiness: .listening))
+        } + [
             Child(ChildSpec(
                 service: "etcd", instance: "etcd", port: etcdPort, executable: try Self.find("etcd"),
                 arguments: [
@@ -158,9 +159,9 @@ final class Supervisor: Service, @unchecked Sendable {
                 let fixed = service.name == "gateway" && index == 1
                 let portFile = fixed ? nil : folder.ports + "/\(instance)"
                 var options = [
-                    "http-port": fixed ? String(plan.gatewayPort) : "0", "redis-port": String(redisPort), "discovery-etcd-endpoint": etcd,
+                    "http-port": fixed ? String(plan.gatewayPort) : "0", "discovery-etcd-endpoint": etcd,
                     "data-dir": folder.data + "/\(instance)", "instance-id": instance,
-                ]
+                ].merging(redis.serviceOptions(service.name)) { $1 }
                 if let portFile { options["http-port-file"] = portFile }
                 if service.name == "command", let prometheusPort { options["command-prometheus-url"] = "http://127.0.0.1:\(prometheusPort)" }
                 for (key, value) in plan.options[service.name] ?? [:] { options[key] = value }
@@ -227,6 +228,15 @@ final class Supervisor: Service, @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(20)
         for child in backends {
             while await !Self.isReady(child), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        if redis.shape != nil {
+            do {
+                try await redis.formCluster(logger: logger)
+            } catch {
+                logger.error("the Redis Cluster did not form", metadata: ["error": "\(error)"])
+                await stop()
+                throw error
+            }
         }
         for child in services {
             try child.start()
@@ -356,6 +366,113 @@ final class Supervisor: Service, @unchecked Sendable {
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }
         throw RunnerError("\(program) is not installed (apt-get install redis-server etcd-server)")
+    }
+}
+
+/// The local run's Redis: one redis-server, or (`--redis-cluster N`) N redis-servers in cluster mode
+/// joined by `redis-cli --cluster create` the first time the run folder starts them; a node that dies is
+/// started again by the supervisor and rejoins from its `nodes.conf`.
+struct RedisPlan: Sendable {
+    let ports: [Int]
+    let busPorts: [Int]
+    let shape: (masters: Int, replicas: Int)?
+    let data: String
+
+    /// A cluster keeps its nodes' ports from run to run (each node's `nodes.conf` names its peers by
+    /// them), in this file of the data folder; when one is taken by something else, the cluster starts
+    /// afresh, empty, on new ports.
+    private static let portsFile = "redis-cluster-ports"
+
+    init(nodes: Int?, data: String) throws {
+        self.data = data
+        shape = nodes.flatMap { RunPlan.clusterShape(nodes: $0) }
+        let count = shape.map { $0.masters * ($0.replicas + 1) } ?? 1
+        if shape != nil, let kept = try? String(contentsOfFile: data + "/" + Self.portsFile, encoding: .utf8) {
+            let numbers = kept.split(whereSeparator: { $0 == "," || $0 == "\n" }).compactMap { Int($0) }
+            if numbers.count == count * 2, numbers.allSatisfy({ !LoopbackPorts.isListening($0) }) {
+                ports = Array(numbers[..<count])
+                busPorts = Array(numbers[count...])
+                return
+            }
+        }
+        var taken = Set<Int>()
+        var chosen: [Int] = []
+        while chosen.count < count * (shape == nil ? 1 : 2) {
+            guard let port = LoopbackPorts.free() else { throw RunnerError("no free loopback ports") }
+            if taken.insert(port).inserted { chosen.append(port) }
+        }
+        ports = Array(chosen[..<count])
+        busPorts = shape == nil ? [] : Array(chosen[count...])
+        guard shape != nil else { return }
+        // New ports: the nodes' old cluster state names peers that are not there any more.
+        for index in 0..<count { try? FileManager.default.removeItem(atPath: data + "/redis-\(index + 1)") }
+        try chosen.map(String.init).joined(separator: ",").write(toFile: data + "/" + Self.portsFile, atomically: true, encoding: .utf8)
+    }
+
+    func instance(_ index: Int) -> String { shape == nil ? "redis" : "redis-\(index + 1)" }
+
+    func arguments(_ index: Int) -> [String] {
+        var arguments = ["--port", String(ports[index]), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--daemonize", "no"]
+        if shape == nil { return arguments + ["--dir", data] }
+        let directory = data + "/\(instance(index))"
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        arguments += [
+            "--dir", directory, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-port", String(busPorts[index]), "--cluster-node-timeout", "2000",
+            // A replica's first sync at once rather than after Redis's default 5 s wait for company.
+            "--repl-diskless-sync-delay", "0",
+        ]
+        return arguments
+    }
+
+    /// What every service is told of Redis; on a cluster with replicas, coupon answers a claim once a
+    /// replica has it.
+    func serviceOptions(_ service: String) -> [String: String] {
+        var options = ["redis-port": String(ports[0])]
+        guard let shape else { return options }
+        options["redis-cluster"] = "true"
+        options["redis-cluster-nodes"] = ports.dropFirst().map { "127.0.0.1:\($0)" }.joined(separator: ",")
+        if service == "coupon", shape.replicas > 0 { options["coupon-redis-wait-replicas"] = String(shape.replicas) }
+        return options
+    }
+
+    /// Joins the nodes into a cluster unless they already form one, then waits until every node says
+    /// `cluster_state:ok` with every slot served.
+    func formCluster(logger: Logger) async throws {
+        guard let shape else { return }
+        let cli = try Supervisor.find("redis-cli")
+        let info = try Self.run(cli, ["-p", String(ports[0]), "CLUSTER", "INFO"])
+        if info.contains("cluster_slots_assigned:0") {
+            logger.info("forming the Redis Cluster", metadata: ["masters": "\(shape.masters)", "replicas": "\(shape.replicas)"])
+            _ = try Self.run(
+                cli, ["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", String(shape.replicas), "--cluster-yes"])
+        }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            let states = ports.map { (try? Self.run(cli, ["-p", String($0), "CLUSTER", "INFO"])) ?? "" }
+            if states.allSatisfy({ $0.contains("cluster_state:ok") && $0.contains("cluster_slots_ok:16384") }) {
+                logger.info("the Redis Cluster serves every slot", metadata: ["nodes": "\(ports.count)"])
+                return
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw RunnerError("the Redis Cluster did not reach cluster_state:ok within 60 s (`hailstorm logs redis` shows why)")
+    }
+
+    /// A redis-cli call's output; a failing one throws with it.
+    private static func run(_ executable: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw RunnerError("redis-cli \(arguments.joined(separator: " ")): \(text)") }
+        return text
     }
 }
 
