@@ -15,6 +15,7 @@ RUN apt-get update \
  && mkdir -p /data && chown 10001:10001 /data
 COPY --chmod=0755 compose/redis-start.sh /usr/local/bin/redis-start
 COPY --chmod=0755 compose/redis-health.sh /usr/local/bin/redis-health
+COPY --chmod=0755 compose/redis-cluster-init.sh /usr/local/bin/redis-cluster-init
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 6379

@@ -9,7 +9,8 @@ if [ -z "$password" ] && [ -n "${REDIS_PASSWORD_FILE:-}" ]; then
 fi
 if [ -n "$password" ]; then
     umask 077
-    printf 'requirepass "%s"\n' "$password" >/tmp/redis-auth.conf
+    # masterauth: a replica of a Redis Cluster signs in to its master with the same password.
+    printf 'requirepass "%s"\nmasterauth "%s"\n' "$password" "$password" >/tmp/redis-auth.conf
     exec redis-server /tmp/redis-auth.conf "$@"
 fi
 exec redis-server "$@"

@@ -30,30 +30,48 @@ struct CouponBench: AsyncParsableCommand {
     @Option(help: "Path of redis-benchmark.")
     var redisBenchmark: String = "/usr/bin/redis-benchmark"
 
+    @Option(help: "Run coupon on a six-node Redis Cluster (three masters, three replicas) with its stock over this many buckets; redis-benchmark is then left out (its fixed keys do not share a slot).")
+    var clusterBuckets: Int?
+
+    @Option(help: "With --cluster-buckets: the replicas each claim waits for (coupon.redis.wait.replicas).")
+    var waitReplicas: Int = 0
+
     func run() async throws {
-        let redis = try RedisServerProcess()
+        let cluster = try clusterBuckets.map { _ in try RedisClusterProcess() }
+        defer { cluster?.stopAll() }
+        let redis = cluster == nil ? try RedisServerProcess() : nil
+        let redisPorts = cluster?.ports ?? [redis!.port]
+        try cluster?.waitUntilReplicated()
         let data = try TestEnvironment.temporaryDirectory("coupon-bench")
         let port = try TestEnvironment.freePort()
         let keys = try TokenKeys.generate(issuers: [AccessTokens.userIssuer, "coupon"])
         let jwksFile = data + "/jwks.json"
         try keys.jwks.write(toFile: jwksFile, atomically: true, encoding: .utf8)
+        var arguments = [
+            "--http-port", String(port), "--redis-port", String(redisPorts[0]), "--discovery-backend", "static",
+            "--data-dir", data, "--auth-jwks-file", jwksFile, "--auth-signing-key", keys.privateKeys["coupon"]!,
+            "--log-level", "warning",
+        ]
+        if let cluster, let clusterBuckets {
+            arguments += [
+                "--redis-cluster", "true", "--redis-cluster-nodes", cluster.ports.dropFirst().map { "127.0.0.1:\($0)" }.joined(separator: ","),
+                "--coupon-stock-buckets", String(clusterBuckets), "--coupon-redis-wait-replicas", String(waitReplicas),
+            ]
+        }
         let service = try TestProcess(
             executable: TestEnvironment.executablesDirectory.appendingPathComponent("hailstorm-coupon").path,
-            arguments: [
-                "--http-port", String(port), "--redis-port", String(redis.port), "--discovery-backend", "static",
-                "--data-dir", data, "--auth-jwks-file", jwksFile, "--auth-signing-key", keys.privateKeys["coupon"]!,
-                "--log-level", "warning",
-            ],
-            name: "coupon")
+            arguments: arguments, name: "coupon")
         defer { _ = service.terminate() }
+        let redisPIDs = ProcessCPU.pids(listeningOn: redisPorts)
         let base = "http://127.0.0.1:\(port)"
         try await TestProcess.waitUntilReady(base + "/readyz")
 
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        let redisClient = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redis.port, poolSize: 1))
+        let redisClient = RedisClient(configuration: cluster?.configuration() ?? RedisConfiguration(host: "127.0.0.1", port: redisPorts[0], poolSize: 1))
         var serviceRates: [Double] = [], serviceP50: [Double] = [], serviceP99: [Double] = []
+        var couponCPU: [Double] = [], redisCPU: [Double] = []
         var theirRates: [Double] = [], theirP50: [Double] = [], theirP99: [Double] = []
         do {
             // 1,000 riders with a limit of 1,000 each and stock for every claim: every claim is granted, the
@@ -71,10 +89,17 @@ struct CouponBench: AsyncParsableCommand {
             let campaign = try await createCampaign(client, base: base, admin: admin, stock: requests * rounds + 1)
 
             for round in 1...max(rounds, 1) {
+                let before = (ProcessCPU.seconds([service.pid]), ProcessCPU.seconds(redisPIDs))
                 let (rate, latencies) = try await measureService(client, base: base, campaign: campaign, riders: riders)
+                couponCPU.append((ProcessCPU.seconds([service.pid]) - before.0) / Double(latencies.count) * 1_000_000)
+                redisCPU.append((ProcessCPU.seconds(redisPIDs) - before.1) / Double(latencies.count) * 1_000_000)
                 serviceRates.append(rate)
                 serviceP50.append(percentile(latencies, 0.50))
                 serviceP99.append(percentile(latencies, 0.99))
+                guard let redis else {
+                    FileHandle.standardError.write(Data("round \(round): service \(Int(rate))/s\n".utf8))
+                    continue
+                }
                 let theirs = try await measureRedisBenchmark(redisClient, port: redis.port, round: round)
                 theirRates.append(theirs.rate)
                 theirP50.append(theirs.p50)
@@ -98,6 +123,8 @@ struct CouponBench: AsyncParsableCommand {
             "redis_benchmark_claims_per_s": reference.rounded(), "redis_benchmark_p50_ms": median(theirP50),
             "redis_benchmark_p99_ms": median(theirP99),
             "ratio": reference > 0 ? viaService / reference : 0,
+            "coupon_cpu_us_per_claim": median(couponCPU), "redis_cpu_us_per_claim": median(redisCPU),
+            "redis": cluster == nil ? "one server" : "six-node cluster, \(clusterBuckets ?? 1) buckets, waiting for \(waitReplicas) replicas",
         ]
         let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
         FileHandle.standardOutput.write(json + Data("\n".utf8))
@@ -167,4 +194,29 @@ func median(_ values: [Double]) -> Double {
 func percentile(_ sorted: [Double], _ p: Double) -> Double {
     guard !sorted.isEmpty else { return 0 }
     return sorted[min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))]
+}
+
+/// CPU time of processes, from `/proc/PID/stat` (user + system).
+enum ProcessCPU {
+    static func seconds(_ pids: [Int32]) -> Double {
+        pids.reduce(0) { total, pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return total }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // After the name: state is field 3, utime 14 and stime 15 of the whole line.
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return total }
+            return total + (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        }
+    }
+
+    /// The redis-servers listening on `ports`.
+    static func pids(listeningOn ports: [Int]) -> [Int32] {
+        let all = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return all.compactMap(Int32.init).filter { pid in
+            guard let command = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
+            // redis-server retitles itself `redis-server 127.0.0.1:PORT [cluster]`.
+            return command.hasPrefix("redis-server") && ports.contains { command.contains("127.0.0.1:\($0) ") || command.hasSuffix("127.0.0.1:\($0)") }
+        }
+    }
 }

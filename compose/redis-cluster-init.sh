@@ -1,0 +1,36 @@
+#!/bin/sh
+# Joins the compose stack's Redis nodes (REDIS_CLUSTER_HOSTS, six by default: three masters, three
+# replicas) into a Redis Cluster, once: when the first node already serves slots nothing is changed.
+# Then waits until the cluster serves every slot. `redis-cli --cluster create` takes addresses, so the
+# hosts are resolved first; the nodes announce those addresses to their clients.
+set -eu
+password="${REDIS_PASSWORD:-}"
+if [ -z "$password" ] && [ -n "${REDIS_PASSWORD_FILE:-}" ]; then
+    password=$(cat "$REDIS_PASSWORD_FILE")
+fi
+export REDISCLI_AUTH="$password"
+hosts="${REDIS_CLUSTER_HOSTS:-redis redis-2 redis-3 redis-4 redis-5 redis-6}"
+first=${hosts%% *}
+addresses=""
+for host in $hosts; do
+    address=$(getent hosts "$host" | awk '{ print $1; exit }')
+    if [ -z "$address" ]; then
+        echo "redis-cluster-init: cannot resolve $host" >&2
+        exit 1
+    fi
+    addresses="$addresses $address:6379"
+done
+if redis-cli -h "$first" CLUSTER INFO | grep -q '^cluster_slots_assigned:0'; then
+    # shellcheck disable=SC2086
+    redis-cli --cluster create $addresses --cluster-replicas "${REDIS_CLUSTER_REPLICAS:-1}" --cluster-yes
+fi
+attempts=0
+until redis-cli -h "$first" CLUSTER INFO | grep -q '^cluster_state:ok'; do
+    attempts=$((attempts + 1))
+    if [ "$attempts" -ge 60 ]; then
+        echo "redis-cluster-init: the cluster did not reach cluster_state:ok in 60 s" >&2
+        exit 1
+    fi
+    sleep 1
+done
+echo "redis-cluster-init: the cluster serves every slot"
