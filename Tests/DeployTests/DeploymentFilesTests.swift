@@ -77,6 +77,33 @@ import Yams
         }
     }
 
+    @Test func composeOnARedisCluster() throws {
+        let text = try String(contentsOf: Self.root.appendingPathComponent("compose/docker-compose.redis-cluster.yml"), encoding: .utf8)
+        let override = try #require(try Yams.load(yaml: text) as? [String: Any])
+        let composed = try #require(override["services"] as? [String: Any])
+        let nodes = ["redis"] + (2...6).map { "redis-\($0)" }
+        for node in nodes {
+            let command = (composed[node] as? [String: Any])?["command"] as? [String] ?? []
+            #expect(command.contains("--cluster-enabled"), "\(node) is not a cluster node: \(command)")
+            #expect((composed[node] as? [String: Any])?["ports"] == nil, "\(node) publishes a port")
+        }
+        let initializer = try #require(composed["redis-cluster"] as? [String: Any])
+        #expect(initializer["command"] as? [String] == ["redis-cluster-init"])
+        let waitsFor = (initializer["depends_on"] as? [String: Any] ?? [:]).keys
+        #expect(Set(waitsFor) == Set(nodes), "the cluster is formed once every node is up: \(waitsFor)")
+        for service in try Self.services() {
+            let entry = composed[service.name] as? [String: Any] ?? [:]
+            let environment = entry["environment"] as? [String: Any] ?? [:]
+            #expect(environment["REDIS_CLUSTER"] as? String == "true", "\(service.name) is not a cluster client")
+            let seeds = (environment["REDIS_CLUSTER_NODES"] as? String ?? "").split(separator: ",")
+            #expect(seeds.count == 5, "\(service.name) knows \(seeds.count) other nodes")
+            let after = ((entry["depends_on"] as? [String: Any])?["redis-cluster"] as? [String: Any])?["condition"] as? String
+            #expect(after == "service_completed_successfully", "\(service.name) starts before the cluster is formed")
+        }
+        let coupon = (composed["coupon"] as? [String: Any])?["environment"] as? [String: Any]
+        #expect(coupon?["COUPON_REDIS_WAIT_REPLICAS"] as? String == "1")
+    }
+
     /// Compose's Prometheus finds every service (and etcd) by name and evaluates the rules the local run uses.
     @Test func composePrometheusScrapesEveryService() throws {
         let text = try String(contentsOf: Self.root.appendingPathComponent("compose/prometheus.yml"), encoding: .utf8)
