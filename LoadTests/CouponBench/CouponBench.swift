@@ -214,9 +214,10 @@ enum ProcessCPU {
     static func pids(listeningOn ports: [Int]) -> [Int32] {
         let all = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return all.compactMap(Int32.init).filter { pid in
-            guard let command = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
-            // redis-server retitles itself `redis-server 127.0.0.1:PORT [cluster]`.
-            return command.hasPrefix("redis-server") && ports.contains { command.contains("127.0.0.1:\($0) ") || command.hasSuffix("127.0.0.1:\($0)") }
+            guard let raw = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
+            // redis-server retitles itself `redis-server 127.0.0.1:PORT [cluster]`, padded with NULs.
+            let words = raw.split(whereSeparator: { $0 == "\0" || $0 == " " })
+            return words.first?.hasSuffix("redis-server") == true && ports.contains { words.contains(Substring("127.0.0.1:\($0)")) }
         }
     }
 }
