@@ -1,8 +1,9 @@
 #!/bin/sh
 # Joins the compose stack's Redis nodes (REDIS_CLUSTER_HOSTS, six by default: three masters, three
 # replicas) into a Redis Cluster, once: when the first node already serves slots nothing is changed.
-# Then waits until the cluster serves every slot. `redis-cli --cluster create` takes addresses, so the
-# hosts are resolved first; the nodes announce those addresses to their clients.
+# Waits for every node to answer first, and afterwards until the cluster serves every slot.
+# `redis-cli --cluster create` takes addresses, so the hosts are resolved first; the nodes announce those
+# addresses to their clients.
 set -eu
 password="${REDIS_PASSWORD:-}"
 if [ -z "$password" ] && [ -n "${REDIS_PASSWORD_FILE:-}" ]; then
@@ -11,13 +12,19 @@ fi
 export REDISCLI_AUTH="$password"
 hosts="${REDIS_CLUSTER_HOSTS:-redis redis-2 redis-3 redis-4 redis-5 redis-6}"
 first=${hosts%% *}
+# Every node answering first (a runner may start this before the nodes are up): two minutes at most.
 addresses=""
 for host in $hosts; do
-    address=$(getent hosts "$host" | awk '{ print $1; exit }')
-    if [ -z "$address" ]; then
-        echo "redis-cluster-init: cannot resolve $host" >&2
-        exit 1
-    fi
+    attempts=0
+    until address=$(getent hosts "$host" | awk '{ print $1; exit }') && [ -n "$address" ] \
+        && redis-cli -h "$address" PING 2>/dev/null | grep -q PONG; do
+        attempts=$((attempts + 1))
+        if [ "$attempts" -ge 120 ]; then
+            echo "redis-cluster-init: $host does not answer" >&2
+            exit 1
+        fi
+        sleep 1
+    done
     addresses="$addresses $address:6379"
 done
 if redis-cli -h "$first" CLUSTER INFO | grep -q '^cluster_slots_assigned:0'; then

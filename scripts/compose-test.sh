@@ -8,14 +8,25 @@
 # stack healthy (and scraped) again, then tears it all down. Installs what is missing (podman, podman-compose,
 # debootstrap). Exit 0 only when every step held.
 #
-#   scripts/compose-test.sh [--keep]     (--keep leaves the stack running for a look, failed or not)
+#   scripts/compose-test.sh [--keep] [--redis-cluster]
+#
+# --keep leaves the stack running for a look, failed or not; --redis-cluster adds
+# compose/docker-compose.redis-cluster.yml (six Redis nodes joined into a Redis Cluster by a one-shot
+# container, every service a cluster client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 source scripts/containers.sh
 
 keep=0
-[ "${1:-}" = "--keep" ] && keep=1
+redis_cluster=0
+for argument in "$@"; do
+    case "$argument" in
+        --keep) keep=1 ;;
+        --redis-cluster) redis_cluster=1 ;;
+        *) echo "unknown option $argument" >&2; exit 2 ;;
+    esac
+done
 
 ensure_packages
 ensure_podman
@@ -26,6 +37,12 @@ build_images dev
 project="hailstorm-check-$$"
 work=$(mktemp -d /tmp/hailstorm-compose.XXXXXX)
 compose=(podman-compose -p "$project" -f compose/docker-compose.yml)
+# The cluster's five more nodes and the container that joins them (which exits once it has).
+cluster_containers=0
+if [ "$redis_cluster" = 1 ]; then
+    compose+=(-f compose/docker-compose.redis-cluster.yml)
+    cluster_containers=6
+fi
 export HAILSTORM_TAG=dev
 random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 # Token keys (a private key per service, the JWKS of them all), Redis's and etcd's passwords.
@@ -82,6 +99,11 @@ wait_healthy() {
     while :; do
         unhealthy=()
         for container in $(containers); do
+            # The cluster's one-shot joiner is done when it exited 0.
+            if [[ "$container" == *redis-cluster* ]]; then
+                [ "$(podman inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$container")" = "exited 0" ] || unhealthy+=("$container")
+                continue
+            fi
             podman healthcheck run "$container" >/dev/null 2>&1 || unhealthy+=("$container")
         done
         [ ${#unhealthy[@]} -eq 0 ] && return 0
@@ -117,7 +139,7 @@ print(sum(t["health"] == "up" for t in targets), len(targets), " ".join(sorted({
 
 say "Starting the compose stack ($project; gateway on 127.0.0.1:$HAILSTORM_GATEWAY_PORT)"
 "${compose[@]}" up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; exit 1; }
-expected=$(( ${#backend_images[@]} + $(hailstorm_services | wc -l) ))
+expected=$(( ${#backend_images[@]} + $(hailstorm_services | wc -l) + cluster_containers ))
 running=$(containers | wc -l)
 [ "$running" -eq "$expected" ] || { echo "$running containers, expected $expected" >&2; cat "$work/up.log" >&2; exit 1; }
 wait_healthy 240
