@@ -21,20 +21,7 @@ while [ $# -gt 0 ]; do
 done
 [ -x "$bin_dir/hailstorm" ] || { echo "no hailstorm in $bin_dir: build first (swift build -c release)" >&2; exit 2; }
 
-run_dir=$(mktemp -d /tmp/hailstorm-cluster.XXXXXX)
-port=$(free_port)
-stop() {
-    local status=$?
-    "$bin_dir/hailstorm" down --run-dir "$run_dir" >/dev/null 2>&1 || true
-    if [ "$status" -ne 0 ]; then
-        for log in "$run_dir"/logs/*.log; do
-            grep -h '"level":"error"' "$log" 2>/dev/null | tail -5 || true
-        done
-    fi
-    rm -rf "$run_dir"
-    exit "$status"
-}
-trap stop EXIT
+throwaway_run cluster
 
 say "Starting Hailstorm on a $nodes-node Redis Cluster (gateway on 127.0.0.1:$port)"
 "$bin_dir/hailstorm" up --run-dir "$run_dir" --gateway-port "$port" --bin-dir "$bin_dir" --no-prometheus \

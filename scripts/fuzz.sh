@@ -33,20 +33,7 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
 fi
 [ -x "$bin_dir/hailstorm" ] || { echo "no hailstorm in $bin_dir: build first (swift build)" >&2; exit 2; }
 
-run_dir=$(mktemp -d /tmp/hailstorm-fuzz.XXXXXX)
-port=$(free_port)
-stop() {
-    local status=$?
-    "$bin_dir/hailstorm" down --run-dir "$run_dir" >/dev/null 2>&1 || true
-    if [ "$status" -ne 0 ]; then
-        for log in "$run_dir"/logs/*.log; do
-            grep -h '"level":"error"' "$log" 2>/dev/null | tail -5 || true
-        done
-    fi
-    rm -rf "$run_dir"
-    exit "$status"
-}
-trap stop EXIT
+throwaway_run fuzz
 
 say "Starting Hailstorm for the fuzzer (gateway on 127.0.0.1:$port, $bin_dir)"
 # Limits high enough that the fuzzer is measured, not throttled (throttling answers are documented too).

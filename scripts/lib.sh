@@ -122,3 +122,24 @@ start_backends() {
     start_redis "$1" "$redis_port"
     start_etcd "$1" "$etcd_port" "$peer_port"
 }
+
+# throwaway_run NAME → a run folder of its own (sets run_dir) and a free gateway port (sets port) for a
+# script that checks something against a local run of "$bin_dir/hailstorm"; when the script exits the
+# run is stopped and its folder removed, after the services' last errors when the script failed.
+throwaway_run() {
+    run_dir=$(mktemp -d "/tmp/hailstorm-$1.XXXXXX")
+    port=$(free_port)
+    trap stop_throwaway_run EXIT
+}
+
+stop_throwaway_run() {
+    local status=$?
+    "$bin_dir/hailstorm" down --run-dir "$run_dir" >/dev/null 2>&1 || true
+    if [ "$status" -ne 0 ]; then
+        for log in "$run_dir"/logs/*.log; do
+            grep -h '"level":"error"' "$log" 2>/dev/null | tail -5 || true
+        done
+    fi
+    rm -rf "$run_dir"
+    exit "$status"
+}

@@ -28,7 +28,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let database = try await kit.openDatabase(migrations: AdStore.migrations)
     let store = AdStore(db: database)
     let cities = try Cities(specification: reader.string(forKey: "ad.cities", default: Cities.defaultSpecification))
-    let stream = reader.string(forKey: "ad.events.stream", default: AdEvents.Counted.stream)
+    let stream = try reader.keyName(forKey: "ad.events.stream", default: AdEvents.Counted.stream)
 
     let key: [UInt8]
     if let configured = reader.string(forKey: "ad.token.key"), !configured.isEmpty {
@@ -52,11 +52,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let refresh = try reader.int(forKey: "ad.refresh.ms", default: 1000, in: 50...60_000)
     let flush = try reader.int(forKey: "ad.counts.flush.ms", default: 2000, in: 50...60_000)
 
-    let prefix = reader.string(forKey: "ad.redis.prefix", default: "ad")
-    for (name, value) in [("ad.events.stream", stream), ("ad.redis.prefix", prefix)]
-    where value.isEmpty || value.contains(where: { "{}".contains($0) }) {
-        throw ConfigurationError("\(name) must be a name without braces (the books' hash tags go inside them)")
-    }
+    let prefix = try reader.keyName(forKey: "ad.redis.prefix", default: "ad")
     let shards = try reader.int(forKey: "ad.redis.shards", default: kit.configuration.redis.cluster ? 3 : 1, in: 1...64)
     var ledger = AdLedger(redis: kit.redis, prefix: prefix, source: kit.name, stream: stream)
     if kit.configuration.redis.cluster || shards > 1 { ledger.tags = HashSlot.spreadTags(shards, named: prefix) }

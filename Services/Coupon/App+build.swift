@@ -23,18 +23,11 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let tokens = try await kit.accessTokens()
     let database = try await kit.openDatabase(migrations: CouponStore.migrations)
     let store = CouponStore(db: database)
-    let stream = reader.string(forKey: "coupon.claims.stream", default: CouponEvents.Claimed.stream)
-    let keyPrefix = reader.string(forKey: "coupon.redis.prefix", default: "coupon")
-    for (key, value) in [("coupon.claims.stream", stream), ("coupon.redis.prefix", keyPrefix)]
-    where value.isEmpty || value.contains(where: { "{}".contains($0) }) {
-        throw ConfigurationError("\(key) must be a name without braces (the sale's hash tags go inside them)")
-    }
-    let buckets = reader.int(forKey: "coupon.stock.buckets", default: kit.configuration.redis.cluster ? 3 : 1)
-    guard (1...64).contains(buckets) else { throw ConfigurationError("coupon.stock.buckets must be 1 to 64") }
-    let replicas = reader.int(forKey: "coupon.redis.wait.replicas", default: 0)
-    guard (0...16).contains(replicas) else { throw ConfigurationError("coupon.redis.wait.replicas must be 0 to 16") }
-    let waitMilliseconds = reader.int(forKey: "coupon.redis.wait.ms", default: 100)
-    guard (1...10_000).contains(waitMilliseconds) else { throw ConfigurationError("coupon.redis.wait.ms must be 1 to 10000") }
+    let stream = try reader.keyName(forKey: "coupon.claims.stream", default: CouponEvents.Claimed.stream)
+    let keyPrefix = try reader.keyName(forKey: "coupon.redis.prefix", default: "coupon")
+    let buckets = try reader.int(forKey: "coupon.stock.buckets", default: kit.configuration.redis.cluster ? 3 : 1, in: 1...64)
+    let replicas = try reader.int(forKey: "coupon.redis.wait.replicas", default: 0, in: 0...16)
+    let waitMilliseconds = try reader.int(forKey: "coupon.redis.wait.ms", default: 100, in: 1...10_000)
     var sale = FlashSale(
         redis: kit.redis, keyPrefix: keyPrefix, source: kit.name, stream: stream,
         buckets: SaleBuckets(count: buckets, keyPrefix: keyPrefix)

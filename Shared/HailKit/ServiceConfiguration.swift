@@ -56,6 +56,17 @@ extension ConfigReader {
         return value
     }
 
+    /// The text at `key`, or `defaultValue`, for a name that goes into Redis keys beside a hash tag
+    /// (a key prefix, a stream's name): empty or holding `{` or `}` stops the service with an error
+    /// naming the key, since a brace in it would move the key to another slot.
+    public func keyName(forKey key: String, default defaultValue: String) throws -> String {
+        let value = string(forKey: ConfigKey(key), default: defaultValue)
+        guard !value.isEmpty, !value.contains(where: { $0 == "{" || $0 == "}" }) else {
+            throw ConfigurationError("\(key) must be a name, not empty and without braces (hash tags go inside them), not \"\(value)\"")
+        }
+        return value
+    }
+
     private static func hailstormProviders(
         arguments: [String], environment: [String: String], defaults: [String: ConfigValue]
     ) -> [any ConfigProvider] {

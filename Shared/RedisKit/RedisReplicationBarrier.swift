@@ -72,10 +72,4 @@ public actor RedisReplicationBarrier {
         }
         return replies.count == 2 ? replies[1].int ?? 0 : 0
     }
-
-    /// Closes the barrier's connection.
-    public func close() async {
-        await connection?.close()
-        connection = nil
-    }
 }
