@@ -3,17 +3,24 @@ import NIOPosix
 import Synchronization
 
 /// Cancels the tasks of requests whose deadline has passed, for every request of the process at once: one
-/// sweep every `interval` on one event loop while anything is watched, instead of a timer per request.
+/// timer on one event loop, set for the earliest deadline watched, instead of a timer per request.
 /// (Scheduling a timer on an event loop from another thread and cancelling it again woke that loop twice
-/// per request: about a fifth of a claim's CPU in the coupon service.) A deadline is acted on up to
-/// `interval` late.
+/// per request: about a fifth of a claim's CPU in the coupon service. A sweep every 10 ms while anything
+/// was watched woke every busy service's loop a hundred times a second, and an idle one whenever a health
+/// check or a scrape came by.)
+///
+/// Deadlines are seconds away and requests finish in milliseconds, so the timer is set rarely: when a
+/// request is watched while none is set, or with a deadline earlier than the one set (a caller's shorter
+/// budget). It is never cancelled: when it fires it cancels the tasks past their deadline and is set
+/// again for the earliest deadline still watched, if any. A timer superseded by an earlier one still fires
+/// once, finds nothing or little to do, and sets nothing the earliest one has not.
 ///
 /// A watched task is the task answering a request (a connection's task: `HailResponder` runs the
 /// handler in it). It is held unretained, so it is cancelled only while it is watched: `unwatch` and the
-/// sweep's cancelling take the same lock, and the task unwatches before its request ends. Cancellation
-/// handlers run in the sweep, under that lock: they must not watch or unwatch.
+/// timer's cancelling take the same lock, and the task unwatches before its request ends. Cancellation
+/// handlers run under that lock: they must not watch or unwatch.
 final class DeadlineWatch: Sendable {
-    static let shared = DeadlineWatch(loop: MultiThreadedEventLoopGroup.singleton.next(), interval: .milliseconds(10))
+    static let shared = DeadlineWatch(loop: MultiThreadedEventLoopGroup.singleton.next())
 
     /// A task to cancel, held unretained (see above).
     struct Watched: @unchecked Sendable {
@@ -23,33 +30,29 @@ final class DeadlineWatch: Sendable {
     private struct State {
         var nextID: UInt64 = 0
         var watched: [UInt64: (deadline: NIODeadline, task: Watched)] = [:]
-        var sweeping = false
-        /// Sweeps in a row that found nothing watched; the sweep stops after a second of them.
-        var idleSweeps = 0
+        /// When the earliest timer set fires; nil when none is set.
+        var timerAt: NIODeadline?
+        /// Timers that fired so far.
+        var fired = 0
     }
 
     private let loop: any EventLoop
-    private let interval: TimeAmount
     private let state = Mutex(State())
 
-    init(loop: any EventLoop, interval: TimeAmount) {
+    init(loop: any EventLoop) {
         self.loop = loop
-        self.interval = interval
     }
 
     /// Cancels `task` once `deadline` has passed, unless `unwatch` comes first. Returns the watch's id.
     func watch(until deadline: NIODeadline, task: UnsafeCurrentTask) -> UInt64 {
-        let (id, start) = state.withLock { state in
+        let (id, setTimer) = state.withLock { state in
             state.nextID &+= 1
             state.watched[state.nextID] = (deadline, Watched(task: task))
-            state.idleSweeps = 0
-            let start = !state.sweeping
-            state.sweeping = true
-            return (state.nextID, start)
+            guard state.timerAt.map({ deadline < $0 }) ?? true else { return (state.nextID, false) }
+            state.timerAt = deadline
+            return (state.nextID, true)
         }
-        if start {
-            loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] task in sweep(task) }
-        }
+        if setTimer { schedule(at: deadline) }
         return id
     }
 
@@ -57,22 +60,31 @@ final class DeadlineWatch: Sendable {
         state.withLock { _ = $0.watched.removeValue(forKey: id) }
     }
 
-    private func sweep(_ task: RepeatedTask) {
+    /// Timers fired so far.
+    var timersFired: Int { state.withLock { $0.fired } }
+
+    private func schedule(at deadline: NIODeadline) {
+        loop.scheduleTask(deadline: deadline) { [self] in fire(setFor: deadline) }
+    }
+
+    private func fire(setFor firedAt: NIODeadline) {
         let now = NIODeadline.now()
-        let idleLimit = Int(1_000_000_000 / max(1, interval.nanoseconds))
-        state.withLock { state in
-            guard !state.watched.isEmpty else {
-                state.idleSweeps += 1
-                if state.idleSweeps >= idleLimit {
-                    state.sweeping = false
-                    task.cancel()
+        let next = state.withLock { state -> NIODeadline? in
+            state.fired += 1
+            if state.timerAt == firedAt { state.timerAt = nil }
+            var earliest: NIODeadline?
+            for (id, watched) in state.watched {
+                if watched.deadline <= now {
+                    state.watched.removeValue(forKey: id)
+                    watched.task.task.cancel()
+                } else if earliest.map({ watched.deadline < $0 }) ?? true {
+                    earliest = watched.deadline
                 }
-                return
             }
-            for (id, watched) in state.watched where watched.deadline <= now {
-                state.watched.removeValue(forKey: id)
-                watched.task.task.cancel()
-            }
+            guard let earliest, state.timerAt.map({ earliest < $0 }) ?? true else { return nil }
+            state.timerAt = earliest
+            return earliest
         }
+        if let next { schedule(at: next) }
     }
 }

@@ -27,8 +27,8 @@ public enum HTTP1CallError: Error, Equatable, Sendable {
 /// untouched. Requests go out as one buffer and answers are framed on bytes (`HTTP1Wire`): no request head
 /// or header list is built for NIO's codec, and no header is turned into a string unless a caller asks for
 /// it. Deadlines need
-/// no timer per call: one sweep per loop, every 25 ms while calls are in flight, fails those past their
-/// deadline and closes their connections (a late answer can never be read as the next call's). A
+/// no timer per call: one timer per loop, set for the earliest deadline in flight, fails the calls past
+/// their deadline and closes their connections (a late answer can never be read as the next call's). A
 /// connection idle longer than `idleLimit` (shorter than the servers' keep-alive timeout) is closed
 /// rather than reused, so no call is sent on a connection the server is closing.
 public final class HTTP1Connections: Sendable {
@@ -151,7 +151,8 @@ final class LoopConnections: @unchecked Sendable {
     let loop: any EventLoop
     let limits: Limits
     private var pools: [Target: TargetPool] = [:]
-    private var sweep: RepeatedTask?
+    /// The timer set for the earliest deadline of the calls in flight, and when it fires.
+    private var expiry: (at: NIODeadline, timer: Scheduled<Void>)?
     /// Calls submitted and not yet finished.
     private var active: [ObjectIdentifier: PendingCall] = [:]
 
@@ -166,11 +167,7 @@ final class LoopConnections: @unchecked Sendable {
         active[ObjectIdentifier(call)] = call
         call.promise.futureResult.whenComplete { [self] _ in active[ObjectIdentifier(call)] = nil }
         pool(call.target).submit(call)
-        if sweep == nil {
-            sweep = loop.scheduleRepeatedTask(initialDelay: .milliseconds(25), delay: .milliseconds(25)) { [self] task in
-                expire(task)
-            }
-        }
+        if call.deadline != .distantFuture, expiry.map({ call.deadline < $0.at }) ?? true { expire(at: call.deadline) }
     }
 
     func cancel(_ call: PendingCall) {
@@ -187,18 +184,32 @@ final class LoopConnections: @unchecked Sendable {
         return pool
     }
 
-    /// Fails the calls past their deadline; stops itself when no call is in flight.
-    private func expire(_ task: RepeatedTask) {
-        guard !active.isEmpty else {
-            task.cancel()
-            sweep = nil
-            return
+    /// Sets the one timer for `deadline` (replacing a later one; both are on this loop, so cancelling
+    /// wakes nothing). Calls finish in milliseconds and their deadlines are seconds away, so it is set
+    /// about once per deadline's length while calls are in flight, and not at all when none is: a sweep
+    /// every 25 ms while anything was in flight woke a busy service's loop forty times a second.
+    private func expire(at deadline: NIODeadline) {
+        expiry?.timer.cancel()
+        let timer = loop.scheduleTask(deadline: deadline) { [self] in
+            expiry = nil
+            expireCalls()
         }
+        expiry = (deadline, timer)
+    }
+
+    /// Fails the calls past their deadline, and sets the timer for the earliest deadline still to come.
+    private func expireCalls() {
         let now = NIODeadline.now()
-        for call in active.values where call.deadline <= now {
-            call.fail(.deadlineExceeded)
-            call.connection?.close()
+        var earliest: NIODeadline?
+        for call in active.values {
+            if call.deadline <= now {
+                call.fail(.deadlineExceeded)
+                call.connection?.close()
+            } else if call.deadline != .distantFuture, earliest.map({ call.deadline < $0 }) ?? true {
+                earliest = call.deadline
+            }
         }
+        if let earliest { expire(at: earliest) }
     }
 }
 

@@ -111,7 +111,8 @@ public struct HailResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Con
             throw Problem.deadlineExceeded("The deadline passed before the request arrived")
         }
         // The handler runs in the task answering the request (the connection's), watched: when the
-        // deadline passes first, the process's deadline watch cancels that task (within 10 ms), the
+        // deadline passes first, the process's deadline watch cancels that task (its one timer is set for
+        // the earliest deadline watched), the
         // handler stops at its next suspension point, and the connection closes instead of answering,
         // since a cancelled task writes nothing. The caller whose deadline it was has given up by then
         // and answered with a 504 of its own (a service client closes a connection whose call missed
