@@ -188,6 +188,9 @@ final class RideScenario: Scenario {
     private let drivers = Mutex<[String: String]>([:])
     /// Drivers grabbing or driving now: a simulated driver grabs one offer at a time, as a person would.
     private let busy = Mutex<Set<String>>([])
+    /// Drivers on a trip now (a subset of `busy`): a grab lost meanwhile does not make them free, or they
+    /// would grab other offers mid-trip (and be refused as `driver-busy`).
+    private let driving = Mutex<Set<String>>([])
     /// Offers a driver was sent while busy (grabbing another order, or on a trip), by driver. Once free,
     /// the driver goes through them and grabs the first still open, as a driver's app lists the offers
     /// that stand: an offer is not lost on a driver who was busy for the moment it arrived.
@@ -316,7 +319,7 @@ final class RideScenario: Scenario {
             for driver in free {
                 group.addTask {
                     if await self.grab(order, driver: driver, second: second) { return }
-                    _ = self.busy.withLock { $0.remove(driver) }
+                    guard self.release(driver) else { return }
                     await self.freed(driver, second: second)
                 }
             }
@@ -358,14 +361,17 @@ final class RideScenario: Scenario {
             }
             if !rest.isEmpty { standing.withLock { $0[driver, default: []].insert(contentsOf: rest, at: 0) } }
             if await grab(order, driver: driver, second: second) { return }
-            _ = busy.withLock { $0.remove(driver) }
+            guard release(driver) else { return }
         }
     }
 
     /// The assigned driver arrives, starts and completes at once (a trip in fast forward) and is free again.
     private func drive(_ order: String, driver: String, second: Int) async {
         guard let token = drivers.withLock({ $0[driver] }) else { return }
-        _ = busy.withLock { $0.insert(driver) }
+        busy.withLock { busy in
+            driving.withLock { _ = $0.insert(driver) }
+            busy.insert(driver)
+        }
         for verb in ["arrive", "start", "complete"] {
             var ok = false
             await context.recorded("POST /driver/rides/{id}/\(verb)", second: second) {
@@ -375,8 +381,21 @@ final class RideScenario: Scenario {
             }
             if !ok { break }
         }
-        _ = busy.withLock { $0.remove(driver) }
+        busy.withLock { busy in
+            driving.withLock { _ = $0.remove(driver) }
+            busy.remove(driver)
+        }
         await freed(driver, second: second)
+    }
+
+    /// A grab was lost: the driver is free again, unless a trip came to them meanwhile (then the trip's
+    /// end frees them). True when free.
+    private func release(_ driver: String) -> Bool {
+        busy.withLock { busy in
+            guard !driving.withLock({ $0.contains(driver) }) else { return false }
+            busy.remove(driver)
+            return true
+        }
     }
 
     /// A point as JSON, written directly: Foundation's JSONSerialization (a bridged dictionary per body)

@@ -20,6 +20,8 @@ struct GrabBoard: Sendable {
         case notOffered = "not-offered"
         case offerEnded = "offer-ended"
         case orderClosed = "order-closed"
+        /// Won, but refused by the order service: the driver is on another trip (never a script's answer).
+        case driverBusy = "driver-busy"
     }
 
     // The order id is the keys' hash tag: the grab script reads both, so in a Redis Cluster they share a slot.

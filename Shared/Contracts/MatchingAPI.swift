@@ -187,6 +187,13 @@ public enum MatchingAPI {
     public static let restore = Endpoint<NoContent, DriverStatus>(service: service, .post, "/v1/drivers/{id}/restore", isIdempotent: true)
     /// Orders waiting for dispatch (admin, service); `?limit=` (500, at most 5000).
     public static let waiting = Endpoint<NoContent, WaitingOrders>(service: service, .get, "/v1/orders/waiting")
+    /// An offered order back to dispatch now (service, admin): its standing offers are dropped and the next
+    /// window offers it to the nearest free drivers. Order-grab sends it when a race's winner turns out
+    /// to be on another trip: the drivers told "taken" while that was checked have let the offer go, and
+    /// would otherwise leave the order waiting for its offer to lapse. An order not offered (waiting
+    /// already, assigned, ended) stays as it is, so repeating it changes nothing.
+    public static let redispatch = Endpoint<NoContent, NoContent>(
+        service: service, .post, "/v1/orders/{id}/redispatch", successStatus: .noContent, isIdempotent: true)
 }
 
 /// The order-grab service: drivers racing for an offered order.

@@ -288,6 +288,60 @@ struct RideFlowTests {
         #expect(assigned["driverID"] as? String == c.id)
     }
 
+    @Test("offer mode: a grab won by a driver already on another trip is refused with driver-busy, and the order is offered again at once to the free drivers, not when its offer lapses")
+    func busyWinnerRedispatched() async throws {
+        // Offers stand for two minutes: anything faster than that is the redispatch, not the lapse.
+        let platform = try Platform(matching: [
+            "matching-dispatch-mode": "offer", "matching-offer-drivers": "2", "matching-offer-seconds": "120",
+            "matching-window-ms": "200",
+        ])
+        defer { platform.stopAll() }
+        try await platform.start()
+        var drivers: [(id: String, token: String, pushes: PushInbox)] = []
+        for (index, spot) in [1, 2, 9].enumerated() {
+            let driver = try await platform.account("driver", name: "Driver \(index)")
+            let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(spot))
+            try #require(online.status == 200, "\(online.text)")
+            drivers.append((driver.id, driver.token, try await PushInbox.connect(platform, token: driver.token)))
+        }
+        defer { for driver in drivers { driver.pushes.close() } }
+        let (a, b, c) = (drivers[0], drivers[1], drivers[2])
+        func order() async throws -> String {
+            let rider = try await platform.account("rider")
+            let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+            return try #require(created.json["id"] as? String, "\(created.text)")
+        }
+        func offered(_ order: String, to driver: (id: String, token: String, pushes: PushInbox), timeout: Duration = .seconds(20)) async throws {
+            _ = try await driver.pushes.waitFor(timeout: timeout) {
+                $0["type"] as? String == "order.offered" && $0["orderID"] as? String == order
+            }
+        }
+
+        // Both orders are offered to A and B; A takes the second, so the first still stands for B (and,
+        // in the race, for A, who is now on a trip).
+        let first = try await order()
+        try await offered(first, to: a)
+        try await offered(first, to: b)
+        let second = try await order()
+        try await offered(second, to: a)
+        #expect(try await platform.send(.POST, "/driver/offers/\(second)/grab", token: a.token).status == 200)
+        // A grabs the first too: the race is won, and the order service refuses the busy driver.
+        let busy = try await platform.send(.POST, "/driver/offers/\(first)/grab", token: a.token)
+        #expect(busy.status == 409, "\(busy.text)")
+        #expect(busy.json["type"] as? String == "urn:hailstorm:problem:driver-busy", "\(busy.text)")
+        // The first goes back to dispatch: offered in the next windows to the free drivers nearest,
+        // B and C, not two minutes later.
+        try await offered(first, to: c, timeout: .seconds(15))
+        #expect(try await platform.send(.POST, "/driver/offers/\(first)/grab", token: c.token).status == 200)
+        let admin = try await platform.admin()
+        let assigned = try await platform.waitForOrder(first, token: admin.token) { $0["state"] as? String == "assigned" }
+        #expect(assigned["driverID"] as? String == c.id)
+        // The refused attempt is in the race's audit, with its reason.
+        let audit = try await platform.send(.GET, "/admin/grabs/\(first)", token: admin.token)
+        let attempts = try #require(audit.json["attempts"] as? [[String: Any]], "\(audit.text)")
+        #expect(attempts.contains { $0["driverID"] as? String == a.id && $0["outcome"] as? String == "driver-busy" }, "\(attempts)")
+    }
+
     @Test("matching killed with SIGKILL: it comes back with a driver where its last copied fix put it; orders created while it was down are dispatched when it is back; orders waiting through a crash are dispatched or expire, none twice")
     func matchingCrash() async throws {
         let platform = try Platform(order: ["order-expiry-seconds": "25"])

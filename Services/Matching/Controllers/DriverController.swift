@@ -2,6 +2,7 @@ import Contracts
 import Foundation
 import HailKit
 import Hummingbird
+import Metrics
 
 /// Drivers' locations and availability (`MatchingAPI`). A driver speaks only for itself; services and
 /// admins for anyone (a fleet simulator, an operator taking a driver offline).
@@ -97,6 +98,16 @@ struct DriverController: Sendable {
                 return value
             } ?? 500
             return try await store.waitingOrders(limit: limit)
+        }
+        router.on(MatchingAPI.redispatch) { _, _, context in
+            _ = try context.requireRole(.service, .admin)
+            let order = try context.parameters.require("id")
+            guard (1...100).contains(order.count) else { throw Problem.invalidField("id", "is not an order id") }
+            if try await store.redispatch(order) {
+                Counter(label: "hailstorm_dispatch_offers_reopened_total").increment()
+                context.logger.info("offered order back to dispatch", metadata: ["order": "\(order)"])
+            }
+            return NoContent()
         }
         router.on(MatchingAPI.stats) { _, _, context in
             _ = try context.requireRole(.admin, .service)

@@ -193,6 +193,18 @@ struct DispatchStore: Sendable {
         }
     }
 
+    /// An offered order back to waiting, its offers dropped, for the next window to offer again (see
+    /// `MatchingAPI.redispatch`). Returns whether it was offered.
+    func redispatch(_ order: String) async throws -> Bool {
+        try await db.write { db in
+            try db.cachedStatement(sql: "DELETE FROM offers WHERE order_id = ?").execute(arguments: [order])
+            try db.cachedStatement(
+                sql: "UPDATE pending_orders SET state = 'waiting', offered_at = NULL WHERE order_id = ? AND state = 'offered'"
+            ).execute(arguments: [order])
+            return db.changesCount > 0
+        }
+    }
+
     /// `driver` took a trip: the offers standing to them are withdrawn, and an offered order none of
     /// whose drivers is left goes back to waiting, for the next window to offer it to whoever is free
     /// (rather than lapsing after the offer's time with nobody able to grab it).

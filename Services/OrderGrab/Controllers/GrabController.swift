@@ -43,6 +43,7 @@ struct GrabController: Sendable {
             case .notOffered: throw Problem.forbidden("This order was not offered to you")
             case .offerEnded: throw Problem.conflict("offer-ended", "The offer has ended")
             case .orderClosed: throw Problem.conflict("order-closed", "The order was cancelled or expired")
+            case .driverBusy: throw Problem.conflict("driver-busy", "You are already on another trip")
             }
         }
         router.on(GrabAPI.withdraw) { body, _, context in
@@ -74,7 +75,9 @@ struct GrabController: Sendable {
 
     /// Makes the won grab the order's assignment. The order service is the judge: if the order was
     /// cancelled or expired meanwhile the race closes; if this driver is already on another trip the race
-    /// opens again for the others.
+    /// opens again and the order goes back to matching, to be offered again in its next window: the
+    /// drivers who grabbed while this one's claim was checked were told it was taken and have let it go.
+    /// (Without that, the order waited for its offer to lapse, 30 s by default, with free drivers near.)
     private func handOver(order: String, driver: String, context: HailRequestContext) async throws -> GrabBoard.Outcome {
         do {
             _ = try await clients.call(
@@ -83,7 +86,15 @@ struct GrabController: Sendable {
             return .won
         } catch let problem as Problem where problem.status == .conflict && problem.slug == "driver-busy" {
             try await board.reopen(order: order, winner: driver)
-            throw Problem.conflict("driver-busy", "You are already on another trip")
+            do {
+                _ = try await clients.call(
+                    MatchingAPI.redispatch, NoContent(), parameters: ["id": order],
+                    headers: try await credentials.headers(for: MatchingAPI.service), context: context.callContext)
+            } catch {
+                // The offer still lapses and is made again then; nothing is lost but time.
+                context.logger.warning("offered order not sent back to dispatch", metadata: ["order": "\(order)", "error": "\(error)"])
+            }
+            return .driverBusy
         } catch let problem as Problem where problem.status == .conflict || problem.status == .notFound {
             try await board.close(order: order, winner: driver)
             return .orderClosed
