@@ -342,6 +342,52 @@ struct RideFlowTests {
         #expect(attempts.contains { $0["driverID"] as? String == a.id && $0["outcome"] as? String == "driver-busy" }, "\(attempts)")
     }
 
+    @Test("offer mode: a grab won while the order service is down is answered with an error to repeat, and the race stays open: once order is back, another driver's grab wins it")
+    func winnerWithoutJudgement() async throws {
+        let platform = try Platform(matching: [
+            "matching-dispatch-mode": "offer", "matching-offer-drivers": "2", "matching-offer-seconds": "120",
+            "matching-window-ms": "200",
+        ])
+        defer { platform.stopAll() }
+        try await platform.start()
+        var drivers: [(id: String, token: String, pushes: PushInbox)] = []
+        for (index, spot) in [1, 2].enumerated() {
+            let driver = try await platform.account("driver", name: "Driver \(index)")
+            let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(spot))
+            try #require(online.status == 200, "\(online.text)")
+            drivers.append((driver.id, driver.token, try await PushInbox.connect(platform, token: driver.token)))
+        }
+        defer { for driver in drivers { driver.pushes.close() } }
+        let (a, b) = (drivers[0], drivers[1])
+        let rider = try await platform.account("rider")
+        let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+        let order = try #require(created.json["id"] as? String, "\(created.text)")
+        for driver in [a, b] {
+            _ = try await driver.pushes.waitFor(timeout: .seconds(20)) {
+                $0["type"] as? String == "order.offered" && $0["orderID"] as? String == order
+            }
+        }
+
+        // A wins the race while the order service is down: nobody can say whether A has the order.
+        platform.order.kill()
+        let unjudged = try await platform.send(.POST, "/driver/offers/\(order)/grab", token: a.token)
+        #expect(unjudged.status >= 500, "\(unjudged.text)")
+        try await platform.order.start()
+        // The race was not left won by A: B, still offered it, gets it.
+        var won: TestResponse?
+        for _ in 0..<40 {
+            let grab = try await platform.send(.POST, "/driver/offers/\(order)/grab", token: b.token)
+            if grab.status == 200 { won = grab; break }
+            #expect(grab.status >= 500, "B told \(grab.status) \(grab.text)")
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        #expect(won != nil, "B never got the order")
+        let admin = try await platform.admin()
+        let assigned = try await platform.waitForOrder(order, token: admin.token) { $0["state"] as? String == "assigned" }
+        #expect(assigned["driverID"] as? String == b.id)
+        #expect(assigned.states.filter { $0 == "assigned" }.count == 1)
+    }
+
     @Test("matching killed with SIGKILL: it comes back with a driver where its last copied fix put it; orders created while it was down are dispatched when it is back; orders waiting through a crash are dispatched or expire, none twice")
     func matchingCrash() async throws {
         let platform = try Platform(order: ["order-expiry-seconds": "25"])

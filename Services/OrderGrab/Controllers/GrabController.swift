@@ -74,10 +74,11 @@ struct GrabController: Sendable {
     }
 
     /// Makes the won grab the order's assignment. The order service is the judge: if the order was
-    /// cancelled or expired meanwhile the race closes; if this driver is already on another trip the race
-    /// opens again and the order goes back to matching, to be offered again in its next window: the
-    /// drivers who grabbed while this one's claim was checked were told it was taken and have let it go.
-    /// (Without that, the order waited for its offer to lapse, 30 s by default, with free drivers near.)
+    /// cancelled or expired meanwhile the race closes; if this driver is already on another trip, or the
+    /// order service gives no judgement, the race opens again and the order goes back to matching, to be
+    /// offered again in its next window: the drivers who grabbed while this one's claim was checked were
+    /// told it was taken and have let it go. (Without that, the order waited for its offer to lapse, 30 s
+    /// by default, with free drivers near.)
     private func handOver(order: String, driver: String, context: HailRequestContext) async throws -> GrabBoard.Outcome {
         do {
             _ = try await clients.call(
@@ -86,18 +87,37 @@ struct GrabController: Sendable {
             return .won
         } catch let problem as Problem where problem.status == .conflict && problem.slug == "driver-busy" {
             try await board.reopen(order: order, winner: driver)
-            do {
-                _ = try await clients.call(
-                    MatchingAPI.redispatch, NoContent(), parameters: ["id": order],
-                    headers: try await credentials.headers(for: MatchingAPI.service), context: context.callContext)
-            } catch {
-                // The offer still lapses and is made again then; nothing is lost but time.
-                context.logger.warning("offered order not sent back to dispatch", metadata: ["order": "\(order)", "error": "\(error)"])
-            }
+            await redispatch(order, context: context)
             return .driverBusy
         } catch let problem as Problem where problem.status == .conflict || problem.status == .notFound {
             try await board.close(order: order, winner: driver)
             return .orderClosed
+        } catch {
+            // The order service did not judge (down, overloaded, out of time, or its answer was lost): the
+            // race opens again and the order goes back to dispatch, as for a busy winner, and the driver
+            // gets the error (a 503 or 504, to repeat). Left won, the race told every other driver "taken"
+            // for as long as a winner is remembered, whatever became of the order. The order service stays
+            // the judge: if the assignment did stand, anyone else's grab is refused there, and this
+            // driver's repeated grab is the same assignment again.
+            do {
+                try await board.reopen(order: order, winner: driver)
+            } catch let reopening {
+                context.logger.error("won race not reopened", metadata: ["order": "\(order)", "error": "\(reopening)"])
+            }
+            await redispatch(order, context: context)
+            throw error
+        }
+    }
+
+    /// Sends an offered order back to matching for its next window (`MatchingAPI.redispatch`).
+    private func redispatch(_ order: String, context: HailRequestContext) async {
+        do {
+            _ = try await clients.call(
+                MatchingAPI.redispatch, NoContent(), parameters: ["id": order],
+                headers: try await credentials.headers(for: MatchingAPI.service), context: context.callContext)
+        } catch {
+            // The offer still lapses and is made again then; nothing is lost but time.
+            context.logger.warning("offered order not sent back to dispatch", metadata: ["order": "\(order)", "error": "\(error)"])
         }
     }
 }
