@@ -2,6 +2,7 @@ import Contracts
 import Foundation
 import HailKit
 import RedisKit
+import Synchronization
 
 /// How fares are made: `(base + distance × per-km) × surge`, never below the minimum.
 struct FareRules: Sendable {
@@ -85,12 +86,29 @@ struct SurgeTable: Sendable {
 /// Orders in Redis in front of SQLite (cache-aside): reads try Redis first and fill it on a miss; every
 /// change deletes the entry after it commits. An entry also expires after `ttl`, which bounds how long a
 /// read that raced a change can keep serving the older order.
+///
+/// A change deletes only what may be there: the orders this process put in the cache within `ttl`, and,
+/// for `ttl` after it starts, any order (an earlier process may have put it). Order has one writer per
+/// order (this process owns its file), so nothing else fills its entries. In a rush hour nearly no order
+/// is read back through the cache, and its four or five moves each paid a `DEL` round trip to Redis
+/// before answering.
 struct OrderCache: Sendable {
     let redis: RedisClient
     let prefix: String
     let ttlSeconds: Int
+    private let filled = FilledEntries()
+    private let startedAt = ContinuousClock.now
+
+    init(redis: RedisClient, prefix: String, ttlSeconds: Int) {
+        self.redis = redis
+        self.prefix = prefix
+        self.ttlSeconds = ttlSeconds
+    }
 
     func key(_ id: String) -> String { "\(prefix):\(id)" }
+
+    /// How long an entry this process put may still be there (its expiry, and a second for clocks).
+    private var holdFor: Duration { .seconds(ttlSeconds + 1) }
 
     func get(_ id: String) async -> OrderAPI.Order? {
         guard let bytes = try? await redis.send(RedisCommand("GET", key(id))).bytes else { return nil }
@@ -100,10 +118,37 @@ struct OrderCache: Sendable {
     /// Best effort: a cache that cannot be written only costs the next read a trip to SQLite.
     func put(_ order: OrderAPI.Order) async {
         guard let data = try? JSONBody.encoder.encode(order) else { return }
+        filled.note(order.id, keepingFor: holdFor)
         _ = try? await redis.send(RedisCommand("SET", key(order.id), Array(data), "EX", ttlSeconds))
     }
 
     func invalidate(_ id: String) async throws {
+        guard ContinuousClock.now - startedAt < holdFor || filled.contains(id, within: holdFor) else { return }
         _ = try await redis.send(RedisCommand("DEL", key(id)))
+    }
+}
+
+/// The orders this process put in the cache, and when; forgotten once their entries have expired.
+final class FilledEntries: Sendable {
+    private struct State {
+        var at: [String: ContinuousClock.Instant] = [:]
+        var notedSincePrune = 0
+    }
+    private let state = Mutex(State())
+
+    func note(_ id: String, keepingFor hold: Duration) {
+        let now = ContinuousClock.now
+        state.withLock { state in
+            state.at[id] = now
+            state.notedSincePrune += 1
+            if state.notedSincePrune >= 1024 {
+                state.at = state.at.filter { now - $0.value < hold }
+                state.notedSincePrune = 0
+            }
+        }
+    }
+
+    func contains(_ id: String, within hold: Duration) -> Bool {
+        state.withLock { state in state.at[id].map { ContinuousClock.now - $0 < hold } ?? false }
     }
 }

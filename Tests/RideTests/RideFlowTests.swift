@@ -1,6 +1,7 @@
 import Contracts
 import Foundation
 import HailKitTesting
+import RedisKit
 import Testing
 
 /// Pickups around Berlin's centre (the matching service's default city).
@@ -386,6 +387,41 @@ struct RideFlowTests {
         let assigned = try await platform.waitForOrder(order, token: admin.token) { $0["state"] as? String == "assigned" }
         #expect(assigned["driverID"] as? String == b.id)
         #expect(assigned.states.filter { $0 == "assigned" }.count == 1)
+    }
+
+    @Test("the order cache: an order read and then changed reads back changed; a change to an order nobody read through it costs Redis nothing")
+    func orderCache() async throws {
+        let platform = try Platform(order: ["order-cache-ttl-seconds": "1"])
+        defer { platform.stopAll() }
+        try await platform.start()
+        let redis = RedisClient(configuration: .init(port: platform.redisPort, poolSize: 1))
+        func deletes() async throws -> Int {
+            let info = try #require(try await redis.send("INFO", "commandstats").string)
+            guard let line = info.split(separator: "\r\n").first(where: { $0.hasPrefix("cmdstat_del:") }) else { return 0 }
+            return Int(line.split(separator: ",")[0].split(separator: "=")[1]) ?? 0
+        }
+        let rider = try await platform.account("rider")
+        func order() async throws -> String {
+            let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+            return try #require(created.json["id"] as? String, "\(created.text)")
+        }
+        // For the cache's lifetime after order starts (a second here, and one for clocks), every change
+        // deletes its entry: an earlier process may have filled it.
+        try await Task.sleep(for: .seconds(2.5))
+
+        let unread = try await order()
+        let before = try await deletes()
+        let cancelled = try await platform.send(.POST, "/rides/\(unread)/cancel", token: rider.token, body: ["reason": "changed my mind"])
+        #expect(cancelled.status == 200, "\(cancelled.text)")
+        #expect(try await deletes() == before, "a change to an order nobody read sent a DEL")
+
+        let read = try await order()
+        #expect(try await platform.send(.GET, "/rides/\(read)", token: rider.token).json["state"] as? String == "created")
+        #expect(try await redis.send("EXISTS", "order:cache:\(read)").int == 1, "the read filled the cache")
+        #expect(try await platform.send(.POST, "/rides/\(read)/cancel", token: rider.token, body: ["reason": "too slow"]).status == 200)
+        #expect(try await redis.send("EXISTS", "order:cache:\(read)").int == 0, "the change left the cached order")
+        #expect(try await platform.send(.GET, "/rides/\(read)", token: rider.token).json["state"] as? String == "cancelled")
+        await redis.shutdown()
     }
 
     @Test("matching killed with SIGKILL: it comes back with a driver where its last copied fix put it; orders created while it was down are dispatched when it is back; orders waiting through a crash are dispatched or expire, none twice")
