@@ -241,150 +241,86 @@ struct RideFlowTests {
 
     @Test("offer mode: an order whose offered drivers all take other trips is offered again at once to a free driver, not when its offer lapses")
     func offerWithdrawn() async throws {
-        // Offers stand for two minutes: anything faster than that is the withdrawal, not the lapse.
-        let platform = try Platform(matching: [
-            "matching-dispatch-mode": "offer", "matching-offer-drivers": "2", "matching-offer-seconds": "120",
-            "matching-window-ms": "200",
-        ])
-        defer { platform.stopAll() }
-        try await platform.start()
-        var drivers: [(id: String, token: String, pushes: PushInbox)] = []
-        for (index, spot) in [1, 2, 9].enumerated() {
-            let driver = try await platform.account("driver", name: "Driver \(index)")
-            let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(spot))
-            try #require(online.status == 200, "\(online.text)")
-            drivers.append((driver.id, driver.token, try await PushInbox.connect(platform, token: driver.token)))
-        }
-        defer { for driver in drivers { driver.pushes.close() } }
-        let (a, b, c) = (drivers[0], drivers[1], drivers[2])
-        func order() async throws -> String {
-            let rider = try await platform.account("rider")
-            let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
-            return try #require(created.json["id"] as? String, "\(created.text)")
-        }
-        func offered(_ order: String, to driver: (id: String, token: String, pushes: PushInbox), timeout: Duration = .seconds(20)) async throws {
-            _ = try await driver.pushes.waitFor(timeout: timeout) {
-                $0["type"] as? String == "order.offered" && $0["orderID"] as? String == order
-            }
-        }
+        let race = try await OfferRace(spots: [1, 2, 9])
+        defer { race.stop() }
+        let (a, b, c) = (race.drivers[0], race.drivers[1], race.drivers[2])
 
         // The first two orders go to the two nearest drivers, A and B.
-        let first = try await order()
-        try await offered(first, to: a)
-        try await offered(first, to: b)
-        let second = try await order()
-        try await offered(second, to: a)
+        let first = try await race.order()
+        try await race.offered(first, to: a)
+        try await race.offered(first, to: b)
+        let second = try await race.order()
+        try await race.offered(second, to: a)
         // A takes the second: the first still stands for B.
-        #expect(try await platform.send(.POST, "/driver/offers/\(second)/grab", token: a.token).status == 200)
+        #expect(try await race.grab(second, by: a).status == 200)
         // The third goes to B and C (A is busy); B takes it, and nobody the first was offered to is free.
-        let third = try await order()
-        try await offered(third, to: b)
-        #expect(try await platform.send(.POST, "/driver/offers/\(third)/grab", token: b.token).status == 200)
+        let third = try await race.order()
+        try await race.offered(third, to: b)
+        #expect(try await race.grab(third, by: b).status == 200)
         // The first is offered to C in the next windows, not two minutes later.
-        try await offered(first, to: c, timeout: .seconds(15))
+        try await race.offered(first, to: c, timeout: .seconds(15))
         #expect(!c.pushes.messages.contains { $0["type"] as? String == "order.offered" && $0["orderID"] as? String == second })
-        #expect(try await platform.send(.POST, "/driver/offers/\(first)/grab", token: c.token).status == 200)
-        let admin = try await platform.admin()
-        let assigned = try await platform.waitForOrder(first, token: admin.token) { $0["state"] as? String == "assigned" }
+        #expect(try await race.grab(first, by: c).status == 200)
+        let admin = try await race.platform.admin()
+        let assigned = try await race.platform.waitForOrder(first, token: admin.token) { $0["state"] as? String == "assigned" }
         #expect(assigned["driverID"] as? String == c.id)
     }
 
     @Test("offer mode: a grab won by a driver already on another trip is refused with driver-busy, and the order is offered again at once to the free drivers, not when its offer lapses")
     func busyWinnerRedispatched() async throws {
-        // Offers stand for two minutes: anything faster than that is the redispatch, not the lapse.
-        let platform = try Platform(matching: [
-            "matching-dispatch-mode": "offer", "matching-offer-drivers": "2", "matching-offer-seconds": "120",
-            "matching-window-ms": "200",
-        ])
-        defer { platform.stopAll() }
-        try await platform.start()
-        var drivers: [(id: String, token: String, pushes: PushInbox)] = []
-        for (index, spot) in [1, 2, 9].enumerated() {
-            let driver = try await platform.account("driver", name: "Driver \(index)")
-            let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(spot))
-            try #require(online.status == 200, "\(online.text)")
-            drivers.append((driver.id, driver.token, try await PushInbox.connect(platform, token: driver.token)))
-        }
-        defer { for driver in drivers { driver.pushes.close() } }
-        let (a, b, c) = (drivers[0], drivers[1], drivers[2])
-        func order() async throws -> String {
-            let rider = try await platform.account("rider")
-            let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
-            return try #require(created.json["id"] as? String, "\(created.text)")
-        }
-        func offered(_ order: String, to driver: (id: String, token: String, pushes: PushInbox), timeout: Duration = .seconds(20)) async throws {
-            _ = try await driver.pushes.waitFor(timeout: timeout) {
-                $0["type"] as? String == "order.offered" && $0["orderID"] as? String == order
-            }
-        }
+        let race = try await OfferRace(spots: [1, 2, 9])
+        defer { race.stop() }
+        let (a, b, c) = (race.drivers[0], race.drivers[1], race.drivers[2])
 
         // Both orders are offered to A and B; A takes the second, so the first still stands for B (and,
         // in the race, for A, who is now on a trip).
-        let first = try await order()
-        try await offered(first, to: a)
-        try await offered(first, to: b)
-        let second = try await order()
-        try await offered(second, to: a)
-        #expect(try await platform.send(.POST, "/driver/offers/\(second)/grab", token: a.token).status == 200)
+        let first = try await race.order()
+        try await race.offered(first, to: a)
+        try await race.offered(first, to: b)
+        let second = try await race.order()
+        try await race.offered(second, to: a)
+        #expect(try await race.grab(second, by: a).status == 200)
         // A grabs the first too: the race is won, and the order service refuses the busy driver.
-        let busy = try await platform.send(.POST, "/driver/offers/\(first)/grab", token: a.token)
+        let busy = try await race.grab(first, by: a)
         #expect(busy.status == 409, "\(busy.text)")
         #expect(busy.json["type"] as? String == "urn:hailstorm:problem:driver-busy", "\(busy.text)")
         // The first goes back to dispatch: offered in the next windows to the free drivers nearest,
         // B and C, not two minutes later.
-        try await offered(first, to: c, timeout: .seconds(15))
-        #expect(try await platform.send(.POST, "/driver/offers/\(first)/grab", token: c.token).status == 200)
-        let admin = try await platform.admin()
-        let assigned = try await platform.waitForOrder(first, token: admin.token) { $0["state"] as? String == "assigned" }
+        try await race.offered(first, to: c, timeout: .seconds(15))
+        #expect(try await race.grab(first, by: c).status == 200)
+        let admin = try await race.platform.admin()
+        let assigned = try await race.platform.waitForOrder(first, token: admin.token) { $0["state"] as? String == "assigned" }
         #expect(assigned["driverID"] as? String == c.id)
         // The refused attempt is in the race's audit, with its reason.
-        let audit = try await platform.send(.GET, "/admin/grabs/\(first)", token: admin.token)
+        let audit = try await race.platform.send(.GET, "/admin/grabs/\(first)", token: admin.token)
         let attempts = try #require(audit.json["attempts"] as? [[String: Any]], "\(audit.text)")
         #expect(attempts.contains { $0["driverID"] as? String == a.id && $0["outcome"] as? String == "driver-busy" }, "\(attempts)")
     }
 
     @Test("offer mode: a grab won while the order service is down is answered with an error to repeat, and the race stays open: once order is back, another driver's grab wins it")
     func winnerWithoutJudgement() async throws {
-        let platform = try Platform(matching: [
-            "matching-dispatch-mode": "offer", "matching-offer-drivers": "2", "matching-offer-seconds": "120",
-            "matching-window-ms": "200",
-        ])
-        defer { platform.stopAll() }
-        try await platform.start()
-        var drivers: [(id: String, token: String, pushes: PushInbox)] = []
-        for (index, spot) in [1, 2].enumerated() {
-            let driver = try await platform.account("driver", name: "Driver \(index)")
-            let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(spot))
-            try #require(online.status == 200, "\(online.text)")
-            drivers.append((driver.id, driver.token, try await PushInbox.connect(platform, token: driver.token)))
-        }
-        defer { for driver in drivers { driver.pushes.close() } }
-        let (a, b) = (drivers[0], drivers[1])
-        let rider = try await platform.account("rider")
-        let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
-        let order = try #require(created.json["id"] as? String, "\(created.text)")
-        for driver in [a, b] {
-            _ = try await driver.pushes.waitFor(timeout: .seconds(20)) {
-                $0["type"] as? String == "order.offered" && $0["orderID"] as? String == order
-            }
-        }
+        let race = try await OfferRace(spots: [1, 2])
+        defer { race.stop() }
+        let (a, b) = (race.drivers[0], race.drivers[1])
+        let order = try await race.order()
+        for driver in [a, b] { try await race.offered(order, to: driver) }
 
         // A wins the race while the order service is down: nobody can say whether A has the order.
-        platform.order.kill()
-        let unjudged = try await platform.send(.POST, "/driver/offers/\(order)/grab", token: a.token)
+        race.platform.order.kill()
+        let unjudged = try await race.grab(order, by: a)
         #expect(unjudged.status >= 500, "\(unjudged.text)")
-        try await platform.order.start()
+        try await race.platform.order.start()
         // The race was not left won by A: B, still offered it, gets it.
         var won: TestResponse?
         for _ in 0..<40 {
-            let grab = try await platform.send(.POST, "/driver/offers/\(order)/grab", token: b.token)
+            let grab = try await race.grab(order, by: b)
             if grab.status == 200 { won = grab; break }
             #expect(grab.status >= 500, "B told \(grab.status) \(grab.text)")
             try await Task.sleep(for: .milliseconds(250))
         }
         #expect(won != nil, "B never got the order")
-        let admin = try await platform.admin()
-        let assigned = try await platform.waitForOrder(order, token: admin.token) { $0["state"] as? String == "assigned" }
+        let admin = try await race.platform.admin()
+        let assigned = try await race.platform.waitForOrder(order, token: admin.token) { $0["state"] as? String == "assigned" }
         #expect(assigned["driverID"] as? String == b.id)
         #expect(assigned.states.filter { $0 == "assigned" }.count == 1)
     }
@@ -659,5 +595,59 @@ struct RideFlowTests {
         try await Task.sleep(for: .seconds(2))
         let order = try await platform.send(.GET, "/rides/\(orderID)", token: rider.token)
         #expect(order.json["state"] as? String == "created")
+    }
+}
+
+/// A platform dispatching in offer mode to the two nearest drivers, offers standing two minutes (anything
+/// faster than that is the platform acting, not the offer lapsing), with a driver online at each of
+/// `spots` (`near(spot)`), each listening to its pushes.
+struct OfferRace {
+    typealias Driver = (id: String, token: String, pushes: PushInbox)
+    let platform: Platform
+    let drivers: [Driver]
+
+    init(spots: [Int]) async throws {
+        platform = try Platform(matching: [
+            "matching-dispatch-mode": "offer", "matching-offer-drivers": "2", "matching-offer-seconds": "120",
+            "matching-window-ms": "200",
+        ])
+        var drivers: [Driver] = []
+        do {
+            try await platform.start()
+            for (index, spot) in spots.enumerated() {
+                let driver = try await platform.account("driver", name: "Driver \(index)")
+                let online = try await platform.send(.POST, "/driver/online", token: driver.token, body: near(spot))
+                try #require(online.status == 200, "\(online.text)")
+                drivers.append((driver.id, driver.token, try await PushInbox.connect(platform, token: driver.token)))
+            }
+        } catch {
+            for driver in drivers { driver.pushes.close() }
+            platform.stopAll()
+            throw error
+        }
+        self.drivers = drivers
+    }
+
+    func stop() {
+        for driver in drivers { driver.pushes.close() }
+        platform.stopAll()
+    }
+
+    /// A new rider's order from `pickup` to `dropoff`.
+    func order() async throws -> String {
+        let rider = try await platform.account("rider")
+        let created = try await platform.send(.POST, "/rides", token: rider.token, body: ["pickup": pickup, "dropoff": dropoff])
+        return try #require(created.json["id"] as? String, "\(created.text)")
+    }
+
+    /// Waits until `driver` is pushed the offer of `order`.
+    func offered(_ order: String, to driver: Driver, timeout: Duration = .seconds(20)) async throws {
+        _ = try await driver.pushes.waitFor(timeout: timeout) {
+            $0["type"] as? String == "order.offered" && $0["orderID"] as? String == order
+        }
+    }
+
+    func grab(_ order: String, by driver: Driver) async throws -> TestResponse {
+        try await platform.send(.POST, "/driver/offers/\(order)/grab", token: driver.token)
     }
 }

@@ -98,23 +98,28 @@ struct GrabController: Sendable {
             // gets the error (a 503 or 504, to repeat). Left won, the race told every other driver "taken"
             // for as long as a winner is remembered, whatever became of the order. The order service stays
             // the judge: if the assignment did stand, anyone else's grab is refused there, and this
-            // driver's repeated grab is the same assignment again.
-            do {
-                try await board.reopen(order: order, winner: driver)
-            } catch let reopening {
-                context.logger.error("won race not reopened", metadata: ["order": "\(order)", "error": "\(reopening)"])
-            }
-            await redispatch(order, context: context)
+            // driver's repeated grab is the same assignment again. Run as a task of its own: when the
+            // request ran out of time, its own task is being cancelled, and this must still happen.
+            await Task {
+                do {
+                    try await board.reopen(order: order, winner: driver)
+                } catch let reopening {
+                    context.logger.error("won race not reopened", metadata: ["order": "\(order)", "error": "\(reopening)"])
+                }
+                await redispatch(order, context: context)
+            }.value
             throw error
         }
     }
 
-    /// Sends an offered order back to matching for its next window (`MatchingAPI.redispatch`).
+    /// Sends an offered order back to matching for its next window (`MatchingAPI.redispatch`), with the
+    /// request's id and trace but not its deadline, which may be what has just run out.
     private func redispatch(_ order: String, context: HailRequestContext) async {
+        let call = CallContext(requestID: context.callContext.requestID, trace: context.callContext.trace)
         do {
             _ = try await clients.call(
                 MatchingAPI.redispatch, NoContent(), parameters: ["id": order],
-                headers: try await credentials.headers(for: MatchingAPI.service), context: context.callContext)
+                headers: try await credentials.headers(for: MatchingAPI.service), context: call)
         } catch {
             // The offer still lapses and is made again then; nothing is lost but time.
             context.logger.warning("offered order not sent back to dispatch", metadata: ["order": "\(order)", "error": "\(error)"])
