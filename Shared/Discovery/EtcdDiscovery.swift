@@ -74,21 +74,78 @@ public struct EtcdDiscovery: ServiceDiscovery {
     }
 
     public func watch(service: String?) -> AsyncThrowingStream<DiscoveryChange, any Error> {
-        let key = service.map { prefix + $0 + "/" } ?? prefix
-        let http = self.http
-        let endpoint = self.endpoint
+        let events = self.events(under: service.map { prefix + $0 + "/" } ?? prefix)
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    // Current instances first, then every change after the revision they were read at.
+                    for try await event in events {
+                        switch event {
+                        case .listed(let instances):
+                            for instance in instances { continuation.yield(.added(instance)) }
+                        case .changed(let changes):
+                            for change in changes { continuation.yield(change) }
+                        }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Every registered instance, kept current by one watch on the prefix: the whole list at once, then
+    /// again after each change etcd reports.
+    public func follow() -> AsyncThrowingStream<[ServiceInstance], any Error>? {
+        let events = self.events(under: prefix)
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    var current: [String: ServiceInstance] = [:]
+                    for try await event in events {
+                        switch event {
+                        case .listed(let instances):
+                            current = Dictionary(instances.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
+                        case .changed(let changes):
+                            for change in changes {
+                                switch change {
+                                case .added(let instance): current[instance.id] = instance
+                                case .removed(let id, _): current[id] = nil
+                                }
+                            }
+                        }
+                        continuation.yield(current.values.sorted { $0.id < $1.id })
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// What a watch on `key`'s range reports: the instances listed when it starts, then each message's
+    /// changes after the revision of that listing, so nothing between the two is missed.
+    private enum WatchEvent: Sendable {
+        case listed([ServiceInstance])
+        case changed([DiscoveryChange])
+    }
+
+    private func events(under key: String) -> AsyncThrowingStream<WatchEvent, any Error> {
+        let http = self.http
+        let endpoint = self.endpoint
+        let prefix = self.prefix
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
                     let snapshot = try await call("/v3/kv/range", [
                         "key": Self.base64(key), "range_end": Self.base64(Self.prefixEnd(key)),
                     ])
-                    for kv in snapshot["kvs"] as? [[String: Any]] ?? [] {
-                        if let instance = (kv["value"] as? String).flatMap(Self.decodeInstance) {
-                            continuation.yield(.added(instance))
-                        }
-                    }
+                    continuation.yield(.listed((snapshot["kvs"] as? [[String: Any]] ?? []).compactMap { kv in
+                        (kv["value"] as? String).flatMap(Self.decodeInstance)
+                    }))
                     let header = snapshot["header"] as? [String: Any]
                     let revision = (Self.string(header?["revision"]).flatMap { Int($0) } ?? 0) + 1
                     var request = HTTPClientRequest(url: endpoint + "/v3/watch")
@@ -113,15 +170,15 @@ public struct EtcdDiscovery: ServiceDiscovery {
                         while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                             let line = pending[pending.startIndex..<newline]
                             pending.removeSubrange(pending.startIndex...newline)
-                            for change in Self.changes(inWatchMessage: Data(line), prefix: prefix) {
-                                continuation.yield(change)
-                            }
+                            try Self.check(watchMessage: Data(line))
+                            let changes = Self.changes(inWatchMessage: Data(line), prefix: prefix)
+                            if !changes.isEmpty { continuation.yield(.changed(changes)) }
                         }
                         // etcd's gateway may send a message without a trailing newline.
                         if !pending.isEmpty, (try? JSONSerialization.jsonObject(with: pending)) != nil {
-                            for change in Self.changes(inWatchMessage: pending, prefix: prefix) {
-                                continuation.yield(change)
-                            }
+                            try Self.check(watchMessage: pending)
+                            let changes = Self.changes(inWatchMessage: pending, prefix: prefix)
+                            if !changes.isEmpty { continuation.yield(.changed(changes)) }
                             pending.removeAll()
                         }
                     }
@@ -131,6 +188,19 @@ public struct EtcdDiscovery: ServiceDiscovery {
                 }
             }
             continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// A watch etcd ended (cancelled, or its revision compacted away): the changes after it are not
+    /// coming, so the watcher must list again.
+    static func check(watchMessage data: Data) throws {
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return }
+        let result = object["result"] as? [String: Any] ?? object
+        if (result["canceled"] as? Bool) == true {
+            throw DiscoveryError.backend("etcd ended the watch: \(result["cancel_reason"] as? String ?? "compacted or cancelled")")
+        }
+        if let error = object["error"] as? [String: Any] {
+            throw DiscoveryError.backend("etcd's watch failed: \(error["message"] as? String ?? "\(error)")")
         }
     }
 

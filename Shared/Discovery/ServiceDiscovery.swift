@@ -37,6 +37,13 @@ public protocol ServiceDiscovery: Sendable {
     func watch(service: String?) -> AsyncThrowingStream<DiscoveryChange, any Error>
     /// Whether the backend answers: what readiness checks ask.
     func ping() async throws
+    /// Every registered instance of every service, the whole list again after each change, for as long as
+    /// the backend can tell; nil when it cannot (then `instances(of:)` is asked again from time to time).
+    func follow() -> AsyncThrowingStream<[ServiceInstance], any Error>?
+}
+
+extension ServiceDiscovery {
+    public func follow() -> AsyncThrowingStream<[ServiceInstance], any Error>? { nil }
 }
 
 /// A live registration: kept alive until `deregister`.

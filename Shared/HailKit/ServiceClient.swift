@@ -21,7 +21,8 @@ public struct ServiceClientConfiguration: Sendable {
     /// Consecutive failures that open an instance's breaker, and how long it stays open.
     public var breakerThreshold: Int
     public var breakerCooldown: Duration
-    /// How long a list of instances from discovery is reused.
+    /// How long a list of instances from discovery is reused while discovery cannot be followed (see
+    /// `ServiceClient`); zero asks discovery on every call and follows nothing.
     public var discoveryCacheTTL: Duration
 
     public init(
@@ -70,6 +71,12 @@ public struct ServiceResponse: Sendable {
 
 /// Calls other services by name.
 ///
+/// Instances come from discovery: where it can be followed (etcd's watch), the client follows it from its
+/// first call on and never waits for it again, and an instance that registers or deregisters counts from
+/// the moment etcd reports it; while it cannot (the watch is down, or the backend has none), each
+/// service's list is listed again once it is `discoveryCacheTTL` old, and the last list is used while
+/// discovery does not answer.
+///
 /// discovery → instances whose breaker is not open → power of two choices on outstanding requests →
 /// the call, with the remaining deadline in `X-Hailstorm-Deadline-Ms`, the request id and a W3C
 /// `traceparent` → on a 502/503/504 or a connection failure, a retry with jittered backoff, but only for
@@ -83,7 +90,23 @@ public final class ServiceClient: Sendable {
     public let connections: HTTP1Connections
     private let logger: Logger
     private let outstanding = NIOLockedValueBox<[String: Int]>([:])
-    private let cache = NIOLockedValueBox<[String: (instances: [ServiceInstance], fetched: ContinuousClock.Instant)]>([:])
+    private let listing = NIOLockedValueBox(Listing())
+    private let following = NIOLockedValueBox<Task<Void, Never>?>(nil)
+
+    /// The instances known, by service, and whether discovery is being followed live (then the lists are
+    /// current whatever their age, and a service missing has no instance).
+    struct Listing {
+        var lists: [String: (instances: [ServiceInstance], fetched: ContinuousClock.Instant)] = [:]
+        var live = false
+        var followStarted = false
+
+        /// The current list of `service`, if known to be current at `now`.
+        func current(_ service: String, now: ContinuousClock.Instant, ttl: Duration) -> [ServiceInstance]? {
+            if live { return lists[service]?.instances ?? [] }
+            guard let cached = lists[service], now - cached.fetched < ttl else { return nil }
+            return cached.instances
+        }
+    }
 
     public init(
         discovery: any ServiceDiscovery,
@@ -96,6 +119,10 @@ public final class ServiceClient: Sendable {
         self.configuration = configuration
         self.breakers = CircuitBreakers(threshold: configuration.breakerThreshold, cooldown: configuration.breakerCooldown)
         self.logger = logger
+    }
+
+    deinit {
+        following.withLockedValue { $0?.cancel() }
     }
 
     // MARK: Typed calls
@@ -258,10 +285,10 @@ public final class ServiceClient: Sendable {
     /// `pick` without waiting: from the instances discovery listed within `discoveryCacheTTL`; nil when
     /// that list is older (a call through `send` fetches it again) or no instance can take a call now.
     public func pickListed(_ service: String) -> ServiceInstance? {
-        guard let cached = cache.withLockedValue({ $0[service] }),
-            ContinuousClock.now - cached.fetched < configuration.discoveryCacheTTL
+        let now = ContinuousClock.now
+        guard let instances = listing.withLockedValue({ $0.current(service, now: now, ttl: configuration.discoveryCacheTTL) })
         else { return nil }
-        return try? choose(from: cached.instances, avoiding: [])
+        return try? choose(from: instances, avoiding: [])
     }
 
     private func choose(from all: [ServiceInstance], avoiding tried: Set<String>) throws -> ServiceInstance {
@@ -351,18 +378,26 @@ public final class ServiceClient: Sendable {
         Self.count(service, outcome)
     }
 
-    /// Instances of `service`, from discovery, reused for `discoveryCacheTTL`.
+    /// Instances of `service`: as discovery is followed, or listed within `discoveryCacheTTL`.
     public func instances(of service: String) async throws -> [ServiceInstance] {
         let now = ContinuousClock.now
-        if let cached = cache.withLockedValue({ $0[service] }), now - cached.fetched < configuration.discoveryCacheTTL {
-            return cached.instances
+        let ttl = configuration.discoveryCacheTTL
+        let (known, follow) = listing.withLockedValue { listing in
+            let known = listing.current(service, now: now, ttl: ttl)
+            let follow = !listing.followStarted && ttl > .zero
+            if follow { listing.followStarted = true }
+            return (known, follow)
         }
+        if follow { startFollowing() }
+        if let known { return known }
         do {
             let fresh = try await discovery.instances(of: service)
-            cache.withLockedValue { $0[service] = (fresh, now) }
+            listing.withLockedValue { listing in
+                if !listing.live { listing.lists[service] = (fresh, now) }
+            }
             return fresh
         } catch {
-            if let stale = cache.withLockedValue({ $0[service] }) {
+            if let stale = listing.withLockedValue({ $0.lists[service] }) {
                 logger.warning("discovery failed; using the last known instances", metadata: ["callee": "\(service)", "error": "\(error)"])
                 return stale.instances
             }
@@ -371,8 +406,53 @@ public final class ServiceClient: Sendable {
         }
     }
 
+    /// An instance could not be reached: list `service` again on the next call, unless discovery is
+    /// followed (then its list is current, and the instance's breaker keeps calls away from it).
     private func invalidate(_ service: String) {
-        cache.withLockedValue { $0[service] = nil }
+        listing.withLockedValue { listing in
+            if !listing.live { listing.lists[service] = nil }
+        }
+    }
+
+    /// Follows discovery, when it can be followed, for as long as this client lives: every list it
+    /// reports replaces the known ones; when the follow ends, the lists age as listed ones do, and it is
+    /// started again after a pause (a quarter second, doubling to 30 s while it keeps failing).
+    private func startFollowing() {
+        let discovery = self.discovery
+        let listing = self.listing
+        let logger = self.logger
+        let task = Task {
+            var failures = 0
+            while !Task.isCancelled {
+                guard let stream = discovery.follow() else { return }
+                do {
+                    for try await instances in stream {
+                        let now = ContinuousClock.now
+                        let byService = Dictionary(grouping: instances, by: \.service)
+                        listing.withLockedValue { listing in
+                            listing.lists = byService.mapValues { ($0, now) }
+                            listing.live = true
+                        }
+                        failures = 0
+                    }
+                } catch {
+                    if !Task.isCancelled {
+                        logger.warning("discovery's watch failed; listing instances until it is back", metadata: ["error": "\(error)"])
+                    }
+                }
+                // From now on the lists are as old as the moment the follow ended.
+                let now = ContinuousClock.now
+                listing.withLockedValue { listing in
+                    if listing.live {
+                        listing.live = false
+                        for service in listing.lists.keys { listing.lists[service]?.fetched = now }
+                    }
+                }
+                failures += 1
+                try? await Task.sleep(for: min(.seconds(30), .milliseconds(250) * (1 << min(failures - 1, 7))))
+            }
+        }
+        following.withLockedValue { $0 = task }
     }
 
     private func adjustOutstanding(_ id: String, by delta: Int) {

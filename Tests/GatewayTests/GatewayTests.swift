@@ -309,7 +309,7 @@ struct EtcdRestartTests {
         let login = try await Login.buildApplication(
             reader: try .testing(shared.merging(["auth.signin.prefix": TestEnvironment.unique("failed")]) { $1 }, service: "login"))
         let gateway = try await Gateway.buildApplication(reader: try .testing(
-            shared.merging(["client.discovery.cache.ms": "0", "gateway.rate.prefix": TestEnvironment.unique("rl")]) { $1 },
+            shared.merging(["gateway.rate.prefix": TestEnvironment.unique("rl")]) { $1 },
             service: "gateway"))
         try await withRunningService(login) { _ in
             try await withRunningService(gateway) { base in

@@ -56,6 +56,7 @@ func makeCallee(name: String, prefix: String, state: CalleeState) throws -> Hail
         return Response(status: .ok)
     }
     router.get("/echo") { request, _ -> Response in
+        _ = state.hit("echo")
         state.lastHeaders.withLock { headers in
             for field in request.headers { headers[field.name.canonicalName] = field.value }
         }
@@ -189,6 +190,43 @@ struct ServiceClientTests {
         }
     }
 
+    @Test("discovery is followed: calls do not list instances again, and an instance counts from when it registers until it deregisters")
+    func followed() async throws {
+        let prefix = "/" + TestEnvironment.unique("sc") + "/"
+        let first = CalleeState()
+        let second = CalleeState()
+        let discovery = ListingCounter(EtcdDiscovery(endpoint: TestEnvironment.etcdEndpoint, prefix: prefix, ttl: .seconds(2)))
+        // Listed lists would be listed again ten times a second.
+        let client = ServiceClient(discovery: discovery, configuration: .init(discoveryCacheTTL: .milliseconds(100)))
+        try await withRunningService(try makeCallee(name: "callee", prefix: prefix, state: first)) { _ in
+            try await waitForRegistration(client, "callee")
+            for _ in 0..<30 {
+                _ = try await client.send(service: "callee", method: .get, path: "/echo", context: .none)
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(first.count("echo") == 30)
+            #expect(discovery.listings <= 2, "instances listed \(discovery.listings) times in 1.5 s of calls")
+
+            try await withRunningService(try makeCallee(name: "callee", prefix: prefix, state: second)) { _ in
+                var reached = false
+                for _ in 0..<40 where !reached {
+                    _ = try await client.send(service: "callee", method: .get, path: "/echo", context: .none)
+                    reached = second.count("echo") > 0
+                }
+                #expect(reached, "the second instance got no call of 40 after it registered")
+            }
+            // It deregistered as it stopped: the next calls all go to the first, none fails.
+            let before = first.count("echo")
+            for _ in 0..<20 {
+                let answer = try await client.send(service: "callee", method: .get, path: "/echo", context: .none)
+                #expect(answer.status == .ok && answer.attempts == 1)
+            }
+            #expect(first.count("echo") == before + 20)
+            #expect(try await client.instances(of: "callee").count == 1)
+            #expect(discovery.listings <= 2, "instances listed \(discovery.listings) times")
+        }
+    }
+
     @Test("no registered instance is a 503 problem")
     func noInstance() async throws {
         let prefix = "/" + TestEnvironment.unique("sc") + "/"
@@ -203,6 +241,24 @@ struct ServiceClientTests {
 }
 
 import W3CTraceContext
+
+/// Etcd's discovery, counting how often a service's instances are listed (`instances(of:)`).
+final class ListingCounter: ServiceDiscovery {
+    let etcd: EtcdDiscovery
+    private let count = Atomic<Int>(0)
+    var listings: Int { count.load(ordering: .relaxed) }
+
+    init(_ etcd: EtcdDiscovery) { self.etcd = etcd }
+
+    func instances(of service: String) async throws -> [ServiceInstance] {
+        count.add(1, ordering: .relaxed)
+        return try await etcd.instances(of: service)
+    }
+    func register(_ instance: ServiceInstance) async throws -> any ServiceRegistration { try await etcd.register(instance) }
+    func watch(service: String?) -> AsyncThrowingStream<DiscoveryChange, any Error> { etcd.watch(service: service) }
+    func ping() async throws { try await etcd.ping() }
+    func follow() -> AsyncThrowingStream<[ServiceInstance], any Error>? { etcd.follow() }
+}
 
 enum HailRequestContextFixture {
     static func callContext() -> CallContext {
