@@ -229,11 +229,17 @@ struct DispatchService: Service {
         let grabHeaders = try await credentials.headers(for: GrabAPI.service)
         var deferred = 0
         var offers: [(DispatchStore.Waiting, [String])] = []
+        // An order offered before goes to the nearest drivers not offered it yet; only when every driver
+        // in reach was, to them again (the order service tells none of them twice, so it lapses again).
+        let before = try await store.offeredBefore(waiting.map(\.orderID))
         for order in waiting {
             let pickup = fleet.projection.project(DriverFleet.coordinate(order.pickup))
-            let drivers = fleet.live.nearest(to: pickup, k: settings.offerDrivers)
+            let past = before[order.orderID] ?? []
+            let near = fleet.live.nearest(to: pickup, k: settings.offerDrivers + past.count)
                 .filter { $0.distanceKm <= settings.engine.maxPickupKm }
                 .compactMap { fleet.account(of: $0.driver) }
+            let fresh = near.filter { !past.contains($0) }
+            let drivers = Array((fresh.isEmpty ? near : fresh).prefix(settings.offerDrivers))
             if drivers.isEmpty { deferred += 1 } else { offers.append((order, drivers)) }
         }
         // A window's offers go out in calls of up to `handOverBatch`: one to order-grab opening their

@@ -297,6 +297,23 @@ struct RideFlowTests {
         #expect(attempts.contains { $0["driverID"] as? String == a.id && $0["outcome"] as? String == "driver-busy" }, "\(attempts)")
     }
 
+    @Test("offer mode: an offer nobody grabbed goes, once it lapses, to the nearest driver not offered it yet")
+    func lapsedOfferGoesFurther() async throws {
+        let race = try await OfferRace(spots: [1, 2, 9], offerSeconds: 2)
+        defer { race.stop() }
+        let (a, b, c) = (race.drivers[0], race.drivers[1], race.drivers[2])
+        let order = try await race.order()
+        try await race.offered(order, to: a)
+        try await race.offered(order, to: b)
+        // A and B let it pass. Two seconds on it is offered again: A and B are still the nearest, but they
+        // had their chance; C, farther, is told now.
+        try await race.offered(order, to: c, timeout: .seconds(15))
+        #expect(try await race.grab(order, by: c).status == 200)
+        let admin = try await race.platform.admin()
+        let assigned = try await race.platform.waitForOrder(order, token: admin.token) { $0["state"] as? String == "assigned" }
+        #expect(assigned["driverID"] as? String == c.id)
+    }
+
     @Test("offer mode: a grab won while the order service is down is answered with an error to repeat, and the race stays open: once order is back, another driver's grab wins it")
     func winnerWithoutJudgement() async throws {
         let race = try await OfferRace(spots: [1, 2])
@@ -606,9 +623,9 @@ struct OfferRace {
     let platform: Platform
     let drivers: [Driver]
 
-    init(spots: [Int]) async throws {
+    init(spots: [Int], offerSeconds: Int = 120) async throws {
         platform = try Platform(matching: [
-            "matching-dispatch-mode": "offer", "matching-offer-drivers": "2", "matching-offer-seconds": "120",
+            "matching-dispatch-mode": "offer", "matching-offer-drivers": "2", "matching-offer-seconds": String(offerSeconds),
             "matching-window-ms": "200",
         ])
         var drivers: [Driver] = []

@@ -69,6 +69,19 @@ struct DispatchStore: Sendable {
                 CREATE INDEX offers_driver ON offers(driver_id);
                 """)
         }
+        // Every driver an order was ever offered to, while it is in dispatch: an order offered again (its
+        // offer lapsed, or its winner could not take it) goes to drivers not offered it before; those
+        // were told it was taken, or let it pass, and the order service tells no driver twice.
+        migrations.add("v5-past-offers") { db in
+            try db.execute(sql: """
+                CREATE TABLE past_offers (
+                    order_id TEXT NOT NULL,
+                    driver_id TEXT NOT NULL,
+                    PRIMARY KEY (order_id, driver_id)
+                ) WITHOUT ROWID;
+                INSERT OR IGNORE INTO past_offers (order_id, driver_id) SELECT order_id, driver_id FROM offers;
+                """)
+        }
         return migrations
     }
 
@@ -90,6 +103,7 @@ struct DispatchStore: Sendable {
     func ended(_ order: String, in db: Database) throws {
         try db.cachedStatement(sql: "DELETE FROM pending_orders WHERE order_id = ?").execute(arguments: [order])
         try db.cachedStatement(sql: "DELETE FROM offers WHERE order_id = ?").execute(arguments: [order])
+        try db.cachedStatement(sql: "DELETE FROM past_offers WHERE order_id = ?").execute(arguments: [order])
         try db.cachedStatement(
             sql: "INSERT INTO left_dispatch (order_id, ended, at) VALUES (?, 1, ?) ON CONFLICT(order_id) DO UPDATE SET ended = 1"
         ).execute(arguments: [order, Date().timeIntervalSince1970])
@@ -153,6 +167,7 @@ struct DispatchStore: Sendable {
     func done(_ order: String, in db: Database) throws {
         try db.cachedStatement(sql: "DELETE FROM pending_orders WHERE order_id = ?").execute(arguments: [order])
         try db.cachedStatement(sql: "DELETE FROM offers WHERE order_id = ?").execute(arguments: [order])
+        try db.cachedStatement(sql: "DELETE FROM past_offers WHERE order_id = ?").execute(arguments: [order])
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO left_dispatch (order_id, ended, at) VALUES (?, 0, ?)")
             .execute(arguments: [order, Date().timeIntervalSince1970])
     }
@@ -169,7 +184,23 @@ struct DispatchStore: Sendable {
             for driver in drivers {
                 try db.cachedStatement(sql: "INSERT OR IGNORE INTO offers (order_id, driver_id) VALUES (?, ?)")
                     .execute(arguments: [order, driver])
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO past_offers (order_id, driver_id) VALUES (?, ?)")
+                    .execute(arguments: [order, driver])
             }
+        }
+    }
+
+    /// The drivers each of `orders` was offered to before (none for an order never offered).
+    func offeredBefore(_ orders: [String]) async throws -> [String: Set<String>] {
+        guard !orders.isEmpty else { return [:] }
+        return try await db.read { db in
+            var before: [String: Set<String>] = [:]
+            let statement = try db.cachedStatement(sql: "SELECT driver_id FROM past_offers WHERE order_id = ?")
+            for order in orders {
+                let drivers = try String.fetchAll(statement, arguments: [order])
+                if !drivers.isEmpty { before[order] = Set(drivers) }
+            }
+            return before
         }
     }
 
