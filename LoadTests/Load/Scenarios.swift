@@ -308,12 +308,16 @@ final class RideScenario: Scenario {
     /// Every free offered driver grabs at the same moment; one wins (and stays taken until its trip ends).
     /// The busy ones keep the offer for when they are free.
     private func grabStorm(_ order: String, drivers offered: [String], second: Int) async {
+        // Under the one lock that frees drivers: a busy driver's offer stands before that driver can be
+        // freed, so `freed` finds it (kept apart, a grab lost in between freed the driver to an empty list,
+        // and the offer waited for its lapse).
         let free = busy.withLock { taken in
-            offered.filter { taken.insert($0).inserted }
-        }
-        let freeSet = Set(free)
-        standing.withLock { standing in
-            for driver in offered where !freeSet.contains(driver) { standing[driver, default: []].append(order) }
+            let free = offered.filter { taken.insert($0).inserted }
+            let freeSet = Set(free)
+            standing.withLock { standing in
+                for driver in offered where !freeSet.contains(driver) { standing[driver, default: []].append(order) }
+            }
+            return free
         }
         await withTaskGroup(of: Void.self) { group in
             for driver in free {
