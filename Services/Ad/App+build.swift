@@ -93,7 +93,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     kit.pruneProcessedEvents(in: database)
 
     let router = kit.makeRouter()
-    let api = kit.authenticated(router, tokens: tokens)
+    let api = try kit.authenticated(router, tokens: tokens)
     AdController(store: store, catalog: catalog, cities: cities).register(on: api)
     return kit.makeApplication(router: router)
 }

@@ -48,11 +48,7 @@ struct AnalyticsKit {
         ingest = AnalyticsIngest(store: store, streams: streams, gate: IngestGate())
 
         func number(_ key: String, _ fallback: Double, _ range: ClosedRange<Double>) throws -> Double {
-            let value = reader.double(forKey: ConfigKey(key), default: fallback)
-            guard value.isFinite, range.contains(value) else {
-                throw ConfigurationError("\(key) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
-            }
-            return value
+            try reader.double(forKey: key, default: fallback, in: range)
         }
         var rules = PathRules()
         rules.detourRatio = try number("analytics.detour.ratio", rules.detourRatio, 1...100)
@@ -106,7 +102,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     })
 
     let router = kit.makeRouter()
-    let api = kit.authenticated(router, tokens: tokens)
+    let api = try kit.authenticated(router, tokens: tokens)
     AnalyticsController(parts: parts, redis: kit.redis, logger: kit.logger).register(on: api)
     return kit.makeApplication(router: router)
 }

@@ -53,9 +53,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var rules = DomainRules.Settings()
     rules.window = Double(try reader.int(forKey: "command.rules.window.seconds", default: 600, in: 60...86_400))
     rules.minimumOrders = try reader.int(forKey: "command.rules.match.orders", default: 10, in: 1...1_000_000)
-    let matchRate = reader.double(forKey: "command.rules.match.rate", default: 0.5)
-    guard matchRate.isFinite, (0...1).contains(matchRate) else { throw ConfigurationError("command.rules.match.rate must be from 0 to 1") }
-    rules.matchRate = matchRate
+    rules.matchRate = try reader.double(forKey: "command.rules.match.rate", default: 0.5, in: 0...1)
     rules.lagEntries = try reader.int(forKey: "command.rules.lag.entries", default: 10_000, in: 1...100_000_000)
     // `command.rules.streams`: the event streams whose consumer groups are watched (comma-separated).
     rules.streams = reader.string(forKey: "command.rules.streams", default: rules.streams.joined(separator: ","))
@@ -68,7 +66,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     // `command.javascript.dir` (/usr/share/javascript): where Debian's libjs-leaflet and libjs-chart.js are.
     PageController(javascriptDirectory: reader.string(forKey: "command.javascript.dir", default: "/usr/share/javascript"), logger: kit.logger)
         .register(on: router)
-    let api = kit.authenticated(router, tokens: tokens)
+    let api = try kit.authenticated(router, tokens: tokens)
     CommandController(store: store, clients: kit.clients, prometheus: prometheus, alerts: alerts, live: live, redis: kit.redis).register(on: api)
     return kit.makeApplication(router: router)
 }

@@ -54,10 +54,10 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     }
 
     let consumerConfiguration = EventConsumerConfiguration(
-        batchSize: reader.int(forKey: "coupon.claims.batch", default: 64),
-        reclaimAfter: .seconds(reader.int(forKey: "coupon.claims.reclaim.seconds", default: 30)),
-        reclaimInterval: .seconds(max(1, reader.int(forKey: "coupon.claims.reclaim.seconds", default: 30) / 2)),
-        maxDeliveries: reader.int(forKey: "coupon.claims.max.deliveries", default: 10))
+        batchSize: try reader.int(forKey: "coupon.claims.batch", default: 64, in: 1...10_000),
+        reclaimAfter: .seconds(try reader.int(forKey: "coupon.claims.reclaim.seconds", default: 30, in: 1...86_400)),
+        reclaimInterval: .seconds(max(1, try reader.int(forKey: "coupon.claims.reclaim.seconds", default: 30, in: 1...86_400) / 2)),
+        maxDeliveries: try reader.int(forKey: "coupon.claims.max.deliveries", default: 10, in: 1...1000))
     let wakeups = OutboxWakeups()
     for consumer in ClaimRecorder.consumers(
         store: store, sale: sale, instance: kit.configuration.instanceID, wakeups: wakeups,
@@ -72,7 +72,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     kit.pruneProcessedEvents(in: database)
 
     let router = kit.makeRouter()
-    let api = kit.authenticated(router, tokens: tokens)
+    let api = try kit.authenticated(router, tokens: tokens)
     let controller = CouponController(store: store, sale: sale)
     controller.register(on: api)
     controller.registerRedemption(on: api)

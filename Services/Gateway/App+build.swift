@@ -47,10 +47,10 @@ func buildRouter(
     kit: inout ServiceKit, reader: ConfigReader
 ) async throws -> (Router<HailRequestContext>, RouterResponder<PushSocketContext>, Relay?) {
     var tokens = try await kit.accessTokens()
-    if !reader.bool(forKey: "gateway.token.attestations", default: true) { tokens = tokens.withoutAttestations() }
+    if try !reader.flag(forKey: "gateway.token.attestations", default: true) { tokens = tokens.withoutAttestations() }
     // `gateway.rate.prefix`: Redis key prefix of the rate-limit counters.
     let ratePrefix = reader.string(forKey: "gateway.rate.prefix", default: "gw:rl")
-    let window = Duration.seconds(max(1, reader.int(forKey: "gateway.rate.window.seconds", default: 1)))
+    let window = Duration.seconds(max(1, try reader.int(forKey: "gateway.rate.window.seconds", default: 1, in: 1...3600)))
 
     let hops = try reader.int(forKey: "gateway.proxy.hops", default: 0, in: 0...10)
     let hub = PushHub()
@@ -134,7 +134,7 @@ func buildRouter(
     }
     // `gateway.relay.direct` (true): relay the common request in front of the router.
     let relay =
-        reader.bool(forKey: "gateway.relay.direct", default: true)
+        try reader.flag(forKey: "gateway.relay.direct", default: true)
         ? Relay(
             routes: ProxyRoute.all, tokens: tokens, revocations: revocations, budgets: apiBudgets, clients: kit.clients,
             bodyLimit: kit.configuration.bodyLimit, requestTimeout: kit.configuration.requestTimeout,

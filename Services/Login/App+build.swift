@@ -62,6 +62,6 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let router = kit.makeRouter()
     let controller = AuthController(accounts: accounts)
     controller.register(on: router)
-    controller.registerAuthenticated(on: kit.authenticated(router, tokens: tokens))
+    controller.registerAuthenticated(on: try kit.authenticated(router, tokens: tokens))
     return kit.makeApplication(router: router)
 }

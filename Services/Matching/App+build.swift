@@ -35,12 +35,12 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         throw ConfigurationError("matching.engine.mode must be exact or fast, not \(engineName)")
     }
     let centre = GeoCoordinate(
-        latitude: reader.double(forKey: "matching.city.lat", default: 52.52),
-        longitude: reader.double(forKey: "matching.city.lon", default: 13.405))
+        latitude: try reader.double(forKey: "matching.city.lat", default: 52.52, in: -90...90),
+        longitude: try reader.double(forKey: "matching.city.lon", default: 13.405, in: -180...180))
     guard centre.isValid else { throw ConfigurationError("matching.city.lat/lon is not a place on earth") }
-    let radius = reader.double(forKey: "matching.city.radius.km", default: 40)
-    let cell = reader.double(forKey: "matching.cell.km", default: 0.4)
-    let maxPickupKm = reader.double(forKey: "matching.max.pickup.km", default: 5)
+    let radius = try reader.double(forKey: "matching.city.radius.km", default: 40, in: 0...20_000)
+    let cell = try reader.double(forKey: "matching.cell.km", default: 0.4, in: 0...1000)
+    let maxPickupKm = try reader.double(forKey: "matching.max.pickup.km", default: 5, in: 0...1000)
     guard radius > 0, cell > 0, maxPickupKm > 0 else {
         throw ConfigurationError("matching.city.radius.km, matching.cell.km and matching.max.pickup.km must be positive")
     }
@@ -51,22 +51,22 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let fleet = DriverFleet(
         live: LiveDriverIndex(DriverIndex(geometry: geometry)), projection: LocalProjection(origin: centre),
         redis: kit.redis, prefix: reader.string(forKey: "matching.redis.prefix", default: "matching"),
-        staleAfter: .seconds(max(1, reader.int(forKey: "matching.driver.stale.seconds", default: 120))))
+        staleAfter: .seconds(max(1, try reader.int(forKey: "matching.driver.stale.seconds", default: 120, in: 1...86_400))))
     let restored = try await fleet.restore()
     kit.logger.info("driver index rebuilt from Redis", metadata: ["drivers": "\(restored)"])
 
     let counters = DispatchCounters()
     let dispatch = DispatchService(
         settings: DispatchSettings(
-            style: style, window: .milliseconds(max(50, reader.int(forKey: "matching.window.ms", default: 250))),
+            style: style, window: .milliseconds(max(50, try reader.int(forKey: "matching.window.ms", default: 250, in: 50...60_000))),
             engine: DispatchConfiguration(mode: engineMode, maxPickupKm: maxPickupKm),
-            offerDrivers: max(1, reader.int(forKey: "matching.offer.drivers", default: 5)),
-            offerSeconds: Double(max(1, reader.int(forKey: "matching.offer.seconds", default: 30))),
-            maxOrdersPerWindow: max(1, reader.int(forKey: "matching.window.max.orders", default: 5000))),
+            offerDrivers: max(1, try reader.int(forKey: "matching.offer.drivers", default: 5, in: 1...100)),
+            offerSeconds: Double(max(1, try reader.int(forKey: "matching.offer.seconds", default: 30, in: 1...3600))),
+            maxOrdersPerWindow: max(1, try reader.int(forKey: "matching.window.max.orders", default: 5000, in: 1...100_000))),
         store: store, fleet: fleet, clients: kit.clients,
         credentials: try ServiceCredentials(tokens: tokens), claims: DispatchClaims(), counters: counters,
         logger: kit.logger)
-    let reclaim = max(1, reader.int(forKey: "matching.events.reclaim.seconds", default: 30))
+    let reclaim = max(1, try reader.int(forKey: "matching.events.reclaim.seconds", default: 30, in: 1...86_400))
 
     kit.addService(OrderEventsConsumer.consumer(
         store: store, fleet: fleet, dispatch: dispatch, redis: kit.redis, instance: kit.configuration.instanceID,
@@ -97,7 +97,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     }
 
     let router = kit.makeRouter()
-    let api = kit.authenticated(router, tokens: tokens)
+    let api = try kit.authenticated(router, tokens: tokens)
     DriverController(fleet: fleet, store: store, counters: counters, style: style, fixStream: fixStream, dispatch: dispatch).register(on: api)
     return kit.makeApplication(router: router)
 }

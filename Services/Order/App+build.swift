@@ -24,17 +24,17 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let wakeups = OutboxWakeups()
     let cache = OrderCache(
         redis: kit.redis, prefix: reader.string(forKey: "order.cache.prefix", default: "order:cache"),
-        ttlSeconds: max(1, reader.int(forKey: "order.cache.ttl.seconds", default: 60)))
+        ttlSeconds: max(1, try reader.int(forKey: "order.cache.ttl.seconds", default: 60, in: 1...86_400)))
     let fares = FareRules(
-        baseCents: reader.int(forKey: "order.fare.base.cents", default: 250),
-        perKmCents: reader.int(forKey: "order.fare.per.km.cents", default: 120),
-        minimumCents: reader.int(forKey: "order.fare.minimum.cents", default: 500),
+        baseCents: try reader.int(forKey: "order.fare.base.cents", default: 250, in: 0...1_000_000),
+        perKmCents: try reader.int(forKey: "order.fare.per.km.cents", default: 120, in: 0...1_000_000),
+        minimumCents: try reader.int(forKey: "order.fare.minimum.cents", default: 500, in: 0...1_000_000),
         currency: reader.string(forKey: "order.currency", default: "EUR"),
-        maximumKm: reader.double(forKey: "order.max.km", default: 200))
+        maximumKm: try reader.double(forKey: "order.max.km", default: 200, in: 0.001...20_000))
     let surge = SurgeTable(
         redis: kit.redis, key: reader.string(forKey: "order.surge.key", default: "order:surge"),
-        cellDegrees: reader.double(forKey: "order.surge.cell.degrees", default: 0.02),
-        defaultFactor: reader.double(forKey: "order.surge.default", default: 1.0))
+        cellDegrees: try reader.double(forKey: "order.surge.cell.degrees", default: 0.02, in: 0.0001...10),
+        defaultFactor: try reader.double(forKey: "order.surge.default", default: 1.0, in: 0.1...10))
 
     kit.relayOutbox(of: database, wakeups: wakeups)
     // `order.quotes.publish.ms` (1000): how often the quotes given are published to `order.quotes`.
@@ -47,11 +47,11 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         logger: kit.logger))
     kit.addService(OrderExpiryService(
         store: store, cache: cache, wakeups: wakeups,
-        after: .seconds(max(1, reader.int(forKey: "order.expiry.seconds", default: 120))), logger: kit.logger
-    ).periodic(every: .seconds(max(1, reader.int(forKey: "order.expiry.scan.seconds", default: 1)))))
+        after: .seconds(max(1, try reader.int(forKey: "order.expiry.seconds", default: 120, in: 1...86_400))), logger: kit.logger
+    ).periodic(every: .seconds(max(1, try reader.int(forKey: "order.expiry.scan.seconds", default: 1, in: 1...3600)))))
 
     let router = kit.makeRouter()
-    let api = kit.authenticated(router, tokens: tokens)
+    let api = try kit.authenticated(router, tokens: tokens)
     OrderController(store: store, cache: cache, fares: fares, surge: surge, wakeups: wakeups, quotes: quotes).register(on: api)
     return kit.makeApplication(router: router)
 }

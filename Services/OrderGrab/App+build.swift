@@ -16,10 +16,10 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let database = try await kit.openDatabase(migrations: GrabAudit.migrations)
     let board = GrabBoard(
         redis: kit.redis, prefix: reader.string(forKey: "grab.redis.prefix", default: "grab"),
-        memory: .seconds(max(60, reader.int(forKey: "grab.memory.seconds", default: 86_400))))
+        memory: .seconds(max(60, try reader.int(forKey: "grab.memory.seconds", default: 86_400, in: 60...2_592_000))))
 
     let router = kit.makeRouter()
-    let api = kit.authenticated(router, tokens: tokens)
+    let api = try kit.authenticated(router, tokens: tokens)
     GrabController(
         board: board, audit: GrabAudit(db: database), clients: kit.clients,
         credentials: try ServiceCredentials(tokens: tokens)

@@ -18,31 +18,29 @@ import SQLiteKit
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "payment", reader: reader, defaultPort: 9006)
     let tokens = try await kit.accessTokens()
-    let commission = reader.int(forKey: "payment.commission.percent", default: 20)
-    guard (0...100).contains(commission) else { throw ConfigurationError("payment.commission.percent must be 0 to 100, not \(commission)") }
-    let failureRate = reader.double(forKey: "payment.sandbox.failure.rate", default: 0)
-    guard (0...1).contains(failureRate) else { throw ConfigurationError("payment.sandbox.failure.rate must be 0 to 1, not \(failureRate)") }
+    let commission = try reader.int(forKey: "payment.commission.percent", default: 20, in: 0...100)
+    let failureRate = try reader.double(forKey: "payment.sandbox.failure.rate", default: 0, in: 0...1)
     let database = try await kit.openDatabase(migrations: PaymentStore.migrations, durability: .full)
     let wakeups = OutboxWakeups()
     let desk = PaymentDesk(
         store: PaymentStore(db: database, source: kit.name),
         provider: SandboxPaymentProvider(
             redis: kit.redis, key: reader.string(forKey: "payment.sandbox.key", default: "payment:sandbox:charges"),
-            latency: .milliseconds(max(0, reader.int(forKey: "payment.sandbox.latency.ms", default: 50))),
+            latency: .milliseconds(max(0, try reader.int(forKey: "payment.sandbox.latency.ms", default: 50, in: 0...60_000))),
             failureRate: failureRate),
         rules: LedgerRules(commissionPercent: commission), clients: kit.clients,
         credentials: try ServiceCredentials(tokens: tokens), inFlight: InFlightPayments(), wakeups: wakeups,
-        waitLimit: .seconds(max(1, reader.int(forKey: "payment.wait.seconds", default: 10))), logger: kit.logger)
+        waitLimit: .seconds(max(1, try reader.int(forKey: "payment.wait.seconds", default: 10, in: 1...600))), logger: kit.logger)
     kit.logger.notice("payments go to the sandbox provider: no money moves", metadata: ["failure_rate": "\(failureRate)"])
 
     kit.relayOutbox(of: database, wakeups: wakeups)
     kit.trimStreams([PaymentEvents.Succeeded.stream])
-    let recoverAfter = max(5, reader.int(forKey: "payment.recovery.after.seconds", default: 60))
+    let recoverAfter = max(5, try reader.int(forKey: "payment.recovery.after.seconds", default: 60, in: 5...86_400))
     kit.addService(PaymentRecoveryService(desk: desk, after: .seconds(recoverAfter), logger: kit.logger)
         .periodic(every: .seconds(max(1, recoverAfter / 4))))
 
     let router = kit.makeRouter()
-    let api = kit.authenticated(router, tokens: tokens)
+    let api = try kit.authenticated(router, tokens: tokens)
     PaymentController(desk: desk).register(on: api)
     return kit.makeApplication(router: router)
 }

@@ -23,7 +23,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     for consumer in LedgerFeed.consumers(store: store, redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger) {
         kit.addService(consumer)
     }
-    let schedule = reader.int(forKey: "settlement.schedule.seconds", default: 3600)
+    let schedule = try reader.int(forKey: "settlement.schedule.seconds", default: 3600, in: 0...604_800)
     if schedule > 0 {
         // A batch every `schedule` seconds, besides those asked for through the API or the `run` command.
         let logger = kit.logger
@@ -33,10 +33,10 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         })
     }
     let router = kit.makeRouter()
-    let api = kit.authenticated(router, tokens: tokens)
+    let api = try kit.authenticated(router, tokens: tokens)
     SettlementController(
         store: store, clients: kit.clients, credentials: try ServiceCredentials(tokens: tokens),
-        grace: reader.double(forKey: "settlement.grace.seconds", default: 3600)
+        grace: try reader.double(forKey: "settlement.grace.seconds", default: 3600, in: 0...31_536_000)
     ).register(on: api)
     return kit.makeApplication(router: router)
 }

@@ -49,11 +49,41 @@ extension ConfigReader {
     /// The whole number at `key`, or `defaultValue`; a value outside `range` stops the service with an
     /// error naming the key, instead of a trap later in arithmetic or a timer that never fires.
     public func int(forKey key: String, default defaultValue: Int, in range: ClosedRange<Int>) throws -> Int {
+        // Text that is not a whole number is refused, not read as the default: a typo in a setting must
+        // not run the service on a value nobody chose.
+        if let text = string(forKey: ConfigKey(key)), Int(text.trimmingCharacters(in: .whitespaces)) == nil {
+            throw ConfigurationError("\(key) must be a whole number from \(range.lowerBound) to \(range.upperBound), not \"\(text)\"")
+        }
         let value = int(forKey: ConfigKey(key), default: defaultValue)
         guard range.contains(value) else {
             throw ConfigurationError("\(key) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
         }
         return value
+    }
+
+    /// The number at `key`, or `defaultValue`; a value that is not a finite number within `range`, or
+    /// text that is not a number, stops the service with an error naming the key.
+    public func double(forKey key: String, default defaultValue: Double, in range: ClosedRange<Double>) throws -> Double {
+        if let text = string(forKey: ConfigKey(key)), Double(text.trimmingCharacters(in: .whitespaces)) == nil {
+            throw ConfigurationError("\(key) must be a number from \(range.lowerBound) to \(range.upperBound), not \"\(text)\"")
+        }
+        let value = double(forKey: ConfigKey(key), default: defaultValue)
+        guard value.isFinite, range.contains(value) else {
+            throw ConfigurationError("\(key) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
+        }
+        return value
+    }
+
+    /// `true` or `false` at `key`, or `defaultValue`; other text stops the service with an error naming the key.
+    public func flag(forKey key: String, default defaultValue: Bool) throws -> Bool {
+        if let text = string(forKey: ConfigKey(key)) {
+            switch text.trimmingCharacters(in: .whitespaces).lowercased() {
+            case "true", "1", "yes": return true
+            case "false", "0", "no": return false
+            default: throw ConfigurationError("\(key) must be true or false, not \"\(text)\"")
+            }
+        }
+        return bool(forKey: ConfigKey(key), default: defaultValue)
     }
 
     /// The text at `key`, or `defaultValue`, for a name that goes into Redis keys beside a hash tag
@@ -188,7 +218,7 @@ public struct ServiceConfiguration: Sendable {
             // `redis.cluster`: true when `redis.host:port` is a node of a Redis Cluster (every command goes to
             // its slot's master); `redis.cluster.nodes`: further nodes (`host:port,host:port`) to ask for the
             // slot map when that one does not answer.
-            cluster: reader.bool(forKey: "redis.cluster", default: false),
+            cluster: try reader.flag(forKey: "redis.cluster", default: false),
             clusterNodes: try Self.redisNodes(reader.string(forKey: "redis.cluster.nodes", default: ""))
         )
         // `discovery.backend`: etcd (local and VM runs) | static (compose, Kubernetes).

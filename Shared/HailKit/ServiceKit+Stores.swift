@@ -37,8 +37,8 @@ extension ServiceKit {
     /// gateway forwards the caller's) that was not signed out. `auth.denylist.check` (true) can turn the
     /// signed-out check off for a service only the gateway can reach, which made it already. The deny-list
     /// is kept in the process by a `RevocationListener`, so the check costs no Redis round trip.
-    public mutating func authenticated(_ router: Router<HailRequestContext>, tokens: AccessTokens) -> RouterGroup<HailRequestContext> {
-        let checkDenyList = reader.bool(forKey: "auth.denylist.check", default: true)
+    public mutating func authenticated(_ router: Router<HailRequestContext>, tokens: AccessTokens) throws -> RouterGroup<HailRequestContext> {
+        let checkDenyList = try reader.flag(forKey: "auth.denylist.check", default: true)
         var revocations: Revocations? = nil
         if checkDenyList {
             let kept = Revocations()
