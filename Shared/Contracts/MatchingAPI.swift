@@ -245,7 +245,8 @@ public enum GrabAPI {
     }
 
     /// One attempt, as the audit keeps it. `outcome`: `won`, `taken`, `not-offered`, `offer-ended`,
-    /// `order-closed`.
+    /// `order-closed`, `driver-busy` (won, and refused by the order service), `unjudged` (won, and the
+    /// order service gave no answer: the driver was answered 503/504 and the race opened again).
     public struct Attempt: Codable, Sendable, Hashable {
         public var driverID: String
         public var outcome: String

@@ -340,6 +340,11 @@ struct RideFlowTests {
         let assigned = try await race.platform.waitForOrder(order, token: admin.token) { $0["state"] as? String == "assigned" }
         #expect(assigned["driverID"] as? String == b.id)
         #expect(assigned.states.filter { $0 == "assigned" }.count == 1)
+        // Both attempts are in the race's audit: A's without a judgement, B's won.
+        let audit = try await race.platform.send(.GET, "/admin/grabs/\(order)", token: admin.token)
+        let attempts = try #require(audit.json["attempts"] as? [[String: Any]], "\(audit.text)")
+        #expect(attempts.contains { $0["driverID"] as? String == a.id && $0["outcome"] as? String == "unjudged" }, "\(attempts)")
+        #expect(attempts.contains { $0["driverID"] as? String == b.id && $0["outcome"] as? String == "won" }, "\(attempts)")
     }
 
     @Test("the order cache: an order read and then changed reads back changed; a change to an order nobody read through it costs Redis nothing")

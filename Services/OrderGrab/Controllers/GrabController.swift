@@ -29,12 +29,16 @@ struct GrabController: Sendable {
             let order = try context.parameters.require("id")
             let outcome = try await board.grab(order: order, driver: driver.userID)
             let now = Date().timeIntervalSince1970
-            let final = outcome == .won ? try await handOver(order: order, driver: driver.userID, context: context) : outcome
+            let final: GrabBoard.Outcome
             do {
-                try await audit.record(order: order, driver: driver.userID, outcome: final.rawValue, at: now)
+                final = outcome == .won ? try await handOver(order: order, driver: driver.userID, context: context) : outcome
             } catch {
-                context.logger.error("grab not audited", metadata: ["order": "\(order)", "error": "\(error)"])
+                // Won in the race, but the order service gave no judgement: the race was opened again and
+                // the driver is answered the error. The attempt is in the audit all the same.
+                await record(order: order, driver: driver.userID, outcome: Self.unjudged, at: now, context: context)
+                throw error
             }
+            await record(order: order, driver: driver.userID, outcome: final.rawValue, at: now, context: context)
             switch final {
             case .won:
                 context.logger.debug("order grabbed", metadata: ["order": "\(order)", "driver": "\(driver.userID)"])
@@ -60,6 +64,17 @@ struct GrabController: Sendable {
             _ = try context.requireRole(.admin, .service)
             let order = try context.parameters.require("id")
             return GrabAPI.Audit(orderID: order, attempts: try await audit.attempts(order: order))
+        }
+    }
+
+    /// The audit's outcome of a grab that won the race and got no judgement from the order service.
+    static let unjudged = "unjudged"
+
+    private func record(order: String, driver: String, outcome: String, at: Double, context: HailRequestContext) async {
+        do {
+            try await audit.record(order: order, driver: driver, outcome: outcome, at: at)
+        } catch {
+            context.logger.error("grab not audited", metadata: ["order": "\(order)", "error": "\(error)"])
         }
     }
 
