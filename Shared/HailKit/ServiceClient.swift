@@ -282,8 +282,9 @@ public final class ServiceClient: Sendable {
         try choose(from: try await instances(of: service), avoiding: tried)
     }
 
-    /// `pick` without waiting: from the instances discovery listed within `discoveryCacheTTL`; nil when
-    /// that list is older (a call through `send` fetches it again) or no instance can take a call now.
+    /// `pick` without waiting: from the instances known now (as discovery is followed, or as it listed them
+    /// within `discoveryCacheTTL`); nil when no current list is known (a call through `send` lists them)
+    /// or no instance can take a call now.
     public func pickListed(_ service: String) -> ServiceInstance? {
         let now = ContinuousClock.now
         guard let instances = listing.withLockedValue({ $0.current(service, now: now, ttl: configuration.discoveryCacheTTL) })
