@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Ports on 127.0.0.1 for the processes a local run or a test starts.
 public enum LoopbackPorts {
@@ -6,6 +7,10 @@ public enum LoopbackPorts {
     /// (`net.ipv4.ip_local_port_range`): a port inside it can be taken by any outgoing connection between
     /// this choice and the moment a server binds it, one outside it only by another listener. Falls back
     /// to the kernel's choice for port 0 when nothing outside the range is free. Nil when neither works.
+    ///
+    /// A port is handed out once per process: a local run or a test chooses the ports of several
+    /// processes before any of them binds its own, and two of them given the same free port would leave
+    /// one unable to start and the other answering for it.
     public static func free() -> Int? {
         let (low, high) = ephemeralRange()
         // Below the range if there is room (the usual 32768–60999 leaves 10000–32767), else above it.
@@ -14,10 +19,21 @@ public enum LoopbackPorts {
         if let candidates {
             for _ in 0..<200 {
                 let port = Int.random(in: candidates)
-                if bindable(port) { return port }
+                if bindable(port), handOut(port) { return port }
             }
         }
-        return bindable(0, reportBound: true)
+        for _ in 0..<200 {
+            guard let port = bindable(0, reportBound: true) else { return nil }
+            if handOut(port) { return port }
+        }
+        return nil
+    }
+
+    private static let handedOut = Mutex<Set<Int>>([])
+
+    /// Whether `port` was not handed out before (it is from now on).
+    private static func handOut(_ port: Int) -> Bool {
+        handedOut.withLock { $0.insert(port).inserted }
     }
 
     /// The kernel's range for outgoing connections' local ports (Linux's default when unreadable).

@@ -52,3 +52,16 @@ import Testing
         #expect(why == "auth.denylist.check must be true or false, not \"flase\"")
     }
 }
+
+/// The ports a local run or a test gives the processes it starts.
+@Suite struct LoopbackPortsTests {
+    @Test("a port is handed out once per process: several services given ports before any binds never share one")
+    func neverTwice() throws {
+        var seen: Set<Int> = []
+        for _ in 0..<2000 {
+            let port = try #require(LoopbackPorts.free())
+            #expect(seen.insert(port).inserted, "port \(port) handed out twice")
+            #expect(port > 0 && port < 65_536)
+        }
+    }
+}
