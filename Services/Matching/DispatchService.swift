@@ -143,17 +143,20 @@ struct DispatchService: Service {
             handOvers.append((assignment, order.orderID, driver))
         }
         var confirmed: [Assignment] = []
-        var start = 0
-        while start < handOvers.count {
-            let chunk = Array(handOvers[start..<min(start + Self.handOverBatch, handOvers.count)])
-            start += chunk.count
-            let outcomes = await handOver(chunk.map { ($0.order, $0.driver, $0.assignment.pickupKm) }, headers: headers)
-            for (item, ok) in zip(chunk, outcomes) {
-                if ok {
-                    confirmed.append(item.assignment)
-                } else {
-                    _ = claims.release(order: item.assignment.order)
-                    fleet.release(item.assignment.driver)
+        // A split order service gets each shard's orders from the instance owning them.
+        for (shard, owned) in clients.groupedByShard(handOvers, of: OrderAPI.service, id: \.order) {
+            var start = 0
+            while start < owned.count {
+                let chunk = Array(owned[start..<min(start + Self.handOverBatch, owned.count)])
+                start += chunk.count
+                let outcomes = await handOver(chunk.map { ($0.order, $0.driver, $0.assignment.pickupKm) }, headers: headers, shard: shard)
+                for (item, ok) in zip(chunk, outcomes) {
+                    if ok {
+                        confirmed.append(item.assignment)
+                    } else {
+                        _ = claims.release(order: item.assignment.order)
+                        fleet.release(item.assignment.driver)
+                    }
                 }
             }
         }
@@ -177,13 +180,13 @@ struct DispatchService: Service {
     /// a driver who won a grab meanwhile (`driver-busy`) is marked busy by that assignment's event. When
     /// the call itself fails, nothing is confirmed and the orders wait for the next window (the batch is
     /// safe to repeat).
-    private func handOver(_ items: [(order: String, driver: String, pickupKm: Double)], headers: HTTPFields) async -> [Bool] {
+    private func handOver(_ items: [(order: String, driver: String, pickupKm: Double)], headers: HTTPFields, shard: Int?) async -> [Bool] {
         let results: [OrderAPI.AssignmentResults.Result]
         do {
             results = try await clients.call(
                 OrderAPI.assignBatch,
                 .init(assignments: items.map { .init(orderID: $0.order, driverID: $0.driver, via: "dispatch", pickupKm: $0.pickupKm) }),
-                headers: headers, context: .none
+                headers: headers, shard: shard, context: .none
             ).results
         } catch {
             logger.warning("assignments not confirmed; the orders wait", metadata: ["orders": "\(items.count)", "error": "\(error)"])
@@ -245,11 +248,13 @@ struct DispatchService: Service {
         // A window's offers go out in calls of up to `handOverBatch`: one to order-grab opening their
         // races, one to order marking them offered, instead of two calls per order.
         var offered = 0
-        var start = 0
-        while start < offers.count {
-            let chunk = Array(offers[start..<min(start + Self.handOverBatch, offers.count)])
-            start += chunk.count
-            offered += await makeOffers(chunk, headers: headers, grabHeaders: grabHeaders)
+        for (shard, owned) in clients.groupedByShard(offers, of: OrderAPI.service, id: \.0.orderID) {
+            var start = 0
+            while start < owned.count {
+                let chunk = Array(owned[start..<min(start + Self.handOverBatch, owned.count)])
+                start += chunk.count
+                offered += await makeOffers(chunk, headers: headers, grabHeaders: grabHeaders, shard: shard)
+            }
         }
         counters.window(assigned: 0, offered: offered, deferred: deferred, pickupKm: 0)
         Counter(label: "hailstorm_dispatch_offered_total").increment(by: offered)
@@ -264,7 +269,9 @@ struct DispatchService: Service {
     /// in that order, so no driver hears of an offer it cannot grab yet. Returns how many offers stand.
     /// An order the order service refuses (cancelled, expired, taken meanwhile) leaves dispatch; when a
     /// call fails, the orders wait for the next window (both calls are safe to repeat).
-    private func makeOffers(_ offers: [(DispatchStore.Waiting, [String])], headers: HTTPFields, grabHeaders: HTTPFields) async -> Int {
+    private func makeOffers(
+        _ offers: [(DispatchStore.Waiting, [String])], headers: HTTPFields, grabHeaders: HTTPFields, shard: Int?
+    ) async -> Int {
         let expiresAt = Date().timeIntervalSince1970 + settings.offerSeconds
         let results: [OrderAPI.OfferResults.Result]
         do {
@@ -274,7 +281,7 @@ struct DispatchService: Service {
                 headers: grabHeaders, context: .none)
             results = try await clients.call(
                 OrderAPI.offerBatch, .init(offers: offers.map { .init(orderID: $0.0.orderID, driverIDs: $0.1) }),
-                headers: headers, context: .none
+                headers: headers, shard: shard, context: .none
             ).results
         } catch {
             logger.warning("offers not made; the orders wait", metadata: ["orders": "\(offers.count)", "error": "\(error)"])

@@ -15,7 +15,9 @@ import SQLiteKit
 /// `order.max.km` (200); surge `order.surge.key` (the Redis hash, `order:surge`), `order.surge.cell.degrees`
 /// (0.02, about 2 km), `order.surge.default` (1.0); the cache `order.cache.prefix` (`order:cache`),
 /// `order.cache.ttl.seconds` (60); expiry `order.expiry.seconds` (120: orders not matched by then expire),
-/// `order.expiry.scan.seconds` (1). Orders become `paid` from the payment stream.
+/// `order.expiry.scan.seconds` (1). Orders become `paid` from the payment stream. With `shards` naming
+/// more than one for order, this instance owns shard `shard`: its new orders' ids name it, and it marks
+/// paid only the orders it owns.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "order", reader: reader, defaultPort: 9002)
     let tokens = try await kit.accessTokens()
@@ -44,7 +46,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     kit.trimStreams([OrderEvents.Created.stream, QuoteEvents.Given.stream])
     kit.addService(PaymentsConsumer.consumer(
         store: store, cache: cache, wakeups: wakeups, redis: kit.redis, instance: kit.configuration.instanceID,
-        logger: kit.logger))
+        shard: kit.configuration.ownShard, logger: kit.logger))
     kit.addService(OrderExpiryService(
         store: store, cache: cache, wakeups: wakeups,
         after: .seconds(max(1, try reader.int(forKey: "order.expiry.seconds", default: 120, in: 1...86_400))), logger: kit.logger
@@ -52,6 +54,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
 
     let router = kit.makeRouter()
     let api = try kit.authenticated(router, tokens: tokens)
-    OrderController(store: store, cache: cache, fares: fares, surge: surge, wakeups: wakeups, quotes: quotes).register(on: api)
+    OrderController(store: store, cache: cache, fares: fares, surge: surge, wakeups: wakeups, quotes: quotes,
+        shard: kit.configuration.ownShard).register(on: api)
     return kit.makeApplication(router: router)
 }

@@ -36,7 +36,9 @@ struct PaymentDesk: Sendable {
         _ request: PaymentAPI.PayRequest, rider: String, idempotencyKey: String, context: CallContext
     ) async throws -> PaymentAPI.Payment {
         let headers = try await credentials.headers(for: OrderAPI.service)
-        let order = try await clients.call(OrderAPI.order, NoContent(), parameters: ["id": request.orderID], headers: headers, context: context)
+        let order = try await clients.call(
+            OrderAPI.order, NoContent(), parameters: ["id": request.orderID], headers: headers,
+            shard: try clients.shard(of: OrderAPI.service, id: request.orderID), context: context)
         guard order.riderID == rider else { throw Problem.forbidden("Order \(request.orderID) is not yours") }
         let method = request.paymentMethod ?? "sandbox-card"
         let now = Date().timeIntervalSince1970

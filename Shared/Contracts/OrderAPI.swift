@@ -198,12 +198,32 @@ public enum OrderAPI {
 
     /// A page of orders, newest first; pass `nextCursor` back as `cursor` for the next page.
     public struct OrderPage: Codable, Sendable {
+        /// Orders in a page when the caller names no `limit`.
+        public static let defaultLimit = 20
+
         public var orders: [Order]
         public var nextCursor: String?
 
         public init(orders: [Order], nextCursor: String?) {
             self.orders = orders
             self.nextCursor = nextCursor
+        }
+
+        /// The cursor of the page after `order`, in a listing newest first (creation time, then id, both
+        /// descending): `<creation time's bits>_<id>`.
+        public static func cursor(after order: Order) -> String { "\(order.createdAt.bitPattern)_\(order.id)" }
+
+        /// One page from the pages every shard of a split order service gave for the same cursor and
+        /// `limit`: the newest `limit` orders of them all, and a cursor after the last one when any shard
+        /// has orders beyond what is shown.
+        public static func merged(_ pages: [OrderPage], limit: Int) -> OrderPage {
+            let all = pages.flatMap(\.orders).sorted { a, b in
+                // SQLite's order for the ids' text (bytes); ids are ASCII, where Swift's agrees.
+                a.createdAt != b.createdAt ? a.createdAt > b.createdAt : a.id > b.id
+            }
+            let shown = Array(all.prefix(max(0, limit)))
+            let more = all.count > shown.count || pages.contains { $0.nextCursor != nil }
+            return OrderPage(orders: shown, nextCursor: more ? shown.last.map(cursor(after:)) : nil)
         }
     }
 

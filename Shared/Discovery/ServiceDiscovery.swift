@@ -5,12 +5,15 @@ public struct ServiceInstance: Codable, Sendable, Hashable {
     public var service: String
     public var host: String
     public var port: Int
+    /// The shard of its service's data this instance owns (`Shards`); nil for a service that is not split.
+    public var shard: Int?
 
-    public init(id: String, service: String, host: String, port: Int) {
+    public init(id: String, service: String, host: String, port: Int, shard: Int? = nil) {
         self.id = id
         self.service = service
         self.host = host
         self.port = port
+        self.shard = shard
     }
 
     public var baseURL: String { "http://\(host):\(port)" }

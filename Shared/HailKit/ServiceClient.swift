@@ -24,6 +24,9 @@ public struct ServiceClientConfiguration: Sendable {
     /// How long a list of instances from discovery is reused while discovery cannot be followed (see
     /// `ServiceClient`); zero asks discovery on every call and follows nothing.
     public var discoveryCacheTTL: Duration
+    /// How the services that keep their own data are split (`shards`): a call about an entity of a split
+    /// service goes to the instance owning its shard.
+    public var shards = ShardMap()
 
     public init(
         timeout: Duration = .seconds(5),
@@ -134,6 +137,7 @@ public final class ServiceClient: Sendable {
         parameters: [String: String] = [:],
         query: [String: String] = [:],
         headers: HTTPFields = [:],
+        shard: Int? = nil,
         context: CallContext
     ) async throws -> Res {
         var headers = headers
@@ -149,6 +153,7 @@ public final class ServiceClient: Sendable {
             headers: headers,
             body: buffer,
             idempotent: endpoint.isIdempotent,
+            shard: shard,
             context: context
         )
         guard (200..<300).contains(response.status.code) else {
@@ -204,6 +209,7 @@ public final class ServiceClient: Sendable {
         body: ByteBuffer? = nil,
         idempotent: Bool? = nil,
         timeout: Duration? = nil,
+        shard: Int? = nil,
         context: CallContext
     ) async throws -> ServiceResponse {
         let start = ContinuousClock.now
@@ -224,7 +230,7 @@ public final class ServiceClient: Sendable {
             }
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else { break }
-            let instance = try await pick(service, avoiding: tried)
+            let instance = try await pick(service, shard: shard, avoiding: tried)
             tried.insert(instance.id)
 
             let request = Self.request(
@@ -277,19 +283,68 @@ public final class ServiceClient: Sendable {
 
     // MARK: Instances
 
-    /// Picks an instance: two random candidates with closed (or trial-ready) breakers, the less busy one.
-    func pick(_ service: String, avoiding tried: Set<String>) async throws -> ServiceInstance {
-        try choose(from: try await instances(of: service), avoiding: tried)
+    /// Picks an instance (of `shard`, when given): two random candidates with closed (or trial-ready)
+    /// breakers, the less busy one.
+    func pick(_ service: String, shard: Int? = nil, avoiding tried: Set<String>) async throws -> ServiceInstance {
+        try choose(from: Self.owning(shard, of: service, in: try await instances(of: service)), avoiding: tried)
+    }
+
+    /// The instances of `all` that own `shard` (an instance that names none owns shard 0, as the one
+    /// instance of a service did before it was split); `all` when no shard is asked for. A 503 naming the
+    /// shard when none does: the other shards' instances cannot answer for it.
+    static func owning(_ shard: Int?, of service: String, in all: [ServiceInstance]) throws -> [ServiceInstance] {
+        guard let shard else { return all }
+        let owners = all.filter { ($0.shard ?? 0) == shard }
+        guard !owners.isEmpty else {
+            throw Problem.unavailable("Shard \(shard) of a service behind this one has no instance running", retryAfterSeconds: 1)
+        }
+        return owners
+    }
+
+    // MARK: Shards
+
+    /// The shards of `service` (1 when it is not split).
+    public func shardCount(of service: String) -> Int { configuration.shards.count(of: service) }
+
+    /// The shard of `service` owning the entity `id` names (`Shards.shard(ofID:count:)`); nil when the
+    /// service is not split. A 404 when the id names a shard the service does not have: nothing has it.
+    public func shard(of service: String, id: some StringProtocol) throws -> Int? {
+        let count = shardCount(of: service)
+        guard count > 1 else { return nil }
+        guard let shard = Shards.shard(ofID: id, count: count) else {
+            throw Problem.notFound("Nothing has the id \(id)")
+        }
+        return shard
+    }
+
+    /// `items` in groups by the shard of `service` owning each (`id` of an item: the entity it is about),
+    /// shards in order: a batch for a split service is sent as one call per shard. One group, shard nil,
+    /// when the service is not split. An id naming a shard the service does not have goes with shard 0's,
+    /// which answers that it has no such entity.
+    public func groupedByShard<T>(_ items: [T], of service: String, id: (T) -> String) -> [(shard: Int?, items: [T])] {
+        let count = shardCount(of: service)
+        guard count > 1 else { return [(nil, items)] }
+        var groups: [Int: [T]] = [:]
+        for item in items { groups[Shards.shard(ofID: id(item), count: count) ?? 0, default: []].append(item) }
+        return groups.sorted { $0.key < $1.key }.map { (shard: $0.key, items: $0.value) }
+    }
+
+    /// The shard of `service` that a new entity keyed by `key` goes to (a rider's order: the rider's);
+    /// nil when the service is not split.
+    public func shard(of service: String, key: some StringProtocol) -> Int? {
+        let count = shardCount(of: service)
+        return count > 1 ? Shards.shard(forKey: key, count: count) : nil
     }
 
     /// `pick` without waiting: from the instances known now (as discovery is followed, or as it listed them
     /// within `discoveryCacheTTL`); nil when no current list is known (a call through `send` lists them)
     /// or no instance can take a call now.
-    public func pickListed(_ service: String) -> ServiceInstance? {
+    public func pickListed(_ service: String, shard: Int? = nil) -> ServiceInstance? {
         let now = ContinuousClock.now
-        guard let instances = listing.withLockedValue({ $0.current(service, now: now, ttl: configuration.discoveryCacheTTL) })
+        guard let instances = listing.withLockedValue({ $0.current(service, now: now, ttl: configuration.discoveryCacheTTL) }),
+            let owners = try? Self.owning(shard, of: service, in: instances)
         else { return nil }
-        return try? choose(from: instances, avoiding: [])
+        return try? choose(from: owners, avoiding: [])
     }
 
     private func choose(from all: [ServiceInstance], avoiding tried: Set<String>) throws -> ServiceInstance {

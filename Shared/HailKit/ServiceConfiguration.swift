@@ -143,6 +143,8 @@ public struct ServiceConfiguration: Sendable {
     public var staticServices: String
     public var dataDirectory: String
     public var client: ServiceClientConfiguration
+    /// The shard of this service's data the instance owns (0 for a service that is not split).
+    public var shard: Int
     /// Streams this service writes are trimmed past these, never past what a consumer group has not read.
     public var streamMaxLength: Int
     public var streamMaxAge: Duration
@@ -239,7 +241,26 @@ public struct ServiceConfiguration: Sendable {
         // `data.dir`: where this service keeps its SQLite file (`<data.dir>/<service>.sqlite`).
         self.dataDirectory = reader.string(forKey: "data.dir", default: ".hailstorm/data")
         self.client = try ServiceClientConfiguration(reader: reader.scoped(to: "client"))
+        // `shards`: how the services that keep their own data are split (`order=3,coupon=2`; one shard each
+        // when not named), the same on every instance of every service; `shard`: which shard of its own
+        // service this instance owns (0 to its count − 1).
+        do {
+            self.client.shards = try ShardMap(parsing: reader.string(forKey: "shards", default: ""))
+        } catch {
+            throw ConfigurationError(error.description)
+        }
+        let count = client.shards.count(of: name)
+        self.shard = try reader.int(forKey: "shard", default: 0, in: 0...(Shards.maxCount - 1))
+        guard shard < count else {
+            throw ConfigurationError("shard must be from 0 to \(count - 1): shards gives \(name) \(count) shard\(count == 1 ? "" : "s"), not \(shard + 1) or more")
+        }
     }
+
+    /// Whether this service's data is split (`shards` names more than one for it).
+    public var isSharded: Bool { client.shards.isSharded(name) }
+
+    /// The shard of its service this instance owns.
+    public var ownShard: Shard { Shard(index: shard, of: client.shards.count(of: name)) }
 
     /// This service's own database file.
     public var sqlitePath: String { dataDirectory + "/" + name + ".sqlite" }

@@ -146,6 +146,7 @@ public struct ServiceKit: Sendable {
             service: configuration.name,
             instanceID: configuration.instanceID,
             host: configuration.advertisedHost,
+            shard: configuration.isSharded ? configuration.shard : nil,
             bound: bound,
             logger: logger
         )
@@ -241,12 +242,14 @@ struct RegistrationService: Service {
     let service: String
     let instanceID: String
     let host: String
+    /// The shard of its service this instance owns, announced with it; nil when the service is not split.
+    let shard: Int?
     let bound: BoundAddress
     let logger: Logger
 
     func run() async throws {
         guard let port = try? await cancelWhenGracefulShutdown({ await bound.wait() }) else { return }
-        let instance = ServiceInstance(id: instanceID, service: service, host: host, port: port)
+        let instance = ServiceInstance(id: instanceID, service: service, host: host, port: port, shard: shard)
         // Keep trying: the service is useful the moment discovery answers.
         guard var registration = await register(instance) else { return }
         logger.info("serving", metadata: ["instance": "\(instanceID)", "address": "\(host):\(port)"])

@@ -30,8 +30,9 @@ final class CalleeState: Sendable {
 }
 
 /// A real service built by the kit, registered in etcd, whose routes misbehave on purpose.
-func makeCallee(name: String, prefix: String, state: CalleeState) throws -> HailApplication {
-    let kit = try ServiceKit(name: name, reader: try .testing(["discovery.prefix": prefix]), defaultPort: 0)
+func makeCallee(name: String, prefix: String, state: CalleeState, settings: [String: String] = [:]) throws -> HailApplication {
+    let kit = try ServiceKit(
+        name: name, reader: try .testing(["discovery.prefix": prefix].merging(settings) { $1 }), defaultPort: 0)
     let router = kit.makeRouter()
     router.get("/flaky") { _, _ -> Response in
         // Fails twice, then answers.
@@ -224,6 +225,45 @@ struct ServiceClientTests {
             #expect(first.count("echo") == before + 20)
             #expect(try await client.instances(of: "callee").count == 1)
             #expect(discovery.listings <= 2, "instances listed \(discovery.listings) times")
+        }
+    }
+
+    @Test("a split service: a call for a shard goes to the instance owning it, an id to its shard's, a shard with no instance is a 503 naming it")
+    func shards() async throws {
+        let prefix = "/" + TestEnvironment.unique("sc") + "/"
+        let owners = [CalleeState(), CalleeState()]
+        var configuration = ServiceClientConfiguration()
+        configuration.shards = ShardMap(["callee": 3])
+        let client = client(prefix: prefix, configuration: configuration)
+        @Sendable func callee(_ shard: Int) throws -> HailApplication {
+            try makeCallee(name: "callee", prefix: prefix, state: owners[shard], settings: ["shards": "callee=3", "shard": String(shard)])
+        }
+        try await withRunningService(try callee(0)) { _ in
+            try await withRunningService(try callee(1)) { _ in
+                for _ in 0..<100 where try await client.instances(of: "callee").count < 2 { try await Task.sleep(for: .milliseconds(50)) }
+                #expect(Set(try await client.instances(of: "callee").compactMap(\.shard)) == [0, 1], "each instance announces its shard")
+                for _ in 0..<10 {
+                    _ = try await client.send(service: "callee", method: .get, path: "/echo", shard: 1, context: .none)
+                }
+                #expect(owners[1].count("echo") == 10 && owners[0].count("echo") == 0, "shard 1's calls reached shard 0")
+                let id = Shards.id("abc", shard: 0, of: 3)
+                _ = try await client.send(
+                    service: "callee", method: .get, path: "/echo", shard: try client.shard(of: "callee", id: id), context: .none)
+                #expect(owners[0].count("echo") == 1)
+                do {
+                    _ = try await client.send(service: "callee", method: .get, path: "/echo", shard: 2, context: .none)
+                    Issue.record("shard 2 has no instance, and a call for it was answered")
+                } catch let problem as Problem {
+                    #expect(problem.status == .serviceUnavailable && problem.detail?.contains("Shard 2") == true, "\(problem)")
+                }
+                #expect(owners[0].count("echo") == 1 && owners[1].count("echo") == 10, "another shard answered for shard 2")
+                #expect(throws: Problem.self) { try client.shard(of: "callee", id: "s7-abc") }
+                #expect(try client.shard(of: "other", id: "s2-abc") == nil, "a service not split has no shards to route to")
+                // An instance told a shard its service does not have refuses to start.
+                #expect(throws: ConfigurationError.self) {
+                    try makeCallee(name: "callee", prefix: prefix, state: CalleeState(), settings: ["shards": "callee=3", "shard": "3"])
+                }
+            }
         }
     }
 

@@ -9,9 +9,9 @@ import Testing
     "rides on a Redis Cluster", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"),
     .serialized, .timeLimit(.minutes(3)))
 struct ClusterRideTests {
-    @Test("on a six-node Redis Cluster: a ride assigned, pushed and driven to the end; an offered ride grabbed by ten drivers at once, one winner; the platform's keys spread over the three masters")
+    @Test("on a six-node Redis Cluster with order in three shards: a ride assigned, pushed and driven to the end; an offered ride grabbed by ten drivers at once, one winner; the platform's keys spread over the three masters")
     func ridesOnCluster() async throws {
-        let platform = try Platform(matching: ["matching-offer-drivers": "10"], redisCluster: true)
+        let platform = try Platform(matching: ["matching-offer-drivers": "10"], redisCluster: true, orderShards: 3)
         defer { platform.stopAll() }
         let cluster = try #require(platform.cluster)
         try await platform.start()
@@ -77,5 +77,61 @@ struct ClusterRideTests {
         for port in try cluster.masterPorts() {
             #expect(Int(try cluster.cli(port, "DBSIZE")) ?? 0 > 0, "master \(port) holds none of the keys")
         }
+    }
+
+    @Test("order in three shards on the Redis Cluster: each rider's rides on the shard of their id and named by it, a driver's rides listed from every shard newest first, page by page; a shard down takes only its own rides away")
+    func ordersInShards() async throws {
+        let platform = try Platform(redisCluster: true, orderShards: 3)
+        defer { platform.stopAll() }
+        try await platform.start()
+        let driver = try await platform.account("driver", name: "Sam")
+        // A rider for each shard: where a rider's orders live follows from their id.
+        var riders: [Int: (id: String, token: String)] = [:]
+        for _ in 0..<40 where riders.count < 3 {
+            let rider = try await platform.account("rider")
+            riders[Shards.shard(forKey: rider.id, count: 3)] = riders[Shards.shard(forKey: rider.id, count: 3)] ?? rider
+        }
+        try #require(riders.count == 3, "40 riders and not one on each shard")
+        var rides: [Int: String] = [:]
+        for shard in 0..<3 {
+            let rider = try #require(riders[shard])
+            let (id, _) = try await platform.completedRide(rider: rider, driver: driver)
+            #expect(Shards.shard(ofID: id, count: 3) == shard, "rider of shard \(shard) got \(id)")
+            #expect(id.hasPrefix("s\(shard)-"))
+            rides[shard] = id
+            let mine = try await platform.send(.GET, "/rides", token: rider.token)
+            #expect(mine.status == 200 && (mine.json["orders"] as? [[String: Any]])?.compactMap { $0["id"] as? String } == [id], "\(mine.text)")
+        }
+
+        // The driver's rides are on all three: one list, newest first, two to a page.
+        let firstPage = try await platform.send(.GET, "/rides?limit=2", token: driver.token)
+        try #require(firstPage.status == 200, "\(firstPage.text)")
+        let cursor = try #require(firstPage.json["nextCursor"] as? String, "\(firstPage.text)")
+        let secondPage = try await platform.send(.GET, "/rides?limit=2&cursor=\(cursor)", token: driver.token)
+        try #require(secondPage.status == 200, "\(secondPage.text)")
+        #expect(secondPage.json["nextCursor"] == nil || secondPage.json["nextCursor"] is NSNull)
+        let listed = [firstPage, secondPage].flatMap { ($0.json["orders"] as? [[String: Any]]) ?? [] }.compactMap { $0["id"] as? String }
+        #expect(listed == [rides[2], rides[1], rides[0]].compactMap { $0 }, "newest first across the shards: \(listed)")
+
+        #expect(try await platform.send(.GET, "/rides/s7-\(UUID().uuidString.lowercased())", token: driver.token).status == 404)
+        #expect(try await platform.send(.GET, "/rides/s1-\(UUID().uuidString.lowercased())", token: driver.token).status == 404)
+
+        // Shard 1 down: its ride cannot be read, the others can; a listing that would miss its part is refused.
+        platform.orders[1].kill()
+        var status = 0
+        for _ in 0..<50 {
+            status = try await platform.send(.GET, "/rides/\(try #require(rides[1]))", token: driver.token).status
+            if status >= 500 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(status == 503 || status == 502 || status == 504, "shard 1 is down and its ride answered \(status)")
+        for shard in [0, 2] {
+            let ride = try await platform.send(.GET, "/rides/\(try #require(rides[shard]))", token: driver.token)
+            #expect(ride.status == 200 && ride.json["state"] as? String == "completed", "shard \(shard): \(ride.text)")
+        }
+        #expect(try await platform.send(.GET, "/rides", token: driver.token).status >= 500)
+        try await platform.orders[1].start()
+        let again = try await platform.waitForOrder(try #require(rides[1]), token: try #require(riders[1]).token) { _ in true }
+        #expect(again["state"] as? String == "completed", "the shard came back with its ride")
     }
 }

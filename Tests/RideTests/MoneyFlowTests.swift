@@ -92,12 +92,13 @@ extension [String: Any] {
 @Suite("money: paying rides with coupons, the ledger, refunds, settlement and reconciliation", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .serialized, .timeLimit(.minutes(5)))
 struct MoneyFlowTests {
     @Test(
-        "payment: a declined charge leaves the ride unpaid and the coupon in the wallet; 50 requests with one key charge once; the ledger balances; a refund reverses it — on one Redis and on a six-node Redis Cluster",
+        "payment: a declined charge leaves the ride unpaid and the coupon in the wallet; 50 requests with one key charge once; the ledger balances; a refund reverses it — on one Redis, and on a six-node Redis Cluster with order in three shards",
         arguments: [false, true])
     func payment(onCluster: Bool) async throws {
         // The sandbox takes 300 ms per charge, so the 50 requests overlap the one in flight.
         let platform = try Platform(
-            money: true, payment: ["payment-sandbox-latency-ms": "300", "payment-commission-percent": "20"], redisCluster: onCluster)
+            money: true, payment: ["payment-sandbox-latency-ms": "300", "payment-commission-percent": "20"], redisCluster: onCluster,
+            orderShards: onCluster ? 3 : 1)
         defer { platform.stopAll() }
         try await platform.start()
         let admin = try await platform.admin().token
@@ -225,7 +226,7 @@ struct MoneyFlowTests {
     }
 
     @Test(
-        "settlement: two batches at once pay each entry once, a third pays nothing, the report is clean, then lists an unpaid ride and an injected bad payment — on one Redis and on a six-node Redis Cluster",
+        "settlement: two batches at once pay each entry once, a third pays nothing, the report is clean, then lists an unpaid ride and an injected bad payment — on one Redis, and on a six-node Redis Cluster with order in three shards",
         arguments: [false, true])
     func settlement(onCluster: Bool) async throws {
         let platform = try Platform(money: true, payment: ["payment-sandbox-latency-ms": "10"], redisCluster: onCluster)

@@ -12,7 +12,8 @@ import Testing
 
 /// Redis, etcd, and login, order, matching, order-grab and the gateway — with `money`, coupon, payment
 /// and settlement too — each as its own process, as the local run starts them. Redis is the platform's
-/// own, so its streams start empty.
+/// own, so its streams start empty. With `orderShards` above one, order runs as that many shards, one
+/// process each, and every service is told so (`--shards order=N`).
 final class Platform: @unchecked Sendable {
     // Safe: used by one test task at a time.
     /// The platform's Redis: one server, or with `redisCluster` a cluster of six nodes.
@@ -24,6 +25,8 @@ final class Platform: @unchecked Sendable {
     let adminPhone = "+4915100000000"
     let adminPassword = "admin-pass-word"
     let login, order, matching, grab, gateway: ServiceProcess
+    /// Every instance of order: shard k is `orders[k]` (`order` is shard 0).
+    let orders: [ServiceProcess]
     /// With `money`.
     let coupon, payment, settlement: ServiceProcess?
     /// With `analytics`.
@@ -32,7 +35,7 @@ final class Platform: @unchecked Sendable {
     init(
         matching matchingOptions: [String: String] = [:], order orderOptions: [String: String] = [:], money: Bool = false,
         payment paymentOptions: [String: String] = [:], analytics analyticsOptions: [String: String]? = nil,
-        redisCluster: Bool = false
+        redisCluster: Bool = false, orderShards: Int = 1
     ) throws {
         var redisOptions: [String: String] = [:]
         if redisCluster {
@@ -46,13 +49,18 @@ final class Platform: @unchecked Sendable {
             let redis = try RedisServerProcess()
             (self.cluster, self.redis, redisPort) = (nil, redis, redis.port)
         }
+        // Every service is told how order is split.
+        if orderShards > 1 { redisOptions["shards"] = "order=\(orderShards)" }
         let prefix = self.prefix
         let redisPort = self.redisPort
         func make(_ name: String, _ options: [String: String] = [:]) throws -> ServiceProcess {
             try ServiceProcess(name, redisPort: redisPort, discoveryPrefix: prefix, options: redisOptions.merging(options) { $1 })
         }
         login = try make("login", ["auth-bcrypt-cost": "4", "auth-admin-phone": "+4915100000000", "auth-admin-password": "admin-pass-word"])
-        order = try make("order", orderOptions)
+        orders = try (0..<max(1, orderShards)).map { shard in
+            try make("order", orderShards > 1 ? orderOptions.merging(["shard": String(shard)]) { $1 } : orderOptions)
+        }
+        order = orders[0]
         var matchingValues = ["matching-window-ms": "300"]
         for (key, value) in matchingOptions { matchingValues[key] = value }
         matching = try make("matching", matchingValues)
@@ -65,7 +73,7 @@ final class Platform: @unchecked Sendable {
     }
 
     private var services: [ServiceProcess] {
-        [login, order, matching, grab] + [coupon, payment, settlement, analytics].compactMap { $0 } + [gateway]
+        [login] + orders + [matching, grab] + [coupon, payment, settlement, analytics].compactMap { $0 } + [gateway]
     }
 
     var api: String { gateway.baseURL + "/api/v1" }

@@ -30,7 +30,7 @@ struct Up: AsyncParsableCommand {
     @Option(help: "The gateway's port on 127.0.0.1.")
     var gatewayPort: Int = 8080
 
-    @Option(name: .customLong("replicas"), help: "Instances of a stateless service, as NAME=N (gateway=2). Repeatable.")
+    @Option(name: .customLong("replicas"), help: "Instances of a stateless service, or shards of a sharded one, as NAME=N (gateway=2, order=3). Repeatable.")
     var replicas: [String] = []
 
     @Option(name: .customLong("option"), help: "A service option, as SERVICE:KEY=VALUE (matching:matching-window-ms=1000). Repeatable.")
@@ -165,10 +165,11 @@ struct Up: AsyncParsableCommand {
             guard let service = ServiceCatalog.all.first(where: { $0.name == parts[0] }) else {
                 throw ValidationError("no service \(parts[0]); the services are \(ServiceCatalog.all.map(\.name).joined(separator: ", "))")
             }
-            guard service.stateless || count == 1 else {
+            guard service.stateless || service.sharded || count == 1 else {
                 throw ValidationError(
-                    "\(service.name) keeps a SQLite file (one writer per file), so it runs one instance; only stateless services take --replicas: "
-                        + ServiceCatalog.all.filter(\.stateless).map(\.name).joined(separator: ", "))
+                    "\(service.name) keeps a SQLite file (one writer per file), so it runs one instance; --replicas takes the stateless services ("
+                        + ServiceCatalog.all.filter(\.stateless).map(\.name).joined(separator: ", ") + ") and the sharded ones ("
+                        + ServiceCatalog.all.filter(\.sharded).map(\.name).joined(separator: ", ") + ")")
             }
             counts[service.name] = count
         }

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Contracts
 import Foundation
 import HailKit
 import Logging
@@ -151,6 +152,9 @@ final class Supervisor: Service, @unchecked Sendable {
         let keys = try folder.tokenKeys(services: ServiceCatalog.all.map(\.name))
         let admin = try folder.admin()
         var services: [Child] = []
+        // How the sharded services are split, told to every instance of every service (each calls the
+        // owner of what it asks about).
+        let shards = ShardMap(Dictionary(uniqueKeysWithValues: ServiceCatalog.all.filter(\.sharded).map { ($0.name, plan.replicas[$0.name] ?? 1) }))
         for service in ServiceCatalog.all {
             for index in 1...max(1, plan.replicas[service.name] ?? 1) {
                 let instance = "\(service.name)-\(index)"
@@ -163,6 +167,8 @@ final class Supervisor: Service, @unchecked Sendable {
                     "data-dir": folder.data + "/\(instance)", "instance-id": instance,
                 ].merging(redis.serviceOptions(service.name)) { $1 }
                 if let portFile { options["http-port-file"] = portFile }
+                if !shards.counts.isEmpty { options["shards"] = shards.description }
+                if shards.isSharded(service.name) { options["shard"] = String(index - 1) }
                 if service.name == "command", let prometheusPort { options["command-prometheus-url"] = "http://127.0.0.1:\(prometheusPort)" }
                 for (key, value) in plan.options[service.name] ?? [:] { options[key] = value }
                 // Each service gets its own private key and every public key; only login's signs users' tokens.
@@ -482,11 +488,14 @@ enum ServiceCatalog {
         var name: String
         /// Keeps nothing of its own (no SQLite file), so several instances may run side by side.
         var stateless: Bool
+        /// Keeps a SQLite file but splits its data into shards (`Shards`): instance n owns shard n − 1, each
+        /// with its own file, so `--replicas` gives it that many shards.
+        var sharded = false
     }
 
     static let all: [Entry] = [
         Entry(name: "login", stateless: false),
-        Entry(name: "order", stateless: false),
+        Entry(name: "order", stateless: false, sharded: true),
         Entry(name: "matching", stateless: false),
         Entry(name: "order-grab", stateless: false),
         Entry(name: "coupon", stateless: false),

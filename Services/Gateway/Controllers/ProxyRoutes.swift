@@ -1,4 +1,5 @@
 import Contracts
+import Foundation
 import HailKit
 import HTTPTypes
 import Hummingbird
@@ -43,6 +44,20 @@ struct ProxyRoute: Sendable {
         case driverLocations
     }
     var gathered: Gathered? = nil
+    /// Which instance of a service split into shards (`Shards`) answers.
+    enum Sharding: Sendable {
+        /// Any instance: what is asked is no one shard's (a quote, the surge map).
+        case any
+        /// The owner of the path's `{id}` (ids carry their shard).
+        case id
+        /// The shard of the caller's user id: where what they create lives (a rider's orders), so a
+        /// request repeated with its Idempotency-Key meets the first one.
+        case caller
+        /// Every shard, their answers merged into one (a listing: each shard's page, one page made of them,
+        /// given the request's query).
+        case all(merge: @Sendable (_ answers: [ByteBuffer], _ query: [String: String]) throws -> ByteBuffer)
+    }
+    var sharding: Sharding = .any
     /// For what an app shows only when it can (an ad): the longest the service may take, after which —
     /// or when it fails — the app gets a 204 and nothing else. Nil: the service's answer, whatever it is.
     var optionalWithin: Duration? = nil
@@ -50,7 +65,7 @@ struct ProxyRoute: Sendable {
     /// `method path` relayed to `endpoint`, for `roles`.
     static func relay<Req, Res>(
         _ method: HTTPRequest.Method, _ path: String, to endpoint: Endpoint<Req, Res>, roles: [Role], id: ID? = nil,
-        query: [String] = [], optionalWithin: Duration? = nil, gathered: Gathered? = nil
+        query: [String] = [], optionalWithin: Duration? = nil, gathered: Gathered? = nil, sharding: Sharding? = nil
     ) -> ProxyRoute {
         let id = id ?? (path.contains("{id}") ? .path : .none)
         precondition(endpoint.parameterNames.count == (id == .none ? 0 : 1), "\(path): one {id} in, one out")
@@ -68,7 +83,7 @@ struct ProxyRoute: Sendable {
         return ProxyRoute(
             method: method, path: path, roles: roles, id: id, query: query, service: endpoint.service,
             calleeMethod: endpoint.method, isIdempotent: endpoint.isIdempotent, calleePath: calleePath, checkBody: checkBody,
-            gathered: gathered, optionalWithin: optionalWithin)
+            gathered: gathered, sharding: sharding ?? (id == .path ? .id : .any), optionalWithin: optionalWithin)
     }
 
     /// The caller's identity when its role may call this route; a 401 or 403 problem otherwise.
@@ -93,8 +108,8 @@ struct ProxyRoute: Sendable {
         relay(.post, "admin/coupons/campaigns/{id}/resume", to: CouponAPI.resume, roles: [.admin]),
         // Riders' rides.
         relay(.post, "rides/quote", to: OrderAPI.quote, roles: [.rider]),
-        relay(.post, "rides", to: OrderAPI.create, roles: [.rider]),
-        relay(.get, "rides", to: OrderAPI.list, roles: [.rider, .driver], query: ["cursor", "limit"]),
+        relay(.post, "rides", to: OrderAPI.create, roles: [.rider], sharding: .caller),
+        relay(.get, "rides", to: OrderAPI.list, roles: [.rider, .driver], query: ["cursor", "limit"], sharding: .all(merge: mergeOrderPages)),
         relay(.get, "rides/{id}", to: OrderAPI.order, roles: [.rider, .driver, .admin]),
         relay(.post, "rides/{id}/cancel", to: OrderAPI.cancel, roles: [.rider, .driver]),
         // Drivers.
@@ -159,6 +174,13 @@ struct ProxyRoute: Sendable {
         relay(.post, "admin/command/levers/settlement-batches", to: CommandAPI.runSettlement, roles: [.admin]),
         relay(.post, "admin/command/levers/broadcasts", to: CommandAPI.broadcast, roles: [.admin]),
     ]
+
+    /// A rider's or driver's rides from every shard of order: one page of the newest.
+    @Sendable static func mergeOrderPages(_ answers: [ByteBuffer], query: [String: String]) throws -> ByteBuffer {
+        let pages = try answers.map { try JSONBody.decoder.decode(OrderAPI.OrderPage.self, from: Data($0.readableBytesView)) }
+        let limit = query["limit"].flatMap { Int($0) } ?? OrderAPI.OrderPage.defaultLimit
+        return ByteBuffer(bytes: try JSONBody.encoder.encode(OrderAPI.OrderPage.merged(pages, limit: limit)))
+    }
 
     /// How long an app waits for an ad before it is shown none.
     static let adDeadline: Duration = .milliseconds(250)

@@ -71,11 +71,58 @@ extension ServiceClient {
             body = received
             headers[.contentType] = "application/json"
         }
+        let path = route.calleePath(id) + Self.queryString(query)
+        var shard: Int? = nil
+        if shardCount(of: route.service) > 1 {
+            switch route.sharding {
+            case .any: break
+            case .id: shard = try id.flatMap { try self.shard(of: route.service, id: $0) }
+            case .caller: shard = self.shard(of: route.service, key: try context.requireIdentity().userID)
+            case .all(let merge):
+                return try await everyShard(route, path: path, headers: headers, body: body, query: query, context: context, merge: merge)
+            }
+        }
         let answer = try await send(
-            service: route.service, method: route.calleeMethod, path: route.calleePath(id) + Self.queryString(query),
-            headers: headers, body: body, idempotent: route.isIdempotent, context: context.callContext)
+            service: route.service, method: route.calleeMethod, path: path,
+            headers: headers, body: body, idempotent: route.isIdempotent, shard: shard, context: context.callContext)
         let relayed = try RelayedAnswer(status: answer.status.code, header: { answer.headers[$0] }, body: answer.body)
         return Response(
             status: relayed.status, headers: relayed.headers, body: relayed.body.map { .init(byteBuffer: $0) } ?? .init())
+    }
+
+    /// Asks every shard of the route's service at once and answers one merged answer; the first refusal
+    /// or failure of a shard, when there is one, is the answer instead (a list missing a shard's part would
+    /// look whole and be wrong).
+    private func everyShard(
+        _ route: ProxyRoute, path: String, headers: HTTPFields, body: ByteBuffer?, query: [String: String],
+        context: HailRequestContext, merge: @Sendable ([ByteBuffer], [String: String]) throws -> ByteBuffer
+    ) async throws -> Response {
+        let count = shardCount(of: route.service)
+        let answers = try await withThrowingTaskGroup(of: (Int, ServiceResponse).self) { group in
+            for shard in 0..<count {
+                group.addTask {
+                    (shard, try await self.send(
+                        service: route.service, method: route.calleeMethod, path: path, headers: headers, body: body,
+                        idempotent: route.isIdempotent, shard: shard, context: context.callContext))
+                }
+            }
+            var answers = [ServiceResponse?](repeating: nil, count: count)
+            for try await (shard, answer) in group { answers[shard] = answer }
+            return answers.compactMap { $0 }
+        }
+        if let refused = answers.first(where: { !(200..<300).contains($0.status.code) }) {
+            let relayed = try RelayedAnswer(status: refused.status.code, header: { refused.headers[$0] }, body: refused.body)
+            return Response(
+                status: relayed.status, headers: relayed.headers, body: relayed.body.map { .init(byteBuffer: $0) } ?? .init())
+        }
+        let merged: ByteBuffer
+        do {
+            merged = try merge(answers.map(\.body), query)
+        } catch {
+            throw Problem(
+                .badGateway, slug: "bad-gateway", title: "A service answered something unexpected",
+                detail: "A shard of a service behind this one answered a body the gateway cannot merge")
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: merged))
     }
 }

@@ -119,10 +119,10 @@ final class Relay: Sendable {
     }
 
     /// The call for a whole request (`body`: its body, empty when it has none); nil when its body does not
-    /// match the endpoint or no instance of the service is listed (the router then answers, with the
-    /// reason). The request to the service is written straight into one buffer (`HTTP1Wire.request`): the
-    /// caller's token with the gateway's attestation and its Idempotency-Key, with the request id, trace,
-    /// deadline and body.
+    /// match the endpoint, no instance of the service (of the shard it is for) is listed, or it is for
+    /// every shard (the router then answers, with the reason, or asks each). The request to the service is
+    /// written straight into one buffer (`HTTP1Wire.request`): the caller's token with the gateway's
+    /// attestation and its Idempotency-Key, with the request id, trace, deadline and body.
     func call(for request: RelayedRequest, body: ByteBuffer, allocator: ByteBufferAllocator) -> RelayCall? {
         let route = request.route.route
         if route.gathered == .driverLocations, let fixBatches, let driver = request.calleeID {
@@ -134,7 +134,20 @@ final class Relay: Sendable {
         if let checkBody = route.checkBody {
             do { try checkBody(body) } catch { return nil }
         }
-        guard let instance = clients.pickListed(route.service) else { return nil }
+        // A split service: the shard's owner; the router answers an id naming no shard (404) and a listing
+        // of every shard.
+        var shard: Int? = nil
+        if clients.shardCount(of: route.service) > 1 {
+            switch route.sharding {
+            case .any: break
+            case .id:
+                guard let id = request.calleeID, let owner = try? clients.shard(of: route.service, id: id) else { return nil }
+                shard = owner
+            case .caller: shard = clients.shard(of: route.service, key: request.claims.identity.userID)
+            case .all: return nil
+            }
+        }
+        guard let instance = clients.pickListed(route.service, shard: shard) else { return nil }
         let attestation =
             if let remembered = request.remembered {
                 tokens.attestation(for: request.token, remembered: remembered, to: route.service)

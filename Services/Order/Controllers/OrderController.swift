@@ -14,6 +14,8 @@ struct OrderController: Sendable {
     let surge: SurgeTable
     let wakeups: OutboxWakeups
     let quotes: QuoteTally
+    /// The shard of the orders this instance owns: its new orders' ids name it.
+    let shard: Shard
 
     func register(on router: some RouterMethods<HailRequestContext>) {
         router.on(OrderAPI.quote) { body, _, context in
@@ -32,7 +34,7 @@ struct OrderController: Sendable {
             let quote = try fares.quote(body.route, surge: try await surge.factor(at: body.pickup))
             let now = Date().timeIntervalSince1970
             let candidate = OrderAPI.Order(
-                id: RandomID.uuid(), riderID: rider.userID, driverID: nil, state: .created,
+                id: shard.id(RandomID.uuid()), riderID: rider.userID, driverID: nil, state: .created,
                 pickup: body.pickup, dropoff: body.dropoff, distanceKm: quote.distanceKm, fareCents: quote.fareCents,
                 surge: quote.surge, currency: quote.currency, createdAt: now, updatedAt: now, history: [], dispatch: body.dispatch)
             let (order, created) = try await store.create(candidate, idempotencyKey: key)
@@ -56,7 +58,7 @@ struct OrderController: Sendable {
                     throw Problem.invalidField("limit", "must be a whole number from 1 to 100")
                 }
                 return value
-            } ?? 20
+            } ?? OrderAPI.OrderPage.defaultLimit
             let cursor = try request.uri.queryParameters.get("cursor").map { try OrderCursor(parsing: $0) }
             return try await store.orders(of: identity.userID, asDriver: identity.role == .driver, after: cursor, limit: limit)
         }

@@ -121,7 +121,7 @@ struct OrderStore: Sendable {
             let more = rows.count > limit
             if more { rows.removeLast() }
             let orders = try rows.map { row in try Self.order(row, history: Self.history(row[0], in: db)) }
-            let next = more ? orders.last.map { OrderCursor(createdAt: $0.createdAt, id: $0.id).encoded } : nil
+            let next = more ? orders.last.map(OrderAPI.OrderPage.cursor(after:)) : nil
             return OrderAPI.OrderPage(orders: orders, nextCursor: next)
         }
     }
@@ -297,17 +297,11 @@ struct OrderStore: Sendable {
     }
 }
 
-/// Where a page of orders ends: the last order's creation time and id (opaque to clients).
+/// Where a page of orders ends: the last order's creation time and id (opaque to clients; written by
+/// `OrderAPI.OrderPage.cursor(after:)`, which the gateway uses too when it merges the pages of shards).
 struct OrderCursor: Sendable, Hashable {
     var createdAt: Double
     var id: String
-
-    var encoded: String { "\(createdAt.bitPattern)_\(id)" }
-
-    init(createdAt: Double, id: String) {
-        self.createdAt = createdAt
-        self.id = id
-    }
 
     /// Parses a cursor this service handed out; a 400 problem for anything else.
     init(parsing text: String) throws {

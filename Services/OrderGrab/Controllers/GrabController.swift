@@ -98,7 +98,8 @@ struct GrabController: Sendable {
         do {
             _ = try await clients.call(
                 OrderAPI.assign, .init(driverID: driver, via: "grab"), parameters: ["id": order],
-                headers: try await credentials.headers(for: OrderAPI.service), context: context.callContext)
+                headers: try await credentials.headers(for: OrderAPI.service),
+                shard: try clients.shard(of: OrderAPI.service, id: order), context: context.callContext)
             return .won
         } catch let problem as Problem where problem.status == .conflict && problem.slug == "driver-busy" {
             try await board.reopen(order: order, winner: driver)
