@@ -126,4 +126,14 @@ struct StaticDiscoveryTests {
         #expect(try await discovery.instances(of: "login").map(\.baseURL) == ["http://10.1.0.5:9001", "http://10.1.0.6:9001"])
         #expect(try await discovery.instances(of: "order").map(\.baseURL) == ["http://order:8080"])
     }
+
+    @Test("a split service's instances are named with their shard: order#1 is the one owning shard 1")
+    func shards() async throws {
+        let discovery = StaticDiscovery(
+            parsing: "order#0=order-0.order-shards:8080,order#1=order-1.order-shards:8080, login=login:9001", defaultPort: 8080)
+        let orders = try await discovery.instances(of: "order")
+        #expect(orders.map(\.shard) == [0, 1])
+        #expect(orders.map(\.host) == ["order-0.order-shards", "order-1.order-shards"])
+        #expect(try await discovery.instances(of: "login").map(\.shard) == [nil])
+    }
 }
