@@ -259,7 +259,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         testTarget("Runner", ["HailKitTesting", "Load", nioCore]),
-        testTarget("Deploy", [.product(name: "Yams", package: "Yams")]),
+        testTarget("Deploy", ["Contracts", .product(name: "Yams", package: "Yams")]),
         testTarget("Ride", [
             "HailKit", "HailKitTesting", "Contracts", "EventBus", "RedisKit",
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import Testing
 import Yams
@@ -119,6 +120,14 @@ import Yams
         #expect(dockerfile.contains("COPY k8s/components/prometheus/hailstorm-rules.yml /etc/hailstorm/hailstorm-rules.yml"))
     }
 
+    /// A value of the rendered `hailstorm-config` ConfigMap.
+    static func setting(_ key: String, in objects: [[String: Any]]) -> String? {
+        let settings = objects.first {
+            $0["kind"] as? String == "ConfigMap" && (($0["metadata"] as? [String: Any])?["name"] as? String)?.hasPrefix("hailstorm-config") == true
+        }
+        return (settings?["data"] as? [String: Any])?[key] as? String
+    }
+
     @Test(arguments: ["dev", "prod"])
     func kubernetesRunsEveryService(overlay: String) throws {
         let objects = try Self.render(overlay: overlay)
@@ -135,7 +144,19 @@ import Yams
             if service.ownsSQLite {
                 #expect(kind == "StatefulSet", "\(overlay): \(service.name) keeps SQLite, so it must be a StatefulSet with one writer")
                 let spec = workload["spec"] as? [String: Any]
-                #expect(spec?["replicas"] as? Int == 1, "\(overlay): \(service.name) must have one replica per volume")
+                // One writer per volume: one pod, or one pod per shard when the service is split, each told
+                // its shard by its ordinal and found by its stable name.
+                let shards = try ShardMap(parsing: Self.setting("SHARDS", in: objects) ?? "").count(of: service.name)
+                #expect(spec?["replicas"] as? Int == shards, "\(overlay): \(service.name) must have one replica per volume and shard")
+                if shards > 1 {
+                    let pods = (0..<shards).map { "\(service.name)#\($0)=\(service.name)-\($0).\(service.name):8080" }
+                    let listed = Set((Self.setting("DISCOVERY_STATIC", in: objects) ?? "").split(separator: ",").map(String.init))
+                    #expect(Set(pods).isSubset(of: listed), "\(overlay): \(service.name)'s shards are not all named in DISCOVERY_STATIC: \(listed)")
+                    let container = (((spec?["template"] as? [String: Any])?["spec"] as? [String: Any])?["containers"] as? [[String: Any]])?.first
+                    let shardSource = (container?["env"] as? [[String: Any]])?.first { $0["name"] as? String == "SHARD" }
+                    let field = ((shardSource?["valueFrom"] as? [String: Any])?["fieldRef"] as? [String: Any])?["fieldPath"] as? String
+                    #expect(field == "metadata.labels['apps.kubernetes.io/pod-index']", "\(overlay): \(service.name)'s pods do not take their shard from their ordinal")
+                }
                 #expect((spec?["volumeClaimTemplates"] as? [Any])?.isEmpty == false, "\(overlay): \(service.name) has no volume claim")
             } else {
                 #expect(kind == "Deployment", "\(overlay): \(service.name) is stateless and should be a Deployment")
