@@ -30,7 +30,7 @@ struct LocalRunTests {
                 guard let name = entry["instance"] as? String, let port = entry["port"] as? Int else { return nil }
                 return (name, port)
             }
-        #expect(expected.count == 13, "etcd, 10 services and 2 gateways: \(expected)")
+        #expect(expected.count == 14, "etcd, 10 services, 2 gateways and 2 shards of order: \(expected)")
         var missing: [String] = []
         let deadline = ContinuousClock.now + .seconds(30)
         repeat {
@@ -61,13 +61,13 @@ struct LocalRunTests {
         // Whatever happens, the stack goes down (`down` is waited for, not signalled).
         defer { _ = try? TestProcess(executable: bin + "/hailstorm", arguments: ["down", "--run-dir", runDir], name: "down").waitForExit() }
         let up = try await tool("hailstorm", [
-            "up", "--run-dir", runDir, "--gateway-port", String(port), "--bin-dir", bin, "--replicas", "gateway=2",
+            "up", "--run-dir", runDir, "--gateway-port", String(port), "--bin-dir", bin, "--replicas", "gateway=2", "--replicas", "order=2",
             "--option", "login:auth-bcrypt-cost=4", "--option", "matching:matching-window-ms=500",
             "--option", "matching:matching-offer-seconds=5",
         ])
         try #require(up.status == 0, "up: \(up.output)")
         var instances = try await status()
-        #expect(instances.count == 15, "redis, etcd, 10 services, 2 gateways and Prometheus: \(instances.map { $0["instance"] ?? "" })")
+        #expect(instances.count == 16, "redis, etcd, 10 services, 2 gateways, 2 shards of order and Prometheus: \(instances.map { $0["instance"] ?? "" })")
         #expect(instances.allSatisfy { $0["health"] as? String == "ready" && $0["pid"] as? Int != nil })
         // Prometheus scrapes every instance where it listens (both gateways among them) and has Hailstorm's rules.
         let prometheus = try #require(instances.first { $0["service"] as? String == "prometheus" }?["port"] as? Int)
@@ -209,11 +209,13 @@ struct LocalRunTests {
 
         // A service killed with SIGKILL while the demo runs comes back, and the demo still finishes.
         let order = try #require(instances.first { $0["instance"] as? String == "order-1" })
-        // Killed once the demo's riders have ordered: order's log has more "order created" lines than the
-        // load scenarios left there.
-        let orderLog = try #require(order["log"] as? String)
+        // Killed once the demo's riders have ordered: order's logs (both shards': a rider's orders go to the
+        // shard of their id) have more "order created" lines than the load scenarios left there.
+        let orderLogs = instances.filter { $0["service"] as? String == "order" }.compactMap { $0["log"] as? String }
+        #expect(orderLogs.count == 2, "two shards of order: \(orderLogs)")
         func ordersCreated() -> Int {
-            ((try? String(contentsOfFile: orderLog, encoding: .utf8)) ?? "").components(separatedBy: "order created").count - 1
+            orderLogs.map { ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").components(separatedBy: "order created").count - 1 }
+                .reduce(0, +)
         }
         let before = ordersCreated()
         let demo = Task { try await tool("hailstorm", ["demo", "--run-dir", runDir, "--drivers", "4", "--riders", "6", "--sale-in", "2", "--timeout", "120"]) }
