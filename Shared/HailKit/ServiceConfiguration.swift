@@ -61,6 +61,14 @@ extension ConfigReader {
         return value
     }
 
+    /// The items of a comma-separated list at `key` (`order=3,coupon=2`), however it was given: the
+    /// command line's provider hands `--key a,b` over as a list, of which `string(forKey:)` reads only
+    /// the first item (`--shards coupon=2,order=3` read as `coupon=2` alone).
+    public func list(forKey key: String) -> [String] {
+        let items = stringArray(forKey: ConfigKey(key)) ?? string(forKey: ConfigKey(key)).map { [$0] } ?? []
+        return items.flatMap { $0.split(separator: ",").map(String.init) }
+    }
+
     /// The number at `key`, or `defaultValue`; a value that is not a finite number within `range`, or
     /// text that is not a number, stops the service with an error naming the key.
     public func double(forKey key: String, default defaultValue: Double, in range: ClosedRange<Double>) throws -> Double {
@@ -221,7 +229,7 @@ public struct ServiceConfiguration: Sendable {
             // its slot's master); `redis.cluster.nodes`: further nodes (`host:port,host:port`) to ask for the
             // slot map when that one does not answer.
             cluster: try reader.flag(forKey: "redis.cluster", default: false),
-            clusterNodes: try Self.redisNodes(reader.string(forKey: "redis.cluster.nodes", default: ""))
+            clusterNodes: try Self.redisNodes(reader.list(forKey: "redis.cluster.nodes").joined(separator: ","))
         )
         // `discovery.backend`: etcd (local and VM runs) | static (compose, Kubernetes).
         self.discoveryBackend = reader.string(forKey: "discovery.backend", default: "etcd")
@@ -237,7 +245,7 @@ public struct ServiceConfiguration: Sendable {
         // `discovery.prefix`: the etcd key prefix instances register under (one per deployment).
         self.discoveryPrefix = reader.string(forKey: "discovery.prefix", default: "/hailstorm/services/")
         // `discovery.static`: `login=host:port,…` for the static backend; unnamed services resolve by DNS.
-        self.staticServices = reader.string(forKey: "discovery.static", default: "")
+        self.staticServices = reader.list(forKey: "discovery.static").joined(separator: ",")
         // `data.dir`: where this service keeps its SQLite file (`<data.dir>/<service>.sqlite`).
         self.dataDirectory = reader.string(forKey: "data.dir", default: ".hailstorm/data")
         self.client = try ServiceClientConfiguration(reader: reader.scoped(to: "client"))
@@ -245,7 +253,7 @@ public struct ServiceConfiguration: Sendable {
         // when not named), the same on every instance of every service; `shard`: which shard of its own
         // service this instance owns (0 to its count − 1).
         do {
-            self.client.shards = try ShardMap(parsing: reader.string(forKey: "shards", default: ""))
+            self.client.shards = try ShardMap(parsing: reader.list(forKey: "shards").joined(separator: ","))
         } catch {
             throw ConfigurationError(error.description)
         }

@@ -32,6 +32,17 @@ import Testing
         #expect(high == "matching.offer.seconds must be from 1 to 3600, not 7200")
     }
 
+    @Test("comma-separated lists: every item, from the command line as from the environment")
+    func lists() throws {
+        #expect(reader(["--shards", "coupon=2,order=3"]).list(forKey: "shards") == ["coupon=2", "order=3"])
+        #expect(reader([], environment: ["SHARDS": "coupon=2,order=3"]).list(forKey: "shards") == ["coupon=2", "order=3"])
+        #expect(reader([]).list(forKey: "shards").isEmpty)
+        let split = try ServiceConfiguration(name: "order", reader: reader(["--shards", "coupon=2,order=3", "--shard", "2"]), defaultPort: 0)
+        #expect(split.client.shards.count(of: "order") == 3 && split.client.shards.count(of: "coupon") == 2 && split.shard == 2)
+        let twice = refusal { try ServiceConfiguration(name: "order", reader: reader(["--shards", "order=3,order=2"]), defaultPort: 0) }
+        #expect(twice == "shards: order is named twice")
+    }
+
     @Test("numbers with a fraction: refused when not a finite number in range")
     func fractions() throws {
         #expect(try reader(["--payment-sandbox-failure-rate", "0.25"]).double(forKey: "payment.sandbox.failure.rate", default: 0, in: 0...1) == 0.25)

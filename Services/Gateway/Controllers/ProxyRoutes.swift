@@ -86,6 +86,24 @@ struct ProxyRoute: Sendable {
             gathered: gathered, sharding: sharding ?? (id == .path ? .id : .any), optionalWithin: optionalWithin)
     }
 
+    /// Where a request of this route goes when its service is split: one shard (nil: any instance, the
+    /// service not being split or the route being no one shard's), or every shard with their answers
+    /// merged. A 404 problem for an `{id}` naming a shard the service does not have.
+    enum Target {
+        case shard(Int?)
+        case every(merge: @Sendable ([ByteBuffer], [String: String]) throws -> ByteBuffer)
+    }
+
+    func target(id: String?, caller: String, clients: ServiceClient) throws -> Target {
+        guard clients.shardCount(of: service) > 1 else { return .shard(nil) }
+        switch sharding {
+        case .any: return .shard(nil)
+        case .id: return .shard(try id.flatMap { try clients.shard(of: service, id: $0) })
+        case .caller: return .shard(clients.shard(of: service, key: caller))
+        case .all(let merge): return .every(merge: merge)
+        }
+    }
+
     /// The caller's identity when its role may call this route; a 401 or 403 problem otherwise.
     func admit(_ context: HailRequestContext) throws -> Identity {
         roles.isEmpty ? try context.requireIdentity() : try context.requireRole(roles)

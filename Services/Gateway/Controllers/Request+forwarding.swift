@@ -72,19 +72,19 @@ extension ServiceClient {
             headers[.contentType] = "application/json"
         }
         let path = route.calleePath(id) + Self.queryString(query)
-        var shard: Int? = nil
-        if shardCount(of: route.service) > 1 {
-            switch route.sharding {
-            case .any: break
-            case .id: shard = try id.flatMap { try self.shard(of: route.service, id: $0) }
-            case .caller: shard = self.shard(of: route.service, key: try context.requireIdentity().userID)
-            case .all(let merge):
-                return try await everyShard(route, path: path, headers: headers, body: body, query: query, context: context, merge: merge)
-            }
+        switch try route.target(id: id, caller: try context.requireIdentity().userID, clients: self) {
+        case .every(let merge):
+            return try await everyShard(route, path: path, headers: headers, body: body, query: query, context: context, merge: merge)
+        case .shard(let shard):
+            let answer = try await send(
+                service: route.service, method: route.calleeMethod, path: path,
+                headers: headers, body: body, idempotent: route.isIdempotent, shard: shard, context: context.callContext)
+            return try Self.relayed(answer)
         }
-        let answer = try await send(
-            service: route.service, method: route.calleeMethod, path: path,
-            headers: headers, body: body, idempotent: route.isIdempotent, shard: shard, context: context.callContext)
+    }
+
+    /// The gateway's answer for a service's (`RelayedAnswer`).
+    private static func relayed(_ answer: ServiceResponse) throws -> Response {
         let relayed = try RelayedAnswer(status: answer.status.code, header: { answer.headers[$0] }, body: answer.body)
         return Response(
             status: relayed.status, headers: relayed.headers, body: relayed.body.map { .init(byteBuffer: $0) } ?? .init())
@@ -110,11 +110,7 @@ extension ServiceClient {
             for try await (shard, answer) in group { answers[shard] = answer }
             return answers.compactMap { $0 }
         }
-        if let refused = answers.first(where: { !(200..<300).contains($0.status.code) }) {
-            let relayed = try RelayedAnswer(status: refused.status.code, header: { refused.headers[$0] }, body: refused.body)
-            return Response(
-                status: relayed.status, headers: relayed.headers, body: relayed.body.map { .init(byteBuffer: $0) } ?? .init())
-        }
+        if let refused = answers.first(where: { !(200..<300).contains($0.status.code) }) { return try Self.relayed(refused) }
         let merged: ByteBuffer
         do {
             merged = try merge(answers.map(\.body), query)

@@ -136,18 +136,9 @@ final class Relay: Sendable {
         }
         // A split service: the shard's owner; the router answers an id naming no shard (404) and a listing
         // of every shard.
-        var shard: Int? = nil
-        if clients.shardCount(of: route.service) > 1 {
-            switch route.sharding {
-            case .any: break
-            case .id:
-                guard let id = request.calleeID, let owner = try? clients.shard(of: route.service, id: id) else { return nil }
-                shard = owner
-            case .caller: shard = clients.shard(of: route.service, key: request.claims.identity.userID)
-            case .all: return nil
-            }
-        }
-        guard let instance = clients.pickListed(route.service, shard: shard) else { return nil }
+        guard case .shard(let shard) = try? route.target(id: request.calleeID, caller: request.claims.identity.userID, clients: clients),
+            let instance = clients.pickListed(route.service, shard: shard)
+        else { return nil }
         let attestation =
             if let remembered = request.remembered {
                 tokens.attestation(for: request.token, remembered: remembered, to: route.service)
