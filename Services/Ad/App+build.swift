@@ -27,7 +27,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let tokens = try await kit.accessTokens()
     let database = try await kit.openDatabase(migrations: AdStore.migrations)
     let store = AdStore(db: database)
-    let cities = try Cities(specification: reader.string(forKey: "ad.cities", default: Cities.defaultSpecification))
+    let cities = try Cities(specification: reader.text(forKey: "ad.cities", default: Cities.defaultSpecification))
     let stream = try reader.keyName(forKey: "ad.events.stream", default: AdEvents.Counted.stream)
 
     let key: [UInt8]

@@ -33,7 +33,7 @@ struct AnalyticsKit {
     init(kit: inout ServiceKit, reader: ConfigReader) async throws {
         let edge = Double(try reader.int(forKey: "analytics.cell.edge.m", default: 460, in: 20...20_000))
         grids = try CityGrids(
-            specification: reader.string(forKey: "analytics.cities", default: CityGrids.defaultSpecification), edgeMeters: edge)
+            specification: reader.text(forKey: "analytics.cities", default: CityGrids.defaultSpecification), edgeMeters: edge)
         // 32 MiB of pages per connection (a writer and up to four readers): the recent rollups and fixes stay
         // in memory instead of being read back from the kernel in every transaction.
         let database = try await kit.openDatabase(migrations: AnalyticsStore.migrations, cacheKiB: 32_768)

@@ -56,7 +56,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     rules.matchRate = try reader.double(forKey: "command.rules.match.rate", default: 0.5, in: 0...1)
     rules.lagEntries = try reader.int(forKey: "command.rules.lag.entries", default: 10_000, in: 1...100_000_000)
     // `command.rules.streams`: the event streams whose consumer groups are watched (comma-separated).
-    rules.streams = reader.string(forKey: "command.rules.streams", default: rules.streams.joined(separator: ","))
+    rules.streams = reader.text(forKey: "command.rules.streams", default: rules.streams.joined(separator: ","))
         .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     let domain = DomainRules(store: store, clients: kit.clients, credentials: credentials, redis: kit.redis, settings: rules)
     let every = try reader.int(forKey: "command.rules.check.ms", default: 10_000, in: 500...3_600_000)

@@ -63,7 +63,7 @@ func buildRouter(
     kit.addService(PushRelay.consumer(redis: kit.redis, instance: kit.configuration.instanceID, sharded: sharded != nil, logger: kit.logger))
     // The WebSocket checks a token's signature and the deny-list itself; the API's authentication only
     // verifies the signature, its rate limiter asks the deny-list in the same Redis round trip.
-    let origins = Set(reader.string(forKey: "gateway.ws.origins", default: "").split(separator: ",").map {
+    let origins = Set(reader.list(forKey: "gateway.ws.origins").map {
         $0.trimmingCharacters(in: .whitespaces)
     }.filter { !$0.isEmpty })
     let sockets = PushSocketController(

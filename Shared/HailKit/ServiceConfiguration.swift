@@ -65,8 +65,13 @@ extension ConfigReader {
     /// command line's provider hands `--key a,b` over as a list, of which `string(forKey:)` reads only
     /// the first item (`--shards coupon=2,order=3` read as `coupon=2` alone).
     public func list(forKey key: String) -> [String] {
-        let items = stringArray(forKey: ConfigKey(key)) ?? string(forKey: ConfigKey(key)).map { [$0] } ?? []
-        return items.flatMap { $0.split(separator: ",").map(String.init) }
+        text(forKey: key, default: "").split(separator: ",").map(String.init)
+    }
+
+    /// The whole text at `key`, or `defaultValue`, commas and all, however it was given (see
+    /// `list(forKey:)`): for a value whose commas are not a list's (`Berlin@52.52,13.40,25`).
+    public func text(forKey key: String, default defaultValue: String) -> String {
+        (stringArray(forKey: ConfigKey(key)) ?? string(forKey: ConfigKey(key)).map { [$0] })?.joined(separator: ",") ?? defaultValue
     }
 
     /// The number at `key`, or `defaultValue`; a value that is not a finite number within `range`, or

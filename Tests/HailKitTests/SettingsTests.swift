@@ -32,7 +32,7 @@ import Testing
         #expect(high == "matching.offer.seconds must be from 1 to 3600, not 7200")
     }
 
-    @Test("comma-separated lists: every item, from the command line as from the environment")
+    @Test("comma-separated lists, and texts with commas in them: every item, the whole text, from the command line as from the environment")
     func lists() throws {
         #expect(reader(["--shards", "coupon=2,order=3"]).list(forKey: "shards") == ["coupon=2", "order=3"])
         #expect(reader([], environment: ["SHARDS": "coupon=2,order=3"]).list(forKey: "shards") == ["coupon=2", "order=3"])
@@ -41,6 +41,11 @@ import Testing
         #expect(split.client.shards.count(of: "order") == 3 && split.client.shards.count(of: "coupon") == 2 && split.shard == 2)
         let twice = refusal { try ServiceConfiguration(name: "order", reader: reader(["--shards", "order=3,order=2"]), defaultPort: 0) }
         #expect(twice == "shards: order is named twice")
+        // A value whose commas are not a list's, read whole from either source.
+        let city = "Berlin@52.52,13.40,25;Hamburg@53.55,10.0,20"
+        #expect(reader(["--analytics-cities", city]).text(forKey: "analytics.cities", default: "") == city)
+        #expect(reader([], environment: ["ANALYTICS_CITIES": city]).text(forKey: "analytics.cities", default: "") == city)
+        #expect(reader([]).text(forKey: "analytics.cities", default: "Paris@48.85,2.35,15") == "Paris@48.85,2.35,15")
     }
 
     @Test("numbers with a fraction: refused when not a finite number in range")
