@@ -32,6 +32,8 @@ done
 env "${check_env[@]}" docker-compose -f compose/docker-compose.yml config -q
 env "${check_env[@]}" docker-compose -f compose/docker-compose.yml -f compose/docker-compose.replicas.yml config -q
 env "${check_env[@]}" docker-compose -f compose/docker-compose.yml -f compose/docker-compose.redis-cluster.yml config -q
+env "${check_env[@]}" docker-compose -f compose/docker-compose.yml -f compose/docker-compose.redis-cluster.yml \
+    -f compose/docker-compose.shards.yml config -q
 
 # The dev overlay generates its Secret from secrets.env and its JWKS from jwks.json, which are not
 # committed: make placeholders for the check (kube-play-test.sh puts real keys in).

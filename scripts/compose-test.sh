@@ -8,11 +8,12 @@
 # stack healthy (and scraped) again, then tears it all down. Installs what is missing (podman, podman-compose,
 # debootstrap). Exit 0 only when every step held.
 #
-#   scripts/compose-test.sh [--keep] [--redis-cluster]
+#   scripts/compose-test.sh [--keep] [--redis-cluster] [--shards]
 #
 # --keep leaves the stack running for a look, failed or not; --redis-cluster adds
 # compose/docker-compose.redis-cluster.yml (six Redis nodes joined into a Redis Cluster by a one-shot
-# container, every service a cluster client).
+# container, every service a cluster client); --shards adds that and compose/docker-compose.shards.yml
+# (order in three shards, coupon in two: three more containers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -20,10 +21,12 @@ source scripts/containers.sh
 
 keep=0
 redis_cluster=0
+shards=0
 for argument in "$@"; do
     case "$argument" in
         --keep) keep=1 ;;
         --redis-cluster) redis_cluster=1 ;;
+        --shards) redis_cluster=1; shards=1 ;;
         *) echo "unknown option $argument" >&2; exit 2 ;;
     esac
 done
@@ -38,10 +41,15 @@ project="hailstorm-check-$$"
 work=$(mktemp -d /tmp/hailstorm-compose.XXXXXX)
 compose=(podman-compose -p "$project" -f compose/docker-compose.yml)
 # The cluster's five more nodes and the container that joins them (which exits once it has).
-cluster_containers=0
+more_containers=0
 if [ "$redis_cluster" = 1 ]; then
     compose+=(-f compose/docker-compose.redis-cluster.yml)
-    cluster_containers=6
+    more_containers=6
+fi
+if [ "$shards" = 1 ]; then
+    # order-1, order-2 and coupon-1.
+    compose+=(-f compose/docker-compose.shards.yml)
+    more_containers=$((more_containers + 3))
 fi
 export HAILSTORM_TAG=dev
 random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -139,7 +147,7 @@ print(sum(t["health"] == "up" for t in targets), len(targets), " ".join(sorted({
 
 say "Starting the compose stack ($project; gateway on 127.0.0.1:$HAILSTORM_GATEWAY_PORT)"
 "${compose[@]}" up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; exit 1; }
-expected=$(( ${#backend_images[@]} + $(hailstorm_services | wc -l) + cluster_containers ))
+expected=$(( ${#backend_images[@]} + $(hailstorm_services | wc -l) + more_containers ))
 running=$(containers | wc -l)
 [ "$running" -eq "$expected" ] || { echo "$running containers, expected $expected" >&2; cat "$work/up.log" >&2; exit 1; }
 wait_healthy 240

@@ -32,6 +32,45 @@ import Yams
         #expect(services.contains { $0.name == "gateway" && !$0.ownsSQLite })
     }
 
+    /// The shards override adds a split service's instances written out whole (compose cannot extend a
+    /// service with dependencies): each must run as the base file's instance of its service does, on the
+    /// cluster, with its own shard and volume; every service must be told the split.
+    @Test func composeShardsAgreeWithTheBase() throws {
+        func services(_ file: String) throws -> [String: [String: Any]] {
+            let text = try String(contentsOf: Self.root.appendingPathComponent("compose/\(file)"), encoding: .utf8)
+            let loaded = try #require(try Yams.load(yaml: text) as? [String: Any])
+            return try #require(loaded["services"] as? [String: [String: Any]])
+        }
+        func environment(_ entry: [String: Any]?) -> [String: String] {
+            ((entry?["environment"] as? [String: Any]) ?? [:]).mapValues { "\($0)" }
+        }
+        let base = try services("docker-compose.yml")
+        let cluster = try services("docker-compose.redis-cluster.yml")
+        let shards = try services("docker-compose.shards.yml")
+        for service in try Self.services() {
+            #expect(environment(shards[service.name])["SHARDS"] != nil, "\(service.name) is not told the split")
+        }
+        let map = try ShardMap(parsing: try #require(environment(shards["gateway"])["SHARDS"]))
+        #expect(map.count(of: "order") == 3 && map.count(of: "coupon") == 2, "\(map)")
+        for (service, count) in map.counts {
+            #expect(environment(shards[service])["SHARD"] == "0", "\(service): the base file's instance owns shard 0")
+            for shard in 1..<count {
+                let name = "\(service)-\(shard)"
+                let entry = try #require(shards[name], "compose/docker-compose.shards.yml has no \(name)")
+                // The base file's environment, the cluster's and the split's, and its own shard.
+                var expected = environment(base[service])
+                    .merging(environment(cluster[service])) { $1 }.merging(environment(shards[service])) { $1 }
+                expected["SHARD"] = String(shard)
+                #expect(environment(entry) == expected, "\(name) does not run as \(service) does")
+                #expect((entry["image"] as? String) == (base[service]?["image"] as? String), "\(name): another image")
+                #expect((entry["volumes"] as? [String]) == ["\(name)-data:/data"], "\(name) has no volume of its own")
+                let dependencies = entry["depends_on"] as? [String: Any] ?? [:]
+                #expect(dependencies["redis-cluster"] != nil && dependencies["etcd"] != nil, "\(name) does not wait for the cluster and etcd")
+                #expect(entry["healthcheck"] != nil && entry["restart"] != nil, "\(name): no health check or restart policy")
+            }
+        }
+    }
+
     @Test func composeRunsEveryService() throws {
         let text = try String(contentsOf: Self.root.appendingPathComponent("compose/docker-compose.yml"), encoding: .utf8)
         let compose = try #require(try Yams.load(yaml: text) as? [String: Any])
