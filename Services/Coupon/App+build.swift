@@ -18,6 +18,9 @@ import SQLiteKit
 /// claims streams `coupon.claims.stream` (the public stream's name, `coupon.claims`; each bucket's is
 /// named after it), `coupon.claims.batch` (64), `coupon.claims.reclaim.seconds` (how long a claim may sit
 /// delivered but unstored before another instance takes it over, 30) and `coupon.claims.max.deliveries` (10).
+/// With `shards` naming more than one for coupon, this instance owns shard `shard`: the campaigns it
+/// creates, their claims (made here, since a claim goes to its campaign's owner) and their redemptions;
+/// its ids name it, and its buckets' claims streams and its group on the payment stream are its own.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "coupon", reader: reader, defaultPort: 9005)
     let tokens = try await kit.accessTokens()
@@ -33,6 +36,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         buckets: SaleBuckets(count: buckets, keyPrefix: keyPrefix)
     ).withReplicas(replicas, timeout: .milliseconds(waitMilliseconds))
     sale.logger = kit.logger
+    sale.shard = kit.configuration.ownShard
 
     // Campaigns still running are opened again: a no-op when Redis kept them, a rebuild of the stock,
     // each rider's count and the idempotency answers from the stored claims when Redis lost them.
@@ -66,14 +70,14 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
         kit.addService(consumer)
     }
     kit.addService(PaymentFailures.consumer(
-        store: store, redis: kit.redis, instance: kit.configuration.instanceID, logger: kit.logger))
+        store: store, redis: kit.redis, instance: kit.configuration.instanceID, shard: kit.configuration.ownShard, logger: kit.logger))
     kit.relayOutbox(of: database, wakeups: wakeups)
     kit.trimStreams([stream] + sale.claimsStreams)
     kit.pruneProcessedEvents(in: database)
 
     let router = kit.makeRouter()
     let api = try kit.authenticated(router, tokens: tokens)
-    let controller = CouponController(store: store, sale: sale)
+    let controller = CouponController(store: store, sale: sale, shard: kit.configuration.ownShard)
     controller.register(on: api)
     controller.registerRedemption(on: api)
     return kit.makeApplication(router: router)

@@ -49,6 +49,9 @@ struct FlashSale: Sendable {
     /// The public stream of granted claims (`coupon.claims`); each bucket's own is named after it.
     let stream: String
     let buckets: SaleBuckets
+    /// The shard of the campaigns this instance owns (the service split, `shards`): its claims' ids name
+    /// it, and its buckets' streams are its own (`coupon.claims-s1.{tag}`), read by no other shard.
+    var shard = Shard(index: 0, of: 1)
     /// Replicas that must have a claim's writes before it is answered (0: not waited for), through one
     /// barrier per bucket (`withReplicas`); past the barrier's timeout the claim is answered anyway, and
     /// the shortfall logged and counted.
@@ -106,8 +109,9 @@ struct FlashSale: Sendable {
     func takenKey(_ campaign: String, bucket: Int, claimID: String) -> String { key(campaign, bucket, "taken:\(claimID)") }
     func restoreLockKey(_ campaign: String) -> String { key(campaign, 0, "restoring") }
 
-    /// Bucket `bucket`'s claims stream (a stream name: `coupon.claims.{tag}`).
-    func claimsStream(bucket: Int) -> String { "\(stream).{\(buckets.tags[bucket])}" }
+    /// Bucket `bucket`'s claims stream (a stream name: `coupon.claims.{tag}`, a shard's
+    /// `coupon.claims-s1.{tag}`).
+    func claimsStream(bucket: Int) -> String { "\(shard.named(stream)).{\(buckets.tags[bucket])}" }
     var claimsStreams: [String] { (0..<buckets.count).map { claimsStream(bucket: $0) } }
 
     private func metaKeys(_ campaign: String) -> [String] { (0..<buckets.count).map { metaKey(campaign, bucket: $0) } }
@@ -245,7 +249,7 @@ struct FlashSale: Sendable {
         let home = buckets.home(of: user)
         let idempotency = idempotencyKey.map { self.idempotencyKey(campaign, user: user, key: $0) }
         let now = Date().timeIntervalSince1970
-        let claimID = RandomID.uuid()
+        let claimID = shard.id(RandomID.uuid())
         let envelope = Self.envelope(claimID: claimID, campaign: campaign, user: user, idempotencyKey: idempotencyKey, at: now, source: source)
         let parts = try await run(
             FlashSale.claimScript,

@@ -70,7 +70,8 @@ struct PaymentDesk: Sendable {
             do {
                 discount = try await clients.call(
                     CouponAPI.redeem, .init(userID: rider, orderID: order.id, fareCents: order.fareCents, paymentID: payment.id),
-                    parameters: ["id": coupon], headers: try await credentials.headers(for: CouponAPI.service), context: context
+                    parameters: ["id": coupon], headers: try await credentials.headers(for: CouponAPI.service),
+                    shard: try clients.shard(of: CouponAPI.service, id: coupon), context: context
                 ).discountCents
             } catch {
                 // Nothing was charged: the payment is forgotten and the key is free for another try.
@@ -142,7 +143,7 @@ struct PaymentDesk: Sendable {
         do {
             _ = try await clients.call(
                 CouponAPI.release, .init(orderID: order, paymentID: payment), parameters: ["id": coupon], headers: try await credentials.headers(for: CouponAPI.service),
-                context: .none)
+                shard: try clients.shard(of: CouponAPI.service, id: coupon), context: .none)
         } catch {
             logger.warning("coupon not given back now; the payment.failed event does it", metadata: ["coupon": "\(coupon)", "error": "\(error)"])
         }

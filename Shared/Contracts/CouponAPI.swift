@@ -87,6 +87,14 @@ public enum CouponAPI {
         public init(campaigns: [Campaign]) {
             self.campaigns = campaigns
         }
+
+        /// The lists of every shard of a split coupon service as one, in the order one shard lists them
+        /// (the earliest sale first).
+        public static func merged(_ lists: [CampaignList]) -> CampaignList {
+            CampaignList(campaigns: lists.flatMap(\.campaigns).sorted { a, b in
+                a.startsAt != b.startsAt ? a.startsAt < b.startsAt : a.id < b.id
+            })
+        }
     }
 
     /// A granted claim. A repeat with the same Idempotency-Key answers the same claim.
@@ -125,6 +133,14 @@ public enum CouponAPI {
 
         public init(coupons: [Coupon]) {
             self.coupons = coupons
+        }
+
+        /// A rider's coupons from every shard of a split coupon service (each holds those of its own
+        /// campaigns), newest first as one shard lists them.
+        public static func merged(_ wallets: [Wallet]) -> Wallet {
+            Wallet(coupons: wallets.flatMap(\.coupons).sorted { a, b in
+                a.claimedAt != b.claimedAt ? a.claimedAt > b.claimedAt : a.claimID > b.claimID
+            })
         }
     }
 

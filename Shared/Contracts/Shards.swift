@@ -130,5 +130,9 @@ public struct Shard: Sendable, Hashable {
 
     /// A consumer group of this shard: `name` itself when the service is not split (as before), else
     /// `name-s<index>`, so each shard reads a stream for its own entities.
-    public func group(_ name: String) -> String { isSplit ? "\(name)-s\(index)" : name }
+    public func group(_ name: String) -> String { named(name) }
+
+    /// A stream (or any name) of this shard's own, which no other shard reads: `name` itself when the
+    /// service is not split, else `name-s<index>`.
+    public func named(_ name: String) -> String { isSplit ? "\(name)-s\(index)" : name }
 }

@@ -153,6 +153,12 @@ extension Problem {
             headers: headers)
     }
 
+    /// A request for what another shard of a split service owns (`Shards`): the caller's shard map differs
+    /// from this instance's (a change of `shards` reaching the services one at a time).
+    public static func misdirected(_ detail: String) -> Problem {
+        Problem(.misdirectedRequest, slug: "misdirected", title: "Sent to the wrong shard", detail: detail)
+    }
+
     /// The same `Idempotency-Key` came with a request that differs from the one it first answered: replaying
     /// the first answer would tell the caller their second request was done when it was not.
     public static func idempotencyKeyReused(_ detail: String) -> Problem {

@@ -134,4 +134,89 @@ struct ClusterRideTests {
         let again = try await platform.waitForOrder(try #require(rides[1]), token: try #require(riders[1]).token) { _ in true }
         #expect(again["state"] as? String == "completed", "the shard came back with its ride")
     }
+
+    @Test("coupon in two shards on the Redis Cluster: each campaign made on the shard its Idempotency-Key names (a repeat meets the first), its claims named by it; the campaigns and a rider's wallet listed from both; a claim sent to the wrong shard refused; a shard down takes only its own campaigns away")
+    func couponsInShards() async throws {
+        let platform = try Platform(money: true, redisCluster: true, couponShards: 2)
+        defer { platform.stopAll() }
+        try await platform.start()
+        let admin = try await platform.admin().token
+        let rider = try await platform.account("rider", name: "Wanda")
+        let now = Date().timeIntervalSince1970
+        var campaigns: [String] = []
+        var claims: [String] = []
+        for shard in 0..<2 {
+            let key = platform.campaignKey(onShard: shard)
+            let made = try await withThrowingTaskGroup(of: TestResponse.self) { group in
+                for _ in 0..<5 {
+                    group.addTask {
+                        // Shard 1's sale opened earlier: it is listed first.
+                        try await platform.send(.POST, "/admin/coupons/campaigns", token: admin, body: [
+                            "name": "Shard \(shard) sale", "city": "Berlin", "kind": "amount", "amountOffCents": 100 + shard,
+                            "minimumFareCents": 0, "stock": 5, "perUserLimit": 1, "startsAt": now - 10 - Double(shard), "endsAt": now + 3600,
+                        ], idempotencyKey: key)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(made.map(\.status) == Array(repeating: 201, count: 5), "\(made.map(\.text))")
+            let ids = Set(made.compactMap { $0.json["id"] as? String })
+            #expect(ids.count == 1, "five creates with one key made one campaign: \(ids)")
+            let id = try #require(ids.first)
+            #expect(id.hasPrefix("s\(shard)-"), "campaign \(id) is shard \(shard)'s")
+            campaigns.append(id)
+            let claim = try await platform.send(.POST, "/coupons/campaigns/\(id)/claim", token: rider.token)
+            try #require(claim.status == 201, "\(claim.text)")
+            let claimID = try #require(claim.json["claimID"] as? String)
+            #expect(claimID.hasPrefix("s\(shard)-"), "claim \(claimID) of shard \(shard)'s campaign")
+            claims.append(claimID)
+        }
+
+        // One wallet from both shards, the newest claim first.
+        var wallet: [String] = []
+        for _ in 0..<100 {
+            let answer = try await platform.send(.GET, "/coupons/wallet", token: rider.token)
+            wallet = ((answer.json["coupons"] as? [[String: Any]]) ?? []).compactMap { $0["claimID"] as? String }
+            if wallet.count == 2 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(wallet == [claims[1], claims[0]], "the wallet lists both shards' coupons newest first: \(wallet)")
+        let listed = try await platform.send(.GET, "/coupons/campaigns", token: rider.token)
+        let listedIDs = ((listed.json["campaigns"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }
+        #expect(listedIDs == [campaigns[1], campaigns[0]], "both shards' campaigns, the earliest sale first: \(listed.text)")
+        for (shard, id) in campaigns.enumerated() {
+            let audit = try await platform.send(.GET, "/admin/coupons/campaigns/\(id)/audit", token: admin)
+            #expect(audit.json["granted"] as? Int == 1 && audit.json["persisted"] as? Int == 1, "shard \(shard): \(audit.text)")
+        }
+        #expect(try await platform.send(.POST, "/coupons/campaigns/s5-\(UUID().uuidString)/claim", token: rider.token).status == 404)
+        // Shard 0's campaign asked of shard 1 (a caller with another shard map): refused, nothing taken.
+        let other = try await platform.account("rider", name: "Otto")
+        let misdirected = try await testRequest(
+            .POST, platform.coupons[1].baseURL + "/v1/campaigns/\(campaigns[0])/claim", headers: ["Authorization": "Bearer \(other.token)"])
+        #expect(misdirected.status == 421, "\(misdirected.text)")
+        #expect(misdirected.json["type"] as? String == "urn:hailstorm:problem:misdirected")
+        let untouched = try await platform.send(.GET, "/coupons/campaigns/\(campaigns[0])", token: other.token)
+        #expect(untouched.json["remaining"] as? Int == 4, "\(untouched.text)")
+
+        // Shard 1 down: its campaign's claims and a wallet missing its part fail; shard 0's sale goes on.
+        platform.coupons[1].kill()
+        var status = 0
+        for _ in 0..<50 {
+            status = try await platform.send(.POST, "/coupons/campaigns/\(campaigns[1])/claim", token: other.token).status
+            if status >= 500 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(status == 503 || status == 502 || status == 504, "shard 1 is down and its campaign's claim answered \(status)")
+        #expect(try await platform.send(.GET, "/coupons/wallet", token: rider.token).status >= 500)
+        let meanwhile = try await platform.send(.POST, "/coupons/campaigns/\(campaigns[0])/claim", token: other.token)
+        #expect(meanwhile.status == 201, "\(meanwhile.text)")
+        try await platform.coupons[1].start()
+        var back = 0
+        for _ in 0..<100 {
+            back = try await platform.send(.POST, "/coupons/campaigns/\(campaigns[1])/claim", token: other.token, idempotencyKey: "otto-1").status
+            if back == 201 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(back == 201, "shard 1 came back and its sale with it")
+    }
 }

@@ -28,12 +28,15 @@ extension Platform {
     }
 
     /// A running coupon campaign (amount off) and one coupon of it in `rider`'s wallet; returns the coupon.
-    func coupon(for rider: (id: String, token: String), admin: String, centsOff: Int) async throws -> String {
+    /// A campaign of `centsOff` created and claimed by `rider`: the claim's id. With coupon split into
+    /// shards, the campaign is created on `shard` (the gateway places a new campaign by its
+    /// Idempotency-Key; one is chosen that lands there).
+    func coupon(for rider: (id: String, token: String), admin: String, centsOff: Int, shard: Int? = nil) async throws -> String {
         let now = Date().timeIntervalSince1970
         let campaign = try await send(.POST, "/admin/coupons/campaigns", token: admin, body: [
             "name": "Ride money test", "city": "Berlin", "kind": "amount", "amountOffCents": centsOff,
             "minimumFareCents": 0, "stock": 10, "perUserLimit": 1, "startsAt": now - 1, "endsAt": now + 3600,
-        ])
+        ], idempotencyKey: shard.map { campaignKey(onShard: $0) })
         try #require(campaign.status == 201, "\(campaign.text)")
         let campaignID = try #require(campaign.json["id"] as? String)
         let claim = try await send(.POST, "/coupons/campaigns/\(campaignID)/claim", token: rider.token)
@@ -41,6 +44,13 @@ extension Platform {
         let couponID = try #require(claim.json["claimID"] as? String)
         _ = try await waitForCoupon(couponID, of: rider) { _ in true }
         return couponID
+    }
+
+    /// An Idempotency-Key whose campaign the gateway creates on `shard` of coupon.
+    func campaignKey(onShard shard: Int) -> String {
+        var key = UUID().uuidString
+        while Shards.shard(forKey: key, count: coupons.count) != shard { key = UUID().uuidString }
+        return key
     }
 
     /// Polls the rider's wallet until the coupon is there and `done` holds for its state.
@@ -92,19 +102,21 @@ extension [String: Any] {
 @Suite("money: paying rides with coupons, the ledger, refunds, settlement and reconciliation", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .serialized, .timeLimit(.minutes(5)))
 struct MoneyFlowTests {
     @Test(
-        "payment: a declined charge leaves the ride unpaid and the coupon in the wallet; 50 requests with one key charge once; the ledger balances; a refund reverses it — on one Redis, and on a six-node Redis Cluster with order in three shards",
+        "payment: a declined charge leaves the ride unpaid and the coupon in the wallet; 50 requests with one key charge once; the ledger balances; a refund reverses it — on one Redis, and on a six-node Redis Cluster with order in three shards and coupon in two",
         arguments: [false, true])
     func payment(onCluster: Bool) async throws {
         // The sandbox takes 300 ms per charge, so the 50 requests overlap the one in flight.
         let platform = try Platform(
             money: true, payment: ["payment-sandbox-latency-ms": "300", "payment-commission-percent": "20"], redisCluster: onCluster,
-            orderShards: onCluster ? 3 : 1)
+            orderShards: onCluster ? 3 : 1, couponShards: onCluster ? 2 : 1)
         defer { platform.stopAll() }
         try await platform.start()
         let admin = try await platform.admin().token
         let rider = try await platform.account("rider", name: "Paula")
         let driver = try await platform.account("driver", name: "Pedro")
-        let couponID = try await platform.coupon(for: rider, admin: admin, centsOff: 300)
+        // Split, the coupon is coupon's second shard's: payment redeems it and gives it back there.
+        let couponID = try await platform.coupon(for: rider, admin: admin, centsOff: 300, shard: onCluster ? 1 : nil)
+        #expect(couponID.hasPrefix("s1-") == onCluster, "a split coupon service's claim ids name their shard: \(couponID)")
 
         let (orderID, fare) = try await platform.completedRide(rider: rider, driver: driver) { id in
             // A ride not yet completed cannot be paid.
@@ -226,10 +238,12 @@ struct MoneyFlowTests {
     }
 
     @Test(
-        "settlement: two batches at once pay each entry once, a third pays nothing, the report is clean, then lists an unpaid ride and an injected bad payment — on one Redis, and on a six-node Redis Cluster with order in three shards",
+        "settlement: two batches at once pay each entry once, a third pays nothing, the report is clean, then lists an unpaid ride and an injected bad payment — on one Redis, and on a six-node Redis Cluster with order in three shards and coupon in two",
         arguments: [false, true])
     func settlement(onCluster: Bool) async throws {
-        let platform = try Platform(money: true, payment: ["payment-sandbox-latency-ms": "10"], redisCluster: onCluster)
+        let platform = try Platform(
+            money: true, payment: ["payment-sandbox-latency-ms": "10"], redisCluster: onCluster,
+            orderShards: onCluster ? 3 : 1, couponShards: onCluster ? 2 : 1)
         defer { platform.stopAll() }
         try await platform.start()
         let admin = try await platform.admin().token

@@ -30,7 +30,7 @@ struct Up: AsyncParsableCommand {
     @Option(help: "The gateway's port on 127.0.0.1.")
     var gatewayPort: Int = 8080
 
-    @Option(name: .customLong("replicas"), help: "Instances of a stateless service, or shards of a sharded one, as NAME=N (gateway=2, order=3). Repeatable.")
+    @Option(name: .customLong("replicas"), help: "Instances of a stateless service, or shards of a sharded one, as NAME=N (gateway=2, order=3), or several separated by commas (order=3,coupon=2). Repeatable.")
     var replicas: [String] = []
 
     @Option(name: .customLong("option"), help: "A service option, as SERVICE:KEY=VALUE (matching:matching-window-ms=1000). Repeatable.")
@@ -157,7 +157,8 @@ struct Up: AsyncParsableCommand {
 
     func makePlan() throws -> RunPlan {
         var counts: [String: Int] = [:]
-        for entry in replicas {
+        // Repeated (`--replicas order=3 --replicas coupon=2`) or listed (`--replicas order=3,coupon=2`).
+        for entry in replicas.flatMap({ $0.split(separator: ",").map(String.init) }) {
             let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, let count = Int(parts[1]), (1...16).contains(count) else {
                 throw ValidationError("--replicas takes NAME=N with N from 1 to 16, not \(entry)")

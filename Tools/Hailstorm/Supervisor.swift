@@ -498,7 +498,7 @@ enum ServiceCatalog {
         Entry(name: "order", stateless: false, sharded: true),
         Entry(name: "matching", stateless: false),
         Entry(name: "order-grab", stateless: false),
-        Entry(name: "coupon", stateless: false),
+        Entry(name: "coupon", stateless: false, sharded: true),
         Entry(name: "payment", stateless: false),
         Entry(name: "settlement", stateless: false),
         Entry(name: "ad", stateless: false),

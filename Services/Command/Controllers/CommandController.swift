@@ -190,8 +190,10 @@ struct CommandController: Sendable {
         let (operator_, headers, key) = try operatorCall(request, context)
         if let key, let done = try await store.entry(idempotencyKey: key) { return done }
         let id = try Self.target(context, what, maximum: maximum)
-        let before = try await clients.call(read, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
-        let after = try await clients.call(act, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext)
+        // A split service's owner of the id (nil: the service is not split).
+        let shard = try clients.shard(of: read.service, id: id)
+        let before = try await clients.call(read, NoContent(), parameters: ["id": id], headers: headers, shard: shard, context: context.callContext)
+        let after = try await clients.call(act, NoContent(), parameters: ["id": id], headers: headers, shard: shard, context: context.callContext)
         let described = entry(id, before, after)
         return try await store.record(
             actor: operator_.userID, action: action, target: described.target, before: described.before, after: described.after,

@@ -7,13 +7,15 @@ import Hummingbird
 struct CouponController: Sendable {
     let store: CouponStore
     let sale: FlashSale
+    /// The shard of the campaigns this instance owns: its new campaigns' ids name it.
+    let shard: Shard
 
     func register(on router: some RouterMethods<HailRequestContext>) {
         router.on(CouponAPI.createCampaign) { body, request, context in
             _ = try context.requireRole(.admin)
             try Self.validate(body)
             let candidate = CouponAPI.Campaign(
-                id: RandomID.uuid(), name: body.name, city: body.city, kind: body.kind,
+                id: shard.id(RandomID.uuid()), name: body.name, city: body.city, kind: body.kind,
                 amountOffCents: body.kind == .amount ? body.amountOffCents : nil,
                 percentOff: body.kind == .percent ? body.percentOff : nil,
                 minimumFareCents: body.minimumFareCents, stock: body.stock, perUserLimit: body.perUserLimit,
@@ -41,6 +43,10 @@ struct CouponController: Sendable {
         router.on(CouponAPI.claim) { _, request, context in
             let rider = try context.requireRole(.rider)
             let id = try context.parameters.require("id")
+            // Another shard's campaign: claimed here, its claims would be stored apart from its books.
+            guard shard.owns(id: id) else {
+                throw Problem.misdirected("Campaign \(id) is another shard's; this instance owns shard \(shard.index) of \(shard.count)")
+            }
             let key = request.headers[HailHeaders.idempotencyKey]
             if let key, key.isEmpty || key.count > 200 {
                 throw Problem.invalidField("Idempotency-Key", "must be 1 to 200 characters")

@@ -10,14 +10,17 @@ import RedisKit
 enum PaymentFailures {
     static let group = "coupon"
 
-    static func consumer(store: CouponStore, redis: RedisClient, instance: String, logger: Logger) -> EventConsumer {
+    static func consumer(
+        store: CouponStore, redis: RedisClient, instance: String, shard: Shard = Shard(index: 0, of: 1), logger: Logger
+    ) -> EventConsumer {
         EventConsumer(
-            stream: PaymentEvents.Failed.stream, group: group, consumer: instance, redis: redis,
+            stream: PaymentEvents.Failed.stream, group: shard.group(group), consumer: instance, redis: redis,
             configuration: EventConsumerConfiguration(), logger: logger
         ) { envelope in
             guard envelope.type == PaymentEvents.Failed.type else { return }
             let failed = try envelope.decode(PaymentEvents.Failed.self)
-            guard let claim = failed.couponID else { return }
+            // Each shard's group reads every failure and gives back only its own coupons.
+            guard let claim = failed.couponID, shard.owns(id: claim) else { return }
             if try await store.release(claim: claim, order: failed.orderID, payment: failed.paymentID) {
                 logger.info("coupon given back after a failed payment", metadata: ["claim": "\(claim)", "order": "\(failed.orderID)"])
             }

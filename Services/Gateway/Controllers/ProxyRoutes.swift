@@ -53,6 +53,10 @@ struct ProxyRoute: Sendable {
         /// The shard of the caller's user id: where what they create lives (a rider's orders), so a
         /// request repeated with its Idempotency-Key meets the first one.
         case caller
+        /// The shard of the request's Idempotency-Key, so a repeat meets the first request; any instance
+        /// when it has none. For what an operator creates and then names by the id it gets back (a coupon
+        /// campaign): spread over the shards, not piled on the operator's.
+        case idempotencyKey
         /// Every shard, their answers merged into one (a listing: each shard's page, one page made of them,
         /// given the request's query).
         case all(merge: @Sendable (_ answers: [ByteBuffer], _ query: [String: String]) throws -> ByteBuffer)
@@ -94,12 +98,13 @@ struct ProxyRoute: Sendable {
         case every(merge: @Sendable ([ByteBuffer], [String: String]) throws -> ByteBuffer)
     }
 
-    func target(id: String?, caller: String, clients: ServiceClient) throws -> Target {
+    func target(id: String?, caller: String, idempotencyKey: String?, clients: ServiceClient) throws -> Target {
         guard clients.shardCount(of: service) > 1 else { return .shard(nil) }
         switch sharding {
         case .any: return .shard(nil)
         case .id: return .shard(try id.flatMap { try clients.shard(of: service, id: $0) })
         case .caller: return .shard(clients.shard(of: service, key: caller))
+        case .idempotencyKey: return .shard(idempotencyKey.flatMap { clients.shard(of: service, key: $0) })
         case .all(let merge): return .every(merge: merge)
         }
     }
@@ -116,11 +121,11 @@ struct ProxyRoute: Sendable {
         // Signed-in accounts.
         relay(.get, "me", to: LoginAPI.user, roles: [], id: .caller),
         // Coupons.
-        relay(.get, "coupons/campaigns", to: CouponAPI.campaigns, roles: []),
+        relay(.get, "coupons/campaigns", to: CouponAPI.campaigns, roles: [], sharding: .all(merge: merged(CouponAPI.CampaignList.merged))),
         relay(.get, "coupons/campaigns/{id}", to: CouponAPI.campaign, roles: []),
         relay(.post, "coupons/campaigns/{id}/claim", to: CouponAPI.claim, roles: [.rider]),
-        relay(.get, "coupons/wallet", to: CouponAPI.wallet, roles: [.rider]),
-        relay(.post, "admin/coupons/campaigns", to: CouponAPI.createCampaign, roles: [.admin]),
+        relay(.get, "coupons/wallet", to: CouponAPI.wallet, roles: [.rider], sharding: .all(merge: merged(CouponAPI.Wallet.merged))),
+        relay(.post, "admin/coupons/campaigns", to: CouponAPI.createCampaign, roles: [.admin], sharding: .idempotencyKey),
         relay(.get, "admin/coupons/campaigns/{id}/audit", to: CouponAPI.audit, roles: [.admin]),
         relay(.post, "admin/coupons/campaigns/{id}/pause", to: CouponAPI.pause, roles: [.admin]),
         relay(.post, "admin/coupons/campaigns/{id}/resume", to: CouponAPI.resume, roles: [.admin]),
@@ -198,6 +203,16 @@ struct ProxyRoute: Sendable {
         let pages = try answers.map { try JSONBody.decoder.decode(OrderAPI.OrderPage.self, from: Data($0.readableBytesView)) }
         let limit = query["limit"].flatMap { Int($0) } ?? OrderAPI.OrderPage.defaultLimit
         return ByteBuffer(bytes: try JSONBody.encoder.encode(OrderAPI.OrderPage.merged(pages, limit: limit)))
+    }
+
+    /// Every shard's answer, of one type, merged by `merge` (which needs no query).
+    static func merged<Answer: Codable & Sendable>(
+        _ merge: @escaping @Sendable ([Answer]) -> Answer
+    ) -> @Sendable ([ByteBuffer], [String: String]) throws -> ByteBuffer {
+        { answers, _ in
+            let decoded = try answers.map { try JSONBody.decoder.decode(Answer.self, from: Data($0.readableBytesView)) }
+            return ByteBuffer(bytes: try JSONBody.encoder.encode(merge(decoded)))
+        }
     }
 
     /// How long an app waits for an ad before it is shown none.

@@ -72,7 +72,9 @@ extension ServiceClient {
             headers[.contentType] = "application/json"
         }
         let path = route.calleePath(id) + Self.queryString(query)
-        switch try route.target(id: id, caller: try context.requireIdentity().userID, clients: self) {
+        switch try route.target(
+            id: id, caller: try context.requireIdentity().userID, idempotencyKey: request.headers[HailHeaders.idempotencyKey], clients: self)
+        {
         case .every(let merge):
             return try await everyShard(route, path: path, headers: headers, body: body, query: query, context: context, merge: merge)
         case .shard(let shard):

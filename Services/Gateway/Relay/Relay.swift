@@ -136,7 +136,9 @@ final class Relay: Sendable {
         }
         // A split service: the shard's owner; the router answers an id naming no shard (404) and a listing
         // of every shard.
-        guard case .shard(let shard) = try? route.target(id: request.calleeID, caller: request.claims.identity.userID, clients: clients),
+        guard
+            case .shard(let shard) = try? route.target(
+                id: request.calleeID, caller: request.claims.identity.userID, idempotencyKey: request.idempotencyKey, clients: clients),
             let instance = clients.pickListed(route.service, shard: shard)
         else { return nil }
         let attestation =
