@@ -13,7 +13,7 @@
 # --keep leaves the stack running for a look, failed or not; --redis-cluster adds
 # compose/docker-compose.redis-cluster.yml (six Redis nodes joined into a Redis Cluster by a one-shot
 # container, every service a cluster client); --shards adds that and compose/docker-compose.shards.yml
-# (order in three shards, coupon in two: three more containers).
+# (order in three shards, coupon and payment in two: four more containers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -47,9 +47,9 @@ if [ "$redis_cluster" = 1 ]; then
     more_containers=6
 fi
 if [ "$shards" = 1 ]; then
-    # order-1, order-2 and coupon-1.
+    # order-1, order-2, coupon-1 and payment-1.
     compose+=(-f compose/docker-compose.shards.yml)
-    more_containers=$((more_containers + 3))
+    more_containers=$((more_containers + 4))
 fi
 export HAILSTORM_TAG=dev
 random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -161,7 +161,9 @@ for file in "" lib/leaflet.js lib/leaflet.css lib/chart.js app.js; do
         echo "compose-test: /command/$file is not served" >&2; exit 1; }
     echo "  /command/$file: $(wc -c <"$work/page") bytes"
 done
-curl -sf "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT/command/" | grep -q "<title>Hailstorm command centre</title>" || {
+# Read from a file: `curl | grep -q` fails under pipefail when grep stops reading before curl is done.
+curl -sf "http://127.0.0.1:$HAILSTORM_GATEWAY_PORT/command/" -o "$work/index.html"
+grep -q "<title>Hailstorm command centre</title>" "$work/index.html" || {
     echo "compose-test: /command/ is not the command centre's page" >&2; exit 1; }
 
 say "A small city through the composed gateway: rides, a flash sale, payments, settlement"

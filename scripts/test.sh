@@ -7,8 +7,8 @@
 # (scripts/compose-test.sh: podman, podman-compose, debootstrap) and plays the Kubernetes dev overlay's
 # workloads with podman (scripts/kube-play-test.sh). Between the two, schemathesis fuzzes the public API
 # from its OpenAPI document against a local run (scripts/fuzz.sh, 20 examples per operation and role),
-# and the demo city runs on a local run over a six-node Redis Cluster with order in three shards and
-# coupon in two (scripts/cluster-demo.sh).
+# and the demo city runs on a local run over a six-node Redis Cluster with order in three shards, coupon
+# and payment in two (scripts/cluster-demo.sh).
 # Each installs what it needs. At the end it prints how long each stage took.
 #
 #   scripts/test.sh [--no-containers] [swift test arguments, e.g. --filter RedisKitTests]
@@ -89,7 +89,7 @@ say "Fuzzing the public API from its OpenAPI document"
 bash scripts/fuzz.sh --examples 20 --bin-dir "$release_bin"
 
 stage "cluster demo"
-say "The demo city on a six-node Redis Cluster, order in three shards and coupon in two"
+say "The demo city on a six-node Redis Cluster, order in three shards, coupon and payment in two"
 bash scripts/cluster-demo.sh --bin-dir "$release_bin"
 
 if [ "$containers" = 1 ]; then

@@ -107,13 +107,8 @@ struct DomainRules: Sendable {
 
     private func soldOut() async throws -> [Observed] {
         // A split coupon service lists each shard's own campaigns.
-        let headers = try await credentials.headers(for: CouponAPI.service)
-        let shards = clients.shardCount(of: CouponAPI.service)
-        var lists: [CouponAPI.CampaignList] = []
-        for shard in 0..<shards {
-            lists.append(try await clients.call(
-                CouponAPI.campaigns, NoContent(), headers: headers, shard: shards > 1 ? shard : nil, context: .none))
-        }
+        let lists = try await clients.callEveryShard(
+            CouponAPI.campaigns, NoContent(), headers: try await credentials.headers(for: CouponAPI.service), context: .none)
         return CouponAPI.CampaignList.merged(lists).campaigns.filter { $0.remaining == 0 }.map { campaign in
             Self.observed(
                 "CouponCampaignSoldOut", severity: "info", summary: "\(campaign.name): all \(campaign.stock) coupons claimed",

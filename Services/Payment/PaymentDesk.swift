@@ -25,6 +25,9 @@ struct PaymentDesk: Sendable {
     /// How long a repeat waits for a payment another instance is processing before answering 409.
     let waitLimit: Duration
     let logger: Logger
+    /// The shard of the payments this instance keeps (payment split, `shards`): a rider's payments are on
+    /// the shard of their id, where the gateway sends them, and their ids name it.
+    var shard = Shard(index: 0, of: 1)
 
     func pay(_ request: PaymentAPI.PayRequest, rider: String, idempotencyKey: String, context: CallContext) async throws -> PaymentAPI.Payment {
         try await inFlight.run(rider + "\u{1}" + idempotencyKey) {
@@ -43,7 +46,7 @@ struct PaymentDesk: Sendable {
         let method = request.paymentMethod ?? "sandbox-card"
         let now = Date().timeIntervalSince1970
         let candidate = PaymentAPI.Payment(
-            id: RandomID.uuid(), orderID: order.id, riderID: rider, driverID: order.driverID ?? "",
+            id: shard.id(RandomID.uuid()), orderID: order.id, riderID: rider, driverID: order.driverID ?? "",
             state: .processing, fareCents: order.fareCents, discountCents: 0, amountCents: order.fareCents, commissionCents: 0,
             couponID: request.couponID, currency: order.currency, providerReference: nil, failureReason: nil,
             createdAt: now, updatedAt: now, entries: [])

@@ -131,6 +131,21 @@ public enum PaymentAPI {
             self.accounts = accounts
             self.unbalancedPayments = unbalancedPayments
         }
+
+        /// The books of every shard of a split payment service as one: each shard keeps whole payments
+        /// with all their entries, so counts and balances add up (an account paid on several shards, a
+        /// driver's, has its balances summed), accounts in one shard's order.
+        public static func merged(_ ledgers: [Ledger]) -> Ledger {
+            var balances: [String: Int] = [:]
+            for ledger in ledgers {
+                for account in ledger.accounts { balances[account.account, default: 0] += account.balanceCents }
+            }
+            return Ledger(
+                totalCents: ledgers.reduce(0) { $0 + $1.totalCents }, entries: ledgers.reduce(0) { $0 + $1.entries },
+                payments: ledgers.reduce(0) { $0 + $1.payments },
+                accounts: balances.sorted { $0.key < $1.key }.map { AccountBalance(account: $0.key, balanceCents: $0.value) },
+                unbalancedPayments: ledgers.flatMap(\.unbalancedPayments).sorted())
+        }
     }
 
     public static let pay = Endpoint<PayRequest, Payment>(service: service, .post, "/v1/payments", successStatus: .created)

@@ -102,13 +102,13 @@ extension [String: Any] {
 @Suite("money: paying rides with coupons, the ledger, refunds, settlement and reconciliation", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .serialized, .timeLimit(.minutes(5)))
 struct MoneyFlowTests {
     @Test(
-        "payment: a declined charge leaves the ride unpaid and the coupon in the wallet; 50 requests with one key charge once; the ledger balances; a refund reverses it — on one Redis, and on a six-node Redis Cluster with order in three shards and coupon in two",
+        "payment: a declined charge leaves the ride unpaid and the coupon in the wallet; 50 requests with one key charge once; the ledger balances; a refund reverses it — on one Redis, and on a six-node Redis Cluster with order in three shards, coupon and payment in two",
         arguments: [false, true])
     func payment(onCluster: Bool) async throws {
         // The sandbox takes 300 ms per charge, so the 50 requests overlap the one in flight.
         let platform = try Platform(
             money: true, payment: ["payment-sandbox-latency-ms": "300", "payment-commission-percent": "20"], redisCluster: onCluster,
-            orderShards: onCluster ? 3 : 1, couponShards: onCluster ? 2 : 1)
+            orderShards: onCluster ? 3 : 1, couponShards: onCluster ? 2 : 1, paymentShards: onCluster ? 2 : 1)
         defer { platform.stopAll() }
         try await platform.start()
         let admin = try await platform.admin().token
@@ -238,22 +238,34 @@ struct MoneyFlowTests {
     }
 
     @Test(
-        "settlement: two batches at once pay each entry once, a third pays nothing, the report is clean, then lists an unpaid ride and an injected bad payment — on one Redis, and on a six-node Redis Cluster with order in three shards and coupon in two",
+        "settlement: two batches at once pay each entry once, a third pays nothing, the report is clean, then lists an unpaid ride and an injected bad payment — on one Redis, and on a six-node Redis Cluster with order in three shards, coupon and payment in two",
         arguments: [false, true])
     func settlement(onCluster: Bool) async throws {
         let platform = try Platform(
             money: true, payment: ["payment-sandbox-latency-ms": "10"], redisCluster: onCluster,
-            orderShards: onCluster ? 3 : 1, couponShards: onCluster ? 2 : 1)
+            orderShards: onCluster ? 3 : 1, couponShards: onCluster ? 2 : 1, paymentShards: onCluster ? 2 : 1)
         defer { platform.stopAll() }
         try await platform.start()
         let admin = try await platform.admin().token
-        let rider = try await platform.account("rider", name: "Sam")
+        // Payment split: a rider on each shard, so the driver's earnings are on both and the books summed.
+        var riders: [Int: (id: String, token: String)] = [:]
+        for _ in 0..<40 where riders.count < platform.payments.count {
+            let rider = try await platform.account("rider", name: "Sam")
+            let shard = Shards.shard(forKey: rider.id, count: platform.payments.count)
+            riders[shard] = riders[shard] ?? rider
+        }
+        try #require(riders.count == platform.payments.count, "40 riders and not one on each shard")
+        let rider = try #require(riders[0])
         let driver = try await platform.account("driver", name: "Dora")
         var expected = 0
-        for _ in 0..<2 {
-            let ride = try await platform.completedRide(rider: rider, driver: driver)
-            let paid = try await platform.send(.POST, "/payments", token: rider.token, body: ["orderID": ride.id], idempotencyKey: UUID().uuidString)
+        for index in 0..<2 {
+            let payer = riders[index % riders.count] ?? rider
+            let ride = try await platform.completedRide(rider: payer, driver: driver)
+            let paid = try await platform.send(.POST, "/payments", token: payer.token, body: ["orderID": ride.id], idempotencyKey: UUID().uuidString)
             try #require(paid.status == 201, "\(paid.text)")
+            if platform.payments.count > 1 {
+                #expect((paid.json["id"] as? String)?.hasPrefix("s\(index % riders.count)-") == true, "a payment on its rider's shard: \(paid.text)")
+            }
             expected += ride.fare - (ride.fare * 20 + 50) / 100
         }
         let earned = try await platform.ledger(admin).balance(of: "driver:\(driver.id)")

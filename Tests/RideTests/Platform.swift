@@ -12,8 +12,9 @@ import Testing
 
 /// Redis, etcd, and login, order, matching, order-grab and the gateway — with `money`, coupon, payment
 /// and settlement too — each as its own process, as the local run starts them. Redis is the platform's
-/// own, so its streams start empty. With `orderShards` (`couponShards`) above one, order (coupon) runs as
-/// that many shards, one process each, and every service is told so (`--shards order=N,coupon=M`).
+/// own, so its streams start empty. With `orderShards` (`couponShards`, `paymentShards`) above one, order
+/// (coupon, payment) runs as that many shards, one process each, and every service is told so
+/// (`--shards coupon=M,order=N,payment=P`).
 final class Platform: @unchecked Sendable {
     // Safe: used by one test task at a time.
     /// The platform's Redis: one server, or with `redisCluster` a cluster of six nodes.
@@ -29,15 +30,15 @@ final class Platform: @unchecked Sendable {
     let orders: [ServiceProcess]
     /// With `money`.
     let coupon, payment, settlement: ServiceProcess?
-    /// With `money`, every instance of coupon: shard k is `coupons[k]` (`coupon` is shard 0).
-    let coupons: [ServiceProcess]
+    /// With `money`, every instance of coupon and of payment: shard k is `coupons[k]` (`coupon` is shard 0).
+    let coupons, payments: [ServiceProcess]
     /// With `analytics`.
     let analytics: ServiceProcess?
 
     init(
         matching matchingOptions: [String: String] = [:], order orderOptions: [String: String] = [:], money: Bool = false,
         payment paymentOptions: [String: String] = [:], analytics analyticsOptions: [String: String]? = nil,
-        redisCluster: Bool = false, orderShards: Int = 1, couponShards: Int = 1
+        redisCluster: Bool = false, orderShards: Int = 1, couponShards: Int = 1, paymentShards: Int = 1
     ) throws {
         var redisOptions: [String: String] = [:]
         if redisCluster {
@@ -51,8 +52,8 @@ final class Platform: @unchecked Sendable {
             let redis = try RedisServerProcess()
             (self.cluster, self.redis, redisPort) = (nil, redis, redis.port)
         }
-        // Every service is told how order and coupon are split.
-        let shards = ShardMap(["order": orderShards, "coupon": couponShards])
+        // Every service is told how order, coupon and payment are split.
+        let shards = ShardMap(["order": orderShards, "coupon": couponShards, "payment": paymentShards])
         if !shards.counts.isEmpty { redisOptions["shards"] = shards.description }
         let prefix = self.prefix
         let redisPort = self.redisPort
@@ -71,13 +72,16 @@ final class Platform: @unchecked Sendable {
         gateway = try make("gateway", ["gateway-rate-auth-limit": "10000", "gateway-rate-limit": "10000", "client-discovery-cache-ms": "0"])
         coupons = money ? try (0..<max(1, couponShards)).map { shard in try make("coupon", couponShards > 1 ? ["shard": String(shard)] : [:]) } : []
         coupon = coupons.first
-        payment = money ? try make("payment", paymentOptions) : nil
+        payments = money ? try (0..<max(1, paymentShards)).map { shard in
+            try make("payment", paymentShards > 1 ? paymentOptions.merging(["shard": String(shard)]) { $1 } : paymentOptions)
+        } : []
+        payment = payments.first
         settlement = money ? try make("settlement", ["settlement-schedule-seconds": "0", "settlement-grace-seconds": "0"]) : nil
         analytics = try analyticsOptions.map { try make("analytics", $0) }
     }
 
     private var services: [ServiceProcess] {
-        [login] + orders + [matching, grab] + coupons + [payment, settlement, analytics].compactMap { $0 } + [gateway]
+        [login] + orders + [matching, grab] + coupons + payments + [settlement, analytics].compactMap { $0 } + [gateway]
     }
 
     var api: String { gateway.baseURL + "/api/v1" }

@@ -499,7 +499,7 @@ enum ServiceCatalog {
         Entry(name: "matching", stateless: false),
         Entry(name: "order-grab", stateless: false),
         Entry(name: "coupon", stateless: false, sharded: true),
-        Entry(name: "payment", stateless: false),
+        Entry(name: "payment", stateless: false, sharded: true),
         Entry(name: "settlement", stateless: false),
         Entry(name: "ad", stateless: false),
         Entry(name: "analytics", stateless: false),

@@ -155,10 +155,10 @@ struct ProxyRoute: Sendable {
         relay(.get, "admin/dispatch/waiting", to: MatchingAPI.waiting, roles: [.admin], query: ["limit"]),
         relay(.get, "admin/grabs/{id}", to: GrabAPI.audit, roles: [.admin]),
         // Money.
-        relay(.post, "payments", to: PaymentAPI.pay, roles: [.rider]),
+        relay(.post, "payments", to: PaymentAPI.pay, roles: [.rider], sharding: .caller),
         relay(.get, "payments/{id}", to: PaymentAPI.payment, roles: [.rider, .driver, .admin]),
         relay(.post, "admin/payments/{id}/refund", to: PaymentAPI.refund, roles: [.admin]),
-        relay(.get, "admin/ledger", to: PaymentAPI.ledger, roles: [.admin], query: ["account"]),
+        relay(.get, "admin/ledger", to: PaymentAPI.ledger, roles: [.admin], query: ["account"], sharding: .all(merge: merged(PaymentAPI.Ledger.merged))),
         relay(.get, "admin/settlements", to: SettlementAPI.batches, roles: [.admin], query: ["limit"]),
         relay(.get, "admin/reconciliation", to: SettlementAPI.reconciliation, roles: [.admin]),
         // Ads: the app shows one when it comes quickly, and nothing otherwise.

@@ -35,8 +35,9 @@ struct SettlementController: Sendable {
         }
         router.on(SettlementAPI.reconciliation) { _, _, context in
             _ = try context.requireRole(.admin, .service)
-            let ledger = try await clients.call(
-                PaymentAPI.ledger, NoContent(), headers: try await credentials.headers(for: PaymentAPI.service), context: context.callContext)
+            // A split payment service: every shard's books, summed.
+            let ledger = PaymentAPI.Ledger.merged(try await clients.callEveryShard(
+                PaymentAPI.ledger, NoContent(), headers: try await credentials.headers(for: PaymentAPI.service), context: context.callContext))
             return try await store.reconcile(ledger: ledger, grace: grace, now: Date().timeIntervalSince1970)
         }
     }
