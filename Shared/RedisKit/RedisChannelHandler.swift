@@ -70,8 +70,10 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = self.unwrapOutboundIn(data)
         if let closedError {
-            request.promise?.fail(closedError)
-            promise?.fail(closedError)
+            // Nothing of this request was written: it did not run, whatever closed the connection.
+            let error = RedisError.notSent("\(closedError)")
+            request.promise?.fail(error)
+            promise?.fail(error)
             return
         }
         if request.promise != nil, pending.count >= maxPending {

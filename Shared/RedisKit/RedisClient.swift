@@ -87,7 +87,15 @@ public final class RedisClient: Sendable {
                 backoff = min(backoff * 2, .milliseconds(250))
                 continue
             }
-            return try await connection.pipeline(commands)
+            do {
+                return try await connection.pipeline(commands)
+            } catch let error as RedisError where error.commandNotSent && ContinuousClock.now < deadline {
+                // The connection closed before the commands went out (Redis restarted a moment ago): they
+                // did not run, so they go again on a new connection.
+                logger.debug("redis connection closed before sending, retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: .milliseconds(5))
+                continue
+            }
         }
     }
 

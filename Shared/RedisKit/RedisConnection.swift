@@ -144,8 +144,19 @@ public final class RedisConnection: Sendable {
     public func pipelineFuture(_ commands: [RedisCommand], allowance: Duration = .zero) -> EventLoopFuture<[RESPValue]> {
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
         let request = RedisRequest(commands: commands, promise: promise, allowance: TimeAmount(allowance))
-        channel.writeAndFlush(request).cascadeFailure(to: promise)
+        channel.writeAndFlush(request).whenFailure { error in promise.fail(Self.writeFailure(error)) }
         return promise.futureResult
+    }
+
+    /// A failed write as a `RedisError`: a channel already closed when the request reached it (its
+    /// handler gone with it) wrote nothing, so the command did not run (`notSent`, which callers may
+    /// send again); any other failure of the socket may have come after part of it was written.
+    static func writeFailure(_ error: any Error) -> RedisError {
+        if let error = error as? RedisError { return error }
+        if let error = error as? ChannelError, error == .ioOnClosedChannel || error == .alreadyClosed {
+            return .notSent("\(error)")
+        }
+        return .connectionClosed("the write failed: \(error)")
     }
 
     /// Sends one command; an error reply throws `RedisError.server`.

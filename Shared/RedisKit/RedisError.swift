@@ -11,6 +11,7 @@ public struct RedisError: Error, Hashable, CustomStringConvertible {
         case clientShutdown
         case timedOut
         case overloaded
+        case notSent
     }
 
     private let code: Code
@@ -37,6 +38,9 @@ public struct RedisError: Error, Hashable, CustomStringConvertible {
     public static func timedOut(_ detail: String) -> RedisError { .init(.timedOut, detail) }
     /// Too many commands already wait for replies on the connection; this one was not sent.
     public static func overloaded(_ detail: String) -> RedisError { .init(.overloaded, detail) }
+    /// The connection had closed before the command was written (its server died a moment ago): the
+    /// command did not run, and may be sent again on a new connection.
+    public static func notSent(_ detail: String) -> RedisError { .init(.notSent, detail) }
     /// The client was shut down.
     public static let clientShutdown = RedisError(.clientShutdown, "client shut down")
 
@@ -44,8 +48,8 @@ public struct RedisError: Error, Hashable, CustomStringConvertible {
     /// The connection could not be made (refused, unreachable, or not within the connect timeout).
     public var isConnectFailure: Bool { code == .connectFailed }
     /// True when the command was certainly not executed (no connection), so a retry is safe.
-    public var commandNotSent: Bool { code == .connectFailed || code == .clientShutdown || code == .overloaded }
-    public var isConnectionError: Bool { code == .connectionClosed || code == .connectFailed || code == .timedOut }
+    public var commandNotSent: Bool { code == .connectFailed || code == .clientShutdown || code == .overloaded || code == .notSent }
+    public var isConnectionError: Bool { code == .connectionClosed || code == .connectFailed || code == .timedOut || code == .notSent }
     /// The server did not answer in time.
     public var isTimeout: Bool { code == .timedOut }
 
@@ -65,6 +69,7 @@ public struct RedisError: Error, Hashable, CustomStringConvertible {
         case .clientShutdown: return "Redis client shut down"
         case .timedOut: return "Redis did not answer: \(message)"
         case .overloaded: return "Redis connection overloaded: \(message)"
+        case .notSent: return "Redis connection closed before the command was sent: \(message)"
         }
     }
 }

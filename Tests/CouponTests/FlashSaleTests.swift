@@ -155,7 +155,12 @@ func storm(
                                 client, .POST, service.baseURL + "/v1/campaigns/\(campaign)/claim", token: rider.token,
                                 idempotencyKey: "\(rider.id)-\(a.attempt)")
                             // A 500 is a fault of the service, not an outage a client waits out.
-                            if answer.status == 500 { Issue.record("answered 500: \(String(decoding: answer.body, as: UTF8.self))") }
+                            if answer.status == 500 {
+                                // With the service's log lines for that request: what the error was.
+                                let request = answer.json["requestId"] as? String ?? "-"
+                                let lines = service.service.output().split(separator: "\n").filter { $0.contains(request) }
+                                Issue.record("answered 500: \(String(decoding: answer.body, as: UTF8.self))\n\(lines.joined(separator: "\n"))")
+                            }
                             if answer.status >= 500 { throw TestProcessError("answered \(answer.status): \(String(decoding: answer.body, as: UTF8.self))") }
                             answers.append((a, answer))
                             break

@@ -21,7 +21,7 @@ func withClient(_ body: (HTTPClient) async throws -> Void) async throws {
 
 @Suite("campaigns that once stopped coupon", .enabled(if: TestEnvironment.hasBackends, "needs the Redis and etcd that scripts/test.sh starts"), .serialized, .timeLimit(.minutes(3)))
 struct HostileCampaignTests {
-    @Test("a sale window past 2100 is a 400 naming the field; the same Idempotency-Key with other settings is a 422")
+    @Test("a sale window past 2100 is a 400 naming the field; the same Idempotency-Key with other settings is a 422; an empty or 201-character key is a 400")
     func refusedAtTheDoor() async throws {
         let service = try CouponProcess()
         try await service.start()
@@ -47,6 +47,11 @@ struct HostileCampaignTests {
         let changed = try await send(client, .POST, service.baseURL + "/v1/campaigns", token: crowd.admin, body: second, idempotencyKey: key)
         #expect(changed.status == 422)
         #expect(changed.slug == "idempotency-key-reused")
+        // A key that is empty or too long to keep is refused, and makes no campaign.
+        for bad in ["", String(repeating: "k", count: 201)] {
+            let refused = try await send(client, .POST, service.baseURL + "/v1/campaigns", token: crowd.admin, body: first, idempotencyKey: bad)
+            #expect(refused.status == 400 && refused.json["field"] as? String == "Idempotency-Key", "key of \(bad.count): \(refused.status)")
+        }
         #expect(service.service.process?.isRunning == true)
         }
     }

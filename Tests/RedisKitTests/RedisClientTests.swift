@@ -142,4 +142,24 @@ struct RedisRecoveryTests {
         #expect(replies.last?.int == 100)
         await client.shutdown()
     }
+
+    @Test("a command written to a connection that has already closed fails as not sent, so it may go again on a new one (not as a bare channel error a service answers 500 to)")
+    func closedConnectionNotSent() async throws {
+        let server = try RedisServerProcess()
+        let connection = try await RedisConnection.connect(to: .init(port: server.port))
+        #expect(try await connection.send(RedisCommand("SET", "k", "1")).string == "OK")
+        await connection.close()
+        do {
+            _ = try await connection.send(RedisCommand("INCR", "k"))
+            Issue.record("a closed connection sent the command")
+        } catch let error as RedisError {
+            #expect(error.commandNotSent && error.isConnectionError, "\(error)")
+        } catch {
+            Issue.record("not a RedisError: \(error)")
+        }
+        let check = try await RedisConnection.connect(to: .init(port: server.port))
+        #expect(try await check.send(RedisCommand("GET", "k")).string == "1", "the command did not run")
+        await check.close()
+        server.kill(SIGKILL)
+    }
 }

@@ -15,10 +15,7 @@ struct AdController: Sendable {
             _ = try context.requireRole(.admin)
             try validate(body)
             let now = Date().timeIntervalSince1970
-            let key = request.headers[HailHeaders.idempotencyKey]
-            if let key, key.isEmpty || key.count > 200 {
-                throw Problem.invalidField("Idempotency-Key", "must be 1 to 200 characters")
-            }
+            let key = try HailHeaders.idempotencyKey(in: request.headers)
             let campaign = try await store.create(
                 AdAPI.Campaign(id: RandomID.uuid(), state: .draft, settings: body, createdAt: now), idempotencyKey: key)
             context.logger.info("ad campaign created", metadata: ["campaign": "\(campaign.id)"])

@@ -217,10 +217,7 @@ struct CommandController: Sendable {
         guard let authorization = request.headers[.authorization] else {
             throw Problem.unauthorized("Sign in and send the access token as a Bearer token")
         }
-        let key = request.headers[HailHeaders.idempotencyKey]
-        if let key, key.isEmpty || key.count > 128 {
-            throw Problem.invalidField(HailHeaders.idempotencyKey.rawName, "must be 1 to 128 characters")
-        }
+        let key = try HailHeaders.idempotencyKey(in: request.headers)
         return (operator_, [.authorization: authorization], key.map { "\(operator_.userID):\($0)" })
     }
 

@@ -20,7 +20,7 @@ struct CouponController: Sendable {
                 percentOff: body.kind == .percent ? body.percentOff : nil,
                 minimumFareCents: body.minimumFareCents, stock: body.stock, perUserLimit: body.perUserLimit,
                 startsAt: body.startsAt, endsAt: body.endsAt, createdAt: Date().timeIntervalSince1970, remaining: nil)
-            let campaign = try await store.create(candidate, idempotencyKey: request.headers[HailHeaders.idempotencyKey])
+            let campaign = try await store.create(candidate, idempotencyKey: try HailHeaders.idempotencyKey(in: request.headers))
             try await sale.open(campaign)
             context.logger.info("campaign created", metadata: ["campaign": "\(campaign.id)", "stock": "\(campaign.stock)"])
             var answer = campaign
@@ -47,10 +47,7 @@ struct CouponController: Sendable {
             guard shard.owns(id: id) else {
                 throw Problem.misdirected("Campaign \(id) is another shard's; this instance owns shard \(shard.index) of \(shard.count)")
             }
-            let key = request.headers[HailHeaders.idempotencyKey]
-            if let key, key.isEmpty || key.count > 200 {
-                throw Problem.invalidField("Idempotency-Key", "must be 1 to 200 characters")
-            }
+            let key = try HailHeaders.idempotencyKey(in: request.headers)
             var outcome = try await sale.claim(campaign: id, user: rider.userID, idempotencyKey: key)
             if outcome == .unknownCampaign, let stored = try await store.campaign(id: id),
                 stored.endsAt > Date().timeIntervalSince1970

@@ -27,10 +27,7 @@ struct OrderController: Sendable {
         }
         router.on(OrderAPI.create) { body, request, context in
             let rider = try context.requireRole(.rider)
-            let key = request.headers[HailHeaders.idempotencyKey]
-            if let key, key.isEmpty || key.count > 200 {
-                throw Problem.invalidField("Idempotency-Key", "must be 1 to 200 characters")
-            }
+            let key = try HailHeaders.idempotencyKey(in: request.headers)
             let quote = try fares.quote(body.route, surge: try await surge.factor(at: body.pickup))
             let now = Date().timeIntervalSince1970
             let candidate = OrderAPI.Order(
