@@ -53,28 +53,28 @@ final class Platform: @unchecked Sendable {
             (self.cluster, self.redis, redisPort) = (nil, redis, redis.port)
         }
         // Every service is told how order, coupon and payment are split.
-        let shards = ShardMap(["order": orderShards, "coupon": couponShards, "payment": paymentShards])
-        if !shards.counts.isEmpty { redisOptions["shards"] = shards.description }
+        let split = ShardMap(["order": orderShards, "coupon": couponShards, "payment": paymentShards])
+        if !split.counts.isEmpty { redisOptions["shards"] = split.description }
         let prefix = self.prefix
         let redisPort = self.redisPort
         func make(_ name: String, _ options: [String: String] = [:]) throws -> ServiceProcess {
             try ServiceProcess(name, redisPort: redisPort, discoveryPrefix: prefix, options: redisOptions.merging(options) { $1 })
         }
         login = try make("login", ["auth-bcrypt-cost": "4", "auth-admin-phone": "+4915100000000", "auth-admin-password": "admin-pass-word"])
-        orders = try (0..<max(1, orderShards)).map { shard in
-            try make("order", orderShards > 1 ? orderOptions.merging(["shard": String(shard)]) { $1 } : orderOptions)
+        // A split service: one process per shard, each told its own.
+        func shards(_ name: String, _ count: Int, _ options: [String: String] = [:]) throws -> [ServiceProcess] {
+            try (0..<max(1, count)).map { shard in try make(name, count > 1 ? options.merging(["shard": String(shard)]) { $1 } : options) }
         }
+        orders = try shards("order", orderShards, orderOptions)
         order = orders[0]
         var matchingValues = ["matching-window-ms": "300"]
         for (key, value) in matchingOptions { matchingValues[key] = value }
         matching = try make("matching", matchingValues)
         grab = try make("order-grab")
         gateway = try make("gateway", ["gateway-rate-auth-limit": "10000", "gateway-rate-limit": "10000", "client-discovery-cache-ms": "0"])
-        coupons = money ? try (0..<max(1, couponShards)).map { shard in try make("coupon", couponShards > 1 ? ["shard": String(shard)] : [:]) } : []
+        coupons = money ? try shards("coupon", couponShards) : []
         coupon = coupons.first
-        payments = money ? try (0..<max(1, paymentShards)).map { shard in
-            try make("payment", paymentShards > 1 ? paymentOptions.merging(["shard": String(shard)]) { $1 } : paymentOptions)
-        } : []
+        payments = money ? try shards("payment", paymentShards, paymentOptions) : []
         payment = payments.first
         settlement = money ? try make("settlement", ["settlement-schedule-seconds": "0", "settlement-grace-seconds": "0"]) : nil
         analytics = try analyticsOptions.map { try make("analytics", $0) }
