@@ -52,6 +52,10 @@ struct HostileCampaignTests {
             let refused = try await send(client, .POST, service.baseURL + "/v1/campaigns", token: crowd.admin, body: first, idempotencyKey: bad)
             #expect(refused.status == 400 && refused.json["field"] as? String == "Idempotency-Key", "key of \(bad.count): \(refused.status)")
         }
+        // An id naming a shard this unsplit service does not have names no campaign.
+        let rider = try #require(crowd.riders.first)
+        let unknown = try await send(client, .POST, service.baseURL + "/v1/campaigns/s1-nothing/claim", token: rider.token)
+        #expect(unknown.status == 404, "\(unknown.status)")
         #expect(service.service.process?.isRunning == true)
         }
     }

@@ -43,9 +43,11 @@ struct CouponController: Sendable {
         router.on(CouponAPI.claim) { _, request, context in
             let rider = try context.requireRole(.rider)
             let id = try context.parameters.require("id")
-            // Another shard's campaign: claimed here, its claims would be stored apart from its books.
-            guard shard.owns(id: id) else {
-                throw Problem.misdirected("Campaign \(id) is another shard's; this instance owns shard \(shard.index) of \(shard.count)")
+            // An id naming no shard names no campaign; another shard's campaign claimed here would have its
+            // claims stored apart from its books.
+            guard let owner = Shards.shard(ofID: id, count: shard.count) else { throw Problem.notFound("No campaign \(id)") }
+            guard owner == shard.index else {
+                throw Problem.misdirected("Campaign \(id) is shard \(owner)'s; this instance owns shard \(shard.index) of \(shard.count)")
             }
             let key = try HailHeaders.idempotencyKey(in: request.headers)
             var outcome = try await sale.claim(campaign: id, user: rider.userID, idempotencyKey: key)
