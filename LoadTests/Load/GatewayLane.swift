@@ -54,6 +54,15 @@ struct GatewayLane: Sendable {
         return buffer
     }
 
+    /// A request's head up to its `Content-Length` value, for requests whose bodies vary (the caller
+    /// writes the length, a blank line and the body behind it).
+    func head(_ method: HTTPMethod, _ path: String, token: String, json: Bool) -> ByteBuffer {
+        var head = "\(method.rawValue) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nAuthorization: Bearer \(token)\r\n"
+        if json { head += "Content-Type: application/json\r\n" }
+        head += "Content-Length: "
+        return ByteBuffer(string: head)
+    }
+
     /// Sends `request` on a connection of `loop` and hands its answer to `done` on that loop. A transport
     /// failure or a passed deadline is a reply of status 0 whose body says what happened.
     func send(
@@ -66,6 +75,22 @@ struct GatewayLane: Sendable {
             home.submit(call)
         } else {
             home.loop.execute { home.submit(call) }
+        }
+    }
+
+    /// Opens `count` connections (at most the lane's), spread over its loops, before a run, as wrk does, so
+    /// that the run's first second does not also measure the generator's own connects; returns once they
+    /// are open or refused.
+    func openAhead(_ total: Int) async {
+        let count = (total + loops.count - 1) / max(1, loops.count)
+        await withTaskGroup(of: Void.self) { group in
+            for home in loops.values {
+                group.addTask {
+                    await withCheckedContinuation { continuation in
+                        home.loop.execute { home.openAhead(count) { continuation.resume() } }
+                    }
+                }
+            }
         }
     }
 
@@ -105,6 +130,8 @@ final class LaneLoop: @unchecked Sendable {
     private var waiting = CircularBuffer<LaneCall>()
     private var connections: [ObjectIdentifier: LaneConnection] = [:]
     private var sweep: RepeatedTask?
+    /// Connections `openAhead` still waits for, and what it does once they are open or refused.
+    private var openingAhead: (left: Int, done: () -> Void)?
 
     init(loop: any EventLoop, host: String, port: Int, maxConnections: Int) {
         self.loop = loop
@@ -164,7 +191,15 @@ final class LaneLoop: @unchecked Sendable {
         connectIfNeeded()
     }
 
-    private func connect() {
+    /// Opens connections until `count` are open (at most `maxConnections`); `done` once they all are.
+    func openAhead(_ count: Int, _ done: @escaping () -> Void) {
+        let wanted = min(count, maxConnections) - open
+        guard wanted > 0 else { return done() }
+        openingAhead = (wanted, done)
+        for _ in 0..<wanted { connect(ahead: true) }
+    }
+
+    private func connect(ahead: Bool = false) {
         open += 1
         connecting += 1
         let connection = LaneConnection(home: self)
@@ -178,6 +213,10 @@ final class LaneLoop: @unchecked Sendable {
             .connect(host: host, port: port)
             .whenComplete { [self] result in
                 connecting -= 1
+                if ahead, let (left, done) = openingAhead {
+                    openingAhead = left > 1 ? (left - 1, done) : nil
+                    if left == 1 { done() }
+                }
                 switch result {
                 case .success:
                     released(connection)

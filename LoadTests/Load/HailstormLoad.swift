@@ -66,6 +66,9 @@ struct HailstormLoad: AsyncParsableCommand {
     @Option(help: "HTTP connections to the gateway.")
     var connections: Int = 256
 
+    @Option(help: "Connections to the gateway opened before the run's clock starts (up to --connections), as wrk opens its own; 0: opened as requests need them, within the run.")
+    var openAhead: Int = 0
+
     @Option(help: "Requests in flight at most (scheduled and the drivers' own); a due request beyond it is counted as dropped.")
     var maxInFlight: Int = 2048
 
@@ -77,7 +80,7 @@ struct HailstormLoad: AsyncParsableCommand {
             throw ValidationError("--profile must be one of \(ArrivalSchedule.Profile.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard ["assign", "offer", "both"].contains(dispatch) else { throw ValidationError("--dispatch must be assign, offer or both") }
-        guard coupons > 0, riders > 0, (drivers ?? 1) > 0, fixSeconds > 0, connections > 0, maxInFlight > 0 else {
+        guard coupons > 0, riders > 0, (drivers ?? 1) > 0, fixSeconds > 0, connections > 0, maxInFlight > 0, openAhead >= 0 else {
             throw ValidationError("counts must be positive")
         }
         guard waitingRoom >= 0, waitingRoom <= 600 else { throw ValidationError("--waiting-room must be in [0, 600] seconds") }
@@ -178,6 +181,7 @@ struct HailstormLoad: AsyncParsableCommand {
         let gateway = context.gateway
         FileHandle.standardError.write(Data("hailstorm-load \(scenario.rawValue): preparing…\n".utf8))
         try await chosen.prepare()
+        if openAhead > 0 { await context.lane?.openAhead(openAhead) }
         let schedule = ArrivalSchedule(profile: ArrivalSchedule.Profile(rawValue: profile)!, rate: rate, duration: duration)
         let startedAt = Date()
         let started = ContinuousClock.now

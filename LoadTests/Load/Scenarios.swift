@@ -415,29 +415,76 @@ final class RideScenario: Scenario {
         await withTaskExecutorPreference(EventLoopTaskExecutor(loop)) { await sendFixes(on: loop) }
     }
 
+    /// Wakes once per `fixTick` and sends the fixes due by then. On the gateway's plain-http lane a fix is
+    /// its driver's request head (made once per driver) and the point written behind it, and its answer
+    /// is recorded on the loop that read it: no task, timer or `Data` per fix. A fleet's fixes are a
+    /// rush hour's most frequent request (1,000 a second from 10,000 drivers), and with a wake-up, a task
+    /// and a request built from strings for each the generator spent five times its per-request cost of
+    /// a bare-http run on them, on the cores the measured platform runs on.
     private func sendFixes(on loop: any EventLoop) async {
         let list = driverList.withLock { $0 }
         guard !list.isEmpty else { return }
         let interval = fixSeconds / Double(list.count)
+        let heads = context.lane.map { lane in list.map { lane.head(.POST, "/api/v1/driver/locations", token: $0.token, json: true) } }
         var index = 0
         let clock = ContinuousClock()
         var next = NIODeadline.now()
+        var lastWake = NIODeadline.now()
+        let owed = SharedCount()
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled, !stopping.load(ordering: .relaxed) {
                 next = next + .nanoseconds(Int64(interval * 1e9))
-                if next > .now() { await loop.sleep(until: next) }
-                let driver = list[index % list.count]
-                index += 1
-                let point = near(spread)
-                let second = Int((clock.now - start).secondsValue)
-                group.addTask {
-                    let body = Data(#"{"points":[\#(Self.json(point))]}"#.utf8)
-                    await self.context.recorded("POST /driver/locations", second: second) {
-                        LoadContext.outcome(await self.context.call(.POST, "/driver/locations", token: driver.token, json: body), expected: [200, 202], label: "fix")
-                    }
+                if next > .now() {
+                    await loop.sleep(until: max(next, lastWake + Self.fixTick))
+                    lastWake = .now()
                 }
+                let now = NIODeadline.now()
+                let second = Int((clock.now - start).secondsValue)
+                while next <= now, !stopping.load(ordering: .relaxed) {
+                    let driver = index % list.count
+                    index += 1
+                    let body = #"{"points":[\#(Self.json(near(spread)))]}"#
+                    if let heads {
+                        sendFix(head: heads[driver], body: body, second: second, owed: owed, on: loop)
+                    } else {
+                        let token = list[driver].token
+                        group.addTask {
+                            await self.context.recorded("POST /driver/locations", second: second) {
+                                Self.fixOutcome(await self.context.call(.POST, "/driver/locations", token: token, json: Data(body.utf8)))
+                            }
+                        }
+                    }
+                    next = next + .nanoseconds(Int64(interval * 1e9))
+                }
+                next = next - .nanoseconds(Int64(interval * 1e9))
             }
         }
+        // The fixes' last answers (each has the lane's deadline), before the drivers go offline.
+        while owed.value > 0 { await loop.sleep(until: .now() + Self.fixTick) }
+    }
+
+    /// How often the fix sender wakes: fixes due within it go together (a driver's fix every few seconds
+    /// comes up to this much late, which no one would notice).
+    static let fixTick = TimeAmount.milliseconds(10)
+
+    private func sendFix(head: ByteBuffer, body: String, second: Int, owed: SharedCount, on loop: any EventLoop) {
+        var request = head
+        request.writeString(String(body.utf8.count))
+        request.writeStaticString("\r\n\r\n")
+        request.writeString(body)
+        let sent = NIODeadline.now()
+        let recorder = context.recorder
+        owed.add(1)
+        _ = context.send(request, on: loop) { reply in
+            owed.add(-1)
+            recorder.record(
+                endpoint: "POST /driver/locations", second: second, latencyMicros: UInt64(max(0, (NIODeadline.now() - sent).nanoseconds / 1000)),
+                outcome: Self.fixOutcome(reply), lateness: 0)
+        }
+    }
+
+    private static func fixOutcome(_ reply: LoadContext.Reply?) -> Outcome {
+        LoadContext.outcome(reply, expected: [200, 202], label: "fix")
     }
 
     func finish() async {

@@ -307,3 +307,171 @@ public struct PushMessage: Codable, Sendable, Hashable {
     /// has a socket there, and writes what comes to those sockets.
     public static func channel(user: String) -> String { "push:user:\(user)" }
 }
+
+// MARK: Fixes read and written on their own (`ScannableJSON`, `WritableJSON`): the fleet's bodies.
+
+extension MatchingAPI.LocationPoint: ScannableJSON, WritableJSON {
+    private static let keys: [StaticString] = ["at", "lat", "lon"]
+
+    public init?(scanning scanner: inout JSONScanner) {
+        var lat = 0.0, lon = 0.0
+        var at: Double? = nil
+        let seen = scanner.object(Self.keys) { key, scanner in
+            switch key {
+            case 0:
+                if scanner.takeNull() { return true }
+                at = scanner.number()
+                return at != nil
+            case 1:
+                guard let value = scanner.number() else { return false }
+                lat = value
+                return true
+            default:
+                guard let value = scanner.number() else { return false }
+                lon = value
+                return true
+            }
+        }
+        // lat and lon are required: without them the general decoder says which is missing.
+        guard let seen, seen & 0b110 == 0b110 else { return nil }
+        self.init(lat: lat, lon: lon, at: at)
+    }
+
+    public func writeJSON(to writer: inout JSONWriter) -> Bool {
+        writer.raw("{")
+        if let at {
+            writer.raw("\"at\":")
+            guard writer.number(at) else { return false }
+            writer.raw(",")
+        }
+        writer.raw("\"lat\":")
+        guard writer.number(lat) else { return false }
+        writer.raw(",\"lon\":")
+        guard writer.number(lon) else { return false }
+        writer.raw("}")
+        return true
+    }
+}
+
+extension MatchingAPI.Locations: ScannableJSON, WritableJSON {
+    public init?(scanning scanner: inout JSONScanner) {
+        var points: [MatchingAPI.LocationPoint]? = nil
+        guard scanner.object(["points"], { _, scanner in
+            points = scanner.array { MatchingAPI.LocationPoint(scanning: &$0) }
+            return points != nil
+        }) == 1, let points else { return nil }
+        self.init(points: points)
+    }
+
+    public func writeJSON(to writer: inout JSONWriter) -> Bool {
+        writer.raw("{\"points\":")
+        guard Self.write(points, to: &writer) else { return false }
+        writer.raw("}")
+        return true
+    }
+
+    static func write(_ points: [MatchingAPI.LocationPoint], to writer: inout JSONWriter) -> Bool {
+        writer.raw("[")
+        for (index, point) in points.enumerated() {
+            if index > 0 { writer.raw(",") }
+            guard point.writeJSON(to: &writer) else { return false }
+        }
+        writer.raw("]")
+        return true
+    }
+}
+
+extension MatchingAPI.LocationBatch: ScannableJSON, WritableJSON {
+    private static let entryKeys: [StaticString] = ["driverID", "points"]
+
+    public init?(scanning scanner: inout JSONScanner) {
+        var drivers: [Entry]? = nil
+        guard scanner.object(["drivers"], { _, scanner in
+            drivers = scanner.array { scanner -> Entry? in
+                var driver: String? = nil
+                var points: [MatchingAPI.LocationPoint]? = nil
+                guard scanner.object(Self.entryKeys, { key, scanner in
+                    if key == 0 {
+                        driver = scanner.string()
+                        return driver != nil
+                    }
+                    points = scanner.array { MatchingAPI.LocationPoint(scanning: &$0) }
+                    return points != nil
+                }) == 0b11, let driver, let points else { return nil }
+                return Entry(driverID: driver, points: points)
+            }
+            return drivers != nil
+        }) == 1, let drivers else { return nil }
+        self.init(drivers: drivers)
+    }
+
+    public func writeJSON(to writer: inout JSONWriter) -> Bool {
+        writer.raw("{\"drivers\":[")
+        for (index, entry) in drivers.enumerated() {
+            writer.raw(index > 0 ? ",{\"driverID\":" : "{\"driverID\":")
+            writer.string(entry.driverID)
+            writer.raw(",\"points\":")
+            guard MatchingAPI.Locations.write(entry.points, to: &writer) else { return false }
+            writer.raw("}")
+        }
+        writer.raw("]}")
+        return true
+    }
+}
+
+extension MatchingAPI.LocationBatchResult: ScannableJSON, WritableJSON {
+    private static let outcomeKeys: [StaticString] = ["accepted", "status"]
+
+    /// Read on its own while every entry was accepted or refused without a problem document; a batch
+    /// with a problem in it is read the general way.
+    public init?(scanning scanner: inout JSONScanner) {
+        var results: [Outcome]? = nil
+        guard scanner.object(["results"], { _, scanner in
+            results = scanner.array { scanner -> Outcome? in
+                var status = 0
+                var accepted: Int? = nil
+                guard let seen = scanner.object(Self.outcomeKeys, { key, scanner in
+                    if key == 0 {
+                        if scanner.takeNull() { return true }
+                        accepted = scanner.integer()
+                        return accepted != nil
+                    }
+                    guard let value = scanner.integer() else { return false }
+                    status = value
+                    return true
+                }), seen & 0b10 != 0 else { return nil }
+                return Outcome(status: status, accepted: accepted)
+            }
+            return results != nil
+        }) == 1, let results else { return nil }
+        self.init(results: results)
+    }
+
+    public func writeJSON(to writer: inout JSONWriter) -> Bool {
+        writer.raw("{\"results\":[")
+        for (index, outcome) in results.enumerated() {
+            guard outcome.problem == nil else { return false }
+            if index > 0 { writer.raw(",") }
+            writer.raw("{")
+            if let accepted = outcome.accepted {
+                writer.raw("\"accepted\":")
+                writer.integer(accepted)
+                writer.raw(",")
+            }
+            writer.raw("\"status\":")
+            writer.integer(outcome.status)
+            writer.raw("}")
+        }
+        writer.raw("]}")
+        return true
+    }
+}
+
+extension MatchingAPI.LocationsAccepted: WritableJSON {
+    public func writeJSON(to writer: inout JSONWriter) -> Bool {
+        writer.raw("{\"accepted\":")
+        writer.integer(accepted)
+        writer.raw("}")
+        return true
+    }
+}

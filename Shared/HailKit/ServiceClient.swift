@@ -143,7 +143,7 @@ public final class ServiceClient: Sendable {
         var headers = headers
         var buffer: ByteBuffer? = nil
         if Req.self != NoContent.self {
-            buffer = ByteBuffer(bytes: try JSONBody.encoder.encode(body))
+            buffer = try JSONBody.encode(body)
             headers[.contentType] = "application/json"
         }
         let response = try await send(
@@ -161,7 +161,7 @@ public final class ServiceClient: Sendable {
         }
         if Res.self == NoContent.self { return NoContent() as! Res }
         do {
-            return try JSONBody.decoder.decode(Res.self, from: Data(response.body.readableBytesView))
+            return try JSONBody.decode(Res.self, from: response.body)
         } catch {
             throw Problem(
                 .badGateway, slug: "bad-gateway", title: "A service answered something unexpected",
