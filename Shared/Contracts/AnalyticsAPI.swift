@@ -466,3 +466,51 @@ public enum QuoteEvents {
         }
     }
 }
+
+// MARK: The fleet's fixes as events, read and written on their own (`ScannableJSON`, `WritableJSON`).
+
+extension LocationEvents.Fixes: ScannableJSON, WritableJSON {
+    private static let fixKeys: [StaticString] = ["at", "driverID", "lat", "lon", "state"]
+
+    public init?(scanning scanner: inout JSONScanner) {
+        var fixes: [LocationEvents.Fix]? = nil
+        guard scanner.object(["fixes"], { _, scanner in
+            fixes = scanner.array { scanner -> LocationEvents.Fix? in
+                var at = 0.0, lat = 0.0, lon = 0.0, driver = "", state = ""
+                guard scanner.object(Self.fixKeys, { key, scanner in
+                    switch key {
+                    case 1, 4:
+                        guard let value = scanner.string() else { return false }
+                        if key == 1 { driver = value } else { state = value }
+                    default:
+                        guard let value = scanner.number() else { return false }
+                        if key == 0 { at = value } else if key == 2 { lat = value } else { lon = value }
+                    }
+                    return true
+                }) == 0b11111 else { return nil }
+                return LocationEvents.Fix(driverID: driver, lat: lat, lon: lon, at: at, state: state)
+            }
+            return fixes != nil
+        }) == 1, let fixes else { return nil }
+        self.init(fixes: fixes)
+    }
+
+    public func writeJSON(to writer: inout JSONWriter) -> Bool {
+        writer.raw("{\"fixes\":[")
+        for (index, fix) in fixes.enumerated() {
+            writer.raw(index > 0 ? ",{\"at\":" : "{\"at\":")
+            guard writer.number(fix.at) else { return false }
+            writer.key("driverID")
+            writer.string(fix.driverID)
+            writer.key("lat")
+            guard writer.number(fix.lat) else { return false }
+            writer.key("lon")
+            guard writer.number(fix.lon) else { return false }
+            writer.key("state")
+            writer.string(fix.state)
+            writer.raw("}")
+        }
+        writer.raw("]}")
+        return true
+    }
+}

@@ -498,3 +498,161 @@ public enum OrderEvents {
         }
     }
 }
+
+// MARK: A trip's moves and its order, read and written on their own (`ScannableJSON`, `WritableJSON`):
+// every move is an event several services read and an answer to the driver who made it.
+
+extension OrderEvents.Moved: ScannableJSON, WritableJSON {
+    private static let keys: [StaticString] = ["actor", "at", "driverID", "fareCents", "from", "offeredTo", "orderID", "reason", "riderID", "to"]
+
+    public init?(scanning scanner: inout JSONScanner) {
+        var actor: String? = nil, driverID: String? = nil, reason: String? = nil, offeredTo: [String]? = nil
+        var orderID = "", riderID = "", at = 0.0, fareCents = 0
+        var from = OrderState.created, to = OrderState.created
+        let seen = scanner.object(Self.keys) { key, scanner in
+            switch key {
+            case 0, 2, 7:
+                guard let value = scanner.optionalString() else { return false }
+                if key == 0 { actor = value } else if key == 2 { driverID = value } else { reason = value }
+                return true
+            case 1:
+                guard let value = scanner.number() else { return false }
+                at = value
+            case 3:
+                guard let value = scanner.integer() else { return false }
+                fareCents = value
+            case 4, 9:
+                guard let value = scanner.value(OrderState.self) else { return false }
+                if key == 4 { from = value } else { to = value }
+            case 5:
+                if scanner.takeNull() { return true }
+                offeredTo = scanner.array { $0.string() }
+                return offeredTo != nil
+            default:
+                guard let value = scanner.string() else { return false }
+                if key == 6 { orderID = value } else { riderID = value }
+            }
+            return true
+        }
+        // Required: at, fareCents, from, orderID, riderID, to.
+        let required: UInt64 = (1 << 1) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 8) | (1 << 9)
+        guard let seen, seen & required == required else { return nil }
+        self.init(
+            orderID: orderID, riderID: riderID, driverID: driverID, offeredTo: offeredTo, from: from, to: to, at: at,
+            reason: reason, fareCents: fareCents, actor: actor)
+    }
+
+    public func writeJSON(to writer: inout JSONWriter) -> Bool {
+        writer.raw("{")
+        var first = true
+        if let actor {
+            writer.key("actor", first: true)
+            writer.string(actor)
+            first = false
+        }
+        writer.key("at", first: first)
+        guard writer.number(at) else { return false }
+        if let driverID {
+            writer.key("driverID")
+            writer.string(driverID)
+        }
+        writer.key("fareCents")
+        writer.integer(fareCents)
+        writer.key("from")
+        writer.string(from.rawValue)
+        if let offeredTo {
+            writer.key("offeredTo")
+            writer.strings(offeredTo)
+        }
+        writer.key("orderID")
+        writer.string(orderID)
+        if let reason {
+            writer.key("reason")
+            writer.string(reason)
+        }
+        writer.key("riderID")
+        writer.string(riderID)
+        writer.key("to")
+        writer.string(to.rawValue)
+        writer.raw("}")
+        return true
+    }
+}
+
+extension GeoPoint: WritableJSON {
+    public func writeJSON(to writer: inout JSONWriter) -> Bool {
+        writer.raw("{\"lat\":")
+        guard writer.number(lat) else { return false }
+        writer.raw(",\"lon\":")
+        guard writer.number(lon) else { return false }
+        writer.raw("}")
+        return true
+    }
+}
+
+extension OrderAPI.Transition: WritableJSON {
+    public func writeJSON(to writer: inout JSONWriter) -> Bool {
+        writer.raw("{")
+        writer.key("actor", first: true)
+        writer.string(actor)
+        writer.key("at")
+        guard writer.number(at) else { return false }
+        if let from {
+            writer.key("from")
+            writer.string(from.rawValue)
+        }
+        if let reason {
+            writer.key("reason")
+            writer.string(reason)
+        }
+        writer.key("to")
+        writer.string(to.rawValue)
+        writer.raw("}")
+        return true
+    }
+}
+
+extension OrderAPI.Order: WritableJSON {
+    public func writeJSON(to writer: inout JSONWriter) -> Bool {
+        writer.raw("{")
+        writer.key("createdAt", first: true)
+        guard writer.number(createdAt) else { return false }
+        writer.key("currency")
+        writer.string(currency)
+        if let dispatch {
+            writer.key("dispatch")
+            writer.string(dispatch.rawValue)
+        }
+        writer.key("distanceKm")
+        guard writer.number(distanceKm) else { return false }
+        if let driverID {
+            writer.key("driverID")
+            writer.string(driverID)
+        }
+        writer.key("dropoff")
+        guard dropoff.writeJSON(to: &writer) else { return false }
+        writer.key("fareCents")
+        writer.integer(fareCents)
+        writer.key("history")
+        writer.raw("[")
+        for (index, transition) in history.enumerated() {
+            if index > 0 { writer.raw(",") }
+            guard transition.writeJSON(to: &writer) else { return false }
+        }
+        writer.raw("]")
+        writer.key("id")
+        writer.string(id)
+        writer.key("pickup")
+        guard pickup.writeJSON(to: &writer) else { return false }
+        writer.key("riderID")
+        writer.string(riderID)
+        writer.key("state")
+        writer.string(state.rawValue)
+        writer.key("surge")
+        guard writer.number(surge) else { return false }
+        writer.key("updatedAt")
+        guard writer.number(updatedAt) else { return false }
+        writer.raw("}")
+        return true
+    }
+}

@@ -118,6 +118,17 @@ public struct JSONScanner {
         return String(validating: UnsafeRawBufferPointer(rebasing: bytes[range]).bindMemory(to: UInt8.self), as: UTF8.self)
     }
 
+    /// A string without escapes, or null (`.some(nil)`); nil when it is neither.
+    public mutating func optionalString() -> String?? {
+        if takeNull() { return .some(nil) }
+        return string().map { .some($0) }
+    }
+
+    /// A value of a string-backed enum, by its raw value.
+    public mutating func value<T: RawRepresentable>(_ type: T.Type) -> T? where T.RawValue == String {
+        string().flatMap(T.init(rawValue:))
+    }
+
     /// A number in JSON's grammar whose value is a finite `Double`.
     public mutating func number() -> Double? {
         skipSpace()
@@ -258,5 +269,22 @@ public struct JSONWriter {
 
     public mutating func integer(_ value: Int) {
         bytes.append(contentsOf: String(value).utf8)
+    }
+
+    /// `"key":` — `first` leaves out the comma before it.
+    public mutating func key(_ name: StaticString, first: Bool = false) {
+        if !first { bytes.append(UInt8(ascii: ",")) }
+        bytes.append(UInt8(ascii: "\""))
+        raw(name)
+        raw("\":")
+    }
+
+    public mutating func strings(_ values: [String]) {
+        bytes.append(UInt8(ascii: "["))
+        for (index, value) in values.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            string(value)
+        }
+        bytes.append(UInt8(ascii: "]"))
     }
 }

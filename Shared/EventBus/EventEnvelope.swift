@@ -30,16 +30,31 @@ public struct EventEnvelope: Sendable, Hashable {
     public init<E: DomainEvent>(
         _ event: E, source: String, type: String? = nil, id: String = RandomID.uuid(), at date: Date = Date()
     ) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
         self.init(
             id: id, type: type ?? E.type, stream: E.stream, source: source, occurredAt: date.timeIntervalSince1970,
-            payload: Array(try encoder.encode(event)))
+            payload: try Self.encode(event))
     }
 
-    /// The payload decoded as `E`.
+    /// The payload of `event`: written on its own when it can be (`WritableJSON`: a trip's moves, the
+    /// fleet's fixes), by an encoder with sorted keys otherwise.
+    static func encode<E: DomainEvent>(_ event: E) throws -> [UInt8] {
+        if let writable = event as? any WritableJSON, let bytes = writable.jsonBytes() { return bytes }
+        return Array(try encoder.encode(event))
+    }
+
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
+    /// The payload decoded as `E`: read on its own when it has its plain shape (`ScannableJSON`), by the
+    /// decoder otherwise.
     public func decode<E: DomainEvent>(_ type: E.Type) throws -> E {
-        try JSONDecoder().decode(E.self, from: Data(payload))
+        if let scannable = E.self as? any ScannableJSON.Type, let event = payload.withUnsafeBytes({ scannable.scanned(from: $0) }) as? E {
+            return event
+        }
+        return try JSONDecoder().decode(E.self, from: Data(payload))
     }
 
     /// The Redis stream key of a stream name.

@@ -89,7 +89,11 @@ struct ReplayTests {
                 return try JSONDecoder().decode(AnalyticsAPI.KPIs.self, from: Data(answer.text.utf8))
             }
             var figures = try await kpis().total
-            for _ in 0..<100 where figures.paid < 1 || figures.adClicks < 1 || figures.gmvCents < 1000 || figures.supply == 0 || figures.quotes < 3 {
+            // Each stream's consumer goes at its own pace: wait until every stream's last event is counted.
+            for _ in 0..<100
+            where figures.paid < 1 || figures.adClicks < 1 || figures.adImpressions < 1 || figures.couponClaims < 1 || figures.gmvCents < 1000
+                || figures.supply == 0 || figures.quotes < 3
+            {
                 try await Task.sleep(for: .milliseconds(100))
                 figures = try await kpis().total
             }

@@ -125,4 +125,72 @@ struct ScannedJSONTests {
         // A status written as 200.0 is the decoder's to judge.
         #expect(scanned(MatchingAPI.LocationBatchResult.self, #"{"results":[{"status":200.0,"accepted":1}]}"#) == nil)
     }
+
+    private static func randomText() -> String {
+        ["d-1", "", "rider \"quoted\"", "back\\slash", "line\nbreak", "ünïcode ✓", "\u{7}bell", "matching"].randomElement()!
+    }
+
+    @Test("a trip's moves: written, read back on their own and by the decoder, equal; what the encoder writes is read on its own")
+    func moves() throws {
+        for _ in 0..<2_000 {
+            let states = OrderState.allCases
+            let move = OrderEvents.Moved(
+                orderID: Self.randomText(), riderID: Self.randomText(), driverID: Bool.random() ? Self.randomText() : nil,
+                offeredTo: Bool.random() ? (0..<Int.random(in: 0...3)).map { _ in Self.randomText() } : nil,
+                from: states.randomElement()!, to: states.randomElement()!, at: Double.random(in: 0...2e9),
+                reason: Bool.random() ? Self.randomText() : nil, fareCents: Int.random(in: -5...1_000_000),
+                actor: Bool.random() ? Self.randomText() : nil)
+            let bytes = try #require(move.jsonBytes())
+            #expect(try JSONDecoder().decode(OrderEvents.Moved.self, from: Data(bytes)) == move, "\(String(decoding: bytes, as: UTF8.self))")
+            let encoded = try JSONBody.encoder.encode(move)
+            let plain = [move.orderID, move.riderID, move.driverID ?? "", move.reason ?? "", move.actor ?? ""] + (move.offeredTo ?? [])
+            let scanned = Array(encoded).withUnsafeBytes { OrderEvents.Moved.scanned(from: $0) }
+            if plain.allSatisfy({ !$0.contains("\"") && !$0.contains("\\") && !$0.unicodeScalars.contains { $0.value < 0x20 } }) {
+                #expect(scanned == move, "\(String(decoding: encoded, as: UTF8.self))")
+            } else {
+                #expect(scanned == nil)  // escapes are the decoder's to read
+            }
+        }
+        // An unknown state is the decoder's to refuse.
+        #expect(scanned(OrderEvents.Moved.self, #"{"at":1,"fareCents":1,"from":"created","orderID":"o","riderID":"r","to":"teleported"}"#) == nil)
+        // A move without its order is not one.
+        #expect(scanned(OrderEvents.Moved.self, #"{"at":1,"fareCents":1,"from":"created","riderID":"r","to":"offered"}"#) == nil)
+    }
+
+    @Test("an order as answered: what is written reads back, by the decoder, as the order")
+    func orders() throws {
+        for _ in 0..<500 {
+            let history = (0..<Int.random(in: 0...5)).map { _ in
+                OrderAPI.Transition(
+                    from: Bool.random() ? OrderState.allCases.randomElement()! : nil, to: OrderState.allCases.randomElement()!,
+                    at: Double.random(in: 0...2e9), actor: Self.randomText(), reason: Bool.random() ? Self.randomText() : nil)
+            }
+            let order = OrderAPI.Order(
+                id: Self.randomText(), riderID: Self.randomText(), driverID: Bool.random() ? Self.randomText() : nil,
+                state: OrderState.allCases.randomElement()!, pickup: GeoPoint(lat: .random(in: -90...90), lon: .random(in: -180...180)),
+                dropoff: GeoPoint(lat: 52.5, lon: 13), distanceKm: .random(in: 0...500), fareCents: .random(in: 0...100_000),
+                surge: [1, 1.5, 2.25].randomElement()!, currency: "EUR", createdAt: .random(in: 0...2e9), updatedAt: .random(in: 0...2e9),
+                history: history, dispatch: [nil, .assign, .offer].randomElement()!)
+            let body = try JSONBody.encode(order)
+            #expect(try JSONDecoder().decode(OrderAPI.Order.self, from: Data(body.readableBytesView)) == order)
+        }
+    }
+
+    @Test("the fleet's fixes as an event: written, read back on their own and by the decoder, equal")
+    func fixEvents() throws {
+        for _ in 0..<500 {
+            let fixes = LocationEvents.Fixes(fixes: (0..<Int.random(in: 0...20)).map { _ in
+                LocationEvents.Fix(
+                    driverID: "d-\(Int.random(in: 0...99_999))", lat: .random(in: -90...90), lon: .random(in: -180...180),
+                    at: .random(in: 0...2e9), state: ["available", "busy", "offline"].randomElement()!)
+            })
+            let bytes = try #require(fixes.jsonBytes())
+            #expect(try JSONDecoder().decode(LocationEvents.Fixes.self, from: Data(bytes)) == fixes)
+            #expect(bytes.withUnsafeBytes { LocationEvents.Fixes.scanned(from: $0) } == fixes)
+            let encoded = try JSONBody.encoder.encode(fixes)
+            #expect(Array(encoded).withUnsafeBytes { LocationEvents.Fixes.scanned(from: $0) } == fixes)
+        }
+        // A fix without its state is the decoder's to refuse.
+        #expect(scanned(LocationEvents.Fixes.self, #"{"fixes":[{"at":1,"driverID":"d","lat":1,"lon":2}]}"#) == nil)
+    }
 }
