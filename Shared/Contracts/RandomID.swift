@@ -17,10 +17,28 @@ import Darwin
 public enum RandomID {
     /// A UUID (version 4, RFC 9562 variant) as 36 lowercase characters: `8-4-4-4-12` hex digits.
     public static func uuid() -> String {
-        var high = RandomWords.shared.next()
-        var low = RandomWords.shared.next()
-        high = (high & ~0xF000) | 0x4000  // version 4 in bits 48–51 (byte 6's high nibble)
-        low = (low & ~(0xC000_0000_0000_0000 as UInt64)) | 0x8000_0000_0000_0000  // variant 10xx
+        let high = (RandomWords.shared.next() & ~0xF000) | 0x4000  // version 4 in bits 48–51 (byte 6's high nibble)
+        return text(high: high, low: RandomWords.shared.next())
+    }
+
+    /// A time-ordered UUID (version 7, RFC 9562): the Unix time in milliseconds in its first 48 bits, 74
+    /// random bits after. For ids that become keys of an index written as they are made (events: every
+    /// consumer records the id of each event it handled): a random id lands each insert on a random page
+    /// of the index, and each commit writes all those pages to the WAL; ids that grow with time go to
+    /// the index's last page.
+    public static func timeOrderedUUID(milliseconds: UInt64? = nil) -> String {
+        let milliseconds = milliseconds ?? {
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            return UInt64(now.tv_sec) &* 1000 &+ UInt64(now.tv_nsec / 1_000_000)
+        }()
+        let high = (milliseconds << 16) | 0x7000 | (RandomWords.shared.next() & 0x0FFF)  // version 7
+        return text(high: high, low: RandomWords.shared.next())
+    }
+
+    /// `high` and `low` as a UUID's text, with the RFC 9562 variant set in `low`.
+    private static func text(high: UInt64, low: UInt64) -> String {
+        let low = (low & ~(0xC000_0000_0000_0000 as UInt64)) | 0x8000_0000_0000_0000  // variant 10xx
         return String(unsafeUninitializedCapacity: 36) { buffer in
             var index = 0
             for nibble in 0..<32 {

@@ -28,7 +28,7 @@ public struct EventEnvelope: Sendable, Hashable {
     /// Wraps a domain event with a new id. `type` overrides the event's static type, for an event struct
     /// that carries several types (an order's transitions: `order.assigned`, `order.completed`…).
     public init<E: DomainEvent>(
-        _ event: E, source: String, type: String? = nil, id: String = RandomID.uuid(), at date: Date = Date()
+        _ event: E, source: String, type: String? = nil, id: String = RandomID.timeOrderedUUID(), at date: Date = Date()
     ) throws {
         self.init(
             id: id, type: type ?? E.type, stream: E.stream, source: source, occurredAt: date.timeIntervalSince1970,

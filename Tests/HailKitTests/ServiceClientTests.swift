@@ -337,6 +337,26 @@ struct EndpointPathTests {
         #expect(hex.count == 20 && hex.allSatisfy { $0.isHexDigit && !$0.isUppercase })
     }
 
+    @Test("event ids are version 7 UUIDs: the millisecond first, so ids made later sort later; none repeats")
+    func timeOrderedIDs() {
+        let ms: UInt64 = 1_796_000_000_123
+        let id = RandomID.timeOrderedUUID(milliseconds: ms)
+        let parsed = UUID(uuidString: id)
+        #expect(parsed != nil && id == id.lowercased() && id.count == 36, "\(id)")
+        let bytes = parsed.map { withUnsafeBytes(of: $0.uuid) { Array($0) } } ?? []
+        #expect(bytes.count == 16 && bytes[6] >> 4 == 7 && bytes[8] >> 6 == 2, "\(id) is not version 7, variant 10")
+        #expect(bytes.prefix(6).reduce(UInt64(0)) { $0 << 8 | UInt64($1) } == ms, "\(id) does not start with its millisecond")
+        // A later millisecond sorts after every id of an earlier one, as text too (an index's order).
+        let earlier = (0..<200).map { _ in RandomID.timeOrderedUUID(milliseconds: ms) }
+        let later = (0..<200).map { _ in RandomID.timeOrderedUUID(milliseconds: ms + 1) }
+        #expect(earlier.max()! < later.min()!)
+        #expect(Set(earlier + later).count == 400)
+        let now = RandomID.timeOrderedUUID()
+        let clock = UInt64(Date().timeIntervalSince1970 * 1000)
+        let stamped = UUID(uuidString: now).map { withUnsafeBytes(of: $0.uuid) { Array($0.prefix(6)) } }!.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        #expect(stamped <= clock && clock - stamped < 5_000, "\(now) is not stamped with the wall clock")
+    }
+
     @Test("ids made at once on many threads do not repeat (they share one buffer of random words)")
     func randomIDsConcurrently() async {
         let ids = await withTaskGroup(of: [String].self) { group in
