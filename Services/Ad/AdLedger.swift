@@ -78,7 +78,7 @@ struct AdLedger: Sendable {
             tokenID: token.id, campaignID: token.campaignID, userID: token.userID, placement: token.placement.rawValue,
             chargedMillicents: charge, at: now)
         let envelope = EventEnvelope(
-            id: RandomID.uuid(), type: isClick ? AdEvents.Counted.clickType : AdEvents.Counted.type, stream: AdEvents.Counted.stream,
+            id: RandomID.timeOrderedUUID(), type: isClick ? AdEvents.Counted.clickType : AdEvents.Counted.type, stream: AdEvents.Counted.stream,
             source: source, occurredAt: now, payload: Self.payload(of: event))
         let reply = try await redis.run(
             Self.countScript,

@@ -249,7 +249,7 @@ struct FlashSale: Sendable {
         let home = buckets.home(of: user)
         let idempotency = idempotencyKey.map { self.idempotencyKey(campaign, user: user, key: $0) }
         let now = Date().timeIntervalSince1970
-        let claimID = shard.id(RandomID.uuid())
+        let claimID = shard.id(RandomID.timeOrderedUUID())
         let envelope = Self.envelope(claimID: claimID, campaign: campaign, user: user, idempotencyKey: idempotencyKey, at: now, source: source)
         let parts = try await run(
             FlashSale.claimScript,
@@ -345,7 +345,7 @@ struct FlashSale: Sendable {
         let event = CouponEvents.Claimed(
             claimID: claimID, campaignID: campaign, userID: user, claimedAt: time, idempotencyKey: idempotencyKey)
         return EventEnvelope(
-            id: RandomID.uuid(), type: CouponEvents.Claimed.type, stream: CouponEvents.Claimed.stream, source: source,
+            id: RandomID.timeOrderedUUID(), type: CouponEvents.Claimed.type, stream: CouponEvents.Claimed.stream, source: source,
             occurredAt: time, payload: payload(of: event))
     }
 

@@ -46,7 +46,7 @@ struct PaymentDesk: Sendable {
         let method = request.paymentMethod ?? "sandbox-card"
         let now = Date().timeIntervalSince1970
         let candidate = PaymentAPI.Payment(
-            id: shard.id(RandomID.uuid()), orderID: order.id, riderID: rider, driverID: order.driverID ?? "",
+            id: shard.id(RandomID.timeOrderedUUID()), orderID: order.id, riderID: rider, driverID: order.driverID ?? "",
             state: .processing, fareCents: order.fareCents, discountCents: 0, amountCents: order.fareCents, commissionCents: 0,
             couponID: request.couponID, currency: order.currency, providerReference: nil, failureReason: nil,
             createdAt: now, updatedAt: now, entries: [])

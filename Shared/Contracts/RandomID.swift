@@ -8,7 +8,8 @@ import Musl
 import Darwin
 #endif
 
-/// Random identifiers: version 4 UUIDs in lowercase text, the ids of orders, claims, events and tokens.
+/// Random identifiers in lowercase text: version 4 UUIDs (users, tokens) and time-ordered version 7
+/// UUIDs (events, orders, claims, payments: the keys of rows written as they are made).
 ///
 /// Foundation's `UUID()` on Linux opens, reads and closes `/dev/urandom` for each one; a flash-sale claim
 /// makes three ids (request, claim, event), so that was nine system calls per claim. These come from the
@@ -23,9 +24,10 @@ public enum RandomID {
 
     /// A time-ordered UUID (version 7, RFC 9562): the Unix time in milliseconds in its first 48 bits, 74
     /// random bits after. For ids that become keys of an index written as they are made (events: every
-    /// consumer records the id of each event it handled): a random id lands each insert on a random page
-    /// of the index, and each commit writes all those pages to the WAL; ids that grow with time go to
-    /// the index's last page.
+    /// consumer records the id of each event it handled; orders, whose history and offers are keyed by
+    /// the order first): a random id lands each insert on a random page of the index, and each commit
+    /// writes all those pages to the WAL; ids that grow with time go to the index's last pages. They tell
+    /// when they were made, to the millisecond, which these rows carry anyway.
     public static func timeOrderedUUID(milliseconds: UInt64? = nil) -> String {
         let milliseconds = milliseconds ?? {
             var now = timespec()

@@ -27,6 +27,14 @@ public enum Outbox {
                 )
                 """)
         }
+        // `seq` as the plain rowid: `AUTOINCREMENT` rewrote `sqlite_sequence` in every commit that
+        // enqueued an event. Without it a seq can come again once every row below it is gone (an empty
+        // table starts at 1), which the relay allows for: it reads the table anew each time and deletes
+        // only the rows it published, and a row enqueued later always has a higher seq than the rows
+        // still waiting.
+        migrations.add("outbox-v2-rowid") { db in
+            try db.dropAutoincrement(from: "outbox")
+        }
     }
 
     /// Records `event` for publishing; call inside the write transaction that makes the change.

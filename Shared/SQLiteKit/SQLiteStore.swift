@@ -77,6 +77,12 @@ public final class SQLiteStore: Sendable {
         let cache = configuration.cacheKiB.map { max(64, $0) }
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+            // Debian's SQLite is built with SECURE_DELETE: a deleted row's bytes are zeroed, and so is a
+            // page freed by a delete, which writes that page to the WAL once more. FAST keeps the zeroing
+            // within pages the delete writes anyway and no longer writes freed pages: a published outbox
+            // row, a pruned processed event or a trimmed fix can stay readable in the file's free pages
+            // until they are reused.
+            try db.execute(sql: "PRAGMA secure_delete = FAST")
             if let cache { try db.execute(sql: "PRAGMA cache_size = -\(cache)") }
         }
         self.pool = try DatabasePool(path: configuration.path, configuration: config)
@@ -264,3 +270,30 @@ public struct SQLiteMigrations: Sendable {
         return identifiers.filter { !before.contains($0) }
     }
 }
+
+extension Database {
+    /// Rebuilds `table` with its `INTEGER PRIMARY KEY AUTOINCREMENT` key as a plain rowid key, its rows,
+    /// their keys and its indexes kept; does nothing when the key is plain already. For a migration.
+    ///
+    /// `AUTOINCREMENT` makes every commit that inserts into the table rewrite `sqlite_sequence`, one more
+    /// page per commit in the WAL. A plain rowid key is the highest key plus one: it still grows as long
+    /// as the table's newest rows are not deleted (the table's own order, not a promise of the schema).
+    /// For tables no foreign key points to.
+    public func dropAutoincrement(from table: String) throws {
+        guard
+            let create = try String.fetchOne(
+                self, sql: "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", arguments: [table])
+        else { throw DatabaseError(message: "no table \(table)") }
+        guard let keyword = create.range(of: " AUTOINCREMENT", options: .caseInsensitive) else { return }
+        let indexes = try String.fetchAll(
+            self, sql: "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", arguments: [table])
+        let quoted = table.quotedDatabaseIdentifier
+        let old = "\(table)_autoincrement".quotedDatabaseIdentifier
+        try execute(sql: "ALTER TABLE \(quoted) RENAME TO \(old)")
+        try execute(sql: create.replacingCharacters(in: keyword, with: ""))
+        try execute(sql: "INSERT INTO \(quoted) SELECT * FROM \(old)")
+        try execute(sql: "DROP TABLE \(old)")
+        for index in indexes { try execute(sql: index) }
+    }
+}
+

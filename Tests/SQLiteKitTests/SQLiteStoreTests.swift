@@ -40,6 +40,51 @@ struct SQLiteStoreTests {
         try await second.close()
     }
 
+    @Test("a table rebuilt without AUTOINCREMENT keeps its rows, keys and indexes, and its inserts leave sqlite_sequence alone")
+    func dropAutoincrement() async throws {
+        var migrations = SQLiteMigrations()
+        migrations.add("v1-log") { db in
+            try db.execute(sql: """
+                CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, ride TEXT NOT NULL, note TEXT);
+                CREATE INDEX log_ride ON log(ride, seq);
+                INSERT INTO log (ride, note) VALUES ('r1', 'created'), ('r2', 'created'), ('r1', 'assigned');
+                DELETE FROM log WHERE seq = 2;
+                """)
+        }
+        let file = try path()
+        let before = try await SQLiteStore.open(configuration: .init(path: file), migrations: migrations)
+        try await before.close()
+        migrations.add("v2-log-rowid") { db in
+            try db.dropAutoincrement(from: "log")
+            try db.dropAutoincrement(from: "log")  // a plain key already: nothing to do
+        }
+        let store = try await SQLiteStore.open(configuration: .init(path: file), migrations: migrations)
+        let (rows, schema, indexes) = try await store.read { db in
+            (
+                try Row.fetchAll(db, sql: "SELECT seq, ride, note FROM log ORDER BY seq").map { "\($0[0] as Int):\($0[1] as String):\($0[2] as String)" },
+                try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'log'") ?? "",
+                try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'log'")
+            )
+        }
+        #expect(rows == ["1:r1:created", "3:r1:assigned"])
+        #expect(!schema.uppercased().contains("AUTOINCREMENT"))
+        #expect(indexes == ["log_ride"])
+        let (next, sequenceRows, plan) = try await store.write { db in
+            try db.execute(sql: "INSERT INTO log (ride, note) VALUES ('r1', 'paid')")
+            return (
+                db.lastInsertedRowID,
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sqlite_sequence WHERE name LIKE 'log%'") ?? -1,
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT seq FROM log WHERE ride = 'r1' ORDER BY seq")
+                    .map { $0["detail"] as String }.joined(separator: " ")
+            )
+        }
+        #expect(next == 4)
+        #expect(sequenceRows == 0)
+        #expect(plan.contains("log_ride"))
+        await #expect(throws: (any Error).self) { try await store.write { db in try db.dropAutoincrement(from: "no_such_table") } }
+        try await store.close()
+    }
+
     @Test("a failed transaction leaves nothing behind")
     func rollback() async throws {
         let store = try await SQLiteStore.open(configuration: .init(path: try path()), migrations: Self.migrations())

@@ -82,6 +82,11 @@ struct DispatchStore: Sendable {
                 INSERT OR IGNORE INTO past_offers (order_id, driver_id) SELECT order_id, driver_id FROM offers;
                 """)
         }
+        // The log's sequence as the plain rowid (never deleted, so it still grows), so a dispatch no longer
+        // rewrites `sqlite_sequence`.
+        migrations.add("v6-dispatch-log-rowid") { db in
+            try db.dropAutoincrement(from: "dispatch_log")
+        }
         return migrations
     }
 

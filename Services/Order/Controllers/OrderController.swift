@@ -31,7 +31,7 @@ struct OrderController: Sendable {
             let quote = try fares.quote(body.route, surge: try await surge.factor(at: body.pickup))
             let now = Date().timeIntervalSince1970
             let candidate = OrderAPI.Order(
-                id: shard.id(RandomID.uuid()), riderID: rider.userID, driverID: nil, state: .created,
+                id: shard.id(RandomID.timeOrderedUUID()), riderID: rider.userID, driverID: nil, state: .created,
                 pickup: body.pickup, dropoff: body.dropoff, distanceKm: quote.distanceKm, fareCents: quote.fareCents,
                 surge: quote.surge, currency: quote.currency, createdAt: now, updatedAt: now, history: [], dispatch: body.dispatch)
             let (order, created) = try await store.create(candidate, idempotencyKey: key)

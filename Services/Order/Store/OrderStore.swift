@@ -58,6 +58,16 @@ struct OrderStore: Sendable {
         migrations.add("v2-order-dispatch") { db in
             try db.execute(sql: "ALTER TABLE orders ADD COLUMN dispatch TEXT")
         }
+        // What a move writes, trimmed: the expiry rule's index holds only the orders still waiting (a move
+        // of a trip under way no longer moves an entry in it), and the history's sequence is the plain
+        // rowid (never deleted, so it still grows; `AUTOINCREMENT` rewrote `sqlite_sequence` at each commit).
+        migrations.add("v3-order-lean-writes") { db in
+            try db.execute(sql: """
+                DROP INDEX orders_waiting;
+                CREATE INDEX orders_waiting ON orders(created_at) WHERE state IN ('created', 'offered');
+                """)
+            try db.dropAutoincrement(from: "order_history")
+        }
         return migrations
     }
 
@@ -177,10 +187,20 @@ struct OrderStore: Sendable {
             }
             state = order.state
             var moved = order
+            var storedDriver = order.driverID
             for next in steps {
                 let offeredTo = next == .offered ? (move.offeredTo ?? move.driverID.map { [$0] }) : nil
-                try db.cachedStatement(sql: "UPDATE orders SET state = ?, driver_id = ?, updated_at = ? WHERE id = ?")
-                    .execute(arguments: [next.rawValue, next == .offered ? nil : driver, now, id])
+                let nextDriver = next == .offered ? nil : driver
+                if nextDriver == storedDriver {
+                    // Only the columns that change: setting `driver_id` to what it was still rewrites its
+                    // entry in `orders_driver`, a page of the index per move.
+                    try db.cachedStatement(sql: "UPDATE orders SET state = ?, updated_at = ? WHERE id = ?")
+                        .execute(arguments: [next.rawValue, now, id])
+                } else {
+                    try db.cachedStatement(sql: "UPDATE orders SET state = ?, driver_id = ?, updated_at = ? WHERE id = ?")
+                        .execute(arguments: [next.rawValue, nextDriver, now, id])
+                    storedDriver = nextDriver
+                }
                 for driverID in offeredTo ?? [] {
                     try db.cachedStatement(sql: "INSERT OR IGNORE INTO order_offers (order_id, driver_id, offered_at) VALUES (?, ?, ?)")
                         .execute(arguments: [id, driverID, now])

@@ -21,6 +21,11 @@ struct GrabAudit: Sendable {
                 CREATE INDEX grabs_order ON grabs(order_id, seq);
                 """)
         }
+        // The sequence as the plain rowid (grabs are never deleted, so it still grows), so a grab no longer
+        // rewrites `sqlite_sequence`.
+        migrations.add("v2-grabs-rowid") { db in
+            try db.dropAutoincrement(from: "grabs")
+        }
         return migrations
     }
 
