@@ -1,6 +1,6 @@
 import Contracts
 import Foundation
-import HailKit
+@testable import HailKit
 import HailKitTesting
 import Testing
 
@@ -209,5 +209,63 @@ struct AccessTokensTests {
         #expect(try await coupon.verify(unsigned, attestation: unsignedForCoupon).sub.value == "u7")
         // The entry's attestation is for its own token: the same claims under another token do not match it.
         await #expect(throws: Problem.self) { _ = try await coupon.verify(unsigned, attestation: forCoupon) }
+    }
+
+    @Test("claims are read off the token's bytes as the decoder reads them; any other payload goes to the decoder and means the same")
+    func claimsReadAsTheDecoderReadsThem() async throws {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .secondsSince1970
+        func payload(of token: String) throws -> Data {
+            let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+            return try #require(Data(base64URL: parts[1]))
+        }
+        // What Hailstorm's signers write: users' tokens with and without a session, service credentials.
+        var tokens = [
+            try await TestKeys.userToken("u1", role: .rider),
+            try await TestKeys.userToken("driver-7", role: .driver, session: "s-1"),
+            try await TestKeys.userToken("ops", role: .admin, session: "fam_2"),
+        ]
+        let order = try await AccessTokens(service: "order", signingKey: TestKeys.privateKey("order"), jwks: TestKeys.jwks)
+        tokens.append(try await order.serviceToken(for: "payment", lifetime: 60))
+        for token in tokens {
+            let bytes = Array(token.utf8)
+            let end = try #require(bytes.lastIndex(of: UInt8(ascii: ".")))
+            let scanned = try #require(try payload(of: token).withUnsafeBytes { AccessTokenClaims.scanned(from: $0) }, "read on its own: \(token)")
+            #expect(try AccessTokens.claims(of: bytes, signedUpTo: end) == scanned)
+            #expect(scanned == (try decoder.decode(AccessTokenClaims.self, from: payload(of: token))))
+        }
+        // Plain payloads of every shape the claims take, read both ways.
+        let plain = [
+            #"{"sub":"u1","role":"rider","jti":"j1","iat":1,"exp":1796629962.5,"iss":"login","aud":["hailstorm"]}"#,
+            #"{"aud":"hailstorm","exp":2e9,"iat":0,"iss":"login","jti":"j","role":"driver","sid":null,"sub":"d"}"#,
+            #" { "aud" : [ "a" , "b" ] , "exp" : 1 , "iat" : -1.25 , "iss" : "x" , "jti" : "" , "role" : "admin" , "sid" : "s" , "sub" : "ü" } "#,
+        ]
+        for text in plain {
+            let scanned = try #require(Data(text.utf8).withUnsafeBytes { AccessTokenClaims.scanned(from: $0) }, "\(text)")
+            #expect(scanned == (try decoder.decode(AccessTokenClaims.self, from: Data(text.utf8))), "\(text)")
+        }
+        // Anything else is the decoder's: it reads or refuses it as it did.
+        let left = [
+            #"{"sub":"u1","role":"rider","jti":"j1","iat":1,"exp":2e9,"iss":"login","aud":"hailstorm","nbf":1}"#,
+            #"{"sub":"u\u0031","role":"rider","jti":"j1","iat":1,"exp":2e9,"iss":"login","aud":"hailstorm"}"#,
+            #"{"sub":"u1","sub":"u2","role":"rider","jti":"j1","iat":1,"exp":2e9,"iss":"login","aud":"hailstorm"}"#,
+            #"{"sub":"u1","role":"pilot","jti":"j1","iat":1,"exp":2e9,"iss":"login","aud":"hailstorm"}"#,
+            #"{"sub":"u1","role":"rider","jti":"j1","iat":1,"iss":"login","aud":"hailstorm"}"#,
+            #"{"sub":"u1","role":"rider","jti":"j1","iat":1,"exp":"2e9","iss":"login","aud":"hailstorm"}"#,
+            #"{"sub":"u1","role":"rider","jti":"j1","iat":1,"exp":2e9,"iss":"login","aud":7}"#,
+            #"{"sub":"u1","role":"rider","jti":"j1","iat":1,"exp":2e9,"iss":"login","aud":"hailstorm"} x"#,
+            #"[]"#, "",
+        ]
+        for text in left {
+            #expect(Data(text.utf8).withUnsafeBytes { AccessTokenClaims.scanned(from: $0) } == nil, "\(text)")
+        }
+        #expect((try? decoder.decode(AccessTokenClaims.self, from: Data(left[0].utf8)))?.sub.value == "u1", "an extra claim is read by the decoder")
+        #expect((try? decoder.decode(AccessTokenClaims.self, from: Data(left[1].utf8)))?.sub.value == "u1", "an escape is read by the decoder")
+        #expect((try? decoder.decode(AccessTokenClaims.self, from: Data(left[3].utf8))) == nil, "an unknown role is refused")
+        #expect((try? decoder.decode(AccessTokenClaims.self, from: Data(left[4].utf8))) == nil, "a missing expiry is refused")
+        // A token whose payload is not three parts' middle goes to jwt-kit's parser, which refuses it.
+        let good = tokens[0]
+        let fourParts = Array((good + ".x").utf8)
+        #expect(throws: (any Error).self) { _ = try AccessTokens.claims(of: fourParts, signedUpTo: fourParts.lastIndex(of: UInt8(ascii: "."))!) }
     }
 }
