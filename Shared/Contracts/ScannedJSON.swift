@@ -41,6 +41,23 @@ extension WritableJSON {
     }
 }
 
+/// The choice every reader and writer of JSON bodies and payloads makes first: the plain shape on its
+/// own when the type has one and the value or bytes are of it, the general coder otherwise.
+public enum PlainJSON {
+    /// `bytes` read as `T` when `T` is `ScannableJSON` and they hold its plain shape; nil otherwise (then
+    /// decode them the general way, which reads or refuses them with the reason).
+    public static func read<T>(_ type: T.Type, from bytes: UnsafeRawBufferPointer) -> T? {
+        guard let scannable = T.self as? any ScannableJSON.Type else { return nil }
+        return scannable.scanned(from: bytes) as? T
+    }
+
+    /// `value`'s document when it is `WritableJSON` and writes every part of itself; nil otherwise (then
+    /// encode it the general way).
+    public static func bytes(of value: some Any) -> [UInt8]? {
+        (value as? any WritableJSON)?.jsonBytes()
+    }
+}
+
 /// Reads JSON tokens off bytes, strictly: whatever it does not take (`nil`, `false`) is left to the
 /// general decoder.
 public struct JSONScanner {

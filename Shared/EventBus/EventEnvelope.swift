@@ -38,7 +38,7 @@ public struct EventEnvelope: Sendable, Hashable {
     /// The payload of `event`: written on its own when it can be (`WritableJSON`: a trip's moves, the
     /// fleet's fixes), by an encoder with sorted keys otherwise.
     static func encode<E: DomainEvent>(_ event: E) throws -> [UInt8] {
-        if let writable = event as? any WritableJSON, let bytes = writable.jsonBytes() { return bytes }
+        if let bytes = PlainJSON.bytes(of: event) { return bytes }
         return Array(try encoder.encode(event))
     }
 
@@ -51,9 +51,7 @@ public struct EventEnvelope: Sendable, Hashable {
     /// The payload decoded as `E`: read on its own when it has its plain shape (`ScannableJSON`), by the
     /// decoder otherwise.
     public func decode<E: DomainEvent>(_ type: E.Type) throws -> E {
-        if let scannable = E.self as? any ScannableJSON.Type, let event = payload.withUnsafeBytes({ scannable.scanned(from: $0) }) as? E {
-            return event
-        }
+        if let event = payload.withUnsafeBytes({ PlainJSON.read(E.self, from: $0) }) { return event }
         return try JSONDecoder().decode(E.self, from: Data(payload))
     }
 

@@ -539,12 +539,12 @@ final class VerifiedTokens: Sendable {
     /// The token's entry, when it is remembered and not expired.
     func entry(for token: String, now: Date) -> VerifiedToken? {
         guard capacity > 0 else { return nil }
-        let found: VerifiedToken? = state.withLock { state in
-            if let entry = state.current[token] { return entry }
-            guard let entry = state.previous.removeValue(forKey: token) else { return nil }
-            Self.insert(token, entry, into: &state, capacity: capacity)
-            return entry
+        let (found, dropped): (VerifiedToken?, [String: VerifiedToken]?) = state.withLock { state in
+            if let entry = state.current[token] { return (entry, nil) }
+            guard let entry = state.previous.removeValue(forKey: token) else { return (nil, nil) }
+            return (entry, Self.insert(token, entry, into: &state, capacity: capacity))
         }
+        withExtendedLifetime(dropped) {}
         guard let found, found.claims.exp.value > now else { return nil }
         return found
     }
@@ -552,16 +552,25 @@ final class VerifiedTokens: Sendable {
     func remember(_ token: String, _ claims: AccessTokenClaims) {
         guard capacity > 0 else { return }
         let entry = VerifiedToken(claims: claims)
-        state.withLock { Self.insert(token, entry, into: &$0, capacity: capacity) }
+        let dropped = state.withLock { Self.insert(token, entry, into: &$0, capacity: capacity) }
+        withExtendedLifetime(dropped) {}
     }
 
-    private static func insert(_ token: String, _ entry: VerifiedToken, into state: inout Generations, capacity: Int) {
+    /// Inserts the entry, turning the generations over when the current one is full; returns the
+    /// generation dropped then, for the caller to free after the lock: freeing a full generation (up to
+    /// `capacity` entries) under the lock held every request's look-up up behind it.
+    private static func insert(
+        _ token: String, _ entry: VerifiedToken, into state: inout Generations, capacity: Int
+    ) -> [String: VerifiedToken]? {
+        var dropped: [String: VerifiedToken]? = nil
         if state.current.count >= capacity {
+            dropped = state.previous
             state.previous = state.current
             state.current = [:]
             state.current.reserveCapacity(capacity)
         }
         state.current[token] = entry
+        return dropped
     }
 }
 

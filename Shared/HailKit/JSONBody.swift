@@ -32,11 +32,7 @@ public enum JSONBody {
 
     /// Decodes `buffer` as `T`; malformed or ill-typed JSON is a 400 problem naming the field.
     public static func decode<T: Decodable>(_ type: T.Type, from buffer: ByteBuffer) throws -> T {
-        if let scannable = T.self as? any ScannableJSON.Type,
-            let value = buffer.withUnsafeReadableBytes({ scannable.scanned(from: $0) }) as? T
-        {
-            return value
-        }
+        if let value = buffer.withUnsafeReadableBytes({ PlainJSON.read(T.self, from: $0) }) { return value }
         do {
             return try decoder.decode(T.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {
@@ -56,9 +52,7 @@ public enum JSONBody {
 
     /// `value` as JSON: written on its own when it can be (`WritableJSON`), by the encoder otherwise.
     public static func encode<T: Encodable>(_ value: T) throws -> ByteBuffer {
-        if let writable = value as? any WritableJSON, let bytes = writable.jsonBytes() {
-            return ByteBuffer(bytes: bytes)
-        }
+        if let bytes = PlainJSON.bytes(of: value) { return ByteBuffer(bytes: bytes) }
         return ByteBuffer(bytes: try encoder.encode(value))
     }
 

@@ -268,4 +268,23 @@ struct AccessTokensTests {
         let fourParts = Array((good + ".x").utf8)
         #expect(throws: (any Error).self) { _ = try AccessTokens.claims(of: fourParts, signedUpTo: fourParts.lastIndex(of: UInt8(ascii: "."))!) }
     }
+
+    @Test("a verifier remembers the tokens in use and forgets the ones unused longest")
+    func rememberedTokensAgeOut() async throws {
+        let gateway = try await AccessTokens(service: "gateway", signingKey: nil, jwks: TestKeys.jwks, cacheSize: 2)
+        var tokens: [String] = []
+        for index in 1...4 { tokens.append(try await TestKeys.userToken("u\(index)", role: .rider)) }
+        for token in tokens.prefix(3) { _ = try await gateway.verify(token) }
+        // u1's entry has aged into the older generation; using it brings it back.
+        #expect(gateway.remembered(tokens[0])?.claims.sub.value == "u1")
+        _ = try await gateway.verify(tokens[3])
+        #expect(gateway.remembered(tokens[1]) == nil, "u2, unused since it was verified, is forgotten")
+        for (index, token) in tokens.enumerated() where index != 1 {
+            #expect(gateway.remembered(token)?.claims.sub.value == "u\(index + 1)")
+        }
+        // Forgotten is not refused: verified again, it is remembered again.
+        #expect(try await gateway.verify(tokens[1]).sub.value == "u2")
+        #expect(gateway.remembered(tokens[1]) != nil)
+    }
 }
+
