@@ -63,12 +63,15 @@ final class AdCatalog: Sendable {
     let cities: Cities
     let tokens: AdTokens
     let counts: ServeCounts
+    /// The shard of a split ad service this instance owns: the cities it serves, the campaigns it counts.
+    let owner: Shard
     let settings: Settings
     let logger: Logger
     private let live = Mutex<[String: Live]>([:])
 
     init(store: AdStore, ledger: AdLedger, cities: Cities, tokens: AdTokens, counts: ServeCounts, settings: Settings, logger: Logger) {
         self.store = store
+        self.owner = ledger.owner
         self.ledger = ledger
         self.cities = cities
         self.tokens = tokens
@@ -137,6 +140,11 @@ final class AdCatalog: Sendable {
     /// runs there, the request and what became of it.
     func serve(placement: AdAPI.Placement, at point: GeoPoint, for identity: Identity, now: Double = Date().timeIntervalSince1970) async throws -> AdAPI.Ad? {
         guard let city = cities.city(at: point) else { return nil }
+        // Another shard's city: its campaigns are not here, and an empty answer would hide the misrouting.
+        let cityOwner = AdAPI.shard(ofCity: city.name, count: owner.count)
+        guard cityOwner == owner.index else {
+            throw Problem.misdirected("\(city.name) is shard \(cityOwner)'s; this instance owns shard \(owner.index) of \(owner.count)")
+        }
         let running = live.withLock { live in
             live.values.filter {
                 $0.campaign.state == .active && $0.city.name == city.name && $0.settings.placements.contains(placement)
@@ -203,6 +211,10 @@ final class AdCatalog: Sendable {
     /// Counts an impression or a click sent by `identity`, charging the campaign what it pays for it.
     func count(_ token: String, kind: AdTokens.Kind, for identity: Identity, now: Double = Date().timeIntervalSince1970) async throws -> AdAPI.Counted {
         let claims = try tokens.verify(token, kind: kind, userID: identity.userID, now: now)
+        // Another shard's campaign counted here would be charged in Redis but stored in no file that has it.
+        guard owner.owns(id: claims.campaignID) else {
+            throw Problem.misdirected("Ad campaign \(claims.campaignID) is another shard's; this instance owns shard \(owner.index) of \(owner.count)")
+        }
         var entry = current(claims.campaignID)
         if entry == nil, let campaign = try await store.campaign(id: claims.campaignID), let city = cities.named(campaign.settings.targeting.city) {
             // Ended or exhausted since it was served: still counted, within its budget.

@@ -23,6 +23,9 @@ struct AdLedger: Sendable {
     let stream: String
     /// The shards' hash tags; nil: one Redis's plain keys, counted straight onto `stream`.
     var tags: [String]? = nil
+    /// The ad service's shard this instance owns (the service split by city): its count streams are its
+    /// own (`ad-s1`, `ad-s1.{tag}`), read by no other shard, and republished onto `stream`.
+    var owner = Shard(index: 0, of: 1)
 
     /// The shard holding `campaign`'s books.
     func shard(of campaign: String) -> Int {
@@ -30,11 +33,15 @@ struct AdLedger: Sendable {
         return HashSlot.of(campaign) % tags.count
     }
 
-    /// The streams the count script appends to: `stream` itself, or one per shard (`ad.{tag}`).
-    var countStreams: [String] { tags.map { $0.map { "\(stream).{\($0)}" } } ?? [stream] }
+    /// The streams the count script appends to: `stream` itself, or one per shard of the books
+    /// (`ad.{tag}`); the service's shard's own when the service is split (`ad-s1`, `ad-s1.{tag}`).
+    var countStreams: [String] {
+        let base = owner.named(stream)
+        return tags.map { $0.map { "\(base).{\($0)}" } } ?? [base]
+    }
 
-    /// Whether `AdRecorder` republishes what it stores onto `stream` (the books are sharded).
-    var republishes: Bool { tags != nil }
+    /// Whether `AdRecorder` republishes what it stores onto `stream` (the books or the service are split).
+    var republishes: Bool { tags != nil || owner.isSplit }
 
     private func scope(_ campaign: String) -> String {
         guard let tags else { return prefix }

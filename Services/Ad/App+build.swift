@@ -22,6 +22,11 @@ import SQLiteKit
 /// `ad.segment.new.trips` (3), `ad.segment.frequent.trips` (10), `ad.exploration.percent` (10),
 /// `ad.pacing.interval.seconds` (60), `ad.pacing.horizon.seconds` (900), `ad.refresh.ms` (how often the
 /// books are read from Redis, 1000) and `ad.counts.flush.ms` (how often serving figures are stored, 2000).
+///
+/// With `shards` naming more than one for ad, this instance owns shard `shard`: the cities
+/// `AdAPI.shard(ofCity:count:)` gives it, with their campaigns (ids `s<k>-…`), serving figures and
+/// pacing; it counts its own campaigns' impressions and clicks onto streams of its own, republished
+/// onto `ad.events.stream`, and follows the order and coupon streams in a consumer group of its own.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "ad", reader: reader, defaultPort: 9008)
     let tokens = try await kit.accessTokens()
@@ -54,7 +59,9 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
 
     let prefix = try reader.keyName(forKey: "ad.redis.prefix", default: "ad")
     let shards = try reader.int(forKey: "ad.redis.shards", default: kit.configuration.redis.cluster ? 3 : 1, in: 1...64)
+    let shard = kit.configuration.ownShard
     var ledger = AdLedger(redis: kit.redis, prefix: prefix, source: kit.name, stream: stream)
+    ledger.owner = shard
     if kit.configuration.redis.cluster || shards > 1 { ledger.tags = HashSlot.spreadTags(shards, named: prefix) }
     let counts = ServeCounts()
     let catalog = AdCatalog(
@@ -85,15 +92,15 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     if ledger.republishes { kit.relayOutbox(of: database, wakeups: wakeups) }
     kit.addService(AdFollower.orders(
         store: store, redis: kit.redis, stream: reader.string(forKey: "ad.order.stream", default: OrderEvents.Created.stream),
-        instance: kit.configuration.instanceID, logger: kit.logger))
+        instance: kit.configuration.instanceID, shard: shard, logger: kit.logger))
     kit.addService(AdFollower.couponClaims(
         store: store, redis: kit.redis, stream: reader.string(forKey: "ad.coupon.stream", default: CouponEvents.Claimed.stream),
-        instance: kit.configuration.instanceID, logger: kit.logger))
+        instance: kit.configuration.instanceID, shard: shard, logger: kit.logger))
     kit.trimStreams(ledger.republishes ? [stream] + ledger.countStreams : [stream])
     kit.pruneProcessedEvents(in: database)
 
     let router = kit.makeRouter()
     let api = try kit.authenticated(router, tokens: tokens)
-    AdController(store: store, catalog: catalog, cities: cities).register(on: api)
+    AdController(store: store, catalog: catalog, cities: cities, shard: shard).register(on: api)
     return kit.makeApplication(router: router)
 }

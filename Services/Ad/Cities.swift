@@ -4,8 +4,8 @@ import HailKit
 import Synchronization
 
 /// The cities ads are sold in: a name, a circle on the map, and the time zone that hours, days and
-/// daily budgets are counted in. From `ad.cities`: `Name@lat,lon,radiusMeters,TimeZone` entries separated
-/// by `;` (default `Berlin@52.52,13.405,30000,Europe/Berlin`).
+/// daily budgets are counted in. From `ad.cities` (`CityCircles`: `Name@lat,lon,radiusMeters,TimeZone`
+/// entries separated by `;`, default `Berlin@52.52,13.405,30000,Europe/Berlin`).
 struct Cities: Sendable {
     final class City: Sendable {
         let name: String
@@ -57,32 +57,25 @@ struct Cities: Sendable {
 
     let all: [City]
 
-    static let defaultSpecification = "Berlin@52.52,13.405,30000,Europe/Berlin"
+    /// The circles the cities are (`CityCircles`: the gateway reads the same list to route by place).
+    let circles: CityCircles
+
+    static let defaultSpecification = CityCircles.defaultSpecification
 
     init(specification: String) throws {
-        var cities: [City] = []
-        for entry in specification.split(separator: ";") where !entry.trimmingCharacters(in: .whitespaces).isEmpty {
-            let parts = entry.split(separator: "@", maxSplits: 1)
-            let fields = parts.count == 2 ? parts[1].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } : []
-            guard parts.count == 2, fields.count == 4, let lat = Double(fields[0]), let lon = Double(fields[1]),
-                let radius = Double(fields[2]), Bounds.latitude.contains(lat), Bounds.longitude.contains(lon), radius > 0, radius <= 500_000,
-                let zone = TimeZone(identifier: fields[3])
-            else {
-                throw ConfigurationError("ad.cities: '\(entry)' is not Name@lat,lon,radiusMeters,TimeZone (a known IANA zone)")
-            }
-            cities.append(City(
-                name: parts[0].trimmingCharacters(in: .whitespaces), centre: GeoPoint(lat: lat, lon: lon), radiusMeters: radius,
-                timeZone: zone))
+        do {
+            circles = try CityCircles(specification: specification)
+        } catch {
+            throw ConfigurationError("ad.cities: \(error.description)")
         }
-        guard !cities.isEmpty else { throw ConfigurationError("ad.cities names no city") }
-        all = cities
+        all = circles.all.map { City(name: $0.name, centre: $0.centre, radiusMeters: $0.radiusMeters, timeZone: $0.timeZone) }
     }
 
     func named(_ name: String) -> City? { all.first { $0.name == name } }
 
     /// The city a point lies in (the nearest centre, when circles overlap).
     func city(at point: GeoPoint) -> City? {
-        all.map { ($0, $0.centre.distanceKm(to: point) * 1000) }.filter { $0.1 <= $0.0.radiusMeters }.min { $0.1 < $1.1 }?.0
+        circles.city(at: point).flatMap { named($0.name) }
     }
 }
 

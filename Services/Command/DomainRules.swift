@@ -117,8 +117,10 @@ struct DomainRules: Sendable {
     }
 
     private func adBudgets() async throws -> [Observed] {
-        let list = try await clients.call(AdAPI.campaigns, NoContent(), headers: try await credentials.headers(for: AdAPI.service), context: .none)
-        return list.campaigns.filter { $0.state == .exhausted }.map { campaign in
+        // A split ad service lists each shard's own campaigns (the cities it owns).
+        let lists = try await clients.callEveryShard(
+            AdAPI.campaigns, NoContent(), headers: try await credentials.headers(for: AdAPI.service), context: .none)
+        return AdAPI.CampaignList.merged(lists).campaigns.filter { $0.state == .exhausted }.map { campaign in
             Self.observed(
                 "AdBudgetExhausted", severity: "info", summary: "\(campaign.settings.name) (\(campaign.settings.advertiser)): total budget spent",
                 labels: ["campaign": campaign.id])

@@ -18,7 +18,8 @@ import Logging
 /// (true: each token passed on carries the gateway's attestation that it verified it, so the service
 /// checks an HMAC, not the signature, see `TokenAttestations`; false: services verify signatures),
 /// `gateway.fix.batch.ms` and `gateway.fix.batch.max` (drivers' fixes gathered into one call to matching,
-/// see `FixBatches`). The gateway also relays order events to the riders' and drivers' WebSockets
+/// see `FixBatches`), `ad.cities` (the ad service's cities, the same list it is given: a split ad service's
+/// shard for an ad is its place's city's, see `CityCircles`). The gateway also relays order events to the riders' and drivers' WebSockets
 /// (`/ws`), from whichever instance holds the connection, and closes them when their session ends.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080, defaultConnectionsPerClient: 512)
@@ -106,13 +107,20 @@ func buildRouter(
         .add(middleware: RateLimitMiddleware(redis: kit.redis, budgets: authBudgets))
     proxy.registerPublic(on: publicAuth)
 
+    let adCities: CityCircles
+    do {
+        adCities = try CityCircles(specification: reader.text(forKey: "ad.cities", default: CityCircles.defaultSpecification))
+    } catch {
+        throw ConfigurationError("ad.cities: \(error.description)")
+    }
+    let routes = ProxyRoute.all(adCities: adCities)
     let secured = router.group("/api/v1")
         .add(middleware: AuthenticationMiddleware(tokens: tokens, redis: kit.redis, checkDenyList: false))
         .add(middleware: RateLimitMiddleware(redis: kit.redis, budgets: apiBudgets, checksRevocation: true, revocations: revocations))
     proxy.registerSecured(on: secured)
     sockets.register(on: router, secured: secured)
     PageProxyController(clients: kit.clients).register(on: router)
-    ProxyRoute.register(ProxyRoute.all, on: secured, clients: kit.clients, tokens: tokens)
+    ProxyRoute.register(routes, on: secured, clients: kit.clients, tokens: tokens)
     MoneyProxyController(clients: kit.clients, tokens: tokens).register(on: secured)
     // Every other API path is authenticated first, then answered: nothing else is served yet.
     for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
@@ -136,7 +144,7 @@ func buildRouter(
     let relay =
         try reader.flag(forKey: "gateway.relay.direct", default: true)
         ? Relay(
-            routes: ProxyRoute.all, tokens: tokens, revocations: revocations, budgets: apiBudgets, clients: kit.clients,
+            routes: routes, tokens: tokens, revocations: revocations, budgets: apiBudgets, clients: kit.clients,
             bodyLimit: kit.configuration.bodyLimit, requestTimeout: kit.configuration.requestTimeout,
             serverName: "hailstorm-gateway", fixBatches: fixBatches, logger: kit.logger)
         : nil

@@ -6,6 +6,28 @@ import Foundation
 public enum AdAPI {
     public static let service = "ad"
 
+    /// The shard of a split ad service that owns `city`: its campaigns, their serving and their counts
+    /// (serving an ad chooses among every campaign of the place's city, so a city is never split).
+    /// Rendezvous hashing of the city's name, as every caller computes it.
+    public static func shard(ofCity city: some StringProtocol, count: Int) -> Int {
+        Shards.shard(forKey: city, count: count)
+    }
+
+    /// The campaign an impression or click token names, read without checking the token: where to send
+    /// it. The ad service's owner of that campaign checks its signature. A token is
+    /// base64url(`v1|kind|id|campaign|user|placement|expiresAt`) `.` base64url(HMAC); nil for anything
+    /// else.
+    public static func campaignID(ofToken token: some StringProtocol) -> String? {
+        let token = Substring(token)
+        guard token.utf8.count <= 2048, let dot = token.firstIndex(of: ".") else { return nil }
+        var text = String(token[..<dot]).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        text += String(repeating: "=", count: (4 - text.utf8.count % 4) % 4)
+        guard let payload = Data(base64Encoded: text) else { return nil }
+        let fields = String(decoding: payload, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)
+        guard fields.count == 7, fields[0] == "v1", !fields[3].isEmpty else { return nil }
+        return String(fields[3])
+    }
+
     /// Where in the apps an ad is shown.
     public enum Placement: String, Codable, Sendable, CaseIterable {
         /// A rider waiting for a driver.
@@ -174,6 +196,14 @@ public enum AdAPI {
 
         public init(campaigns: [Campaign]) {
             self.campaigns = campaigns
+        }
+
+        /// The lists of every shard of a split ad service as one, in the order one shard lists them
+        /// (the oldest campaign first).
+        public static func merged(_ lists: [CampaignList]) -> CampaignList {
+            CampaignList(campaigns: lists.flatMap(\.campaigns).sorted { a, b in
+                a.createdAt != b.createdAt ? a.createdAt < b.createdAt : a.id < b.id
+            })
         }
     }
 

@@ -22,10 +22,15 @@ struct AdPlatform: Sendable {
 
     /// The stream counted impressions and clicks are published on.
     let adStream: String
+    /// Each ad instance's own address, by shard.
+    var ads: [String] = []
 
-    /// With `cluster`, the ad service's Redis is that cluster (the gateway's stays the test run's).
+    /// With `cluster`, the ad service's Redis is that cluster (the gateway's stays the test run's); with
+    /// `shards` above 1, ad runs that many instances, each owning the shard of that number, and every
+    /// service is told so; `cities` is `ad.cities` for the ad service and the gateway.
     static func run<T: Sendable>(
-        withCoupon: Bool = false, cluster: RedisClusterProcess? = nil, _ body: @Sendable (AdPlatform) async throws -> T
+        withCoupon: Bool = false, cluster: RedisClusterProcess? = nil, shards: Int = 1, cities: String? = nil,
+        _ body: @Sendable (AdPlatform) async throws -> T
     ) async throws -> T {
         let prefix = "/" + TestEnvironment.unique("ads") + "/"
         let claims = TestEnvironment.unique("claims")
@@ -41,18 +46,35 @@ struct AdPlatform: Sendable {
             settings["redis.cluster"] = "true"
             settings["redis.cluster.nodes"] = cluster.ports.dropFirst().map { "127.0.0.1:\($0)" }.joined(separator: ",")
         }
-        let ad = try await Ad.buildApplication(reader: try .testing(settings, service: "ad"))
+        var gatewaySettings = [
+            "discovery.prefix": prefix, "client.discovery.cache.ms": "1000", "gateway.rate.prefix": TestEnvironment.unique("rl"),
+            "gateway.rate.limit": "100000",
+        ]
+        if let cities {
+            settings["ad.cities"] = cities
+            gatewaySettings["ad.cities"] = cities
+        }
+        if shards > 1 {
+            settings["shards"] = "ad=\(shards)"
+            gatewaySettings["shards"] = "ad=\(shards)"
+        }
+        var ads: [HailApplication] = []
+        for shard in 0..<max(1, shards) {
+            var own = settings
+            if shards > 1 { own["shard"] = String(shard) }
+            ads.append(try await Ad.buildApplication(reader: try .testing(own, service: "ad")))
+        }
         // Discovery cached for a second: what the gateway relays on bytes it sends only to instances it
         // has listed, as in production.
-        let gateway = try await Gateway.buildApplication(reader: try .testing(
-            ["discovery.prefix": prefix, "client.discovery.cache.ms": "1000", "gateway.rate.prefix": TestEnvironment.unique("rl"), "gateway.rate.limit": "100000"],
-            service: "gateway"))
+        let gateway = try await Gateway.buildApplication(reader: try .testing(gatewaySettings, service: "gateway"))
         let admin = try await TestKeys.userToken("admin-\(UUID().uuidString.prefix(8))", role: .admin)
-        @Sendable func platform() async throws -> T {
-            try await withRunningService(ad) { _ in
-                try await withRunningService(gateway) { base in
-                    let platform = AdPlatform(gateway: base, orderStream: orders, adminToken: admin, adStream: adStream)
-                    // The gateway finds the ad service once its registration is in etcd.
+        let allAds = ads
+        @Sendable func withAds(from index: Int, bases: [String]) async throws -> T {
+            guard index < allAds.count else {
+                return try await withRunningService(gateway) { base in
+                    var platform = AdPlatform(gateway: base, orderStream: orders, adminToken: admin, adStream: adStream)
+                    platform.ads = bases
+                    // The gateway finds the ad service (every shard) once its registrations are in etcd.
                     for _ in 0..<100 {
                         if try await platform.admin(.GET, "/admin/ads/campaigns").status == 200 { break }
                         try await Task.sleep(for: .milliseconds(50))
@@ -60,7 +82,9 @@ struct AdPlatform: Sendable {
                     return try await body(platform)
                 }
             }
+            return try await withRunningService(allAds[index]) { base in try await withAds(from: index + 1, bases: bases + [base]) }
         }
+        @Sendable func platform() async throws -> T { try await withAds(from: 0, bases: []) }
         guard withCoupon else { return try await platform() }
         let coupon = try await Coupon.buildApplication(reader: try .testing([
             "discovery.prefix": prefix, "coupon.redis.prefix": TestEnvironment.unique("coupon"), "coupon.claims.stream": claims,
@@ -268,6 +292,92 @@ struct AdPlatformTests {
                 let holders = try cluster.masterPorts().filter { !(try cluster.cli($0, "KEYS", "*}:c:\(id)")).isEmpty }
                 #expect(holders.count == 1, "the campaign's books on masters \(holders)")
             }
+        }
+    }
+
+    @Test("ad in two shards by city: each city's campaign made, served, counted and reported by its own shard through the gateway; both listed; each count once on the public stream; another shard's city or token refused with 421")
+    func adsInShards() async throws {
+        // Two cities that the two shards each own one of.
+        let places = [
+            ("Berlin", 52.52, 13.405), ("Hamburg", 53.55, 9.99), ("Munich", 48.137, 11.575), ("Cologne", 50.94, 6.96),
+            ("Leipzig", 51.34, 12.37),
+        ]
+        let first = try #require(places.first { AdAPI.shard(ofCity: $0.0, count: 2) == 0 })
+        let second = try #require(places.first { AdAPI.shard(ofCity: $0.0, count: 2) == 1 })
+        let cities = [first, second].map { "\($0.0)@\($0.1),\($0.2),20000,Europe/Berlin" }.joined(separator: ";")
+        try await AdPlatform.run(shards: 2, cities: cities) { platform in
+            var ids: [String] = []
+            for (shard, city) in [first, second].enumerated() {
+                let id = try await platform.campaign(["name": "Drinks in \(city.0)", "targeting": ["city": city.0]])
+                #expect(id.hasPrefix("s\(shard)-"), "\(city.0)'s campaign \(id) is shard \(shard)'s")
+                ids.append(id)
+            }
+            let listed = try await platform.admin(.GET, "/admin/ads/campaigns")
+            let listedIDs = ((listed.json["campaigns"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }
+            #expect(listedIDs == ids, "both shards' campaigns, the oldest first: \(listed.text)")
+
+            let (_, token) = try await rider()
+            var tokens: [(impression: String, click: String)] = []
+            for (shard, city) in [first, second].enumerated() {
+                // The catalog takes a resumed campaign at once; an ad at the city's centre is its campaign's.
+                let ad = try await platform.ad(token, lat: city.1, lon: city.2)
+                #expect(ad.status == 200, "\(city.0): \(ad.status) \(ad.text)")
+                #expect(ad.json["campaignID"] as? String == ids[shard], "\(city.0) is served its own campaign: \(ad.text)")
+                let impression = try #require(ad.json["impressionToken"] as? String)
+                let click = try #require(ad.json["clickToken"] as? String)
+                #expect(AdAPI.campaignID(ofToken: impression) == ids[shard], "the token names its campaign for the gateway")
+                tokens.append((impression, click))
+                for (path, sent) in [("/ads/impressions", impression), ("/ads/clicks", click)] {
+                    let counted = try await platform.call(.POST, path, token: token, json: ["token": sent])
+                    #expect(counted.json["outcome"] as? String == "counted", "\(city.0) \(path): \(counted.text)")
+                }
+            }
+            // Nowhere: no ad, from whichever shard.
+            #expect(try await platform.ad(token, lat: 0, lon: 0).status == 204)
+            for (shard, id) in ids.enumerated() {
+                let report = try await platform.report(id) {
+                    let totals = $0["totals"] as? [String: Any]
+                    return totals?["clicks"] as? Int == 1 && totals?["served"] as? Int == 1
+                }
+                let totals = try #require(report["totals"] as? [String: Any], "shard \(shard): \(report)")
+                #expect(totals["served"] as? Int == 1 && totals["impressions"] as? Int == 1 && totals["clicks"] as? Int == 1, "shard \(shard): \(totals)")
+                #expect(totals["spentMillicents"] as? Int == 1_000, "one CPM impression of 1,000 cents per thousand: \(totals)")
+            }
+
+            // Asked of the other shard directly (a caller with another city list): refused, nothing counted there.
+            let (_, other) = try await rider("otto")
+            let elsewhere = try await testRequest(
+                .GET, platform.ads[1] + "/v1/ads?placement=rider.waiting&lat=\(first.1)&lon=\(first.2)",
+                headers: ["Authorization": "Bearer \(other)"])
+            #expect(elsewhere.status == 421 && elsewhere.json["type"] as? String == "urn:hailstorm:problem:misdirected", "\(elsewhere.text)")
+            let wrongOwner = try await testRequest(
+                .POST, platform.ads[1] + "/v1/impressions", json: ["token": tokens[0].impression],
+                headers: ["Authorization": "Bearer \(token)"])
+            #expect(wrongOwner.status == 421, "\(wrongOwner.text)")
+            let now = Date().timeIntervalSince1970
+            let made = try await testRequest(
+                .POST, platform.ads[1] + "/v1/campaigns",
+                json: [
+                    "name": "Lost", "advertiser": "Kiosk", "placements": ["rider.waiting"], "creative": ["title": "Drinks", "text": "Cold"],
+                    "targeting": ["city": first.0], "pricing": "cpm", "bidCents": 100, "dailyBudgetCents": 1000, "totalBudgetCents": 1000,
+                    "frequencyCapPerDay": 10, "pacing": "asap", "startsAt": now - 60, "endsAt": now + 3600,
+                ], headers: ["Authorization": "Bearer \(platform.adminToken)", "Idempotency-Key": UUID().uuidString])
+            #expect(made.status == 421, "\(first.0)'s campaign made on the other shard: \(made.text)")
+            let still = try await platform.admin(.GET, "/admin/ads/campaigns")
+            #expect((still.json["campaigns"] as? [[String: Any]])?.count == 2, "\(still.text)")
+
+            // Analytics' view: both shards' counts, each once, on the one public stream.
+            let redis = RedisClient(configuration: .init(port: TestEnvironment.redisPort, poolSize: 1))
+            defer { Task { await redis.shutdown() } }
+            var published: [String] = []
+            for _ in 0..<50 where published.count < 4 {
+                let entries = try await redis.xrange(EventEnvelope.streamKey(platform.adStream), from: "-", to: "+", count: 100)
+                published = entries.compactMap { entry in
+                    entry.fields["payload"].flatMap { try? JSONDecoder().decode(AdEvents.Counted.self, from: Data($0)) }?.campaignID
+                }
+                if published.count < 4 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(published.sorted() == (ids + ids).sorted(), "an impression and a click of each shard's campaign: \(published)")
         }
     }
 

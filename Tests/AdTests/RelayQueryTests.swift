@@ -5,7 +5,7 @@ import Testing
 /// The gateway relays an ad request (a query) on bytes only when the query is one the route passes on.
 @Suite("the relay's queries")
 struct RelayQueryTests {
-    let routes = RelayRoutes(ProxyRoute.all)
+    let routes = RelayRoutes(ProxyRoute.all())
 
     @Test("a query of the names a route takes, in plain or percent-escaped characters, is passed on as it came")
     func passed() throws {

@@ -170,6 +170,8 @@ final class Supervisor: Service, @unchecked Sendable {
                 if !shards.counts.isEmpty { options["shards"] = shards.description }
                 if shards.isSharded(service.name) { options["shard"] = String(index - 1) }
                 if service.name == "command", let prometheusPort { options["command-prometheus-url"] = "http://127.0.0.1:\(prometheusPort)" }
+                // The gateway sends an ad to the shard of its place's city: it reads the ad service's cities.
+                if service.name == "gateway", let cities = plan.options["ad"]?["ad-cities"] { options["ad-cities"] = cities }
                 for (key, value) in plan.options[service.name] ?? [:] { options[key] = value }
                 // Each service gets its own private key and every public key; only login's signs users' tokens.
                 var environment = ["AUTH_JWKS": keys.jwks, "AUTH_SIGNING_KEY": keys.privateKeys[service.name] ?? ""]
@@ -501,7 +503,7 @@ enum ServiceCatalog {
         Entry(name: "coupon", stateless: false, sharded: true),
         Entry(name: "payment", stateless: false, sharded: true),
         Entry(name: "settlement", stateless: false),
-        Entry(name: "ad", stateless: false),
+        Entry(name: "ad", stateless: false, sharded: true),
         Entry(name: "analytics", stateless: false),
         Entry(name: "command", stateless: false),
         Entry(name: "gateway", stateless: true),

@@ -9,15 +9,23 @@ struct AdController: Sendable {
     let store: AdStore
     let catalog: AdCatalog
     let cities: Cities
+    /// The shard of a split ad service this instance owns: its new campaigns' ids name it, and only
+    /// campaigns in its cities are made here.
+    var shard = Shard(index: 0, of: 1)
 
     func register(on router: some RouterMethods<HailRequestContext>) {
         router.on(AdAPI.createCampaign) { body, request, context in
             _ = try context.requireRole(.admin)
             try validate(body)
+            let owner = AdAPI.shard(ofCity: body.targeting.city, count: shard.count)
+            guard owner == shard.index else {
+                throw Problem.misdirected(
+                    "\(body.targeting.city)'s campaigns are shard \(owner)'s; this instance owns shard \(shard.index) of \(shard.count)")
+            }
             let now = Date().timeIntervalSince1970
             let key = try HailHeaders.idempotencyKey(in: request.headers)
             let campaign = try await store.create(
-                AdAPI.Campaign(id: RandomID.uuid(), state: .draft, settings: body, createdAt: now), idempotencyKey: key)
+                AdAPI.Campaign(id: shard.id(RandomID.uuid()), state: .draft, settings: body, createdAt: now), idempotencyKey: key)
             context.logger.info("ad campaign created", metadata: ["campaign": "\(campaign.id)"])
             return campaign
         }

@@ -43,9 +43,11 @@ enum AdFollower {
     /// stream costs a few reads a second instead of one per trickle of events.
     static let gathering = EventConsumerConfiguration(batchSize: 500, gather: .milliseconds(250))
 
-    static func orders(store: AdStore, redis: RedisClient, stream: String, instance: String, logger: Logger) -> EventConsumer {
+    static func orders(
+        store: AdStore, redis: RedisClient, stream: String, instance: String, shard: Shard = Shard(index: 0, of: 1), logger: Logger
+    ) -> EventConsumer {
         EventConsumer.batching(
-            stream: stream, group: group, consumer: instance, redis: redis,
+            stream: stream, group: shard.group(group), consumer: instance, redis: redis,
             configuration: gathering, logger: logger
         ) { envelopes in
             try await ProcessedEvents.each(envelopes, consumer: "ad-orders", store: store.db) { envelope, db in
@@ -62,9 +64,11 @@ enum AdFollower {
         }
     }
 
-    static func couponClaims(store: AdStore, redis: RedisClient, stream: String, instance: String, logger: Logger) -> EventConsumer {
+    static func couponClaims(
+        store: AdStore, redis: RedisClient, stream: String, instance: String, shard: Shard = Shard(index: 0, of: 1), logger: Logger
+    ) -> EventConsumer {
         EventConsumer.batching(
-            stream: stream, group: group, consumer: instance, redis: redis, configuration: gathering, logger: logger
+            stream: stream, group: shard.group(group), consumer: instance, redis: redis, configuration: gathering, logger: logger
         ) { envelopes in
             try await ProcessedEvents.each(envelopes, consumer: "ad-coupons", store: store.db) { envelope, db in
                 guard envelope.type == CouponEvents.Claimed.type else { return }

@@ -60,6 +60,18 @@ struct ProxyRoute: Sendable {
         /// Every shard, their answers merged into one (a listing: each shard's page, one page made of them,
         /// given the request's query).
         case all(merge: @Sendable (_ answers: [ByteBuffer], _ query: [String: String]) throws -> ByteBuffer)
+        /// The shard that what the request carries names (an ad's place, by its city; a token, by the
+        /// campaign it names; a new campaign, by its city): read from the query passed on and the body.
+        /// Nil, or an id naming no shard: any instance, which refuses the request with the reason (a
+        /// forged token) or answers it (a place in no city has no ad).
+        case derived(@Sendable (_ query: [String: String], _ body: ByteBuffer?) -> ShardKey?)
+    }
+    /// What a request names that places it on a shard.
+    enum ShardKey: Sendable, Equatable {
+        /// An entity's id (`s<k>-…`): its owner.
+        case id(String)
+        /// A key hashed over the shards (`Shards.shard(forKey:count:)`): its owner.
+        case key(String)
     }
     var sharding: Sharding = .any
     /// For what an app shows only when it can (an ad): the longest the service may take, after which —
@@ -98,7 +110,10 @@ struct ProxyRoute: Sendable {
         case every(merge: @Sendable ([ByteBuffer], [String: String]) throws -> ByteBuffer)
     }
 
-    func target(id: String?, caller: String, idempotencyKey: String?, clients: ServiceClient) throws -> Target {
+    func target(
+        id: String?, caller: String, idempotencyKey: String?, query: @autoclosure () -> [String: String] = [:], body: ByteBuffer? = nil,
+        clients: ServiceClient
+    ) throws -> Target {
         guard clients.shardCount(of: service) > 1 else { return .shard(nil) }
         switch sharding {
         case .any: return .shard(nil)
@@ -106,7 +121,25 @@ struct ProxyRoute: Sendable {
         case .caller: return .shard(clients.shard(of: service, key: caller))
         case .idempotencyKey: return .shard(idempotencyKey.flatMap { clients.shard(of: service, key: $0) })
         case .all(let merge): return .every(merge: merge)
+        case .derived(let read):
+            switch read(query(), body) {
+            case .id(let named): return .shard((try? clients.shard(of: service, id: named)) ?? nil)
+            case .key(let key): return .shard(clients.shard(of: service, key: key))
+            case nil: return .shard(nil)
+            }
         }
+    }
+
+    /// `name=value&…` as a dictionary, each part percent-decoded (a name given twice: its last value).
+    static func queryPairs(_ text: some StringProtocol) -> [String: String] {
+        var pairs: [String: String] = [:]
+        for part in text.split(separator: "&") {
+            let pair = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = pair.first else { continue }
+            let value = pair.count == 2 ? String(pair[1]) : ""
+            pairs[String(name).removingPercentEncoding ?? String(name)] = value.removingPercentEncoding ?? value
+        }
+        return pairs
     }
 
     /// The caller's identity when its role may call this route; a 401 or 403 problem otherwise.
@@ -116,8 +149,9 @@ struct ProxyRoute: Sendable {
 
     func allows(_ role: Role) -> Bool { roles.isEmpty || roles.contains(role) }
 
-    /// Every relayed route.
-    static let all: [ProxyRoute] = [
+    /// Every relayed route; `adCities`: the cities the ad service sells in (`ad.cities`), whose shards
+    /// own their places.
+    static func all(adCities: CityCircles = try! CityCircles(specification: CityCircles.defaultSpecification)) -> [ProxyRoute] { [
         // Signed-in accounts.
         relay(.get, "me", to: LoginAPI.user, roles: [], id: .caller),
         // Coupons.
@@ -162,11 +196,14 @@ struct ProxyRoute: Sendable {
         relay(.get, "admin/settlements", to: SettlementAPI.batches, roles: [.admin], query: ["limit"]),
         relay(.get, "admin/reconciliation", to: SettlementAPI.reconciliation, roles: [.admin]),
         // Ads: the app shows one when it comes quickly, and nothing otherwise.
-        relay(.get, "ads", to: AdAPI.serve, roles: [.rider, .driver], query: ["placement", "lat", "lon"], optionalWithin: adDeadline),
-        relay(.post, "ads/impressions", to: AdAPI.impression, roles: [.rider, .driver]),
-        relay(.post, "ads/clicks", to: AdAPI.click, roles: [.rider, .driver]),
-        relay(.post, "admin/ads/campaigns", to: AdAPI.createCampaign, roles: [.admin]),
-        relay(.get, "admin/ads/campaigns", to: AdAPI.campaigns, roles: [.admin]),
+        // A split ad service: each city's campaigns on one shard (`AdAPI.shard(ofCity:count:)`).
+        relay(
+            .get, "ads", to: AdAPI.serve, roles: [.rider, .driver], query: ["placement", "lat", "lon"], optionalWithin: adDeadline,
+            sharding: .derived(adPlace(in: adCities))),
+        relay(.post, "ads/impressions", to: AdAPI.impression, roles: [.rider, .driver], sharding: .derived(adToken)),
+        relay(.post, "ads/clicks", to: AdAPI.click, roles: [.rider, .driver], sharding: .derived(adToken)),
+        relay(.post, "admin/ads/campaigns", to: AdAPI.createCampaign, roles: [.admin], sharding: .derived(adCampaignCity)),
+        relay(.get, "admin/ads/campaigns", to: AdAPI.campaigns, roles: [.admin], sharding: .all(merge: merged(AdAPI.CampaignList.merged))),
         relay(.get, "admin/ads/campaigns/{id}", to: AdAPI.campaign, roles: [.admin]),
         relay(.post, "admin/ads/campaigns/{id}/pause", to: AdAPI.pause, roles: [.admin]),
         relay(.post, "admin/ads/campaigns/{id}/resume", to: AdAPI.resume, roles: [.admin]),
@@ -196,7 +233,31 @@ struct ProxyRoute: Sendable {
         relay(.post, "admin/command/levers/drivers/{id}/restore", to: CommandAPI.restoreDriver, roles: [.admin]),
         relay(.post, "admin/command/levers/settlement-batches", to: CommandAPI.runSettlement, roles: [.admin]),
         relay(.post, "admin/command/levers/broadcasts", to: CommandAPI.broadcast, roles: [.admin]),
-    ]
+    ] }
+
+    /// A split ad service's shard for an ad at the query's place: its city's (none outside every city).
+    static func adPlace(in cities: CityCircles) -> @Sendable ([String: String], ByteBuffer?) -> ShardKey? {
+        { query, _ in
+            guard let lat = query["lat"].flatMap(Double.init), let lon = query["lon"].flatMap(Double.init) else { return nil }
+            let point = GeoPoint(lat: lat, lon: lon)
+            guard point.isValid, let city = cities.city(at: point) else { return nil }
+            return .key(city.name)
+        }
+    }
+
+    /// A split ad service's shard for an impression or click: the one owning the campaign its token names.
+    @Sendable static func adToken(_ query: [String: String], _ body: ByteBuffer?) -> ShardKey? {
+        guard let body, let request = try? JSONBody.decode(AdAPI.TokenRequest.self, from: body),
+            let campaign = AdAPI.campaignID(ofToken: request.token)
+        else { return nil }
+        return .id(campaign)
+    }
+
+    /// A split ad service's shard for a new campaign: its city's.
+    @Sendable static func adCampaignCity(_ query: [String: String], _ body: ByteBuffer?) -> ShardKey? {
+        guard let body, let campaign = try? JSONBody.decode(AdAPI.NewCampaign.self, from: body) else { return nil }
+        return .key(campaign.targeting.city)
+    }
 
     /// A rider's or driver's rides from every shard of order: one page of the newest.
     @Sendable static func mergeOrderPages(_ answers: [ByteBuffer], query: [String: String]) throws -> ByteBuffer {

@@ -73,7 +73,8 @@ extension ServiceClient {
         }
         let path = route.calleePath(id) + Self.queryString(query)
         switch try route.target(
-            id: id, caller: try context.requireIdentity().userID, idempotencyKey: request.headers[HailHeaders.idempotencyKey], clients: self)
+            id: id, caller: try context.requireIdentity().userID, idempotencyKey: request.headers[HailHeaders.idempotencyKey],
+            query: query, body: body, clients: self)
         {
         case .every(let merge):
             return try await everyShard(route, path: path, headers: headers, body: body, query: query, context: context, merge: merge)

@@ -138,7 +138,8 @@ final class Relay: Sendable {
         // of every shard.
         guard
             case .shard(let shard) = try? route.target(
-                id: request.calleeID, caller: request.claims.identity.userID, idempotencyKey: request.idempotencyKey, clients: clients),
+                id: request.calleeID, caller: request.claims.identity.userID, idempotencyKey: request.idempotencyKey,
+                query: request.query.map(ProxyRoute.queryPairs) ?? [:], body: body, clients: clients),
             let instance = clients.pickListed(route.service, shard: shard)
         else { return nil }
         let attestation =
