@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # The whole platform on a Redis Cluster: `hailstorm up --redis-cluster 6` (six Debian redis-servers in
 # cluster mode, three masters each with a replica, on loopback), order in three shards, coupon and payment
-# in two (`--replicas order=3,coupon=2,payment=2`; `--replicas ''` for one of each), in a throwaway run
+# in two, ad in two (`--replicas order=3,coupon=2,payment=2,ad=2`; `--replicas ''` for one of each), in a throwaway run
 # folder, then
 # `hailstorm demo` — sign-ups, a flash sale over stock buckets on three masters, rides in both dispatch
 # modes, payments with coupons, ads, settlement, reconciliation and analytics — which exits non-zero on
 # any error or mismatch; then `hailstorm down`.
 #
-#   scripts/cluster-demo.sh [--bin-dir DIR] [--nodes 6] [--replicas order=3,coupon=2,payment=2]
+#   scripts/cluster-demo.sh [--bin-dir DIR] [--nodes 6] [--replicas order=3,coupon=2,payment=2,ad=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 bin_dir=.build/release
 nodes=6
-replicas=order=3,coupon=2,payment=2
+replicas=order=3,coupon=2,payment=2,ad=2
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin-dir) bin_dir=$2; shift 2 ;;

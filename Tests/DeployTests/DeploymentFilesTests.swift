@@ -51,7 +51,7 @@ import Yams
             #expect(environment(shards[service.name])["SHARDS"] != nil, "\(service.name) is not told the split")
         }
         let map = try ShardMap(parsing: try #require(environment(shards["gateway"])["SHARDS"]))
-        #expect(map.count(of: "order") == 3 && map.count(of: "coupon") == 2 && map.count(of: "payment") == 2, "\(map)")
+        #expect(map.count(of: "order") == 3 && map.count(of: "coupon") == 2 && map.count(of: "payment") == 2 && map.count(of: "ad") == 2, "\(map)")
         for (service, count) in map.counts {
             #expect(environment(shards[service])["SHARD"] == "0", "\(service): the base file's instance owns shard 0")
             for shard in 1..<count {

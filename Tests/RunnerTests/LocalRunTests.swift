@@ -30,7 +30,7 @@ struct LocalRunTests {
                 guard let name = entry["instance"] as? String, let port = entry["port"] as? Int else { return nil }
                 return (name, port)
             }
-        #expect(expected.count == 16, "etcd, 10 services, 2 gateways, 2 shards each of order, coupon and payment: \(expected)")
+        #expect(expected.count == 17, "etcd, 10 services, 2 gateways, 2 shards each of order, coupon, payment and ad: \(expected)")
         var missing: [String] = []
         let deadline = ContinuousClock.now + .seconds(30)
         repeat {
@@ -61,13 +61,13 @@ struct LocalRunTests {
         // Whatever happens, the stack goes down (`down` is waited for, not signalled).
         defer { _ = try? TestProcess(executable: bin + "/hailstorm", arguments: ["down", "--run-dir", runDir], name: "down").waitForExit() }
         let up = try await tool("hailstorm", [
-            "up", "--run-dir", runDir, "--gateway-port", String(port), "--bin-dir", bin, "--replicas", "gateway=2", "--replicas", "order=2,coupon=2,payment=2",
+            "up", "--run-dir", runDir, "--gateway-port", String(port), "--bin-dir", bin, "--replicas", "gateway=2", "--replicas", "order=2,coupon=2,payment=2,ad=2",
             "--option", "login:auth-bcrypt-cost=4", "--option", "matching:matching-window-ms=500",
             "--option", "matching:matching-offer-seconds=5",
         ])
         try #require(up.status == 0, "up: \(up.output)")
         var instances = try await status()
-        #expect(instances.count == 18, "redis, etcd, 10 services, 2 gateways, 2 shards each of order, coupon and payment, and Prometheus: \(instances.map { $0["instance"] ?? "" })")
+        #expect(instances.count == 19, "redis, etcd, 10 services, 2 gateways, 2 shards each of order, coupon, payment and ad, and Prometheus: \(instances.map { $0["instance"] ?? "" })")
         #expect(instances.allSatisfy { $0["health"] as? String == "ready" && $0["pid"] as? Int != nil })
         // Prometheus scrapes every instance where it listens (both gateways among them) and has Hailstorm's rules.
         let prometheus = try #require(instances.first { $0["service"] as? String == "prometheus" }?["port"] as? Int)
