@@ -65,9 +65,10 @@ final class LiveFeed: Sendable {
         let audit = (try? await store.audit(limit: 15)) ?? []
         var drivers: [MatchingAPI.DriverStatus]? = nil
         do {
-            drivers = try await clients.call(
+            // Matching split by city: every city's drivers.
+            drivers = MatchingAPI.DriverList.merged(try await clients.callEveryShard(
                 MatchingAPI.drivers, NoContent(), headers: try await credentials.headers(for: MatchingAPI.service), context: .none
-            ).drivers
+            )).drivers
         } catch {
             unavailable["drivers"] = "\(error)"
         }
@@ -89,9 +90,11 @@ final class LiveFeed: Sendable {
         }
         var waiting: MatchingAPI.WaitingOrders? = nil
         do {
-            waiting = try await clients.call(
-                MatchingAPI.waiting, NoContent(), query: ["limit": "500"],
-                headers: try await credentials.headers(for: MatchingAPI.service), context: .none)
+            waiting = MatchingAPI.WaitingOrders.merged(
+                try await clients.callEveryShard(
+                    MatchingAPI.waiting, NoContent(), query: ["limit": "500"],
+                    headers: try await credentials.headers(for: MatchingAPI.service), context: .none),
+                limit: 500)
         } catch {
             unavailable["waiting"] = "\(error)"
         }

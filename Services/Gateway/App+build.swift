@@ -19,7 +19,8 @@ import Logging
 /// checks an HMAC, not the signature, see `TokenAttestations`; false: services verify signatures),
 /// `gateway.fix.batch.ms` and `gateway.fix.batch.max` (drivers' fixes gathered into one call to matching,
 /// see `FixBatches`), `ad.cities` (the ad service's cities, the same list it is given: a split ad service's
-/// shard for an ad is its place's city's, see `CityCircles`). The gateway also relays order events to the riders' and drivers' WebSockets
+/// shard for an ad is its place's city's, see `CityCircles`), `matching.cities` (matching's cities when it is
+/// split by city, as matching is given: a driver's fixes go to the instance of their city). The gateway also relays order events to the riders' and drivers' WebSockets
 /// (`/ws`), from whichever instance holds the connection, and closes them when their session ends.
 func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     var kit = try ServiceKit(name: "gateway", reader: reader, defaultPort: 8080, defaultConnectionsPerClient: 512)
@@ -113,7 +114,20 @@ func buildRouter(
     } catch {
         throw ConfigurationError("ad.cities: \(error.description)")
     }
-    let routes = ProxyRoute.all(adCities: adCities)
+    var matchingCities: CityCircles? = nil
+    let matchingCityText = reader.text(forKey: "matching.cities", default: "")
+    if !matchingCityText.isEmpty {
+        do {
+            matchingCities = try CityCircles(specification: matchingCityText)
+        } catch {
+            throw ConfigurationError("matching.cities: \(error.description)")
+        }
+    }
+    let matchingShards = kit.clients.shardCount(of: MatchingAPI.service)
+    if matchingShards > 1, matchingCities?.all.count != matchingShards {
+        throw ConfigurationError("matching is split into \(matchingShards) shards (shards): matching.cities must name \(matchingShards) cities, as matching is given")
+    }
+    let routes = ProxyRoute.all(adCities: adCities, matchingCities: matchingShards > 1 ? matchingCities : nil)
     let secured = router.group("/api/v1")
         .add(middleware: AuthenticationMiddleware(tokens: tokens, redis: kit.redis, checkDenyList: false))
         .add(middleware: RateLimitMiddleware(redis: kit.redis, budgets: apiBudgets, checksRevocation: true, revocations: revocations))
@@ -138,6 +152,12 @@ func buildRouter(
             clients: kit.clients, credentials: credentials, window: .milliseconds(fixWindow),
             limit: try reader.int(forKey: "gateway.fix.batch.max", default: 500, in: 1...MatchingAPI.locationBatchLimit),
             timeout: min(kit.clients.configuration.timeout, kit.configuration.requestTimeout ?? kit.clients.configuration.timeout),
+            shard: { [matchingCities, matchingShards] points in
+                // Split by city: the batch of the city of each driver's latest fix.
+                guard matchingShards > 1, let matchingCities, let latest = MatchingAPI.latest(points) else { return nil }
+                let point = GeoPoint(lat: latest.lat, lon: latest.lon)
+                return point.isValid ? MatchingAPI.shard(of: point, in: matchingCities) : nil
+            },
             logger: kit.logger)
     }
     // `gateway.relay.direct` (true): relay the common request in front of the router.

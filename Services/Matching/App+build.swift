@@ -17,6 +17,9 @@ import SQLiteKit
 /// spread that over the second), `matching.max.pickup.km` (5), `matching.offer.drivers` (5), `matching.offer.seconds` (30),
 /// `matching.window.max.orders` (5000); the city `matching.city.lat` / `matching.city.lon` (the centre the
 /// plane is projected around; 52.52, 13.405), `matching.city.radius.km` (40) and `matching.cell.km` (0.4);
+/// or, split by city (`shards` naming N for matching), `matching.cities` (`CityCircles`: N cities, the k-th
+/// dispatched by shard k around its centre and within its radius; each instance takes the orders picked up
+/// nearer its centre than any other, and its drivers' fixes there; its Redis keys under `matching-s<k>`);
 /// `matching.redis.prefix` (`matching`: the GEO set and the online/busy sets); `matching.events.reclaim.seconds` (30);
 /// `matching.driver.stale.seconds` (120: an available driver without a fix for this long goes offline);
 /// `matching.fix.copy.ms` (100: how often the fixes received are copied to Redis, for a restart's rebuild);
@@ -34,11 +37,35 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     guard let engineMode = DispatchMode(rawValue: engineName), engineMode == .exact || engineMode == .fast else {
         throw ConfigurationError("matching.engine.mode must be exact or fast, not \(engineName)")
     }
-    let centre = GeoCoordinate(
-        latitude: try reader.double(forKey: "matching.city.lat", default: 52.52, in: -90...90),
-        longitude: try reader.double(forKey: "matching.city.lon", default: 13.405, in: -180...180))
+    // Split by city: `matching.cities` names one city per shard, the k-th the city of shard k.
+    let shard = kit.configuration.ownShard
+    let cityText = reader.text(forKey: "matching.cities", default: "")
+    var cities: CityCircles? = nil
+    if !cityText.isEmpty {
+        do {
+            cities = try CityCircles(specification: cityText)
+        } catch {
+            throw ConfigurationError("matching.cities: \(error.description)")
+        }
+    }
+    if shard.isSplit {
+        guard let cities, cities.all.count == shard.count else {
+            throw ConfigurationError(
+                "matching is split into \(shard.count) shards (shards): matching.cities must name \(shard.count) cities, one per instance, not \(cities?.all.count ?? 0)")
+        }
+    }
+    let ownCity = cities.map { $0.all[shard.isSplit ? shard.index : 0] }
+    let city = CityRange(shard: shard, cities: cities)
+    let centre =
+        if let ownCity {
+            GeoCoordinate(latitude: ownCity.centre.lat, longitude: ownCity.centre.lon)
+        } else {
+            GeoCoordinate(
+                latitude: try reader.double(forKey: "matching.city.lat", default: 52.52, in: -90...90),
+                longitude: try reader.double(forKey: "matching.city.lon", default: 13.405, in: -180...180))
+        }
     guard centre.isValid else { throw ConfigurationError("matching.city.lat/lon is not a place on earth") }
-    let radius = try reader.double(forKey: "matching.city.radius.km", default: 40, in: 0...20_000)
+    let radius = try ownCity.map { $0.radiusMeters / 1000 } ?? reader.double(forKey: "matching.city.radius.km", default: 40, in: 0...20_000)
     let cell = try reader.double(forKey: "matching.cell.km", default: 0.4, in: 0...1000)
     let maxPickupKm = try reader.double(forKey: "matching.max.pickup.km", default: 5, in: 0...1000)
     guard radius > 0, cell > 0, maxPickupKm > 0 else {
@@ -50,7 +77,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let store = DispatchStore(db: database)
     let fleet = DriverFleet(
         live: LiveDriverIndex(DriverIndex(geometry: geometry)), projection: LocalProjection(origin: centre),
-        redis: kit.redis, prefix: reader.string(forKey: "matching.redis.prefix", default: "matching"),
+        redis: kit.redis, prefix: shard.named(reader.string(forKey: "matching.redis.prefix", default: "matching")),
         staleAfter: .seconds(max(1, try reader.int(forKey: "matching.driver.stale.seconds", default: 120, in: 1...86_400))))
     let restored = try await fleet.restore()
     kit.logger.info("driver index rebuilt from Redis", metadata: ["drivers": "\(restored)"])
@@ -69,7 +96,7 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
     let reclaim = max(1, try reader.int(forKey: "matching.events.reclaim.seconds", default: 30, in: 1...86_400))
 
     kit.addService(OrderEventsConsumer.consumer(
-        store: store, fleet: fleet, dispatch: dispatch, redis: kit.redis, instance: kit.configuration.instanceID,
+        store: store, fleet: fleet, dispatch: dispatch, redis: kit.redis, instance: kit.configuration.instanceID, city: city,
         configuration: EventConsumerConfiguration(reclaimAfter: .seconds(reclaim), reclaimInterval: .seconds(max(1, reclaim / 2))),
         logger: kit.logger))
     kit.addService(dispatch)
@@ -98,6 +125,8 @@ func buildApplication(reader: ConfigReader) async throws -> HailApplication {
 
     let router = kit.makeRouter()
     let api = try kit.authenticated(router, tokens: tokens)
-    DriverController(fleet: fleet, store: store, counters: counters, style: style, fixStream: fixStream, dispatch: dispatch).register(on: api)
+    DriverController(
+        fleet: fleet, store: store, counters: counters, style: style, fixStream: fixStream, dispatch: dispatch, city: city
+    ).register(on: api)
     return kit.makeApplication(router: router)
 }

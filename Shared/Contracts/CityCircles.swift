@@ -42,6 +42,21 @@ public struct CityCircles: Sendable {
 
     public func named(_ name: String) -> City? { all.first { $0.name == name } }
 
+    /// The position in `all` of the city whose centre is nearest `point`, inside its circle or not: a city
+    /// for every place (matching's cities each dispatch what is nearer them than any other).
+    public func nearest(to point: GeoPoint) -> Int {
+        var best = 0
+        var bestKm = Double.infinity
+        for (index, city) in all.enumerated() {
+            let km = city.centre.distanceKm(to: point)
+            if km < bestKm {
+                best = index
+                bestKm = km
+            }
+        }
+        return best
+    }
+
     /// The city a point lies in (the nearest centre, when circles overlap); nil outside every city.
     public func city(at point: GeoPoint) -> City? {
         var best: (city: City, meters: Double)? = nil

@@ -4,6 +4,17 @@ import Foundation
 public enum MatchingAPI {
     public static let service = "matching"
 
+    /// The shard of a matching service split by city (`matching.cities`, one instance per city, the k-th
+    /// city's instance owning shard k) that dispatches at `point`: the city whose centre is nearest.
+    public static func shard(of point: GeoPoint, in cities: CityCircles) -> Int {
+        cities.nearest(to: point)
+    }
+
+    /// The latest of a driver's fixes (by `at`; without times, the last one sent): where the driver is.
+    public static func latest(_ points: [LocationPoint]) -> LocationPoint? {
+        points.enumerated().max { a, b in (a.element.at ?? Double(a.offset)) < (b.element.at ?? Double(b.offset)) }?.element
+    }
+
     /// One GPS fix; `at` in seconds since 1970 (optional: the time it arrives otherwise).
     public struct LocationPoint: Codable, Sendable, Hashable {
         public var lat: Double
@@ -89,6 +100,25 @@ public enum MatchingAPI {
     }
 
     public struct DriverStatus: Codable, Sendable, Hashable {
+        /// A driver as matching split by city knows them: each city's instance answers for the driver,
+        /// and the one where the driver is says the most (on a trip, then available, then suspended, then
+        /// offline — what an instance that never saw the driver answers).
+        public static func merged(_ answers: [DriverStatus]) -> DriverStatus {
+            func rank(_ state: String) -> Int {
+                switch state {
+                case "busy": 4
+                case "available": 3
+                case "suspended": 2
+                default: 1
+                }
+            }
+            var best = answers[0]
+            for answer in answers.dropFirst() where rank(answer.state) > rank(best.state) || (best.lat == nil && answer.lat != nil && rank(answer.state) == rank(best.state)) {
+                best = answer
+            }
+            return best
+        }
+
         public var driverID: String
         /// `available`, `busy`, `offline` or `suspended` (by an operator: not dispatched until restored;
         /// a trip already under way goes on).
@@ -110,6 +140,11 @@ public enum MatchingAPI {
         public init(drivers: [DriverStatus]) {
             self.drivers = drivers
         }
+
+        /// Every city's drivers online, of matching split by city.
+        public static func merged(_ lists: [DriverList]) -> DriverList {
+            DriverList(drivers: lists.flatMap(\.drivers))
+        }
     }
 
     /// What dispatch has done since this instance started.
@@ -124,6 +159,30 @@ public enum MatchingAPI {
         public var offered: Int
         public var deferred: Int
         public var meanPickupKm: Double?
+
+        /// Every city's figures of matching split by city, added up (the mean pickup weighed by assignments).
+        public static func merged(_ all: [DispatchStats]) -> DispatchStats {
+            var total = DispatchStats(
+                mode: all.first?.mode ?? "", driversKnown: 0, driversAvailable: 0, ordersWaiting: 0, windows: 0, assigned: 0, offered: 0,
+                deferred: 0, meanPickupKm: nil)
+            var pickupKm = 0.0
+            var weighed = 0
+            for stats in all {
+                total.driversKnown += stats.driversKnown
+                total.driversAvailable += stats.driversAvailable
+                total.ordersWaiting += stats.ordersWaiting
+                total.windows += stats.windows
+                total.assigned += stats.assigned
+                total.offered += stats.offered
+                total.deferred += stats.deferred
+                if let mean = stats.meanPickupKm {
+                    pickupKm += mean * Double(stats.assigned)
+                    weighed += stats.assigned
+                }
+            }
+            total.meanPickupKm = weighed > 0 ? pickupKm / Double(weighed) : nil
+            return total
+        }
 
         public init(
             mode: String, driversKnown: Int, driversAvailable: Int, ordersWaiting: Int, windows: Int, assigned: Int,
@@ -166,6 +225,12 @@ public enum MatchingAPI {
         public init(orders: [WaitingOrder], total: Int) {
             self.orders = orders
             self.total = total
+        }
+
+        /// Every city's waiting orders of matching split by city, the oldest `limit` of them.
+        public static func merged(_ lists: [WaitingOrders], limit: Int) -> WaitingOrders {
+            let orders = lists.flatMap(\.orders).sorted { a, b in a.createdAt != b.createdAt ? a.createdAt < b.createdAt : a.orderID < b.orderID }
+            return WaitingOrders(orders: Array(orders.prefix(limit)), total: lists.reduce(0) { $0 + $1.total })
         }
     }
 

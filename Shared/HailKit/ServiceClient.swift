@@ -307,12 +307,14 @@ public final class ServiceClient: Sendable {
     /// each shard's answer, in shard order. The first refusal or failure throws, since an answer missing a
     /// shard's part would look whole and be wrong.
     public func callEveryShard<Req, Res>(
-        _ endpoint: Endpoint<Req, Res>, _ body: Req, query: [String: String] = [:], headers: HTTPFields = [:], context: CallContext
+        _ endpoint: Endpoint<Req, Res>, _ body: Req, parameters: [String: String] = [:], query: [String: String] = [:],
+        headers: HTTPFields = [:], context: CallContext
     ) async throws -> [Res] {
         let count = shardCount(of: endpoint.service)
         var answers: [Res] = []
         for shard in 0..<count {
-            answers.append(try await call(endpoint, body, query: query, headers: headers, shard: count > 1 ? shard : nil, context: context))
+            answers.append(try await call(
+                endpoint, body, parameters: parameters, query: query, headers: headers, shard: count > 1 ? shard : nil, context: context))
         }
         return answers
     }

@@ -26,6 +26,8 @@ final class Platform: @unchecked Sendable {
     let adminPhone = "+4915100000000"
     let adminPassword = "admin-pass-word"
     let login, order, matching, grab, gateway: ServiceProcess
+    /// Every instance of matching: with `matchingCities`, the k-th city's is `matchings[k]` (`matching` is the first).
+    let matchings: [ServiceProcess]
     /// Every instance of order: shard k is `orders[k]` (`order` is shard 0).
     let orders: [ServiceProcess]
     /// With `money`.
@@ -38,7 +40,8 @@ final class Platform: @unchecked Sendable {
     init(
         matching matchingOptions: [String: String] = [:], order orderOptions: [String: String] = [:], money: Bool = false,
         payment paymentOptions: [String: String] = [:], analytics analyticsOptions: [String: String]? = nil,
-        redisCluster: Bool = false, orderShards: Int = 1, couponShards: Int = 1, paymentShards: Int = 1
+        redisCluster: Bool = false, orderShards: Int = 1, couponShards: Int = 1, paymentShards: Int = 1,
+        matchingCities: String? = nil
     ) throws {
         var redisOptions: [String: String] = [:]
         if redisCluster {
@@ -53,7 +56,9 @@ final class Platform: @unchecked Sendable {
             (self.cluster, self.redis, redisPort) = (nil, redis, redis.port)
         }
         // Every service is told how order, coupon and payment are split.
-        let split = ShardMap(["order": orderShards, "coupon": couponShards, "payment": paymentShards])
+        // Matching split by city: one instance per city of `matchingCities` (`matching.cities`).
+        let matchingShards = matchingCities.map { $0.split(separator: ";").count } ?? 1
+        let split = ShardMap(["order": orderShards, "coupon": couponShards, "payment": paymentShards, "matching": matchingShards])
         if !split.counts.isEmpty { redisOptions["shards"] = split.description }
         let prefix = self.prefix
         let redisPort = self.redisPort
@@ -69,9 +74,15 @@ final class Platform: @unchecked Sendable {
         order = orders[0]
         var matchingValues = ["matching-window-ms": "300"]
         for (key, value) in matchingOptions { matchingValues[key] = value }
-        matching = try make("matching", matchingValues)
+        var gatewayValues = ["gateway-rate-auth-limit": "10000", "gateway-rate-limit": "10000", "client-discovery-cache-ms": "0"]
+        if let matchingCities {
+            matchingValues["matching-cities"] = matchingCities
+            gatewayValues["matching-cities"] = matchingCities
+        }
+        matchings = try shards("matching", matchingShards, matchingValues)
+        matching = matchings[0]
         grab = try make("order-grab")
-        gateway = try make("gateway", ["gateway-rate-auth-limit": "10000", "gateway-rate-limit": "10000", "client-discovery-cache-ms": "0"])
+        gateway = try make("gateway", gatewayValues)
         coupons = money ? try shards("coupon", couponShards) : []
         coupon = coupons.first
         payments = money ? try shards("payment", paymentShards, paymentOptions) : []
@@ -81,7 +92,7 @@ final class Platform: @unchecked Sendable {
     }
 
     private var services: [ServiceProcess] {
-        [login] + orders + [matching, grab] + coupons + payments + [settlement, analytics].compactMap { $0 } + [gateway]
+        [login] + orders + matchings + [grab] + coupons + payments + [settlement, analytics].compactMap { $0 } + [gateway]
     }
 
     var api: String { gateway.baseURL + "/api/v1" }

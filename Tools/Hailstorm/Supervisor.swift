@@ -172,6 +172,8 @@ final class Supervisor: Service, @unchecked Sendable {
                 if service.name == "command", let prometheusPort { options["command-prometheus-url"] = "http://127.0.0.1:\(prometheusPort)" }
                 // The gateway sends an ad to the shard of its place's city: it reads the ad service's cities.
                 if service.name == "gateway", let cities = plan.options["ad"]?["ad-cities"] { options["ad-cities"] = cities }
+                // Matching split by city: the gateway sends a driver's fixes to their city's instance.
+                if service.name == "gateway", let cities = plan.options["matching"]?["matching-cities"] { options["matching-cities"] = cities }
                 for (key, value) in plan.options[service.name] ?? [:] { options[key] = value }
                 // Each service gets its own private key and every public key; only login's signs users' tokens.
                 var environment = ["AUTH_JWKS": keys.jwks, "AUTH_SIGNING_KEY": keys.privateKeys[service.name] ?? ""]
@@ -498,7 +500,7 @@ enum ServiceCatalog {
     static let all: [Entry] = [
         Entry(name: "login", stateless: false),
         Entry(name: "order", stateless: false, sharded: true),
-        Entry(name: "matching", stateless: false),
+        Entry(name: "matching", stateless: false, sharded: true),
         Entry(name: "order-grab", stateless: false),
         Entry(name: "coupon", stateless: false, sharded: true),
         Entry(name: "payment", stateless: false, sharded: true),

@@ -116,7 +116,9 @@ struct CommandController: Sendable {
             guard (1...500).contains(text.count), !text.unicodeScalars.contains(where: { CharacterSet.controlCharacters.contains($0) }) else {
                 throw Problem.invalidField("text", "must be 1 to 500 characters without control characters")
             }
-            let online = try await clients.call(MatchingAPI.drivers, NoContent(), headers: headers, context: context.callContext).drivers
+            let online = MatchingAPI.DriverList.merged(
+                try await clients.callEveryShard(MatchingAPI.drivers, NoContent(), headers: headers, context: context.callContext)
+            ).drivers
             let reached = online.filter { driver in
                 guard driver.state != "offline", let lat = driver.lat, let lon = driver.lon else { return false }
                 return body.at.distanceKm(to: GeoPoint(lat: lat, lon: lon)) <= body.radiusKm
@@ -175,25 +177,36 @@ struct CommandController: Sendable {
     private func driverLever(
         _ endpoint: Endpoint<NoContent, MatchingAPI.DriverStatus>, action: String, request: Request, context: HailRequestContext
     ) async throws -> CommandAPI.AuditEntry {
-        try await ownedLever(request, context, action: action, what: "a driver id", maximum: 100, read: MatchingAPI.driver, act: endpoint) {
-            id, before, after in (id, ["state": before.state], ["state": after.state])
-        }
+        // Matching split by city: every city's instance suspends or restores the driver (so a driver who
+        // drives into another city stays suspended), and the one that knows them says their state.
+        try await ownedLever(
+            request, context, action: action, what: "a driver id", maximum: 100, read: MatchingAPI.driver, act: endpoint,
+            everyShard: MatchingAPI.DriverStatus.merged
+        ) { id, before, after in (id, ["state": before.state], ["state": after.state]) }
     }
 
     /// A lever on the thing the path's `{id}` names, in the service that owns it: read, acted on with the
     /// operator's token, and written to the audit log as `entry` describes the answers before and after.
     private func ownedLever<Owned>(
         _ request: Request, _ context: HailRequestContext, action: String, what: String, maximum: Int = 128,
-        read: Endpoint<NoContent, Owned>, act: Endpoint<NoContent, Owned>,
+        read: Endpoint<NoContent, Owned>, act: Endpoint<NoContent, Owned>, everyShard: (([Owned]) -> Owned)? = nil,
         entry: (_ id: String, _ before: Owned, _ after: Owned) -> (target: String, before: [String: String], after: [String: String])
     ) async throws -> CommandAPI.AuditEntry {
         let (operator_, headers, key) = try operatorCall(request, context)
         if let key, let done = try await store.entry(idempotencyKey: key) { return done }
         let id = try Self.target(context, what, maximum: maximum)
-        // A split service's owner of the id (nil: the service is not split).
-        let shard = try clients.shard(of: read.service, id: id)
-        let before = try await clients.call(read, NoContent(), parameters: ["id": id], headers: headers, shard: shard, context: context.callContext)
-        let after = try await clients.call(act, NoContent(), parameters: ["id": id], headers: headers, shard: shard, context: context.callContext)
+        let before: Owned
+        let after: Owned
+        if let merge = everyShard {
+            // Asked of every shard, the answers merged.
+            before = merge(try await clients.callEveryShard(read, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext))
+            after = merge(try await clients.callEveryShard(act, NoContent(), parameters: ["id": id], headers: headers, context: context.callContext))
+        } else {
+            // A split service's owner of the id (nil: the service is not split).
+            let shard = try clients.shard(of: read.service, id: id)
+            before = try await clients.call(read, NoContent(), parameters: ["id": id], headers: headers, shard: shard, context: context.callContext)
+            after = try await clients.call(act, NoContent(), parameters: ["id": id], headers: headers, shard: shard, context: context.callContext)
+        }
         let described = entry(id, before, after)
         return try await store.record(
             actor: operator_.userID, action: action, target: described.target, before: described.before, after: described.after,

@@ -64,7 +64,14 @@ struct ProxyRoute: Sendable {
         /// campaign it names; a new campaign, by its city): read from the query passed on and the body.
         /// Nil, or an id naming no shard: any instance, which refuses the request with the reason (a
         /// forged token) or answers it (a place in no city has no ad).
-        case derived(@Sendable (_ query: [String: String], _ body: ByteBuffer?) -> ShardKey?)
+        /// With `orFound`, a request that names none goes to every shard, as `.found` (a driver going online
+        /// where they last sent a fix, which only that city's instance of matching knows).
+        case derived(
+            @Sendable (_ query: [String: String], _ body: ByteBuffer?) -> ShardKey?,
+            orFound: (@Sendable (_ answers: [ByteBuffer], _ query: [String: String]) throws -> ByteBuffer)? = nil)
+        /// Every shard, the answers that succeeded merged into one; when none did, the first refusal (what one
+        /// city's instance of matching knows of a driver, where the others may refuse).
+        case found(merge: @Sendable (_ answers: [ByteBuffer], _ query: [String: String]) throws -> ByteBuffer)
     }
     /// What a request names that places it on a shard.
     enum ShardKey: Sendable, Equatable {
@@ -72,6 +79,8 @@ struct ProxyRoute: Sendable {
         case id(String)
         /// A key hashed over the shards (`Shards.shard(forKey:count:)`): its owner.
         case key(String)
+        /// A shard by its number (matching's city of a place).
+        case index(Int)
     }
     var sharding: Sharding = .any
     /// For what an app shows only when it can (an ad): the longest the service may take, after which —
@@ -107,7 +116,8 @@ struct ProxyRoute: Sendable {
     /// merged. A 404 problem for an `{id}` naming a shard the service does not have.
     enum Target {
         case shard(Int?)
-        case every(merge: @Sendable ([ByteBuffer], [String: String]) throws -> ByteBuffer)
+        /// `refusalsAllowed`: merged from the shards that succeeded (`.found`), not only when all did.
+        case every(merge: @Sendable ([ByteBuffer], [String: String]) throws -> ByteBuffer, refusalsAllowed: Bool = false)
     }
 
     func target(
@@ -121,11 +131,13 @@ struct ProxyRoute: Sendable {
         case .caller: return .shard(clients.shard(of: service, key: caller))
         case .idempotencyKey: return .shard(idempotencyKey.flatMap { clients.shard(of: service, key: $0) })
         case .all(let merge): return .every(merge: merge)
-        case .derived(let read):
+        case .found(let merge): return .every(merge: merge, refusalsAllowed: true)
+        case .derived(let read, let orFound):
             switch read(query(), body) {
             case .id(let named): return .shard((try? clients.shard(of: service, id: named)) ?? nil)
             case .key(let key): return .shard(clients.shard(of: service, key: key))
-            case nil: return .shard(nil)
+            case .index(let index): return .shard((0..<clients.shardCount(of: service)).contains(index) ? index : nil)
+            case nil: return orFound.map { .every(merge: $0, refusalsAllowed: true) } ?? .shard(nil)
             }
         }
     }
@@ -151,7 +163,11 @@ struct ProxyRoute: Sendable {
 
     /// Every relayed route; `adCities`: the cities the ad service sells in (`ad.cities`), whose shards
     /// own their places.
-    static func all(adCities: CityCircles = try! CityCircles(specification: CityCircles.defaultSpecification)) -> [ProxyRoute] { [
+    /// `matchingCities`: matching's, when it is split by city (`matching.cities`): a driver's fixes and
+    /// going online go to the instance of the place's city, what is asked about a driver to every city.
+    static func all(
+        adCities: CityCircles = try! CityCircles(specification: CityCircles.defaultSpecification), matchingCities: CityCircles? = nil
+    ) -> [ProxyRoute] { [
         // Signed-in accounts.
         relay(.get, "me", to: LoginAPI.user, roles: [], id: .caller),
         // Coupons.
@@ -170,10 +186,16 @@ struct ProxyRoute: Sendable {
         relay(.get, "rides/{id}", to: OrderAPI.order, roles: [.rider, .driver, .admin]),
         relay(.post, "rides/{id}/cancel", to: OrderAPI.cancel, roles: [.rider, .driver]),
         // Drivers.
-        relay(.post, "driver/online", to: MatchingAPI.online, roles: [.driver], id: .caller),
-        relay(.post, "driver/offline", to: MatchingAPI.offline, roles: [.driver], id: .caller),
-        relay(.post, "driver/locations", to: MatchingAPI.locations, roles: [.driver], id: .caller, gathered: .driverLocations),
-        relay(.get, "driver/status", to: MatchingAPI.driver, roles: [.driver], id: .caller),
+        // Matching split by city (`matching.cities`): a place goes to its city's instance; a driver is asked of
+        // every city, the one that knows them answering.
+        relay(
+            .post, "driver/online", to: MatchingAPI.online, roles: [.driver], id: .caller,
+            sharding: .derived(driverPlace(in: matchingCities), orFound: merged(MatchingAPI.DriverStatus.merged))),
+        relay(.post, "driver/offline", to: MatchingAPI.offline, roles: [.driver], id: .caller, sharding: .all(merge: merged(MatchingAPI.DriverStatus.merged))),
+        relay(
+            .post, "driver/locations", to: MatchingAPI.locations, roles: [.driver], id: .caller, gathered: .driverLocations,
+            sharding: .derived(fixesPlace(in: matchingCities))),
+        relay(.get, "driver/status", to: MatchingAPI.driver, roles: [.driver], id: .caller, sharding: .all(merge: merged(MatchingAPI.DriverStatus.merged))),
         relay(.post, "driver/offers/{id}/grab", to: GrabAPI.grab, roles: [.driver]),
         relay(.post, "driver/rides/{id}/arrive", to: OrderAPI.arrive, roles: [.driver]),
         relay(.post, "driver/rides/{id}/start", to: OrderAPI.start, roles: [.driver]),
@@ -181,12 +203,16 @@ struct ProxyRoute: Sendable {
         // Operators' dispatch.
         relay(.put, "admin/surge", to: OrderAPI.setSurge, roles: [.admin]),
         relay(.get, "admin/surge", to: OrderAPI.surgeMap, roles: [.admin]),
-        relay(.get, "admin/dispatch/stats", to: MatchingAPI.stats, roles: [.admin]),
-        relay(.get, "admin/dispatch/drivers", to: MatchingAPI.drivers, roles: [.admin]),
-        relay(.get, "admin/dispatch/drivers/{id}", to: MatchingAPI.driver, roles: [.admin]),
-        relay(.post, "admin/dispatch/drivers/{id}/suspend", to: MatchingAPI.suspend, roles: [.admin]),
-        relay(.post, "admin/dispatch/drivers/{id}/restore", to: MatchingAPI.restore, roles: [.admin]),
-        relay(.get, "admin/dispatch/waiting", to: MatchingAPI.waiting, roles: [.admin], query: ["limit"]),
+        relay(.get, "admin/dispatch/stats", to: MatchingAPI.stats, roles: [.admin], sharding: .all(merge: merged(MatchingAPI.DispatchStats.merged))),
+        relay(.get, "admin/dispatch/drivers", to: MatchingAPI.drivers, roles: [.admin], sharding: .all(merge: merged(MatchingAPI.DriverList.merged))),
+        relay(.get, "admin/dispatch/drivers/{id}", to: MatchingAPI.driver, roles: [.admin], sharding: .all(merge: merged(MatchingAPI.DriverStatus.merged))),
+        relay(
+            .post, "admin/dispatch/drivers/{id}/suspend", to: MatchingAPI.suspend, roles: [.admin],
+            sharding: .all(merge: merged(MatchingAPI.DriverStatus.merged))),
+        relay(
+            .post, "admin/dispatch/drivers/{id}/restore", to: MatchingAPI.restore, roles: [.admin],
+            sharding: .all(merge: merged(MatchingAPI.DriverStatus.merged))),
+        relay(.get, "admin/dispatch/waiting", to: MatchingAPI.waiting, roles: [.admin], query: ["limit"], sharding: .all(merge: mergeWaiting)),
         relay(.get, "admin/grabs/{id}", to: GrabAPI.audit, roles: [.admin]),
         // Money.
         relay(.post, "payments", to: PaymentAPI.pay, roles: [.rider], sharding: .caller),
@@ -234,6 +260,36 @@ struct ProxyRoute: Sendable {
         relay(.post, "admin/command/levers/settlement-batches", to: CommandAPI.runSettlement, roles: [.admin]),
         relay(.post, "admin/command/levers/broadcasts", to: CommandAPI.broadcast, roles: [.admin]),
     ] }
+
+    /// Matching's shard for a driver going online at the body's place: its city's; none when the body has
+    /// no place (every city is asked).
+    static func driverPlace(in cities: CityCircles?) -> @Sendable ([String: String], ByteBuffer?) -> ShardKey? {
+        { _, body in
+            guard let cities, let body, let online = try? JSONBody.decode(MatchingAPI.GoOnline.self, from: body),
+                let lat = online.lat, let lon = online.lon
+            else { return nil }
+            let point = GeoPoint(lat: lat, lon: lon)
+            return point.isValid ? .index(MatchingAPI.shard(of: point, in: cities)) : nil
+        }
+    }
+
+    /// Matching's shard for a driver's fixes: the city of the latest.
+    static func fixesPlace(in cities: CityCircles?) -> @Sendable ([String: String], ByteBuffer?) -> ShardKey? {
+        { _, body in
+            guard let cities, let body, let fixes = try? JSONBody.decode(MatchingAPI.Locations.self, from: body),
+                let latest = MatchingAPI.latest(fixes.points)
+            else { return nil }
+            let point = GeoPoint(lat: latest.lat, lon: latest.lon)
+            return point.isValid ? .index(MatchingAPI.shard(of: point, in: cities)) : nil
+        }
+    }
+
+    /// Every city's waiting orders, the oldest `limit` (500) of them.
+    @Sendable static func mergeWaiting(_ answers: [ByteBuffer], query: [String: String]) throws -> ByteBuffer {
+        let lists = try answers.map { try JSONBody.decoder.decode(MatchingAPI.WaitingOrders.self, from: Data($0.readableBytesView)) }
+        let limit = query["limit"].flatMap { Int($0) } ?? 500
+        return ByteBuffer(bytes: try JSONBody.encoder.encode(MatchingAPI.WaitingOrders.merged(lists, limit: limit)))
+    }
 
     /// A split ad service's shard for an ad at the query's place: its city's (none outside every city).
     static func adPlace(in cities: CityCircles) -> @Sendable ([String: String], ByteBuffer?) -> ShardKey? {

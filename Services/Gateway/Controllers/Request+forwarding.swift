@@ -76,8 +76,9 @@ extension ServiceClient {
             id: id, caller: try context.requireIdentity().userID, idempotencyKey: request.headers[HailHeaders.idempotencyKey],
             query: query, body: body, clients: self)
         {
-        case .every(let merge):
-            return try await everyShard(route, path: path, headers: headers, body: body, query: query, context: context, merge: merge)
+        case .every(let merge, let refusalsAllowed):
+            return try await everyShard(
+                route, path: path, headers: headers, body: body, query: query, context: context, merge: merge, refusalsAllowed: refusalsAllowed)
         case .shard(let shard):
             let answer = try await send(
                 service: route.service, method: route.calleeMethod, path: path,
@@ -95,10 +96,11 @@ extension ServiceClient {
 
     /// Asks every shard of the route's service at once and answers one merged answer; the first refusal
     /// or failure of a shard, when there is one, is the answer instead (a list missing a shard's part would
-    /// look whole and be wrong).
+    /// look whole and be wrong). With `refusalsAllowed`, the answers that succeeded are merged, and the
+    /// first refusal is the answer only when none did (what one shard knows and the others do not).
     private func everyShard(
         _ route: ProxyRoute, path: String, headers: HTTPFields, body: ByteBuffer?, query: [String: String],
-        context: HailRequestContext, merge: @Sendable ([ByteBuffer], [String: String]) throws -> ByteBuffer
+        context: HailRequestContext, merge: @Sendable ([ByteBuffer], [String: String]) throws -> ByteBuffer, refusalsAllowed: Bool = false
     ) async throws -> Response {
         let count = shardCount(of: route.service)
         let answers = try await withThrowingTaskGroup(of: (Int, ServiceResponse).self) { group in
@@ -113,10 +115,13 @@ extension ServiceClient {
             for try await (shard, answer) in group { answers[shard] = answer }
             return answers.compactMap { $0 }
         }
-        if let refused = answers.first(where: { !(200..<300).contains($0.status.code) }) { return try Self.relayed(refused) }
+        let succeeded = answers.filter { (200..<300).contains($0.status.code) }
+        if let refused = answers.first(where: { !(200..<300).contains($0.status.code) }), !refusalsAllowed || succeeded.isEmpty {
+            return try Self.relayed(refused)
+        }
         let merged: ByteBuffer
         do {
-            merged = try merge(answers.map(\.body), query)
+            merged = try merge(succeeded.map(\.body), query)
         } catch {
             throw Problem(
                 .badGateway, slug: "bad-gateway", title: "A service answered something unexpected",

@@ -27,9 +27,10 @@ final class FixBatches: Sendable {
     }
 
     private struct State {
-        var waiting: [Waiting] = []
-        /// A flush is scheduled for the requests waiting.
-        var scheduled = false
+        /// By shard of matching (-1: matching is not split).
+        var waiting: [Int: [Waiting]] = [:]
+        /// The shards a flush is scheduled for.
+        var scheduled: Set<Int> = []
     }
 
     /// A batch whose call did not come back with an answer for each of its requests.
@@ -44,10 +45,17 @@ final class FixBatches: Sendable {
     private let credentials: ServiceCredentials
     private let logger: Logger
     private let state = Mutex(State())
+    /// The shard of matching split by city that takes a driver's fixes (its latest fix's city's); nil
+    /// when matching is not split.
+    private let shard: @Sendable ([MatchingAPI.LocationPoint]) -> Int?
     private let batches = Counter(label: "hailstorm_gateway_fix_batches_total")
     private let gathered = Counter(label: "hailstorm_gateway_fixes_gathered_total")
 
-    init(clients: ServiceClient, credentials: ServiceCredentials, window: Duration, limit: Int, timeout: Duration, logger: Logger) {
+    init(
+        clients: ServiceClient, credentials: ServiceCredentials, window: Duration, limit: Int, timeout: Duration,
+        shard: @escaping @Sendable ([MatchingAPI.LocationPoint]) -> Int? = { _ in nil }, logger: Logger
+    ) {
+        self.shard = shard
         self.clients = clients
         self.credentials = credentials
         self.window = .nanoseconds(window.nanosecondsValue)
@@ -60,31 +68,32 @@ final class FixBatches: Sendable {
     func add(driver: String, points: [MatchingAPI.LocationPoint], requestID: String, on loop: any EventLoop) -> EventLoopFuture<HTTP1Answer> {
         let promise = loop.makePromise(of: HTTP1Answer.self)
         let entry = Waiting(driver: driver, points: points, requestID: requestID, promise: promise)
+        let key = shard(points) ?? -1
         let (full, schedule) = state.withLock { state -> ([Waiting]?, Bool) in
-            state.waiting.append(entry)
-            if state.waiting.count >= limit {
-                defer { state.waiting.removeAll(keepingCapacity: true) }
-                return (state.waiting, false)
+            state.waiting[key, default: []].append(entry)
+            if state.waiting[key]!.count >= limit {
+                defer { state.waiting[key]!.removeAll(keepingCapacity: true) }
+                return (state.waiting[key], false)
             }
-            if state.scheduled { return (nil, false) }
-            state.scheduled = true
+            if state.scheduled.contains(key) { return (nil, false) }
+            state.scheduled.insert(key)
             return (nil, true)
         }
-        if let full { send(full) }
+        if let full { send(full, shard: key) }
         if schedule {
             loop.scheduleTask(in: window) { [self] in
                 let due = state.withLock { state -> [Waiting] in
-                    state.scheduled = false
-                    defer { state.waiting.removeAll(keepingCapacity: true) }
-                    return state.waiting
+                    state.scheduled.remove(key)
+                    defer { state.waiting[key]?.removeAll(keepingCapacity: true) }
+                    return state.waiting[key] ?? []
                 }
-                if !due.isEmpty { send(due) }
+                if !due.isEmpty { send(due, shard: key) }
             }
         }
         return promise.futureResult
     }
 
-    private func send(_ batch: [Waiting]) {
+    private func send(_ batch: [Waiting], shard key: Int) {
         batches.increment()
         gathered.increment(by: batch.count)
         let body = MatchingAPI.LocationBatch(drivers: batch.map { .init(driverID: $0.driver, points: $0.points) })
@@ -93,7 +102,8 @@ final class FixBatches: Sendable {
             do {
                 let headers = try await credentials.headers(for: MatchingAPI.service)
                 let context = CallContext(deadline: ContinuousClock.now + timeout, eventLoop: eventLoop)
-                let answer = try await clients.call(MatchingAPI.locationBatch, body, headers: headers, context: context)
+                let answer = try await clients.call(
+                    MatchingAPI.locationBatch, body, headers: headers, shard: key < 0 ? nil : key, context: context)
                 guard answer.results.count == batch.count else { throw Failure.noAnswer }
                 for (entry, result) in zip(batch, answer.results) {
                     entry.promise.succeed(Self.answer(result, requestID: entry.requestID))

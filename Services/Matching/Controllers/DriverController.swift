@@ -13,6 +13,8 @@ struct DriverController: Sendable {
     let style: DispatchStyle
     let fixStream: FixStream?
     let dispatch: DispatchService
+    /// Where this instance dispatches (matching split by city: its own city only).
+    var city = CityRange.everywhere
 
     func register(on router: some RouterMethods<HailRequestContext>) {
         router.on(MatchingAPI.locations) { body, _, context in
@@ -41,6 +43,7 @@ struct DriverController: Sendable {
             if let lat = body.lat, let lon = body.lon {
                 let point = GeoPoint(lat: lat, lon: lon)
                 guard point.isValid else { throw Problem.invalidField("lat", "needs lat in -90…90 and lon in -180…180") }
+                guard city.owns(point) else { throw city.misdirected(point) }
                 try await fleet.locate(driver, at: point)
             } else if body.lat != nil || body.lon != nil {
                 throw Problem.invalidField(body.lat == nil ? "lat" : "lon", "send both lat and lon, or neither")
@@ -134,11 +137,12 @@ struct DriverController: Sendable {
                 throw Problem.invalidField("points[\(i)].at", "must be a time in seconds since 1970, before 2100")
             }
         }
-        // The latest fix counts; without times, the last one sent.
-        let latest = points.enumerated().max { a, b in
-            (a.element.at ?? Double(a.offset)) < (b.element.at ?? Double(b.offset))
-        }!.element
-        try await fleet.locate(driver, at: GeoPoint(lat: latest.lat, lon: latest.lon))
+        // The latest fix counts; without times, the last one sent. Another city's place is that city's
+        // instance's to take (a driver who drove there is dispatched there from now on).
+        let latest = MatchingAPI.latest(points)!
+        let position = GeoPoint(lat: latest.lat, lon: latest.lon)
+        guard city.owns(position) else { throw city.misdirected(position) }
+        try await fleet.locate(driver, at: position)
         if let fixStream {
             let now = Date().timeIntervalSince1970
             let state = fleet.status(driver).state

@@ -3,6 +3,7 @@ import EventBus
 import Logging
 import Metrics
 import RedisKit
+import HailKit
 import SQLiteKit
 
 /// What matching learns from the order stream: new orders to dispatch (kept in its SQLite file before the
@@ -15,15 +16,18 @@ import SQLiteKit
 enum OrderEventsConsumer {
     static let group = "matching"
 
+    /// `city`: with matching split by city, this instance's (`CityRange`); every instance reads the whole
+    /// stream in a group of its own (`matching-s1`) and dispatches only the orders picked up in its city,
+    /// while every trip's start and end reach every city's fleet (a driver busy anywhere is busy).
     static func consumer(
         store: DispatchStore, fleet: DriverFleet, dispatch: DispatchService, redis: RedisClient, instance: String,
-        configuration: EventConsumerConfiguration, logger: Logger
+        city: CityRange = .everywhere, configuration: EventConsumerConfiguration, logger: Logger
     ) -> EventConsumer {
         EventConsumer.batching(
-            stream: OrderEvents.Created.stream, group: group, consumer: instance, redis: redis,
+            stream: OrderEvents.Created.stream, group: city.shard.group(group), consumer: instance, redis: redis,
             configuration: configuration, logger: logger
         ) { envelopes in
-            try await handle(envelopes, store: store, fleet: fleet, dispatch: dispatch)
+            try await handle(envelopes, store: store, fleet: fleet, dispatch: dispatch, city: city)
         }
     }
 
@@ -31,7 +35,9 @@ enum OrderEventsConsumer {
     /// the drivers' trips in one Redis pipeline, then the window's claims released. Redelivered in part or
     /// whole (a crash between the steps, a failed batch handled again one by one), it changes nothing
     /// twice: new orders are recorded once per event id, the rest are idempotent.
-    static func handle(_ envelopes: [EventEnvelope], store: DispatchStore, fleet: DriverFleet, dispatch: DispatchService) async throws {
+    static func handle(
+        _ envelopes: [EventEnvelope], store: DispatchStore, fleet: DriverFleet, dispatch: DispatchService, city: CityRange = .everywhere
+    ) async throws {
         enum Step: Sendable {
             case created(EventEnvelope, OrderEvents.Created)
             case moved(OrderEvents.Moved)
@@ -48,6 +54,8 @@ enum OrderEventsConsumer {
             for step in steps {
                 switch step {
                 case .created(let envelope, let created):
+                    // Another city's order: its own instance dispatches it.
+                    guard city.owns(created.pickup) else { continue }
                     if try ProcessedEvents.record(envelope, consumer: group, in: db) {
                         try store.add(created, in: db)
                     }
@@ -78,5 +86,30 @@ enum OrderEventsConsumer {
         if reopened > 0 { Counter(label: "hailstorm_dispatch_offers_reopened_total").increment(by: reopened) }
         try await fleet.apply(trips)
         for order in released { dispatch.release(order: order) }
+    }
+}
+
+/// The places an instance of matching dispatches: everywhere (one instance), or, with matching split by
+/// city (`matching.cities`), those nearer its own city's centre than any other's.
+struct CityRange: Sendable {
+    /// The instance's shard: the position of its city in `cities`.
+    let shard: Shard
+    let cities: CityCircles?
+
+    static let everywhere = CityRange(shard: Shard(index: 0, of: 1), cities: nil)
+
+    /// The city's name, for messages.
+    var name: String { cities.map { $0.all[shard.index].name } ?? "every city" }
+
+    func owns(_ point: GeoPoint) -> Bool {
+        guard let cities, shard.isSplit else { return true }
+        return MatchingAPI.shard(of: point, in: cities) == shard.index
+    }
+
+    /// A 421 problem for a place another city's instance dispatches.
+    func misdirected(_ point: GeoPoint) -> Problem {
+        let owner = cities.map { MatchingAPI.shard(of: point, in: $0) } ?? 0
+        let city = cities.map { $0.all[owner].name } ?? "?"
+        return Problem.misdirected("\(city) is dispatched by shard \(owner); this instance dispatches \(name) (shard \(shard.index) of \(shard.count))")
     }
 }

@@ -133,7 +133,8 @@ struct GrabController: Sendable {
     private func redispatch(_ order: String, context: HailRequestContext) async {
         let call = CallContext(requestID: context.callContext.requestID, trace: context.callContext.trace)
         do {
-            _ = try await clients.call(
+            // Matching split by city: the city holding the order takes it back; the others have nothing to do.
+            _ = try await clients.callEveryShard(
                 MatchingAPI.redispatch, NoContent(), parameters: ["id": order],
                 headers: try await credentials.headers(for: MatchingAPI.service), context: call)
         } catch {
