@@ -51,7 +51,11 @@ import Yams
             #expect(environment(shards[service.name])["SHARDS"] != nil, "\(service.name) is not told the split")
         }
         let map = try ShardMap(parsing: try #require(environment(shards["gateway"])["SHARDS"]))
-        #expect(map.count(of: "order") == 3 && map.count(of: "coupon") == 2 && map.count(of: "payment") == 2 && map.count(of: "ad") == 2, "\(map)")
+        // Matching by city: the gateway and every instance of matching read the same cities, one per instance.
+        let cities = environment(shards["gateway"])["MATCHING_CITIES"]
+        #expect(try CityCircles(specification: cities ?? "").all.count == map.count(of: "matching"), "\(cities ?? "no MATCHING_CITIES")")
+        #expect(environment(shards["matching"])["MATCHING_CITIES"] == cities, "matching reads other cities than the gateway")
+        #expect(map.count(of: "order") == 3 && map.count(of: "coupon") == 2 && map.count(of: "payment") == 2 && map.count(of: "ad") == 2 && map.count(of: "matching") == 2, "\(map)")
         for (service, count) in map.counts {
             #expect(environment(shards[service])["SHARD"] == "0", "\(service): the base file's instance owns shard 0")
             for shard in 1..<count {
@@ -195,6 +199,11 @@ import Yams
                     let shardSource = (container?["env"] as? [[String: Any]])?.first { $0["name"] as? String == "SHARD" }
                     let field = ((shardSource?["valueFrom"] as? [String: Any])?["fieldRef"] as? [String: Any])?["fieldPath"] as? String
                     #expect(field == "metadata.labels['apps.kubernetes.io/pod-index']", "\(overlay): \(service.name)'s pods do not take their shard from their ordinal")
+                    if service.name == "matching" {
+                        // A city per pod, in the list matching and the gateway both read.
+                        let cities = try CityCircles(specification: Self.setting("MATCHING_CITIES", in: objects) ?? "")
+                        #expect(cities.all.count == shards, "\(overlay): MATCHING_CITIES must name a city for each of matching's \(shards) pods")
+                    }
                 }
                 #expect((spec?["volumeClaimTemplates"] as? [Any])?.isEmpty == false, "\(overlay): \(service.name) has no volume claim")
             } else {
