@@ -224,6 +224,19 @@ final class DriverFleet: Sendable {
     enum TripChange: Sendable {
         case took(driver: String, order: String)
         case ended(driver: String, order: String)
+
+        var driver: String {
+            switch self {
+            case .took(let driver, _), .ended(let driver, _): driver
+            }
+        }
+    }
+
+    /// Whether this fleet has the driver: a position of theirs, or a trip it follows (an account only
+    /// asked about, as every city of a split matching is, is not had).
+    func has(_ account: String) -> Bool {
+        guard let id = names.withLock({ $0.byAccount[account] }) else { return false }
+        return names.withLock { $0.trips[id] != nil } || live.read { $0.position(of: id) } != nil
     }
 
     /// Applies `changes` in order, with Redis's copy updated in one pipeline; returns how many took

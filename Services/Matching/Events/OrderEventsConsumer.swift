@@ -17,8 +17,8 @@ enum OrderEventsConsumer {
     static let group = "matching"
 
     /// `city`: with matching split by city, this instance's (`CityRange`); every instance reads the whole
-    /// stream in a group of its own (`matching-s1`) and dispatches only the orders picked up in its city,
-    /// while every trip's start and end reach every city's fleet (a driver busy anywhere is busy).
+    /// stream in a group of its own (`matching-s1`), dispatches only the orders picked up in its city and
+    /// follows the trips of the drivers it has.
     static func consumer(
         store: DispatchStore, fleet: DriverFleet, dispatch: DispatchService, redis: RedisClient, instance: String,
         city: CityRange = .everywhere, configuration: EventConsumerConfiguration, logger: Logger
@@ -84,7 +84,9 @@ enum OrderEventsConsumer {
             return (trips, released, reopened)
         }
         if reopened > 0 { Counter(label: "hailstorm_dispatch_offers_reopened_total").increment(by: reopened) }
-        try await fleet.apply(trips)
+        // Split by city: the trips of drivers this city has (another city's drivers' trips cost it nothing;
+        // a driver on a trip who goes online here is refused by order, which knows the trip).
+        try await fleet.apply(city.isSplit ? trips.filter { fleet.has($0.driver) } : trips)
         for order in released { dispatch.release(order: order) }
     }
 }
@@ -97,6 +99,9 @@ struct CityRange: Sendable {
     let cities: CityCircles?
 
     static let everywhere = CityRange(shard: Shard(index: 0, of: 1), cities: nil)
+
+    /// Whether matching is split by city.
+    var isSplit: Bool { cities != nil && shard.isSplit }
 
     /// The city's name, for messages.
     var name: String { cities.map { $0.all[shard.index].name } ?? "every city" }
