@@ -13,7 +13,7 @@
 # --keep leaves the stack running for a look, failed or not; --redis-cluster adds
 # compose/docker-compose.redis-cluster.yml (six Redis nodes joined into a Redis Cluster by a one-shot
 # container, every service a cluster client); --shards adds that and compose/docker-compose.shards.yml
-# (order in three shards, coupon and payment in two: four more containers).
+# (order in three shards, coupon, payment and ad in two, matching in two cities: six more containers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -47,9 +47,9 @@ if [ "$redis_cluster" = 1 ]; then
     more_containers=6
 fi
 if [ "$shards" = 1 ]; then
-    # order-1, order-2, coupon-1 and payment-1.
+    # order-1, order-2, coupon-1, payment-1, ad-1 and matching-1.
     compose+=(-f compose/docker-compose.shards.yml)
-    more_containers=$((more_containers + 4))
+    more_containers=$((more_containers + 6))
 fi
 export HAILSTORM_TAG=dev
 random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
