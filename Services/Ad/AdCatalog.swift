@@ -141,9 +141,11 @@ final class AdCatalog: Sendable {
     func serve(placement: AdAPI.Placement, at point: GeoPoint, for identity: Identity, now: Double = Date().timeIntervalSince1970) async throws -> AdAPI.Ad? {
         guard let city = cities.city(at: point) else { return nil }
         // Another shard's city: its campaigns are not here, and an empty answer would hide the misrouting.
-        let cityOwner = AdAPI.shard(ofCity: city.name, count: owner.count)
-        guard cityOwner == owner.index else {
-            throw Problem.misdirected("\(city.name) is shard \(cityOwner)'s; this instance owns shard \(owner.index) of \(owner.count)")
+        if owner.isSplit {
+            let cityOwner = AdAPI.shard(ofCity: city.name, count: owner.count)
+            guard cityOwner == owner.index else {
+                throw Problem.misdirected("\(city.name) is shard \(cityOwner)'s; this instance owns shard \(owner.index) of \(owner.count)")
+            }
         }
         let running = live.withLock { live in
             live.values.filter {

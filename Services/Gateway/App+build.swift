@@ -154,9 +154,8 @@ func buildRouter(
             timeout: min(kit.clients.configuration.timeout, kit.configuration.requestTimeout ?? kit.clients.configuration.timeout),
             shard: { [matchingCities, matchingShards] points in
                 // Split by city: the batch of the city of each driver's latest fix.
-                guard matchingShards > 1, let matchingCities, let latest = MatchingAPI.latest(points) else { return nil }
-                let point = GeoPoint(lat: latest.lat, lon: latest.lon)
-                return point.isValid ? MatchingAPI.shard(of: point, in: matchingCities) : nil
+                guard matchingShards > 1, let matchingCities else { return nil }
+                return MatchingAPI.shard(ofFixes: points, in: matchingCities)
             },
             logger: kit.logger)
     }

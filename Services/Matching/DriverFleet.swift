@@ -235,8 +235,12 @@ final class DriverFleet: Sendable {
     /// Whether this fleet has the driver: a position of theirs, or a trip it follows (an account only
     /// asked about, as every city of a split matching is, is not had).
     func has(_ account: String) -> Bool {
-        guard let id = names.withLock({ $0.byAccount[account] }) else { return false }
-        return names.withLock { $0.trips[id] != nil } || live.read { $0.position(of: id) } != nil
+        let (id, onTrip) = names.withLock { names in
+            let id = names.byAccount[account]
+            return (id, id.map { names.trips[$0] != nil } ?? false)
+        }
+        guard let id else { return false }
+        return onTrip || live.read { $0.position(of: id) } != nil
     }
 
     /// Applies `changes` in order, with Redis's copy updated in one pipeline; returns how many took

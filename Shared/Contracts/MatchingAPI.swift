@@ -10,6 +10,14 @@ public enum MatchingAPI {
         cities.nearest(to: point)
     }
 
+    /// The shard of a matching service split by city that takes a driver's fixes: the city of the latest
+    /// (`latest`); nil when there is none, or it is no place on earth (the instance asked refuses it).
+    public static func shard(ofFixes points: [LocationPoint], in cities: CityCircles) -> Int? {
+        guard let latest = latest(points) else { return nil }
+        let point = GeoPoint(lat: latest.lat, lon: latest.lon)
+        return point.isValid ? shard(of: point, in: cities) : nil
+    }
+
     /// The latest of a driver's fixes (by `at`; without times, the last one sent): where the driver is.
     public static func latest(_ points: [LocationPoint]) -> LocationPoint? {
         points.enumerated().max { a, b in (a.element.at ?? Double(a.offset)) < (b.element.at ?? Double(b.offset)) }?.element

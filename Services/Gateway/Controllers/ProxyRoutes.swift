@@ -276,11 +276,8 @@ struct ProxyRoute: Sendable {
     /// Matching's shard for a driver's fixes: the city of the latest.
     static func fixesPlace(in cities: CityCircles?) -> @Sendable ([String: String], ByteBuffer?) -> ShardKey? {
         { _, body in
-            guard let cities, let body, let fixes = try? JSONBody.decode(MatchingAPI.Locations.self, from: body),
-                let latest = MatchingAPI.latest(fixes.points)
-            else { return nil }
-            let point = GeoPoint(lat: latest.lat, lon: latest.lon)
-            return point.isValid ? .index(MatchingAPI.shard(of: point, in: cities)) : nil
+            guard let cities, let body, let fixes = try? JSONBody.decode(MatchingAPI.Locations.self, from: body) else { return nil }
+            return MatchingAPI.shard(ofFixes: fixes.points, in: cities).map(ShardKey.index)
         }
     }
 
