@@ -65,20 +65,47 @@ struct LoadContext: Sendable {
         /// the bytes: most answers of a flash sale are refusals, and parsing each whole document cost the
         /// generator a twentieth of its time — time taken from the services it measures.
         var problem: String? {
-            let marker = Self.problemMarker
-            let bytes = self.bytes.readableBytesView
-            var start = bytes.startIndex
-            while start + marker.count < bytes.endIndex {
-                defer { start += 1 }
-                guard bytes[start] == marker[0], bytes[start..<start + marker.count].elementsEqual(marker) else { continue }
-                let slug = bytes[(start + marker.count)...].prefix { $0 != UInt8(ascii: "\"") }
+            if let range = valueRange(after: #""type":"urn:hailstorm:problem:"#) {
+                let slug = bytes.readableBytesView[range].prefix { $0 != UInt8(ascii: "\"") }
                 return String(decoding: slug, as: UTF8.self)
             }
             // Written some other way (spaces, escapes): parse it.
             return (json["type"] as? String).map { $0.replacingOccurrences(of: "urn:hailstorm:problem:", with: "") }
         }
 
-        private static let problemMarker = Array(#""type":"urn:hailstorm:problem:"#.utf8)
+        /// The string of the answer's key `name`, read off the bytes where it is written `"name":"…"`
+        /// without escapes (an id), the whole document parsed otherwise. For an answer whose nested
+        /// objects do not use that key: the first one written is taken.
+        func string(named name: String) -> String? {
+            if let range = valueRange(after: "\"\(name)\":\""), let end = bytes.readableBytesView[range].firstIndex(of: UInt8(ascii: "\"")),
+                !bytes.readableBytesView[range.lowerBound..<end].contains(UInt8(ascii: "\\"))
+            {
+                return String(decoding: bytes.readableBytesView[range.lowerBound..<end], as: UTF8.self)
+            }
+            return json[name] as? String
+        }
+
+        /// The number of the answer's key `name` (as `string(named:)` finds it).
+        func number(named name: String) -> Double? {
+            if let range = valueRange(after: "\"\(name)\":") {
+                let digits = bytes.readableBytesView[range].prefix { $0 != UInt8(ascii: ",") && $0 != UInt8(ascii: "}") }
+                if let value = Double(String(decoding: digits, as: UTF8.self)) { return value }
+            }
+            return json[name] as? Double
+        }
+
+        /// Where the value behind the first `marker` starts, to the end of the body.
+        private func valueRange(after marker: String) -> Range<Int>? {
+            let marker = Array(marker.utf8)
+            let view = bytes.readableBytesView
+            var start = view.startIndex
+            while start + marker.count <= view.endIndex {
+                defer { start += 1 }
+                guard view[start] == marker[0], view[start..<start + marker.count].elementsEqual(marker) else { continue }
+                return (start + marker.count)..<view.endIndex
+            }
+            return nil
+        }
     }
 
     /// One request through the gateway; a transport failure is a reply with status 0 and the error's name

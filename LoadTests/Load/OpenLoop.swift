@@ -159,7 +159,7 @@ struct OpenLoop: Sendable {
         // (its wake-ups each find more to do; two loops cost the bare-http run a third more CPU per request
         // at 5,000/s), sharing the recorder's lock across loops costs more.
         let peak = schedule.profile == .burst ? 3 * schedule.rate : schedule.rate
-        let all = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
+        let all = Self.loops
         let loops = Array(all.prefix(max(1, min(all.count, Int((peak / 10_000).rounded(.up))))))
         let counts = await withTaskGroup(of: (sent: Int, dropped: Int).self) { group in
             for (lane, loop) in loops.enumerated() {
@@ -228,6 +228,12 @@ struct OpenLoop: Sendable {
         while owed.value > 0 { await loop.sleep(until: .now() + tick) }
         return (sent, dropped)
     }
+
+    /// The generator's event loops, the first one first: the loop of the first dispatcher, which a
+    /// scenario's own requests (a rush hour's fixes, grabs and trips) share, so that one thread carries
+    /// them all up to 10,000 requests a second instead of each wake-up crossing threads.
+    static let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
+    static var home: any EventLoop { loops[0] }
 
     private static func seconds(_ amount: TimeAmount) -> Double {
         Double(amount.nanoseconds) / 1e9

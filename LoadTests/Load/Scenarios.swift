@@ -238,8 +238,9 @@ final class RideScenario: Scenario {
         guard failures.value == 0 else {
             throw LoadError("\(failures.value) of \(driverCount) drivers could not go online")
         }
-        let watcher = Task { await self.watch() }
-        let fixes = Task { await self.sendFixes() }
+        let home = EventLoopTaskExecutor(OpenLoop.home)
+        let watcher = Task(executorPreference: home) { await self.watch() }
+        let fixes = Task(executorPreference: home) { await self.sendFixes(on: OpenLoop.home) }
         background.withLock { $0 = [watcher, fixes] }
     }
 
@@ -249,11 +250,11 @@ final class RideScenario: Scenario {
         let (pickup, dropoff) = (near(pickupSpread), near(0.05))
         let body = Data(#"{"pickup":\#(Self.json(pickup)),"dropoff":\#(Self.json(dropoff)),"dispatch":"\#(mode.rawValue)"}"#.utf8)
         let reply = await context.call(.POST, "/rides", token: rider.token, json: body, idempotencyKey: "\(context.runLabel)-\(name)-\(index)")
-        let answer = reply?.status == 201 ? reply?.json : nil
-        if let id = answer?["id"] as? String {
+        if let reply, reply.status == 201, let id = reply.string(named: "id") {
+            let createdAt = reply.number(named: "createdAt")
             accepted.withLock { orders in
                 var tracked = orders[id] ?? Tracked()
-                tracked.createdAt = tracked.createdAt ?? answer?["createdAt"] as? Double
+                tracked.createdAt = tracked.createdAt ?? createdAt
                 tracked.dispatch = mode
                 orders[id] = tracked
             }
@@ -262,7 +263,11 @@ final class RideScenario: Scenario {
     }
 
     /// Reads `events:order` from where it stood at the start: offers trigger grabs, assignments trips.
+    /// It and the grabs and trips it starts run on the generator's home loop (where their requests'
+    /// connections are): on Swift's shared pool each request crossed threads twice, and thread switches
+    /// were a sixth of the generator's rush hour.
     private func watch() async {
+        let home = EventLoopTaskExecutor(OpenLoop.home)
         guard let redis = context.redis else { return }
         let stream = "events:order"
         var last = (try? await redis.send(RedisCommand("XREVRANGE", stream, "+", "-", "COUNT", 1)))?.array?.first?.array?.first?.string ?? "0-0"
@@ -274,7 +279,8 @@ final class RideScenario: Scenario {
             last = entries.last?.id ?? last
             for entry in entries {
                 guard let type = entry.string("type"), type != OrderEvents.Created.type, let payload = entry.fields["payload"],
-                    let moved = try? JSONDecoder().decode(OrderEvents.Moved.self, from: Data(payload))
+                    let moved = payload.withUnsafeBytes({ PlainJSON.read(OrderEvents.Moved.self, from: $0) })
+                        ?? (try? JSONDecoder().decode(OrderEvents.Moved.self, from: Data(payload)))
                 else { continue }
                 let known = accepted.withLock { orders -> Bool in
                     guard var tracked = orders[moved.orderID] else {
@@ -297,9 +303,9 @@ final class RideScenario: Scenario {
                 guard known, !stopping.load(ordering: .relaxed) else { continue }
                 let second = Int((ContinuousClock.now - start).secondsValue)
                 if moved.to == .offered, moved.reason?.hasPrefix("offered to") == true, let offered = moved.offeredTo {
-                    Task { await self.grabStorm(moved.orderID, drivers: offered, second: second) }
+                    Task(executorPreference: home) { await self.grabStorm(moved.orderID, drivers: offered, second: second) }
                 } else if moved.to == .assigned, let driver = moved.driverID {
-                    Task { await self.drive(moved.orderID, driver: driver, second: second) }
+                    Task(executorPreference: home) { await self.drive(moved.orderID, driver: driver, second: second) }
                 }
             }
         }
@@ -409,13 +415,7 @@ final class RideScenario: Scenario {
     }
 
     /// Each driver sends a fix every `fixSeconds`, spread evenly, until the run ends: on an event loop,
-    /// its timers and requests there (as the open loop's).
-    private func sendFixes() async {
-        let loop = MultiThreadedEventLoopGroup.singleton.next()
-        await withTaskExecutorPreference(EventLoopTaskExecutor(loop)) { await sendFixes(on: loop) }
-    }
-
-    /// Wakes once per `fixTick` and sends the fixes due by then. On the gateway's plain-http lane a fix is
+    /// its timers and requests there (as the open loop's). Wakes once per `fixTick` and sends the fixes due by then. On the gateway's plain-http lane a fix is
     /// its driver's request head (made once per driver) and the point written behind it, and its answer
     /// is recorded on the loop that read it: no task, timer or `Data` per fix. A fleet's fixes are a
     /// rush hour's most frequent request (1,000 a second from 10,000 drivers), and with a wake-up, a task

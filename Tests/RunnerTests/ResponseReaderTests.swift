@@ -110,4 +110,23 @@ struct ResponseReaderTests {
         #expect(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n" + String(repeating: "a", count: 64) + "\r\n40\r\n", piece: 4096, reader: &reader)
             == [.invalid("an answer over 100 bytes")])
     }
+
+    @Test("a new order's id and time, and a refusal's reason, are read off the answer as a parser reads them")
+    func fields() {
+        // As order writes a new ride (keys sorted, a move's reason quoting the rider).
+        let order = #"{"createdAt":1796630400.25,"currency":"EUR","history":[{"actor":"r1","at":1796630400.25,"reason":"said \"id\":\"x\"","to":"created"}],"id":"o-0192","riderID":"r1","state":"created"}"#
+        let reply = LoadContext.Reply(status: 201, bytes: ByteBuffer(string: order))
+        #expect(reply.string(named: "id") == "o-0192")
+        #expect(reply.number(named: "createdAt") == 1796630400.25)
+        #expect(reply.string(named: "state") == "created")
+        #expect(reply.problem == nil)
+        // Written with spaces: parsed the general way, to the same values.
+        let spaced = LoadContext.Reply(status: 201, bytes: ByteBuffer(string: #"{ "id" : "o-7", "createdAt" : 12.5 }"#))
+        #expect(spaced.string(named: "id") == "o-7")
+        #expect(spaced.number(named: "createdAt") == 12.5)
+        #expect(spaced.string(named: "missing") == nil)
+        let refused = LoadContext.Reply(status: 409, bytes: ByteBuffer(string: #"{"status":409,"type":"urn:hailstorm:problem:driver-busy"}"#))
+        #expect(refused.problem == "driver-busy")
+        #expect(refused.number(named: "status") == 409)
+    }
 }
