@@ -415,9 +415,10 @@ final class RideScenario: Scenario {
     }
 
     /// Each driver sends a fix every `fixSeconds`, spread evenly, until the run ends: on an event loop,
-    /// its timers and requests there (as the open loop's). Wakes once per `fixTick` and sends the fixes due by then. On the gateway's plain-http lane a fix is
-    /// its driver's request head (made once per driver) and the point written behind it, and its answer
-    /// is recorded on the loop that read it: no task, timer or `Data` per fix. A fleet's fixes are a
+    /// its timers and requests there (as the open loop's). Wakes once per `fixTick` and sends the fixes
+    /// due by then. On the gateway's plain-http lane a fix is its driver's request head (made once per
+    /// driver) and the point written behind it, and its answer is recorded on the loop that read it: no
+    /// task, timer or `Data` per fix. A fleet's fixes are a
     /// rush hour's most frequent request (1,000 a second from 10,000 drivers), and with a wake-up, a task
     /// and a request built from strings for each the generator spent five times its per-request cost of
     /// a bare-http run on them, on the cores the measured platform runs on.

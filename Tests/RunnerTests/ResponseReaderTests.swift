@@ -128,5 +128,10 @@ struct ResponseReaderTests {
         let refused = LoadContext.Reply(status: 409, bytes: ByteBuffer(string: #"{"status":409,"type":"urn:hailstorm:problem:driver-busy"}"#))
         #expect(refused.problem == "driver-busy")
         #expect(refused.number(named: "status") == 409)
+        // Cut off mid-value: no id and no time (the ride is not counted as accepted), never a crash.
+        let cut = LoadContext.Reply(status: 201, bytes: ByteBuffer(string: #"{"createdAt":"#))
+        #expect(cut.number(named: "createdAt") == nil)
+        #expect(LoadContext.Reply(status: 201, bytes: ByteBuffer(string: #"{"id":"o-01"#)).string(named: "id") == nil)
+        #expect(LoadContext.Reply(status: 201, bytes: ByteBuffer()).string(named: "id") == nil)
     }
 }
