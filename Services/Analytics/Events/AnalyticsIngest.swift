@@ -31,12 +31,11 @@ struct AnalyticsIngest: Sendable {
     let streams: Streams
     let gate: IngestGate
 
-    /// Applies one event inside the caller's transaction, noting in `batch` who it saw; events of other
-    /// types are skipped.
-    func apply(_ envelope: EventEnvelope, in db: Database, noting batch: SeenRecently.Batch? = nil) throws {
+    /// Applies one event inside the caller's transaction; events of other types are skipped.
+    func apply(_ envelope: EventEnvelope, in db: Database) throws {
         switch envelope.type {
         case OrderEvents.Created.type:
-            try store.orderCreated(try envelope.decode(OrderEvents.Created.self), in: db, noting: batch)
+            try store.orderCreated(try envelope.decode(OrderEvents.Created.self), in: db)
         case _ where envelope.stream == streams.order && envelope.type.hasPrefix("order."):
             try store.orderMoved(try envelope.decode(OrderEvents.Moved.self), in: db)
         case PaymentEvents.Succeeded.type:
@@ -46,21 +45,19 @@ struct AnalyticsIngest: Sendable {
         case AdEvents.Counted.type, AdEvents.Counted.clickType:
             try store.adCounted(try envelope.decode(AdEvents.Counted.self), isClick: envelope.type == AdEvents.Counted.clickType, in: db)
         case LocationEvents.Fixes.type:
-            try store.fixes(try envelope.decode(LocationEvents.Fixes.self).fixes, in: db, noting: batch)
+            try store.fixes(try envelope.decode(LocationEvents.Fixes.self).fixes, in: db)
         case QuoteEvents.Given.type:
-            try store.quotes(try envelope.decode(QuoteEvents.Given.self).quotes, in: db, noting: batch)
+            try store.quotes(try envelope.decode(QuoteEvents.Given.self).quotes, in: db)
         default:
             break
         }
     }
 
-    /// Stores a batch of one stream's events, each once; who they saw is remembered once it committed.
+    /// Stores a batch of one stream's events, each once.
     func store(_ envelopes: [EventEnvelope], stream: String) async throws {
-        let batch = store.recent.batch()
         try await ProcessedEvents.each(envelopes, consumer: "analytics-\(stream)", store: store.db) { envelope, db in
-            try apply(envelope, in: db, noting: batch)
+            try apply(envelope, in: db)
         }
-        store.recent.commit(batch)
     }
 
     func consumers(redis: RedisClient, instance: String, batchSize: Int, gather: Duration, logger: Logger) -> [EventConsumer] {

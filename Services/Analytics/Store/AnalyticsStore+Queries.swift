@@ -209,7 +209,7 @@ extension AnalyticsStore {
     /// who was seen where before `seenBefore`, which must not be later than `fixesBefore` (the drivers
     /// whose fixes go are found from the minutes they were seen in). Returns the rows removed.
     func prune(fixesBefore: Double, seenBefore: Double) async throws -> Int {
-        let removed = try await db.write { db in
+        try await db.write { db in
             var removed = 0
             let drivers = try String.fetchAll(
                 db, sql: "SELECT DISTINCT id FROM seen WHERE kind = 'driver-city' AND minute < ?", arguments: [Self.minute(fixesBefore)])
@@ -223,8 +223,6 @@ extension AnalyticsStore {
             }
             return removed
         }
-        recent.forget()
-        return removed
     }
 
     /// Empties every table of facts and rollups (for `rebuild`).
@@ -236,7 +234,6 @@ extension AnalyticsStore {
             try db.execute(sql: "DELETE FROM rebuilding")
             try db.execute(sql: "INSERT INTO rebuilding (started_at) VALUES (?)", arguments: [Date().timeIntervalSince1970])
         }
-        recent.forget()
     }
 
     /// The rebuild is done: its mark goes.

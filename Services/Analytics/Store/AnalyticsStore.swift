@@ -15,8 +15,6 @@ import SQLiteKit
 struct AnalyticsStore: Sendable {
     let db: SQLiteStore
     let grids: CityGrids
-    /// The newest sightings in `seen`, so that a repeat within its minute costs no statement.
-    let recent = SeenRecently()
 
     /// Rollup names in `counts`.
     enum Metric: String, CaseIterable {
@@ -161,32 +159,22 @@ struct AnalyticsStore: Sendable {
             """).execute(arguments: [span.rawValue, minute(at), city, cell ?? "", DurationBuckets.bucket(seconds)])
     }
 
-    /// Records that `id` was seen as `kind` in a minute and place; true the first time. With a `batch`, a
-    /// sighting its `SeenRecently` knows is committed already is not asked of the table, and one inserted
-    /// is noted in the batch.
+    /// Records that `id` was seen as `kind` in a minute and place; true the first time.
     @discardableResult
-    static func see(
-        _ kind: String, _ id: String, at: Double, city: String, cell: String?, in db: Database, noting batch: SeenRecently.Batch? = nil
-    ) throws -> Bool {
-        let key = SeenRecently.Key(kind: kind, minute: minute(at), city: city, cell: cell ?? "", id: id)
-        if let batch, batch.recent.contains(key) { return false }
+    static func see(_ kind: String, _ id: String, at: Double, city: String, cell: String?, in db: Database) throws -> Bool {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO seen (kind, minute, city, cell, id) VALUES (?, ?, ?, ?, ?)")
-            .execute(arguments: [key.kind, key.minute, key.city, key.cell, key.id])
-        guard db.changesCount == 1 else { return false }
-        batch?.note(key)
-        return true
+            .execute(arguments: [kind, minute(at), city, cell ?? "", id])
+        return db.changesCount == 1
     }
 
     /// A rider or driver active in a minute: once in the cell, and once in the city (`<kind>-city`, no
     /// cell), so that a city's distinct count reads one row per person and minute however far they moved.
-    static func seeActive(
-        _ kind: String, _ id: String, at: Double, city: String, cell: String?, in db: Database, noting batch: SeenRecently.Batch? = nil
-    ) throws {
-        try see(kind, id, at: at, city: city, cell: cell, in: db, noting: batch)
-        try see("\(kind)-city", id, at: at, city: city, cell: nil, in: db, noting: batch)
+    static func seeActive(_ kind: String, _ id: String, at: Double, city: String, cell: String?, in db: Database) throws {
+        try see(kind, id, at: at, city: city, cell: cell, in: db)
+        try see("\(kind)-city", id, at: at, city: city, cell: nil, in: db)
     }
 
-    func orderCreated(_ order: OrderEvents.Created, in db: Database, noting batch: SeenRecently.Batch? = nil) throws {
+    func orderCreated(_ order: OrderEvents.Created, in db: Database) throws {
         let pickup = grids.place(order.pickup), dropoff = grids.place(order.dropoff)
         try db.cachedStatement(sql: """
             INSERT OR IGNORE INTO orders (id, rider_id, state, city, cell, dropoff_city, dropoff_cell, pickup_lat, pickup_lon,
@@ -201,7 +189,7 @@ struct AnalyticsStore: Sendable {
             .execute(arguments: [order.orderID, order.createdAt])
         try Self.add(.orders, at: order.createdAt, city: pickup.city, cell: pickup.cell, in: db)
         if (order.surge ?? 1) > 1 { try Self.add(.surgeOrders, at: order.createdAt, city: pickup.city, cell: pickup.cell, in: db) }
-        try Self.seeActive("rider", order.riderID, at: order.createdAt, city: pickup.city, cell: pickup.cell, in: db, noting: batch)
+        try Self.seeActive("rider", order.riderID, at: order.createdAt, city: pickup.city, cell: pickup.cell, in: db)
         // A payment that arrived before its order is counted now, at the payment's time.
         if let payment = try Row.fetchOne(
             db.cachedStatement(sql: "SELECT * FROM payments WHERE order_id = ? AND counted = 0"), arguments: [order.orderID])
@@ -281,7 +269,7 @@ struct AnalyticsStore: Sendable {
         try db.cachedStatement(sql: "UPDATE payments SET counted = 1 WHERE order_id = ?").execute(arguments: [payment["order_id"] as String])
     }
 
-    func fixes(_ fixes: [LocationEvents.Fix], in db: Database, noting batch: SeenRecently.Batch? = nil) throws {
+    func fixes(_ fixes: [LocationEvents.Fix], in db: Database) throws {
         for fix in fixes {
             let point = GeoPoint(lat: fix.lat, lon: fix.lon)
             guard point.isValid, Bounds.isEpochSeconds(fix.at), !fix.driverID.isEmpty else { continue }
@@ -289,22 +277,22 @@ struct AnalyticsStore: Sendable {
                 .execute(arguments: [fix.driverID, fix.at, fix.lat, fix.lon])
             guard db.changesCount == 1 else { continue }
             let place = grids.place(point)
-            try Self.seeActive("driver", fix.driverID, at: fix.at, city: place.city, cell: place.cell, in: db, noting: batch)
+            try Self.seeActive("driver", fix.driverID, at: fix.at, city: place.city, cell: place.cell, in: db)
             guard fix.state == "available" else { continue }
-            if try Self.see("available", fix.driverID, at: fix.at, city: place.city, cell: place.cell, in: db, noting: batch) {
+            if try Self.see("available", fix.driverID, at: fix.at, city: place.city, cell: place.cell, in: db) {
                 try Self.add(.supply, at: fix.at, city: place.city, cell: place.cell, in: db)
             }
-            if try Self.see("available-city", fix.driverID, at: fix.at, city: place.city, cell: nil, in: db, noting: batch) {
+            if try Self.see("available-city", fix.driverID, at: fix.at, city: place.city, cell: nil, in: db) {
                 try Self.add(.supplyCity, at: fix.at, city: place.city, cell: nil, in: db)
             }
         }
     }
 
-    func quotes(_ quotes: [QuoteEvents.Quote], in db: Database, noting batch: SeenRecently.Batch? = nil) throws {
+    func quotes(_ quotes: [QuoteEvents.Quote], in db: Database) throws {
         for quote in quotes where Bounds.isEpochSeconds(quote.at) {
             let place = grids.place(GeoPoint(lat: quote.lat, lon: quote.lon))
             try Self.add(.quotes, at: quote.at, city: place.city, cell: place.cell, in: db)
-            try Self.seeActive("rider", quote.riderID, at: quote.at, city: place.city, cell: place.cell, in: db, noting: batch)
+            try Self.seeActive("rider", quote.riderID, at: quote.at, city: place.city, cell: place.cell, in: db)
         }
     }
 
