@@ -55,7 +55,9 @@ say "Checking the compose files and the Kubernetes manifests"
 bash scripts/check-manifests.sh
 
 run_dir=$(mktemp -d /tmp/hailstorm-test.XXXXXX)
+images_pid=
 cleanup() {
+    [ -z "$images_pid" ] || kill "$images_pid" 2>/dev/null || true
     stop_pidfile "$run_dir/redis.pid"
     stop_pidfile "$run_dir/etcd.pid"
     rm -rf "$run_dir"
@@ -72,10 +74,24 @@ export HAILSTORM_TEST_ETCD_ENDPOINT="http://127.0.0.1:$etcd_port"
 # (-gnone, and -g0 for the C targets): nothing here reads it (the images strip it anyway; a crash's
 # backtrace still names its functions from the symbol table), and writing it is build time.
 stage "release build"
+if [ "$containers" = 1 ]; then
+    # What the container steps need that no Hailstorm binary is in (podman, the Debian base image from
+    # debootstrap, the images of Redis, etcd and Prometheus, the services' shared layers) is mostly
+    # downloads: made beside the compiler, which leaves the network idle. Done before the tests start.
+    say "Meanwhile: podman, the base image and the images without Hailstorm binaries (log in $run_dir/images.log)"
+    (source scripts/containers.sh && ensure_podman && ensure_base_image && build_base_images dev) \
+        >"$run_dir/images.log" 2>&1 &
+    images_pid=$!
+fi
 say "Building (release) the services, the tools and the tests"
 release=(-c release -Xswiftc -enable-testing -Xswiftc -gnone -Xcc -g0)
 swift build "${release[@]}" --build-tests
 release_bin=$(swift build "${release[@]}" --show-bin-path)
+if [ -n "$images_pid" ]; then
+    say "Waiting for the images without Hailstorm binaries"
+    wait "$images_pid" || { status=$?; images_pid=; cat "$run_dir/images.log" >&2; exit "$status"; }
+    images_pid=
+fi
 stage "tests"
 say "Running the tests"
 # One test at a time: the flash-sale storms saturate a small machine, and the tests that wait on real
