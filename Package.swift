@@ -237,7 +237,9 @@ let package = Package(
         testTarget("RedisKit", ["RedisKit", "HailKitTesting"]),
         testTarget("SQLiteKit", ["SQLiteKit", "HailKitTesting"]),
         testTarget("Discovery", ["Discovery", "HailKitTesting"]),
-        testTarget("HailKit", ["HailKit", "HailKitTesting", "Contracts", .product(name: "W3CTraceContext", package: "swift-w3c-trace-context")]),
+        testTarget("HailKit", [
+            "HailKit", "HailKitTesting", "Contracts", nioPosix, .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+        ]),
         testTarget("EventBus", ["EventBus", "HailKitTesting"]),
         testTarget("Login", ["Login", "HailKitTesting"]),
         testTarget("Gateway", [

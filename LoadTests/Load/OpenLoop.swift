@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import HailKit
 import Histogram
 import NIOCore
 import NIOPosix
@@ -124,7 +125,7 @@ final class LatencyRecorder: Sendable {
 /// answer there in a closure, with no task or future per request; the others run `request` as a child
 /// task.
 ///
-/// Each dispatcher and every request it starts run on one event loop (`EventLoopTaskExecutor`), the loop
+/// Each dispatcher and every request it starts run on one event loop (`LoopTaskExecutor`), the loop
 /// whose connections carry the requests (`GatewayLane`): waiting for a due time is a timer of that loop,
 /// and a request, its answer and its record pass between no threads. On the shared pool of Swift's
 /// concurrency, with a dispatch timer per due time, each request cost several thread wake-ups, and the
@@ -163,7 +164,7 @@ struct OpenLoop: Sendable {
         let loops = Array(all.prefix(max(1, min(all.count, Int((peak / 10_000).rounded(.up))))))
         let counts = await withTaskGroup(of: (sent: Int, dropped: Int).self) { group in
             for (lane, loop) in loops.enumerated() {
-                group.addTask(executorPreference: EventLoopTaskExecutor(loop)) {
+                group.addTask(executorPreference: LoopTaskExecutor(loop)) {
                     await dispatch(
                         due, from: lane, every: loops.count, start: start, inFlight: inFlight, on: loop,
                         submit: submit, request)
@@ -237,20 +238,6 @@ struct OpenLoop: Sendable {
 
     private static func seconds(_ amount: TimeAmount) -> Double {
         Double(amount.nanoseconds) / 1e9
-    }
-}
-
-/// Runs the jobs of the tasks that prefer it on one event loop: a task awaiting an answer that the loop
-/// delivers resumes on that loop, in the same turn, instead of waking a thread of the shared pool.
-final class EventLoopTaskExecutor: TaskExecutor {
-    let eventLoop: any EventLoop
-
-    init(_ eventLoop: any EventLoop) {
-        self.eventLoop = eventLoop
-    }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        eventLoop.enqueue(job)
     }
 }
 

@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import HailKit
 import Histogram
 import NIOCore
 import NIOPosix
@@ -238,7 +239,7 @@ final class RideScenario: Scenario {
         guard failures.value == 0 else {
             throw LoadError("\(failures.value) of \(driverCount) drivers could not go online")
         }
-        let home = EventLoopTaskExecutor(OpenLoop.home)
+        let home = LoopTaskExecutor(OpenLoop.home)
         let watcher = Task(executorPreference: home) { await self.watch() }
         let fixes = Task(executorPreference: home) { await self.sendFixes(on: OpenLoop.home) }
         background.withLock { $0 = [watcher, fixes] }
@@ -267,7 +268,7 @@ final class RideScenario: Scenario {
     /// connections are): on Swift's shared pool each request crossed threads twice, and thread switches
     /// were a sixth of the generator's rush hour.
     private func watch() async {
-        let home = EventLoopTaskExecutor(OpenLoop.home)
+        let home = LoopTaskExecutor(OpenLoop.home)
         guard let redis = context.redis else { return }
         let stream = "events:order"
         var last = (try? await redis.send(RedisCommand("XREVRANGE", stream, "+", "-", "COUNT", 1)))?.array?.first?.array?.first?.string ?? "0-0"

@@ -22,6 +22,8 @@ struct EdgeChannel<Inner: ServerChildChannel>: ServerChildChannel {
     let headerTimeout: TimeAmount
     /// Adds `MalformedRequestAnswer` behind the inner channel's HTTP decoder.
     let answersMalformedRequests: Bool
+    /// Runs the connection's task (its requests, their handlers) on the connection's event loop.
+    var handlersOnLoop = false
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         if let connections, let address = channel.remoteAddress?.ipAddress {
@@ -43,7 +45,10 @@ struct EdgeChannel<Inner: ServerChildChannel>: ServerChildChannel {
     }
 
     func handle(value: Value, logger: Logger) async {
-        await inner.handle(value: value, logger: logger)
+        guard handlersOnLoop else { return await inner.handle(value: value, logger: logger) }
+        await withTaskExecutorPreference(LoopTaskExecutor(value.channel.eventLoop)) {
+            await inner.handle(value: value, logger: logger)
+        }
     }
 
     struct TooManyConnections: Error {}
@@ -125,6 +130,7 @@ extension HTTPServerBuilder {
     /// header limits), behind Hailstorm's edge (`EdgeChannel`).
     static func edge(
         http1: HTTP1Channel.Configuration, headerTimeout: Duration, connectionsPerClient: Int, answersMalformedRequests: Bool,
+        handlersOnLoop: Bool = false,
         makeChannel: @escaping @Sendable (@escaping HTTPChannelHandler.Responder, HTTP1Channel.Configuration) -> any ServerChildChannel
     ) -> HTTPServerBuilder {
         let connections = connectionsPerClient > 0 ? ConnectionsPerClient(limit: connectionsPerClient) : nil
@@ -132,7 +138,8 @@ extension HTTPServerBuilder {
         return HTTPServerBuilder { responder in
             func wrap(_ inner: some ServerChildChannel) -> any ServerChildChannel {
                 EdgeChannel(
-                    inner: inner, connections: connections, headerTimeout: timeout, answersMalformedRequests: answersMalformedRequests)
+                    inner: inner, connections: connections, headerTimeout: timeout, answersMalformedRequests: answersMalformedRequests,
+                    handlersOnLoop: handlersOnLoop)
             }
             return wrap(makeChannel(responder, http1))
         }
@@ -191,5 +198,19 @@ final class HeaderReadTimeout: ChannelInboundHandler, RemovableChannelHandler {
             timer = nil
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
+    }
+}
+
+/// Runs the jobs of the tasks that prefer it on one event loop: a task awaiting an answer that the loop
+/// delivers resumes on that loop, in the same turn, instead of waking a thread of Swift's shared pool.
+public final class LoopTaskExecutor: TaskExecutor {
+    public let eventLoop: any EventLoop
+
+    public init(_ eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        eventLoop.enqueue(job)
     }
 }

@@ -144,6 +144,8 @@ public struct ServiceConfiguration: Sendable {
     public var requestTimeout: Duration?
     public var idleTimeout: Duration
     public var connectionsPerClient: Int
+    /// Each connection's handlers run on the event loop that carries the connection (`EdgeChannel`).
+    public var handlersOnLoop: Bool
     public var logLevel: Logger.Level
     public var logFormat: String
     public var redis: RedisConfiguration
@@ -169,7 +171,9 @@ public struct ServiceConfiguration: Sendable {
     /// How long the outbox relay waits, once woken by a commit, for further commits to publish with it.
     public var outboxLinger: Duration
 
-    public init(name: String, reader: ConfigReader, defaultPort: Int, defaultConnectionsPerClient: Int = 0) throws {
+    public init(
+        name: String, reader: ConfigReader, defaultPort: Int, defaultConnectionsPerClient: Int = 0, defaultHandlersOnLoop: Bool = false
+    ) throws {
         self.name = name
         // `instance.id`: unique per process; defaults to the service name and a random suffix.
         self.instanceID = reader.string(forKey: "instance.id")
@@ -197,6 +201,11 @@ public struct ServiceConfiguration: Sendable {
         self.connectionsPerClient = try reader.int(
             forKey: "http.connections.per.client", default: defaultConnectionsPerClient, in: 0...1_000_000)
         self.requestTimeout = timeout > 0 ? .milliseconds(timeout) : nil
+        // `http.handlers.on.loop`: run each connection's requests on the event loop that reads and writes
+        // the connection instead of on Swift's shared pool — no thread hand-over per request and per answer
+        // awaited from Redis, but the loop's I/O waits while a handler computes. On by default where the
+        // handlers are short (coupon's claim: one Lua script), off elsewhere (docs/benchmarks.md).
+        self.handlersOnLoop = try reader.flag(forKey: "http.handlers.on.loop", default: defaultHandlersOnLoop)
         // `log.level`: trace … critical. `log.format`: json (default) | text.
         self.logLevel = Logger.Level(rawValue: reader.string(forKey: "log.level", default: "info")) ?? .info
         self.logFormat = reader.string(forKey: "log.format", default: "json")

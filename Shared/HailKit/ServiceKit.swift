@@ -38,9 +38,14 @@ public struct ServiceKit: Sendable {
 
     /// `defaultConnectionsPerClient`: the cap on one peer address's open connections unless configured
     /// (`http.connections.per.client`); the edge of the platform sets one, services behind it need none.
-    public init(name: String, reader: ConfigReader, defaultPort: Int, defaultConnectionsPerClient: Int = 0) throws {
+    /// `defaultHandlersOnLoop`: whether requests run on their connection's event loop unless configured
+    /// (`http.handlers.on.loop`).
+    public init(
+        name: String, reader: ConfigReader, defaultPort: Int, defaultConnectionsPerClient: Int = 0, defaultHandlersOnLoop: Bool = false
+    ) throws {
         let configuration = try ServiceConfiguration(
-            name: name, reader: reader, defaultPort: defaultPort, defaultConnectionsPerClient: defaultConnectionsPerClient)
+            name: name, reader: reader, defaultPort: defaultPort, defaultConnectionsPerClient: defaultConnectionsPerClient,
+            defaultHandlersOnLoop: defaultHandlersOnLoop)
         self.configuration = configuration
         self.reader = reader
         LoggingBootstrap.bootstrapOnce(configuration)
@@ -111,7 +116,8 @@ public struct ServiceKit: Sendable {
         let idleTimeout = TimeAmount.nanoseconds(configuration.idleTimeout.nanosecondsValue)
         let server = HTTPServerBuilder.edge(
             http1: HTTP1Channel.Configuration(idleTimeout: idleTimeout), headerTimeout: configuration.idleTimeout,
-            connectionsPerClient: configuration.connectionsPerClient, answersMalformedRequests: true, makeChannel: channel)
+            connectionsPerClient: configuration.connectionsPerClient, answersMalformedRequests: true,
+            handlersOnLoop: configuration.handlersOnLoop, makeChannel: channel)
         let responder = HailResponder(
             inner: router.buildResponder(), bodyLimit: configuration.bodyLimit, defaultTimeout: configuration.requestTimeout,
             traceLines: TraceLines(
