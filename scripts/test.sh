@@ -57,7 +57,11 @@ bash scripts/check-manifests.sh
 run_dir=$(mktemp -d /tmp/hailstorm-test.XXXXXX)
 images_pid=
 cleanup() {
-    [ -z "$images_pid" ] || kill "$images_pid" 2>/dev/null || true
+    # The background image job and what it runs (podman, debootstrap), when the build failed before it ended.
+    if [ -n "$images_pid" ]; then
+        pkill -TERM -P "$images_pid" 2>/dev/null || true
+        kill "$images_pid" 2>/dev/null || true
+    fi
     stop_pidfile "$run_dir/redis.pid"
     stop_pidfile "$run_dir/etcd.pid"
     rm -rf "$run_dir"

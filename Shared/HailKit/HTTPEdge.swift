@@ -23,7 +23,7 @@ struct EdgeChannel<Inner: ServerChildChannel>: ServerChildChannel {
     /// Adds `MalformedRequestAnswer` behind the inner channel's HTTP decoder.
     let answersMalformedRequests: Bool
     /// Runs the connection's task (its requests, their handlers) on the connection's event loop.
-    var handlersOnLoop = false
+    let handlersOnLoop: Bool
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         if let connections, let address = channel.remoteAddress?.ipAddress {
@@ -130,7 +130,7 @@ extension HTTPServerBuilder {
     /// header limits), behind Hailstorm's edge (`EdgeChannel`).
     static func edge(
         http1: HTTP1Channel.Configuration, headerTimeout: Duration, connectionsPerClient: Int, answersMalformedRequests: Bool,
-        handlersOnLoop: Bool = false,
+        handlersOnLoop: Bool,
         makeChannel: @escaping @Sendable (@escaping HTTPChannelHandler.Responder, HTTP1Channel.Configuration) -> any ServerChildChannel
     ) -> HTTPServerBuilder {
         let connections = connectionsPerClient > 0 ? ConnectionsPerClient(limit: connectionsPerClient) : nil
