@@ -149,7 +149,7 @@ struct Accounts: Sendable {
             ended = (userID, familyID)
         }
         if let accessToken = request.accessToken {
-            let claims = try await tokens.verify(accessToken)
+            let claims = try tokens.verify(accessToken)
             let remaining = claims.exp.value.timeIntervalSinceNow
             if remaining > 0 {
                 try await redis.set(

@@ -235,7 +235,7 @@ public struct AccessTokens: Sendable {
     /// gateway's `attestation` of it (`X-Hailstorm-Verified`, see `TokenAttestations`) that checks out,
     /// the claims it states (a user's token the gateway verified), their expiry checked here. All on the
     /// caller's thread: a remembered token is a lookup, an attested one an HMAC, a new one an ES256 check.
-    public func verify(_ token: String, attestation: String? = nil) async throws -> AccessTokenClaims {
+    public func verify(_ token: String, attestation: String? = nil) throws -> AccessTokenClaims {
         if let attestation, let claims = attestations.claims(in: attestation, for: token) {
             guard claims.exp.value > Date() else { throw Self.expired }
             byAttestation.increment()

@@ -30,7 +30,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// signed out. Throws the 401 (or, when the deny-list cannot be read, 503) problem to answer. Also
     /// for tokens that do not come in a header (the gateway's WebSocket takes it from the query).
     public func identity(token: String, attestation: String? = nil, logger: Logger) async throws -> Identity {
-        let claims = try await tokens.verify(token, attestation: attestation)
+        let claims = try tokens.verify(token, attestation: attestation)
         guard checkDenyList else { return claims.identity }
         if let known = revocations?.isRevoked(claims.identity) {
             if known { throw Self.revokedToken }

@@ -25,7 +25,7 @@ struct AccessTokensTests {
 
     func expectRefused(_ token: String, by tokens: AccessTokens, _ comment: Comment) async {
         do {
-            _ = try await tokens.verify(token)
+            _ = try tokens.verify(token)
             Issue.record(comment)
         } catch let problem as Problem {
             #expect(problem.status == .unauthorized, comment)
@@ -38,7 +38,7 @@ struct AccessTokensTests {
     func onlyLoginsKey() async throws {
         let verifier = try await AccessTokens(service: "order", signingKey: TestKeys.privateKey("order"), jwks: TestKeys.jwks, cacheSize: 0)
         let good = try await TestKeys.userToken("u1", role: .rider)
-        #expect(try await verifier.verify(good).sub.value == "u1")
+        #expect(try verifier.verify(good).sub.value == "u1")
 
         await expectRefused(Self.handMade(header: #"{"alg":"none","typ":"JWT"}"#, claims: Self.claims()), by: verifier, "alg none")
         await expectRefused(
@@ -73,7 +73,7 @@ struct AccessTokensTests {
         let forOrder = try await matching.serviceToken(for: "order", lifetime: 300)
         let order = try await AccessTokens(service: "order", signingKey: nil, jwks: TestKeys.jwks, cacheSize: 0)
         let coupon = try await AccessTokens(service: "coupon", signingKey: nil, jwks: TestKeys.jwks, cacheSize: 0)
-        let claims = try await order.verify(forOrder)
+        let claims = try order.verify(forOrder)
         #expect(claims.role == .service && claims.sub.value == "matching")
         await expectRefused(forOrder, by: coupon, "a credential for order, shown to coupon")
         let expired = try await matching.serviceToken(for: "order", lifetime: -10)
@@ -95,10 +95,10 @@ struct AccessTokensTests {
         let byOld = try await token(old)
         let byNew = try await token(new)
         let during = try await AccessTokens(service: "gateway", signingKey: nil, jwks: overlap, cacheSize: 0)
-        #expect(try await during.verify(byOld).sub.value == "u1")
-        #expect(try await during.verify(byNew).sub.value == "u1")
+        #expect(try during.verify(byOld).sub.value == "u1")
+        #expect(try during.verify(byNew).sub.value == "u1")
         let later = try await AccessTokens(service: "gateway", signingKey: nil, jwks: after, cacheSize: 0)
-        #expect(try await later.verify(byNew).sub.value == "u1")
+        #expect(try later.verify(byNew).sub.value == "u1")
         await expectRefused(byOld, by: later, "the retired kid")
     }
 
@@ -124,19 +124,19 @@ struct AccessTokensTests {
         let coupon = try await verifier("coupon")
         let order = try await verifier("order")
         let token = try await TestKeys.userToken("u1", role: .rider, session: "s1")
-        let claims = try await gateway.verify(token)
+        let claims = try gateway.verify(token)
         // The token with another token's signature: only an attestation can let it through.
         let other = try await TestKeys.userToken("u2", role: .rider)
         let unsigned = String(token[..<token.lastIndex(of: ".")!]) + String(other[other.lastIndex(of: ".")!...])
         await expectRefused(unsigned, by: coupon, "a signature that is not the token's, without an attestation")
 
         let forCoupon = try #require(gateway.attestation(for: unsigned, claims: claims, to: "coupon"))
-        let attested = try await coupon.verify(unsigned, attestation: forCoupon)
+        let attested = try coupon.verify(unsigned, attestation: forCoupon)
         #expect(attested.identity == claims.identity)
         #expect(abs(attested.exp.value.timeIntervalSince(claims.exp.value)) < 1)
 
         func expectAttestedRefused(_ token: String, attestation: String?, by tokens: AccessTokens, _ comment: Comment) async {
-            await #expect(throws: Problem.self, comment) { _ = try await tokens.verify(token, attestation: attestation) }
+            #expect(throws: Problem.self, comment) { _ = try tokens.verify(token, attestation: attestation) }
         }
         await expectAttestedRefused(unsigned, attestation: forCoupon, by: order, "coupon's attestation shown to order")
         await expectAttestedRefused(
@@ -156,11 +156,11 @@ struct AccessTokensTests {
         await expectAttestedRefused(other + "x", attestation: forCoupon, by: coupon, "another token under this attestation")
         // A service credential is not attested; an expired token is refused however attested.
         let credential = try await verifier("matching").serviceToken(for: "gateway", lifetime: 300)
-        #expect(gateway.attestation(for: credential, claims: try await gateway.verify(credential), to: "coupon") == nil)
+        #expect(gateway.attestation(for: credential, claims: try gateway.verify(credential), to: "coupon") == nil)
         let expired = try await TestKeys.userToken("u1", role: .rider, lifetime: -10)
         let expiredClaims = AccessTokenClaims(userID: "u1", role: .rider, tokenID: "e", issuedAt: Date() - 100, expiresAt: Date() - 10)
         do {
-            _ = try await coupon.verify(expired, attestation: gateway.attestation(for: expired, claims: expiredClaims, to: "coupon"))
+            _ = try coupon.verify(expired, attestation: gateway.attestation(for: expired, claims: expiredClaims, to: "coupon"))
             Issue.record("an expired token with an attestation passed")
         } catch let problem as Problem {
             #expect(problem.slug == "token-expired")
@@ -188,7 +188,7 @@ struct AccessTokensTests {
         let token = try await TestKeys.userToken("u7", role: .rider, session: "s7")
         #expect(gateway.remembered(token) == nil, "not verified yet")
         #expect(gateway.attestation(for: token, to: "coupon") == nil, "nothing to attest before verifying")
-        let claims = try await gateway.verify(token)
+        let claims = try gateway.verify(token)
         let remembered = try #require(gateway.remembered(token))
         #expect(remembered.claims == claims)
 
@@ -198,17 +198,17 @@ struct AccessTokensTests {
         // Asked again, the same words, and the same as one made afresh from the claims.
         #expect(gateway.attestation(for: token, to: "coupon") == forCoupon)
         #expect(gateway.attestation(for: token, claims: claims, to: "coupon") == forCoupon)
-        #expect(try await coupon.verify(token, attestation: forCoupon).identity == claims.identity)
-        #expect(try await order.verify(token, attestation: forOrder).identity == claims.identity)
+        #expect(try coupon.verify(token, attestation: forCoupon).identity == claims.identity)
+        #expect(try order.verify(token, attestation: forOrder).identity == claims.identity)
         // Each attests for its own callee only: shown to the other, the token is checked in full, so a
         // token with another's signature under it is refused.
         let other = try await TestKeys.userToken("u8", role: .rider)
         let unsigned = String(token[..<token.lastIndex(of: ".")!]) + String(other[other.lastIndex(of: ".")!...])
         let unsignedForCoupon = try #require(gateway.attestation(for: unsigned, claims: claims, to: "coupon"))
-        await #expect(throws: Problem.self) { _ = try await order.verify(unsigned, attestation: unsignedForCoupon) }
-        #expect(try await coupon.verify(unsigned, attestation: unsignedForCoupon).sub.value == "u7")
+        #expect(throws: Problem.self) { _ = try order.verify(unsigned, attestation: unsignedForCoupon) }
+        #expect(try coupon.verify(unsigned, attestation: unsignedForCoupon).sub.value == "u7")
         // The entry's attestation is for its own token: the same claims under another token do not match it.
-        await #expect(throws: Problem.self) { _ = try await coupon.verify(unsigned, attestation: forCoupon) }
+        #expect(throws: Problem.self) { _ = try coupon.verify(unsigned, attestation: forCoupon) }
     }
 
     @Test("claims are read off the token's bytes as the decoder reads them; any other payload goes to the decoder and means the same")
@@ -274,16 +274,16 @@ struct AccessTokensTests {
         let gateway = try await AccessTokens(service: "gateway", signingKey: nil, jwks: TestKeys.jwks, cacheSize: 2)
         var tokens: [String] = []
         for index in 1...4 { tokens.append(try await TestKeys.userToken("u\(index)", role: .rider)) }
-        for token in tokens.prefix(3) { _ = try await gateway.verify(token) }
+        for token in tokens.prefix(3) { _ = try gateway.verify(token) }
         // u1's entry has aged into the older generation; using it brings it back.
         #expect(gateway.remembered(tokens[0])?.claims.sub.value == "u1")
-        _ = try await gateway.verify(tokens[3])
+        _ = try gateway.verify(tokens[3])
         #expect(gateway.remembered(tokens[1]) == nil, "u2, unused since it was verified, is forgotten")
         for (index, token) in tokens.enumerated() where index != 1 {
             #expect(gateway.remembered(token)?.claims.sub.value == "u\(index + 1)")
         }
         // Forgotten is not refused: verified again, it is remembered again.
-        #expect(try await gateway.verify(tokens[1]).sub.value == "u2")
+        #expect(try gateway.verify(tokens[1]).sub.value == "u2")
         #expect(gateway.remembered(tokens[1]) != nil)
     }
 }

@@ -9,7 +9,7 @@ import NIOHTTP1
 /// request's head is read off the wire (`WireRequest`), the call to the service is written straight into
 /// one buffer (`Relay.call`), and the service's answer goes back to the client as one buffer with the
 /// gateway's headers: no HTTP message is built on either side, no task, no timer. A token this instance
-/// has not seen before is verified first (the one hop off the loop); one that does not verify goes to the
+/// has not seen before is verified first (on the loop, after the read that brought it); one that does not verify goes to the
 /// router, which refuses it with the reason.
 ///
 /// Everything else passes, byte for byte, to the HTTP decoder and the router behind it, which answer it as
