@@ -2,8 +2,8 @@
 # Runs Hailstorm's tests: installs what is missing (apt: redis-server, etcd-server, libhiredis-dev,
 # libsqlite3-dev, prometheus, libjs-leaflet, libjs-chart.js; chromium and chromium-driver for the command
 # centre's page), starts Redis and etcd on free loopback ports, builds and runs `swift test`, stops them;
-# before that it checks the deployment files (scripts/check-manifests.sh: docker-compose, kubectl
-# kustomize, kubernetes-validate, checkov), after it runs the compose stack from freshly built images
+# while the package compiles it checks the deployment files (scripts/check-manifests.sh: docker-compose,
+# kubectl kustomize, kubernetes-validate, checkov), after the tests it runs the compose stack from freshly built images
 # (scripts/compose-test.sh: podman, podman-compose, debootstrap) and plays the Kubernetes dev overlay's
 # workloads with podman (scripts/kube-play-test.sh). Between the two, schemathesis fuzzes the public API
 # from its OpenAPI document against a local run (scripts/fuzz.sh, 20 examples per operation and role),
@@ -50,18 +50,19 @@ ensure_packages
 # The command centre's page is tested as a person uses it: headless Chromium, driven through chromedriver.
 command -v chromedriver >/dev/null 2>&1 || install_packages chromium chromium-driver
 ensure_kubectl
-stage "manifests"
-say "Checking the compose files and the Kubernetes manifests"
-bash scripts/check-manifests.sh
+# What the manifests' check would install with apt, installed here: it runs beside the image job's apt.
+command -v docker-compose >/dev/null 2>&1 || install_packages docker-compose
 
 run_dir=$(mktemp -d /tmp/hailstorm-test.XXXXXX)
 images_pid=
+manifests_pid=
 cleanup() {
-    # The background image job and what it runs (podman, debootstrap), when the build failed before it ended.
-    if [ -n "$images_pid" ]; then
-        pkill -TERM -P "$images_pid" 2>/dev/null || true
-        kill "$images_pid" 2>/dev/null || true
-    fi
+    # The background jobs and what they run (podman, debootstrap, pip, checkov), when the build failed
+    # before they ended.
+    for pid in $images_pid $manifests_pid; do
+        pkill -TERM -P "$pid" 2>/dev/null || true
+        kill "$pid" 2>/dev/null || true
+    done
     stop_pidfile "$run_dir/redis.pid"
     stop_pidfile "$run_dir/etcd.pid"
     rm -rf "$run_dir"
@@ -78,6 +79,11 @@ export HAILSTORM_TEST_ETCD_ENDPOINT="http://127.0.0.1:$etcd_port"
 # (-gnone, and -g0 for the C targets): nothing here reads it (the images strip it anyway; a crash's
 # backtrace still names its functions from the symbol table), and writing it is build time.
 stage "release build"
+# The deployment files' check is a virtual environment's install and a few seconds of checkers, mostly
+# waiting on the disk and the network: made beside the compiler too, its verdict read after the build.
+say "Meanwhile: checking the compose files and the Kubernetes manifests (log in $run_dir/manifests.log)"
+bash scripts/check-manifests.sh >"$run_dir/manifests.log" 2>&1 &
+manifests_pid=$!
 if [ "$containers" = 1 ]; then
     # What the container steps need that no Hailstorm binary is in (podman, the Debian base image from
     # debootstrap, the images of Redis, etcd and Prometheus, the services' shared layers) is mostly
@@ -91,6 +97,10 @@ say "Building (release) the services, the tools and the tests"
 release=(-c release -Xswiftc -enable-testing -Xswiftc -gnone -Xcc -g0)
 swift build "${release[@]}" --build-tests
 release_bin=$(swift build "${release[@]}" --show-bin-path)
+say "The compose files and the Kubernetes manifests"
+wait "$manifests_pid" || { status=$?; manifests_pid=; cat "$run_dir/manifests.log" >&2; exit "$status"; }
+manifests_pid=
+cat "$run_dir/manifests.log"
 if [ -n "$images_pid" ]; then
     say "Waiting for the images without Hailstorm binaries"
     wait "$images_pid" || { status=$?; images_pid=; cat "$run_dir/images.log" >&2; exit "$status"; }
