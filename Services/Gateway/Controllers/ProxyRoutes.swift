@@ -96,9 +96,16 @@ struct ProxyRoute: Sendable {
         precondition(endpoint.parameterNames.count == (id == .none ? 0 : 1), "\(path): one {id} in, one out")
         let name = endpoint.parameterNames.first
         // A path id arrives as the client wrote it, percent-encoded (the router's parameter and the
-        // relay's segment are both the raw path); the service gets it encoded once, not twice.
+        // relay's segment are both the raw path); the service gets it encoded once, not twice. An id of
+        // unreserved characters only (a UUID, as nearly every id is) reads the same decoded and encoded:
+        // it goes between the path's two halves, split here once, as it is (decoding and encoding each id
+        // cost the gateway 5 % of its CPU in a flash sale).
+        let halves = name.flatMap { name in
+            endpoint.path.range(of: "{\(name)}").map { (before: String(endpoint.path[..<$0.lowerBound]), after: String(endpoint.path[$0.upperBound...])) }
+        }
         let calleePath: @Sendable (String?) -> String = { value in
             guard let name, let value else { return endpoint.path() }
+            if let halves, value.utf8.allSatisfy(\.isUnreservedInURI) { return halves.before + value + halves.after }
             return endpoint.path([name: value.removingPercentEncoding ?? value])
         }
         var checkBody: (@Sendable (ByteBuffer) throws -> Void)? = nil
