@@ -23,7 +23,7 @@ struct AccessTokensTests {
         return #"{"sub":"u1","role":"\#(role)","jti":"j1","iat":1,"exp":\#(exp),"iss":"\#(iss)","aud":["\#(aud)"]}"#
     }
 
-    func expectRefused(_ token: String, by tokens: AccessTokens, _ comment: Comment) async {
+    func expectRefused(_ token: String, by tokens: AccessTokens, _ comment: Comment) {
         do {
             _ = try tokens.verify(token)
             Issue.record(comment)
@@ -40,17 +40,17 @@ struct AccessTokensTests {
         let good = try await TestKeys.userToken("u1", role: .rider)
         #expect(try verifier.verify(good).sub.value == "u1")
 
-        await expectRefused(Self.handMade(header: #"{"alg":"none","typ":"JWT"}"#, claims: Self.claims()), by: verifier, "alg none")
-        await expectRefused(
+        expectRefused(Self.handMade(header: #"{"alg":"none","typ":"JWT"}"#, claims: Self.claims()), by: verifier, "alg none")
+        expectRefused(
             Self.handMade(header: #"{"alg":"none","kid":"login:1"}"#, claims: Self.claims()), by: verifier, "alg none with login's kid")
         // The HMAC scheme Hailstorm used before: HS256 over the payload with the old development key.
         let hmac = Self.handMade(header: #"{"alg":"HS256","typ":"JWT","kid":"login:1"}"#, claims: Self.claims(), signature: "c2lnbmF0dXJl")
-        await expectRefused(hmac, by: verifier, "HS256")
+        expectRefused(hmac, by: verifier, "HS256")
         let stranger = try TokenKeys.generate(issuers: ["login"])
         let forger = try await AccessTokens(service: "x", signingKey: stranger.privateKeys["login"], jwks: stranger.jwks, cacheSize: 0)
         let forged = try await forger.sign(AccessTokenClaims(
             userID: "u1", role: .admin, tokenID: "f", issuedAt: Date(), expiresAt: Date() + 600))
-        await expectRefused(forged, by: verifier, "a key the JWKS does not hold, under login's kid")
+        expectRefused(forged, by: verifier, "a key the JWKS does not hold, under login's kid")
     }
 
     @Test("a service holds no key that makes a user's token")
@@ -64,7 +64,7 @@ struct AccessTokensTests {
         let ownName = try await order.sign(AccessTokenClaims(
             userID: "u1", role: .admin, tokenID: "b", issuedAt: Date(), expiresAt: Date() + 600, issuer: "order"))
         let gateway = try await AccessTokens(service: "gateway", signingKey: nil, jwks: TestKeys.jwks, cacheSize: 0)
-        await expectRefused(ownName, by: gateway, "an admin token signed by order")
+        expectRefused(ownName, by: gateway, "an admin token signed by order")
     }
 
     @Test("a service credential names its callee: accepted there, refused anywhere else")
@@ -75,9 +75,9 @@ struct AccessTokensTests {
         let coupon = try await AccessTokens(service: "coupon", signingKey: nil, jwks: TestKeys.jwks, cacheSize: 0)
         let claims = try order.verify(forOrder)
         #expect(claims.role == .service && claims.sub.value == "matching")
-        await expectRefused(forOrder, by: coupon, "a credential for order, shown to coupon")
+        expectRefused(forOrder, by: coupon, "a credential for order, shown to coupon")
         let expired = try await matching.serviceToken(for: "order", lifetime: -10)
-        await expectRefused(expired, by: order, "an expired credential")
+        expectRefused(expired, by: order, "an expired credential")
     }
 
     @Test("rotation: both kids pass during the overlap, only the new one after")
@@ -99,7 +99,7 @@ struct AccessTokensTests {
         #expect(try during.verify(byNew).sub.value == "u1")
         let later = try await AccessTokens(service: "gateway", signingKey: nil, jwks: after, cacheSize: 0)
         #expect(try later.verify(byNew).sub.value == "u1")
-        await expectRefused(byOld, by: later, "the retired kid")
+        expectRefused(byOld, by: later, "the retired kid")
     }
 
     @Test("a JWKS that is not one, or a signing key it does not list, stops the service at start")
@@ -128,32 +128,32 @@ struct AccessTokensTests {
         // The token with another token's signature: only an attestation can let it through.
         let other = try await TestKeys.userToken("u2", role: .rider)
         let unsigned = String(token[..<token.lastIndex(of: ".")!]) + String(other[other.lastIndex(of: ".")!...])
-        await expectRefused(unsigned, by: coupon, "a signature that is not the token's, without an attestation")
+        expectRefused(unsigned, by: coupon, "a signature that is not the token's, without an attestation")
 
         let forCoupon = try #require(gateway.attestation(for: unsigned, claims: claims, to: "coupon"))
         let attested = try coupon.verify(unsigned, attestation: forCoupon)
         #expect(attested.identity == claims.identity)
         #expect(abs(attested.exp.value.timeIntervalSince(claims.exp.value)) < 1)
 
-        func expectAttestedRefused(_ token: String, attestation: String?, by tokens: AccessTokens, _ comment: Comment) async {
+        func expectAttestedRefused(_ token: String, attestation: String?, by tokens: AccessTokens, _ comment: Comment) {
             #expect(throws: Problem.self, comment) { _ = try tokens.verify(token, attestation: attestation) }
         }
-        await expectAttestedRefused(unsigned, attestation: forCoupon, by: order, "coupon's attestation shown to order")
-        await expectAttestedRefused(
+        expectAttestedRefused(unsigned, attestation: forCoupon, by: order, "coupon's attestation shown to order")
+        expectAttestedRefused(
             unsigned, attestation: gateway.attestation(for: unsigned, claims: claims, to: "order"), by: coupon, "order's shown to coupon")
         #expect(order.attestation(for: unsigned, claims: claims, to: "coupon") == nil, "only the gateway attests")
         let randomMAC = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
         let said = forCoupon.split(separator: " ", maxSplits: 3)[3]
-        await expectAttestedRefused(unsigned, attestation: "gateway:1 coupon:1 \(randomMAC) \(said)", by: coupon, "a forged attestation")
+        expectAttestedRefused(unsigned, attestation: "gateway:1 coupon:1 \(randomMAC) \(said)", by: coupon, "a forged attestation")
         // Its words changed (an admin, another user): the MAC covers them.
         for changed in [said.replacingOccurrences(of: " rider ", with: " admin "), said.replacingOccurrences(of: " u1 ", with: " u2 ")] {
             #expect(changed != String(said))
             let altered = forCoupon.replacingOccurrences(of: String(said), with: changed)
-            await expectAttestedRefused(unsigned, attestation: altered, by: coupon, "an attestation whose claims were changed")
+            expectAttestedRefused(unsigned, attestation: altered, by: coupon, "an attestation whose claims were changed")
         }
         // Shown with another token: it names the token it was made for.
-        await expectAttestedRefused(other + "x", attestation: forCoupon, by: coupon, "another token under this attestation")
+        expectAttestedRefused(other + "x", attestation: forCoupon, by: coupon, "another token under this attestation")
         // A service credential is not attested; an expired token is refused however attested.
         let credential = try await verifier("matching").serviceToken(for: "gateway", lifetime: 300)
         #expect(gateway.attestation(for: credential, claims: try gateway.verify(credential), to: "coupon") == nil)
